@@ -1,0 +1,323 @@
+package devices
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrUnknownDevice is returned for a device id that is not in the ledger.
+var ErrUnknownDevice = errors.New("unknown device")
+
+// Index is the interned handle of a device: its position in Ledger.Devices.
+type Index uint32
+
+// Device is one entry of the ledger (台账).
+type Device struct {
+	Index   Index
+	ID      string
+	Kind    Kind
+	Model   string
+	Grid    Grid
+	Address string
+	Lat     float64
+	Lon     float64
+	// Unit is the owning unit (责任单位) responsible for the device.
+	Unit string
+	// Station is the covering micro fire station: the one named in the
+	// ledger entry, or else the station whose coverage is the longest prefix
+	// of the device's grid.
+	Station *Station
+	// Gateway is the gateway box that forwards for the device, if any.
+	Gateway string
+}
+
+// Station is a micro fire station (微型消防站): a responder, not a sensor.
+type Station struct {
+	ID   string
+	Name string
+	// Grids are the code prefixes (6, 9 or 12 digits) the station covers.
+	Grids []string
+	// Endpoint is the dispatch webhook (联勤联调) that receives its pushes.
+	Endpoint string
+	Lat, Lon float64
+}
+
+// Ledger is the loaded device and station ledger. It is read-only after load
+// and safe for concurrent use.
+type Ledger struct {
+	Devices  []Device
+	Stations []*Station
+	// Places names administrative codes (any prefix length), e.g.
+	// "450204" → "柳州市柳南区", for dispatcher texts.
+	Places map[string]string
+
+	byID      map[string]Index
+	stationID map[string]*Station
+}
+
+// Lookup returns the device with the given id. It does not allocate.
+func (l *Ledger) Lookup(id []byte) (*Device, bool) {
+	i, ok := l.byID[string(id)]
+	if !ok {
+		return nil, false
+	}
+	return &l.Devices[i], true
+}
+
+// Device returns the device with index i.
+func (l *Ledger) Device(i Index) *Device { return &l.Devices[i] }
+
+// Station returns the station with the given id, or nil.
+func (l *Ledger) Station(id string) *Station { return l.stationID[id] }
+
+// PlaceName returns the names of g's county, town and village joined, using
+// the names the ledger knows, falling back to the codes.
+func (l *Ledger) PlaceName(g Grid) string {
+	var parts []string
+	for _, p := range []string{string(g[:6]), string(g[:9]), string(g)} {
+		if n, ok := l.Places[p]; ok {
+			parts = append(parts, n)
+		}
+	}
+	if len(parts) == 0 {
+		return string(g)
+	}
+	return strings.Join(parts, "")
+}
+
+// Problem is one mistake found while loading a file.
+type Problem struct {
+	File   string
+	Line   int
+	Reason string
+}
+
+func (p Problem) String() string { return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Reason) }
+
+// LoadError lists every problem found in a file, so that an installer can fix
+// a ledger in one pass.
+type LoadError struct{ Problems []Problem }
+
+func (e *LoadError) Error() string {
+	s := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		s[i] = p.String()
+	}
+	return strings.Join(s, "\n")
+}
+
+type ledgerFile struct {
+	Places   map[string]string `yaml:"places"`
+	Stations []yaml.Node       `yaml:"stations"`
+	Devices  []yaml.Node       `yaml:"devices"`
+}
+
+type stationEntry struct {
+	ID       string   `yaml:"id"`
+	Name     string   `yaml:"name"`
+	Grids    []string `yaml:"grids"`
+	Endpoint string   `yaml:"endpoint"`
+	Lat      float64  `yaml:"lat"`
+	Lon      float64  `yaml:"lon"`
+}
+
+type deviceEntry struct {
+	ID      string  `yaml:"id"`
+	Kind    string  `yaml:"kind"`
+	Model   string  `yaml:"model"`
+	Grid    string  `yaml:"grid"`
+	Address string  `yaml:"address"`
+	Lat     float64 `yaml:"lat"`
+	Lon     float64 `yaml:"lon"`
+	Unit    string  `yaml:"unit"`
+	Station string  `yaml:"station"`
+	Gateway string  `yaml:"gateway"`
+}
+
+// LoadLedger reads a ledger file.
+func LoadLedger(path string) (*Ledger, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load ledger: %w", err)
+	}
+	return ParseLedger(path, b)
+}
+
+// ParseLedger parses a ledger from b; name is used in error messages. Every
+// problem is reported with its line, as a *LoadError.
+func ParseLedger(name string, b []byte) (*Ledger, error) {
+	var f ledgerFile
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlErrLine(err), Reason: err.Error()}}}
+	}
+	var probs []Problem
+	bad := func(line int, format string, args ...any) {
+		probs = append(probs, Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
+	}
+	l := &Ledger{
+		Places:    map[string]string{},
+		byID:      make(map[string]Index, len(f.Devices)),
+		stationID: make(map[string]*Station, len(f.Stations)),
+	}
+	for code, n := range f.Places {
+		if _, err := ParsePrefix(code); err != nil {
+			bad(1, "places: %v", err)
+			continue
+		}
+		l.Places[code] = n
+	}
+	for i := range f.Stations {
+		n := &f.Stations[i]
+		var e stationEntry
+		if err := strictDecode(n, &e); err != nil {
+			bad(n.Line, "station: %v", err)
+			continue
+		}
+		if err := checkID(e.ID); err != nil {
+			bad(n.Line, "station: %v", err)
+			continue
+		}
+		if l.stationID[e.ID] != nil {
+			bad(n.Line, "station %q: duplicate id", e.ID)
+			continue
+		}
+		if e.Name == "" {
+			bad(n.Line, "station %q: name is missing", e.ID)
+		}
+		if len(e.Grids) == 0 {
+			bad(n.Line, "station %q: grids is empty: list the code prefixes it covers", e.ID)
+		}
+		for _, g := range e.Grids {
+			if _, err := ParsePrefix(g); err != nil {
+				bad(n.Line, "station %q: %v", e.ID, err)
+			}
+		}
+		if !strings.HasPrefix(e.Endpoint, "http://") && !strings.HasPrefix(e.Endpoint, "https://") {
+			bad(n.Line, "station %q: endpoint %q is not an http(s) URL", e.ID, e.Endpoint)
+		}
+		s := &Station{ID: e.ID, Name: e.Name, Grids: e.Grids, Endpoint: e.Endpoint, Lat: e.Lat, Lon: e.Lon}
+		l.Stations = append(l.Stations, s)
+		l.stationID[e.ID] = s
+	}
+	l.Devices = make([]Device, 0, len(f.Devices))
+	for i := range f.Devices {
+		n := &f.Devices[i]
+		var e deviceEntry
+		if err := strictDecode(n, &e); err != nil {
+			bad(n.Line, "device: %v", err)
+			continue
+		}
+		if err := checkID(e.ID); err != nil {
+			bad(n.Line, "device: %v", err)
+			continue
+		}
+		if _, dup := l.byID[e.ID]; dup {
+			bad(n.Line, "device %q: duplicate id", e.ID)
+			continue
+		}
+		kind, err := ParseKind(e.Kind)
+		if err != nil {
+			bad(n.Line, "device %q: %v", e.ID, err)
+		}
+		grid, err := ParseGrid(e.Grid)
+		if err != nil {
+			bad(n.Line, "device %q: %v", e.ID, err)
+		}
+		if e.Lat < -90 || e.Lat > 90 || e.Lon < -180 || e.Lon > 180 {
+			bad(n.Line, "device %q: coordinates %g,%g out of range", e.ID, e.Lat, e.Lon)
+		}
+		if e.Gateway != "" {
+			if err := checkID(e.Gateway); err != nil {
+				bad(n.Line, "device %q: gateway: %v", e.ID, err)
+			}
+		}
+		var st *Station
+		switch {
+		case e.Station != "":
+			if st = l.stationID[e.Station]; st == nil {
+				bad(n.Line, "device %q: unknown station %q", e.ID, e.Station)
+			}
+		case grid != "":
+			if st = l.covering(grid); st == nil {
+				bad(n.Line, "device %q: no micro fire station covers grid %s; name one with station: or add the grid to a station", e.ID, grid)
+			}
+		}
+		d := Device{
+			Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
+			Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
+		}
+		l.byID[e.ID] = d.Index
+		l.Devices = append(l.Devices, d)
+	}
+	if len(probs) > 0 {
+		slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
+		return nil, &LoadError{Problems: probs}
+	}
+	return l, nil
+}
+
+// covering returns the station whose coverage is the longest prefix of g.
+func (l *Ledger) covering(g Grid) *Station {
+	var best *Station
+	bestLen := 0
+	for _, s := range l.Stations {
+		for _, p := range s.Grids {
+			if len(p) > bestLen && g.Within(p) {
+				best, bestLen = s, len(p)
+			}
+		}
+	}
+	return best
+}
+
+// checkID accepts ids that are safe in MQTT topics, InfluxDB tags and URLs.
+func checkID(id string) error {
+	if id == "" {
+		return errors.New("id is missing")
+	}
+	if len(id) > 64 {
+		return fmt.Errorf("id %q is longer than 64 bytes", id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("id %q has %q: use letters, digits, '-', '_' and '.'", id, c)
+		}
+	}
+	return nil
+}
+
+// CheckID reports whether id is a valid device, station or gateway id.
+func CheckID(id string) error { return checkID(id) }
+
+func strictDecode(n *yaml.Node, v any) error {
+	// yaml.v3 applies KnownFields only through a Decoder; re-encode the node
+	// so that a misspelt key is an error, not a silently empty field.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
+}
+
+// yamlErrLine extracts the line number yaml.v3 puts in its messages.
+func yamlErrLine(err error) int {
+	var line int
+	s := err.Error()
+	if i := strings.Index(s, "line "); i >= 0 {
+		fmt.Sscanf(s[i+5:], "%d", &line)
+	}
+	return line
+}

@@ -1,0 +1,119 @@
+package rules
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+// Severity orders how serious an alarm is: fire (火警) > alarm (报警) >
+// warning (预警) > fault (故障) > offline (离线).
+type Severity uint8
+
+// Severities, from least to most serious. The zero value is invalid.
+const (
+	SeverityInvalid Severity = iota
+	SeverityOffline
+	SeverityFault
+	SeverityWarning
+	SeverityAlarm
+	SeverityFire
+)
+
+var severityNames = [...]string{"", "offline", "fault", "warning", "alarm", "fire"}
+var severityZH = [...]string{"", "离线", "故障", "预警", "报警", "火警"}
+
+// String returns the severity's name as used in YAML, the API and InfluxDB.
+func (s Severity) String() string {
+	if int(s) >= len(severityNames) {
+		return fmt.Sprintf("severity(%d)", uint8(s))
+	}
+	return severityNames[s]
+}
+
+// ZH returns the Chinese name shown to dispatchers.
+func (s Severity) ZH() string {
+	if int(s) >= len(severityZH) {
+		return ""
+	}
+	return severityZH[s]
+}
+
+// ParseSeverity returns the severity named s.
+func ParseSeverity(s string) (Severity, error) {
+	for i := SeverityOffline; int(i) < len(severityNames); i++ {
+		if severityNames[i] == s {
+			return i, nil
+		}
+	}
+	return SeverityInvalid, fmt.Errorf("unknown severity %q (want fire, alarm, warning, fault or offline)", s)
+}
+
+// Op is how a rule compares a value with its threshold.
+type Op uint8
+
+// Comparison operators.
+const (
+	OpAbove Op = iota + 1 // fires when value >= threshold
+	OpBelow               // fires when value <= threshold
+	OpEvent               // fires when the event is active (value 1)
+)
+
+// Rule is one compiled rule. Events point to it; it is immutable.
+type Rule struct {
+	ID       string
+	Kind     devices.Kind
+	Metric   devices.Metric
+	Op       Op
+	Severity Severity
+	// Threshold is the level at which the rule fires; Clear the level at
+	// which it stops (hysteresis). For events both are unused.
+	Threshold float64
+	Clear     float64
+	// For is how long the condition must hold before the rule fires.
+	For time.Duration
+	// Action is an optional linkage action carried on the event, e.g.
+	// "cut_power".
+	Action string
+	// Line is the rule's line in its file, for explanations.
+	Line int
+}
+
+// Transition says whether a rule started or stopped firing.
+type Transition uint8
+
+// Transitions.
+const (
+	Raise Transition = iota + 1
+	Clear
+)
+
+func (t Transition) String() string {
+	switch t {
+	case Raise:
+		return "raise"
+	case Clear:
+		return "clear"
+	}
+	return fmt.Sprintf("transition(%d)", uint8(t))
+}
+
+// Event is a state change of one rule on one device channel. It carries
+// what a duty officer needs to understand why: the rule, its threshold, the
+// observed value and since when the condition held.
+type Event struct {
+	Rule       *Rule
+	Device     devices.Index
+	Channel    uint8
+	Transition Transition
+	// Value is the observed value that completed the transition.
+	Value float64
+	// Since is the device time (Unix ms) when the condition began.
+	Since int64
+	// Time is the device time (Unix ms) of the reading that caused the
+	// transition.
+	Time int64
+	// Seq is the sequence number of that reading.
+	Seq uint32
+}
