@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"gopkg.in/yaml.v3"
 )
 
@@ -152,10 +153,8 @@ func LoadLedger(path string) (*Ledger, error) {
 // problem is reported with its line, as a *LoadError.
 func ParseLedger(name string, b []byte) (*Ledger, error) {
 	var f ledgerFile
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlErrLine(err), Reason: err.Error()}}}
+	if err := yamlfile.Decode(b, &f); err != nil {
+		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err)}}}
 	}
 	var probs []Problem
 	bad := func(line int, format string, args ...any) {
@@ -176,7 +175,7 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 	for i := range f.Stations {
 		n := &f.Stations[i]
 		var e stationEntry
-		if err := strictDecode(n, &e); err != nil {
+		if err := yamlfile.DecodeNode(n, &e); err != nil {
 			bad(n.Line, "station: %v", err)
 			continue
 		}
@@ -210,7 +209,7 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 	for i := range f.Devices {
 		n := &f.Devices[i]
 		var e deviceEntry
-		if err := strictDecode(n, &e); err != nil {
+		if err := yamlfile.DecodeNode(n, &e); err != nil {
 			bad(n.Line, "device: %v", err)
 			continue
 		}
@@ -296,28 +295,3 @@ func checkID(id string) error {
 
 // CheckID reports whether id is a valid device, station or gateway id.
 func CheckID(id string) error { return checkID(id) }
-
-func strictDecode(n *yaml.Node, v any) error {
-	// yaml.v3 applies KnownFields only through a Decoder; re-encode the node
-	// so that a misspelt key is an error, not a silently empty field.
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	return nil
-}
-
-// yamlErrLine extracts the line number yaml.v3 puts in its messages.
-func yamlErrLine(err error) int {
-	var line int
-	s := err.Error()
-	if i := strings.Index(s, "line "); i >= 0 {
-		fmt.Sscanf(s[i+5:], "%d", &line)
-	}
-	return line
-}

@@ -1,0 +1,63 @@
+// Package yamlfile decodes YAML configuration strictly (a misspelt key is an
+// error) while keeping the line numbers that error messages need.
+package yamlfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Decode decodes b into v, rejecting unknown keys.
+func Decode(b []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	err := dec.Decode(v)
+	if err != nil && err.Error() == "EOF" {
+		return nil // an empty file is an empty document
+	}
+	return err
+}
+
+// DecodeNode decodes one node (an entry of a list) into v, rejecting unknown
+// keys. The message carries no line: callers report the node's own Line.
+func DecodeNode(n *yaml.Node, v any) error {
+	// yaml.v3 applies KnownFields only through a Decoder, so the node is
+	// re-encoded; line numbers inside that copy mean nothing to the user.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	if err := Decode(b, v); err != nil {
+		return errors.New(stripLine(err.Error()))
+	}
+	return nil
+}
+
+// Line extracts the line number yaml.v3 puts in its messages, or 0.
+func Line(err error) int {
+	var line int
+	s := err.Error()
+	if i := strings.Index(s, "line "); i >= 0 {
+		fmt.Sscanf(s[i+5:], "%d", &line)
+	}
+	return line
+}
+
+// Reason is err's message without yaml.v3's prefixes.
+func Reason(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	return strings.TrimPrefix(s, "unmarshal errors:\n  ")
+}
+
+func stripLine(s string) string {
+	s = strings.TrimPrefix(s, "yaml: ")
+	s = strings.TrimPrefix(s, "unmarshal errors:\n  ")
+	if i := strings.Index(s, ": "); strings.HasPrefix(s, "line ") && i > 0 {
+		s = s[i+2:]
+	}
+	return s
+}
