@@ -70,6 +70,15 @@ func (l *Ledger) Lookup(id []byte) (*Device, bool) {
 	return &l.Devices[i], true
 }
 
+// LookupID is Lookup for a string, such as a slice of an MQTT topic.
+func (l *Ledger) LookupID(id string) (*Device, bool) {
+	i, ok := l.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return &l.Devices[i], true
+}
+
 // Device returns the device with index i.
 func (l *Ledger) Device(i Index) *Device { return &l.Devices[i] }
 

@@ -1,0 +1,366 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+// MaxPayload is the largest payload accepted, in bytes.
+const MaxPayload = 64 << 10
+
+// MaxValues is the most metric values one message (or batch element) may
+// carry.
+const MaxValues = 64
+
+// Reason says why a message was rejected. It is the label of
+// firewatch_ingest_rejected_total.
+type Reason uint8
+
+// Rejection reasons (docs/mqtt.md).
+const (
+	ReasonBadTopic Reason = iota
+	ReasonUnknownDevice
+	ReasonMalformed
+	ReasonUnknownMetric
+	ReasonNotFinite
+	ReasonOutOfRange
+	ReasonTooLarge
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"bad_topic", "unknown_device", "malformed", "unknown_metric", "not_finite", "out_of_range", "too_large"}
+
+func (r Reason) String() string { return reasonNames[r] }
+
+// Reasons lists every reason, for pre-registering metric labels.
+func Reasons() []Reason {
+	rs := make([]Reason, numReasons)
+	for i := range rs {
+		rs[i] = Reason(i)
+	}
+	return rs
+}
+
+// Reject describes one rejected message or batch element.
+type Reject struct {
+	Reason Reason
+	// Device is the device id, when known.
+	Device string
+	Err    error
+}
+
+func (r Reject) Error() string {
+	if r.Device != "" {
+		return fmt.Sprintf("%s: device %s: %v", r.Reason, r.Device, r.Err)
+	}
+	return fmt.Sprintf("%s: %v", r.Reason, r.Err)
+}
+
+// Message is one decoded telemetry, event or status message of one device.
+// Its values are read with Decoder.Values.
+type Message struct {
+	Device  *devices.Device
+	Time    int64 // device time, Unix ms
+	Seq     uint32
+	HasSeq  bool
+	Channel uint8
+	first   int
+	n       int
+}
+
+// Decoder decodes payloads of the v1 contract. It reuses its buffers: the
+// results of one Decode are valid until the next. A Decoder is not safe for
+// concurrent use.
+type Decoder struct {
+	ledger  *devices.Ledger
+	s       scanner
+	msgs    []Message
+	rejects []Reject
+	metrics []devices.Metric
+	values  []float64
+}
+
+// NewDecoder returns a decoder for the devices of l.
+func NewDecoder(l *devices.Ledger) *Decoder {
+	return &Decoder{
+		ledger:  l,
+		msgs:    make([]Message, 0, 128),
+		metrics: make([]devices.Metric, 0, 1024),
+		values:  make([]float64, 0, 1024),
+	}
+}
+
+// Values returns the metrics and values of m.
+func (d *Decoder) Values(m *Message) ([]devices.Metric, []float64) {
+	return d.metrics[m.first : m.first+m.n], d.values[m.first : m.first+m.n]
+}
+
+// Decode decodes one MQTT message. now (Unix ms) stands in for a missing
+// device timestamp. It returns the accepted messages and the rejections; a
+// batch can have both.
+func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []Reject) {
+	d.msgs, d.rejects = d.msgs[:0], d.rejects[:0]
+	d.metrics, d.values = d.metrics[:0], d.values[:0]
+	if len(payload) > MaxPayload {
+		return nil, d.reject(ReasonTooLarge, "", fmt.Errorf("payload of %d bytes exceeds %d", len(payload), MaxPayload))
+	}
+	id, gateway, ok := parseTopic(topic)
+	if !ok {
+		return nil, d.reject(ReasonBadTopic, "", fmt.Errorf("topic %q is not fw/v1/up/{device}/{telemetry|event|status} or fw/v1/up/gw/{gateway}/batch", truncate(topic)))
+	}
+	d.s.reset(payload)
+	if gateway {
+		d.batch(now)
+		return d.msgs, d.rejects
+	}
+	dev, ok := d.ledger.LookupID(id)
+	if !ok {
+		return nil, d.reject(ReasonUnknownDevice, truncate(id), devices.ErrUnknownDevice)
+	}
+	m, reason, err := d.message(dev, now, false)
+	if err == nil {
+		err = d.s.end()
+		reason = ReasonMalformed
+	}
+	if err != nil {
+		return nil, d.reject(reason, dev.ID, err)
+	}
+	d.msgs = append(d.msgs, m)
+	return d.msgs, nil
+}
+
+func (d *Decoder) reject(r Reason, dev string, err error) []Reject {
+	d.rejects = append(d.rejects, Reject{Reason: r, Device: dev, Err: err})
+	return d.rejects
+}
+
+// batch decodes {"readings": [elem, ...]}, accepting good elements and
+// rejecting bad ones one by one.
+func (d *Decoder) batch(now int64) {
+	s := &d.s
+	found := false
+	err := s.object(func(key []byte) error {
+		if string(key) != "readings" {
+			return s.skip(1)
+		}
+		found = true
+		return s.array(func() error {
+			start := s.i
+			mark, vmark := len(d.msgs), len(d.metrics)
+			m, reason, err := d.message(nil, now, true)
+			if err == nil {
+				d.msgs = append(d.msgs, m)
+				return nil
+			}
+			d.msgs, d.metrics, d.values = d.msgs[:mark], d.metrics[:vmark], d.values[:vmark]
+			var devID string
+			if m.Device != nil {
+				devID = m.Device.ID
+			}
+			d.reject(reason, devID, err)
+			// Skip the element from its start; if even that fails, the
+			// rest of the batch cannot be read.
+			s.i = start
+			if err := s.skip(1); err != nil {
+				d.rejects = d.rejects[:len(d.rejects)-1] // counted once, for the batch
+				return err
+			}
+			return nil
+		})
+	})
+	if err == nil {
+		err = s.end()
+	}
+	if err == nil && !found {
+		err = errors.New(`batch has no "readings" array`)
+	}
+	if err != nil {
+		d.reject(ReasonMalformed, "", fmt.Errorf("batch: %w", err))
+	}
+}
+
+var (
+	errNoDev      = errors.New(`batch element has no "dev" before its "m" or "event"`)
+	errTooMany    = fmt.Errorf("more than %d values in one message", MaxValues)
+	errDuplicate  = errors.New("metric given twice")
+	errBadChannel = errors.New(`"ch" must be an integer 1…16`)
+	errNotObject  = errors.New("payload is not a JSON object")
+)
+
+// message decodes one telemetry/event/status object. For a batch element
+// (inBatch) the device comes from its "dev" key; otherwise dev is given.
+func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message, Reason, error) {
+	s := &d.s
+	m := Message{Device: dev, Time: -1, first: len(d.metrics)}
+	var (
+		reason  = ReasonMalformed
+		active  = true
+		event   devices.Metric
+		chGiven bool
+	)
+	if s.peek() != '{' {
+		return m, ReasonMalformed, errNotObject
+	}
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "ts":
+			v, err := s.int(1, math.MaxInt64)
+			if err != nil {
+				return fmt.Errorf(`"ts" must be a positive integer of Unix milliseconds`)
+			}
+			m.Time = v
+		case "seq":
+			v, err := s.int(0, math.MaxUint32)
+			if err != nil {
+				return fmt.Errorf(`"seq" must be an integer 0…4294967295`)
+			}
+			m.Seq, m.HasSeq = uint32(v), true
+		case "ch":
+			v, err := s.int(1, devices.MaxChannels)
+			if err != nil {
+				return errBadChannel
+			}
+			m.Channel, chGiven = uint8(v), true
+		case "dev":
+			if !inBatch {
+				return s.skip(1)
+			}
+			id, err := s.str()
+			if err != nil {
+				return err
+			}
+			var ok bool
+			if m.Device, ok = d.ledger.Lookup(id); !ok {
+				reason = ReasonUnknownDevice
+				return fmt.Errorf("%w %q", devices.ErrUnknownDevice, truncate(string(id)))
+			}
+		case "m":
+			if m.Device == nil {
+				return errNoDev
+			}
+			return s.object(func(name []byte) error {
+				metric, ok := devices.LookupMetric(m.Device.Kind, name)
+				if !ok {
+					reason = ReasonUnknownMetric
+					return fmt.Errorf("%s has no metric %q", m.Device.Kind, truncate(string(name)))
+				}
+				v, err := s.float()
+				if err != nil {
+					if err == errNotFin {
+						reason = ReasonNotFinite
+						return fmt.Errorf("%s: %w", metric, err)
+					}
+					return fmt.Errorf("%s: value is not a number", metric)
+				}
+				return d.add(m.first, metric, v, &reason)
+			})
+		case "event":
+			if m.Device == nil {
+				return errNoDev
+			}
+			name, err := s.str()
+			if err != nil {
+				return err
+			}
+			metric, ok := devices.LookupMetric(m.Device.Kind, name)
+			if !ok || !metric.Info().Event {
+				reason = ReasonUnknownMetric
+				return fmt.Errorf("%s has no event %q", m.Device.Kind, truncate(string(name)))
+			}
+			event = metric
+		case "active":
+			v, err := s.boolean()
+			if err != nil {
+				return errors.New(`"active" must be true or false`)
+			}
+			active = v
+		default:
+			return s.skip(1)
+		}
+		return nil
+	})
+	if err != nil {
+		return m, reason, err
+	}
+	if m.Device == nil {
+		return m, ReasonMalformed, errNoDev
+	}
+	if event != 0 {
+		v := 0.0
+		if active {
+			v = 1
+		}
+		if err := d.add(m.first, event, v, &reason); err != nil {
+			return m, reason, err
+		}
+	}
+	m.n = len(d.metrics) - m.first
+	if m.Time < 0 {
+		m.Time = now
+	}
+	if chGiven {
+		for _, metric := range d.metrics[m.first:] {
+			if m.Channel > metric.Info().Channels {
+				return m, ReasonMalformed, fmt.Errorf("%s has %d channel(s), got ch %d", metric, metric.Info().Channels, m.Channel)
+			}
+		}
+	}
+	return m, 0, nil
+}
+
+// add appends one value, checking the message's limits and the metric's
+// plausible range.
+func (d *Decoder) add(first int, metric devices.Metric, v float64, reason *Reason) error {
+	info := metric.Info()
+	if v < info.Min || v > info.Max {
+		*reason = ReasonOutOfRange
+		return fmt.Errorf("%s = %g outside %g…%g %s", metric, v, info.Min, info.Max, info.Unit)
+	}
+	if len(d.metrics)-first >= MaxValues {
+		return errTooMany
+	}
+	for _, m := range d.metrics[first:] {
+		if m == metric {
+			*reason = ReasonMalformed
+			return fmt.Errorf("%s: %w", metric, errDuplicate)
+		}
+	}
+	d.metrics = append(d.metrics, metric)
+	d.values = append(d.values, v)
+	return nil
+}
+
+// parseTopic splits fw/v1/up/{id}/{telemetry|event|status} and
+// fw/v1/up/gw/{id}/batch without allocating.
+func parseTopic(t string) (id string, gateway, ok bool) {
+	const prefix = "fw/v1/up/"
+	if !strings.HasPrefix(t, prefix) {
+		return "", false, false
+	}
+	rest := t[len(prefix):]
+	if g, ok := strings.CutPrefix(rest, "gw/"); ok {
+		id, ok := strings.CutSuffix(g, "/batch")
+		return id, true, ok && id != "" && !strings.Contains(id, "/")
+	}
+	i := strings.IndexByte(rest, '/')
+	if i <= 0 {
+		return "", false, false
+	}
+	id = rest[:i]
+	switch rest[i+1:] {
+	case "telemetry", "event", "status":
+		return id, false, true
+	}
+	return "", false, false
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

@@ -1,0 +1,231 @@
+package ingest
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+func testLedger(t testing.TB) *devices.Ledger {
+	t.Helper()
+	l, err := devices.LoadLedger("../devices/testdata/ledger.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+const now = int64(1_795_420_800_000)
+
+func TestDecodeAccepts(t *testing.T) {
+	type val struct {
+		metric string
+		v      float64
+	}
+	tests := []struct {
+		name, topic, payload string
+		device               string
+		time                 int64
+		seq                  uint32
+		ch                   uint8
+		want                 []val
+	}{
+		{"telemetry", "fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5,"voltage_v":221.4}}`,
+			"el-1", 1795420800123, 42, 0, []val{{"residual_current_ma", 132.5}, {"voltage_v", 221.4}}},
+		{"channel and whitespace", "fw/v1/up/ch-1/telemetry", " {\n\"ch\" : 3 ,\"m\":{\"slot_temp_c\":41.2e0, \"slot_power_w\":460}, \"ts\":5}\t",
+			"ch-1", 5, 0, 3, []val{{"slot_temp_c", 41.2}, {"slot_power_w", 460}}},
+		{"missing ts uses receive time", "fw/v1/up/sm-1/status", `{"m":{"battery_pct":87,"rssi_dbm":-91}}`,
+			"sm-1", now, 0, 0, []val{{"battery_pct", 87}, {"rssi_dbm", -91}}},
+		{"event", "fw/v1/up/sm-1/event", `{"ts":9,"seq":4294967295,"event":"smoke_alarm"}`, "sm-1", 9, 4294967295, 0, []val{{"smoke_alarm", 1}}},
+		{"event ended", "fw/v1/up/sm-1/event", `{"ts":9,"event":"smoke_alarm","active":false}`, "sm-1", 9, 0, 0, []val{{"smoke_alarm", 0}}},
+		{"unknown keys are skipped", "fw/v1/up/hy-1/telemetry", `{"fw":"1.2","x":[1,{"a":null,"b":[true,false]}],"m":{"pressure_mpa":0.31},"note":"\u6c34\"\\"}`,
+			"hy-1", now, 0, 0, []val{{"pressure_mpa", 0.31}}},
+		{"escaped key", "fw/v1/up/hy-1/telemetry", `{"m":{"pressure\u005fmpa":0.2}}`, "hy-1", now, 0, 0, []val{{"pressure_mpa", 0.2}}},
+		{"empty heartbeat", "fw/v1/up/sm-1/status", `{"ts":7}`, "sm-1", 7, 0, 0, nil},
+	}
+	d := NewDecoder(testLedger(t))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, rejects := d.Decode(tt.topic, []byte(tt.payload), now)
+			if len(rejects) != 0 || len(msgs) != 1 {
+				t.Fatalf("got %d messages, rejects %v", len(msgs), rejects)
+			}
+			m := &msgs[0]
+			if m.Device.ID != tt.device || m.Time != tt.time || m.Seq != tt.seq || m.Channel != tt.ch {
+				t.Fatalf("message %+v", *m)
+			}
+			metrics, values := d.Values(m)
+			if len(metrics) != len(tt.want) {
+				t.Fatalf("%d values, want %d", len(metrics), len(tt.want))
+			}
+			for i, w := range tt.want {
+				if metrics[i].String() != w.metric || values[i] != w.v {
+					t.Errorf("value %d = %s %g, want %s %g", i, metrics[i], values[i], w.metric, w.v)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	tests := []struct {
+		name, topic, payload string
+		reason               Reason
+		msg                  string
+	}{
+		{"foreign topic", "home/kitchen/temp", `{}`, ReasonBadTopic, "is not fw/v1/up"},
+		{"bad leaf", "fw/v1/up/el-1/selfie", `{}`, ReasonBadTopic, ""},
+		{"unknown device", "fw/v1/up/ghost/telemetry", `{"m":{"x":1}}`, ReasonUnknownDevice, "unknown device"},
+		{"not json", "fw/v1/up/el-1/telemetry", `residual=3`, ReasonMalformed, "not a JSON object"},
+		{"truncated", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":1`, ReasonMalformed, "invalid JSON"},
+		{"trailing", "fw/v1/up/el-1/telemetry", `{"m":{}} {}`, ReasonMalformed, "after the JSON"},
+		{"string value", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":"12"}}`, ReasonMalformed, "not a number"},
+		{"leading zero", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":012}}`, ReasonMalformed, "not a number"},
+		{"float ts", "fw/v1/up/el-1/telemetry", `{"ts":1.5,"m":{}}`, ReasonMalformed, `"ts" must be`},
+		{"negative seq", "fw/v1/up/el-1/telemetry", `{"seq":-1,"m":{}}`, ReasonMalformed, `"seq" must be`},
+		{"channel 0", "fw/v1/up/ch-1/telemetry", `{"ch":0,"m":{"slot_temp_c":30}}`, ReasonMalformed, `"ch" must be`},
+		{"channel beyond metric", "fw/v1/up/el-1/telemetry", `{"ch":2,"m":{"residual_current_ma":30}}`, ReasonMalformed, "has 1 channel(s), got ch 2"},
+		{"duplicate metric", "fw/v1/up/el-1/telemetry", `{"m":{"voltage_v":220,"voltage_v":221}}`, ReasonMalformed, "given twice"},
+		{"unknown metric", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":3,"temperature":30}}`, ReasonUnknownMetric, `electrical has no metric "temperature"`},
+		{"other kind's metric", "fw/v1/up/sm-1/telemetry", `{"m":{"pressure_mpa":0.3}}`, ReasonUnknownMetric, "smoke has no metric"},
+		{"unknown event", "fw/v1/up/sm-1/event", `{"event":"alien"}`, ReasonUnknownMetric, `smoke has no event "alien"`},
+		{"metric as event", "fw/v1/up/sm-1/event", `{"event":"battery_pct"}`, ReasonUnknownMetric, "has no event"},
+		{"NaN string", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":"NaN"}}`, ReasonNotFinite, "NaN or infinite"},
+		{"overflow", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":1e999}}`, ReasonNotFinite, "NaN or infinite"},
+		{"bare NaN", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":NaN}}`, ReasonMalformed, ""},
+		{"absurd", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":-5}}`, ReasonOutOfRange, "outside 0…10000 mA"},
+		{"absurd battery", "fw/v1/up/sm-1/status", `{"m":{"battery_pct":180}}`, ReasonOutOfRange, "battery_pct = 180"},
+		{"too large", "fw/v1/up/el-1/telemetry", `{"x":"` + strings.Repeat("a", MaxPayload) + `"}`, ReasonTooLarge, "exceeds"},
+		{"deep", "fw/v1/up/el-1/telemetry", `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, ReasonMalformed, "too deep"},
+		{"bad utf8", "fw/v1/up/el-1/telemetry", "{\"x\":\"\xff\"}", ReasonMalformed, "invalid JSON"},
+	}
+	d := NewDecoder(testLedger(t))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, rejects := d.Decode(tt.topic, []byte(tt.payload), now)
+			if len(msgs) != 0 || len(rejects) != 1 {
+				t.Fatalf("got %d messages, rejects %v; want one rejection", len(msgs), rejects)
+			}
+			if r := rejects[0]; r.Reason != tt.reason || !strings.Contains(r.Error(), tt.msg) {
+				t.Fatalf("reject = %q (%s), want reason %s containing %q", r.Error(), r.Reason, tt.reason, tt.msg)
+			}
+		})
+	}
+}
+
+func TestDecodeBatch(t *testing.T) {
+	d := NewDecoder(testLedger(t))
+	payload := `{"gw":"g1","readings":[
+	  {"dev":"el-1","ts":10,"seq":7,"m":{"residual_current_ma":88}},
+	  {"dev":"ghost","ts":11,"m":{"x":1}},
+	  {"dev":"ch-1","ts":12,"seq":9,"ch":2,"m":{"slot_temp_c":38.5}},
+	  {"dev":"hy-1","ts":13,"m":{"pressure_mpa":"NaN"}},
+	  {"m":{"pressure_mpa":0.3}},
+	  {"dev":"sm-1","ts":14,"seq":3,"event":"tamper"}
+	]}`
+	msgs, rejects := d.Decode("fw/v1/up/gw/g1/batch", []byte(payload), now)
+	if len(msgs) != 3 {
+		t.Fatalf("accepted %d elements, want 3", len(msgs))
+	}
+	wantDev := []string{"el-1", "ch-1", "sm-1"}
+	wantVal := []float64{88, 38.5, 1}
+	for i, m := range msgs {
+		_, values := d.Values(&m)
+		if m.Device.ID != wantDev[i] || len(values) != 1 || values[0] != wantVal[i] {
+			t.Errorf("element %d: %s %v", i, m.Device.ID, values)
+		}
+	}
+	if msgs[1].Channel != 2 || msgs[1].Seq != 9 {
+		t.Errorf("ch-1 element: %+v", msgs[1])
+	}
+	wantReasons := []Reason{ReasonUnknownDevice, ReasonNotFinite, ReasonMalformed}
+	if len(rejects) != len(wantReasons) {
+		t.Fatalf("rejects %v, want reasons %v", rejects, wantReasons)
+	}
+	for i, r := range rejects {
+		if r.Reason != wantReasons[i] {
+			t.Errorf("reject %d: %v, want %s", i, r, wantReasons[i])
+		}
+	}
+
+	msgs, rejects = d.Decode("fw/v1/up/gw/g1/batch", []byte(`{"readings":[{"dev":"el-1","m":{"voltage_v":220}},{"dev":`), now)
+	// Elements before the break are whole and kept; the rest is one rejection.
+	if len(msgs) != 1 || len(rejects) != 1 || rejects[0].Reason != ReasonMalformed {
+		t.Fatalf("truncated batch: msgs %d, rejects %v; want 1 and one malformed", len(msgs), rejects)
+	}
+	if _, rejects = d.Decode("fw/v1/up/gw/g1/batch", []byte(`{"items":[]}`), now); len(rejects) != 1 {
+		t.Fatalf("batch without readings: %v", rejects)
+	}
+}
+
+func TestDecodeDoesNotAllocate(t *testing.T) {
+	d := NewDecoder(testLedger(t))
+	for _, c := range []struct{ topic, payload string }{
+		{"fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5,"voltage_v":221.4,"cable_temp_c":40.25}}`},
+		{"fw/v1/up/gw/g1/batch", `{"readings":[{"dev":"el-1","ts":10,"seq":7,"m":{"residual_current_ma":88}},{"dev":"sm-1","ts":14,"seq":3,"event":"tamper"}]}`},
+	} {
+		p := []byte(c.payload)
+		allocs := testing.AllocsPerRun(200, func() {
+			if msgs, rejects := d.Decode(c.topic, p, now); len(msgs) == 0 || len(rejects) != 0 {
+				t.Fatal(rejects)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocs per Decode", c.topic, allocs)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5,"voltage_v":221.4}}`,
+		`{"ch":3,"m":{"slot_temp_c":41.2}}`,
+		`{"event":"smoke_alarm","active":false}`,
+		`{"readings":[{"dev":"el-1","m":{"residual_current_ma":88}},{"dev":"sm-1","event":"tamper"}]}`,
+		`{"m":{"residual_current_ma":"NaN"}}`, `{"x":[[[{}]]]}`, `{"a":"\u00e9\n"}`,
+	} {
+		f.Add("fw/v1/up/el-1/telemetry", []byte(s))
+		f.Add("fw/v1/up/gw/g1/batch", []byte(s))
+	}
+	l := testLedger(f)
+	d := NewDecoder(l)
+	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
+		msgs, rejects := d.Decode(topic, payload, now)
+		for _, r := range rejects {
+			if r.Err == nil || r.Reason >= numReasons {
+				t.Fatalf("reject without reason or error: %+v", r)
+			}
+		}
+		for i := range msgs {
+			m := &msgs[i]
+			if m.Device == nil {
+				t.Fatal("accepted a message without a device")
+			}
+			metrics, values := d.Values(m)
+			for j, metric := range metrics {
+				info := metric.Info()
+				if info.Kind != m.Device.Kind || values[j] != values[j] || values[j] < info.Min || values[j] > info.Max {
+					t.Fatalf("accepted %s=%g for a %s", metric, values[j], m.Device.Kind)
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	d := NewDecoder(testLedger(b))
+	for _, c := range []struct{ name, topic, payload string }{
+		{"single", "fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5}}`},
+		{"three", "fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5,"voltage_v":221.4,"cable_temp_c":40.25}}`},
+	} {
+		p := []byte(c.payload)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(p)))
+			for b.Loop() {
+				d.Decode(c.topic, p, now)
+			}
+		})
+	}
+}
