@@ -47,17 +47,18 @@ func Line(err error) int {
 	return line
 }
 
-// Reason is err's message without yaml.v3's prefixes.
-func Reason(err error) string {
-	s := strings.TrimPrefix(err.Error(), "yaml: ")
-	return strings.TrimPrefix(s, "unmarshal errors:\n  ")
-}
+// Reason is err's message without yaml.v3's prefixes, its line (callers
+// report it with Line) and Go type names.
+func Reason(err error) string { return stripLine(err.Error()) }
 
 func stripLine(s string) string {
 	s = strings.TrimPrefix(s, "yaml: ")
 	s = strings.TrimPrefix(s, "unmarshal errors:\n  ")
 	if i := strings.Index(s, ": "); strings.HasPrefix(s, "line ") && i > 0 {
 		s = s[i+2:]
+	}
+	if i := strings.Index(s, " in type "); i > 0 {
+		s = s[:i]
 	}
 	return s
 }

@@ -1,0 +1,535 @@
+package alarms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
+)
+
+// Config configures a Manager. Zero durations and sizes take the defaults.
+type Config struct {
+	DBPath string // SQLite file path; ":memory:" not needed
+	Secret []byte // HMAC-SHA256 key for webhook signatures
+	// BrigadeEndpoint, if set, also receives every fire-severity push
+	// (消防救援大队), as a push of its own.
+	BrigadeEndpoint string
+	// RetryMin and RetryMax bound the outbox backoff (defaults 500ms, 30s),
+	// with jitter.
+	RetryMin, RetryMax time.Duration
+	PushTimeout        time.Duration // per HTTP attempt (default 5s)
+	QueueSize          int           // events buffered between hot path and manager (default 4096)
+	Logger             *slog.Logger
+	Registerer         prometheus.Registerer // may be nil
+	// OnTransition, if set, is called (from the manager goroutine) after an
+	// alarm was raised or cleared and the change committed. It should be
+	// quick: the event queue waits for it.
+	OnTransition func(a Alarm)
+}
+
+// Defaults of Config.
+const (
+	DefaultRetryMin    = 500 * time.Millisecond
+	DefaultRetryMax    = 30 * time.Second
+	DefaultPushTimeout = 5 * time.Second
+	DefaultQueueSize   = 4096
+)
+
+const (
+	// maxBatch is how many queued events share one transaction (one fsync).
+	maxBatch = 256
+	// drainGrace is how long Run keeps retrying a failing store after its
+	// context is done before it gives up on the remaining events.
+	drainGrace = 10 * time.Second
+)
+
+// Manager owns the alarm lifecycle: it turns rule events into alarms in the
+// store, delivers their pushes from the durable outbox, and serves them over
+// HTTP.
+type Manager struct {
+	cfg     Config
+	ledger  *devices.Ledger
+	store   *store
+	events  chan rules.Event
+	client  *http.Client
+	log     *slog.Logger
+	met     *metrics
+	running atomic.Bool
+	// grace is how long Run keeps retrying a failing store after its
+	// context is done (drainGrace; shorter in tests).
+	grace time.Duration
+	// outbox is set while Run runs; only Run's goroutine uses it.
+	outbox *outbox
+}
+
+// NewManager opens (creating and migrating if needed) the alarm store at
+// cfg.DBPath.
+func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
+	if cfg.DBPath == "" {
+		return nil, errors.New("alarms: DBPath is empty")
+	}
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("alarms: Secret is empty: pushes must be signed")
+	}
+	if ledger == nil {
+		return nil, errors.New("alarms: ledger is nil")
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = DefaultRetryMin
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = DefaultRetryMax
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		return nil, fmt.Errorf("alarms: RetryMax %s is below RetryMin %s", cfg.RetryMax, cfg.RetryMin)
+	}
+	if cfg.PushTimeout <= 0 {
+		cfg.PushTimeout = DefaultPushTimeout
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Manager{
+		cfg:    cfg,
+		ledger: ledger,
+		events: make(chan rules.Event, cfg.QueueSize),
+		log:    cfg.Logger,
+		grace:  drainGrace,
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 4
+	m.client = &http.Client{
+		Transport: tr,
+		// A redirect of a POST would turn into a GET; count it as a failure
+		// so the operator fixes the endpoint.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	s, err := openStore(cfg.DBPath)
+	if err != nil {
+		return nil, fmt.Errorf("alarms: %w", err)
+	}
+	m.store = s
+	moved, err := s.repoint(context.Background(), func(id string) string {
+		if st := ledger.Station(id); st != nil {
+			return st.Endpoint
+		}
+		return ""
+	}, cfg.BrigadeEndpoint)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("alarms: %w", err)
+	}
+	if moved > 0 {
+		m.log.Info("pending pushes sent to the endpoints now configured", "pushes", moved)
+	}
+	_, pending, err := s.pendingEndpoints(context.Background())
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("alarms: %w", err)
+	}
+	m.met = newMetrics(func() float64 { return float64(len(m.events)) })
+	m.met.pending.Set(float64(pending))
+	if cfg.Registerer != nil {
+		if err := m.met.register(cfg.Registerer); err != nil {
+			s.close()
+			return nil, fmt.Errorf("alarms: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Submit queues a rule event for the manager. It is called on the hot path:
+// it does not allocate, and it blocks only while the queue is full
+// (back-pressure: an event is never dropped).
+func (m *Manager) Submit(ev rules.Event) { m.events <- ev }
+
+// Run consumes events and delivers pushes until ctx is done. Before it
+// returns, every event submitted before ctx was done has been committed to
+// the store; pushes not yet delivered stay in the outbox for the next Run.
+// It returns an error only if the store failed beyond recovery.
+func (m *Manager) Run(ctx context.Context) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("alarms: Run is already running")
+	}
+	defer m.running.Store(false)
+
+	ob := newOutbox(m, ctx)
+	m.outbox = ob
+	defer func() {
+		m.outbox = nil
+		ob.wait()
+	}()
+	eps, _, err := m.store.pendingEndpoints(context.WithoutCancel(ctx))
+	if err != nil {
+		return fmt.Errorf("alarms: resume outbox: %w", err)
+	}
+	for _, ep := range eps {
+		ob.wake(ep)
+	}
+
+	// giveUp ends the retries of a failing store drainGrace after ctx is
+	// done, so that shutdown cannot hang forever on a broken disk.
+	giveUp, stopGiveUp := context.WithCancel(context.Background())
+	defer stopGiveUp()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(m.grace, stopGiveUp) })
+	defer stopAfter()
+
+	batch := make([]rules.Event, 0, maxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return m.drain(giveUp, batch)
+		case ev := <-m.events:
+			batch = m.fill(append(batch[:0], ev))
+			if lost := m.commit(giveUp, batch); lost > 0 {
+				// Only possible once ctx is done and drainGrace has passed.
+				err := fmt.Errorf("alarms: %d events not stored: store failing", lost)
+				return errors.Join(err, m.drain(giveUp, batch))
+			}
+		}
+	}
+}
+
+// fill appends queued events to batch without blocking.
+func (m *Manager) fill(batch []rules.Event) []rules.Event {
+	for len(batch) < maxBatch {
+		select {
+		case ev := <-m.events:
+			batch = append(batch, ev)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain commits what is left in the queue.
+func (m *Manager) drain(giveUp context.Context, batch []rules.Event) error {
+	var lost int
+	for {
+		batch = m.fill(batch[:0])
+		if len(batch) == 0 {
+			break
+		}
+		lost += m.commit(giveUp, batch)
+	}
+	if lost > 0 {
+		return fmt.Errorf("alarms: %d events not stored at shutdown", lost)
+	}
+	return nil
+}
+
+// Close closes the store. Call it after Run has returned.
+func (m *Manager) Close() error {
+	m.client.CloseIdleConnections()
+	if err := m.store.close(); err != nil {
+		return fmt.Errorf("alarms: close store: %w", err)
+	}
+	return nil
+}
+
+// List returns the alarms f selects, newest first.
+func (m *Manager) List(ctx context.Context, f Filter) ([]Alarm, error) {
+	return m.store.list(ctx, f)
+}
+
+// effect is what a committed event does outside the store.
+type effect struct {
+	alarm      Alarm
+	transition string // TransitionRaised or TransitionCleared
+	endpoints  []string
+}
+
+// commit stores batch in one transaction and then applies its effects. A
+// failing batch is retried event by event, each with backoff, until giveUp;
+// commit returns how many events it had to give up on, each logged in full
+// so that an operator can reconstruct it.
+func (m *Manager) commit(giveUp context.Context, batch []rules.Event) (lost int) {
+	effects, err := m.apply(batch)
+	if err == nil {
+		m.after(effects)
+		return 0
+	}
+	if len(batch) > 1 {
+		m.log.Warn("alarm batch failed to commit, retrying event by event", "events", len(batch), "err", err)
+		for i := range batch {
+			lost += m.commit(giveUp, batch[i:i+1])
+		}
+		return lost
+	}
+	for failures := 1; ; failures++ {
+		m.logEvent(slog.LevelError, "alarm event failed to commit, retrying", batch[0], "attempt", failures, "err", err)
+		t := time.NewTimer(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures))
+		select {
+		case <-t.C:
+		case <-giveUp.Done():
+			t.Stop()
+			m.logEvent(slog.LevelError, "alarm event LOST: store failing at shutdown", batch[0], "err", err)
+			return 1
+		}
+		if effects, err = m.apply(batch); err == nil {
+			m.after(effects)
+			return 0
+		}
+	}
+}
+
+func (m *Manager) logEvent(level slog.Level, msg string, ev rules.Event, args ...any) {
+	rule := ""
+	if ev.Rule != nil {
+		rule = ev.Rule.ID
+	}
+	dev := fmt.Sprintf("index:%d", ev.Device)
+	if int(ev.Device) < len(m.ledger.Devices) {
+		dev = m.ledger.Device(ev.Device).ID
+	}
+	m.log.Log(context.Background(), level, msg, append([]any{"device", dev, "rule", rule,
+		"channel", ev.Channel, "transition", ev.Transition.String(), "value", ev.Value, "time", ev.Time}, args...)...)
+}
+
+// after updates metrics, wakes outbox workers and tells OnTransition, once
+// the transaction is committed.
+func (m *Manager) after(effects []effect) {
+	ob := m.outbox
+	for i := range effects {
+		e := &effects[i]
+		switch e.transition {
+		case TransitionRaised:
+			m.met.raised.WithLabelValues(e.alarm.Severity).Inc()
+		case TransitionCleared:
+			m.met.cleared.WithLabelValues(e.alarm.Severity).Inc()
+		}
+		m.met.pending.Add(float64(len(e.endpoints)))
+		for _, ep := range e.endpoints {
+			if ob != nil {
+				ob.wake(ep)
+			}
+		}
+		m.log.Info("alarm "+e.transition, "alarm", e.alarm.ID, "device", e.alarm.Device, "rule", e.alarm.Rule,
+			"severity", e.alarm.Severity, "station", e.alarm.Station, "grid", e.alarm.Grid)
+		if m.cfg.OnTransition != nil {
+			m.cfg.OnTransition(e.alarm)
+		}
+	}
+}
+
+// apply writes batch in one transaction.
+func (m *Manager) apply(batch []rules.Event) ([]effect, error) {
+	ctx := context.Background() // a cancelled Run must still be able to drain
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	var effects []effect
+	for _, ev := range batch {
+		if err := m.check(ev); err != nil {
+			m.met.rejected.Inc()
+			m.logEvent(slog.LevelError, "alarm event rejected", ev, "err", err)
+			continue
+		}
+		var (
+			e   *effect
+			err error
+		)
+		switch ev.Transition {
+		case rules.Raise:
+			e, err = m.raise(ctx, tx, ev, now)
+		case rules.Clear:
+			e, err = m.clear(ctx, tx, ev, now)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			effects = append(effects, *e)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return effects, nil
+}
+
+// check rejects events no alarm can be made of: they are programming
+// errors upstream, and retrying them would stall the queue.
+func (m *Manager) check(ev rules.Event) error {
+	switch {
+	case ev.Rule == nil:
+		return errors.New("event without rule")
+	case int(ev.Device) >= len(m.ledger.Devices):
+		return fmt.Errorf("device index %d not in ledger", ev.Device)
+	case ev.Transition != rules.Raise && ev.Transition != rules.Clear:
+		return fmt.Errorf("unknown transition %d", ev.Transition)
+	case int(ev.Rule.Metric) <= 0 || int(ev.Rule.Metric) >= len(devices.Catalog):
+		return fmt.Errorf("rule %s: unknown metric %d", ev.Rule.ID, ev.Rule.Metric)
+	}
+	return nil
+}
+
+func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
+	d, r := m.ledger.Device(ev.Device), ev.Rule
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ? AND state = ?`,
+		d.ID, r.ID, ev.Channel, string(StateRaised)).Scan(&id)
+	switch {
+	case err == nil:
+		// Still open (a fire waiting for a person, or a repeated raise):
+		// count it, push nothing.
+		_, err = tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
+			condition_ended_at_ms = NULL WHERE id = ?`, now.UnixMilli(), id)
+		if err != nil {
+			return nil, fmt.Errorf("repeat alarm %s: %w", formatID(id), err)
+		}
+		return nil, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
+	}
+
+	info := r.Metric.Info()
+	a := Alarm{
+		State: StateRaised, Severity: r.Severity.String(), SeverityZH: r.Severity.ZH(),
+		Rule: r.ID, Device: d.ID, Kind: d.Kind.String(), Metric: info.Name, Unit: info.Unit,
+		Channel: int(ev.Channel), Grid: string(d.Grid),
+		Value: finite(ev.Value), Threshold: finite(r.Threshold),
+		Since: msTime(ev.Since), DeviceTime: msTime(ev.Time),
+		RaisedAt: msTime(now.UnixMilli()), LastSeenAt: msTime(now.UnixMilli()), Action: r.Action,
+	}
+	if d.Station != nil {
+		a.Station = d.Station.ID
+	}
+	in := pushInput{alarm: &a, transition: TransitionRaised, ledger: m.ledger, device: d, station: d.Station, rule: r, ev: ev}
+	// The message does not depend on the id, so it can be stored with the
+	// row; the push body, which does, is written after the insert.
+	a.Message = buildPush(in).Message
+	err = tx.QueryRowContext(ctx, `INSERT INTO alarms (device_id, kind, rule_id, metric, unit, channel, severity, state,
+		grid, station_id, value, threshold, since_ms, device_time_ms, seq, raised_at_ms, last_seen_at_ms, repeats,
+		action, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING id`,
+		a.Device, a.Kind, a.Rule, a.Metric, a.Unit, a.Channel, a.Severity, string(a.State), a.Grid, a.Station,
+		a.Value, a.Threshold, ev.Since, ev.Time, int64(ev.Seq), now.UnixMilli(), now.UnixMilli(),
+		a.Action, a.Message).Scan(&id)
+	if err != nil {
+		return nil, fmt.Errorf("insert alarm device %s rule %s: %w", d.ID, r.ID, err)
+	}
+	a.ID = formatID(id)
+	eps, err := m.enqueue(ctx, tx, id, in, now)
+	if err != nil {
+		return nil, err
+	}
+	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps}, nil
+}
+
+func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
+	d, r := m.ledger.Device(ev.Device), ev.Rule
+	a, err := scanAlarm(tx.QueryRowContext(ctx, `SELECT `+alarmColumns+` FROM alarms
+		WHERE device_id = ? AND rule_id = ? AND channel = ? AND state = ?`, d.ID, r.ID, ev.Channel, string(StateRaised)))
+	if errors.Is(err, sql.ErrNoRows) {
+		// Nothing open: e.g. the raise was rejected, or a fire that a person
+		// already closed.
+		m.logEvent(slog.LevelDebug, "clear without open alarm", ev)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
+	}
+	id, _ := parseID(a.ID)
+	if r.Severity == rules.SeverityFire || a.Severity == rules.SeverityFire.String() {
+		// A fire is never closed automatically: a person closes it.
+		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ? WHERE id = ?`, ev.Time, id); err != nil {
+			return nil, fmt.Errorf("end condition of alarm %s: %w", a.ID, err)
+		}
+		m.log.Info("fire condition ended, alarm stays open until closed by a person",
+			"alarm", a.ID, "device", d.ID, "rule", r.ID, "station", a.Station)
+		return nil, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET state = ?, cleared_at_ms = ?, clear_value = ? WHERE id = ?`,
+		string(StateCleared), now.UnixMilli(), finite(ev.Value), id); err != nil {
+		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
+	}
+	a.State = StateCleared
+	cleared := msTime(now.UnixMilli())
+	a.ClearedAt = &cleared
+	cv := finite(ev.Value)
+	a.ClearValue = &cv
+	// Tell the station that got the raise, even if the ledger changed since.
+	st := m.ledger.Station(a.Station)
+	if st == nil {
+		st = d.Station
+	}
+	in := pushInput{alarm: &a, transition: TransitionCleared, ledger: m.ledger, device: d, station: st, rule: r,
+		ev: ev, clearedAt: cleared}
+	eps, err := m.enqueue(ctx, tx, id, in, now)
+	if err != nil {
+		return nil, err
+	}
+	return &effect{alarm: a, transition: TransitionCleared, endpoints: eps}, nil
+}
+
+// enqueue writes the outbox rows of one transition: one for the station,
+// and for a fire one for the brigade.
+func (m *Manager) enqueue(ctx context.Context, tx *sql.Tx, alarmID int64, in pushInput, now time.Time) ([]string, error) {
+	p := buildPush(in)
+	body, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
+	}
+	type target struct{ name, station, endpoint string }
+	var targets []target
+	if in.station != nil && in.station.Endpoint != "" {
+		targets = append(targets, target{"station", in.station.ID, in.station.Endpoint})
+	} else {
+		m.log.Warn("no station endpoint for alarm: push not queued", "alarm", in.alarm.ID,
+			"device", in.device.ID, "rule", in.rule.ID)
+	}
+	if ep := m.cfg.BrigadeEndpoint; ep != "" && in.alarm.Severity == rules.SeverityFire.String() &&
+		(len(targets) == 0 || targets[0].endpoint != ep) {
+		targets = append(targets, target{"brigade", "", ep})
+	}
+	eps := make([]string, 0, len(targets))
+	for _, t := range targets {
+		_, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
+			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
+			alarmID, in.transition, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli())
+		if err != nil {
+			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
+		}
+		eps = append(eps, t.endpoint)
+	}
+	return eps, nil
+}
+
+// backoff returns the wait after the given number of consecutive failures:
+// doubling from min up to max, with "equal jitter" (a random point in the
+// upper half) so that stations coming back do not get every retry at once.
+func backoff(lo, hi time.Duration, failures int) time.Duration {
+	d := lo
+	for i := 1; i < failures && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	d = d/2 + rand.N(d/2+1)
+	return max(d, lo)
+}
+
+func severityZH(name string) string {
+	s, err := rules.ParseSeverity(name)
+	if err != nil {
+		return ""
+	}
+	return s.ZH()
+}

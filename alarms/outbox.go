@@ -1,0 +1,189 @@
+package alarms
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// outbox delivers stored pushes: one worker per endpoint, so that a slow or
+// dead station delays only its own pushes, which it gets in order of
+// creation (a "cleared" never overtakes its "raised").
+type outbox struct {
+	m   *Manager
+	ctx context.Context
+
+	mu      sync.Mutex
+	workers map[string]chan struct{} // endpoint → wake-up signal
+	wg      sync.WaitGroup
+}
+
+func newOutbox(m *Manager, ctx context.Context) *outbox {
+	return &outbox{m: m, ctx: ctx, workers: map[string]chan struct{}{}}
+}
+
+// wake tells the worker of endpoint that a push is waiting, starting the
+// worker if there is none yet.
+func (o *outbox) wake(endpoint string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ctx.Err() != nil {
+		return // shutting down: the push waits in the store for the next Run
+	}
+	ch, ok := o.workers[endpoint]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		o.workers[endpoint] = ch
+		o.wg.Go(func() { o.run(endpoint, ch) })
+	}
+	select {
+	case ch <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// wait waits for the workers, which stop when the Run context is done.
+func (o *outbox) wait() { o.wg.Wait() }
+
+// run delivers the pushes of one endpoint, oldest first, retrying each until
+// it succeeds.
+func (o *outbox) run(endpoint string, wake <-chan struct{}) {
+	m := o.m
+	failures := 0
+	for {
+		row, err := m.store.nextPending(o.ctx, endpoint)
+		if o.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			m.log.Error("outbox read failed", "endpoint", redact(endpoint), "err", err)
+			if !o.sleep(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)) {
+				return
+			}
+			continue
+		}
+		if row == nil {
+			failures = 0
+			select {
+			case <-wake:
+				continue
+			case <-o.ctx.Done():
+				return
+			}
+		}
+		start := time.Now()
+		status, err := o.deliver(endpoint, row)
+		if o.ctx.Err() != nil {
+			// Cancelled mid-attempt: we cannot tell whether it arrived. The
+			// next Run sends it again under the same idempotency key.
+			return
+		}
+		m.met.pushSeconds.Observe(time.Since(start).Seconds())
+		now := time.Now()
+		if err == nil {
+			m.met.pushes.WithLabelValues("sent").Inc()
+			failures = 0
+			if !o.markDelivered(row, now) {
+				return
+			}
+			m.met.pending.Dec()
+			m.log.Info("push delivered", "alarm", formatID(row.alarmID), "key", row.key, "target", row.target,
+				"attempts", row.attempts+1, "status", status)
+			continue
+		}
+		m.met.pushes.WithLabelValues("failed").Inc()
+		failures++
+		if merr := m.store.markFailed(context.WithoutCancel(o.ctx), row.id, now, err.Error()); merr != nil {
+			m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", merr)
+		}
+		wait := backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)
+		// Log the first failures and then every tenth, so a dead endpoint
+		// does not flood the log.
+		if failures <= 3 || failures%10 == 0 {
+			m.log.Warn("push failed, will retry", "alarm", formatID(row.alarmID), "key", row.key,
+				"target", row.target, "endpoint", redact(endpoint), "attempts", row.attempts+1, "retry_in", wait, "err", err)
+		}
+		if !o.sleep(wait) {
+			return
+		}
+	}
+}
+
+// markDelivered records a delivery, retrying while the store fails; it
+// returns false if the Run context ended first (the push will then be sent
+// again by the next Run, under the same idempotency key).
+func (o *outbox) markDelivered(row *outboxRow, at time.Time) bool {
+	for failures := 1; ; failures++ {
+		err := o.m.store.markDelivered(context.WithoutCancel(o.ctx), row.id, at)
+		if err == nil {
+			return true
+		}
+		o.m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", err)
+		if !o.sleep(backoff(o.m.cfg.RetryMin, o.m.cfg.RetryMax, failures)) {
+			return false
+		}
+	}
+}
+
+// sleep waits d or until the Run context is done; it reports whether the
+// worker should go on.
+func (o *outbox) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-o.ctx.Done():
+		return false
+	}
+}
+
+// deliver makes one attempt: POST the stored body, freshly signed.
+func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
+	m := o.m
+	ctx, cancel := context.WithTimeout(o.ctx, m.cfg.PushTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(row.body))
+	if err != nil {
+		return 0, fmt.Errorf("build request: %w", err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "firewatch-alarms/"+PushVersion)
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, Sign(m.cfg.Secret, ts, row.body))
+	req.Header.Set(HeaderIdempotencyKey, row.key)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("post: %w", err)
+	}
+	defer resp.Body.Close()
+	// Read a little of the answer: to reuse the connection, and to show the
+	// receiver's complaint in last_error.
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		msg := strings.ToValidUTF8(strings.TrimSpace(string(snippet)), "")
+		return resp.StatusCode, fmt.Errorf("status %s: %s", resp.Status, msg)
+	}
+	return resp.StatusCode, nil
+}
+
+// redact drops the query, fragment and credentials of an endpoint URL
+// before it is logged: webhook URLs often carry an access token.
+func redact(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}

@@ -1,0 +1,281 @@
+package alarms
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
+)
+
+// PushVersion is the version of the push body.
+const PushVersion = "v1"
+
+// Push is the JSON body POSTed to a dispatch webhook for one alarm
+// transition. Receivers decode it; unknown keys must be ignored, since new
+// keys may be added within v1.
+type Push struct {
+	Version string `json:"version"`
+	// IdempotencyKey is "<alarm_id>-<transition>", the same as the
+	// Idempotency-Key header. A receiver that sees a key twice must treat the
+	// second request as a duplicate: delivery is at least once.
+	IdempotencyKey string `json:"idempotency_key"`
+	AlarmID        string `json:"alarm_id"`
+	// Transition is "raised" or "cleared".
+	Transition string      `json:"transition"`
+	Severity   string      `json:"severity"`
+	SeverityZH string      `json:"severity_zh"`
+	Rule       string      `json:"rule"`
+	Device     PushDevice  `json:"device"`
+	Grid       PushGrid    `json:"grid"`
+	Station    PushStation `json:"station"`
+	Metric     string      `json:"metric"`
+	MetricZH   string      `json:"metric_zh"`
+	// Unit is the metric's unit ("mA", "°C", "MPa", ...) or "event".
+	Unit    string `json:"unit"`
+	Channel int    `json:"channel"`
+	// Op is how Value compares with Threshold: "above", "below" or "event".
+	Op string `json:"op"`
+	// Value is the reading that caused the transition (1/0 for events).
+	Value     float64 `json:"value"`
+	Threshold float64 `json:"threshold"`
+	// HeldS is how long the condition held before the transition, in
+	// seconds: for "raised" how long the rule's condition held, for
+	// "cleared" how long the clearing condition held.
+	HeldS float64 `json:"held_s"`
+	// DeviceTime is the device time of the reading that caused the
+	// transition, RFC 3339 with milliseconds and the +08:00 offset.
+	DeviceTime string `json:"device_time"`
+	RaisedAt   string `json:"raised_at"`
+	ClearedAt  string `json:"cleared_at,omitempty"`
+	// Action is the rule's linkage action (e.g. "cut_power"), if any.
+	Action string `json:"action,omitempty"`
+	// Message is the text for the dispatcher, zh-CN.
+	Message string `json:"message"`
+}
+
+// PushDevice describes the device of a push.
+type PushDevice struct {
+	ID     string  `json:"id"`
+	Kind   string  `json:"kind"`
+	KindZH string  `json:"kind_zh"`
+	Model  string  `json:"model"`
+	Addr   string  `json:"address"`
+	Lat    float64 `json:"lat"`
+	Lon    float64 `json:"lon"`
+	// Unit is the owning unit (责任单位).
+	Unit string `json:"unit"`
+}
+
+// PushGrid places the device in the grid hierarchy.
+type PushGrid struct {
+	Village string `json:"village"`
+	Town    string `json:"town"`
+	County  string `json:"county"`
+	// Place is the names of county, town and village, e.g.
+	// "柳州市柳南区潭西街道某村".
+	Place string `json:"place"`
+}
+
+// PushStation names the covering micro fire station (微型消防站).
+type PushStation struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// timeLayout is RFC 3339 with exactly three fractional digits.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// zhTimeLayout is how dispatcher texts show a time (in CST).
+const zhTimeLayout = "2006-01-02 15:04:05"
+
+func formatTime(t time.Time) string { return t.In(cst).Format(timeLayout) }
+
+// finite keeps NaN and ±Inf out of JSON, which cannot encode them: a push
+// that cannot be encoded would be a lost alarm.
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}
+
+func opName(op rules.Op) string {
+	switch op {
+	case rules.OpAbove:
+		return "above"
+	case rules.OpBelow:
+		return "below"
+	case rules.OpEvent:
+		return "event"
+	}
+	return ""
+}
+
+// pushInput is what a push is made from.
+type pushInput struct {
+	alarm      *Alarm // as stored, with ID
+	transition string
+	ledger     *devices.Ledger
+	device     *devices.Device
+	station    *devices.Station // may be nil
+	rule       *rules.Rule
+	ev         rules.Event // the event that caused the transition
+	clearedAt  time.Time   // for "cleared"
+}
+
+func buildPush(in pushInput) Push {
+	d, r, a := in.device, in.rule, in.alarm
+	info := r.Metric.Info()
+	p := Push{
+		Version:        PushVersion,
+		IdempotencyKey: a.ID + "-" + in.transition,
+		AlarmID:        a.ID,
+		Transition:     in.transition,
+		Severity:       a.Severity,
+		SeverityZH:     a.SeverityZH,
+		Rule:           r.ID,
+		Device: PushDevice{
+			ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
+			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit,
+		},
+		Grid: PushGrid{
+			Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(),
+			Place: in.ledger.PlaceName(d.Grid),
+		},
+		Metric:     info.Name,
+		MetricZH:   info.ZH,
+		Unit:       info.Unit,
+		Channel:    int(in.ev.Channel),
+		Op:         opName(r.Op),
+		Value:      finite(in.ev.Value),
+		Threshold:  finite(r.Threshold),
+		HeldS:      heldSeconds(in.ev),
+		DeviceTime: formatTime(msTime(in.ev.Time)),
+		RaisedAt:   formatTime(a.RaisedAt),
+		Action:     r.Action,
+	}
+	if in.station != nil {
+		p.Station = PushStation{ID: in.station.ID, Name: in.station.Name}
+	}
+	if in.transition == TransitionCleared {
+		p.ClearedAt = formatTime(in.clearedAt)
+	}
+	p.Message = message(&p, a, r, msTime(in.ev.Time))
+	return p
+}
+
+func heldSeconds(ev rules.Event) float64 {
+	if ev.Since <= 0 || ev.Time < ev.Since {
+		return 0
+	}
+	return float64(ev.Time-ev.Since) / 1000
+}
+
+// actionZH names linkage actions for dispatchers.
+var actionZH = map[string]string{
+	"cut_power": "切断电源",
+}
+
+// message writes the dispatcher text, e.g.
+//
+//	【报警】柳州市柳南区潭西街道某村 和平路12号 电气火灾监控探测器 el-450204-0001 剩余电流 356.0 mA，超过报警值 300 mA 已持续 12 秒（设备时间 2026-11-23 18:02:11）。责任单位：某厂。就近微型消防站：潭西街道微型消防站。
+func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time) string {
+	var b strings.Builder
+	b.WriteString("【")
+	b.WriteString(p.SeverityZH)
+	if p.Transition == TransitionCleared {
+		b.WriteString("已恢复")
+	}
+	b.WriteString("】")
+	place := p.Grid.Place
+	if strings.HasPrefix(p.Device.Addr, place) {
+		place = "" // the ledger's address already names the place
+	}
+	for _, s := range []string{place, p.Device.Addr, p.Device.KindZH, p.Device.ID} {
+		if s != "" {
+			b.WriteString(s)
+			b.WriteByte(' ')
+		}
+	}
+	b.WriteString(p.MetricZH)
+	if p.Channel > 0 {
+		b.WriteString("（第")
+		b.WriteString(strconv.Itoa(p.Channel))
+		b.WriteString("路）")
+	}
+	event := r.Op == rules.OpEvent || p.Unit == "event"
+	switch {
+	case p.Transition == TransitionCleared && event:
+		b.WriteString(" 已恢复")
+	case p.Transition == TransitionCleared:
+		b.WriteString(" 已恢复，当前 ")
+		b.WriteString(formatValue(p.Value, p.Unit))
+		b.WriteString(" ")
+		b.WriteString(p.Unit)
+	case event:
+	default:
+		b.WriteString(" ")
+		b.WriteString(formatValue(p.Value, p.Unit))
+		b.WriteString(" ")
+		b.WriteString(p.Unit)
+		if r.Op == rules.OpBelow {
+			b.WriteString("，低于")
+		} else {
+			b.WriteString("，超过")
+		}
+		b.WriteString(p.SeverityZH)
+		b.WriteString("值 ")
+		b.WriteString(strconv.FormatFloat(p.Threshold, 'f', -1, 64))
+		b.WriteString(" ")
+		b.WriteString(p.Unit)
+		if held := math.Round(p.HeldS); held >= 1 {
+			b.WriteString(" 已持续 ")
+			b.WriteString(strconv.FormatFloat(held, 'f', 0, 64))
+			b.WriteString(" 秒")
+		}
+	}
+	b.WriteString("（设备时间 ")
+	b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
+	b.WriteString("）。")
+	if p.Transition == TransitionCleared {
+		b.WriteString("原报警 ")
+		b.WriteString(a.ID)
+		b.WriteString("，报警时间 ")
+		b.WriteString(a.DeviceTime.In(cst).Format(zhTimeLayout))
+		b.WriteString("。")
+	} else if p.Action != "" {
+		b.WriteString("联动：")
+		if zh, ok := actionZH[p.Action]; ok {
+			b.WriteString(zh)
+		} else {
+			b.WriteString(p.Action)
+		}
+		b.WriteString("。")
+	}
+	if p.Device.Unit != "" {
+		b.WriteString("责任单位：")
+		b.WriteString(p.Device.Unit)
+		b.WriteString("。")
+	}
+	b.WriteString("就近微型消防站：")
+	if p.Station.Name != "" {
+		b.WriteString(p.Station.Name)
+	} else {
+		b.WriteString("未指定")
+	}
+	b.WriteString("。")
+	return b.String()
+}
+
+// formatValue prints a reading with the precision its unit deserves: water
+// pressure in MPa needs three decimals, everything else one.
+func formatValue(v float64, unit string) string {
+	prec := 1
+	if unit == "MPa" {
+		prec = 3
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"time"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/rules"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// lineSink takes encoded line protocol (the InfluxDB writer).
+type lineSink interface{ Write(lines []byte) }
+
+// eventSink takes rule transitions (the alarm manager).
+type eventSink interface{ Submit(ev rules.Event) }
+
+// pipeline is the hot path: one MQTT message is decoded once, each value is
+// evaluated by the rules, and the message becomes one line of line
+// protocol. Only rule transitions leave it, as events. It runs on the MQTT
+// source's single delivery goroutine and reuses all of its buffers.
+type pipeline struct {
+	dec    *ingest.Decoder
+	eng    *rules.Engine
+	enc    *influx.Encoder
+	lines  lineSink
+	alarms eventSink
+	stats  *ingest.Stats
+	evals  prometheus.Counter
+
+	buf    []byte
+	events []rules.Event
+}
+
+func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms eventSink, stats *ingest.Stats, reg prometheus.Registerer) *pipeline {
+	p := &pipeline{
+		dec: ingest.NewDecoder(l), eng: eng, enc: influx.NewEncoder(l),
+		lines: lines, alarms: alarms, stats: stats,
+		evals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_rules_evaluations_total", Help: "Readings evaluated by the rule engine.",
+		}),
+		buf:    make([]byte, 0, 64<<10),
+		events: make([]rules.Event, 0, 16),
+	}
+	if reg != nil {
+		reg.MustRegister(p.evals)
+	}
+	return p
+}
+
+// handle processes one MQTT message. When it returns, the message's
+// readings are in the InfluxDB writer's batch and its events in the alarm
+// manager's queue, so the message may be acknowledged.
+func (p *pipeline) handle(topic string, payload []byte) {
+	p.stats.Messages.Inc()
+	msgs, rejects := p.dec.Decode(topic, payload, time.Now().UnixMilli())
+	for _, r := range rejects {
+		p.stats.Reject(r, topic)
+	}
+	p.buf = p.buf[:0]
+	n := 0
+	for i := range msgs {
+		m := &msgs[i]
+		metrics, values := p.dec.Values(m)
+		if len(metrics) == 0 {
+			continue // a bare heartbeat
+		}
+		r := devices.Reading{Time: m.Time, Seq: m.Seq, Device: m.Device.Index, Kind: m.Device.Kind, Channel: m.Channel}
+		for j, metric := range metrics {
+			r.Metric, r.Value = metric, values[j]
+			p.events = p.eng.Eval(r, p.events[:0])
+			for _, ev := range p.events {
+				p.alarms.Submit(ev)
+			}
+		}
+		n += len(metrics)
+		p.buf = p.enc.AppendLine(p.buf, m.Device.Index, m.Channel, metrics, values, m.Time)
+	}
+	if n > 0 {
+		p.stats.Readings.Add(float64(n))
+		p.evals.Add(float64(n))
+		p.lines.Write(p.buf)
+	}
+}

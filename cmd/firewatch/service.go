@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/rules"
+)
+
+// service is firewatch wired together: embedded broker (optional), MQTT
+// source, hot-path pipeline, InfluxDB writer, alarm manager and HTTP server.
+type service struct {
+	cfg    *Config
+	log    *slog.Logger
+	ledger *devices.Ledger
+	rules  *rules.Set
+
+	writer  *influx.Writer
+	alarms  *alarms.Manager
+	broker  *mochi.Server
+	source  *ingest.Source
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	brokerURL string
+}
+
+// loadRules returns the configured rule set, or the built-in defaults.
+func loadRules(path string) (*rules.Set, error) {
+	if path == "" {
+		return rules.Defaults()
+	}
+	return rules.Load(path)
+}
+
+// newService loads the ledger and rules and opens every listener, so that
+// a mistake is reported before anything runs.
+func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
+	s := &service{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.ledger, err = devices.LoadLedger(cfg.Ledger); err != nil {
+		return nil, err
+	}
+	if s.rules, err = loadRules(cfg.Rules); err != nil {
+		return nil, err
+	}
+	eng, err := rules.NewEngine(s.rules, s.ledger)
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	s.writer, err = influx.NewWriter(influx.Config{
+		URL: cfg.Influx.URL, Token: cfg.Influx.Token, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket,
+		BatchLines: cfg.Influx.BatchLines, FlushInterval: cfg.Influx.FlushInterval, MaxPending: cfg.Influx.MaxPending,
+		Logger: log.With("component", "influx"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	annotations := influx.NewEncoder(s.ledger)
+	var annMu sync.Mutex
+	var annBuf []byte
+	s.alarms, err = alarms.NewManager(alarms.Config{
+		DBPath: cfg.Alarms.DB, Secret: []byte(cfg.Alarms.Secret), BrigadeEndpoint: cfg.Alarms.BrigadeEndpoint,
+		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax,
+		Logger: log.With("component", "alarms"), Registerer: reg,
+		OnTransition: func(a alarms.Alarm) {
+			p, ok := s.alarmPoint(a)
+			if !ok {
+				return
+			}
+			annMu.Lock()
+			defer annMu.Unlock()
+			annBuf = annotations.AppendAlarm(annBuf[:0], p)
+			s.writer.Write(annBuf)
+		},
+	}, s.ledger)
+	if err != nil {
+		return nil, err
+	}
+
+	s.brokerURL = cfg.MQTT.Broker
+	if s.brokerURL == "" {
+		if s.broker, err = ingest.StartBroker(cfg.MQTT.Listen, log); err != nil {
+			return nil, err
+		}
+		s.brokerURL = "tcp://" + cfg.MQTT.Listen
+	}
+	stats := ingest.NewStats(reg, log.With("component", "ingest"))
+	p := newPipeline(s.ledger, eng, s.writer, s.alarms, stats, reg)
+	s.source = ingest.NewSource(ingest.SourceConfig{
+		Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
+		Logger: log.With("component", "mqtt"),
+	}, p.handle)
+
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("/api/v1/", s.alarms.Handler())
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// httpURL is the base URL of the HTTP server.
+func (s *service) httpURL() string { return "http://" + s.httpLn.Addr().String() }
+
+func (s *service) healthz(w http.ResponseWriter, _ *http.Request) {
+	select {
+	case <-s.source.Ready():
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"ok","devices":%d,"rules":%d}`+"\n", len(s.ledger.Devices), len(s.rules.Rules))
+	default:
+		http.Error(w, `{"status":"starting: not yet subscribed to MQTT"}`, http.StatusServiceUnavailable)
+	}
+}
+
+// run runs until ctx is done, then shuts down in reverse order of the data
+// flow: stop taking messages (unacknowledged ones stay in the broker's
+// session), commit every queued alarm event, flush InfluxDB, close the
+// broker and the HTTP server.
+func (s *service) run(ctx context.Context) error {
+	defer s.close()
+	errc := make(chan error, 4)
+	start := func(name string, f func(context.Context) error) (context.CancelFunc, <-chan struct{}) {
+		cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := f(cctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+		return cancel, done
+	}
+	stopWriter, writerDone := start("influx", s.writer.Run)
+	stopAlarms, alarmsDone := start("alarms", s.alarms.Run)
+	stopSource, sourceDone := start("mqtt", s.source.Run)
+	go func() {
+		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	s.log.Info("firewatch started",
+		"devices", len(s.ledger.Devices), "stations", len(s.ledger.Stations), "rules", len(s.rules.Rules),
+		"mqtt", s.brokerURL, "embedded_broker", s.broker != nil,
+		"api", s.httpURL()+"/api/v1/alarms", "metrics", s.httpURL()+"/metrics", "influx", s.cfg.Influx.URL)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		s.log.Error("stopping after a failure", "err", err)
+	}
+	s.log.Info("shutting down")
+	stopSource()
+	<-sourceDone
+	stopAlarms()
+	<-alarmsDone
+	stopWriter()
+	<-writerDone
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.httpSrv.Shutdown(sctx)
+	s.log.Info("stopped")
+	return err
+}
+
+func (s *service) close() {
+	if s.broker != nil {
+		s.broker.Close()
+	}
+	if s.alarms != nil {
+		s.alarms.Close()
+	}
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+}
+
+// alarmPoint turns an alarm transition into its InfluxDB annotation, at the
+// device time of the reading that raised it or the time it was cleared.
+func (s *service) alarmPoint(a alarms.Alarm) (influx.AlarmPoint, bool) {
+	d, ok := s.ledger.LookupID(a.Device)
+	if !ok {
+		return influx.AlarmPoint{}, false
+	}
+	p := influx.AlarmPoint{
+		Device: d.Index, Rule: a.Rule, Severity: a.Severity, State: string(a.State),
+		Value: a.Value, Threshold: a.Threshold, AlarmID: a.ID, Message: a.Message, Time: a.DeviceTime.UnixMilli(),
+	}
+	if a.ClearedAt != nil {
+		p.Time = a.ClearedAt.UnixMilli()
+		if a.ClearValue != nil {
+			p.Value = *a.ClearValue
+		}
+	}
+	return p, true
+}

@@ -1,0 +1,107 @@
+package influx
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SampleConfig is an example of the influx section of the firewatch config,
+// with every key at its default.
+//
+//go:embed sample.yaml
+var SampleConfig string
+
+// Config configures a Writer. The YAML keys are those of the influx section
+// of the firewatch config file.
+type Config struct {
+	// URL is the InfluxDB base URL, e.g. http://127.0.0.1:8086.
+	URL string `yaml:"url"`
+	// Token authenticates: an API token for InfluxDB 2.x/3.x, "user:password"
+	// for 1.8 with auth enabled, empty for 1.8 without auth.
+	Token string `yaml:"token"`
+	// Org is the organization; InfluxDB 1.8 ignores it.
+	Org string `yaml:"org"`
+	// Bucket is the bucket; for InfluxDB 1.8 "database/retention-policy".
+	Bucket string `yaml:"bucket"`
+	// BatchLines is how many lines a batch collects before it is sent.
+	BatchLines int `yaml:"batch_lines"`
+	// FlushInterval is how long a line may wait in a batch that is not full.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// MaxPending is how many full batches may wait in memory while InfluxDB
+	// is slow or down; beyond it the oldest batch is dropped.
+	MaxPending int `yaml:"max_pending"`
+	// Timeout bounds one write request.
+	Timeout time.Duration `yaml:"timeout"`
+	// ShutdownTimeout bounds the final flush when Run's context ends.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Logger receives the writer's logs; nil means slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+	// Registerer registers the writer's metrics; nil means none.
+	Registerer prometheus.Registerer `yaml:"-"`
+}
+
+// Defaults of Config, applied by NewWriter to zero fields.
+const (
+	DefaultBucket          = "firewatch/autogen"
+	DefaultBatchLines      = 5000
+	DefaultFlushInterval   = time.Second
+	DefaultMaxPending      = 64
+	DefaultTimeout         = 10 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// SetDefaults fills zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Bucket == "" {
+		c.Bucket = DefaultBucket
+	}
+	if c.BatchLines == 0 {
+		c.BatchLines = DefaultBatchLines
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+// Validate returns every problem of c, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("influx.url %q is not an http(s) URL", c.URL))
+	}
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("influx.bucket is empty"))
+	}
+	if c.BatchLines < 1 {
+		errs = append(errs, fmt.Errorf("influx.batch_lines %d must be at least 1", c.BatchLines))
+	}
+	if c.FlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("influx.flush_interval %v must be positive", c.FlushInterval))
+	}
+	if c.MaxPending < 1 {
+		errs = append(errs, fmt.Errorf("influx.max_pending %d must be at least 1", c.MaxPending))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("influx.timeout %v must be positive", c.Timeout))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("influx.shutdown_timeout %v must be positive", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}

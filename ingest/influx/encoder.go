@@ -1,0 +1,275 @@
+package influx
+
+import (
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+// AlarmMeasurement is the measurement of alarm transitions, read by Grafana
+// as annotations.
+const AlarmMeasurement = "alarms"
+
+// maxMillis bounds device times: InfluxDB keeps nanoseconds in an int64,
+// so it rejects times outside 1677-09-21 … 2262-04-11 (and with them, in
+// 1.8, the rest of the request's lines).
+const maxMillis = 9223372036854
+
+// maxMessage bounds the alarm message stored in InfluxDB, in bytes; the full
+// text lives in the alarm store.
+const maxMessage = 4096
+
+// Encoder appends line protocol for the readings and alarms of the devices of
+// one ledger. It precomputes every device's measurement and tags once, so
+// that encoding a reading copies bytes and formats numbers and nothing else.
+// It is read-only after NewEncoder and safe for concurrent use.
+//
+// Tags are written in key order (ch, county, device, kind, [rule, severity,
+// state,] town, village), the order InfluxDB stores them in, which spares
+// the server a sort per point.
+type Encoder struct {
+	// arena holds, per device, "<kind>,county=C,device=D,kind=K,town=T,village=V";
+	// device i's entry is arena[off[i]:off[i+1]].
+	arena []byte
+	off   []uint32
+	// meas is the length of the measurement at the start of each entry, so
+	// that ",ch=N" can be inserted after it.
+	meas []uint8
+	// split is the offset within each entry of ",town=" (or its end), where
+	// the alarm tags rule, severity and state belong.
+	split []uint16
+	// fields holds the escaped field key and '=' of every catalog metric.
+	fields [][]byte
+}
+
+// NewEncoder precomputes the measurement and tags of every device of l.
+func NewEncoder(l *devices.Ledger) *Encoder {
+	e := &Encoder{
+		off:    make([]uint32, len(l.Devices)+1),
+		meas:   make([]uint8, len(l.Devices)),
+		split:  make([]uint16, len(l.Devices)),
+		fields: make([][]byte, len(devices.Catalog)),
+	}
+	size := 0
+	for i := range l.Devices {
+		size += 80 + 2*len(l.Devices[i].ID)
+	}
+	e.arena = make([]byte, 0, size)
+	for i := range l.Devices {
+		d := &l.Devices[i]
+		kind := d.Kind.String()
+		if d.Kind == devices.KindInvalid || d.Kind >= devices.NumKinds {
+			kind = "unknown" // a ledger never holds one; an empty name would be invalid
+		}
+		start := len(e.arena)
+		e.arena = appendName(e.arena, kind)
+		e.meas[i] = uint8(len(e.arena) - start)
+		g := d.Grid
+		if len(g) == 12 {
+			e.arena = appendTag(e.arena, "county", g.County())
+		}
+		e.arena = appendTag(e.arena, "device", d.ID)
+		e.arena = appendTag(e.arena, "kind", kind)
+		e.split[i] = uint16(len(e.arena) - start)
+		if len(g) == 12 {
+			e.arena = appendTag(e.arena, "town", g.Town())
+			e.arena = appendTag(e.arena, "village", g.Village())
+		}
+		e.off[i+1] = uint32(len(e.arena))
+	}
+	for m := 1; m < len(devices.Catalog); m++ {
+		e.fields[m] = append(appendKey(nil, devices.Catalog[m].Name), '=')
+	}
+	return e
+}
+
+// AppendLine appends one line of line protocol, ending in '\n', for a message
+// of device d: the values of metrics on channel ch (0 for none) at device
+// time ts in Unix milliseconds. metrics and values are parallel and name
+// each metric at most once. Non-finite values, which InfluxDB rejects
+// together with their whole line, are left out; when no value remains, d is
+// not a device of the ledger or ts lies outside the years 1677 to 2262 that
+// InfluxDB can store, nothing is appended.
+func (e *Encoder) AppendLine(buf []byte, d devices.Index, ch uint8, metrics []devices.Metric, values []float64, ts int64) []byte {
+	if int(d) >= len(e.meas) || ts > maxMillis || ts < -maxMillis {
+		return buf
+	}
+	start := len(buf)
+	entry := e.arena[e.off[d]:e.off[d+1]]
+	m := e.meas[d]
+	buf = append(buf, entry[:m]...)
+	if ch != 0 {
+		buf = append(buf, ",ch="...)
+		buf = strconv.AppendUint(buf, uint64(ch), 10)
+	}
+	buf = append(buf, entry[m:]...)
+	sep := byte(' ')
+	n := min(len(metrics), len(values))
+	for i := 0; i < n; i++ {
+		v, mt := values[i], metrics[i]
+		if math.IsNaN(v) || math.IsInf(v, 0) || mt == 0 || int(mt) >= len(e.fields) {
+			continue
+		}
+		buf = append(buf, sep)
+		sep = ','
+		buf = append(buf, e.fields[mt]...)
+		buf = appendFloat(buf, v)
+	}
+	if sep == ' ' {
+		return buf[:start]
+	}
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, ts, 10)
+	return append(buf, '\n')
+}
+
+// AlarmPoint is one alarm transition as stored in the alarms measurement.
+type AlarmPoint struct {
+	Device devices.Index
+	// Rule is the name of the rule that fired.
+	Rule string
+	// Severity is the alarm's severity (e.g. "warning", "fire").
+	Severity string
+	// State is "raised" or "cleared".
+	State string
+	// Value is the reading that caused the transition; Threshold the limit
+	// it crossed.
+	Value, Threshold float64
+	// AlarmID is the alarm's id in the alarm store.
+	AlarmID string
+	// Message is the dispatcher text, truncated to 4 KiB.
+	Message string
+	// Time is the transition's device time in Unix milliseconds.
+	Time int64
+}
+
+// AppendAlarm appends one line for an alarm transition to measurement
+// alarms: tags county, device, kind, rule, severity, state, town, village
+// (empty ones left out); fields value and threshold (when finite), alarm_id
+// and message (strings). Nothing is appended when a.Device is not a device
+// of the ledger or a.Time is outside InfluxDB's range.
+func (e *Encoder) AppendAlarm(buf []byte, a AlarmPoint) []byte {
+	if int(a.Device) >= len(e.meas) || a.Time > maxMillis || a.Time < -maxMillis {
+		return buf
+	}
+	entry := e.arena[e.off[a.Device]:e.off[a.Device+1]]
+	buf = append(buf, AlarmMeasurement...)
+	buf = append(buf, entry[e.meas[a.Device]:e.split[a.Device]]...)
+	buf = appendTag(buf, "rule", a.Rule)
+	buf = appendTag(buf, "severity", a.Severity)
+	buf = appendTag(buf, "state", a.State)
+	buf = append(buf, entry[e.split[a.Device]:]...)
+	buf = append(buf, " alarm_id="...)
+	buf = appendString(buf, a.AlarmID)
+	if !math.IsNaN(a.Value) && !math.IsInf(a.Value, 0) {
+		buf = append(buf, ",value="...)
+		buf = appendFloat(buf, a.Value)
+	}
+	if !math.IsNaN(a.Threshold) && !math.IsInf(a.Threshold, 0) {
+		buf = append(buf, ",threshold="...)
+		buf = appendFloat(buf, a.Threshold)
+	}
+	msg := a.Message
+	if len(msg) > maxMessage {
+		cut := maxMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
+	}
+	buf = append(buf, ",message="...)
+	buf = appendString(buf, msg)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, a.Time, 10)
+	return append(buf, '\n')
+}
+
+// appendFloat writes v in the shortest form that parses back to v, plain
+// decimal except below 1e-6 and from 1e21 on, where exponent form (1e-07,
+// 1.5e+21) is shorter; InfluxDB 1.8, 2.x and 3.x parse both. This is the
+// rule of encoding/json. A whole number gets no 'i' suffix, so it is a
+// float field like every other value of the metric: a field keeps its
+// first type forever, and a later 0.5 must not conflict with an earlier 1.
+func appendFloat(buf []byte, v float64) []byte {
+	if a := math.Abs(v); a != 0 && (a < 1e-6 || a >= 1e21) {
+		return strconv.AppendFloat(buf, v, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(buf, v, 'f', -1, 64)
+}
+
+// appendTag appends ",key=value" with both escaped, or nothing when value
+// is empty: line protocol has no empty tag values.
+func appendTag(buf []byte, key, value string) []byte {
+	if value == "" {
+		return buf
+	}
+	buf = append(buf, ',')
+	buf = appendKey(buf, key)
+	buf = append(buf, '=')
+	return appendKey(buf, value)
+}
+
+// appendName escapes a measurement name: commas and spaces.
+func appendName(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ',', ' ':
+			buf = append(buf, '\\', c)
+		case '\\':
+			buf = append(buf, '/')
+		default:
+			if c < ' ' {
+				buf = append(buf, '\\', ' ')
+			} else {
+				buf = append(buf, c)
+			}
+		}
+	}
+	return buf
+}
+
+// appendKey escapes a tag key, tag value or field key: commas, equals signs
+// and spaces get a backslash. Some characters cannot be written faithfully
+// for InfluxDB 1.8 and are replaced: control characters (a line break ends
+// the line; parsers disagree about tabs) become spaces, and a backslash
+// becomes '/' (1.8 keeps "\\" as two characters, and a value ending in a
+// backslash would escape the comma after it). Device ids and grid codes
+// contain none of them.
+func appendKey(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ',', '=', ' ':
+			buf = append(buf, '\\', c)
+		case '\\':
+			buf = append(buf, '/')
+		default:
+			if c < ' ' {
+				buf = append(buf, '\\', ' ')
+			} else {
+				buf = append(buf, c)
+			}
+		}
+	}
+	return buf
+}
+
+// appendString appends a quoted string field value, escaping '"' and '\'.
+// Line breaks become spaces: InfluxDB would accept them inside quotes, but
+// "one line is one point" is what batching, counting and the spool rely on.
+func appendString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		default:
+			if c < ' ' {
+				c = ' '
+			}
+			buf = append(buf, c)
+		}
+	}
+	return append(buf, '"')
+}

@@ -1,0 +1,70 @@
+package influx
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the writer's Prometheus metrics.
+type metrics struct {
+	writeSeconds     prometheus.Histogram
+	writeErrors      prometheus.Counter
+	linesWritten     prometheus.Counter
+	pending          prometheus.Gauge
+	droppedQueueFull prometheus.Counter
+	droppedRejected  prometheus.Counter
+	droppedShutdown  prometheus.Counter
+	droppedClosed    prometheus.Counter
+}
+
+// Reasons of firewatch_influx_dropped_lines_total.
+const (
+	// DropQueueFull: the oldest batch made room while InfluxDB was slow or down.
+	DropQueueFull = "queue_full"
+	// DropRejected: InfluxDB refused the lines as invalid (HTTP 400/413/422).
+	DropRejected = "rejected"
+	// DropShutdown: still unsent when the shutdown deadline passed.
+	DropShutdown = "shutdown"
+	// DropClosed: written after the writer shut down.
+	DropClosed = "closed"
+)
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firewatch_influx_dropped_lines_total",
+		Help: "Lines of line protocol given up on, by reason: queue_full, rejected, shutdown, closed.",
+	}, []string{"reason"})
+	m := &metrics{
+		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "firewatch_influx_write_seconds",
+			Help:    "Duration of one write request to InfluxDB, successful or not.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_influx_write_errors_total",
+			Help: "Write requests to InfluxDB that failed, retried or not.",
+		}),
+		linesWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_influx_lines_written_total",
+			Help: "Lines of line protocol InfluxDB accepted.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "firewatch_influx_pending_batches",
+			Help: "Full batches waiting to be sent or being sent.",
+		}),
+		droppedQueueFull: dropped.WithLabelValues(DropQueueFull),
+		droppedRejected:  dropped.WithLabelValues(DropRejected),
+		droppedShutdown:  dropped.WithLabelValues(DropShutdown),
+		droppedClosed:    dropped.WithLabelValues(DropClosed),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.writeSeconds, m.writeErrors, m.linesWritten, m.pending, dropped} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("influx metrics: %w", err)
+		}
+	}
+	return m, nil
+}

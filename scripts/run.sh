@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `make run`: the whole demo on one machine. Starts a local InfluxDB 1.8 with
+# its data under var/, a dispatch receiver that prints every alarm push,
+# firewatch with its embedded MQTT broker, and a simulated fleet with
+# incidents after a short delay. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VAR=$PWD/var
+BIN=$PWD/bin
+INFLUX_PORT=${INFLUX_PORT:-8086}
+INFLUX_URL=http://127.0.0.1:$INFLUX_PORT
+RECEIVER_ADDR=${RECEIVER_ADDR:-127.0.0.1:8090}
+MQTT_LISTEN=${MQTT_LISTEN:-127.0.0.1:1883}
+HTTP_LISTEN=${HTTP_LISTEN:-127.0.0.1:9090}
+DEVICES=${DEVICES:-300}
+RATE=${RATE:-100}
+export FIREWATCH_ALARMS_SECRET=${FIREWATCH_ALARMS_SECRET:-demo-secret-change-me}
+mkdir -p "$VAR/influxdb"
+
+# Children run in their own sessions (setsid), so that Ctrl-C reaches only this
+# script, which stops them in order: a terminal would otherwise signal them all
+# at once and InfluxDB could stop before firewatch has flushed to it.
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping..."
+  # Reverse order of start: the fleet, firewatch (flushes InfluxDB), the receiver, InfluxDB.
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  echo "stopped. Data stays in var/ (make clean removes it)."
+}
+trap cleanup INT TERM EXIT
+
+port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+wait_http() { # url what seconds
+  for ((i=0; i<$3*10; i++)); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "error: $2 did not come up at $1 (see var/*.log)" >&2
+  return 1
+}
+
+for a in "$MQTT_LISTEN" "$HTTP_LISTEN" "$RECEIVER_ADDR"; do
+  if port_busy "$a"; then
+    echo "error: $a is already in use (another firewatch or MQTT broker?). Stop it, or set MQTT_LISTEN / HTTP_LISTEN / RECEIVER_ADDR." >&2
+    exit 1
+  fi
+done
+
+# InfluxDB: reuse one already answering on the port, else start our own.
+if curl -fsS -o /dev/null "$INFLUX_URL/ping" 2>/dev/null; then
+  echo "using the InfluxDB already running at $INFLUX_URL"
+else
+  cat > "$VAR/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
+[meta]
+  dir = "$VAR/influxdb/meta"
+[data]
+  dir = "$VAR/influxdb/data"
+  wal-dir = "$VAR/influxdb/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$INFLUX_PORT"
+  flux-enabled = true
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+CONF
+  setsid "$BIN/influxd" run -config "$VAR/influxdb.conf" >"$VAR/influxd.log" 2>&1 &
+  pids+=($!)
+  wait_http "$INFLUX_URL/ping" InfluxDB 60
+fi
+curl -fsS -o /dev/null -XPOST "$INFLUX_URL/query" --data-urlencode "q=CREATE DATABASE firewatch"
+
+# The demo ledger (台账): generated once, then yours to edit.
+if [ ! -f "$VAR/ledger.yaml" ]; then
+  "$BIN/firesim" ledger -devices "$DEVICES" -endpoint "http://$RECEIVER_ADDR" -o "$VAR/ledger.yaml"
+fi
+
+setsid "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET" &
+pids+=($!)
+
+setsid "$BIN/firewatch" -ledger "$VAR/ledger.yaml" -alarms.db "$VAR/alarms.db" \
+  -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
+  >"$VAR/firewatch.log" 2>&1 &
+pids+=($!)
+wait_http "http://$HTTP_LISTEN/healthz" firewatch 30
+
+cat <<BANNER
+
+  firewatch is running                                     (Ctrl-C stops everything)
+  ---------------------------------------------------------------------------------
+  MQTT broker (embedded)   tcp://$MQTT_LISTEN      topics fw/v1/up/#   (docs/mqtt.md)
+  alarms API               http://$HTTP_LISTEN/api/v1/alarms
+  health / metrics         http://$HTTP_LISTEN/healthz   http://$HTTP_LISTEN/metrics
+  InfluxDB                 $INFLUX_URL   database firewatch
+      curl -G '$INFLUX_URL/query?db=firewatch' --data-urlencode 'q=SELECT count(*) FROM electrical'
+  dispatch receiver        http://$RECEIVER_ADDR/dispatch/{station}   (pushes print below)
+  logs                     var/firewatch.log, var/influxd.log
+  ---------------------------------------------------------------------------------
+  A fleet of $DEVICES simulated devices publishes now; incidents start in about 15 s:
+  a fire in 山湾村 of 柳南区, an overheating charging slot, a hydrant losing pressure.
+
+BANNER
+
+setsid "$BIN/firesim" run -broker "tcp://$MQTT_LISTEN" -ledger "$VAR/ledger.yaml" -rate "$RATE" \
+  -scenario-delay 15s -scenario fire:450204101201 -scenario charger-overheat -scenario hydrant-pressure-loss &
+pids+=($!)
+wait "${pids[-1]}"
