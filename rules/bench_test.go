@@ -38,3 +38,79 @@ func BenchmarkEval(b *testing.B) {
 		})
 	}
 }
+
+// fleet returns a ledger of n devices, the four kinds in turn. Only the
+// fields the engine reads are set.
+func fleet(n int) *devices.Ledger {
+	l := &devices.Ledger{Devices: make([]devices.Device, n)}
+	for i := range l.Devices {
+		l.Devices[i] = devices.Device{Index: devices.Index(i), Kind: devices.Kind(1 + i%4)}
+	}
+	return l
+}
+
+// BenchmarkEvalMixed evaluates a stream of 1,000,000 readings across
+// 100,000 devices of all kinds and every metric of the catalog, with values
+// that sometimes cross thresholds.
+func BenchmarkEvalMixed(b *testing.B) {
+	set, err := Defaults()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const nDev, nReadings = 100_000, 1_000_000
+	l := fleet(nDev)
+	e, err := NewEngine(set, l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stream := make([]devices.Reading, nReadings)
+	rng := uint64(1)
+	next := func() uint64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
+	for i := range stream {
+		d := &l.Devices[next()%nDev]
+		ms := d.Kind.Metrics()
+		m := ms[next()%uint64(len(ms))]
+		info := m.Info()
+		v := info.Min + float64(next()%1000)/1000*(info.Max-info.Min)/4
+		stream[i] = devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: uint8(next() % uint64(info.Channels+1)), Value: v, Time: int64(i) * 10}
+	}
+	out := make([]Event, 0, 16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		for _, r := range stream {
+			out = e.Eval(r, out[:0])
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*nReadings), "ns/reading")
+}
+
+// BenchmarkEngineMemory reports the engine's state memory per device with
+// the default rules, for 1,000,000 devices of each kind and mixed.
+func BenchmarkEngineMemory(b *testing.B) {
+	set, err := Defaults()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 1_000_000
+	for k := devices.KindInvalid; k < devices.NumKinds; k++ {
+		name := "mixed"
+		l := fleet(n)
+		if k != devices.KindInvalid {
+			name = k.String()
+			for i := range l.Devices {
+				l.Devices[i].Kind = k
+			}
+		}
+		b.Run(name, func(b *testing.B) {
+			var e *Engine
+			for b.Loop() {
+				if e, err = NewEngine(set, l); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(e.StateBytes())/n, "bytes/device")
+			b.ReportMetric(float64(e.StateBytes())/(1<<20), "MiB/1M-devices")
+		})
+	}
+}

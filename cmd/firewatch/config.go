@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 )
 
@@ -33,13 +34,16 @@ type Config struct {
 	} `yaml:"mqtt"`
 
 	Influx struct {
-		URL           string        `yaml:"url" help:"InfluxDB URL (1.8 compatibility API or 2.x)"`
-		Token         string        `yaml:"token" help:"InfluxDB token (1.8: user:password, or empty)" secret:"true"`
-		Org           string        `yaml:"org" help:"InfluxDB organisation (ignored by 1.8)"`
-		Bucket        string        `yaml:"bucket" help:"bucket (1.8: database/retention-policy)"`
-		BatchLines    int           `yaml:"batch_lines" help:"lines per write"`
-		FlushInterval time.Duration `yaml:"flush_interval" help:"longest time a line waits before it is written"`
-		MaxPending    int           `yaml:"max_pending" help:"batches held in memory while InfluxDB is slow or down"`
+		URL             string        `yaml:"url" help:"InfluxDB URL (1.8 compatibility API or 2.x)"`
+		Token           string        `yaml:"token" help:"InfluxDB token (1.8: user:password, or empty)" secret:"true"`
+		Org             string        `yaml:"org" help:"InfluxDB organisation (ignored by 1.8)"`
+		Bucket          string        `yaml:"bucket" help:"bucket (1.8: database/retention-policy)"`
+		BatchLines      int           `yaml:"batch_lines" help:"lines per write"`
+		FlushInterval   time.Duration `yaml:"flush_interval" help:"longest time a line waits before it is written"`
+		MaxPending      int           `yaml:"max_pending" help:"batches held in memory while InfluxDB is slow or down"`
+		Timeout         time.Duration `yaml:"timeout" help:"bound on one write request"`
+		ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"bound on the final flush at shutdown"`
+		ContentEncoding string        `yaml:"content_encoding" help:"gzip or identity: compress write bodies"`
 	} `yaml:"influx"`
 
 	Alarms struct {
@@ -71,6 +75,9 @@ func defaults() Config {
 	c.Influx.BatchLines = 5000
 	c.Influx.FlushInterval = time.Second
 	c.Influx.MaxPending = 64
+	c.Influx.Timeout = influx.DefaultTimeout
+	c.Influx.ShutdownTimeout = influx.DefaultShutdownTimeout
+	c.Influx.ContentEncoding = influx.DefaultContentEncoding
 	c.Alarms.DB = "var/alarms.db"
 	c.Alarms.RetryMin = 500 * time.Millisecond
 	c.Alarms.RetryMax = 30 * time.Second
@@ -91,6 +98,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Influx.BatchLines <= 0 || c.Influx.MaxPending <= 0 || c.Influx.FlushInterval <= 0 {
 		errs = append(errs, errors.New("influx: batch_lines, max_pending and flush_interval must be positive"))
+	}
+	if c.Influx.ContentEncoding != "gzip" && c.Influx.ContentEncoding != "identity" {
+		errs = append(errs, fmt.Errorf("influx.content_encoding: %q is not gzip or identity", c.Influx.ContentEncoding))
 	}
 	if c.Alarms.RetryMin <= 0 || c.Alarms.RetryMax < c.Alarms.RetryMin {
 		errs = append(errs, errors.New("alarms: retry_min must be positive and retry_max at least retry_min"))

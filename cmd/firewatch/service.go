@@ -74,6 +74,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.writer, err = influx.NewWriter(influx.Config{
 		URL: cfg.Influx.URL, Token: cfg.Influx.Token, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket,
 		BatchLines: cfg.Influx.BatchLines, FlushInterval: cfg.Influx.FlushInterval, MaxPending: cfg.Influx.MaxPending,
+		Timeout: cfg.Influx.Timeout, ShutdownTimeout: cfg.Influx.ShutdownTimeout, ContentEncoding: cfg.Influx.ContentEncoding,
 		Logger: log.With("component", "influx"), Registerer: reg,
 	})
 	if err != nil {

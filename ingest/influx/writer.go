@@ -102,7 +102,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 	tr.MaxIdleConnsPerHost = 4
 	opts := influxdb2.DefaultOptions().
 		SetPrecision(time.Millisecond).
-		SetUseGZip(true).
+		SetUseGZip(cfg.ContentEncoding == "gzip").
 		// Each attempt gets a context deadline of cfg.Timeout instead of
 		// the client's whole-second request timeout.
 		SetHTTPClient(&http.Client{Transport: tr})
@@ -206,9 +206,13 @@ func (w *Writer) Flush(ctx context.Context) error {
 // 400, 413 or 422) is not retried: its lines are counted as dropped.
 func (w *Writer) Run(ctx context.Context) error {
 	w.mu.Lock()
-	if w.running || w.closed {
+	switch {
+	case w.closed:
 		w.mu.Unlock()
-		return errors.New("influx writer: Run called twice")
+		return ErrClosed
+	case w.running:
+		w.mu.Unlock()
+		return errors.New("influx writer: Run is already running")
 	}
 	w.running = true
 	w.mu.Unlock()
@@ -223,6 +227,9 @@ func (w *Writer) Run(ctx context.Context) error {
 		timer *time.Timer
 	)
 	for {
+		if ctx.Err() != nil {
+			return w.shutdown(ctx)
+		}
 		if pause != nil {
 			select {
 			case <-ctx.Done():
@@ -278,11 +285,13 @@ func (w *Writer) shutdown(parent context.Context) error {
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
-			t.Stop()
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() != nil {
 			lost := w.dropAll()
 			w.log.Error("influx shutdown deadline passed, lines lost", "lines", lost, "timeout", w.cfg.ShutdownTimeout)
 			return fmt.Errorf("influx: %d lines unsent at shutdown deadline: %w", lost, ErrDropped)
-		case <-t.C:
 		}
 	}
 }
