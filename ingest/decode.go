@@ -109,8 +109,13 @@ func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []
 		return nil, d.reject(ReasonTooLarge, "", fmt.Errorf("payload of %d bytes exceeds %d", len(payload), MaxPayload))
 	}
 	id, gateway, ok := parseTopic(topic)
+	if ok && gateway && strings.HasSuffix(topic, "/status") {
+		// A gateway's own status (online, spool fill, its last will) carries no
+		// readings; it is accepted and counted as a message.
+		return nil, nil
+	}
 	if !ok {
-		return nil, d.reject(ReasonBadTopic, "", fmt.Errorf("topic %q is not fw/v1/up/{device}/{telemetry|event|status} or fw/v1/up/gw/{gateway}/batch", truncate(topic)))
+		return nil, d.reject(ReasonBadTopic, "", fmt.Errorf("topic %q is not fw/v1/up/{device}/{telemetry|event|status} or fw/v1/up/gw/{gateway}/{batch|status}", truncate(topic)))
 	}
 	d.s.reset(payload)
 	if gateway {
@@ -335,7 +340,7 @@ func (d *Decoder) add(first int, metric devices.Metric, v float64, reason *Reaso
 }
 
 // parseTopic splits fw/v1/up/{id}/{telemetry|event|status} and
-// fw/v1/up/gw/{id}/batch without allocating.
+// fw/v1/up/gw/{id}/{batch|status} without allocating.
 func parseTopic(t string) (id string, gateway, ok bool) {
 	const prefix = "fw/v1/up/"
 	if !strings.HasPrefix(t, prefix) {
@@ -343,8 +348,8 @@ func parseTopic(t string) (id string, gateway, ok bool) {
 	}
 	rest := t[len(prefix):]
 	if g, ok := strings.CutPrefix(rest, "gw/"); ok {
-		id, ok := strings.CutSuffix(g, "/batch")
-		return id, true, ok && id != "" && !strings.Contains(id, "/")
+		id, leaf, _ := strings.Cut(g, "/")
+		return id, true, id != "" && (leaf == "batch" || leaf == "status")
 	}
 	i := strings.IndexByte(rest, '/')
 	if i <= 0 {

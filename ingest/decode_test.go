@@ -76,6 +76,8 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"foreign topic", "home/kitchen/temp", `{}`, ReasonBadTopic, "is not fw/v1/up"},
 		{"bad leaf", "fw/v1/up/el-1/selfie", `{}`, ReasonBadTopic, ""},
+		{"bad gateway leaf", "fw/v1/up/gw/g1/selfie", `{}`, ReasonBadTopic, ""},
+		{"gateway without id", "fw/v1/up/gw//batch", `{}`, ReasonBadTopic, ""},
 		{"unknown device", "fw/v1/up/ghost/telemetry", `{"m":{"x":1}}`, ReasonUnknownDevice, "unknown device"},
 		{"not json", "fw/v1/up/el-1/telemetry", `residual=3`, ReasonMalformed, "not a JSON object"},
 		{"truncated", "fw/v1/up/el-1/telemetry", `{"m":{"residual_current_ma":1`, ReasonMalformed, "invalid JSON"},
@@ -153,6 +155,9 @@ func TestDecodeBatch(t *testing.T) {
 	// Elements before the break are whole and kept; the rest is one rejection.
 	if len(msgs) != 1 || len(rejects) != 1 || rejects[0].Reason != ReasonMalformed {
 		t.Fatalf("truncated batch: msgs %d, rejects %v; want 1 and one malformed", len(msgs), rejects)
+	}
+	if msgs, rejects = d.Decode("fw/v1/up/gw/g1/status", []byte(`{"online":false}`), now); len(msgs) != 0 || len(rejects) != 0 {
+		t.Fatalf("gateway status: %d messages, rejects %v; want it accepted without readings", len(msgs), rejects)
 	}
 	if _, rejects = d.Decode("fw/v1/up/gw/g1/batch", []byte(`{"items":[]}`), now); len(rejects) != 1 {
 		t.Fatalf("batch without readings: %v", rejects)
