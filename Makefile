@@ -5,6 +5,8 @@ BIN := $(CURDIR)/bin
 INFLUXD := $(BIN)/influxd
 INFLUXD_VERSION := v1.8.10
 PKGS := ./...
+# FUZZTIME bounds each fuzz target of `make fuzz` (CI runs FUZZTIME=10s).
+FUZZTIME ?= 30s
 
 .PHONY: all run test bench build lint tools fuzz clean
 
@@ -22,14 +24,20 @@ run: build tools
 test: lint tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-## bench: Go benchmarks of the hot path (medians over 5 runs go to docs/performance.md)
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+## bench: Go benchmarks of the hot path (5 runs, var/bench-go.txt), then the end-to-end bench through real
+##        Mosquitto, InfluxDB and firewatch at rising loads (firesim bench), whose table goes into docs/performance.md
+bench: build tools
+	@mkdir -p var
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee var/bench-go.txt
+	$(BIN)/firesim bench -out docs/performance.md
 
 ## fuzz: run each fuzz target for a bounded time
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./ingest/
-	$(GO) test -run '^$$' -fuzz '^FuzzEval$$' -fuzztime 30s ./rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/
+	$(GO) test -run '^$$' -fuzz '^FuzzEval$$' -fuzztime $(FUZZTIME) ./rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/modbus/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLedger$$' -fuzztime $(FUZZTIME) ./devices/
+	$(GO) test -run '^$$' -fuzz '^FuzzRulesParse$$' -fuzztime $(FUZZTIME) ./cmd/firewatch/
 
 ## lint: gofmt and go vet
 lint:
@@ -48,3 +56,25 @@ $(INFLUXD):
 
 clean:
 	rm -rf var/ dist/
+
+## release: cross-compile firegate for gateway boxes into dist/ (linux/arm64, linux/arm v7, linux/amd64)
+.PHONY: release
+release:
+	@mkdir -p dist
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o dist/firegate-linux-arm64 ./cmd/firegate
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '-s -w' -o dist/firegate-linux-armv7 ./cmd/firegate
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '-s -w' -o dist/firegate-linux-amd64 ./cmd/firegate
+
+## plugin: the Grafana data source plugin into dashboards/plugin/dist/: front end (npm ci, tsc, esbuild) and backend for linux/amd64 and linux/arm64
+PLUGIN := dashboards/plugin
+.PHONY: plugin
+plugin: $(PLUGIN)/node_modules/.installed
+	cd $(PLUGIN) && npm run --silent build && node check-dist.mjs
+	cd $(PLUGIN) && for arch in amd64 arm64; do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o dist/gpx_firewatch_linux_$$arch ./pkg || exit 1; \
+	done
+	@ls -l $(PLUGIN)/dist
+
+$(PLUGIN)/node_modules/.installed: $(PLUGIN)/package.json $(PLUGIN)/package-lock.json
+	cd $(PLUGIN) && npm ci --no-audit --no-fund
+	@touch $@

@@ -12,17 +12,19 @@ import (
 // State is where an alarm is in its lifecycle.
 type State string
 
-// Alarm states. An alarm is open while it is raised; at most one alarm is
-// open per (device, rule, channel).
+// Transitions named in pushes and idempotency keys. A push for a person
+// closing an alarm is named for the state (resolved, false_alarm, test).
 const (
-	StateRaised  State = "raised"
-	StateCleared State = "cleared"
+	TransitionRaised = "raised"
+	// TransitionCleared is the push of StateAutoCleared (named "cleared"
+	// since v1 of the push).
+	TransitionCleared = "cleared"
 )
 
-// Transitions named in pushes and idempotency keys.
+// Filter states that select by openness rather than one state.
 const (
-	TransitionRaised  = "raised"
-	TransitionCleared = "cleared"
+	FilterOpen   State = "open"
+	FilterClosed State = "closed"
 )
 
 // Alarm is one alarm as stored, listed by the HTTP API and passed to
@@ -44,7 +46,16 @@ type Alarm struct {
 	// Channel is the cable channel, charging slot or phase, 0 if none.
 	Channel int    `json:"channel"`
 	Grid    string `json:"grid"`
-	Station string `json:"station"`
+	// Station is the station the alarm was routed to: the covering one,
+	// or the next ready one up the grid hierarchy (RouteNote says why).
+	Station   string `json:"station"`
+	RouteNote string `json:"route_note,omitempty"`
+	// Incident is the storm incident ("inc-000001") the alarm belongs to:
+	// its push went out grouped with the others (docs/alarms.md, storms).
+	Incident string `json:"incident,omitempty"`
+	// Flapping marks an alarm of a device that keeps raising and clearing
+	// the same rule: it stays open until the condition is stable.
+	Flapping bool `json:"flapping,omitempty"`
 	// Value is the reading that raised the alarm; Threshold the rule's level.
 	Value     float64 `json:"value"`
 	Threshold float64 `json:"threshold"`
@@ -57,6 +68,9 @@ type Alarm struct {
 	// raises after the first one while the alarm stayed open.
 	LastSeenAt time.Time `json:"last_seen_at"`
 	Repeats    int       `json:"repeats"`
+	// Escalations counts how often the alarm was escalated for want of a
+	// receipt or an acknowledgement.
+	Escalations int `json:"escalations"`
 	// ConditionEndedAt is set when the rule stopped firing on an alarm that is
 	// not closed automatically (a fire): the condition is over, the alarm is
 	// still open until a person closes it.
@@ -67,9 +81,20 @@ type Alarm struct {
 	Action     string   `json:"action,omitempty"`
 	// Message is the dispatcher text (zh-CN) of the raised push.
 	Message string `json:"message"`
-	// Pushes reports the delivery of the alarm's pushes. Only
-	// GET /api/v1/alarms/{id} fills it in.
-	Pushes []PushStatus `json:"pushes,omitempty"`
+	// Open is false once the alarm reached a closed state.
+	Open bool `json:"open"`
+	// ClosedAt is when the alarm reached a closed state.
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
+	// Pushes reports the delivery of the alarm's pushes and History its
+	// transitions. Only GET /api/v1/alarms/{id} fills them in.
+	Pushes  []PushStatus `json:"pushes,omitempty"`
+	History []Change     `json:"history,omitempty"`
+	// Commands are the alarm's linkage commands (e.g. cut_power) and their
+	// outcome. Only GET /api/v1/alarms/{id} fills them in.
+	Commands []CommandStatus `json:"commands,omitempty"`
+	// Response is the alarm's response times, computed from its history.
+	// Only GET /api/v1/alarms/{id} fills it in.
+	Response *Response `json:"response,omitempty"`
 }
 
 // PushStatus is the delivery state of one push of an alarm to one receiver.
@@ -87,7 +112,7 @@ type PushStatus struct {
 // Filter selects alarms for List. The zero Filter selects the newest
 // DefaultLimit alarms.
 type Filter struct {
-	State    State          // "" for any
+	State    State          // "" for any; FilterOpen, FilterClosed or a state
 	Severity rules.Severity // SeverityInvalid (0) for any
 	// Grid is an administrative code prefix of 2, 4, 6, 9 or 12 digits.
 	Grid   string
@@ -97,6 +122,8 @@ type Filter struct {
 	Since, Until time.Time
 	// Limit caps the result; 0 means DefaultLimit, at most MaxLimit.
 	Limit int
+	// all lifts MaxLimit for statistics.
+	all bool
 }
 
 // List limits.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,22 +16,132 @@ import (
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
-// Handler serves the alarm API:
+// Handler serves the alarm API (docs/api.yaml):
 //
-//	GET /api/v1/alarms?state=&severity=&grid=&device=&since=&until=&limit=
-//	GET /api/v1/alarms/{id}
+//	GET  /api/v1/alarms?state=&severity=&grid=&device=&since=&until=&limit=   viewer
+//	GET  /api/v1/alarms/{id}                                                  viewer
+//	POST /api/v1/alarms/{id}/{action}                                         operator
 //
-// Mount it on both "/api/v1/alarms" and "/api/v1/alarms/" (or on "/").
+// where action is receipt, acknowledge, dispatch, arrive, resolve,
+// false-alarm or test. Mount it on "/api/v1/".
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/alarms", m.serveList)
-	mux.HandleFunc("GET /api/v1/alarms/{id}", m.serveGet)
+	mux.HandleFunc("GET /api/v1/alarms", m.auth.require(RoleViewer, m.serveList))
+	mux.HandleFunc("GET /api/v1/alarms/{id}", m.auth.require(RoleViewer, m.serveGet))
+	mux.HandleFunc("POST /api/v1/alarms/{id}/{action}", m.auth.require(RoleOperator, m.serveAction))
+	mux.HandleFunc("GET /api/v1/stations", m.auth.require(RoleViewer, m.serveStations))
+	mux.HandleFunc("GET /api/v1/stats/response", m.auth.require(RoleViewer, m.serveStats))
+	mux.HandleFunc("PUT /api/v1/stations/{id}/status", m.auth.require(RoleOperator, m.serveStationStatus))
 	return mux
+}
+
+// serveStats serves the response-time accounting per station:
+// GET /api/v1/stats/response?grid=&since=&until=.
+func (m *Manager) serveStats(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "grid" && k != "since" && k != "until" {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q (known: grid, since, until)", k))
+			return
+		}
+	}
+	f, err := parseFilter(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	ss, err := m.Stats(r.Context(), f)
+	if err != nil {
+		m.log.Error("alarm API: statistics failed", "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("computing statistics failed"))
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Stations []StationStats `json:"stations"`
+	}{ss})
+}
+
+func (m *Manager) serveStations(w http.ResponseWriter, r *http.Request, _ string) {
+	ss, err := m.StationStatuses(r.Context())
+	if err != nil {
+		m.log.Error("alarm API: stations failed", "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("reading stations failed"))
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Stations []StationStatus `json:"stations"`
+	}{ss})
+}
+
+func (m *Manager) serveStationStatus(w http.ResponseWriter, r *http.Request, actor string) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	s, err := m.SetStationStatus(r.Context(), r.PathValue("id"), b, actor)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, ErrBadStatus):
+		writeError(w, http.StatusBadRequest, err)
+	case err != nil:
+		m.log.Error("alarm API: station status failed", "station", r.PathValue("id"), "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("storing the status failed"))
+	default:
+		writeJSON(w, http.StatusOK, s)
+	}
+}
+
+// actions maps the last path element of a write to the state it moves the
+// alarm to.
+var actions = map[string]State{
+	"receipt":     StateReceived,
+	"acknowledge": StateAcknowledged,
+	"dispatch":    StateDispatched,
+	"arrive":      StateArrived,
+	"resolve":     StateResolved,
+	"false-alarm": StateFalseAlarm,
+	"test":        StateTest,
+}
+
+// actionBody is the optional JSON body of a write.
+type actionBody struct {
+	Note string `json:"note"`
+}
+
+func (m *Manager) serveAction(w http.ResponseWriter, r *http.Request, actor string) {
+	to, ok := actions[r.PathValue("action")]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("unknown action %q", r.PathValue("action")))
+		return
+	}
+	var body actionBody
+	if r.ContentLength != 0 {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: want {\"note\": \"...\"}: %v", err))
+			return
+		}
+	}
+	a, err := m.Transition(r.Context(), r.PathValue("id"), to, actor, body.Note)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, ErrIllegalTransition), errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, err)
+	case err != nil:
+		m.log.Error("alarm API: transition failed", "alarm", r.PathValue("id"), "to", to, "err", err)
+		writeError(w, http.StatusInternalServerError, errors.New("changing the alarm failed"))
+	default:
+		writeJSON(w, http.StatusOK, a)
+	}
 }
 
 var listParams = []string{"state", "severity", "grid", "device", "since", "until", "limit"}
 
-func (m *Manager) serveList(w http.ResponseWriter, r *http.Request) {
+func (m *Manager) serveList(w http.ResponseWriter, r *http.Request, _ string) {
 	f, err := parseFilter(r.URL.Query())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
@@ -47,7 +158,7 @@ func (m *Manager) serveList(w http.ResponseWriter, r *http.Request) {
 	}{alarms})
 }
 
-func (m *Manager) serveGet(w http.ResponseWriter, r *http.Request) {
+func (m *Manager) serveGet(w http.ResponseWriter, r *http.Request, _ string) {
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
@@ -55,7 +166,7 @@ func (m *Manager) serveGet(w http.ResponseWriter, r *http.Request) {
 	}
 	a, err := m.store.get(r.Context(), id)
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, fmt.Errorf("alarm %s not found", formatID(id)))
 	case err != nil:
 		m.log.Error("alarm API: get failed", "alarm", formatID(id), "err", err)
@@ -78,11 +189,11 @@ func parseFilter(q url.Values) (Filter, error) {
 			return f, fmt.Errorf("query parameter %q given %d times", k, len(v))
 		}
 	}
-	switch s := State(q.Get("state")); s {
-	case "", StateRaised, StateCleared:
+	switch s := State(q.Get("state")); {
+	case s == "", s == FilterOpen, s == FilterClosed, s.Valid():
 		f.State = s
 	default:
-		return f, fmt.Errorf("state %q: want raised or cleared", s)
+		return f, fmt.Errorf("state %q: want open, closed or one of %v", s, States)
 	}
 	if s := q.Get("severity"); s != "" {
 		sev, err := rules.ParseSeverity(s)

@@ -2,6 +2,7 @@ package alarms
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -22,7 +23,7 @@ func TestAPI(t *testing.T) {
 	m.Submit(clearEv(r.pressure, devHydrant, 0, 0.13))         // alm-000003 cleared
 	poll(t, "three alarms, one cleared", func() bool {
 		as := list(t, m.Manager, Filter{})
-		return len(as) == 3 && as[0].State == StateCleared
+		return len(as) == 3 && as[0].State == StateAutoCleared
 	})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -35,8 +36,10 @@ func TestAPI(t *testing.T) {
 		wantErr string   // part of the 400 error
 	}{
 		{query: "", want: []string{"alm-000003", "alm-000002", "alm-000001"}},
-		{query: "state=raised", want: []string{"alm-000002", "alm-000001"}},
-		{query: "state=cleared", want: []string{"alm-000003"}},
+		{query: "state=open", want: []string{"alm-000002", "alm-000001"}},
+		{query: "state=auto_cleared", want: []string{"alm-000003"}},
+		{query: "state=closed", want: []string{"alm-000003"}},
+		{query: "state=resolved", want: []string{}},
 		{query: "severity=fire", want: []string{"alm-000002"}},
 		{query: "severity=warning", want: []string{}},
 		{query: "grid=450204001", want: []string{"alm-000002", "alm-000001"}},
@@ -44,12 +47,12 @@ func TestAPI(t *testing.T) {
 		{query: "grid=4502", want: []string{"alm-000003", "alm-000002", "alm-000001"}},
 		{query: "grid=330326", want: []string{}},
 		{query: "device=sm-450204-0002", want: []string{"alm-000002"}},
-		{query: "state=raised&severity=alarm&grid=450204", want: []string{"alm-000001"}},
+		{query: "state=open&severity=alarm&grid=450204", want: []string{"alm-000001"}},
 		{query: "limit=1", want: []string{"alm-000003"}},
 		{query: "since=" + hourAgo + "&until=" + inAnHour, want: []string{"alm-000003", "alm-000002", "alm-000001"}},
 		{query: "since=" + inAnHour, want: []string{}},
 		{query: "until=" + hourAgo, want: []string{}},
-		{query: "state=open", wantErr: "state"},
+		{query: "state=shut", wantErr: "state"},
 		{query: "severity=hot", wantErr: "severity"},
 		{query: "grid=abc", wantErr: "grid"},
 		{query: "grid=4502041", wantErr: "2, 4, 6, 9 or 12 digits"},
@@ -144,5 +147,150 @@ func TestAPIGet(t *testing.T) {
 				t.Errorf("raised_at in zone offset %d, want +08:00", off)
 			}
 		})
+	}
+}
+
+func TestParseTokens(t *testing.T) {
+	toks, err := ParseTokens(" viewer1:viewer:0123456789abcdef , 张三:operator:fedcba9876543210,root:admin:aaaaaaaaaaaaaaaaaaaa")
+	if err != nil || len(toks) != 3 || toks[1].Name != "张三" || toks[1].Role != RoleOperator || toks[2].Role != RoleAdmin {
+		t.Fatalf("ParseTokens: %+v %v", toks, err)
+	}
+	for _, bad := range []string{"a:viewer", "a:boss:0123456789abcdef", "a:viewer:tiny", "a b:viewer:0123456789abcdef",
+		"a:viewer:0123456789abcdef,a:admin:0123456789abcdef"} {
+		_, err := ParseTokens(bad)
+		if err == nil {
+			t.Errorf("ParseTokens(%q) accepted", bad)
+		} else if strings.Contains(err.Error(), "0123456789abcdef") || strings.Contains(err.Error(), "tiny") {
+			t.Errorf("ParseTokens(%q) error quotes the secret: %v", bad, err)
+		}
+	}
+}
+
+// TestAPIActions: bearer tokens with roles, every action through HTTP, and
+// the history they leave.
+func TestAPIActions(t *testing.T) {
+	rc := newReceiver(t)
+	l := testLedger(t, rc.srv.URL, rc.srv.URL)
+	r := newTestRules(t)
+	cfg := testConfig(t)
+	const viewer, operator, admin, platform = "viewer-token-0123456789", "operator-token-0123456789", "admin-token-0123456789", "platform-token-0123456789"
+	var err error
+	cfg.Tokens, err = ParseTokens("grafana:viewer:" + viewer + ",zhang-san:operator:" + operator + ",root:admin:" + admin +
+		",119-platform:operator:" + platform)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := start(t, cfg, l)
+	m.Submit(raise(r.residual, devElectrical, 0, 356, 12_000)) // alm-000001
+	m.Submit(raise(r.smoke, devSmoke, 0, 1, 0))                // alm-000002
+	rc.next(t)
+	rc.next(t)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+
+	do := func(method, path, token, body string) (int, map[string]any) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, srv.URL+path, rd)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	tests := []struct {
+		name, method, path, token, body string
+		status                          int
+		state                           string
+	}{
+		{"read without token", "GET", "/api/v1/alarms", "", "", 401, ""},
+		{"read with a wrong token", "GET", "/api/v1/alarms", "nope-nope-nope-nope", "", 401, ""},
+		{"read as viewer", "GET", "/api/v1/alarms", viewer, "", 200, ""},
+		{"write without token", "POST", "/api/v1/alarms/alm-000001/acknowledge", "", "", 401, ""},
+		{"write as viewer", "POST", "/api/v1/alarms/alm-000001/acknowledge", viewer, "", 403, ""},
+		{"unknown action", "POST", "/api/v1/alarms/alm-000001/explode", operator, "", 404, ""},
+		{"unknown alarm", "POST", "/api/v1/alarms/alm-000099/acknowledge", operator, "", 404, ""},
+		{"bad body", "POST", "/api/v1/alarms/alm-000001/acknowledge", operator, `{"notes":"x"}`, 400, ""},
+		{"illegal: arrive before dispatch", "POST", "/api/v1/alarms/alm-000001/arrive", operator, "", 409, ""},
+		{"receipt by the platform", "POST", "/api/v1/alarms/alm-000001/receipt", platform, "", 200, "received"},
+		{"receipt again: no-op", "POST", "/api/v1/alarms/alm-000001/receipt", platform, "", 200, "received"},
+		{"acknowledge", "POST", "/api/v1/alarms/alm-000001/acknowledge", operator, `{"note":"已电话联系业主"}`, 200, "acknowledged"},
+		{"receipt after acknowledge: no-op", "POST", "/api/v1/alarms/alm-000001/receipt", platform, "", 200, "acknowledged"},
+		{"dispatch", "POST", "/api/v1/alarms/alm-000001/dispatch", operator, "", 200, "dispatched"},
+		{"arrive", "POST", "/api/v1/alarms/alm-000001/arrive", admin, "", 200, "arrived"},
+		{"resolve", "POST", "/api/v1/alarms/alm-000001/resolve", operator, `{"note":"漏电开关已更换"}`, 200, "resolved"},
+		{"closed stays closed", "POST", "/api/v1/alarms/alm-000001/false-alarm", operator, "", 409, ""},
+		{"fire false alarm", "POST", "/api/v1/alarms/alm-000002/false-alarm", operator, `{"note":"厨房油烟"}`, 200, "false_alarm"},
+	}
+	for _, tt := range tests {
+		status, body := do(tt.method, tt.path, tt.token, tt.body)
+		if status != tt.status {
+			t.Errorf("%s: status %d %v, want %d", tt.name, status, body, tt.status)
+			continue
+		}
+		if tt.state != "" && body["state"] != tt.state {
+			t.Errorf("%s: state %v, want %s", tt.name, body["state"], tt.state)
+		}
+		if status >= 400 && body["error"] == "" {
+			t.Errorf("%s: no error message", tt.name)
+		}
+	}
+	a := get(t, m.Manager, "alm-000001")
+	var steps []string
+	for _, h := range a.History {
+		steps = append(steps, string(h.To)+"/"+h.Actor)
+	}
+	want := []string{"raised/rules", "pushed/dispatch", "received/119-platform", "acknowledged/zhang-san",
+		"dispatched/zhang-san", "arrived/root", "resolved/zhang-san"}
+	if !slices.Equal(steps, want) {
+		t.Errorf("history %v, want %v", steps, want)
+	}
+	if a.History[3].Note != "已电话联系业主" || a.History[6].Note != "漏电开关已更换" {
+		t.Errorf("notes not recorded: %+v", a.History)
+	}
+	// Response times follow the history, in order, within the targets.
+	rt := a.Response
+	if rt == nil || rt.Pushed == nil || rt.Received == nil || rt.Acknowledged == nil || rt.Dispatched == nil ||
+		rt.Arrived == nil || rt.Closed == nil || *rt.Pushed > *rt.Received || *rt.Received > *rt.Acknowledged ||
+		*rt.Arrived > *rt.Closed || rt.RespondedInTime == nil || !*rt.RespondedInTime || rt.ArrivedInTime == nil || !*rt.ArrivedInTime {
+		t.Errorf("response times %+v", rt)
+	}
+	// Response-time accounting: alm-000001 acknowledged and arrived in
+	// time, alm-000002 a false alarm.
+	var stats struct{ Stations []StationStats }
+	resp, err := http.DefaultClient.Do(func() *http.Request {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/stats/response?grid=450204", nil)
+		req.Header.Set("Authorization", "Bearer "+viewer)
+		return req
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&stats)
+	resp.Body.Close()
+	if len(stats.Stations) != 2 || stats.Stations[0].Station != "" || stats.Stations[1].Station != "st-tanxi" {
+		t.Fatalf("stats %+v", stats)
+	}
+	st := stats.Stations[1]
+	if st.Alarms != 2 || st.FalseAlarms != 1 || st.Acknowledge.N != 1 || st.Arrive.N != 1 || st.Acknowledge.Median == nil ||
+		st.RespondedInTime != 1 || st.ArrivedInTime != 1 {
+		t.Errorf("station stats %+v", st)
+	}
+	// The closing pushes reach the receivers; each once.
+	keys := map[string]bool{}
+	for range 2 {
+		keys[rc.next(t).push.IdempotencyKey] = true
+	}
+	if !keys["alm-000001-resolved"] || !keys["alm-000002-false_alarm"] {
+		t.Errorf("closing pushes %v", keys)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +129,7 @@ func clearEv(r *rules.Rule, dev devices.Index, ch uint8, value float64) rules.Ev
 // request is one request a receiver got.
 type request struct {
 	push   Push
+	body   []byte
 	header http.Header
 	status int // what the receiver answered
 }
@@ -183,7 +183,7 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	status := rc.status(rc.n)
 	rc.mu.Unlock()
 	w.WriteHeader(status)
-	rc.reqs <- request{push: p, header: r.Header.Clone(), status: status}
+	rc.reqs <- request{push: p, body: body, header: r.Header.Clone(), status: status}
 }
 
 // next returns the next request, failing the test if none comes in time.
@@ -206,12 +206,15 @@ type running struct {
 
 func testConfig(t testing.TB) Config {
 	return Config{
-		DBPath:      filepath.Join(t.TempDir(), "alarms.db"),
+		DBPath:      testDB(t),
 		Secret:      testSecret,
 		RetryMin:    5 * time.Millisecond,
 		RetryMax:    20 * time.Millisecond,
 		PushTimeout: 5 * time.Second,
 		Logger:      slog.New(slog.DiscardHandler),
+		// Most tests raise several alarms for one station at once; the
+		// storm tests turn grouping on.
+		StormWindow: -1,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,10 +33,39 @@ type Config struct {
 	QueueSize          int           // events buffered between hot path and manager (default 4096)
 	Logger             *slog.Logger
 	Registerer         prometheus.Registerer // may be nil
-	// OnTransition, if set, is called (from the manager goroutine) after an
-	// alarm was raised or cleared and the change committed. It should be
-	// quick: the event queue waits for it.
+	// OnTransition, if set, is called after an alarm was raised, cleared
+	// or closed by a person and the change committed, from the manager
+	// goroutine or an API request. It should be quick: the event queue
+	// waits for it. It must be safe for concurrent use.
 	OnTransition func(a Alarm)
+	// RespondWithin is how long an alarm may wait for an acknowledgement
+	// before it is escalated (default 1m, DOMAIN.md); EscalationCheck how
+	// often that is checked (default 1s).
+	RespondWithin, EscalationCheck time.Duration
+	// StormWindow and StormHold group storms (defaults 10s and 2s; a
+	// negative StormWindow turns grouping off): a new alarm for a station
+	// within StormWindow of its previous one is pushed as part of an
+	// incident, whose push waits until no alarm joined for StormHold, at
+	// most StormWindow.
+	StormWindow, StormHold time.Duration
+	// FlapCount, FlapWindow and FlapStable detect flapping (defaults 3,
+	// 10m, 5m; FlapCount 1 turns detection off): the FlapCount-th alarm of
+	// one (device, rule, channel) within FlapWindow is marked flapping and
+	// stays open until its condition has been clear for FlapStable.
+	FlapCount              int
+	FlapWindow, FlapStable time.Duration
+	// Publish sends a linkage command (QoS 1) and returns once the broker
+	// has it; nil means no downlink: commands are recorded as failed.
+	Publish func(ctx context.Context, topic string, payload []byte) error
+	// Robots are WeCom and DingTalk group robots of duty groups: each gets
+	// a markdown message for every push of the alarms in its grid.
+	Robots []Robot
+	// CommandRetry is how long to wait for a device's acknowledgement
+	// before sending a command again (default 3s).
+	CommandRetry time.Duration
+	// Tokens are the bearer tokens of the HTTP API (ParseTokens). Without
+	// any, reads are open and every write is refused.
+	Tokens []Token
 }
 
 // Defaults of Config.
@@ -69,8 +99,21 @@ type Manager struct {
 	// grace is how long Run keeps retrying a failing store after its
 	// context is done (drainGrace; shorter in tests).
 	grace time.Duration
-	// outbox is set while Run runs; only Run's goroutine uses it.
-	outbox *outbox
+	auth  *auth
+	// submitted and done count events given to Submit and events Run has
+	// finished with (stored, or rejected as malformed); Sync waits on
+	// progress for done to catch up.
+	submitted, done atomic.Uint64
+	progressMu      sync.Mutex
+	progress        *sync.Cond
+	stopped         bool // Run has returned: Sync must not wait
+	// commandWake tells the linkage loop a command was queued.
+	commandWake chan struct{}
+	// console queues alarm updates for the MQTT fan-out (nil without
+	// Publish).
+	console chan Alarm
+	// outbox is set while Run runs.
+	outbox atomic.Pointer[outbox]
 }
 
 // NewManager opens (creating and migrating if needed) the alarm store at
@@ -97,6 +140,30 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 	if cfg.PushTimeout <= 0 {
 		cfg.PushTimeout = DefaultPushTimeout
 	}
+	if cfg.RespondWithin <= 0 {
+		cfg.RespondWithin = DefaultRespondWithin
+	}
+	if cfg.StormWindow == 0 {
+		cfg.StormWindow = DefaultStormWindow
+	}
+	if cfg.CommandRetry <= 0 {
+		cfg.CommandRetry = DefaultCommandRetry
+	}
+	if cfg.FlapCount == 0 {
+		cfg.FlapCount = DefaultFlapCount
+	}
+	if cfg.FlapWindow <= 0 {
+		cfg.FlapWindow = DefaultFlapWindow
+	}
+	if cfg.FlapStable <= 0 {
+		cfg.FlapStable = DefaultFlapStable
+	}
+	if cfg.StormHold <= 0 {
+		cfg.StormHold = DefaultStormHold
+	}
+	if cfg.EscalationCheck <= 0 {
+		cfg.EscalationCheck = DefaultEscalationCheck
+	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
@@ -109,7 +176,13 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 		events: make(chan rules.Event, cfg.QueueSize),
 		log:    cfg.Logger,
 		grace:  drainGrace,
+		auth:   newAuth(cfg.Tokens),
 	}
+	m.commandWake = make(chan struct{}, 1)
+	if cfg.Publish != nil {
+		m.console = make(chan Alarm, consoleQueue)
+	}
+	m.progress = sync.NewCond(&m.progressMu)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 4
 	m.client = &http.Client{
@@ -155,7 +228,43 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 // Submit queues a rule event for the manager. It is called on the hot path:
 // it does not allocate, and it blocks only while the queue is full
 // (back-pressure: an event is never dropped).
-func (m *Manager) Submit(ev rules.Event) { m.events <- ev }
+func (m *Manager) Submit(ev rules.Event) {
+	m.submitted.Add(1)
+	m.events <- ev
+}
+
+// Sync waits until every event submitted before the call is stored (or
+// rejected), or Run has returned. Called before Run starts, it waits for
+// Run. The MQTT handler calls it before a message
+// is acknowledged, so that a process killed at any moment has either
+// stored the message's alarms or not acknowledged the message, which the
+// broker then delivers again. Without pending events it returns at once.
+func (m *Manager) Sync() {
+	target := m.submitted.Load()
+	if m.done.Load() >= target {
+		return
+	}
+	m.progressMu.Lock()
+	defer m.progressMu.Unlock()
+	for m.done.Load() < target && !m.stopped {
+		m.progress.Wait()
+	}
+}
+
+// finished records that Run is done with n events.
+func (m *Manager) finished(n int) {
+	m.done.Add(uint64(n))
+	m.progressMu.Lock()
+	m.progress.Broadcast()
+	m.progressMu.Unlock()
+}
+
+func (m *Manager) setStopped(stopped bool) {
+	m.progressMu.Lock()
+	m.stopped = stopped
+	m.progress.Broadcast()
+	m.progressMu.Unlock()
+}
 
 // Run consumes events and delivers pushes until ctx is done. Before it
 // returns, every event submitted before ctx was done has been committed to
@@ -166,11 +275,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		return errors.New("alarms: Run is already running")
 	}
 	defer m.running.Store(false)
+	m.setStopped(false)
+	defer m.setStopped(true)
 
 	ob := newOutbox(m, ctx)
-	m.outbox = ob
+	m.outbox.Store(ob)
 	defer func() {
-		m.outbox = nil
+		m.outbox.Store(nil)
 		ob.wait()
 	}()
 	eps, _, err := m.store.pendingEndpoints(context.WithoutCancel(ctx))
@@ -180,6 +291,22 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, ep := range eps {
 		ob.wake(ep)
 	}
+	escDone, linkDone, consoleDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(consoleDone)
+		if m.console != nil {
+			m.consoleLoop(ctx)
+		}
+	}()
+	go func() {
+		defer close(escDone)
+		m.escalateLoop(ctx)
+	}()
+	go func() {
+		defer close(linkDone)
+		m.linkageLoop(ctx)
+	}()
+	defer func() { <-escDone; <-linkDone; <-consoleDone }()
 
 	// giveUp ends the retries of a failing store drainGrace after ctx is
 	// done, so that shutdown cannot hang forever on a broken disk.
@@ -195,7 +322,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			return m.drain(giveUp, batch)
 		case ev := <-m.events:
 			batch = m.fill(append(batch[:0], ev))
-			if lost := m.commit(giveUp, batch); lost > 0 {
+			lost := m.commit(giveUp, batch)
+			m.finished(len(batch))
+			if lost > 0 {
 				// Only possible once ctx is done and drainGrace has passed.
 				err := fmt.Errorf("alarms: %d events not stored: store failing", lost)
 				return errors.Join(err, m.drain(giveUp, batch))
@@ -226,6 +355,7 @@ func (m *Manager) drain(giveUp context.Context, batch []rules.Event) error {
 			break
 		}
 		lost += m.commit(giveUp, batch)
+		m.finished(len(batch))
 	}
 	if lost > 0 {
 		return fmt.Errorf("alarms: %d events not stored at shutdown", lost)
@@ -250,7 +380,8 @@ func (m *Manager) List(ctx context.Context, f Filter) ([]Alarm, error) {
 // effect is what a committed event does outside the store.
 type effect struct {
 	alarm      Alarm
-	transition string // TransitionRaised or TransitionCleared
+	transition string // TransitionRaised, TransitionCleared or a closing state
+	command    bool   // a linkage command was queued
 	endpoints  []string
 }
 
@@ -304,7 +435,7 @@ func (m *Manager) logEvent(level slog.Level, msg string, ev rules.Event, args ..
 // after updates metrics, wakes outbox workers and tells OnTransition, once
 // the transaction is committed.
 func (m *Manager) after(effects []effect) {
-	ob := m.outbox
+	ob := m.outbox.Load()
 	for i := range effects {
 		e := &effects[i]
 		switch e.transition {
@@ -314,6 +445,12 @@ func (m *Manager) after(effects []effect) {
 			m.met.cleared.WithLabelValues(e.alarm.Severity).Inc()
 		}
 		m.met.pending.Add(float64(len(e.endpoints)))
+		if e.command {
+			select {
+			case m.commandWake <- struct{}{}:
+			default:
+			}
+		}
 		for _, ep := range e.endpoints {
 			if ob != nil {
 				ob.wake(ep)
@@ -321,7 +458,8 @@ func (m *Manager) after(effects []effect) {
 		}
 		m.log.Info("alarm "+e.transition, "alarm", e.alarm.ID, "device", e.alarm.Device, "rule", e.alarm.Rule,
 			"severity", e.alarm.Severity, "station", e.alarm.Station, "grid", e.alarm.Grid)
-		if m.cfg.OnTransition != nil {
+		m.toConsole(e.alarm)
+		if m.cfg.OnTransition != nil && e.transition != TransitionEscalated {
 			m.cfg.OnTransition(e.alarm)
 		}
 	}
@@ -385,8 +523,8 @@ func (m *Manager) check(ev rules.Event) error {
 func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
 	d, r := m.ledger.Device(ev.Device), ev.Rule
 	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ? AND state = ?`,
-		d.ID, r.ID, ev.Channel, string(StateRaised)).Scan(&id)
+	err := tx.QueryRowContext(ctx, `SELECT id FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ? AND is_open = 1`,
+		d.ID, r.ID, ev.Channel).Scan(&id)
 	switch {
 	case err == nil:
 		// Still open (a fire waiting for a person, or a repeated raise):
@@ -410,34 +548,64 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		Since: msTime(ev.Since), DeviceTime: msTime(ev.Time),
 		RaisedAt: msTime(now.UnixMilli()), LastSeenAt: msTime(now.UnixMilli()), Action: r.Action,
 	}
-	if d.Station != nil {
-		a.Station = d.Station.ID
+	st, note, err := m.route(ctx, tx, d)
+	if err != nil {
+		return nil, err
 	}
-	in := pushInput{alarm: &a, transition: TransitionRaised, ledger: m.ledger, device: d, station: d.Station, rule: r, ev: ev}
+	if st != nil {
+		a.Station = st.ID
+	}
+	a.RouteNote = note
+	if a.Flapping, err = m.flapping(ctx, tx, d.ID, r.ID, a.Channel, now); err != nil {
+		return nil, err
+	}
+	in := pushInput{alarm: &a, transition: TransitionRaised, ledger: m.ledger, device: d, station: st, rule: r, ev: ev, flapNote: m.flapNote}
 	// The message does not depend on the id, so it can be stored with the
 	// row; the push body, which does, is written after the insert.
 	a.Message = buildPush(in).Message
+	flap := 0
+	if a.Flapping {
+		flap = 1
+		m.log.Warn("device flapping: alarm stays open until stable", "device", d.ID, "rule", r.ID, "channel", a.Channel)
+	}
 	err = tx.QueryRowContext(ctx, `INSERT INTO alarms (device_id, kind, rule_id, metric, unit, channel, severity, state,
 		grid, station_id, value, threshold, since_ms, device_time_ms, seq, raised_at_ms, last_seen_at_ms, repeats,
-		action, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING id`,
+		action, message, route_note, flapping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id`,
 		a.Device, a.Kind, a.Rule, a.Metric, a.Unit, a.Channel, a.Severity, string(a.State), a.Grid, a.Station,
 		a.Value, a.Threshold, ev.Since, ev.Time, int64(ev.Seq), now.UnixMilli(), now.UnixMilli(),
-		a.Action, a.Message).Scan(&id)
+		a.Action, a.Message, a.RouteNote, flap).Scan(&id)
 	if err != nil {
 		return nil, fmt.Errorf("insert alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
 	a.ID = formatID(id)
+	a.Open = true
+	if err := record(ctx, tx, id, "", StateRaised, now, ActorRules, ""); err != nil {
+		return nil, err
+	}
+	if a.Action == "cut_power" {
+		if err := queueCommand(ctx, tx, id, &a, now); err != nil {
+			return nil, err
+		}
+	}
+	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity, now)
+	if err != nil {
+		return nil, err
+	}
+	if inc != 0 {
+		a.Incident = formatIncidentID(inc)
+		return &effect{alarm: a, transition: TransitionRaised, command: a.Action == "cut_power"}, nil
+	}
 	eps, err := m.enqueue(ctx, tx, id, in, now)
 	if err != nil {
 		return nil, err
 	}
-	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps}, nil
+	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps, command: a.Action == "cut_power"}, nil
 }
 
 func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
 	d, r := m.ledger.Device(ev.Device), ev.Rule
 	a, err := scanAlarm(tx.QueryRowContext(ctx, `SELECT `+alarmColumns+` FROM alarms
-		WHERE device_id = ? AND rule_id = ? AND channel = ? AND state = ?`, d.ID, r.ID, ev.Channel, string(StateRaised)))
+		WHERE device_id = ? AND rule_id = ? AND channel = ? AND is_open = 1`, d.ID, r.ID, ev.Channel))
 	if errors.Is(err, sql.ErrNoRows) {
 		// Nothing open: e.g. the raise was rejected, or a fire that a person
 		// already closed.
@@ -448,22 +616,29 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
 	id, _ := parseID(a.ID)
-	if r.Severity == rules.SeverityFire || a.Severity == rules.SeverityFire.String() {
-		// A fire is never closed automatically: a person closes it.
+	fire := r.Severity == rules.SeverityFire || a.Severity == rules.SeverityFire.String()
+	if fire || a.Flapping || CheckTransition(a.State, StateAutoCleared, a.Severity) != nil {
+		// A fire is never closed automatically, and an alarm somebody has
+		// taken on is closed by that somebody. A flapping alarm is closed
+		// once it has been stable (clearStable).
 		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ? WHERE id = ?`, ev.Time, id); err != nil {
 			return nil, fmt.Errorf("end condition of alarm %s: %w", a.ID, err)
 		}
-		m.log.Info("fire condition ended, alarm stays open until closed by a person",
-			"alarm", a.ID, "device", d.ID, "rule", r.ID, "station", a.Station)
+		m.log.Info("condition ended, alarm stays open until closed by a person",
+			"alarm", a.ID, "device", d.ID, "rule", r.ID, "state", a.State, "station", a.Station)
 		return nil, nil
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET state = ?, cleared_at_ms = ?, clear_value = ? WHERE id = ?`,
-		string(StateCleared), now.UnixMilli(), finite(ev.Value), id); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ?, clear_value = ? WHERE id = ?`,
+		now.UnixMilli(), finite(ev.Value), id); err != nil {
 		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
 	}
-	a.State = StateCleared
+	note := "condition ended at " + formatValue(finite(ev.Value), a.Unit) + " " + a.Unit
+	if err := move(ctx, tx, id, a.State, StateAutoCleared, now, ActorRules, note); err != nil {
+		return nil, err
+	}
+	a.State, a.Open = StateAutoCleared, false
 	cleared := msTime(now.UnixMilli())
-	a.ClearedAt = &cleared
+	a.ClearedAt, a.ClosedAt = &cleared, &cleared
 	cv := finite(ev.Value)
 	a.ClearValue = &cv
 	// Tell the station that got the raise, even if the ledger changed since.
@@ -510,7 +685,29 @@ func (m *Manager) enqueue(ctx context.Context, tx *sql.Tx, alarmID int64, in pus
 		}
 		eps = append(eps, t.endpoint)
 	}
-	return eps, nil
+	reps, err := m.enqueueRobots(ctx, tx, alarmID, string(in.device.Grid), in.transition, p.IdempotencyKey,
+		robotTitle(p.SeverityZH, in.transition, p.AlarmID), p.Message, pushFields(&p), now)
+	if err != nil {
+		return nil, err
+	}
+	return append(eps, reps...), nil
+}
+
+// robotTitle is the heading of a robot message, e.g. "【火警】alm-000001".
+func robotTitle(severityZH, transition, id string) string {
+	t := "【" + severityZH
+	switch transition {
+	case TransitionRaised:
+	case TransitionCleared:
+		t += "已恢复"
+	case TransitionEscalated:
+		t += "·升级"
+	case TransitionIncident:
+		t += "·群发事件"
+	default:
+		t += "·" + stateZH[State(transition)]
+	}
+	return t + "】" + id
 }
 
 // backoff returns the wait after the given number of consecutive failures:

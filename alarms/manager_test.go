@@ -73,7 +73,7 @@ func TestLifecycle(t *testing.T) {
 	if got.push.ClearedAt == "" {
 		t.Error("cleared push without cleared_at")
 	}
-	if a := <-transitions; a.ID != "alm-000001" || a.State != StateCleared {
+	if a := <-transitions; a.ID != "alm-000001" || a.State != StateAutoCleared {
 		t.Errorf("OnTransition got %s %s", a.ID, a.State)
 	}
 
@@ -82,7 +82,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("%d alarms, want 1", len(as))
 	}
 	a := as[0]
-	if a.State != StateCleared || a.Repeats != 1 || a.ClearedAt == nil || a.ClearValue == nil || *a.ClearValue != 240 {
+	if a.State != StateAutoCleared || a.Repeats != 1 || a.ClearedAt == nil || a.ClearValue == nil || *a.ClearValue != 240 {
 		t.Errorf("alarm %+v", a)
 	}
 
@@ -114,8 +114,8 @@ func TestFireNotAutoClosed(t *testing.T) {
 	m.Submit(clearEv(r.smoke, devSmoke, 0, 0))
 	poll(t, "condition_ended_at", func() bool { return list(t, m.Manager, Filter{})[0].ConditionEndedAt != nil })
 	a := get(t, m.Manager, "alm-000001")
-	if a.State != StateRaised || a.ClearedAt != nil {
-		t.Errorf("fire alarm after clear: state %s cleared_at %v; want still raised", a.State, a.ClearedAt)
+	if !a.Open || (a.State != StateRaised && a.State != StatePushed) || a.ClearedAt != nil {
+		t.Errorf("fire alarm after clear: state %s cleared_at %v; want still open", a.State, a.ClearedAt)
 	}
 	if len(a.Pushes) != 2 {
 		t.Errorf("fire alarm has %d pushes, want 2 (raised to station and brigade): %+v", len(a.Pushes), a.Pushes)
@@ -547,4 +547,36 @@ func TestStoreFailure(t *testing.T) {
 		}
 		waitMessage(t, logs, "LOST")
 	})
+}
+
+// TestSync: once Sync returns, the events submitted before are stored; it
+// returns at once without pending events and does not hang once Run has
+// stopped.
+func TestSync(t *testing.T) {
+	rc := newReceiver(t)
+	l := testLedger(t, rc.srv.URL, rc.srv.URL)
+	r := newTestRules(t)
+	m := start(t, testConfig(t), l)
+	m.Sync()
+	for ch := uint8(1); ch <= 50; ch++ {
+		m.Submit(raise(r.cableTemp, devElectrical, ch, 75, 12_000))
+	}
+	m.Sync()
+	if n := len(list(t, m.Manager, Filter{Limit: MaxLimit})); n != 50 {
+		t.Fatalf("after Sync %d alarms stored, want 50", n)
+	}
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		m.Submit(raise(r.residual, devElectrical, 0, 356, 12_000)) // queued, never consumed
+		m.Sync()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("Sync hangs after Run stopped")
+	}
 }

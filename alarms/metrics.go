@@ -14,6 +14,9 @@ type metrics struct {
 	queue       prometheus.GaugeFunc
 	pushSeconds prometheus.Histogram
 	rejected    prometheus.Counter
+	escalations prometheus.Counter
+	// consoleDropped counts alarm updates the MQTT console fan-out lost.
+	consoleDropped prometheus.Counter
 }
 
 func newMetrics(queueLen func() float64) *metrics {
@@ -47,6 +50,14 @@ func newMetrics(queueLen func() float64) *metrics {
 			Name: "firewatch_alarms_events_rejected_total",
 			Help: "Rule events that no alarm could be made of (unknown device or rule); a bug upstream.",
 		}),
+		consoleDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_alarms_console_dropped_total",
+			Help: "Alarm updates not published to the MQTT console topics fw/v1/alarms/... (queue full or broker error).",
+		}),
+		escalations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_alarms_escalations_total",
+			Help: "Alarms escalated because nobody acknowledged them in time.",
+		}),
 	}
 	// Expose every series from the start, so that rate() and alerts work
 	// before the first alarm.
@@ -60,7 +71,7 @@ func newMetrics(queueLen func() float64) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.raised, m.cleared, m.pushes, m.pending, m.queue, m.pushSeconds, m.rejected}
+	return []prometheus.Collector{m.raised, m.cleared, m.pushes, m.pending, m.queue, m.pushSeconds, m.rejected, m.escalations, m.consoleDropped}
 }
 
 // register registers every collector or, on error, none.

@@ -3,6 +3,7 @@ package alarms
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -122,8 +123,11 @@ func (o *outbox) run(endpoint string, wake <-chan struct{}) {
 // again by the next Run, under the same idempotency key).
 func (o *outbox) markDelivered(row *outboxRow, at time.Time) bool {
 	for failures := 1; ; failures++ {
-		err := o.m.store.markDelivered(context.WithoutCancel(o.ctx), row.id, at)
+		pushed, err := o.m.store.markDelivered(context.WithoutCancel(o.ctx), row, at)
 		if err == nil {
+			if pushed {
+				o.m.notePushed(row.alarmID)
+			}
 			return true
 		}
 		o.m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", err)
@@ -151,7 +155,12 @@ func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
 	m := o.m
 	ctx, cancel := context.WithTimeout(o.ctx, m.cfg.PushTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(row.body))
+	robot := strings.HasPrefix(row.target, "robot:")
+	u := endpoint
+	if robot {
+		u = m.robotURL(endpoint)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(row.body))
 	if err != nil {
 		return 0, fmt.Errorf("build request: %w", err)
 	}
@@ -163,6 +172,12 @@ func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
 	req.Header.Set(HeaderIdempotencyKey, row.key)
 	resp, err := m.client.Do(req)
 	if err != nil {
+		// The error names the URL, which may carry a robot's key or a
+		// token: it is logged and shown in last_error, so redact it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redact(endpoint)
+		}
 		return 0, fmt.Errorf("post: %w", err)
 	}
 	defer resp.Body.Close()
@@ -173,6 +188,11 @@ func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		msg := strings.ToValidUTF8(strings.TrimSpace(string(snippet)), "")
 		return resp.StatusCode, fmt.Errorf("status %s: %s", resp.Status, msg)
+	}
+	if robot {
+		if err := robotAnswer(snippet); err != nil {
+			return resp.StatusCode, err
+		}
 	}
 	return resp.StatusCode, nil
 }

@@ -52,6 +52,20 @@ type Push struct {
 	ClearedAt  string `json:"cleared_at,omitempty"`
 	// Action is the rule's linkage action (e.g. "cut_power"), if any.
 	Action string `json:"action,omitempty"`
+	// Escalation numbers an escalation push (transition "escalated"): 1
+	// for the first.
+	Escalation int `json:"escalation,omitempty"`
+	// Flapping marks the raised push of an alarm of a flapping device.
+	Flapping bool `json:"flapping,omitempty"`
+	// RouteNote says which stations routing skipped as not ready, if any.
+	RouteNote string `json:"route_note,omitempty"`
+	// State, Actor, Note and ClosedAt are set on the push of an alarm a
+	// person closed (transition resolved, false_alarm or test): the state
+	// it was closed in, the name of the person's API token, their note.
+	State    string `json:"state,omitempty"`
+	Actor    string `json:"actor,omitempty"`
+	Note     string `json:"note,omitempty"`
+	ClosedAt string `json:"closed_at,omitempty"`
 	// Message is the text for the dispatcher, zh-CN.
 	Message string `json:"message"`
 }
@@ -124,6 +138,7 @@ type pushInput struct {
 	rule       *rules.Rule
 	ev         rules.Event // the event that caused the transition
 	clearedAt  time.Time   // for "cleared"
+	flapNote   func() string
 }
 
 func buildPush(in pushInput) Push {
@@ -160,10 +175,12 @@ func buildPush(in pushInput) Push {
 	if in.station != nil {
 		p.Station = PushStation{ID: in.station.ID, Name: in.station.Name}
 	}
+	p.RouteNote = a.RouteNote
+	p.Flapping = a.Flapping && in.transition == TransitionRaised
 	if in.transition == TransitionCleared {
 		p.ClearedAt = formatTime(in.clearedAt)
 	}
-	p.Message = message(&p, a, r, msTime(in.ev.Time))
+	p.Message = message(&p, a, r, msTime(in.ev.Time), in.flapNote)
 	return p
 }
 
@@ -182,7 +199,7 @@ var actionZH = map[string]string{
 // message writes the dispatcher text, e.g.
 //
 //	【报警】柳州市柳南区潭西街道某村 和平路12号 电气火灾监控探测器 el-450204-0001 剩余电流 356.0 mA，超过报警值 300 mA 已持续 12 秒（设备时间 2026-11-23 18:02:11）。责任单位：某厂。就近微型消防站：潭西街道微型消防站。
-func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time) string {
+func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote func() string) string {
 	var b strings.Builder
 	b.WriteString("【")
 	b.WriteString(p.SeverityZH)
@@ -267,6 +284,12 @@ func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time) string {
 		b.WriteString("未指定")
 	}
 	b.WriteString("。")
+	if p.RouteNote != "" && p.Transition == TransitionRaised {
+		b.WriteString(p.RouteNote)
+	}
+	if a.Flapping && p.Transition == TransitionRaised && flapNote != nil {
+		b.WriteString(flapNote())
+	}
 	return b.String()
 }
 

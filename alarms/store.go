@@ -69,6 +69,78 @@ var migrations = []string{
 	);
 	CREATE INDEX outbox_pending ON outbox (endpoint, id) WHERE delivered_at_ms IS NULL;
 	CREATE INDEX outbox_alarm ON outbox (alarm_id);`,
+	// 2: the lifecycle (docs/alarms.md). Openness becomes a column of its
+	// own, since many states are open; every transition is kept in
+	// alarm_history. Alarms of version 1 get their history rebuilt.
+	`ALTER TABLE alarms ADD COLUMN is_open INTEGER NOT NULL DEFAULT 1;
+	ALTER TABLE alarms ADD COLUMN closed_at_ms BIGINT;
+	ALTER TABLE alarms ADD COLUMN escalations INTEGER NOT NULL DEFAULT 0;
+	UPDATE alarms SET is_open = 0, state = 'auto_cleared', closed_at_ms = cleared_at_ms WHERE state = 'cleared';
+	DROP INDEX alarms_open;
+	CREATE UNIQUE INDEX alarms_open_one ON alarms (device_id, rule_id, channel) WHERE is_open = 1;
+	CREATE INDEX alarms_state ON alarms (state);
+	CREATE TABLE alarm_history (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		alarm_id   INTEGER NOT NULL REFERENCES alarms (id),
+		from_state TEXT NOT NULL,
+		to_state   TEXT NOT NULL,
+		at_ms      BIGINT NOT NULL,
+		actor      TEXT NOT NULL,
+		note       TEXT NOT NULL
+	);
+	CREATE INDEX alarm_history_alarm ON alarm_history (alarm_id, id);
+	INSERT INTO alarm_history (alarm_id, from_state, to_state, at_ms, actor, note)
+		SELECT id, '', 'raised', raised_at_ms, 'rules', '' FROM alarms;
+	INSERT INTO alarm_history (alarm_id, from_state, to_state, at_ms, actor, note)
+		SELECT id, 'raised', 'auto_cleared', cleared_at_ms, 'rules', '' FROM alarms WHERE state = 'auto_cleared';`,
+	// 3: routing by station readiness.
+	`ALTER TABLE alarms ADD COLUMN route_note TEXT NOT NULL DEFAULT '';
+	CREATE TABLE station_status (
+		station_id TEXT PRIMARY KEY,
+		duty       TEXT NOT NULL,
+		people     INTEGER NOT NULL,
+		note       TEXT NOT NULL,
+		at_ms      BIGINT NOT NULL,
+		by_actor   TEXT NOT NULL
+	);`,
+	// 4: storms (incidents) and flapping.
+	`ALTER TABLE alarms ADD COLUMN incident_id BIGINT;
+	ALTER TABLE alarms ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE outbox ADD COLUMN incident_id BIGINT;
+	ALTER TABLE outbox ADD COLUMN incident_upto BIGINT;
+	CREATE TABLE incidents (
+		id                INTEGER PRIMARY KEY AUTOINCREMENT,
+		station_id        TEXT NOT NULL,
+		leader_id         BIGINT NOT NULL,
+		opened_at_ms      BIGINT NOT NULL,
+		last_member_at_ms BIGINT NOT NULL,
+		members           INTEGER NOT NULL,
+		members_pushed    INTEGER NOT NULL,
+		pushes            INTEGER NOT NULL,
+		pushed_at_ms      BIGINT,
+		is_open           INTEGER NOT NULL
+	);
+	CREATE INDEX incidents_open ON incidents (station_id) WHERE is_open = 1;
+	CREATE INDEX alarms_incident ON alarms (incident_id);
+	CREATE INDEX alarms_station_raised ON alarms (station_id, raised_at_ms);
+	CREATE INDEX alarms_flap ON alarms (device_id, rule_id, channel, raised_at_ms);`,
+	// 5: linkage commands (联动).
+	`CREATE TABLE commands (
+		id            INTEGER PRIMARY KEY AUTOINCREMENT,
+		alarm_id      INTEGER NOT NULL REFERENCES alarms (id),
+		device_id     TEXT NOT NULL,
+		cmd           TEXT NOT NULL,
+		channel       INTEGER NOT NULL,
+		cmd_key       TEXT NOT NULL UNIQUE,
+		state         TEXT NOT NULL,
+		attempts      INTEGER NOT NULL,
+		created_at_ms BIGINT NOT NULL,
+		last_sent_ms  BIGINT,
+		done_at_ms    BIGINT,
+		last_error    TEXT
+	);
+	CREATE INDEX commands_pending ON commands (state);
+	CREATE INDEX commands_alarm ON commands (alarm_id);`,
 }
 
 // store is the SQLite alarm store: one writer connection (SQLite has one
@@ -76,11 +148,26 @@ var migrations = []string{
 // our own writers) and a small pool of readers, which WAL lets run beside
 // the writer.
 type store struct {
-	w *sql.DB
-	r *sql.DB
+	w  *sql.DB
+	r  *sql.DB
+	pg bool // PostgreSQL: w and r are one pool
 }
 
+// openStore opens the SQLite file at path, or the PostgreSQL database when
+// path is a postgres:// URL.
 func openStore(path string) (*store, error) {
+	if isPostgres(path) {
+		db, err := openPostgres(path)
+		if err != nil {
+			return nil, fmt.Errorf("open alarm store: %w", err)
+		}
+		s := &store{w: db, r: db, pg: true}
+		if err := s.migrate(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open alarm store on PostgreSQL: %w", err)
+		}
+		return s, nil
+	}
 	// synchronous(FULL): a committed alarm survives a power cut, not only a
 	// crash of the process. Commits are batched, so the fsync is shared.
 	const common = "_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
@@ -108,6 +195,9 @@ func openStore(path string) (*store, error) {
 }
 
 func (s *store) close() error {
+	if s.pg {
+		return s.w.Close()
+	}
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -132,8 +222,14 @@ func (s *store) migrate() error {
 		return fmt.Errorf("migrate: database schema version %d is newer than this firewatch (%d)", have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
-		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
-			return fmt.Errorf("migrate to version %d: %w", v, err)
+		stmts := []string{migrations[v-1]}
+		if s.pg {
+			stmts = pgMigration(migrations[v-1])
+		}
+		for _, q := range stmts {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("migrate to version %d: %w", v, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?, ?)`,
 			v, time.Now().UnixMilli()); err != nil {
@@ -145,7 +241,7 @@ func (s *store) migrate() error {
 
 const alarmColumns = `id, device_id, kind, rule_id, metric, unit, channel, severity, state, grid, station_id,
 	value, threshold, since_ms, device_time_ms, raised_at_ms, last_seen_at_ms, repeats,
-	condition_ended_at_ms, cleared_at_ms, clear_value, action, message`
+	condition_ended_at_ms, cleared_at_ms, clear_value, action, message, is_open, closed_at_ms, escalations, route_note, incident_id, flapping`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -153,13 +249,15 @@ func scanAlarm(sc scanner) (Alarm, error) {
 	var (
 		a                                    Alarm
 		id, since, devTime, raised, lastSeen int64
-		condEnded, cleared                   sql.NullInt64
+		condEnded, cleared, closed           sql.NullInt64
 		clearValue                           sql.NullFloat64
 		state                                string
+		open, flapping                       int
+		incident                             sql.NullInt64
 	)
 	err := sc.Scan(&id, &a.Device, &a.Kind, &a.Rule, &a.Metric, &a.Unit, &a.Channel, &a.Severity, &state,
 		&a.Grid, &a.Station, &a.Value, &a.Threshold, &since, &devTime, &raised, &lastSeen, &a.Repeats,
-		&condEnded, &cleared, &clearValue, &a.Action, &a.Message)
+		&condEnded, &cleared, &clearValue, &a.Action, &a.Message, &open, &closed, &a.Escalations, &a.RouteNote, &incident, &flapping)
 	if err != nil {
 		return Alarm{}, err
 	}
@@ -179,6 +277,15 @@ func scanAlarm(sc scanner) (Alarm, error) {
 		v := clearValue.Float64
 		a.ClearValue = &v
 	}
+	a.Open = open == 1
+	a.Flapping = flapping == 1
+	if incident.Valid {
+		a.Incident = formatIncidentID(incident.Int64)
+	}
+	if closed.Valid {
+		t := msTime(closed.Int64)
+		a.ClosedAt = &t
+	}
 	return a, nil
 }
 
@@ -188,7 +295,13 @@ func (s *store) list(ctx context.Context, f Filter) ([]Alarm, error) {
 		where []string
 		args  []any
 	)
-	if f.State != "" {
+	switch f.State {
+	case "":
+	case FilterOpen:
+		where = append(where, "is_open = 1")
+	case FilterClosed:
+		where = append(where, "is_open = 0")
+	default:
 		where = append(where, "state = ?")
 		args = append(args, string(f.State))
 	}
@@ -219,6 +332,9 @@ func (s *store) list(ctx context.Context, f Filter) ([]Alarm, error) {
 		limit = DefaultLimit
 	}
 	limit = min(limit, MaxLimit)
+	if f.all {
+		limit = statsLimit
+	}
 	q := "SELECT " + alarmColumns + " FROM alarms"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
@@ -244,14 +360,14 @@ func (s *store) list(ctx context.Context, f Filter) ([]Alarm, error) {
 	return out, nil
 }
 
-// errNotFound is returned by get for an unknown alarm.
-var errNotFound = errors.New("alarm not found")
+// ErrNotFound is returned (wrapped) for an unknown alarm.
+var ErrNotFound = errors.New("alarm not found")
 
 // get returns one alarm with the state of its pushes.
 func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 	a, err := scanAlarm(s.r.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), errNotFound)
+		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), ErrNotFound)
 	}
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), err)
@@ -283,26 +399,98 @@ func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 	if err := rows.Err(); err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
 	}
+	if a.History, err = history(ctx, s.r, id); err != nil {
+		return Alarm{}, fmt.Errorf("get alarm %s history: %w", a.ID, err)
+	}
+	if a.Commands, err = s.commands(ctx, id); err != nil {
+		return Alarm{}, fmt.Errorf("get alarm %s commands: %w", a.ID, err)
+	}
+	a.Response = response(&a)
 	return a, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func history(ctx context.Context, q querier, id int64) ([]Change, error) {
+	rows, err := q.QueryContext(ctx, `SELECT from_state, to_state, at_ms, actor, note FROM alarm_history
+		WHERE alarm_id = ? ORDER BY id`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Change
+	for rows.Next() {
+		var (
+			c        Change
+			from, to string
+			at       int64
+		)
+		if err := rows.Scan(&from, &to, &at, &c.Actor, &c.Note); err != nil {
+			return nil, err
+		}
+		c.From, c.To, c.At = State(from), State(to), msTime(at)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// record appends one entry to an alarm's history.
+func record(ctx context.Context, x execer, id int64, from, to State, at time.Time, actor, note string) error {
+	_, err := x.ExecContext(ctx, `INSERT INTO alarm_history (alarm_id, from_state, to_state, at_ms, actor, note)
+		VALUES (?, ?, ?, ?, ?, ?)`, id, string(from), string(to), at.UnixMilli(), actor, note)
+	if err != nil {
+		return fmt.Errorf("record %s → %s of alarm %s: %w", from, to, formatID(id), err)
+	}
+	return nil
+}
+
+// move changes the state of alarm id from one state to the other within
+// tx, if the alarm is still in from (compare and set: another writer may
+// have moved it), and records the change. It does not check the lifecycle;
+// callers do, with CheckTransition.
+func move(ctx context.Context, tx *sql.Tx, id int64, from, to State, at time.Time, actor, note string) error {
+	open := 0
+	var closed any = at.UnixMilli()
+	if to.Open() {
+		open, closed = 1, nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE alarms SET state = ?, is_open = ?, closed_at_ms = ? WHERE id = ? AND state = ?`,
+		string(to), open, closed, id, string(from))
+	if err != nil {
+		return fmt.Errorf("move alarm %s to %s: %w", formatID(id), to, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("move alarm %s %s → %s: %w", formatID(id), from, to, ErrConflict)
+	}
+	return record(ctx, tx, id, from, to, at, actor, note)
 }
 
 // outboxRow is one push waiting for delivery.
 type outboxRow struct {
-	id       int64
-	alarmID  int64
-	key      string
-	target   string
-	body     []byte
-	attempts int
+	incident   sql.NullInt64 // incident pushes: the incident, and its last alarm included
+	upto       sql.NullInt64
+	id         int64
+	alarmID    int64
+	key        string
+	target     string
+	transition string
+	body       []byte
+	attempts   int
 }
 
 // nextPending returns the oldest undelivered push for endpoint, or nil.
 func (s *store) nextPending(ctx context.Context, endpoint string) (*outboxRow, error) {
 	var r outboxRow
 	var body string
-	err := s.r.QueryRowContext(ctx, `SELECT id, alarm_id, idempotency_key, target, body, attempts FROM outbox
-		WHERE endpoint = ? AND delivered_at_ms IS NULL ORDER BY id LIMIT 1`, endpoint).
-		Scan(&r.id, &r.alarmID, &r.key, &r.target, &body, &r.attempts)
+	err := s.r.QueryRowContext(ctx, `SELECT id, alarm_id, idempotency_key, target, transition, body, attempts,
+		incident_id, incident_upto FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL ORDER BY id LIMIT 1`, endpoint).
+		Scan(&r.id, &r.alarmID, &r.key, &r.target, &r.transition, &body, &r.attempts, &r.incident, &r.upto)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -385,13 +573,48 @@ func (s *store) repoint(ctx context.Context, stationEndpoint func(id string) str
 	return n, nil
 }
 
-func (s *store) markDelivered(ctx context.Context, id int64, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ?, delivered_at_ms = ?,
-		last_error = NULL WHERE id = ?`, at.UnixMilli(), at.UnixMilli(), id)
+// markDelivered records a delivery. The first delivery of a raised push to
+// the station moves the alarm from raised to pushed, in the same
+// transaction (the brigade getting a fire does not mean the station did).
+func (s *store) markDelivered(ctx context.Context, row *outboxRow, at time.Time) (pushed bool, err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("mark push %d delivered: %w", id, err)
+		return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
 	}
-	return nil
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ?, delivered_at_ms = ?,
+		last_error = NULL WHERE id = ?`, at.UnixMilli(), at.UnixMilli(), row.id); err != nil {
+		return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
+	}
+	if row.transition == TransitionRaised && row.target == "station" {
+		var state string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM alarms WHERE id = ?`, row.alarmID).Scan(&state); err != nil {
+			return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
+		}
+		if State(state) == StateRaised {
+			if err := move(ctx, tx, row.alarmID, StateRaised, StatePushed, at, ActorDispatch, "station webhook answered 2xx"); err != nil {
+				return false, err
+			}
+			pushed = true
+		}
+	}
+	if row.transition == TransitionIncident && row.target == "station" && row.incident.Valid {
+		// Every alarm the incident push listed has now reached the station.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO alarm_history (alarm_id, from_state, to_state, at_ms, actor, note)
+			SELECT id, 'raised', 'pushed', CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT) FROM alarms
+			WHERE incident_id = ? AND id <= ? AND state = 'raised'`,
+			at.UnixMilli(), ActorDispatch, "incident push "+row.key+" answered 2xx", row.incident.Int64, row.upto.Int64); err != nil {
+			return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET state = 'pushed' WHERE incident_id = ? AND id <= ? AND state = 'raised'`,
+			row.incident.Int64, row.upto.Int64); err != nil {
+			return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
+	}
+	return pushed, nil
 }
 
 func (s *store) markFailed(ctx context.Context, id int64, at time.Time, reason string) error {

@@ -68,8 +68,11 @@ type MetricInfo struct {
 	ZH string
 }
 
-// MaxChannels is the largest channel count in the catalog.
-const MaxChannels = 16
+// MaxChannels is the largest channel count in the catalog: the slots of
+// a charging cabinet. Catalog maxima follow common products (four cable
+// sensors per electrical-fire detector, 10 or 12 slots per cabinet); a
+// device with fewer says so in the ledger (channels:).
+const MaxChannels = 12
 
 // Catalog lists every metric and event by kind, with units (DOMAIN.md).
 // Index 0 is unused so that the zero Metric is invalid. The order is part of
@@ -78,7 +81,7 @@ var Catalog = []MetricInfo{
 	{},
 	// electrical
 	{Name: "residual_current_ma", Kind: KindElectrical, Unit: "mA", Channels: 1, Min: 0, Max: 10000, ZH: "剩余电流"},
-	{Name: "cable_temp_c", Kind: KindElectrical, Unit: "°C", Channels: 8, Min: -40, Max: 300, ZH: "线缆温度"},
+	{Name: "cable_temp_c", Kind: KindElectrical, Unit: "°C", Channels: 4, Min: -40, Max: 300, ZH: "线缆温度"},
 	{Name: "phase_current_a", Kind: KindElectrical, Unit: "A", Channels: 3, Min: 0, Max: 2000, ZH: "相电流"},
 	{Name: "voltage_v", Kind: KindElectrical, Unit: "V", Channels: 3, Min: 0, Max: 500, ZH: "电压"},
 	{Name: "fault", Kind: KindElectrical, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "设备故障"},

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"gopkg.in/yaml.v3"
@@ -35,6 +36,31 @@ type Device struct {
 	Station *Station
 	// Gateway is the gateway box that forwards for the device, if any.
 	Gateway string
+	// Channels caps the channels of channelled metrics (cable sensors,
+	// charging slots) the device has; 0 means the catalog's maximum.
+	Channels uint8
+	// Rules holds the device's own rule overrides as installers set them on
+	// site (rule id → {above: …, clear: …, for: …} or {off: true}); the
+	// rules package reads them.
+	Rules map[string]yaml.Node
+	// Line is the device's line in the ledger file.
+	Line int
+	// Heartbeat overrides the heartbeat interval of the device's kind for
+	// liveness (zero: the kind's); offline after devices.DefaultMissed.
+	Heartbeat time.Duration
+	// SecretHash is the device's MQTT password hash for the embedded
+	// broker (`firewatch hash-secret`); empty: the device cannot connect
+	// itself (it may still be forwarded by its gateway).
+	SecretHash string
+}
+
+// Gateway is a gateway box (firegate) that forwards the readings of the
+// devices whose ledger entry names it.
+type Gateway struct {
+	ID string
+	// SecretHash is the gateway's MQTT password hash.
+	SecretHash string
+	Line       int
 }
 
 // Station is a micro fire station (微型消防站): a responder, not a sensor.
@@ -51,11 +77,16 @@ type Station struct {
 // Ledger is the loaded device and station ledger. It is read-only after load
 // and safe for concurrent use.
 type Ledger struct {
+	// File is the name the ledger was loaded from, for messages.
+	File     string
 	Devices  []Device
 	Stations []*Station
 	// Places names administrative codes (any prefix length), e.g.
 	// "450204" → "柳州市柳南区", for dispatcher texts.
 	Places map[string]string
+
+	// Gateways are the gateway boxes, by id.
+	Gateways map[string]*Gateway
 
 	byID      map[string]Index
 	stationID map[string]*Station
@@ -125,6 +156,12 @@ type ledgerFile struct {
 	Places   map[string]string `yaml:"places"`
 	Stations []yaml.Node       `yaml:"stations"`
 	Devices  []yaml.Node       `yaml:"devices"`
+	Gateways []yaml.Node       `yaml:"gateways"`
+}
+
+type gatewayEntry struct {
+	ID         string `yaml:"id"`
+	SecretHash string `yaml:"secret_hash"`
 }
 
 type stationEntry struct {
@@ -147,6 +184,12 @@ type deviceEntry struct {
 	Unit    string  `yaml:"unit"`
 	Station string  `yaml:"station"`
 	Gateway string  `yaml:"gateway"`
+	// Channels and Rules see Device.
+	Channels int                  `yaml:"channels"`
+	Rules    map[string]yaml.Node `yaml:"rules"`
+	// Heartbeat is a duration such as 30m; SecretHash see Device.
+	Heartbeat  time.Duration `yaml:"heartbeat"`
+	SecretHash string        `yaml:"secret_hash"`
 }
 
 // LoadLedger reads a ledger file.
@@ -170,9 +213,28 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		probs = append(probs, Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
 	}
 	l := &Ledger{
+		File:      name,
 		Places:    map[string]string{},
 		byID:      make(map[string]Index, len(f.Devices)),
 		stationID: make(map[string]*Station, len(f.Stations)),
+		Gateways:  make(map[string]*Gateway, len(f.Gateways)),
+	}
+	for i := range f.Gateways {
+		n := &f.Gateways[i]
+		var e gatewayEntry
+		if err := yamlfile.DecodeNode(n, &e); err != nil {
+			bad(n.Line, "gateway: %v", err)
+			continue
+		}
+		if err := checkID(e.ID); err != nil {
+			bad(n.Line, "gateway: %v", err)
+			continue
+		}
+		if l.Gateways[e.ID] != nil {
+			bad(n.Line, "gateway %q: duplicate id", e.ID)
+			continue
+		}
+		l.Gateways[e.ID] = &Gateway{ID: e.ID, SecretHash: e.SecretHash, Line: n.Line}
 	}
 	for code, n := range f.Places {
 		if _, err := ParsePrefix(code); err != nil {
@@ -246,6 +308,12 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 				bad(n.Line, "device %q: gateway: %v", e.ID, err)
 			}
 		}
+		if e.Heartbeat < 0 {
+			bad(n.Line, "device %q: heartbeat %v is negative", e.ID, e.Heartbeat)
+		}
+		if e.Channels < 0 || e.Channels > MaxChannels {
+			bad(n.Line, "device %q: channels %d is outside 0…%d", e.ID, e.Channels, MaxChannels)
+		}
 		var st *Station
 		switch {
 		case e.Station != "":
@@ -257,9 +325,18 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 				bad(n.Line, "device %q: no micro fire station covers grid %s; name one with station: or add the grid to a station", e.ID, grid)
 			}
 		}
+		// Take the override nodes from the file's own tree: those decoded
+		// above carry lines of a re-encoded copy.
+		if rn := mappingValue(n, "rules"); rn != nil && rn.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(rn.Content); i += 2 {
+				e.Rules[rn.Content[i].Value] = *rn.Content[i+1]
+			}
+		}
 		d := Device{
 			Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
 			Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
+			Heartbeat: e.Heartbeat, SecretHash: e.SecretHash,
+			Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: e.Rules, Line: n.Line,
 		}
 		l.byID[e.ID] = d.Index
 		l.Devices = append(l.Devices, d)
@@ -269,6 +346,19 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		return nil, &LoadError{Problems: probs}
 	}
 	return l, nil
+}
+
+// mappingValue returns the value of key in a YAML mapping node, or nil.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // covering returns the station whose coverage is the longest prefix of g.

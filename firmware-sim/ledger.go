@@ -27,6 +27,9 @@ type LedgerOptions struct {
 	Endpoint string
 	// Seed makes the addresses, units and coordinates reproducible.
 	Seed int64
+	// Gateways, if above zero, assigns the devices of each village to one
+	// of that many gateway boxes (gw-001 …), for gateway batches.
+	Gateways int
 }
 
 // kindPattern is the mix of kinds within a village, all four first so that
@@ -202,6 +205,9 @@ func GenerateLedger(w io.Writer, opts LedgerOptions) error {
 			p("    address: %s\n", q(addr))
 			p("    lat: %.6f\n    lon: %.6f\n", vlat+jitter(0.002), vlon+jitter(0.002))
 			p("    unit: %s\n", q(unit))
+			if opts.Gateways > 0 {
+				p("    gateway: gw-%03d\n", 1+vi%opts.Gateways)
+			}
 		}
 	}
 	if err := bw.Flush(); err != nil {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 
@@ -9,20 +10,54 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// StartBroker starts the embedded MQTT broker (mochi-mqtt) on addr, for the
+// BrokerConfig configures the embedded broker.
+type BrokerConfig struct {
+	// Addr is the plain TCP listener; firewatch's own client connects here,
+	// so keep it on loopback when devices use TLS.
+	Addr string
+	// TLSAddr, when set, is a second listener speaking MQTT over TLS with
+	// TLSConfig.
+	TLSAddr   string
+	TLSConfig *tls.Config
+	// Auth checks credentials and topic ACLs; nil admits every client to
+	// every topic (mqtt.auth: none, for a closed test network only).
+	Auth   *Auth
+	Logger *slog.Logger
+}
+
+// MaxPacket is the largest MQTT packet the embedded broker takes; a client
+// sending a larger one is disconnected. It is above MaxPayload so that the
+// decoder still counts payloads between the two as too_large.
+const MaxPacket = 4 * MaxPayload
+
+// StartBroker starts the embedded MQTT broker (mochi-mqtt), for the
 // zero-setup single-node deployment. Sessions and queued QoS 1 messages live
 // in memory: they survive a client's reconnect, not a restart of firewatch.
-// It accepts every client; per-device credentials and topic ACLs come with
-// the hardening issue (docs/security.md).
-func StartBroker(addr string, log *slog.Logger) (*mochi.Server, error) {
-	s := mochi.New(&mochi.Options{
-		Logger: log.With("component", "broker"),
-	})
-	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
+	opts := &mochi.Options{Logger: cfg.Logger.With("component", "broker")}
+	opts.Capabilities = mochi.NewDefaultServerCapabilities()
+	opts.Capabilities.MaximumPacketSize = MaxPacket
+	s := mochi.New(opts)
+	var err error
+	if cfg.Auth != nil {
+		err = s.AddHook(cfg.Auth, nil)
+	} else {
+		err = s.AddHook(new(auth.AllowHook), nil)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
-		return nil, fmt.Errorf("embedded broker: listen %s: %w", addr, err)
+	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})); err != nil {
+		return nil, fmt.Errorf("embedded broker: listen %s: %w", cfg.Addr, err)
+	}
+	if cfg.TLSAddr != "" {
+		if cfg.TLSConfig == nil {
+			return nil, fmt.Errorf("embedded broker: TLS listener %s without a certificate", cfg.TLSAddr)
+		}
+		if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLSConfig})); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("embedded broker: listen %s: %w", cfg.TLSAddr, err)
+		}
 	}
 	if err := s.Serve(); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)

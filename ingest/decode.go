@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -15,6 +16,23 @@ const MaxPayload = 64 << 10
 // MaxValues is the most metric values one message (or batch element) may
 // carry.
 const MaxValues = 64
+
+// MaxReadings is the most elements one gateway batch may carry; the
+// elements beyond it are rejected as too_many, one count for the rest of the
+// batch.
+const MaxReadings = 1000
+
+// MaxString is the longest JSON string (key, device id, event name or an
+// ignored value) accepted, in bytes after unescaping.
+const MaxString = 256
+
+// Default timestamp policy (docs/mqtt.md): a device clock more than
+// DefaultMaxFuture ahead of the receive time is wrong, and a reading older
+// than DefaultMaxAge is older than any gateway spool replays.
+const (
+	DefaultMaxFuture = 10 * time.Minute
+	DefaultMaxAge    = 7 * 24 * time.Hour
+)
 
 // Reason says why a message was rejected. It is the label of
 // firewatch_ingest_rejected_total.
@@ -29,10 +47,16 @@ const (
 	ReasonNotFinite
 	ReasonOutOfRange
 	ReasonTooLarge
+	ReasonTooMany  // more values or batch elements than allowed
+	ReasonTooLong  // a string longer than MaxString
+	ReasonTSFuture // ts too far ahead of the receive time
+	ReasonTSTooOld // ts older than the replay window
+	ReasonSpoofed  // a batch element for a device not assigned to the gateway
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"bad_topic", "unknown_device", "malformed", "unknown_metric", "not_finite", "out_of_range", "too_large"}
+var reasonNames = [numReasons]string{"bad_topic", "unknown_device", "malformed", "unknown_metric", "not_finite",
+	"out_of_range", "too_large", "too_many", "too_long", "ts_future", "ts_too_old", "spoofed"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -76,7 +100,14 @@ type Message struct {
 // results of one Decode are valid until the next. A Decoder is not safe for
 // concurrent use.
 type Decoder struct {
+	// MaxFuture and MaxAge bound a message's "ts" around the receive time:
+	// a later ts is rejected as ts_future, an older one as ts_too_old. Zero
+	// disables the bound (NewDecoder leaves both zero; the service sets
+	// them from ingest.max_future and ingest.max_age).
+	MaxFuture, MaxAge time.Duration
+
 	ledger  *devices.Ledger
+	gateway string // the gateway of the batch being decoded
 	s       scanner
 	msgs    []Message
 	rejects []Reject
@@ -93,6 +124,9 @@ func NewDecoder(l *devices.Ledger) *Decoder {
 		values:  make([]float64, 0, 1024),
 	}
 }
+
+// Ledger returns the ledger the decoder resolves device ids in.
+func (d *Decoder) Ledger() *devices.Ledger { return d.ledger }
 
 // Values returns the metrics and values of m.
 func (d *Decoder) Values(m *Message) ([]devices.Metric, []float64) {
@@ -119,6 +153,7 @@ func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []
 	}
 	d.s.reset(payload)
 	if gateway {
+		d.gateway = id
 		d.batch(now)
 		return d.msgs, d.rejects
 	}
@@ -154,6 +189,9 @@ func (d *Decoder) batch(now int64) {
 		}
 		found = true
 		return s.array(func() error {
+			if len(d.msgs)+len(d.rejects) >= MaxReadings {
+				return errTooManyReadings
+			}
 			start := s.i
 			mark, vmark := len(d.msgs), len(d.metrics)
 			m, reason, err := d.message(nil, now, true)
@@ -184,16 +222,28 @@ func (d *Decoder) batch(now int64) {
 		err = errors.New(`batch has no "readings" array`)
 	}
 	if err != nil {
-		d.reject(ReasonMalformed, "", fmt.Errorf("batch: %w", err))
+		d.reject(reasonOf(err, ReasonMalformed), "", fmt.Errorf("batch: %w", err))
 	}
 }
 
+// reasonOf maps the scanner's limit errors to their reasons.
+func reasonOf(err error, otherwise Reason) Reason {
+	switch {
+	case errors.Is(err, errTooLong):
+		return ReasonTooLong
+	case errors.Is(err, errTooManyReadings):
+		return ReasonTooMany
+	}
+	return otherwise
+}
+
 var (
-	errNoDev      = errors.New(`batch element has no "dev" before its "m" or "event"`)
-	errTooMany    = fmt.Errorf("more than %d values in one message", MaxValues)
-	errDuplicate  = errors.New("metric given twice")
-	errBadChannel = errors.New(`"ch" must be an integer 1…16`)
-	errNotObject  = errors.New("payload is not a JSON object")
+	errNoDev           = errors.New(`batch element has no "dev" before its "m" or "event"`)
+	errTooMany         = fmt.Errorf("more than %d values in one message", MaxValues)
+	errTooManyReadings = fmt.Errorf("more than %d readings in one batch", MaxReadings)
+	errDuplicate       = errors.New("metric given twice")
+	errBadChannel      = fmt.Errorf(`"ch" must be an integer 1…%d`, devices.MaxChannels)
+	errNotObject       = errors.New("payload is not a JSON object")
 )
 
 // message decodes one telemetry/event/status object. For a batch element
@@ -238,11 +288,17 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 			if err != nil {
 				return err
 			}
-			var ok bool
-			if m.Device, ok = d.ledger.Lookup(id); !ok {
+			dev, ok := d.ledger.Lookup(id)
+			if !ok {
 				reason = ReasonUnknownDevice
 				return fmt.Errorf("%w %q", devices.ErrUnknownDevice, truncate(string(id)))
 			}
+			if dev.Gateway != d.gateway {
+				// No gateway speaks for a device not assigned to it.
+				reason = ReasonSpoofed
+				return fmt.Errorf("device %s is not assigned to gateway %s", dev.ID, d.gateway)
+			}
+			m.Device = dev
 		case "m":
 			if m.Device == nil {
 				return errNoDev
@@ -289,10 +345,18 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 		return nil
 	})
 	if err != nil {
-		return m, reason, err
+		return m, reasonOf(err, reason), err
 	}
 	if m.Device == nil {
 		return m, ReasonMalformed, errNoDev
+	}
+	if m.Time >= 0 {
+		if d.MaxFuture > 0 && m.Time > now+d.MaxFuture.Milliseconds() {
+			return m, ReasonTSFuture, fmt.Errorf("ts %d is %v ahead of the receive time (limit %v)", m.Time, time.Duration(m.Time-now)*time.Millisecond, d.MaxFuture)
+		}
+		if d.MaxAge > 0 && m.Time < now-d.MaxAge.Milliseconds() {
+			return m, ReasonTSTooOld, fmt.Errorf("ts %d is %v before the receive time (limit %v)", m.Time, time.Duration(now-m.Time)*time.Millisecond, d.MaxAge)
+		}
 	}
 	if event != 0 {
 		v := 0.0
@@ -326,6 +390,7 @@ func (d *Decoder) add(first int, metric devices.Metric, v float64, reason *Reaso
 		return fmt.Errorf("%s = %g outside %g…%g %s", metric, v, info.Min, info.Max, info.Unit)
 	}
 	if len(d.metrics)-first >= MaxValues {
+		*reason = ReasonTooMany
 		return errTooMany
 	}
 	for _, m := range d.metrics[first:] {

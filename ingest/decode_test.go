@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -76,7 +77,7 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"foreign topic", "home/kitchen/temp", `{}`, ReasonBadTopic, "is not fw/v1/up"},
 		{"bad leaf", "fw/v1/up/el-1/selfie", `{}`, ReasonBadTopic, ""},
-		{"bad gateway leaf", "fw/v1/up/gw/g1/selfie", `{}`, ReasonBadTopic, ""},
+		{"bad gateway leaf", "fw/v1/up/gw/gw-1/selfie", `{}`, ReasonBadTopic, ""},
 		{"gateway without id", "fw/v1/up/gw//batch", `{}`, ReasonBadTopic, ""},
 		{"unknown device", "fw/v1/up/ghost/telemetry", `{"m":{"x":1}}`, ReasonUnknownDevice, "unknown device"},
 		{"not json", "fw/v1/up/el-1/telemetry", `residual=3`, ReasonMalformed, "not a JSON object"},
@@ -101,8 +102,19 @@ func TestDecodeRejects(t *testing.T) {
 		{"too large", "fw/v1/up/el-1/telemetry", `{"x":"` + strings.Repeat("a", MaxPayload) + `"}`, ReasonTooLarge, "exceeds"},
 		{"deep", "fw/v1/up/el-1/telemetry", `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, ReasonMalformed, "too deep"},
 		{"bad utf8", "fw/v1/up/el-1/telemetry", "{\"x\":\"\xff\"}", ReasonMalformed, "invalid JSON"},
+		{"long key", "fw/v1/up/el-1/telemetry", `{"` + strings.Repeat("k", MaxString+1) + `":1}`, ReasonTooLong, "longer than 256"},
+		{"long escaped value", "fw/v1/up/el-1/telemetry", `{"x":"\n` + strings.Repeat("v", MaxString) + `"}`, ReasonTooLong, "longer than 256"},
+		{"long event", "fw/v1/up/sm-1/event", `{"event":"` + strings.Repeat("e", 300) + `"}`, ReasonTooLong, ""},
+		{"ts in the future", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now+11*60*1000), ReasonTSFuture, "ahead of the receive time"},
+		{"ts too old", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now-8*24*3600*1000), ReasonTSTooOld, "before the receive time"},
+		{"ts of a second", "fw/v1/up/el-1/telemetry", `{"ts":1795420800,"m":{"voltage_v":220}}`, ReasonTSTooOld, ""},
+		{"ts huge", "fw/v1/up/el-1/telemetry", `{"ts":9223372036854775807,"m":{"voltage_v":220}}`, ReasonTSFuture, ""},
+		{"ts overflow", "fw/v1/up/el-1/telemetry", `{"ts":92233720368547758070,"m":{"voltage_v":220}}`, ReasonMalformed, `"ts" must be`},
+		{"unknown device in topic", "fw/v1/up/" + strings.Repeat("x", 200) + "/telemetry", `{}`, ReasonUnknownDevice, ""},
+		{"gateway topic as device", "fw/v1/up/gw-1/telemetry", `{"m":{}}`, ReasonUnknownDevice, ""},
 	}
 	d := NewDecoder(testLedger(t))
+	d.MaxFuture, d.MaxAge = DefaultMaxFuture, DefaultMaxAge
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			msgs, rejects := d.Decode(tt.topic, []byte(tt.payload), now)
@@ -126,7 +138,7 @@ func TestDecodeBatch(t *testing.T) {
 	  {"m":{"pressure_mpa":0.3}},
 	  {"dev":"sm-1","ts":14,"seq":3,"event":"tamper"}
 	]}`
-	msgs, rejects := d.Decode("fw/v1/up/gw/g1/batch", []byte(payload), now)
+	msgs, rejects := d.Decode("fw/v1/up/gw/gw-1/batch", []byte(payload), now)
 	if len(msgs) != 3 {
 		t.Fatalf("accepted %d elements, want 3", len(msgs))
 	}
@@ -151,15 +163,15 @@ func TestDecodeBatch(t *testing.T) {
 		}
 	}
 
-	msgs, rejects = d.Decode("fw/v1/up/gw/g1/batch", []byte(`{"readings":[{"dev":"el-1","m":{"voltage_v":220}},{"dev":`), now)
+	msgs, rejects = d.Decode("fw/v1/up/gw/gw-1/batch", []byte(`{"readings":[{"dev":"el-1","m":{"voltage_v":220}},{"dev":`), now)
 	// Elements before the break are whole and kept; the rest is one rejection.
 	if len(msgs) != 1 || len(rejects) != 1 || rejects[0].Reason != ReasonMalformed {
 		t.Fatalf("truncated batch: msgs %d, rejects %v; want 1 and one malformed", len(msgs), rejects)
 	}
-	if msgs, rejects = d.Decode("fw/v1/up/gw/g1/status", []byte(`{"online":false}`), now); len(msgs) != 0 || len(rejects) != 0 {
+	if msgs, rejects = d.Decode("fw/v1/up/gw/gw-1/status", []byte(`{"online":false}`), now); len(msgs) != 0 || len(rejects) != 0 {
 		t.Fatalf("gateway status: %d messages, rejects %v; want it accepted without readings", len(msgs), rejects)
 	}
-	if _, rejects = d.Decode("fw/v1/up/gw/g1/batch", []byte(`{"items":[]}`), now); len(rejects) != 1 {
+	if _, rejects = d.Decode("fw/v1/up/gw/gw-1/batch", []byte(`{"items":[]}`), now); len(rejects) != 1 {
 		t.Fatalf("batch without readings: %v", rejects)
 	}
 }
@@ -168,7 +180,7 @@ func TestDecodeDoesNotAllocate(t *testing.T) {
 	d := NewDecoder(testLedger(t))
 	for _, c := range []struct{ topic, payload string }{
 		{"fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5,"voltage_v":221.4,"cable_temp_c":40.25}}`},
-		{"fw/v1/up/gw/g1/batch", `{"readings":[{"dev":"el-1","ts":10,"seq":7,"m":{"residual_current_ma":88}},{"dev":"sm-1","ts":14,"seq":3,"event":"tamper"}]}`},
+		{"fw/v1/up/gw/gw-1/batch", `{"readings":[{"dev":"el-1","ts":10,"seq":7,"m":{"residual_current_ma":88}},{"dev":"sm-1","ts":14,"seq":3,"event":"tamper"}]}`},
 	} {
 		p := []byte(c.payload)
 		allocs := testing.AllocsPerRun(200, func() {
@@ -191,10 +203,11 @@ func FuzzDecode(f *testing.F) {
 		`{"m":{"residual_current_ma":"NaN"}}`, `{"x":[[[{}]]]}`, `{"a":"\u00e9\n"}`,
 	} {
 		f.Add("fw/v1/up/el-1/telemetry", []byte(s))
-		f.Add("fw/v1/up/gw/g1/batch", []byte(s))
+		f.Add("fw/v1/up/gw/gw-1/batch", []byte(s))
 	}
 	l := testLedger(f)
 	d := NewDecoder(l)
+	d.MaxFuture, d.MaxAge = DefaultMaxFuture, DefaultMaxAge
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
 		msgs, rejects := d.Decode(topic, payload, now)
 		for _, r := range rejects {
@@ -232,5 +245,28 @@ func BenchmarkDecode(b *testing.B) {
 				d.Decode(c.topic, p, now)
 			}
 		})
+	}
+}
+
+// TestDecodeBatchLimits checks the spoofing check and the batch limits.
+func TestDecodeBatchLimits(t *testing.T) {
+	d := NewDecoder(testLedger(t))
+	// gw-2 is no gateway of these devices: every element is spoofed, and
+	// nothing is accepted.
+	msgs, rejects := d.Decode("fw/v1/up/gw/gw-2/batch", []byte(`{"readings":[{"dev":"el-1","m":{"voltage_v":220}},{"dev":"sm-1","event":"smoke_alarm"}]}`), now)
+	if len(msgs) != 0 || len(rejects) != 2 || rejects[0].Reason != ReasonSpoofed || rejects[1].Reason != ReasonSpoofed {
+		t.Fatalf("spoofed batch: %d accepted, rejects %v", len(msgs), rejects)
+	}
+	// A batch longer than MaxReadings: the first MaxReadings are taken, the
+	// rest is one too_many rejection.
+	el := `{"dev":"hy-1","m":{"pressure_mpa":0.3}},`
+	p := `{"readings":[` + strings.Repeat(el, MaxReadings+5) + el[:len(el)-1] + `]}`
+	msgs, rejects = d.Decode("fw/v1/up/gw/gw-1/batch", []byte(p), now)
+	if len(msgs) != MaxReadings || len(rejects) != 1 || rejects[0].Reason != ReasonTooMany {
+		t.Fatalf("long batch: %d accepted, rejects %v", len(msgs), rejects)
+	}
+	// Disabled time bounds (the zero Decoder fields) accept any ts.
+	if msgs, rejects = d.Decode("fw/v1/up/el-1/telemetry", []byte(`{"ts":5,"m":{"voltage_v":220}}`), now); len(msgs) != 1 {
+		t.Fatalf("ts 5 without bounds: %v", rejects)
 	}
 }

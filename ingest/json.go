@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -23,6 +24,7 @@ var (
 	errNotFin   = errors.New("value is NaN or infinite")
 	errDepth    = errors.New("JSON nested too deep")
 	errTrailing = errors.New("data after the JSON object")
+	errTooLong  = fmt.Errorf("string longer than %d bytes", MaxString)
 )
 
 func (s *scanner) reset(b []byte) { s.b, s.i = b, 0 }
@@ -105,6 +107,9 @@ func (s *scanner) str() ([]byte, error) {
 		switch {
 		case c == '"':
 			s.i++
+			if s.i-1-start > MaxString {
+				return nil, errTooLong
+			}
 			return s.b[start : s.i-1], nil
 		case c == '\\':
 			s.i = start
@@ -132,6 +137,9 @@ func (s *scanner) strEscaped() ([]byte, error) {
 		case c == '"':
 			s.i++
 			s.tmp = out
+			if len(out) > MaxString {
+				return nil, errTooLong
+			}
 			return out, nil
 		case c < 0x20:
 			return nil, errSyntax

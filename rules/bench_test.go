@@ -32,8 +32,8 @@ func BenchmarkEval(b *testing.B) {
 			r := devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: 1, Value: 40}
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				r.Time = int64(i)
-				out = e.Eval(r, out[:0])
+				r.Time, r.Seq = int64(i), uint32(i)
+				out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, true), out[:0])
 			}
 		})
 	}
@@ -79,7 +79,7 @@ func BenchmarkEvalMixed(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		for _, r := range stream {
-			out = e.Eval(r, out[:0])
+			out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, false), out[:0])
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*nReadings), "ns/reading")

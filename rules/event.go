@@ -56,9 +56,20 @@ type Op uint8
 // Comparison operators.
 const (
 	OpAbove Op = iota + 1 // fires when value >= threshold
-	OpBelow               // fires when value <= threshold
+	OpBelow               // fires when value < threshold
 	OpEvent               // fires when the event is active (value 1)
+	OpRises               // fires when the value rises by threshold within Within
+	OpFalls               // fires when the value falls by threshold within Within
 )
+
+var opNames = [...]string{"", "above", "below", "event", "rises", "falls"}
+
+func (o Op) String() string {
+	if int(o) >= len(opNames) {
+		return fmt.Sprintf("op(%d)", uint8(o))
+	}
+	return opNames[o]
+}
 
 // Rule is one compiled rule. Events point to it; it is immutable.
 type Rule struct {
@@ -71,8 +82,20 @@ type Rule struct {
 	// which it stops (hysteresis). For events both are unused.
 	Threshold float64
 	Clear     float64
-	// For is how long the condition must hold before the rule fires.
-	For time.Duration
+	// For is how long the condition must hold before the rule fires, and
+	// ClearFor how long it must be absent before the rule clears.
+	For      time.Duration
+	ClearFor time.Duration
+	// Within is the window of a rises/falls rule: Threshold is the change.
+	Within time.Duration
+	// When, if set, limits the rule to a time-of-day and day-of-week window
+	// in the set's zone.
+	When *Window
+	// PerDevice rules take their threshold from each device's ledger entry;
+	// they are off for devices that set none.
+	PerDevice bool
+	// Off is set on a variant that a model or device override switched off.
+	Off bool
 	// Action is an optional linkage action carried on the event, e.g.
 	// "cut_power".
 	Action string
@@ -103,12 +126,16 @@ func (t Transition) String() string {
 // what a duty officer needs to understand why: the rule, its threshold, the
 // observed value and since when the condition held.
 type Event struct {
-	Rule       *Rule
-	Device     devices.Index
+	Rule   *Rule
+	Device devices.Index
+	// Channel is the channel (1…) of a channelled metric, 0 for the others.
 	Channel    uint8
 	Transition Transition
 	// Value is the observed value that completed the transition.
 	Value float64
+	// Ref is, for a rises/falls rule, the value the change was measured
+	// from (at device time Since); zero for other rules.
+	Ref float64
 	// Since is the device time (Unix ms) when the condition began.
 	Since int64
 	// Time is the device time (Unix ms) of the reading that caused the

@@ -88,6 +88,14 @@ fi
 setsid "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET" &
 pids+=($!)
 
+# The embedded broker checks credentials (docs/security.md). The simulated
+# fleet publishes for all its devices over one connection, as the bridge
+# user "firesim", with a secret made for this run; only its hash is given
+# to firewatch.
+SIM_SECRET=$("$BIN/firewatch" hash-secret -generate | sed -n 1p)
+export FIREWATCH_MQTT_BRIDGE_USER=firesim
+export FIREWATCH_MQTT_BRIDGE_SECRET_HASH=$(printf '%s\n' "$SIM_SECRET" | "$BIN/firewatch" hash-secret)
+
 setsid "$BIN/firewatch" -ledger "$VAR/ledger.yaml" -alarms.db "$VAR/alarms.db" \
   -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
   >"$VAR/firewatch.log" 2>&1 &
@@ -111,7 +119,7 @@ cat <<BANNER
 
 BANNER
 
-setsid "$BIN/firesim" run -broker "tcp://$MQTT_LISTEN" -ledger "$VAR/ledger.yaml" -rate "$RATE" \
+FIREWATCH_MQTT_PASSWORD=$SIM_SECRET setsid "$BIN/firesim" run -broker "tcp://$MQTT_LISTEN" -username firesim -ledger "$VAR/ledger.yaml" -rate "$RATE" \
   -scenario-delay 15s -scenario fire:450204101201 -scenario charger-overheat -scenario hydrant-pressure-loss &
 pids+=($!)
 wait "${pids[-1]}"

@@ -25,6 +25,7 @@ func cmdLedger(args []string, stdout, stderr io.Writer) error {
 	endpoint := fs.String("endpoint", sim.DefaultEndpoint, "base URL of the dispatch receiver; stations get <endpoint>/dispatch/<station id>")
 	out := fs.String("o", "var/ledger.yaml", "output file, or - for standard output")
 	seed := fs.Int64("seed", 1, "seed for addresses and coordinates")
+	gateways := fs.Int("gateways", 0, "assign each village's devices to one of this many gateways (gw-001 …), for gateway batches")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -32,7 +33,7 @@ func cmdLedger(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-devices %d: want at least 1", *n)
 	}
 	var buf bytes.Buffer
-	if err := sim.GenerateLedger(&buf, sim.LedgerOptions{Devices: *n, Endpoint: *endpoint, Seed: *seed}); err != nil {
+	if err := sim.GenerateLedger(&buf, sim.LedgerOptions{Devices: *n, Endpoint: *endpoint, Seed: *seed, Gateways: *gateways}); err != nil {
 		return err
 	}
 	// Load what we wrote: a ledger firewatch would reject is a bug here.

@@ -5,6 +5,7 @@
 //	firesim ledger   -devices 300 -o var/ledger.yaml
 //	firesim run      -broker tcp://127.0.0.1:1883 -ledger var/ledger.yaml -scenario fire:450204002003
 //	firesim receiver -addr 127.0.0.1:8090 -secret …
+//	firesim modbus   -link /tmp/ttyFW0 -fault 2=noanswer
 package main
 
 import (
@@ -24,6 +25,10 @@ Usage:
   firesim ledger   [flags]   write a demo ledger (台账) of devices and micro fire stations
   firesim run      [flags]   publish the simulated fleet to an MQTT broker, with scenarios
   firesim receiver [flags]   receive and verify dispatch pushes (联勤联调 webhook)
+  firesim modbus   [flags]   Modbus RTU slaves on a pseudo-terminal for firegate, with faults
+  firesim load     [flags]   a paced, bounded stream of normal readings for throughput tests
+  firesim bench    [flags]   make bench: real Mosquitto, InfluxDB and firewatch at rising loads
+  firesim nullsub  [flags]   a do-nothing MQTT subscriber: the I/O baseline of the bench
 
 Run 'firesim <command> -h' for the flags of a command.
 
@@ -58,6 +63,14 @@ func firesim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "receiver":
 		err = cmdReceiver(ctx, args[1:], stdout, stderr)
+	case "modbus":
+		err = cmdModbus(ctx, args[1:], stdout, stderr)
+	case "load":
+		err = cmdLoad(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "nullsub":
+		err = cmdNullSub(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

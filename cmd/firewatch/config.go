@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 )
@@ -31,7 +34,28 @@ type Config struct {
 		ClientID string `yaml:"client_id" help:"MQTT client id (fixed: it names the persistent session)"`
 		Username string `yaml:"username" help:"MQTT username"`
 		Password string `yaml:"password" help:"MQTT password" secret:"true"`
+		// Auth, TLS and Bridge apply to the embedded broker (docs/security.md).
+		Auth             string `yaml:"auth" help:"embedded broker authentication: ledger (per-device credentials and topic ACLs) or none"`
+		TLSListen        string `yaml:"tls_listen" help:"address of the embedded broker's MQTT-over-TLS listener; empty: none"`
+		TLSCert          string `yaml:"tls_cert" help:"PEM certificate (chain) of the TLS listener"`
+		TLSKey           string `yaml:"tls_key" help:"PEM private key of the TLS listener"`
+		BridgeUser       string `yaml:"bridge_user" help:"user name of a trusted upstream that may publish for any ledger device (NB-IoT platform forwarder, demo simulator); empty: none"`
+		BridgeSecretHash string `yaml:"bridge_secret_hash" help:"argon2id hash of the bridge's secret (firewatch hash-secret)" secret:"true"`
 	} `yaml:"mqtt"`
+
+	Ingest struct {
+		MaxFuture time.Duration `yaml:"max_future" help:"reject readings whose ts is further ahead of the receive time (ts_future)"`
+		MaxAge    time.Duration `yaml:"max_age" help:"reject readings whose ts is older than this (ts_too_old): the longest gateway replay accepted"`
+	} `yaml:"ingest"`
+
+	Liveness struct {
+		Tick       time.Duration `yaml:"tick" help:"resolution of the offline check: an offline alarm comes at most one tick after the grace"`
+		Missed     int           `yaml:"missed" help:"heartbeats a device may miss before it is offline (离线)"`
+		Electrical time.Duration `yaml:"electrical" help:"heartbeat interval of electrical-fire monitors"`
+		Smoke      time.Duration `yaml:"smoke" help:"heartbeat interval of smoke detectors (NB-IoT)"`
+		Hydrant    time.Duration `yaml:"hydrant" help:"heartbeat interval of hydrant pressure sensors"`
+		Charger    time.Duration `yaml:"charger" help:"heartbeat interval of e-bike charging cabinets"`
+	} `yaml:"liveness"`
 
 	Influx struct {
 		URL             string        `yaml:"url" help:"InfluxDB URL (1.8 compatibility API or 2.x)"`
@@ -47,15 +71,24 @@ type Config struct {
 	} `yaml:"influx"`
 
 	Alarms struct {
-		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox"`
+		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox, or a postgres:// URL" secret:"true"`
 		Secret          string        `yaml:"secret" help:"HMAC-SHA256 key that signs dispatch pushes" secret:"true"`
 		BrigadeEndpoint string        `yaml:"brigade_endpoint" help:"dispatch webhook of the fire rescue brigade (消防救援大队); fire alarms also go here"`
 		RetryMin        time.Duration `yaml:"retry_min" help:"first retry delay of a failed push"`
 		RetryMax        time.Duration `yaml:"retry_max" help:"longest retry delay of a failed push"`
+		RespondWithin   time.Duration `yaml:"respond_within" help:"an alarm nobody acknowledged within this is escalated to the next level and re-pushed"`
+		StormWindow     time.Duration `yaml:"storm_window" help:"a station's alarms this close together are grouped into one incident push; 0s: no grouping"`
+		StormHold       time.Duration `yaml:"storm_hold" help:"an incident push waits until no alarm joined for this long"`
+		Robots          string        `yaml:"robots" help:"WeCom/DingTalk group robots, comma-separated grid=kind:url[#secret] (kind wecom or dingtalk)" secret:"true"`
+		CommandRetry    time.Duration `yaml:"command_retry" help:"a linkage command (cut_power) unacknowledged this long is sent again, 3 times in all"`
 	} `yaml:"alarms"`
 
 	HTTP struct {
 		Listen string `yaml:"listen" help:"address of the HTTP API, /metrics and /healthz"`
+		// Pprof serves Go's profiler under /debug/pprof/ (off by default: it
+		// exposes internals and can cost CPU).
+		Pprof  bool   `yaml:"pprof" help:"serve the Go profiler under /debug/pprof/"`
+		Tokens string `yaml:"tokens" help:"API bearer tokens, comma-separated name:role:secret (roles viewer, operator, admin)" secret:"true"`
 	} `yaml:"http"`
 
 	Log struct {
@@ -70,6 +103,15 @@ func defaults() Config {
 	c.Ledger = "devices.yaml"
 	c.MQTT.Listen = "127.0.0.1:1883"
 	c.MQTT.ClientID = "firewatch"
+	c.MQTT.Auth = "ledger"
+	c.Ingest.MaxFuture = ingest.DefaultMaxFuture
+	c.Ingest.MaxAge = ingest.DefaultMaxAge
+	c.Liveness.Tick = time.Second
+	c.Liveness.Missed = devices.DefaultMissed
+	c.Liveness.Electrical = devices.DefaultHeartbeat[devices.KindElectrical]
+	c.Liveness.Smoke = devices.DefaultHeartbeat[devices.KindSmoke]
+	c.Liveness.Hydrant = devices.DefaultHeartbeat[devices.KindHydrant]
+	c.Liveness.Charger = devices.DefaultHeartbeat[devices.KindCharger]
 	c.Influx.URL = "http://127.0.0.1:8086"
 	c.Influx.Bucket = "firewatch/autogen"
 	c.Influx.BatchLines = 5000
@@ -81,6 +123,10 @@ func defaults() Config {
 	c.Alarms.DB = "var/alarms.db"
 	c.Alarms.RetryMin = 500 * time.Millisecond
 	c.Alarms.RetryMax = 30 * time.Second
+	c.Alarms.RespondWithin = alarms.DefaultRespondWithin
+	c.Alarms.StormWindow = alarms.DefaultStormWindow
+	c.Alarms.StormHold = alarms.DefaultStormHold
+	c.Alarms.CommandRetry = alarms.DefaultCommandRetry
 	c.HTTP.Listen = "127.0.0.1:9090"
 	c.Log.Level = "info"
 	c.Log.Format = "text"
@@ -104,6 +150,41 @@ func (c *Config) Validate() error {
 	}
 	if c.Alarms.RetryMin <= 0 || c.Alarms.RetryMax < c.Alarms.RetryMin {
 		errs = append(errs, errors.New("alarms: retry_min must be positive and retry_max at least retry_min"))
+	}
+	if c.Alarms.RespondWithin <= 0 {
+		errs = append(errs, errors.New("alarms.respond_within must be positive"))
+	}
+	if _, err := alarms.ParseRobots(c.Alarms.Robots); err != nil {
+		errs = append(errs, fmt.Errorf("alarms.robots: %w", err))
+	}
+	if c.Alarms.CommandRetry <= 0 {
+		errs = append(errs, errors.New("alarms.command_retry must be positive"))
+	}
+	if c.Alarms.StormWindow < 0 || c.Alarms.StormHold <= 0 {
+		errs = append(errs, errors.New("alarms: storm_window must not be negative, storm_hold must be positive"))
+	}
+	switch c.MQTT.Auth {
+	case "ledger", "none":
+	default:
+		errs = append(errs, fmt.Errorf("mqtt.auth: %q is not ledger or none", c.MQTT.Auth))
+	}
+	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
+		errs = append(errs, errors.New("mqtt.tls_listen: set mqtt.tls_cert and mqtt.tls_key"))
+	}
+	if (c.MQTT.BridgeUser == "") != (c.MQTT.BridgeSecretHash == "") {
+		errs = append(errs, errors.New("mqtt.bridge_user and mqtt.bridge_secret_hash go together"))
+	}
+	if c.Ingest.MaxFuture < 0 || c.Ingest.MaxAge < 0 {
+		errs = append(errs, errors.New("ingest: max_future and max_age must not be negative (0 disables)"))
+	}
+	if c.Liveness.Tick <= 0 || c.Liveness.Missed <= 0 || c.Liveness.Electrical <= 0 || c.Liveness.Smoke <= 0 ||
+		c.Liveness.Hydrant <= 0 || c.Liveness.Charger <= 0 {
+		errs = append(errs, errors.New("liveness: tick, missed and the heartbeat intervals must be positive"))
+	}
+	if _, err := alarms.ParseTokens(c.HTTP.Tokens); err != nil {
+		errs = append(errs, fmt.Errorf("http.tokens: %w", err))
+	} else if c.HTTP.Tokens == "" && !loopback(c.HTTP.Listen) {
+		errs = append(errs, fmt.Errorf("http.tokens: http.listen %s is not a loopback address: set API tokens (FIREWATCH_HTTP_TOKENS), or the alarms would be readable by anyone", c.HTTP.Listen))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -149,6 +230,12 @@ func (f field) set(s string) error {
 	switch p := f.v.Addr().Interface().(type) {
 	case *string:
 		*p = s
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", f.path, s)
+		}
+		*p = b
 	case *int:
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -183,10 +270,16 @@ func loadConfig(args []string, getenv func(string) string) (*Config, error) {
 		if f.secret {
 			def = ""
 		}
-		fs.Func(f.path, fmt.Sprintf("%s (env %s, default %q)", f.help, envName(f.path), def), func(s string) error {
+		usage := fmt.Sprintf("%s (env %s, default %q)", f.help, envName(f.path), def)
+		record := func(s string) error {
 			set[f.path] = s
 			return nil
-		})
+		}
+		if f.v.Kind() == reflect.Bool {
+			fs.BoolFunc(f.path, usage, record) // -http.pprof alone means true
+		} else {
+			fs.Func(f.path, usage, record)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -13,14 +13,14 @@ func env(m map[string]string) func(string) string { return func(k string) string
 func TestConfigPrecedence(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fw.yaml")
 	os.WriteFile(path, []byte("ledger: from-file.yaml\nmqtt:\n  broker: tcp://file:1883\ninflux:\n  flush_interval: 3s\nalarms:\n  secret: s\n"), 0o600)
-	c, err := loadConfig([]string{"-config", path, "-mqtt.broker", "tcp://flag:1883"}, env(map[string]string{
+	c, err := loadConfig([]string{"-config", path, "-http.pprof", "-mqtt.broker", "tcp://flag:1883"}, env(map[string]string{
 		"FIREWATCH_MQTT_BROKER": "tcp://env:1883", "FIREWATCH_INFLUX_BATCH_LINES": "77",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Ledger != "from-file.yaml" || c.MQTT.Broker != "tcp://flag:1883" || c.Influx.BatchLines != 77 ||
-		c.Influx.FlushInterval != 3*time.Second || c.HTTP.Listen != "127.0.0.1:9090" {
+		c.Influx.FlushInterval != 3*time.Second || c.HTTP.Listen != "127.0.0.1:9090" || !c.HTTP.Pprof {
 		t.Fatalf("config = %+v", c)
 	}
 }

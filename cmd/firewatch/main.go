@@ -6,6 +6,7 @@
 //	firewatch [-config firewatch.yaml] [-key value ...]   run the service
 //	firewatch check [-config ...]                          validate config, ledger and rules, then exit
 //	firewatch rules check FILE                             validate a rule file
+//	firewatch hash-secret [-generate] < secret             argon2id hash for the ledger's secret_hash
 package main
 
 import (
@@ -33,6 +34,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return rulesCheck(args[2:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "check":
 		return check(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "hash-secret":
+		return hashSecret(args[1:], os.Stdin, stdout, stderr)
 	}
 	cfg, err := loadConfig(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {

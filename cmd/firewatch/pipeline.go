@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -28,6 +29,14 @@ type pipeline struct {
 	alarms eventSink
 	stats  *ingest.Stats
 	evals  prometheus.Counter
+	// dups and late count messages the engine did not evaluate, or
+	// evaluated for events only (rules.Admit).
+	dups, late prometheus.Counter
+	// next is a reloaded engine waiting to take over between two messages.
+	next    atomic.Pointer[rules.Engine]
+	swapped func(*rules.Engine)
+	// live, if set, is told of every accepted message (liveness, vitals).
+	live *devices.Liveness
 
 	buf    []byte
 	events []rules.Event
@@ -40,11 +49,17 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms ev
 		evals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "firewatch_rules_evaluations_total", Help: "Readings evaluated by the rule engine.",
 		}),
+		dups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_ingest_duplicates_total", Help: "Messages dropped as replays of messages already evaluated (same device, seq, not newer).",
+		}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_ingest_late_total", Help: "Messages older than their device's newest: stored, evaluated by event rules only.",
+		}),
 		buf:    make([]byte, 0, 64<<10),
 		events: make([]rules.Event, 0, 16),
 	}
 	if reg != nil {
-		reg.MustRegister(p.evals)
+		reg.MustRegister(p.evals, p.dups, p.late)
 	}
 	return p
 }
@@ -53,8 +68,16 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms ev
 // readings are in the InfluxDB writer's batch and its events in the alarm
 // manager's queue, so the message may be acknowledged.
 func (p *pipeline) handle(topic string, payload []byte) {
+	if e := p.next.Swap(nil); e != nil {
+		e.Adopt(p.eng)
+		p.eng = e
+		if p.swapped != nil {
+			p.swapped(e)
+		}
+	}
 	p.stats.Messages.Inc()
-	msgs, rejects := p.dec.Decode(topic, payload, time.Now().UnixMilli())
+	recv := time.Now().UnixMilli()
+	msgs, rejects := p.dec.Decode(topic, payload, recv)
 	for _, r := range rejects {
 		p.stats.Reject(r, topic)
 	}
@@ -63,13 +86,25 @@ func (p *pipeline) handle(topic string, payload []byte) {
 	for i := range msgs {
 		m := &msgs[i]
 		metrics, values := p.dec.Values(m)
+		if p.live != nil {
+			p.live.Seen(m.Device.Index, recv)
+			p.live.Vitals(m.Device.Index, metrics, values)
+		}
 		if len(metrics) == 0 {
 			continue // a bare heartbeat
+		}
+		adm := p.eng.Admit(m.Device.Index, m.Time, m.Seq, m.HasSeq)
+		switch adm {
+		case rules.Duplicate:
+			p.dups.Inc()
+			continue // evaluated and stored before
+		case rules.Late:
+			p.late.Inc()
 		}
 		r := devices.Reading{Time: m.Time, Seq: m.Seq, Device: m.Device.Index, Kind: m.Device.Kind, Channel: m.Channel}
 		for j, metric := range metrics {
 			r.Metric, r.Value = metric, values[j]
-			p.events = p.eng.Eval(r, p.events[:0])
+			p.events = p.eng.Eval(r, adm, p.events[:0])
 			for _, ev := range p.events {
 				p.alarms.Submit(ev)
 			}

@@ -73,7 +73,7 @@ func TestPipeline(t *testing.T) {
 func BenchmarkPipeline(b *testing.B) {
 	for _, c := range []struct{ name, topic, payload string }{
 		{"single", "fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5}}`},
-		{"batch10", "fw/v1/up/gw/g1/batch", `{"readings":[` + strings.Repeat(`{"dev":"hy-1","ts":1795420800123,"seq":1,"m":{"pressure_mpa":0.31}},`, 9) +
+		{"batch10", "fw/v1/up/gw/gw-1/batch", `{"readings":[` + strings.Repeat(`{"dev":"hy-1","ts":1795420800123,"seq":1,"m":{"pressure_mpa":0.31}},`, 9) +
 			`{"dev":"ch-1","ts":1795420800123,"seq":1,"ch":3,"m":{"slot_temp_c":38.5}}]}`},
 	} {
 		b.Run(c.name, func(b *testing.B) {

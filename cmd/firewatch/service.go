@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -33,11 +34,15 @@ type service struct {
 	writer  *influx.Writer
 	alarms  *alarms.Manager
 	broker  *mochi.Server
+	live    *devices.Liveness
 	source  *ingest.Source
+	reload  *rulesReloader
 	httpLn  net.Listener
 	httpSrv *http.Server
 
 	brokerURL string
+	// downlink publishes linkage commands (alarm_linkage.go).
+	downlink *downlink
 }
 
 // loadRules returns the configured rule set, or the built-in defaults.
@@ -80,13 +85,23 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err != nil {
 		return nil, err
 	}
+	tokens, err := alarms.ParseTokens(cfg.HTTP.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("http.tokens: %w", err)
+	}
+	robots, err := alarms.ParseRobots(cfg.Alarms.Robots)
+	if err != nil {
+		return nil, fmt.Errorf("alarms.robots: %w", err)
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
 	s.alarms, err = alarms.NewManager(alarms.Config{
 		DBPath: cfg.Alarms.DB, Secret: []byte(cfg.Alarms.Secret), BrigadeEndpoint: cfg.Alarms.BrigadeEndpoint,
-		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax,
-		Logger: log.With("component", "alarms"), Registerer: reg,
+		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
+		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
+		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots,
+		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
 		OnTransition: func(a alarms.Alarm) {
 			p, ok := s.alarmPoint(a)
 			if !ok {
@@ -103,18 +118,29 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 
 	s.brokerURL = cfg.MQTT.Broker
+	mqttUser, mqttPassword := cfg.MQTT.Username, cfg.MQTT.Password
 	if s.brokerURL == "" {
-		if s.broker, err = ingest.StartBroker(cfg.MQTT.Listen, log); err != nil {
+		// Per-device credentials and topic ACLs (auth_broker.go).
+		if s.broker, mqttUser, mqttPassword, err = startEmbeddedBroker(cfg, s.ledger, reg, log); err != nil {
 			return nil, err
 		}
 		s.brokerURL = "tcp://" + cfg.MQTT.Listen
+	} else {
+		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", mqttUser, mqttPassword)
+	}
+	// Liveness: offline (离线) alarms through the alarm path (liveness_alarms.go).
+	if s.live, err = newLiveness(cfg, s.ledger, newLivenessAlarms(s.ledger, s.alarms)); err != nil {
+		return nil, err
 	}
 	stats := ingest.NewStats(reg, log.With("component", "ingest"))
 	p := newPipeline(s.ledger, eng, s.writer, s.alarms, stats, reg)
+	s.reload = newRulesReloader(cfg.Rules, s.ledger, p, log.With("component", "rules"), reg)
+	p.live = s.live
+	p.dec.MaxFuture, p.dec.MaxAge = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge
 	s.source = ingest.NewSource(ingest.SourceConfig{
-		Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
+		Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: mqttUser, Password: mqttPassword,
 		Logger: log.With("component", "mqtt"),
-	}, p.handle)
+	}, newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle)
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
@@ -122,7 +148,18 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", s.healthz)
+	if cfg.HTTP.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/api/v1/", s.alarms.Handler())
+	if cfg.HTTP.Tokens == "" {
+		// The devices API has no token check of its own yet: it is served
+		// only where the API is open anyway (loopback, no tokens).
+		(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux)
+	}
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
@@ -160,6 +197,15 @@ func (s *service) run(ctx context.Context) error {
 	}
 	stopWriter, writerDone := start("influx", s.writer.Run)
 	stopAlarms, alarmsDone := start("alarms", s.alarms.Run)
+	if n, err := restoreOffline(ctx, s.alarms, s.ledger, s.live); err != nil {
+		s.log.Warn("offline alarms of the last run not restored: they clear by hand", "err", err)
+	} else if n > 0 {
+		s.log.Info("devices still offline from the last run", "devices", n)
+	}
+	stopLive, liveDone := start("liveness", func(ctx context.Context) error {
+		return runLiveness(ctx, s.live, s.cfg.Liveness.Tick)
+	})
+	stopReload, reloadDone := start("rules", s.reload.run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
@@ -180,6 +226,10 @@ func (s *service) run(ctx context.Context) error {
 	s.log.Info("shutting down")
 	stopSource()
 	<-sourceDone
+	stopReload()
+	<-reloadDone
+	stopLive()
+	<-liveDone
 	stopAlarms()
 	<-alarmsDone
 	stopWriter()
@@ -192,6 +242,7 @@ func (s *service) run(ctx context.Context) error {
 }
 
 func (s *service) close() {
+	s.downlink.close()
 	if s.broker != nil {
 		s.broker.Close()
 	}

@@ -1,0 +1,201 @@
+package alarms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Escalation defaults: DOMAIN.md's "1 minute to respond" (1分钟响应).
+const (
+	DefaultRespondWithin   = time.Minute
+	DefaultEscalationCheck = time.Second
+	// MaxEscalations bounds how often one alarm is escalated.
+	MaxEscalations = 3
+)
+
+// TransitionEscalated names escalation pushes; their idempotency key is
+// "<alarm_id>-escalated-<n>".
+const TransitionEscalated = "escalated"
+
+// unanswered are the states in which nobody has acknowledged an alarm yet.
+var unanswered = []State{StateRaised, StatePushed, StateReceived}
+
+// escalateLoop escalates overdue alarms until ctx is done.
+func (m *Manager) escalateLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.EscalationCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if err := m.escalateDue(ctx, now); err != nil && ctx.Err() == nil {
+			m.log.Error("escalation check failed", "err", err)
+		}
+		if err := m.flushIncidents(ctx, now); err != nil && ctx.Err() == nil {
+			m.log.Error("incident push failed", "err", err)
+		}
+		if err := m.clearStable(ctx, now); err != nil && ctx.Err() == nil {
+			m.log.Error("clearing stable flapping alarms failed", "err", err)
+		}
+	}
+}
+
+// escalateDue escalates every open alarm that nobody acknowledged within
+// RespondWithin of being raised (or of its last escalation).
+func (m *Manager) escalateDue(ctx context.Context, now time.Time) error {
+	within := m.cfg.RespondWithin.Milliseconds()
+	rows, err := m.store.r.QueryContext(ctx, `SELECT id, escalations FROM alarms
+		WHERE is_open = 1 AND state IN (?, ?, ?) AND escalations < ? AND raised_at_ms + (escalations + 1) * ? <= ?
+		AND EXISTS (SELECT 1 FROM outbox o WHERE o.alarm_id = alarms.id AND o.transition = ?)
+		ORDER BY id LIMIT 1000`,
+		string(StateRaised), string(StatePushed), string(StateReceived), MaxEscalations, within, now.UnixMilli(),
+		TransitionRaised)
+	if err != nil {
+		return fmt.Errorf("find overdue alarms: %w", err)
+	}
+	type due struct {
+		id  int64
+		esc int
+	}
+	var dues []due
+	for rows.Next() {
+		var d due
+		if err := rows.Scan(&d.id, &d.esc); err != nil {
+			rows.Close()
+			return fmt.Errorf("find overdue alarms: %w", err)
+		}
+		dues = append(dues, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find overdue alarms: %w", err)
+	}
+	for _, d := range dues {
+		eff, err := m.escalate(ctx, d.id, d.esc, now)
+		if err != nil {
+			return err
+		}
+		if eff != nil {
+			m.after([]effect{*eff})
+		}
+	}
+	return nil
+}
+
+// escalate records escalation n+1 of alarm id and queues its push to the
+// next station up the grid hierarchy, or to the brigade when there is no
+// further station, or again to the station when neither exists.
+func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) (*effect, error) {
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
+	if err != nil {
+		return nil, fmt.Errorf("read alarm %s: %w", formatID(id), err)
+	}
+	if a.Escalations != n || !slices.Contains(unanswered, a.State) {
+		return nil, nil // acknowledged or escalated meanwhile
+	}
+	var body string
+	err = tx.QueryRowContext(ctx, `SELECT body FROM outbox WHERE alarm_id = ? AND transition = ?
+		AND target IN ('station', 'brigade') ORDER BY id LIMIT 1`, id, TransitionRaised).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil // never pushed: nowhere to escalate from
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read push of alarm %s: %w", a.ID, err)
+	}
+	var p Push
+	if err := json.Unmarshal([]byte(body), &p); err != nil {
+		return nil, fmt.Errorf("decode push of alarm %s: %w", a.ID, err)
+	}
+
+	// The next level: candidates after the station the alarm went to.
+	targetName, stationID, endpoint, label := "", "", "", ""
+	if d, ok := m.ledger.LookupID(a.Device); ok {
+		cs := candidates(m.ledger, d)
+		i := -1
+		for j, st := range cs {
+			if st.ID == a.Station {
+				i = j
+			}
+		}
+		if k := i + 1 + n; i >= 0 && k < len(cs) && cs[k].Endpoint != "" {
+			targetName, stationID, endpoint, label = "station", cs[k].ID, cs[k].Endpoint, cs[k].Name
+			p.Station = PushStation{ID: cs[k].ID, Name: cs[k].Name}
+		}
+	}
+	if endpoint == "" && m.cfg.BrigadeEndpoint != "" {
+		targetName, endpoint, label = "brigade", m.cfg.BrigadeEndpoint, "消防救援大队"
+	}
+	if endpoint == "" {
+		if st := m.ledger.Station(a.Station); st != nil && st.Endpoint != "" {
+			targetName, stationID, endpoint, label = "station", st.ID, st.Endpoint, st.Name+"（再次推送）"
+		}
+	}
+	n++
+	res, err := tx.ExecContext(ctx, `UPDATE alarms SET escalations = ? WHERE id = ? AND escalations = ?`, n, id, n-1)
+	if err != nil {
+		return nil, fmt.Errorf("escalate alarm %s: %w", a.ID, err)
+	}
+	if k, _ := res.RowsAffected(); k != 1 {
+		return nil, nil
+	}
+	waited := time.Duration(n) * m.cfg.RespondWithin
+	note := fmt.Sprintf("%s 内无人确认，第 %d 次升级", waited, n)
+	if label != "" {
+		note += "，推送" + label
+	}
+	if err := record(ctx, tx, id, a.State, a.State, now, ActorSystem, note); err != nil {
+		return nil, err
+	}
+	var eps []string
+	if endpoint != "" {
+		p.Transition = TransitionEscalated
+		p.IdempotencyKey = a.ID + "-" + TransitionEscalated + "-" + strconv.Itoa(n)
+		p.Escalation = n
+		p.Message = "【升级·" + p.SeverityZH + "】报警 " + a.ID + " 已 " + zhDuration(waited) + "无人确认，请立即处置。" + p.Message
+		b, err := json.Marshal(p)
+		if err != nil {
+			return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
+			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
+			id, TransitionEscalated, targetName, stationID, endpoint, p.IdempotencyKey, string(b), now.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
+		}
+		eps = append(eps, endpoint)
+		reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, TransitionEscalated, p.IdempotencyKey,
+			robotTitle(p.SeverityZH, TransitionEscalated, a.ID), p.Message, pushFields(&p), now)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, reps...)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	m.met.escalations.Inc()
+	m.log.Warn("alarm escalated", "alarm", a.ID, "escalation", n, "to", label, "state", a.State, "station", a.Station)
+	a.Escalations = n
+	return &effect{alarm: a, transition: TransitionEscalated, endpoints: eps}, nil
+}
+
+// zhDuration writes a duration for dispatchers: "1 分钟", "90 秒".
+func zhDuration(d time.Duration) string {
+	if d >= time.Minute && d%time.Minute == 0 {
+		return strconv.Itoa(int(d/time.Minute)) + " 分钟"
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " 秒"
+}

@@ -1,0 +1,115 @@
+package alarms
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Flapping defaults: a device that raises the same rule FlapCount times
+// within FlapWindow is flapping (抖动); its alarm then stays open, counting
+// repeats without pushing, until the condition has stayed clear for
+// FlapStable.
+const (
+	DefaultFlapCount  = 3
+	DefaultFlapWindow = 10 * time.Minute
+	DefaultFlapStable = 5 * time.Minute
+)
+
+// flapping reports whether a new alarm for (device, rule, channel) raised
+// at now is one too many within FlapWindow.
+func (m *Manager) flapping(ctx context.Context, tx *sql.Tx, device, rule string, ch int, now time.Time) (bool, error) {
+	if m.cfg.FlapCount <= 1 {
+		return false, nil
+	}
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ?
+		AND raised_at_ms >= ?`, device, rule, ch, now.Add(-m.cfg.FlapWindow).UnixMilli()).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("count recent alarms of device %s rule %s: %w", device, rule, err)
+	}
+	return n+1 >= m.cfg.FlapCount, nil
+}
+
+// flapNote is appended to the message of a flapping alarm's raised push.
+func (m *Manager) flapNote() string {
+	return "该设备 " + zhDuration(m.cfg.FlapWindow) + "内第 " + strconv.Itoa(m.cfg.FlapCount) +
+		" 次以上报警，已标记为抖动：恢复稳定 " + zhDuration(m.cfg.FlapStable) + "前不再单独推送。"
+}
+
+// clearStable auto-clears flapping alarms whose condition has ended and
+// that have not been raised again for FlapStable, nobody having taken them
+// on, and tells the receivers of the raised push.
+func (m *Manager) clearStable(ctx context.Context, now time.Time) error {
+	rows, err := m.store.r.QueryContext(ctx, `SELECT id FROM alarms WHERE is_open = 1 AND flapping = 1
+		AND condition_ended_at_ms IS NOT NULL AND last_seen_at_ms <= ? AND state IN (?, ?, ?) AND severity <> 'fire'`,
+		now.Add(-m.cfg.FlapStable).UnixMilli(), string(StateRaised), string(StatePushed), string(StateReceived))
+	if err != nil {
+		return fmt.Errorf("find stable flapping alarms: %w", err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("find stable flapping alarms: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find stable flapping alarms: %w", err)
+	}
+	for _, id := range ids {
+		eff, err := m.clearFlapping(ctx, id, now)
+		if err != nil {
+			return err
+		}
+		if eff != nil {
+			m.after([]effect{*eff})
+		}
+	}
+	return nil
+}
+
+func (m *Manager) clearFlapping(ctx context.Context, id int64, now time.Time) (*effect, error) {
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
+	if err != nil {
+		return nil, fmt.Errorf("read alarm %s: %w", formatID(id), err)
+	}
+	if a.ConditionEndedAt == nil || CheckTransition(a.State, StateAutoCleared, a.Severity) != nil {
+		return nil, nil // raised again or taken on meanwhile
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ? WHERE id = ?`, now.UnixMilli(), id); err != nil {
+		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
+	}
+	note := "flapping stopped: condition clear for " + m.cfg.FlapStable.String()
+	if err := move(ctx, tx, id, a.State, StateAutoCleared, now, ActorSystem, note); err != nil {
+		return nil, err
+	}
+	cleared := msTime(now.UnixMilli())
+	a.State, a.Open, a.ClearedAt, a.ClosedAt = StateAutoCleared, false, &cleared, &cleared
+	eps, err := m.enqueueFromRaised(ctx, tx, id, &a, now, func(p *Push) {
+		p.Transition = TransitionCleared
+		p.IdempotencyKey = a.ID + "-" + TransitionCleared
+		p.ClearedAt = formatTime(now)
+		p.Message = "【" + p.SeverityZH + "已恢复】" + p.Device.ID + " " + p.MetricZH + " 抖动已停止，已稳定 " +
+			zhDuration(m.cfg.FlapStable) + "。原报警 " + a.ID + "，报警时间 " + a.DeviceTime.In(cst).Format(zhTimeLayout) +
+			"，期间重复 " + strconv.Itoa(a.Repeats) + " 次。"
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	m.log.Info("flapping alarm cleared after a stable period", "alarm", a.ID, "device", a.Device, "repeats", a.Repeats)
+	return &effect{alarm: a, transition: TransitionCleared, endpoints: eps}, nil
+}

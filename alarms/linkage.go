@@ -1,0 +1,270 @@
+package alarms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Linkage (联动) defaults: a command is sent again every CommandRetry until
+// the device acknowledges it, at most CommandAttempts times. A command
+// older than commandMaxAge is not sent at all (docs/mqtt.md: cutting power
+// long after the fact can do harm of its own).
+const (
+	DefaultCommandRetry = 3 * time.Second
+	CommandAttempts     = 3
+	commandMaxAge       = time.Minute
+)
+
+// Command states.
+const (
+	CommandPending = "pending" // being sent, no answer yet
+	CommandAcked   = "acked"   // the device performed it
+	CommandRefused = "refused" // the device answered ok=false
+	CommandFailed  = "failed"  // no answer after every attempt, or no downlink
+	CommandExpired = "expired" // too old to send (firewatch was down)
+)
+
+// ActorDevice records a device's acknowledgement in an alarm's history.
+const ActorDevice = "device"
+
+// CommandStatus is one linkage command of an alarm, as the API shows it.
+type CommandStatus struct {
+	Cmd       string     `json:"cmd"`
+	ID        string     `json:"id"`
+	Channel   int        `json:"channel"`
+	State     string     `json:"state"`
+	Attempts  int        `json:"attempts"`
+	CreatedAt time.Time  `json:"created_at"`
+	DoneAt    *time.Time `json:"done_at,omitempty"`
+	LastError string     `json:"last_error,omitempty"`
+}
+
+// command is the downlink payload (docs/mqtt.md).
+type command struct {
+	Cmd string `json:"cmd"`
+	ID  string `json:"id"`
+	Ch  int    `json:"ch,omitempty"`
+}
+
+// queueCommand stores the linkage command of a new alarm, in its
+// transaction.
+func queueCommand(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO commands (alarm_id, device_id, cmd, channel, cmd_key, state, attempts,
+		created_at_ms) VALUES (?, ?, ?, ?, ?, ?, 0, ?)`,
+		id, a.Device, a.Action, a.Channel, a.ID+"-"+a.Action, CommandPending, now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("queue %s of alarm %s: %w", a.Action, a.ID, err)
+	}
+	return nil
+}
+
+// linkageLoop sends pending commands until ctx is done.
+func (m *Manager) linkageLoop(ctx context.Context) {
+	t := time.NewTicker(max(m.cfg.CommandRetry/4, 20*time.Millisecond))
+	defer t.Stop()
+	for {
+		if err := m.sendCommands(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			m.log.Error("linkage: sending commands failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.commandWake:
+		}
+	}
+}
+
+type pendingCommand struct {
+	id, alarmID  int64
+	device, cmd  string
+	key          string
+	ch, attempts int
+	created      int64
+	lastSent     sql.NullInt64
+	lastError    sql.NullString
+}
+
+func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
+	rows, err := m.store.r.QueryContext(ctx, `SELECT id, alarm_id, device_id, cmd, cmd_key, channel, attempts,
+		created_at_ms, last_sent_ms, last_error FROM commands WHERE state = ? ORDER BY id`, CommandPending)
+	if err != nil {
+		return fmt.Errorf("read commands: %w", err)
+	}
+	var cs []pendingCommand
+	for rows.Next() {
+		var c pendingCommand
+		if err := rows.Scan(&c.id, &c.alarmID, &c.device, &c.cmd, &c.key, &c.ch, &c.attempts, &c.created, &c.lastSent, &c.lastError); err != nil {
+			rows.Close()
+			return fmt.Errorf("read commands: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read commands: %w", err)
+	}
+	for _, c := range cs {
+		due := !c.lastSent.Valid || c.lastSent.Int64+m.cfg.CommandRetry.Milliseconds() <= now.UnixMilli()
+		switch {
+		case !due:
+		case c.attempts == 0 && now.UnixMilli()-c.created > commandMaxAge.Milliseconds():
+			if err := m.finishCommand(ctx, c, CommandExpired, "not sent: older than "+commandMaxAge.String(), now); err != nil {
+				return err
+			}
+		case c.attempts >= CommandAttempts:
+			reason := "no acknowledgement after " + strconv.Itoa(c.attempts) + " attempts"
+			if c.lastError.String != "" {
+				reason += " (" + c.lastError.String + ")"
+			}
+			if err := m.finishCommand(ctx, c, CommandFailed, reason, now); err != nil {
+				return err
+			}
+		default:
+			payload, _ := json.Marshal(command{Cmd: c.cmd, ID: c.key, Ch: c.ch})
+			var perr error
+			if m.cfg.Publish == nil {
+				perr = errors.New("no MQTT downlink configured")
+			} else {
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				perr = m.cfg.Publish(pctx, "fw/v1/down/"+c.device+"/command", payload)
+				cancel()
+			}
+			lastErr := ""
+			if perr != nil {
+				lastErr = perr.Error()
+				m.log.Warn("linkage: command not published", "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd, "err", perr)
+			} else {
+				m.log.Info("linkage: command sent", "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd,
+					"channel", c.ch, "attempt", c.attempts+1)
+			}
+			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ?
+				WHERE id = ? AND state = ?`, now.UnixMilli(), lastErr, c.id, CommandPending); err != nil {
+				return fmt.Errorf("record command %s: %w", c.key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// finishCommand records a command's outcome on the command and in its
+// alarm's history, in one transaction.
+func (m *Manager) finishCommand(ctx context.Context, c pendingCommand, state, reason string, now time.Time) error {
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, done_at_ms = ?, last_error = ? WHERE id = ? AND state = ?`,
+		state, now.UnixMilli(), reason, c.id, CommandPending)
+	if err != nil {
+		return fmt.Errorf("record command %s: %w", c.key, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return nil // answered meanwhile
+	}
+	var st string
+	if err := tx.QueryRowContext(ctx, `SELECT state FROM alarms WHERE id = ?`, c.alarmID).Scan(&st); err != nil {
+		return fmt.Errorf("record command %s: %w", c.key, err)
+	}
+	note := "linkage " + c.cmd + channelNote(c.ch) + ": " + state + ", " + reason
+	if err := record(ctx, tx, c.alarmID, State(st), State(st), now, ActorSystem, note); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	m.log.Warn("linkage: command "+state, "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd, "reason", reason)
+	return nil
+}
+
+func channelNote(ch int) string {
+	if ch == 0 {
+		return " (whole device)"
+	}
+	return " ch " + strconv.Itoa(ch)
+}
+
+// ack is the payload of fw/v1/up/{device_id}/ack.
+type ack struct {
+	ID    string `json:"id"`
+	OK    *bool  `json:"ok"`
+	Error string `json:"error"`
+	TS    int64  `json:"ts"`
+}
+
+// ErrBadAck is returned (wrapped) for an acknowledgement that cannot be
+// matched to a pending command.
+var ErrBadAck = errors.New("bad command acknowledgement")
+
+// CommandAck records a device's answer to a linkage command (from MQTT
+// fw/v1/up/{device_id}/ack): the outcome goes on the command and in the
+// alarm's history. A repeated answer changes nothing.
+func (m *Manager) CommandAck(ctx context.Context, device string, payload []byte) error {
+	var a ack
+	if err := json.Unmarshal(payload, &a); err != nil || a.ID == "" || a.OK == nil {
+		return fmt.Errorf(`%w: want {"id": "...", "ok": true|false}`, ErrBadAck)
+	}
+	var (
+		c     pendingCommand
+		state string
+	)
+	err := m.store.r.QueryRowContext(ctx, `SELECT id, alarm_id, device_id, cmd, cmd_key, channel, attempts, state
+		FROM commands WHERE cmd_key = ?`, a.ID).Scan(&c.id, &c.alarmID, &c.device, &c.cmd, &c.key, &c.ch, &c.attempts, &state)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && c.device != device) {
+		return fmt.Errorf("%w: no command %q for device %s", ErrBadAck, a.ID, device)
+	}
+	if err != nil {
+		return fmt.Errorf("read command %s: %w", a.ID, err)
+	}
+	if state != CommandPending {
+		return nil // a repeat, or an answer after we gave up: the first outcome stands
+	}
+	outcome, reason := CommandAcked, "acknowledged by the device after "+strconv.Itoa(c.attempts)+" attempt(s)"
+	if !*a.OK {
+		outcome, reason = CommandRefused, "the device could not: "+strings.ToValidUTF8(truncate(a.Error, 300), "")
+	}
+	return m.finishCommand(ctx, c, outcome, reason, time.Now())
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// commands returns the linkage commands of alarm id.
+func (s *store) commands(ctx context.Context, id int64) ([]CommandStatus, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT cmd, cmd_key, channel, state, attempts, created_at_ms, done_at_ms, last_error
+		FROM commands WHERE alarm_id = ? ORDER BY id`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []CommandStatus
+	for rows.Next() {
+		var (
+			c       CommandStatus
+			created int64
+			done    sql.NullInt64
+			lastErr sql.NullString
+		)
+		if err := rows.Scan(&c.Cmd, &c.ID, &c.Channel, &c.State, &c.Attempts, &created, &done, &lastErr); err != nil {
+			return nil, err
+		}
+		c.CreatedAt, c.LastError = msTime(created), lastErr.String
+		if done.Valid {
+			t := msTime(done.Int64)
+			c.DoneAt = &t
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

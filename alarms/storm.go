@@ -1,0 +1,392 @@
+package alarms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
+)
+
+// Storm defaults (docs/alarms.md, storms).
+const (
+	// DefaultStormWindow: a new alarm for a station within this of the
+	// station's previous one starts or joins an incident.
+	DefaultStormWindow = 10 * time.Second
+	// DefaultStormHold: an incident's push waits until no alarm joined for
+	// this long (the storm is over), but at most StormWindow after the
+	// incident opened or was last pushed.
+	DefaultStormHold = 2 * time.Second
+	// maxListed bounds the devices named in an incident's message.
+	maxListed = 20
+)
+
+// TransitionIncident names incident pushes; their idempotency key is
+// "<incident_id>-<n>", n counting the incident's pushes from 1.
+const TransitionIncident = "incident"
+
+// IncidentPush is the body of a push that groups the alarms of a storm: many
+// alarms for one station within StormWindow (a whole village of smoke
+// detectors at once). The station gets the first alarm on its own, at once,
+// and then one incident push for the rest, updated when more join.
+type IncidentPush struct {
+	Version        string `json:"version"`
+	IdempotencyKey string `json:"idempotency_key"`
+	// IncidentID is "inc-" and a number, e.g. "inc-000001".
+	IncidentID string `json:"incident_id"`
+	Transition string `json:"transition"` // "incident"
+	// Update counts the incident's pushes: 1 for the first.
+	Update int `json:"update"`
+	// Severity is the highest severity among the alarms.
+	Severity   string      `json:"severity"`
+	SeverityZH string      `json:"severity_zh"`
+	Station    PushStation `json:"station"`
+	// Grid is the place the alarms share: their village, or else their
+	// town or county (fields for finer levels are then empty).
+	Grid PushGrid `json:"grid"`
+	// Count is the number of alarms; BySeverity counts them per severity.
+	Count      int            `json:"count"`
+	BySeverity map[string]int `json:"by_severity"`
+	// FirstAlarm is the alarm pushed on its own before the storm was seen.
+	FirstAlarm    string          `json:"first_alarm"`
+	FirstRaisedAt string          `json:"first_raised_at"`
+	LastRaisedAt  string          `json:"last_raised_at"`
+	Alarms        []IncidentAlarm `json:"alarms"`
+	Message       string          `json:"message"`
+}
+
+// IncidentAlarm is one alarm of an incident.
+type IncidentAlarm struct {
+	AlarmID  string  `json:"alarm_id"`
+	Device   string  `json:"device"`
+	Kind     string  `json:"kind"`
+	Address  string  `json:"address"`
+	Village  string  `json:"village"`
+	Rule     string  `json:"rule"`
+	Metric   string  `json:"metric"`
+	Severity string  `json:"severity"`
+	Value    float64 `json:"value"`
+	RaisedAt string  `json:"raised_at"`
+}
+
+func formatIncidentID(id int64) string { return fmt.Sprintf("inc-%06d", id) }
+
+// joinIncident decides, inside the transaction that inserts alarm id of
+// the given severity for station st, whether the alarm is part of a storm.
+// It returns the incident the alarm joined, or 0 when the alarm is pushed on
+// its own. An alarm more severe than every alarm the station got within the
+// window is news (the fire after the electrical alarm) and always goes on
+// its own.
+func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id int64, severity string, now time.Time) (int64, error) {
+	if m.cfg.StormWindow < 0 || st == "" {
+		return 0, nil
+	}
+	// The batch's time may be long past when a large batch commits; the
+	// hold counts from the latest member really stored.
+	now = time.Now()
+	since := now.Add(-m.cfg.StormWindow).UnixMilli()
+	sev, err := rules.ParseSeverity(severity)
+	if err != nil {
+		return 0, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT severity FROM alarms WHERE station_id = ? AND raised_at_ms >= ? AND id <> ?`,
+		st, since, id)
+	if err != nil {
+		return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
+	}
+	top := rules.SeverityInvalid
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
+		}
+		if v, err := rules.ParseSeverity(s); err == nil && v > top {
+			top = v
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
+	}
+	if top == rules.SeverityInvalid || sev > top {
+		return 0, nil
+	}
+	var inc int64
+	err = tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE station_id = ? AND is_open = 1 AND last_member_at_ms >= ?
+		ORDER BY id DESC LIMIT 1`, st, since).Scan(&inc)
+	switch {
+	case err == nil:
+		if _, err := tx.ExecContext(ctx, `UPDATE incidents SET last_member_at_ms = ?, members = members + 1 WHERE id = ?`,
+			now.UnixMilli(), inc); err != nil {
+			return 0, fmt.Errorf("join incident %s: %w", formatIncidentID(inc), err)
+		}
+	case errors.Is(err, sql.ErrNoRows):
+		var (
+			prev      int64
+			prevState string
+		)
+		err := tx.QueryRowContext(ctx, `SELECT id, state FROM alarms WHERE station_id = ? AND raised_at_ms >= ? AND id <> ?
+			AND incident_id IS NULL ORDER BY id DESC LIMIT 1`, st, since, id).Scan(&prev, &prevState)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil // not a storm
+		}
+		if err != nil {
+			return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
+		}
+		if err := tx.QueryRowContext(ctx, `INSERT INTO incidents (station_id, leader_id, opened_at_ms, last_member_at_ms,
+			members, members_pushed, pushes, is_open) VALUES (?, ?, ?, ?, 2, 0, 0, 1) RETURNING id`,
+			st, prev, now.UnixMilli(), now.UnixMilli()).Scan(&inc); err != nil {
+			return 0, fmt.Errorf("open incident at station %s: %w", st, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_id = ? WHERE id = ?`, inc, prev); err != nil {
+			return 0, fmt.Errorf("open incident %s: %w", formatIncidentID(inc), err)
+		}
+		if err := record(ctx, tx, prev, State(prevState), State(prevState), now, ActorSystem,
+			"storm: first alarm of incident "+formatIncidentID(inc)); err != nil {
+			return 0, err
+		}
+		m.log.Warn("alarm storm: incident opened", "incident", formatIncidentID(inc), "station", st, "first_alarm", formatID(prev))
+	default:
+		return 0, fmt.Errorf("find incident of station %s: %w", st, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_id = ? WHERE id = ?`, inc, id); err != nil {
+		return 0, fmt.Errorf("join incident %s: %w", formatIncidentID(inc), err)
+	}
+	if err := record(ctx, tx, id, StateRaised, StateRaised, now, ActorSystem,
+		"storm: grouped into incident "+formatIncidentID(inc)+", pushed with it"); err != nil {
+		return 0, err
+	}
+	return inc, nil
+}
+
+// flushIncidents queues the push of every incident that has members not yet
+// pushed and whose hold has passed, and closes quiet incidents.
+func (m *Manager) flushIncidents(ctx context.Context, now time.Time) error {
+	hold, most := m.cfg.StormHold.Milliseconds(), m.cfg.StormWindow.Milliseconds()
+	if m.done.Load() < m.submitted.Load() {
+		// Events are still queued or being stored: the storm is not over,
+		// whatever the last stored member says. Only the bound applies.
+		hold = most
+	}
+	rows, err := m.store.r.QueryContext(ctx, `SELECT id FROM incidents WHERE is_open = 1 AND members > members_pushed
+		AND (last_member_at_ms + ? <= ? OR COALESCE(pushed_at_ms, opened_at_ms) + ? <= ?) ORDER BY id`,
+		hold, now.UnixMilli(), most, now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("find incidents to push: %w", err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("find incidents to push: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find incidents to push: %w", err)
+	}
+	for _, id := range ids {
+		eff, err := m.pushIncident(ctx, id, now)
+		if err != nil {
+			return err
+		}
+		if eff != nil {
+			m.after([]effect{*eff})
+		}
+	}
+	_, err = m.store.w.ExecContext(ctx, `UPDATE incidents SET is_open = 0 WHERE is_open = 1 AND members = members_pushed
+		AND last_member_at_ms < ?`, now.Add(-m.cfg.StormWindow).UnixMilli())
+	if err != nil {
+		return fmt.Errorf("close quiet incidents: %w", err)
+	}
+	return nil
+}
+
+// pushIncident queues one push of incident id with every alarm it has now.
+func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*effect, error) {
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	var (
+		stationID      string
+		leader, pushes int64
+	)
+	if err := tx.QueryRowContext(ctx, `SELECT station_id, leader_id, pushes FROM incidents WHERE id = ?`, id).
+		Scan(&stationID, &leader, &pushes); err != nil {
+		return nil, fmt.Errorf("read incident %s: %w", formatIncidentID(id), err)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE incident_id = ? ORDER BY id", id)
+	if err != nil {
+		return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
+	}
+	var members []Alarm
+	for rows.Next() {
+		a, err := scanAlarm(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
+		}
+		members = append(members, a)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
+	}
+	if len(members) == 0 {
+		return nil, nil
+	}
+	pushes++
+	p := m.buildIncident(id, int(pushes), stationID, formatID(leader), members)
+	body, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
+	}
+	type target struct{ name, station, endpoint string }
+	var targets []target
+	if st := m.ledger.Station(stationID); st != nil && st.Endpoint != "" {
+		targets = append(targets, target{"station", st.ID, st.Endpoint})
+	}
+	if ep := m.cfg.BrigadeEndpoint; ep != "" && p.BySeverity[rules.SeverityFire.String()] > 0 &&
+		(len(targets) == 0 || targets[0].endpoint != ep) {
+		targets = append(targets, target{"brigade", "", ep})
+	}
+	upto, _ := parseID(members[len(members)-1].ID)
+	var eps []string
+	for _, t := range targets {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
+			idempotency_key, body, created_at_ms, attempts, incident_id, incident_upto) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`,
+			leader, TransitionIncident, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli(), id, upto); err != nil {
+			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
+		}
+		eps = append(eps, t.endpoint)
+	}
+	reps, err := m.enqueueRobots(ctx, tx, leader, members[0].Grid, TransitionIncident, p.IdempotencyKey,
+		robotTitle(p.SeverityZH, TransitionIncident, p.IncidentID), p.Message,
+		[][2]string{{"事件编号", p.IncidentID}, {"报警数", strconv.Itoa(p.Count)}, {"地点", p.Grid.Place}, {"微型消防站", p.Station.Name}}, now)
+	if err != nil {
+		return nil, err
+	}
+	eps = append(eps, reps...)
+	if _, err := tx.ExecContext(ctx, `UPDATE incidents SET members_pushed = ?, pushes = ?, pushed_at_ms = ? WHERE id = ?`,
+		len(members), pushes, now.UnixMilli(), id); err != nil {
+		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	m.log.Warn("alarm storm: incident pushed", "incident", p.IncidentID, "station", stationID, "alarms", len(members), "update", pushes)
+	leaderAlarm := members[0]
+	return &effect{alarm: leaderAlarm, transition: TransitionIncident, endpoints: eps}, nil
+}
+
+func (m *Manager) buildIncident(id int64, update int, stationID, first string, members []Alarm) IncidentPush {
+	p := IncidentPush{
+		Version: PushVersion, IncidentID: formatIncidentID(id), Transition: TransitionIncident, Update: update,
+		Count: len(members), BySeverity: map[string]int{}, FirstAlarm: first,
+		FirstRaisedAt: formatTime(members[0].RaisedAt), LastRaisedAt: formatTime(members[len(members)-1].RaisedAt),
+	}
+	p.IdempotencyKey = p.IncidentID + "-" + strconv.Itoa(update)
+	if st := m.ledger.Station(stationID); st != nil {
+		p.Station = PushStation{ID: st.ID, Name: st.Name}
+	}
+	top := rules.SeverityInvalid
+	common := members[0].Grid
+	for _, a := range members {
+		p.BySeverity[a.Severity]++
+		if s, err := rules.ParseSeverity(a.Severity); err == nil && s > top {
+			top = s
+		}
+		for !strings.HasPrefix(a.Grid, common) {
+			common = common[:len(common)-1]
+		}
+		ia := IncidentAlarm{AlarmID: a.ID, Device: a.Device, Kind: a.Kind, Village: a.Grid, Rule: a.Rule,
+			Metric: a.Metric, Severity: a.Severity, Value: a.Value, RaisedAt: formatTime(a.RaisedAt)}
+		if d, ok := m.ledger.LookupID(a.Device); ok {
+			ia.Address = d.Address
+		}
+		p.Alarms = append(p.Alarms, ia)
+	}
+	p.Severity, p.SeverityZH = top.String(), top.ZH()
+	// The shared place, at the finest level all alarms have in common.
+	g := devices.Grid(members[0].Grid)
+	switch {
+	case len(common) >= 12:
+		p.Grid = PushGrid{Village: g.Village(), Town: g.Town(), County: g.County(), Place: m.ledger.PlaceName(g)}
+	case len(common) >= 9:
+		p.Grid = PushGrid{Town: g.Town(), County: g.County(), Place: m.ledger.Places[g.County()] + m.ledger.Places[g.Town()]}
+	case len(common) >= 6:
+		p.Grid = PushGrid{County: g.County(), Place: m.ledger.Places[g.County()]}
+	}
+	p.Message = incidentMessage(&p, members)
+	return p
+}
+
+// incidentMessage writes the dispatcher text of an incident, e.g.
+//
+//	【火警·群发事件】柳州市柳南区潭西街道鹅山村 2 秒内 500 起报警（火警 500）：sm-c-000 鹅山路1号、…等 500 台设备。事件 inc-000001，首条报警 alm-000001 已单独推送。就近微型消防站：潭西街道微型消防站。
+func incidentMessage(p *IncidentPush, members []Alarm) string {
+	var b strings.Builder
+	b.WriteString("【" + p.SeverityZH + "·群发事件】")
+	if p.Update > 1 {
+		b.WriteString("（第 " + strconv.Itoa(p.Update) + " 次更新）")
+	}
+	b.WriteString(p.Grid.Place + " ")
+	span := members[len(members)-1].RaisedAt.Sub(members[0].RaisedAt)
+	b.WriteString(strconv.Itoa(max(1, int(span.Round(time.Second)/time.Second))) + " 秒内 " + strconv.Itoa(p.Count) + " 起报警（")
+	first := true
+	for s := rules.SeverityFire; s >= rules.SeverityOffline; s-- {
+		if n := p.BySeverity[s.String()]; n > 0 {
+			if !first {
+				b.WriteString("，")
+			}
+			first = false
+			b.WriteString(s.ZH() + " " + strconv.Itoa(n))
+		}
+	}
+	b.WriteString("）：")
+	seen := map[string]bool{}
+	listed := 0
+	for _, a := range p.Alarms {
+		if seen[a.Device] {
+			continue
+		}
+		seen[a.Device] = true
+		if listed == maxListed {
+			b.WriteString("…")
+			break
+		}
+		if listed > 0 {
+			b.WriteString("、")
+		}
+		b.WriteString(strings.TrimSpace(a.Device + " " + a.Address))
+		listed++
+	}
+	b.WriteString("等 " + strconv.Itoa(len(uniqueDevices(p.Alarms))) + " 台设备。事件 " + p.IncidentID + "，首条报警 " + p.FirstAlarm + " 已单独推送。")
+	b.WriteString("就近微型消防站：")
+	if p.Station.Name != "" {
+		b.WriteString(p.Station.Name)
+	} else {
+		b.WriteString("未指定")
+	}
+	b.WriteString("。")
+	return b.String()
+}
+
+func uniqueDevices(as []IncidentAlarm) map[string]bool {
+	out := map[string]bool{}
+	for _, a := range as {
+		out[a.Device] = true
+	}
+	return out
+}

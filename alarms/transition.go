@@ -1,0 +1,215 @@
+package alarms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// stateZH names states for dispatchers.
+var stateZH = map[State]string{
+	StateRaised:       "已报警",
+	StatePushed:       "已推送",
+	StateReceived:     "已接收",
+	StateAcknowledged: "已确认",
+	StateDispatched:   "已出动",
+	StateArrived:      "已到场",
+	StateResolved:     "已处置",
+	StateFalseAlarm:   "误报",
+	StateTest:         "测试",
+	StateAutoCleared:  "已自动恢复",
+}
+
+// MaxNote bounds the note of a transition, in bytes.
+const MaxNote = 2000
+
+// Transition moves alarm id to state to on behalf of actor (the name of an
+// API token), with an optional note, and returns the alarm as it is now.
+// The change, its history entry and, when a person closes the alarm, the
+// closing pushes to the receivers of the raised push are committed in one
+// transaction. Moving an alarm to the state it is already in is a no-op (a
+// retried request); an illegal transition returns an error wrapping
+// ErrIllegalTransition, an unknown alarm one wrapping ErrNotFound.
+func (m *Manager) Transition(ctx context.Context, id string, to State, actor, note string) (Alarm, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return Alarm{}, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if actor == "" {
+		return Alarm{}, errors.New("transition without an actor")
+	}
+	if len(note) > MaxNote || !utf8.ValidString(note) {
+		return Alarm{}, fmt.Errorf("%w: note must be valid UTF-8 of at most %d bytes", ErrIllegalTransition, MaxNote)
+	}
+	if to == StatePushed || to == StateAutoCleared || to == StateRaised {
+		return Alarm{}, fmt.Errorf("%w: %s is reached by firewatch itself, not by a person", ErrIllegalTransition, to)
+	}
+	var eff *effect
+	for attempt := 0; ; attempt++ {
+		eff, err = m.transition(ctx, n, to, actor, note)
+		// A conflict means the outbox moved the alarm from raised to pushed
+		// between our read and our write: read again.
+		if !errors.Is(err, ErrConflict) || attempt == 3 {
+			break
+		}
+	}
+	if err != nil {
+		return Alarm{}, err
+	}
+	if eff != nil {
+		m.after([]effect{*eff})
+	}
+	return m.store.get(ctx, n)
+}
+
+// receiptAfter lists the states in which a receipt changes nothing: the
+// platform confirmed before, or a person has already taken the alarm on.
+var receiptAfter = []State{StateReceived, StateAcknowledged, StateDispatched, StateArrived}
+
+func (m *Manager) transition(ctx context.Context, id int64, to State, actor, note string) (*effect, error) {
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("alarm %s: %w", formatID(id), ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read alarm %s: %w", formatID(id), err)
+	}
+	if a.State == to || (to == StateReceived && containsState(receiptAfter, a.State)) {
+		return nil, nil
+	}
+	if err := CheckTransition(a.State, to, a.Severity); err != nil {
+		return nil, fmt.Errorf("alarm %s: %w", a.ID, err)
+	}
+	now := time.Now()
+	if err := move(ctx, tx, id, a.State, to, now, actor, note); err != nil {
+		return nil, err
+	}
+	a.State, a.Open = to, to.Open()
+	var eps []string
+	if !to.Open() {
+		if eps, err = m.enqueueClosing(ctx, tx, id, &a, actor, note, now); err != nil {
+			return nil, err
+		}
+		t := msTime(now.UnixMilli())
+		a.ClosedAt = &t
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	m.log.Info("alarm "+string(to), "alarm", a.ID, "actor", actor, "device", a.Device, "station", a.Station)
+	return &effect{alarm: a, transition: string(to), endpoints: eps}, nil
+}
+
+func containsState(ss []State, s State) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueueClosing queues a push telling every receiver of the raised push
+// that a person closed the alarm, so that the loop closes (闭环) at the
+// station and the brigade too.
+func (m *Manager) enqueueClosing(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, actor, note string, now time.Time) ([]string, error) {
+	return m.enqueueFromRaised(ctx, tx, id, a, now, func(p *Push) {
+		p.Transition = string(a.State)
+		p.IdempotencyKey = a.ID + "-" + p.Transition
+		p.State, p.Actor, p.Note = string(a.State), actor, note
+		p.ClosedAt = formatTime(now)
+		p.Message = closingMessage(p, a, actor, note, now)
+	})
+}
+
+// enqueueFromRaised queues, to every receiver of alarm id's raised push, a
+// push made from the raised one by change (which sets at least Transition
+// and IdempotencyKey).
+func (m *Manager) enqueueFromRaised(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time, change func(p *Push)) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT target, station_id, endpoint, body FROM outbox
+		WHERE alarm_id = ? AND transition = ? AND target IN ('station', 'brigade') ORDER BY id`, id, TransitionRaised)
+	if err != nil {
+		return nil, fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
+	}
+	type target struct{ name, station, endpoint, body string }
+	var targets []target
+	for rows.Next() {
+		var t target
+		if err := rows.Scan(&t.name, &t.station, &t.endpoint, &t.body); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
+		}
+		targets = append(targets, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
+	}
+	var eps []string
+	for _, t := range targets {
+		var p Push
+		if err := json.Unmarshal([]byte(t.body), &p); err != nil {
+			return nil, fmt.Errorf("decode raised push of alarm %s: %w", a.ID, err)
+		}
+		change(&p)
+		body, err := json.Marshal(p)
+		if err != nil {
+			return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
+			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
+			id, p.Transition, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
+		}
+		eps = append(eps, t.endpoint)
+		if t == targets[0] {
+			reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, p.Transition, p.IdempotencyKey,
+				robotTitle(p.SeverityZH, p.Transition, a.ID), p.Message, pushFields(&p), now)
+			if err != nil {
+				return nil, err
+			}
+			eps = append(eps, reps...)
+		}
+	}
+	return eps, nil
+}
+
+// closingMessage is the dispatcher text of a push for an alarm a person
+// closed, e.g.
+//
+//	【报警·误报】柳州市柳南区潭西街道某村 和平路12号 电气火灾监控探测器 el-450204-0001 报警 alm-000001（报警时间 2026-11-23 18:02:11）已由 张三 于 2026-11-23 18:10:00 标记为“误报”。备注：施工误触。
+func closingMessage(p *Push, a *Alarm, actor, note string, at time.Time) string {
+	var b strings.Builder
+	b.WriteString("【" + p.SeverityZH + "·" + stateZH[a.State] + "】")
+	place := p.Grid.Place
+	if strings.HasPrefix(p.Device.Addr, place) {
+		place = ""
+	}
+	for _, s := range []string{place, p.Device.Addr, p.Device.KindZH, p.Device.ID} {
+		if s != "" {
+			b.WriteString(s + " ")
+		}
+	}
+	b.WriteString(p.SeverityZH + " " + a.ID + "（报警时间 " + a.DeviceTime.In(cst).Format(zhTimeLayout) + "）已由 " +
+		actor + " 于 " + at.In(cst).Format(zhTimeLayout) + " 标记为“" + stateZH[a.State] + "”。")
+	if note != "" {
+		b.WriteString("备注：" + note + "。")
+	}
+	return b.String()
+}
+
+// notePushed is called after the first delivery of a raised push moved the
+// alarm to pushed.
+func (m *Manager) notePushed(alarmID int64) {
+	m.log.Debug("alarm pushed", "alarm", formatID(alarmID))
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	sim "github.com/firewatch-iot/firewatch/firmware-sim"
+	"github.com/firewatch-iot/firewatch/ingest"
+)
+
+// The load must be accepted whole by firewatch's own decoder, or the bench
+// would measure rejections.
+func TestLoadPayloadsDecode(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sim.GenerateLedger(&buf, sim.LedgerOptions{Devices: 400, Gateways: 5, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := devices.ParseLedger("ledger.yaml", buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newLoadGen(l)
+	dec := ingest.NewDecoder(l)
+	const ts = 1_795_420_800_000
+	readings := 0
+	for i := 0; i < 1000; i++ {
+		topic, p := g.single(nil, ts+int64(i))
+		msgs, rejects := dec.Decode(topic, p, ts+int64(i))
+		if len(rejects) > 0 || len(msgs) != 1 {
+			t.Fatalf("single %s %s: %v", topic, p, rejects)
+		}
+		readings++
+	}
+	for i := 0; i < 50; i++ {
+		topic, p, n := g.batch(nil, ts+int64(i), 100)
+		msgs, rejects := dec.Decode(topic, p, ts+int64(i))
+		if len(rejects) > 0 || len(msgs) != n || n == 0 {
+			t.Fatalf("batch %s: %d of %d accepted, %v", topic, len(msgs), n, rejects)
+		}
+	}
+	for i := int64(0); i < 40; i++ {
+		topic, p := g.probeMsg(i, ts+i)
+		msgs, rejects := dec.Decode(topic, p, ts+i)
+		if len(rejects) > 0 || len(msgs) != 1 {
+			t.Fatalf("probe %s %s: %v", topic, p, rejects)
+		}
+		if _, v := dec.Values(&msgs[0]); v[0] != float64(1-i%2) {
+			t.Fatalf("probe %d: active %v, want raise on even, clear on odd", i, v[0])
+		}
+	}
+	if len(g.probe) < 2 || g.probe[0].Station == g.probe[1].Station {
+		t.Fatalf("probes must be spread over stations: %d probes", len(g.probe))
+	}
+}
+
+func TestParseSteps(t *testing.T) {
+	st, err := parseSteps("single:5000,10000;batch:100000;embedded:2000")
+	if err != nil || len(st) != 4 || st[2].shape != "batch" || st[2].rate != 100000 || !st[3].embedded {
+		t.Fatalf("%+v %v", st, err)
+	}
+	for _, bad := range []string{"single", "quantum:5", "single:-1", "single:x"} {
+		if _, err := parseSteps(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
+)
+
+// livenessAlarms turns liveness transitions into rule events of severity
+// offline (离线), so that a silent device goes through the alarm path like
+// any other alarm: stored, pushed to its station, cleared when it speaks.
+// devices does not import rules; this adapter is the glue.
+type livenessAlarms struct {
+	ledger *devices.Ledger
+	rules  [devices.NumKinds]*rules.Rule
+	sink   eventSink
+}
+
+// offlineRuleID is the rule id of offline alarms of kind k, e.g.
+// "smoke.offline".
+func offlineRuleID(k devices.Kind) string { return k.String() + ".offline" }
+
+func newLivenessAlarms(l *devices.Ledger, sink eventSink) *livenessAlarms {
+	la := &livenessAlarms{ledger: l, sink: sink}
+	for k := devices.KindElectrical; k < devices.NumKinds; k++ {
+		// The alarm path needs a metric of the kind: the heartbeat event
+		// where the kind has one, else the signal strength, which every
+		// kind reports.
+		m, ok := devices.MetricByName(k, "heartbeat")
+		if !ok {
+			m, _ = devices.MetricByName(k, "rssi_dbm")
+		}
+		la.rules[k] = &rules.Rule{ID: offlineRuleID(k), Kind: k, Metric: m, Op: rules.OpEvent, Severity: rules.SeverityOffline}
+	}
+	return la
+}
+
+// Offline raises the offline alarm: Since is the last sighting, Time when
+// the silence was noticed, so the push's held_s is how long it was silent.
+func (la *livenessAlarms) Offline(d devices.Index, lastSeen, now int64) {
+	la.submit(d, rules.Raise, lastSeen, now)
+}
+
+// Online clears it when the device speaks again.
+func (la *livenessAlarms) Online(d devices.Index, lastSeen, now int64) {
+	la.submit(d, rules.Clear, lastSeen, now)
+}
+
+func (la *livenessAlarms) submit(d devices.Index, t rules.Transition, since, now int64) {
+	k := la.kindOf(d)
+	if k == devices.KindInvalid {
+		return
+	}
+	v := 1.0
+	if t == rules.Clear {
+		v = 0
+	}
+	la.sink.Submit(rules.Event{Rule: la.rules[k], Device: d, Transition: t, Value: v, Since: since, Time: now})
+}
+
+var _ devices.LivenessSink = (*livenessAlarms)(nil)
+
+func (la *livenessAlarms) kindOf(d devices.Index) devices.Kind {
+	if la.ledger == nil || int(d) >= len(la.ledger.Devices) {
+		return devices.KindInvalid
+	}
+	return la.ledger.Devices[d].Kind
+}
+
+// runLiveness ticks lv until ctx is done.
+func runLiveness(ctx context.Context, lv *devices.Liveness, tick time.Duration) error {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			lv.Tick(now.UnixMilli())
+		}
+	}
+}
+
+// restoreOffline marks the devices whose offline alarm is still open in
+// the store, so that the alarm clears when they speak after a restart.
+func restoreOffline(ctx context.Context, m *alarms.Manager, l *devices.Ledger, lv *devices.Liveness) (int, error) {
+	n := 0
+	f := alarms.Filter{State: alarms.FilterOpen, Severity: rules.SeverityOffline, Limit: alarms.MaxLimit}
+	for range 10000 { // pages of MaxLimit, newest first
+		page, err := m.List(ctx, f)
+		if err != nil {
+			return n, fmt.Errorf("restore offline devices: %w", err)
+		}
+		for _, a := range page {
+			if d, ok := l.LookupID(a.Device); ok {
+				lv.MarkOffline(d.Index, a.Since.UnixMilli())
+				n++
+			}
+		}
+		if len(page) < alarms.MaxLimit {
+			break
+		}
+		f.Until = page[len(page)-1].RaisedAt
+	}
+	return n, nil
+}
+
+// newLiveness builds the liveness tracker from the liveness.* keys.
+func newLiveness(cfg *Config, l *devices.Ledger, sink devices.LivenessSink) (*devices.Liveness, error) {
+	lc := devices.LivenessConfig{Tick: cfg.Liveness.Tick, Missed: cfg.Liveness.Missed}
+	lc.Heartbeat[devices.KindElectrical] = cfg.Liveness.Electrical
+	lc.Heartbeat[devices.KindSmoke] = cfg.Liveness.Smoke
+	lc.Heartbeat[devices.KindHydrant] = cfg.Liveness.Hydrant
+	lc.Heartbeat[devices.KindCharger] = cfg.Liveness.Charger
+	return devices.NewLiveness(l, lc, sink, time.Now().UnixMilli())
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
+)
+
+// reloadPoll is how often the rule file is checked for changes.
+const reloadPoll = 2 * time.Second
+
+// rulesReloader reloads the rule file on SIGHUP and when the file changes.
+// A valid file is compiled off the hot path and handed to the pipeline,
+// which adopts the old engine's state between two messages; an invalid one
+// is logged with every problem and the running rules stay.
+type rulesReloader struct {
+	path    string // "" for the built-in defaults
+	ledger  *devices.Ledger
+	pipe    *pipeline
+	log     *slog.Logger
+	results *prometheus.CounterVec
+}
+
+func newRulesReloader(path string, l *devices.Ledger, p *pipeline, log *slog.Logger, reg prometheus.Registerer) *rulesReloader {
+	r := &rulesReloader{path: path, ledger: l, pipe: p, log: log,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "firewatch_rules_reloads_total", Help: "Rule reloads: applied (in force), rejected (invalid file, old rules stay).",
+		}, []string{"result"}),
+	}
+	r.results.WithLabelValues("applied")
+	r.results.WithLabelValues("rejected")
+	if reg != nil {
+		reg.MustRegister(r.results)
+	}
+	p.swapped = func(e *rules.Engine) {
+		r.results.WithLabelValues("applied").Inc()
+		r.log.Info("rules reloaded and in force", "rules", len(e.Set().Rules), "file", e.Set().File)
+	}
+	return r
+}
+
+// stamp identifies a version of the file.
+type stamp struct {
+	mod  time.Time
+	size int64
+}
+
+func (r *rulesReloader) stat() stamp {
+	fi, err := os.Stat(r.path)
+	if err != nil {
+		return stamp{}
+	}
+	return stamp{fi.ModTime(), fi.Size()}
+}
+
+func (r *rulesReloader) run(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	t := time.NewTicker(reloadPoll)
+	defer t.Stop()
+	last := r.stat()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			last = r.stat()
+			r.reload("SIGHUP")
+		case <-t.C:
+			if r.path == "" {
+				continue
+			}
+			if now := r.stat(); now != last {
+				last = now
+				r.reload("file changed")
+			}
+		}
+	}
+}
+
+// reload compiles the file and hands the engine to the pipeline.
+func (r *rulesReloader) reload(why string) bool {
+	set, err := loadRules(r.path)
+	if err == nil {
+		var e *rules.Engine
+		if e, err = rules.NewEngine(set, r.ledger); err == nil {
+			r.pipe.next.Store(e)
+			r.log.Info("rules compiled; in force from the next message", "why", why, "rules", len(set.Rules))
+			return true
+		}
+	}
+	r.results.WithLabelValues("rejected").Inc()
+	r.log.Error("rule reload rejected; the running rules stay", "why", why, "file", r.path, "err", err)
+	return false
+}

@@ -1,0 +1,325 @@
+package devices
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultHeartbeat is the heartbeat interval of each kind when neither the
+// configuration nor the ledger entry sets one (DOMAIN.md; docs/security.md):
+//
+//   - smoke: 24 h, the usual NB-IoT detector heartbeat (they sleep to save
+//     the battery);
+//   - hydrant: 1 h, pressure sensors report at least hourly;
+//   - electrical, charger: 5 min, mains-powered, always connected.
+//
+// A device is offline (离线) once it has been silent for DefaultMissed
+// heartbeats.
+var DefaultHeartbeat = [NumKinds]time.Duration{
+	KindElectrical: 5 * time.Minute,
+	KindSmoke:      24 * time.Hour,
+	KindHydrant:    time.Hour,
+	KindCharger:    5 * time.Minute,
+}
+
+// DefaultMissed is how many heartbeats a device may miss before it is
+// offline: "offline after 2 missed" (DOMAIN.md).
+const DefaultMissed = 2
+
+// MaxGrace bounds a device's grace (heartbeat × missed): the timing wheel
+// has one slot per tick up to it.
+const MaxGrace = 30 * 24 * time.Hour
+
+// LivenessConfig configures liveness tracking.
+type LivenessConfig struct {
+	// Tick is the resolution of the timing wheel: an offline device is
+	// raised at most one tick after its grace ends.
+	Tick time.Duration
+	// Heartbeat is the interval per kind; zero takes DefaultHeartbeat. A
+	// ledger entry's heartbeat overrides it for one device.
+	Heartbeat [NumKinds]time.Duration
+	// Missed is how many heartbeats may be missed; zero takes DefaultMissed.
+	Missed int
+}
+
+// LivenessSink is told when a device goes offline and when it speaks again.
+// Calls are serialised: an Online never overtakes the Offline it ends.
+type LivenessSink interface {
+	// Offline says device d has been silent since lastSeen (Unix ms); now is
+	// when it was noticed.
+	Offline(d Index, lastSeen, now int64)
+	// Online says device d, offline and last heard at lastSeen, spoke at now.
+	Online(d Index, lastSeen, now int64)
+}
+
+// word packs a device's last-seen time (Unix ms, low 62 bits) with two
+// flags, so that Seen and the wheel agree through one atomic word.
+const (
+	offlineBit = uint64(1) << 63
+	seenBit    = uint64(1) << 62
+	timeMask   = seenBit - 1
+	noEntry    = math.MaxUint32
+)
+
+// Liveness knows when every device was last heard from and raises the ones
+// that have been silent for longer than their grace. All devices share one
+// hashed timing wheel with a slot per tick up to the longest grace; Seen
+// does not touch the wheel (one atomic swap), and the wheel reschedules an
+// entry lazily when its slot comes up and the device turns out to have
+// spoken meanwhile. A device therefore costs its state words (about 32
+// bytes, with the vitals), not a goroutine or a timer.
+//
+// Seen and Vitals are called from the ingest pipeline's goroutine, Tick
+// from one ticker goroutine; Status may be called from anywhere.
+type Liveness struct {
+	sink   LivenessSink
+	tickMs int64
+
+	words []atomic.Uint64 // last seen | flags, per device
+	grace []uint32        // grace per device, in ms
+	vital []vitals
+
+	offline atomic.Int64 // devices offline now
+
+	mu    sync.Mutex // serialises the sink and guards the wheel
+	next  []uint32   // intrusive list of the entries of one slot
+	slots []uint32   // list heads
+	mask  int64
+	cur   int64 // next tick number to process
+}
+
+// vitals are the last battery level and signal strength of a device and
+// their slow moving averages, as float32 bits (NaN until reported).
+type vitals struct {
+	battery, batteryAvg, rssi, rssiAvg atomic.Uint32
+}
+
+// vitalOf says which vital a metric is: 1 battery_pct, 2 rssi_dbm.
+var vitalOf []uint8
+
+func init() {
+	vitalOf = make([]uint8, len(Catalog))
+	for i, m := range Catalog {
+		switch m.Name {
+		case "battery_pct":
+			vitalOf[i] = 1
+		case "rssi_dbm":
+			vitalOf[i] = 2
+		}
+	}
+}
+
+var nan32 = math.Float32bits(float32(math.NaN()))
+
+// NewLiveness tracks the devices of l. start (Unix ms) counts as every
+// device's last sighting, so that a restart does not raise the whole fleet:
+// a device is offline only after its grace has passed since start without a
+// word from it.
+func NewLiveness(l *Ledger, cfg LivenessConfig, sink LivenessSink, start int64) (*Liveness, error) {
+	if cfg.Tick <= 0 {
+		return nil, fmt.Errorf("liveness: tick %v must be positive", cfg.Tick)
+	}
+	if cfg.Missed == 0 {
+		cfg.Missed = DefaultMissed
+	}
+	if cfg.Missed < 0 {
+		return nil, fmt.Errorf("liveness: missed %d must be positive", cfg.Missed)
+	}
+	n := len(l.Devices)
+	lv := &Liveness{
+		sink:   sink,
+		tickMs: cfg.Tick.Milliseconds(),
+		words:  make([]atomic.Uint64, n),
+		grace:  make([]uint32, n),
+		vital:  make([]vitals, n),
+		next:   make([]uint32, n),
+	}
+	if lv.tickMs <= 0 {
+		return nil, fmt.Errorf("liveness: tick %v is shorter than a millisecond", cfg.Tick)
+	}
+	var maxGrace time.Duration
+	for i := range l.Devices {
+		d := &l.Devices[i]
+		hb := d.Heartbeat
+		if hb == 0 && d.Kind < NumKinds {
+			hb = cfg.Heartbeat[d.Kind]
+			if hb == 0 {
+				hb = DefaultHeartbeat[d.Kind]
+			}
+		}
+		g := hb * time.Duration(cfg.Missed)
+		if hb <= 0 || g > MaxGrace {
+			return nil, fmt.Errorf("liveness: device %s: grace %v (heartbeat %v × %d) must be positive and at most %v", d.ID, g, hb, cfg.Missed, MaxGrace)
+		}
+		maxGrace = max(maxGrace, g)
+		lv.grace[i] = uint32(g.Milliseconds())
+		lv.words[i].Store(uint64(start) & timeMask)
+		v := &lv.vital[i]
+		v.battery.Store(nan32)
+		v.batteryAvg.Store(nan32)
+		v.rssi.Store(nan32)
+		v.rssiAvg.Store(nan32)
+	}
+	slots := int64(1)
+	for slots < maxGrace.Milliseconds()/lv.tickMs+2 {
+		slots <<= 1
+	}
+	lv.slots = make([]uint32, slots)
+	for i := range lv.slots {
+		lv.slots[i] = noEntry
+	}
+	lv.mask = slots - 1
+	lv.cur = start / lv.tickMs
+	for i := range l.Devices {
+		lv.insert(uint32(i), start+int64(lv.grace[i]))
+	}
+	return lv, nil
+}
+
+// Seen records that device d was heard from at now (Unix ms, receive time).
+// It is O(1) and does not allocate: one atomic swap, and only for a device
+// that was offline a call to the sink.
+func (lv *Liveness) Seen(d Index, now int64) {
+	old := lv.words[d].Swap(uint64(now)&timeMask | seenBit)
+	if old&offlineBit == 0 {
+		return
+	}
+	lv.offline.Add(-1)
+	lv.mu.Lock()
+	lv.sink.Online(d, int64(old&timeMask), now)
+	lv.mu.Unlock()
+}
+
+// Vitals records the battery level and signal strength among a message's
+// values. It is a few array reads per value and does not allocate.
+func (lv *Liveness) Vitals(d Index, metrics []Metric, values []float64) {
+	for i, m := range metrics {
+		if int(m) >= len(vitalOf) {
+			continue
+		}
+		v := &lv.vital[d]
+		switch vitalOf[m] {
+		case 1:
+			observe(&v.battery, &v.batteryAvg, values[i])
+		case 2:
+			observe(&v.rssi, &v.rssiAvg, values[i])
+		}
+	}
+}
+
+// observe stores the last value and moves the average an eighth of the way
+// towards it: a trend over roughly the last eight reports.
+func observe(last, avg *atomic.Uint32, v float64) {
+	last.Store(math.Float32bits(float32(v)))
+	a := math.Float32frombits(avg.Load())
+	if a != a { // NaN: first report
+		a = float32(v)
+	} else {
+		a += (float32(v) - a) / 8
+	}
+	avg.Store(math.Float32bits(a))
+}
+
+// MarkOffline records that device d is already offline, last heard at
+// lastSeen: at start, for the devices with an open offline alarm, so that
+// the alarm is cleared when they speak.
+func (lv *Liveness) MarkOffline(d Index, lastSeen int64) {
+	if lv.words[d].Swap(uint64(lastSeen)&timeMask|seenBit|offlineBit)&offlineBit == 0 {
+		lv.offline.Add(1)
+	}
+}
+
+// Tick raises every device whose grace ended by now (Unix ms) and returns
+// how many it raised. Call it every tick from one goroutine; a late call
+// catches up.
+func (lv *Liveness) Tick(now int64) int {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	target := now / lv.tickMs
+	if target-lv.cur >= int64(len(lv.slots)) {
+		lv.cur = target - int64(len(lv.slots)) + 1 // each slot once
+	}
+	raised := 0
+	for ; lv.cur <= target; lv.cur++ {
+		s := lv.cur & lv.mask
+		e := lv.slots[s]
+		lv.slots[s] = noEntry
+		for e != noEntry {
+			nx := lv.next[e]
+			raised += lv.check(e, now)
+			e = nx
+		}
+	}
+	return raised
+}
+
+// check looks at one entry whose slot came up: it raises the device if its
+// grace has ended and reschedules it in any case.
+func (lv *Liveness) check(e uint32, now int64) int {
+	g := int64(lv.grace[e])
+	for {
+		w := lv.words[e].Load()
+		last := int64(w & timeMask)
+		if w&offlineBit != 0 {
+			lv.insert(e, now+g) // look again later; Seen brings it back
+			return 0
+		}
+		if last+g > now {
+			lv.insert(e, last+g)
+			return 0
+		}
+		// The swap in Seen and this CAS decide, on one word, whether the
+		// device spoke in time.
+		if lv.words[e].CompareAndSwap(w, w|offlineBit) {
+			lv.offline.Add(1)
+			lv.sink.Offline(Index(e), last, now)
+			lv.insert(e, now+g)
+			return 1
+		}
+	}
+}
+
+// insert puts entry e into the slot of the first tick at or after deadline.
+func (lv *Liveness) insert(e uint32, deadline int64) {
+	t := (deadline + lv.tickMs - 1) / lv.tickMs
+	if t <= lv.cur {
+		t = lv.cur + 1
+	}
+	s := t & lv.mask
+	lv.next[e] = lv.slots[s]
+	lv.slots[s] = e
+}
+
+// Status is what liveness knows of one device.
+type Status struct {
+	// Online is false once the device has been silent for longer than
+	// Grace.
+	Online bool
+	// LastSeen is when the device was last heard from (Unix ms), zero if
+	// not since firewatch started.
+	LastSeen int64
+	Grace    time.Duration
+	// Battery (battery_pct) and RSSI (rssi_dbm) are the last reported
+	// values, and their averages over roughly the last eight reports; NaN
+	// when not reported since start.
+	Battery, BatteryAvg, RSSI, RSSIAvg float64
+}
+
+// Status returns what is known of device d.
+func (lv *Liveness) Status(d Index) Status {
+	w := lv.words[d].Load()
+	st := Status{Online: w&offlineBit == 0, Grace: time.Duration(lv.grace[d]) * time.Millisecond}
+	if w&seenBit != 0 {
+		st.LastSeen = int64(w & timeMask)
+	}
+	v := &lv.vital[d]
+	f := func(a *atomic.Uint32) float64 { return float64(math.Float32frombits(a.Load())) }
+	st.Battery, st.BatteryAvg, st.RSSI, st.RSSIAvg = f(&v.battery), f(&v.batteryAvg), f(&v.rssi), f(&v.rssiAvg)
+	return st
+}
+
+// Offline returns how many devices are offline now.
+func (lv *Liveness) Offline() int { return int(lv.offline.Load()) }

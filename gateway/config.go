@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/yamlfile"
+)
+
+// Config is firegate's configuration file (docs/gateway.md, example in
+// docs/firegate.example.yaml).
+type Config struct {
+	// GatewayID names the gateway in topics: fw/v1/up/gw/{gateway_id}/…
+	GatewayID string `yaml:"gateway_id"`
+	MQTT      struct {
+		Broker   string `yaml:"broker"`
+		ClientID string `yaml:"client_id"`
+		Username string `yaml:"username"`
+		Password string `yaml:"password"`
+		// BatchRecords bounds the readings of one batch message.
+		BatchRecords int `yaml:"batch_records"`
+		// PublishTimeout bounds the wait for the broker's PUBACK.
+		PublishTimeout time.Duration `yaml:"publish_timeout"`
+		// ReconnectMax is the longest backoff between reconnects.
+		ReconnectMax time.Duration `yaml:"reconnect_max"`
+	} `yaml:"mqtt"`
+	Spool struct {
+		Dir       string        `yaml:"dir"`
+		MaxBytes  int64         `yaml:"max_bytes"`
+		SyncEvery time.Duration `yaml:"sync_every"`
+	} `yaml:"spool"`
+	// Maps are extra register map files or directories; the shipped maps
+	// are always available.
+	Maps []string `yaml:"maps"`
+	// StatusInterval is how often the gateway publishes its status.
+	StatusInterval time.Duration `yaml:"status_interval"`
+	// MetricsListen is the address of the Prometheus /metrics endpoint;
+	// empty turns it off.
+	MetricsListen string      `yaml:"metrics_listen"`
+	Buses         []BusConfig `yaml:"buses"`
+}
+
+// BusConfig is one RS-485 port and the devices on it.
+type BusConfig struct {
+	Port     string `yaml:"port"`
+	Baud     int    `yaml:"baud"`
+	DataBits int    `yaml:"data_bits"`
+	Parity   string `yaml:"parity"`
+	StopBits int    `yaml:"stop_bits"`
+	// Timeout bounds one request; Retries follow a timeout or a bad frame.
+	Timeout time.Duration  `yaml:"timeout"`
+	Retries int            `yaml:"retries"`
+	Devices []DeviceConfig `yaml:"devices"`
+}
+
+// DeviceConfig is one slave on a bus.
+type DeviceConfig struct {
+	// ID is the device's id in firewatch's ledger.
+	ID    string `yaml:"id"`
+	Model string `yaml:"model"`
+	Slave int    `yaml:"slave"`
+	// Interval is the polling period; OfflineAfter the misses in a row
+	// after which the device is reported offline.
+	Interval     time.Duration `yaml:"interval"`
+	OfflineAfter int           `yaml:"offline_after"`
+}
+
+// Defaults returns a configuration with every default set.
+func Defaults() Config {
+	var c Config
+	c.MQTT.Broker = "tcp://127.0.0.1:1883"
+	c.MQTT.BatchRecords = 200
+	c.MQTT.PublishTimeout = 10 * time.Second
+	c.MQTT.ReconnectMax = 30 * time.Second
+	c.Spool.Dir = "/var/lib/firegate/spool"
+	c.Spool.MaxBytes = 64 << 20
+	c.StatusInterval = time.Minute
+	return c
+}
+
+func (b *BusConfig) setDefaults() {
+	if b.Baud == 0 {
+		b.Baud = 9600
+	}
+	if b.DataBits == 0 {
+		b.DataBits = 8
+	}
+	if b.Parity == "" {
+		b.Parity = "N"
+	}
+	if b.StopBits == 0 {
+		b.StopBits = 1
+	}
+	if b.Timeout == 0 {
+		b.Timeout = 500 * time.Millisecond
+	}
+	for i := range b.Devices {
+		d := &b.Devices[i]
+		if d.Interval == 0 {
+			d.Interval = 10 * time.Second
+		}
+		if d.OfflineAfter == 0 {
+			d.OfflineAfter = 3
+		}
+	}
+}
+
+// LoadConfig reads a configuration file over the defaults.
+func LoadConfig(path string) (Config, error) {
+	c := Defaults()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if err := yamlfile.Decode(b, &c); err != nil {
+		return c, fmt.Errorf("config %s:%d: %s", path, yamlfile.Line(err), yamlfile.Reason(err))
+	}
+	return c, nil
+}
+
+// Validate sets per-bus defaults and checks the configuration against the
+// register maps, returning every problem.
+func (c *Config) Validate(maps Maps) error {
+	var probs []string
+	bad := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	if err := devices.CheckID(c.GatewayID); err != nil {
+		bad("gateway_id: %v", err)
+	}
+	if c.MQTT.Broker == "" {
+		bad("mqtt.broker is missing")
+	}
+	if c.MQTT.BatchRecords <= 0 {
+		bad("mqtt.batch_records must be positive")
+	}
+	if c.Spool.Dir == "" {
+		bad("spool.dir is missing")
+	}
+	if c.Spool.MaxBytes < 1<<20 {
+		bad("spool.max_bytes %d is below 1 MiB", c.Spool.MaxBytes)
+	}
+	ids := map[string]bool{}
+	for i := range c.Buses {
+		b := &c.Buses[i]
+		b.setDefaults()
+		if b.Port == "" {
+			bad("buses[%d]: port is missing", i)
+		}
+		slaves := map[int]bool{}
+		for j := range b.Devices {
+			d := &b.Devices[j]
+			where := fmt.Sprintf("buses[%d].devices[%d] (%s)", i, j, d.ID)
+			if err := devices.CheckID(d.ID); err != nil {
+				bad("%s: %v", where, err)
+			}
+			if ids[d.ID] {
+				bad("%s: duplicate device id", where)
+			}
+			ids[d.ID] = true
+			if maps[d.Model] == nil {
+				bad("%s: no register map for model %q", where, d.Model)
+			}
+			if d.Slave < 1 || d.Slave > 247 {
+				bad("%s: slave address %d outside 1…247", where, d.Slave)
+			}
+			if slaves[d.Slave] {
+				bad("%s: slave address %d used twice on %s", where, d.Slave, b.Port)
+			}
+			slaves[d.Slave] = true
+			if d.Interval < 100*time.Millisecond {
+				bad("%s: interval %v below 100ms", where, d.Interval)
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("config: %d problems:\n  %s", len(probs), joinLines(probs))
+	}
+	return nil
+}
+
+func joinLines(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += "\n  "
+		}
+		out += x
+	}
+	return out
+}

@@ -1,0 +1,590 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/spool"
+)
+
+// Gateway polls its buses, spools readings and forwards them upstream.
+type Gateway struct {
+	cfg   Config
+	maps  Maps
+	log   *slog.Logger
+	spool *spool.Spool
+	seqs  *seqStore
+	buses []*bus
+	mqtt  paho.Client
+
+	connected atomic.Bool
+	published atomic.Uint64 // readings acknowledged by the broker
+	metricsLn net.Listener
+}
+
+// bus is one serial port with its devices, owned by one goroutine.
+type bus struct {
+	cfg     BusConfig
+	port    io.ReadWriteCloser
+	master  *modbus.Master
+	devices []*device
+	cmds    chan command
+}
+
+// device is the polling state of one slave.
+type device struct {
+	cfg     DeviceConfig
+	m       *Map
+	next    time.Time
+	misses  int
+	offline atomic.Bool
+	events  map[int]bool // last state of each event point, by point index
+}
+
+type command struct {
+	dev *device
+	Cmd string `json:"cmd"`
+	ID  string `json:"id"`
+	Ch  int    `json:"ch"`
+}
+
+// OpenPort opens a bus's serial port. A port that fails later (a USB
+// adapter unplugged) is closed and reopened with it.
+var OpenPort = func(b BusConfig) (io.ReadWriteCloser, error) {
+	return modbus.OpenSerial(modbus.SerialConfig{
+		Device: b.Port, Baud: b.Baud, DataBits: b.DataBits, Parity: b.Parity, StopBits: b.StopBits,
+		ReadTimeout: 100 * time.Millisecond,
+	})
+}
+
+// New validates cfg, opens the spool and the serial ports. Run starts work.
+func New(cfg Config, maps Maps, log *slog.Logger) (_ *Gateway, err error) {
+	if err := cfg.Validate(maps); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, maps: maps, log: log}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	g.spool, err = spool.Open(cfg.Spool.Dir, spool.Options{
+		MaxBytes: cfg.Spool.MaxBytes, SyncEvery: cfg.Spool.SyncEvery, Keep: isEvent,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if g.seqs, err = openSeqs(filepath.Join(cfg.Spool.Dir, "seq")); err != nil {
+		return nil, err
+	}
+	for _, bc := range cfg.Buses {
+		raw, err := OpenPort(bc)
+		if err != nil {
+			return nil, err
+		}
+		p := &port{cfg: bc, log: log, p: raw}
+		b := &bus{cfg: bc, port: p, cmds: make(chan command, 16),
+			master: modbus.NewMaster(p, modbus.Config{Timeout: bc.Timeout, Retries: bc.Retries, Baud: bc.Baud})}
+		for _, dc := range bc.Devices {
+			b.devices = append(b.devices, &device{cfg: dc, m: maps[dc.Model], events: map[int]bool{}})
+		}
+		g.buses = append(g.buses, b)
+	}
+	if cfg.MetricsListen != "" {
+		if g.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return g, nil
+}
+
+// isEvent is the spool's keep policy: event records survive a full spool.
+func isEvent(rec []byte) bool { return bytes.Contains(rec, []byte(`"event":`)) }
+
+func (g *Gateway) topic(leaf string) string { return "fw/v1/up/gw/" + g.cfg.GatewayID + "/" + leaf }
+
+// Run polls, forwards and serves commands until ctx ends, then shuts down
+// in order: pollers, forwarder, MQTT (with an offline status), spool.
+func (g *Gateway) Run(ctx context.Context) error {
+	defer g.close()
+	g.connectMQTT()
+	var wg sync.WaitGroup
+	if g.metricsLn != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.serveMetrics(ctx, g.metricsLn) }()
+	}
+	pollCtx, stopPolls := context.WithCancel(ctx)
+	for _, b := range g.buses {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.poll(pollCtx, b) }()
+	}
+	fwdCtx, stopFwd := context.WithCancel(context.Background())
+	fwdDone := make(chan struct{})
+	go func() { defer close(fwdDone); g.forward(fwdCtx) }()
+	statusTick := time.NewTicker(g.cfg.StatusInterval)
+	defer statusTick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-statusTick.C:
+			g.publishStatus(true)
+		}
+	}
+	stopPolls()
+	wg.Wait()
+	stopFwd()
+	<-fwdDone
+	if g.mqtt.IsConnectionOpen() {
+		g.publishStatus(false)
+	}
+	g.mqtt.Disconnect(500)
+	return nil
+}
+
+func (g *Gateway) close() {
+	if g.metricsLn != nil {
+		g.metricsLn.Close()
+	}
+	for _, b := range g.buses {
+		b.port.Close()
+	}
+	if g.seqs != nil {
+		if err := g.seqs.save(); err != nil {
+			g.log.Error("save sequence numbers", "err", err)
+		}
+	}
+	if g.spool != nil {
+		if err := g.spool.Close(); err != nil {
+			g.log.Error("close spool", "err", err)
+		}
+	}
+}
+
+func (g *Gateway) connectMQTT() {
+	id := g.cfg.MQTT.ClientID
+	if id == "" {
+		id = "firegate-" + g.cfg.GatewayID
+	}
+	o := paho.NewClientOptions().AddBroker(g.cfg.MQTT.Broker).SetClientID(id).
+		SetUsername(g.cfg.MQTT.Username).SetPassword(g.cfg.MQTT.Password).
+		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(g.cfg.MQTT.ReconnectMax).
+		SetConnectTimeout(10*time.Second).SetOrderMatters(false).
+		SetWill(g.topic("status"), `{"online":false}`, 1, true)
+	o.SetOnConnectHandler(func(c paho.Client) {
+		g.connected.Store(true)
+		g.log.Info("uplink connected", "broker", g.cfg.MQTT.Broker)
+		for _, b := range g.buses {
+			for _, d := range b.devices {
+				b, d := b, d
+				c.Subscribe("fw/v1/down/"+d.cfg.ID+"/command", 1, func(_ paho.Client, m paho.Message) {
+					g.onCommand(b, d, m.Payload())
+				})
+			}
+		}
+		go g.publishStatus(true)
+	})
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		g.connected.Store(false)
+		g.log.Warn("uplink lost; spooling", "err", err)
+	})
+	g.mqtt = paho.NewClient(o)
+	g.mqtt.Connect() // retries in the background until it succeeds
+}
+
+// publishStatus publishes the gateway's status (retained).
+func (g *Gateway) publishStatus(online bool) {
+	offline := []string{}
+	var st [5]uint64
+	for _, b := range g.buses {
+		for _, d := range b.devices {
+			if d.offline.Load() {
+				offline = append(offline, d.cfg.ID)
+			}
+		}
+		s := b.master.Stats()
+		st[0] += s.Timeouts.Load()
+		st[1] += s.CRCErrors.Load()
+		st[2] += s.BadFrames.Load()
+		st[3] += s.Exceptions.Load()
+		st[4] += s.Requests.Load()
+	}
+	p, _ := json.Marshal(map[string]any{
+		"ts": time.Now().UnixMilli(), "online": online,
+		"spool_records": g.spool.Len(), "spool_bytes": g.spool.Bytes(), "spool_dropped": g.spool.Dropped(),
+		"offline_devices": offline,
+		"bus":             map[string]uint64{"requests": st[4], "timeouts": st[0], "crc_errors": st[1], "bad_frames": st[2], "exceptions": st[3]},
+	})
+	tok := g.mqtt.Publish(g.topic("status"), 1, true, p)
+	tok.WaitTimeout(g.cfg.MQTT.PublishTimeout)
+}
+
+// poll runs one bus: earliest-due device first, commands before polls.
+func (g *Gateway) poll(ctx context.Context, b *bus) {
+	now := time.Now()
+	for _, d := range b.devices {
+		// Spread the first polls over one interval so that devices with
+		// equal intervals do not all fall due at once.
+		d.next = now.Add(time.Duration(rand.Int64N(int64(d.cfg.Interval)/4 + 1)))
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		var due *device
+		for _, d := range b.devices {
+			if due == nil || d.next.Before(due.next) {
+				due = d
+			}
+		}
+		if due == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-b.cmds:
+				g.execute(ctx, b, c)
+			}
+			continue
+		}
+		timer.Reset(time.Until(due.next))
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-b.cmds:
+			g.execute(ctx, b, c)
+			continue
+		case <-timer.C:
+		}
+		g.pollDevice(ctx, b, due)
+		// Next slot on the device's own grid, with a little jitter; a
+		// device late by more than an interval skips the missed slots
+		// instead of bursting.
+		jitter := time.Duration(rand.Int64N(int64(due.cfg.Interval)/20+1)) - due.cfg.Interval/40
+		due.next = due.next.Add(due.cfg.Interval + jitter)
+		if now := time.Now(); due.next.Before(now) {
+			due.next = now.Add(due.cfg.Interval / 10)
+		}
+	}
+}
+
+// pollDevice reads every block of a device and spools its readings.
+func (g *Gateway) pollDevice(ctx context.Context, b *bus, d *device) {
+	ts := time.Now().UnixMilli()
+	values := make([]float64, len(d.m.Points))
+	for i := range d.m.Blocks {
+		blk := &d.m.Blocks[i]
+		data, err := b.master.Do(ctx, modbus.Request{Slave: byte(d.cfg.Slave), Function: blk.Function, Address: blk.Address, Value: blk.Count})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.misses++
+			if d.misses == d.cfg.OfflineAfter {
+				d.offline.Store(true)
+				g.log.Warn("device offline", "device", d.cfg.ID, "misses", d.misses, "err", err)
+				go g.publishStatus(true)
+			} else if d.misses < d.cfg.OfflineAfter {
+				g.log.Debug("poll failed", "device", d.cfg.ID, "err", err)
+			}
+			return
+		}
+		for _, pi := range blk.Points {
+			values[pi] = d.m.Points[pi].Decode(blk, data)
+		}
+	}
+	if d.offline.Load() {
+		g.log.Info("device back online", "device", d.cfg.ID, "misses", d.misses)
+		d.offline.Store(false)
+		go g.publishStatus(true)
+	}
+	d.misses = 0
+	if err := g.spool.AppendBatch(g.records(d, ts, values)); err != nil {
+		g.log.Error("spool append", "device", d.cfg.ID, "err", err)
+	}
+}
+
+// records turns one poll into v1 batch elements: one per channel for
+// measurements, one per changed event.
+func (g *Gateway) records(d *device, ts int64, values []float64) [][]byte {
+	var out [][]byte
+	var chans [17][]int // point indexes by channel
+	for i := range d.m.Points {
+		p := &d.m.Points[i]
+		if p.Event() {
+			active := values[i] != 0
+			prev, seen := d.events[i]
+			if (!seen && active) || (seen && prev != active) {
+				b := g.head(d, ts, p.Ch)
+				b = append(b, `"event":"`...)
+				b = append(b, p.Metric.String()...)
+				b = append(b, `","active":`...)
+				b = strconv.AppendBool(b, active)
+				out = append(out, append(b, '}'))
+			}
+			d.events[i] = active
+			continue
+		}
+		chans[p.Ch] = append(chans[p.Ch], i)
+	}
+	for ch, idx := range chans {
+		if len(idx) == 0 {
+			continue
+		}
+		b := g.head(d, ts, ch)
+		b = append(b, `"m":{`...)
+		for k, i := range idx {
+			if k > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = append(b, d.m.Points[i].Metric.String()...)
+			b = append(b, `":`...)
+			b = appendValue(b, values[i], d.m.Points[i].Scale)
+		}
+		out = append(out, append(b, "}}"...))
+	}
+	return out
+}
+
+func (g *Gateway) head(d *device, ts int64, ch int) []byte {
+	b := make([]byte, 0, 160)
+	b = append(b, `{"dev":"`...)
+	b = append(b, d.cfg.ID...)
+	b = append(b, `","ts":`...)
+	b = strconv.AppendInt(b, ts, 10)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, uint64(g.seqs.next(d.cfg.ID)), 10)
+	if ch > 0 {
+		b = append(b, `,"ch":`...)
+		b = strconv.AppendInt(b, int64(ch), 10)
+	}
+	return append(b, ',')
+}
+
+// appendValue formats v to the resolution of its scale, so that 415 × 0.1
+// is sent as 41.5, not 41.50000000000001.
+func appendValue(b []byte, v, scale float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return append(b, `"NaN"`...) // firewatch rejects it as not_finite
+	}
+	d := 0
+	for s := math.Abs(scale); s < 1 && d < 9; s *= 10 {
+		d++
+	}
+	p := math.Pow10(d + 6) // float32 values keep their own digits
+	return strconv.AppendFloat(b, math.Round(v*p)/p, 'g', -1, 64)
+}
+
+// forward sends spooled readings as batches, committing each batch only
+// after the broker's PUBACK.
+func (g *Gateway) forward(ctx context.Context) {
+	topic := g.topic("batch")
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var payload []byte
+	for {
+		if g.spool.Len() == 0 || !g.mqtt.IsConnectionOpen() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-g.spool.Ready():
+			case <-tick.C:
+			}
+			continue
+		}
+		recs, err := g.spool.Peek(g.cfg.MQTT.BatchRecords, 60<<10)
+		if err != nil {
+			g.log.Error("spool peek", "err", err)
+			return
+		}
+		if len(recs) == 0 {
+			continue
+		}
+		payload = append(payload[:0], `{"readings":[`...)
+		for i, r := range recs {
+			if i > 0 {
+				payload = append(payload, ',')
+			}
+			payload = append(payload, r...)
+		}
+		payload = append(payload, "]}"...)
+		// paho keeps the slice until the broker acknowledges it, also
+		// across a timeout and a reconnect: give it its own copy, since
+		// payload is rebuilt for the next batch.
+		tok := g.mqtt.Publish(topic, 1, false, bytes.Clone(payload))
+		if !tok.WaitTimeout(g.cfg.MQTT.PublishTimeout) || tok.Error() != nil {
+			g.log.Warn("batch not acknowledged; will resend", "records", len(recs), "err", tok.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			continue
+		}
+		if err := g.spool.Commit(len(recs)); err != nil {
+			g.log.Error("spool commit", "err", err)
+			return
+		}
+		g.published.Add(uint64(len(recs)))
+	}
+}
+
+// Published returns how many readings the broker has acknowledged.
+func (g *Gateway) Published() uint64 { return g.published.Load() }
+
+// Spooled returns how many readings wait in the spool.
+func (g *Gateway) Spooled() int { return g.spool.Len() }
+
+// Connected reports whether the uplink is up.
+func (g *Gateway) Connected() bool { return g.connected.Load() && g.mqtt.IsConnectionOpen() }
+
+// Offline reports whether device id is offline.
+func (g *Gateway) Offline(id string) bool {
+	for _, b := range g.buses {
+		for _, d := range b.devices {
+			if d.cfg.ID == id {
+				return d.offline.Load()
+			}
+		}
+	}
+	return false
+}
+
+// BusStats returns the frame counters of bus i.
+func (g *Gateway) BusStats(i int) *modbus.Stats { return g.buses[i].master.Stats() }
+
+// onCommand queues a downlink command for the device's bus.
+func (g *Gateway) onCommand(b *bus, d *device, payload []byte) {
+	c := command{dev: d}
+	if err := json.Unmarshal(payload, &c); err != nil || c.ID == "" {
+		g.ack(d, c.ID, fmt.Errorf("malformed command: want {\"cmd\":…,\"id\":…}"))
+		return
+	}
+	select {
+	case b.cmds <- c:
+	default:
+		g.ack(d, c.ID, errors.New("gateway busy: command queue full"))
+	}
+}
+
+// execute writes a command to its device and acks it upstream.
+func (g *Gateway) execute(ctx context.Context, b *bus, c command) {
+	cmd, ok := c.dev.m.Commands[c.Cmd]
+	if !ok {
+		g.ack(c.dev, c.ID, fmt.Errorf("model %s has no command %q", c.dev.m.Model, c.Cmd))
+		return
+	}
+	addr, err := cmd.Target(c.Ch)
+	if err == nil {
+		slave := byte(c.dev.cfg.Slave)
+		if cmd.Function == modbus.FuncWriteSingleCoil {
+			err = b.master.WriteCoil(ctx, slave, addr, cmd.Value != 0)
+		} else {
+			err = b.master.WriteRegister(ctx, slave, addr, cmd.Value)
+		}
+	}
+	g.log.Info("command", "device", c.dev.cfg.ID, "cmd", c.Cmd, "id", c.ID, "ch", c.Ch, "err", err)
+	g.ack(c.dev, c.ID, err)
+}
+
+func (g *Gateway) ack(d *device, id string, err error) {
+	a := map[string]any{"id": id, "ok": err == nil, "ts": time.Now().UnixMilli()}
+	if err != nil {
+		a["error"] = err.Error()
+	}
+	p, _ := json.Marshal(a)
+	tok := g.mqtt.Publish("fw/v1/up/"+d.cfg.ID+"/ack", 1, false, p)
+	go tok.WaitTimeout(g.cfg.MQTT.PublishTimeout)
+}
+
+// seqStore hands out per-device sequence numbers that never repeat, even
+// after a power cut: it persists a ceiling seqBlock ahead of what it has
+// handed out, and starts from the ceiling after an unclean stop (a gap in
+// the numbers, never a repeat). A clean stop saves the exact values.
+type seqStore struct {
+	path    string
+	mu      sync.Mutex
+	cur     map[string]uint32
+	ceiling map[string]uint32
+}
+
+const seqBlock = 1000
+
+func openSeqs(path string) (*seqStore, error) {
+	s := &seqStore{path: path, cur: map[string]uint32{}, ceiling: map[string]uint32{}}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sequence numbers: %w", err)
+	}
+	if err := json.Unmarshal(b, &s.cur); err != nil {
+		return nil, fmt.Errorf("sequence numbers %s: %w", path, err)
+	}
+	for k, v := range s.cur {
+		s.ceiling[k] = v
+	}
+	return s, nil
+}
+
+func (s *seqStore) next(dev string) uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.cur[dev]
+	if n >= s.ceiling[dev] {
+		s.ceiling[dev] = n + seqBlock
+		saved := map[string]uint32{}
+		for k, v := range s.ceiling {
+			saved[k] = v
+		}
+		if err := writeFileSync(s.path, saved); err != nil {
+			// Keep going: a repeat after a power cut is the worst case.
+			slog.Default().Error("save sequence numbers", "err", err)
+		}
+	}
+	s.cur[dev] = n + 1
+	return n
+}
+
+func (s *seqStore) save() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return writeFileSync(s.path, s.cur)
+}
+
+func writeFileSync(path string, v any) error {
+	b, _ := json.Marshal(v)
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,485 @@
+package gateway
+
+import (
+	"embed"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/internal/yamlfile"
+)
+
+// DataType is how a point's value is laid out in registers or bits.
+type DataType uint8
+
+// Data types of a register map.
+const (
+	TypeInvalid DataType = iota
+	TypeBool             // one coil or discrete input (functions 1, 2), or a register ≠ 0
+	TypeInt16
+	TypeUint16
+	TypeInt32
+	TypeUint32
+	TypeFloat32 // IEEE 754 single in two registers
+)
+
+var typeNames = map[string]DataType{
+	"bool": TypeBool, "int16": TypeInt16, "uint16": TypeUint16,
+	"int32": TypeInt32, "uint32": TypeUint32, "float32": TypeFloat32,
+}
+
+func (t DataType) String() string {
+	for n, v := range typeNames {
+		if v == t {
+			return n
+		}
+	}
+	return "invalid"
+}
+
+// Words is how many 16-bit registers the type takes.
+func (t DataType) Words() int {
+	switch t {
+	case TypeInt32, TypeUint32, TypeFloat32:
+		return 2
+	}
+	return 1
+}
+
+// Point is one value of a device model: where it is, how to decode it and
+// which catalog metric (and channel) it becomes.
+type Point struct {
+	Metric   devices.Metric
+	Ch       int // 0: unchannelled
+	Function byte
+	Address  uint16
+	Type     DataType
+	// LowWordFirst is the word order of 32-bit types: false (the default,
+	// "big") is the high word in the lower register (ABCD); true ("little")
+	// is CDAB, common on meters. Bytes within a register are big-endian.
+	LowWordFirst bool
+	Scale        float64
+	Offset       float64
+	Line         int
+}
+
+// Event reports whether the point is a catalog event.
+func (p *Point) Event() bool { return p.Metric.Info().Event }
+
+// Block is one read request that covers several points.
+type Block struct {
+	Function byte
+	Address  uint16
+	Count    uint16
+	Points   []int // indexes into Map.Points
+}
+
+// Command is a write the downlink performs, e.g. cut_power.
+type Command struct {
+	Function byte   // 5 (coil) or 6 (register)
+	Address  uint16 // of channel 1 (or of the device when unchannelled)
+	Step     uint16 // address distance between channels
+	Value    uint16 // register value; for a coil, ≠ 0 means on
+	// DeviceAddress is written when the command names no channel (the
+	// whole device); it defaults to Address.
+	DeviceAddress uint16
+	Line          int
+}
+
+// Target returns the address a command for channel ch (0: the whole
+// device) writes.
+func (c Command) Target(ch int) (uint16, error) {
+	if ch == 0 {
+		return c.DeviceAddress, nil
+	}
+	if c.Step == 0 && ch != 1 {
+		return 0, fmt.Errorf("the model has no per-channel address for this command (ch %d)", ch)
+	}
+	a := int(c.Address) + (ch-1)*int(c.Step)
+	if ch < 0 || a > 0xFFFF {
+		return 0, fmt.Errorf("ch %d is outside the model's address range", ch)
+	}
+	return uint16(a), nil
+}
+
+// Map is the register map of one device model.
+type Map struct {
+	Model    string
+	Kind     devices.Kind
+	File     string
+	Points   []Point
+	Blocks   []Block
+	Commands map[string]Command
+}
+
+// Maps holds register maps by model.
+type Maps map[string]*Map
+
+//go:embed maps/*.yaml
+var shipped embed.FS
+
+// ShippedMaps returns the maps shipped with firegate (gateway/maps).
+func ShippedMaps() (Maps, error) {
+	ms := Maps{}
+	entries, err := shipped.ReadDir("maps")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		b, err := shipped.ReadFile("maps/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		m, err := ParseMap("maps/"+e.Name(), b)
+		if err != nil {
+			return nil, err
+		}
+		ms[m.Model] = m
+	}
+	return ms, nil
+}
+
+// LoadMaps adds the maps in paths (files, or directories of *.yaml) to ms;
+// a later map of the same model replaces an earlier one.
+func (ms Maps) LoadMaps(paths []string) error {
+	for _, p := range paths {
+		files := []string{p}
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			files, _ = filepath.Glob(filepath.Join(p, "*.yaml"))
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("register map: %w", err)
+			}
+			m, err := ParseMap(f, b)
+			if err != nil {
+				return err
+			}
+			ms[m.Model] = m
+		}
+	}
+	return nil
+}
+
+type mapFile struct {
+	Model       string               `yaml:"model"`
+	Kind        string               `yaml:"kind"`
+	Vendor      string               `yaml:"vendor"`
+	Description string               `yaml:"description"`
+	WordOrder   string               `yaml:"word_order"`
+	Registers   []yaml.Node          `yaml:"registers"`
+	Commands    map[string]yaml.Node `yaml:"commands"`
+}
+
+type pointEntry struct {
+	Metric    string   `yaml:"metric"`
+	Ch        int      `yaml:"ch"`
+	Function  int      `yaml:"function"`
+	Address   *int     `yaml:"address"`
+	Type      string   `yaml:"type"`
+	WordOrder string   `yaml:"word_order"`
+	Scale     *float64 `yaml:"scale"`
+	Offset    float64  `yaml:"offset"`
+	Unit      string   `yaml:"unit"`
+}
+
+type commandEntry struct {
+	Function int  `yaml:"function"`
+	Address  *int `yaml:"address"`
+	Step     int  `yaml:"step"`
+	Value    *int `yaml:"value"`
+	Device   *int `yaml:"device_address"`
+}
+
+// Commands the downlink knows.
+var knownCommands = []string{"cut_power", "restore_power"}
+
+// ParseMap parses a register map; name is used in messages. Every problem
+// is reported with its line, as a *devices.LoadError.
+func ParseMap(name string, b []byte) (*Map, error) {
+	var f mapFile
+	if err := yamlfile.Decode(b, &f); err != nil {
+		return nil, &devices.LoadError{Problems: []devices.Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err)}}}
+	}
+	var probs []devices.Problem
+	bad := func(line int, format string, args ...any) {
+		probs = append(probs, devices.Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
+	}
+	m := &Map{Model: f.Model, File: name, Commands: map[string]Command{}}
+	if f.Model == "" {
+		bad(1, "model is missing")
+	}
+	kind, err := devices.ParseKind(f.Kind)
+	if err != nil {
+		bad(1, "kind: %v", err)
+	}
+	m.Kind = kind
+	lowFirst, err := parseWordOrder(f.WordOrder, false)
+	if err != nil {
+		bad(1, "%v", err)
+	}
+	if len(f.Registers) == 0 {
+		bad(1, "registers is empty")
+	}
+	type slot struct {
+		metric devices.Metric
+		ch     int
+	}
+	seen := map[slot]int{}
+	for i := range f.Registers {
+		n := &f.Registers[i]
+		var e pointEntry
+		if err := yamlfile.DecodeNode(n, &e); err != nil {
+			bad(n.Line, "register: %v", err)
+			continue
+		}
+		p := Point{Ch: e.Ch, Offset: e.Offset, Scale: 1, Line: n.Line}
+		if e.Scale != nil {
+			p.Scale = *e.Scale
+		}
+		metric, ok := devices.MetricByName(kind, e.Metric)
+		if !ok {
+			bad(n.Line, "metric %q is not in the catalog for kind %s (see docs/mqtt.md)", e.Metric, kind)
+			continue
+		}
+		p.Metric = metric
+		info := metric.Info()
+		if e.Unit != info.Unit {
+			bad(n.Line, "%s: unit %q, but the catalog's unit is %q: convert with scale", e.Metric, e.Unit, info.Unit)
+		}
+		switch {
+		case info.Channels == 1 && e.Ch != 0:
+			bad(n.Line, "%s has no channels: remove ch", e.Metric)
+		case e.Ch < 0 || e.Ch > int(info.Channels):
+			bad(n.Line, "%s: ch %d outside 1…%d", e.Metric, e.Ch, info.Channels)
+		}
+		if prev, dup := seen[slot{metric, e.Ch}]; dup {
+			bad(n.Line, "%s ch %d is already mapped at line %d", e.Metric, e.Ch, prev)
+		}
+		seen[slot{metric, e.Ch}] = n.Line
+		p.Function = byte(e.Function)
+		if e.Function < 1 || e.Function > 4 {
+			bad(n.Line, "%s: function %d: use 1 (coil), 2 (discrete input), 3 (holding register) or 4 (input register)", e.Metric, e.Function)
+		}
+		if e.Address == nil || *e.Address < 0 || *e.Address > 0xFFFF {
+			bad(n.Line, "%s: address missing or outside 0…65535 (the protocol address, not 40001-style)", e.Metric)
+		} else {
+			p.Address = uint16(*e.Address)
+		}
+		p.Type = typeNames[e.Type]
+		if e.Type == "" && p.Function <= 2 {
+			p.Type = TypeBool
+		}
+		switch {
+		case p.Type == TypeInvalid:
+			bad(n.Line, "%s: type %q: use bool, int16, uint16, int32, uint32 or float32", e.Metric, e.Type)
+		case p.Function <= 2 && p.Type != TypeBool:
+			bad(n.Line, "%s: function %d reads bits: type must be bool", e.Metric, e.Function)
+		case info.Event && p.Type != TypeBool && p.Type != TypeUint16:
+			bad(n.Line, "%s is an event: type must be bool or uint16 (non-zero = active)", e.Metric)
+		}
+		if p.LowWordFirst, err = parseWordOrder(e.WordOrder, lowFirst); err != nil {
+			bad(n.Line, "%s: %v", e.Metric, err)
+		}
+		if p.Scale == 0 || math.IsNaN(p.Scale) || math.IsInf(p.Scale, 0) {
+			bad(n.Line, "%s: scale must be a finite non-zero number", e.Metric)
+		}
+		if int(p.Address)+p.Type.Words() > 0x10000 {
+			bad(n.Line, "%s: runs past address 65535", e.Metric)
+		}
+		m.Points = append(m.Points, p)
+	}
+	names := make([]string, 0, len(f.Commands))
+	for k := range f.Commands {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		n := f.Commands[name]
+		var e commandEntry
+		if err := yamlfile.DecodeNode(&n, &e); err != nil {
+			bad(n.Line, "command %s: %v", name, err)
+			continue
+		}
+		if !slices.Contains(knownCommands, name) {
+			bad(n.Line, "command %q: firegate knows %s", name, strings.Join(knownCommands, ", "))
+		}
+		c := Command{Function: byte(e.Function), Step: uint16(e.Step), Line: n.Line}
+		if e.Function != 5 && e.Function != 6 {
+			bad(n.Line, "command %s: function %d: use 5 (coil) or 6 (holding register)", name, e.Function)
+		}
+		if e.Address == nil || *e.Address < 0 || *e.Address > 0xFFFF {
+			bad(n.Line, "command %s: address missing or outside 0…65535", name)
+		} else {
+			c.Address = uint16(*e.Address)
+		}
+		c.DeviceAddress = c.Address
+		if e.Device != nil {
+			if *e.Device < 0 || *e.Device > 0xFFFF {
+				bad(n.Line, "command %s: device_address outside 0…65535", name)
+			} else {
+				c.DeviceAddress = uint16(*e.Device)
+			}
+		}
+		if e.Step < 0 || e.Step > 0xFFFF {
+			bad(n.Line, "command %s: step %d outside 0…65535", name, e.Step)
+		}
+		switch {
+		case e.Value == nil && e.Function == 5:
+			c.Value = 1
+		case e.Value == nil:
+			bad(n.Line, "command %s: value is missing", name)
+		case *e.Value < 0 || *e.Value > 0xFFFF:
+			bad(n.Line, "command %s: value %d outside 0…65535", name, *e.Value)
+		default:
+			c.Value = uint16(*e.Value)
+		}
+		m.Commands[name] = c
+	}
+	if len(probs) > 0 {
+		slices.SortStableFunc(probs, func(a, b devices.Problem) int { return a.Line - b.Line })
+		return nil, &devices.LoadError{Problems: probs}
+	}
+	m.Blocks = blocks(m.Points)
+	return m, nil
+}
+
+func parseWordOrder(s string, def bool) (bool, error) {
+	switch s {
+	case "":
+		return def, nil
+	case "big", "ABCD":
+		return false, nil
+	case "little", "CDAB":
+		return true, nil
+	}
+	return false, fmt.Errorf("word_order %q: use big (high word first) or little (low word first)", s)
+}
+
+// maxGap is the largest run of unmapped registers a block reads through;
+// one longer request is cheaper than two on a slow bus.
+const maxGap = 8
+
+// blocks groups points into as few reads as the protocol limits allow.
+func blocks(points []Point) []Block {
+	idx := make([]int, len(points))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		pa, pb := &points[idx[a]], &points[idx[b]]
+		if pa.Function != pb.Function {
+			return pa.Function < pb.Function
+		}
+		return pa.Address < pb.Address
+	})
+	var out []Block
+	for _, i := range idx {
+		p := &points[i]
+		end := int(p.Address) + p.Type.Words()
+		limit := 125
+		if p.Function <= 2 {
+			limit = 2000
+		}
+		if n := len(out); n > 0 {
+			b := &out[n-1]
+			bEnd := int(b.Address) + int(b.Count)
+			if b.Function == p.Function && int(p.Address) <= bEnd+maxGap && max(end, bEnd)-int(b.Address) <= limit {
+				b.Count = uint16(max(end, bEnd) - int(b.Address))
+				b.Points = append(b.Points, i)
+				continue
+			}
+		}
+		out = append(out, Block{Function: p.Function, Address: p.Address, Count: uint16(end - int(p.Address)), Points: []int{i}})
+	}
+	return out
+}
+
+// Decode returns the point's value from the data of block b (register
+// bytes, or packed bits).
+func (p *Point) Decode(b *Block, data []byte) float64 {
+	off := int(p.Address - b.Address)
+	if p.Function <= 2 {
+		if modbus.Bit(data, off) {
+			return 1
+		}
+		return 0
+	}
+	w := data[2*off:]
+	var raw float64
+	switch p.Type {
+	case TypeBool:
+		if binary.BigEndian.Uint16(w) != 0 {
+			return 1
+		}
+		return 0
+	case TypeInt16:
+		raw = float64(int16(binary.BigEndian.Uint16(w)))
+	case TypeUint16:
+		raw = float64(binary.BigEndian.Uint16(w))
+	default:
+		hi, lo := binary.BigEndian.Uint16(w), binary.BigEndian.Uint16(w[2:])
+		if p.LowWordFirst {
+			hi, lo = lo, hi
+		}
+		u := uint32(hi)<<16 | uint32(lo)
+		switch p.Type {
+		case TypeInt32:
+			raw = float64(int32(u))
+		case TypeUint32:
+			raw = float64(u)
+		case TypeFloat32:
+			// The shortest decimal that is the same float32: 0.31, not
+			// 0.3100000023841858.
+			raw, _ = strconv.ParseFloat(strconv.FormatFloat(float64(math.Float32frombits(u)), 'g', -1, 32), 64)
+		}
+	}
+	if p.Event() {
+		if raw != 0 {
+			return 1
+		}
+		return 0
+	}
+	return raw*p.Scale + p.Offset
+}
+
+// Encode returns the registers that hold v, the inverse of Decode (for
+// the simulator). For bit points it returns one word, 0 or 1.
+func (p *Point) Encode(v float64) []uint16 {
+	if p.Type == TypeBool || p.Event() {
+		if v != 0 {
+			return []uint16{1}
+		}
+		return []uint16{0}
+	}
+	raw := (v - p.Offset) / p.Scale
+	var u uint32
+	switch p.Type {
+	case TypeInt16:
+		return []uint16{uint16(int16(math.Round(raw)))}
+	case TypeUint16:
+		return []uint16{uint16(math.Round(raw))}
+	case TypeInt32:
+		u = uint32(int32(math.Round(raw)))
+	case TypeUint32:
+		u = uint32(math.Round(raw))
+	case TypeFloat32:
+		u = math.Float32bits(float32(raw))
+	}
+	hi, lo := uint16(u>>16), uint16(u)
+	if p.LowWordFirst {
+		return []uint16{lo, hi}
+	}
+	return []uint16{hi, lo}
+}

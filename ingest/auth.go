@@ -1,0 +1,259 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+// ServiceUser is the user name of firewatch's own client on the embedded
+// broker. It contains '/', which no device or gateway id may, so no ledger
+// entry can take it.
+const ServiceUser = "firewatch/service"
+
+// AuthConfig lists who may connect to the embedded broker.
+type AuthConfig struct {
+	Ledger *devices.Ledger
+	// ServicePassword and ServiceClientID are firewatch's own credential:
+	// a random password made at start that never leaves the process.
+	ServicePassword string
+	ServiceClientID string
+	// BridgeUser and BridgeSecretHash, when set, admit one trusted upstream
+	// (an NB-IoT platform forwarder, or the demo's simulator) that publishes
+	// on the device topics of any ledger device.
+	BridgeUser       string
+	BridgeSecretHash string
+	Registerer       prometheus.Registerer
+}
+
+type role uint8
+
+const (
+	roleDevice role = iota + 1
+	roleGateway
+	roleBridge
+	roleService
+)
+
+// principal is one user name the broker knows.
+type principal struct {
+	role  role
+	id    string
+	hash  secretHash
+	plain []byte // the service password
+	// up and down are the topic prefixes the principal may publish and
+	// subscribe under.
+	up, down string
+	// fast is SHA-256(salt || secret) of the last secret that passed the
+	// KDF, so that a reconnect storm after an outage costs a hash, not an
+	// argon2id run, per client.
+	fast atomic.Pointer[[32]byte]
+}
+
+// Auth is the embedded broker's authentication and topic ACL (a mochi-mqtt
+// hook): username = device or gateway id, password checked against the
+// ledger's argon2id secret_hash, client id = username (so that no client
+// can take over another's session), and each principal publishes and
+// subscribes only under its own topics (docs/security.md).
+type Auth struct {
+	mochi.HookBase
+	ledger *devices.Ledger
+	users  map[string]*principal
+	kdf    chan struct{} // bounds concurrent argon2id runs (CPU and memory)
+	denied *prometheus.CounterVec
+}
+
+// NewAuth builds the ACL from the ledger. A malformed secret_hash is an
+// error, with every bad entry named.
+func NewAuth(cfg AuthConfig) (*Auth, error) {
+	a := &Auth{
+		ledger: cfg.Ledger,
+		users:  make(map[string]*principal, len(cfg.Ledger.Devices)+len(cfg.Ledger.Gateways)+2),
+		kdf:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "firewatch_broker_denied_total",
+			Help: "Connections, publishes and subscriptions the embedded broker refused, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{"unknown_user", "bad_secret", "client_id", "publish", "subscribe"} {
+		a.denied.WithLabelValues(r)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(a.denied); err != nil {
+			return nil, err
+		}
+	}
+	var probs []string
+	add := func(p *principal, hash string) {
+		if hash != "" {
+			h, err := parseSecretHash(hash)
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("%s: %v", p.id, err))
+				return
+			}
+			p.hash = h
+		} else if p.plain == nil {
+			return // no credential: cannot connect itself
+		}
+		if a.users[p.id] != nil {
+			probs = append(probs, fmt.Sprintf("%s: user name used twice (a device and a gateway?)", p.id))
+			return
+		}
+		a.users[p.id] = p
+	}
+	for i := range cfg.Ledger.Devices {
+		d := &cfg.Ledger.Devices[i]
+		add(&principal{role: roleDevice, id: d.ID, up: "fw/v1/up/" + d.ID + "/", down: "fw/v1/down/" + d.ID + "/"}, d.SecretHash)
+	}
+	for _, g := range cfg.Ledger.Gateways {
+		add(&principal{role: roleGateway, id: g.ID, up: "fw/v1/up/gw/" + g.ID + "/", down: "fw/v1/down/gw/" + g.ID + "/"}, g.SecretHash)
+	}
+	if cfg.BridgeUser != "" {
+		if err := devices.CheckID(cfg.BridgeUser); err != nil {
+			probs = append(probs, fmt.Sprintf("bridge user: %v", err))
+		} else if cfg.BridgeSecretHash == "" {
+			probs = append(probs, "bridge user "+cfg.BridgeUser+": no secret hash")
+		} else {
+			add(&principal{role: roleBridge, id: cfg.BridgeUser, up: "fw/v1/up/"}, cfg.BridgeSecretHash)
+		}
+	}
+	if cfg.ServicePassword != "" {
+		a.users[ServiceUser] = &principal{role: roleService, id: cfg.ServiceClientID, plain: []byte(cfg.ServicePassword)}
+	}
+	if len(probs) > 0 {
+		return nil, fmt.Errorf("embedded broker credentials:\n  %s", strings.Join(probs, "\n  "))
+	}
+	return a, nil
+}
+
+// ID names the hook.
+func (a *Auth) ID() string { return "firewatch-auth" }
+
+// Provides says which hook methods Auth implements.
+func (a *Auth) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+// OnConnectAuthenticate checks a CONNECT's user name, password and client
+// id.
+func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	p := a.users[string(pk.Connect.Username)]
+	if p == nil {
+		a.denied.WithLabelValues("unknown_user").Inc()
+		return false
+	}
+	// The client id is the user name (for the service: its fixed client id),
+	// so that no client can take over another's session.
+	if cl.ID != p.id {
+		a.denied.WithLabelValues("client_id").Inc()
+		return false
+	}
+	if !a.check(p, pk.Connect.Password) {
+		a.denied.WithLabelValues("bad_secret").Inc()
+		return false
+	}
+	return true
+}
+
+func (a *Auth) check(p *principal, secret []byte) bool {
+	if p.role == roleService {
+		return subtle.ConstantTimeCompare(secret, p.plain) == 1
+	}
+	h := sha256.New()
+	h.Write(p.hash.salt)
+	h.Write(secret)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	if f := p.fast.Load(); f != nil && subtle.ConstantTimeCompare(f[:], sum[:]) == 1 {
+		return true
+	}
+	a.kdf <- struct{}{}
+	ok := p.hash.verify(secret)
+	<-a.kdf
+	if ok {
+		p.fast.Store(&sum)
+	}
+	return ok
+}
+
+// deviceLeaves are the leaves a device may publish under its own id.
+var deviceLeaves = []string{"telemetry", "event", "status", "ack"}
+
+// OnACLCheck allows a publish (write) or a subscription or delivery (read)
+// on topic.
+func (a *Auth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	p := a.users[string(cl.Properties.Username)]
+	ok := p != nil && (p.allows(topic, write) || p.role == roleGateway && a.forAssigned(p.id, topic, write))
+	if !ok {
+		if write {
+			a.denied.WithLabelValues("publish").Inc()
+		} else {
+			a.denied.WithLabelValues("subscribe").Inc()
+		}
+	}
+	return ok
+}
+
+// forAssigned allows a gateway what firegate does for the devices assigned
+// to it in the ledger (docs/mqtt.md): subscribe to their downlink commands
+// (fw/v1/down/{device}/…) and publish their acknowledgements
+// (fw/v1/up/{device}/ack).
+func (a *Auth) forAssigned(gw, topic string, write bool) bool {
+	prefix := "fw/v1/down/"
+	if write {
+		prefix = "fw/v1/up/"
+	}
+	rest, ok := strings.CutPrefix(topic, prefix)
+	if !ok {
+		return false
+	}
+	id, leaf, ok := strings.Cut(rest, "/")
+	if !ok || write && leaf != "ack" || !write && leaf == "" {
+		return false
+	}
+	d, ok := a.ledger.LookupID(id)
+	return ok && d.Gateway == gw
+}
+
+func (p *principal) allows(topic string, write bool) bool {
+	switch p.role {
+	case roleService:
+		return true
+	case roleDevice:
+		if !write {
+			return strings.HasPrefix(topic, p.down)
+		}
+		leaf, ok := strings.CutPrefix(topic, p.up)
+		if !ok {
+			return false
+		}
+		for _, l := range deviceLeaves {
+			if leaf == l {
+				return true
+			}
+		}
+		return false
+	case roleGateway:
+		if !write {
+			return strings.HasPrefix(topic, p.down)
+		}
+		leaf, ok := strings.CutPrefix(topic, p.up)
+		return ok && (leaf == "batch" || leaf == "status")
+	case roleBridge:
+		if !write {
+			return false
+		}
+		_, gateway, ok := parseTopic(topic)
+		return ok && !gateway
+	}
+	return false
+}

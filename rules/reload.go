@@ -1,0 +1,54 @@
+package rules
+
+// Adopt takes over the state of old, an engine of an earlier rule set over
+// the same ledger, so that a reload neither loses a pending `for` nor
+// raises again what is firing. A rule keeps its state when a rule of the
+// same id watching the same metric the same way (op) exists in both sets;
+// its levels and durations may have changed, and the next reading is
+// judged by the new ones. State of removed rules is dropped: their open
+// alarms stay open until a person closes them or the rule returns.
+//
+// Adopt must run on the goroutine that calls Eval, between two messages.
+func (e *Engine) Adopt(old *Engine) {
+	if old == nil || len(old.dev) != len(e.dev) {
+		return
+	}
+	type pair struct{ from, to uint16 }
+	type span struct{ from, to, n uint32 }
+	plans := map[pair][]span{}
+	plan := func(p pair) []span {
+		if s, ok := plans[p]; ok {
+			return s
+		}
+		ol, nl := &old.layouts[p.from], &e.layouts[p.to]
+		var s []span
+		for j, np := range nl.places {
+			nc := &e.rules[np.rule]
+			for _, op := range ol.places {
+				oc := &old.rules[op.rule]
+				if oc.rule.ID != nc.rule.ID || oc.rule.Metric != nc.rule.Metric || oc.op != nc.op || oc.width != nc.width {
+					continue
+				}
+				ch := min(np.channels, op.channels)
+				if ch > 0 {
+					s = append(s, span{from: op.offset, to: nl.places[j].offset, n: uint32(ch) * uint32(nc.width)})
+				}
+				break
+			}
+		}
+		plans[p] = s
+		return s
+	}
+	for i := range e.dev {
+		od, nd := &old.dev[i], &e.dev[i]
+		slot, layout := nd.slot, nd.layout
+		*nd = *od
+		nd.slot, nd.layout = slot, layout
+		for _, s := range plan(pair{od.layout, layout}) {
+			copy(e.states[slot+s.to:slot+s.to+s.n], old.states[od.slot+s.from:od.slot+s.from+s.n])
+		}
+	}
+}
+
+// Set returns the rule set the engine was compiled from.
+func (e *Engine) Set() *Set { return e.set }
