@@ -185,6 +185,8 @@ func TestAPIActions(t *testing.T) {
 	m.Submit(raise(r.smoke, devSmoke, 0, 1, 0))                // alm-000002
 	rc.next(t)
 	rc.next(t)
+	// The history checked below has the delivery before the receipt.
+	poll(t, "alm-000001 pushed", func() bool { return get(t, m.Manager, "alm-000001").State == StatePushed })
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 

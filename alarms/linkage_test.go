@@ -16,7 +16,7 @@ func TestLinkageOutcomes(t *testing.T) {
 	l := testLedger(t, rc.srv.URL, rc.srv.URL)
 	r := newTestRules(t)
 	cfg := testConfig(t)
-	cfg.CommandRetry = 50 * time.Millisecond
+	cfg.CommandRetry = 500 * time.Millisecond
 	var (
 		mu   sync.Mutex
 		sent []string

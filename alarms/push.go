@@ -36,11 +36,16 @@ type Push struct {
 	// Unit is the metric's unit ("mA", "°C", "MPa", ...) or "event".
 	Unit    string `json:"unit"`
 	Channel int    `json:"channel"`
-	// Op is how Value compares with Threshold: "above", "below" or "event".
+	// Op is how Value compares with Threshold: "above", "below", "event",
+	// or "rises"/"falls" for a change of Threshold within Within seconds.
 	Op string `json:"op"`
 	// Value is the reading that caused the transition (1/0 for events).
 	Value     float64 `json:"value"`
 	Threshold float64 `json:"threshold"`
+	// Ref is, for a rises/falls rule, the value the change was measured
+	// from; Within the rule's window in seconds. Both are absent otherwise.
+	Ref    *float64 `json:"ref,omitempty"`
+	Within float64  `json:"within_s,omitempty"`
 	// HeldS is how long the condition held before the transition, in
 	// seconds: for "raised" how long the rule's condition held, for
 	// "cleared" how long the clearing condition held.
@@ -116,17 +121,6 @@ func finite(f float64) float64 {
 	return f
 }
 
-func opName(op rules.Op) string {
-	switch op {
-	case rules.OpAbove:
-		return "above"
-	case rules.OpBelow:
-		return "below"
-	case rules.OpEvent:
-		return "event"
-	}
-	return ""
-}
 
 // pushInput is what a push is made from.
 type pushInput struct {
@@ -164,7 +158,7 @@ func buildPush(in pushInput) Push {
 		MetricZH:   info.ZH,
 		Unit:       info.Unit,
 		Channel:    int(in.ev.Channel),
-		Op:         opName(r.Op),
+		Op:         r.Op.String(),
 		Value:      finite(in.ev.Value),
 		Threshold:  finite(r.Threshold),
 		HeldS:      heldSeconds(in.ev),
@@ -179,6 +173,10 @@ func buildPush(in pushInput) Push {
 	p.Flapping = a.Flapping && in.transition == TransitionRaised
 	if in.transition == TransitionCleared {
 		p.ClearedAt = formatTime(in.clearedAt)
+	}
+	if r.Op == rules.OpRises || r.Op == rules.OpFalls {
+		ref := finite(in.ev.Ref)
+		p.Ref, p.Within = &ref, r.Within.Seconds()
 	}
 	p.Message = message(&p, a, r, msTime(in.ev.Time), in.flapNote)
 	return p
@@ -217,6 +215,23 @@ func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote fu
 			b.WriteByte(' ')
 		}
 	}
+	if r.Severity == rules.SeverityOffline {
+		// Liveness: Since is the last report, the device time of the event
+		// when the silence was noticed (cmd/firewatch/liveness_alarms.go).
+		if p.Transition == TransitionCleared {
+			b.WriteString("已恢复上报")
+		} else {
+			b.WriteString("离线：最后一次上报 ")
+			b.WriteString(msTime(a.Since.UnixMilli()).Format(zhTimeLayout))
+			b.WriteString("，已 ")
+			b.WriteString(strconv.FormatFloat(math.Max(1, math.Round(p.HeldS/60)), 'f', 0, 64))
+			b.WriteString(" 分钟未上报")
+		}
+		b.WriteString("（发现时间 ")
+		b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
+		b.WriteString("）。")
+		return finishMessage(&b, p, a, flapNote)
+	}
 	b.WriteString(p.MetricZH)
 	if p.Channel > 0 {
 		b.WriteString("（第")
@@ -233,6 +248,34 @@ func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote fu
 		b.WriteString(" ")
 		b.WriteString(p.Unit)
 	case event:
+	case p.Ref != nil:
+		// 水压 从 0.310 MPa 降至 0.220 MPa（4 秒内），超过预警变化量 0.05 MPa/10 秒
+		b.WriteString(" 从 ")
+		b.WriteString(formatValue(*p.Ref, p.Unit))
+		b.WriteString(" ")
+		b.WriteString(p.Unit)
+		if r.Op == rules.OpFalls {
+			b.WriteString(" 降至 ")
+		} else {
+			b.WriteString(" 升至 ")
+		}
+		b.WriteString(formatValue(p.Value, p.Unit))
+		b.WriteString(" ")
+		b.WriteString(p.Unit)
+		if held := math.Round(p.HeldS); held >= 1 {
+			b.WriteString("（")
+			b.WriteString(strconv.FormatFloat(held, 'f', 0, 64))
+			b.WriteString(" 秒内）")
+		}
+		b.WriteString("，超过")
+		b.WriteString(p.SeverityZH)
+		b.WriteString("变化量 ")
+		b.WriteString(strconv.FormatFloat(p.Threshold, 'f', -1, 64))
+		b.WriteString(" ")
+		b.WriteString(p.Unit)
+		b.WriteString("/")
+		b.WriteString(strconv.FormatFloat(p.Within, 'f', -1, 64))
+		b.WriteString(" 秒")
 	default:
 		b.WriteString(" ")
 		b.WriteString(formatValue(p.Value, p.Unit))
@@ -257,6 +300,13 @@ func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote fu
 	b.WriteString("（设备时间 ")
 	b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
 	b.WriteString("）。")
+	return finishMessage(&b, p, a, flapNote)
+}
+
+// finishMessage appends what every dispatcher text ends with: the original
+// alarm of a clear or the linkage of a raise, the owning unit, the station
+// and how the push was routed.
+func finishMessage(b *strings.Builder, p *Push, a *Alarm, flapNote func() string) string {
 	if p.Transition == TransitionCleared {
 		b.WriteString("原报警 ")
 		b.WriteString(a.ID)

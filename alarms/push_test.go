@@ -2,6 +2,7 @@ package alarms
 
 import (
 	"encoding/json"
+	"github.com/firewatch-iot/firewatch/devices"
 	"math"
 	"strings"
 	"testing"
@@ -89,5 +90,33 @@ func TestMessageAddressNamesPlace(t *testing.T) {
 		device: &d, station: d.Station, rule: r.smoke, ev: ev})
 	if n := strings.Count(p.Message, "柳州市柳南区"); n != 1 || !strings.Contains(p.Message, d.Address) {
 		t.Errorf("message names the place %d times: %s", n, p.Message)
+	}
+}
+
+// A rate rule says from what to what the value changed and within how
+// long; an offline alarm says since when the device is silent.
+func TestMessageRateAndOffline(t *testing.T) {
+	l := testLedger(t, "http://127.0.0.1:1/a", "http://127.0.0.1:1/b")
+	d := l.Device(devHydrant)
+	drop := &rules.Rule{ID: "hydrant.pressure.drop", Kind: devices.KindHydrant, Metric: metric(t, devices.KindHydrant, "pressure_mpa"),
+		Op: rules.OpFalls, Severity: rules.SeverityWarning, Threshold: 0.05, Within: 10 * time.Second}
+	ev := raise(drop, devHydrant, 0, 0.22, 4_000)
+	ev.Ref = 0.31
+	a := &Alarm{ID: "alm-000009", SeverityZH: "预警", Since: msTime(ev.Since), DeviceTime: msTime(ev.Time)}
+	p := buildPush(pushInput{alarm: a, transition: TransitionRaised, ledger: l, device: d, station: d.Station, rule: drop, ev: ev})
+	if want := "水压 从 0.310 MPa 降至 0.220 MPa（4 秒内），超过预警变化量 0.05 MPa/10 秒"; !strings.Contains(p.Message, want) {
+		t.Errorf("rate message:\n got %s\nwant …%s…", p.Message, want)
+	}
+	if p.Ref == nil || *p.Ref != 0.31 || p.Within != 10 {
+		t.Errorf("push ref %v within %v", p.Ref, p.Within)
+	}
+
+	off := &rules.Rule{ID: "hydrant.offline", Kind: devices.KindHydrant, Metric: metric(t, devices.KindHydrant, "rssi_dbm"),
+		Op: rules.OpEvent, Severity: rules.SeverityOffline}
+	ev = raise(off, devHydrant, 0, 1, 2*3600_000)
+	a = &Alarm{ID: "alm-000010", SeverityZH: "离线", Since: msTime(ev.Since), DeviceTime: msTime(ev.Time)}
+	p = buildPush(pushInput{alarm: a, transition: TransitionRaised, ledger: l, device: d, station: d.Station, rule: off, ev: ev})
+	if !strings.Contains(p.Message, "离线：最后一次上报 ") || !strings.Contains(p.Message, "已 120 分钟未上报") || strings.Contains(p.Message, "信号强度") {
+		t.Errorf("offline message: %s", p.Message)
 	}
 }
