@@ -71,7 +71,7 @@ PLUGIN := dashboards/plugin
 plugin: $(PLUGIN)/node_modules/.installed
 	cd $(PLUGIN) && npm run --silent build && node check-dist.mjs
 	cd $(PLUGIN) && for arch in amd64 arm64; do \
-	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o dist/gpx_firewatch_linux_$$arch ./pkg || exit 1; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -mod=mod -trimpath -ldflags '-s -w' -o dist/gpx_firewatch_linux_$$arch ./pkg || exit 1; \
 	done
 	@ls -l $(PLUGIN)/dist
 

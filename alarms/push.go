@@ -121,7 +121,6 @@ func finite(f float64) float64 {
 	return f
 }
 
-
 // pushInput is what a push is made from.
 type pushInput struct {
 	alarm      *Alarm // as stored, with ID

