@@ -150,6 +150,14 @@ func (a *auth) identify(r *http.Request) (name string, role Role, ok bool) {
 	return a.tokens[match].name, a.tokens[match].role, true
 }
 
+// Require wraps h so that it runs only for requests whose bearer token has
+// at least role min, with the same rules as the alarm API: other parts of
+// the HTTP API (the devices API) use it so that one set of tokens guards
+// everything.
+func (m *Manager) Require(min Role, h http.HandlerFunc) http.HandlerFunc {
+	return m.auth.require(min, func(w http.ResponseWriter, r *http.Request, _ string) { h(w, r) })
+}
+
 // require wraps h so that it runs only for a request whose token has at
 // least role min. Reads (min RoleViewer) are open to requests without a
 // token when no tokens are configured at all; writes never are.

@@ -63,9 +63,11 @@ type devicesAPI struct {
 	live   *devices.Liveness
 }
 
-func (a *devicesAPI) register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/devices/{id}", a.one)
-	mux.HandleFunc("GET /api/v1/devices", a.list)
+// register mounts the devices API; guard applies the API's bearer tokens
+// (viewer role and up).
+func (a *devicesAPI) register(mux *http.ServeMux, guard func(http.HandlerFunc) http.HandlerFunc) {
+	mux.HandleFunc("GET /api/v1/devices/{id}", guard(a.one))
+	mux.HandleFunc("GET /api/v1/devices", guard(a.list))
 }
 
 func (a *devicesAPI) one(w http.ResponseWriter, r *http.Request) {

@@ -155,11 +155,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("/api/v1/", s.alarms.Handler())
-	if cfg.HTTP.Tokens == "" {
-		// The devices API has no token check of its own yet: it is served
-		// only where the API is open anyway (loopback, no tokens).
-		(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux)
-	}
+	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
+		return s.alarms.Require(alarms.RoleViewer, h)
+	})
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
