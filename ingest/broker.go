@@ -34,7 +34,10 @@ const MaxPacket = 4 * MaxPayload
 // zero-setup single-node deployment. Sessions and queued QoS 1 messages live
 // in memory: they survive a client's reconnect, not a restart of firewatch.
 func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
-	opts := &mochi.Options{Logger: cfg.Logger.With("component", "broker")}
+	// The inline client lets firewatch publish into its own broker (linkage
+	// commands, alarm fan-out) without a connection or credential; its
+	// publishes skip the ACL hook, which guards what clients send.
+	opts := &mochi.Options{Logger: cfg.Logger.With("component", "broker"), InlineClient: true}
 	opts.Capabilities = mochi.NewDefaultServerCapabilities()
 	opts.Capabilities.MaximumPacketSize = MaxPacket
 	s := mochi.New(opts)

@@ -6,12 +6,17 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
 )
 
 // downlink publishes linkage commands (fw/v1/down/{device_id}/command) for
-// the alarm manager on a client of its own, so that a slow publish never
+// the alarm manager: into the embedded broker directly (inline), or on a
+// client of its own to an external broker, so that a slow publish never
 // holds up the ingest client's delivery goroutine.
-type downlink struct{ c paho.Client }
+type downlink struct {
+	c      paho.Client
+	inline *mochi.Server
+}
 
 func newDownlink(broker, clientID, username, password string) *downlink {
 	c := paho.NewClient(paho.NewClientOptions().
@@ -30,8 +35,12 @@ func newDownlink(broker, clientID, username, password string) *downlink {
 
 var errNoDownlink = errors.New("MQTT downlink not connected")
 
-// publish sends one QoS 1 message and waits for the broker's PUBACK.
+// publish sends one QoS 1 message and waits for the broker's PUBACK (an
+// inline publish is in the embedded broker when it returns).
 func (d *downlink) publish(ctx context.Context, topic string, payload []byte) error {
+	if d != nil && d.inline != nil {
+		return d.inline.Publish(topic, payload, false, 1)
+	}
 	if d == nil || !d.c.IsConnectionOpen() {
 		return errNoDownlink
 	}
@@ -45,14 +54,12 @@ func (d *downlink) publish(ctx context.Context, topic string, payload []byte) er
 }
 
 func (d *downlink) close() {
-	if d != nil {
+	if d != nil && d.c != nil {
 		d.c.Disconnect(250)
 	}
 }
 
-// publishCommand is the alarm manager's downlink. With the embedded broker
-// there is none yet: its authentication admits one client as firewatch,
-// the ingest client, and the broker is not built with an inline client.
+// publishCommand is the alarm manager's downlink.
 func (s *service) publishCommand(ctx context.Context, topic string, payload []byte) error {
 	return s.downlink.publish(ctx, topic, payload)
 }

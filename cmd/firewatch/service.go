@@ -125,6 +125,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			return nil, err
 		}
 		s.brokerURL = "tcp://" + cfg.MQTT.Listen
+		s.downlink = &downlink{inline: s.broker}
 	} else {
 		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", mqttUser, mqttPassword)
 	}
