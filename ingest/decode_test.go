@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -268,5 +270,21 @@ func TestDecodeBatchLimits(t *testing.T) {
 	// Disabled time bounds (the zero Decoder fields) accept any ts.
 	if msgs, rejects = d.Decode("fw/v1/up/el-1/telemetry", []byte(`{"ts":5,"m":{"voltage_v":220}}`), now); len(msgs) != 1 {
 		t.Fatalf("ts 5 without bounds: %v", rejects)
+	}
+}
+
+// The scanner's integer parse agrees with strconv on every edge.
+func TestScannerInt(t *testing.T) {
+	for _, in := range []string{"0", "7", "-7", "42", "4294967295", "1795420800123", "9223372036854775807", "-9223372036854775807",
+		"9223372036854775808", "99999999999999999999", "1.5", "1e3", "-", "01", "-0", ""} {
+		var s scanner
+		s.reset([]byte(in))
+		got, err := s.int(math.MinInt64, math.MaxInt64)
+		want, werr := strconv.ParseInt(in, 10, 64)
+		digits := strings.TrimPrefix(in, "-")
+		valid := werr == nil && (len(digits) < 2 || digits[0] != '0') // JSON: no leading zeros, -0 is fine
+		if valid != (err == nil) || (valid && got != want) {
+			t.Errorf("%q: got %d, %v; want %d, valid %v", in, got, err, want, valid)
+		}
 	}
 }

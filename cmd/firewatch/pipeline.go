@@ -2,7 +2,6 @@ package main
 
 import (
 	"sync/atomic"
-	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
@@ -34,6 +33,7 @@ type pipeline struct {
 	dups, late prometheus.Counter
 	// next is a reloaded engine waiting to take over between two messages.
 	next    atomic.Pointer[rules.Engine]
+	clock   coarseClock
 	swapped func(*rules.Engine)
 	// live, if set, is told of every accepted message (liveness, vitals).
 	live *devices.Liveness
@@ -76,7 +76,7 @@ func (p *pipeline) handle(topic string, payload []byte) {
 		}
 	}
 	p.stats.Messages.Inc()
-	recv := time.Now().UnixMilli()
+	recv := p.clock.now()
 	msgs, rejects := p.dec.Decode(topic, payload, recv)
 	for _, r := range rejects {
 		p.stats.Reject(r, topic)

@@ -37,6 +37,7 @@ type service struct {
 	live    *devices.Liveness
 	source  *ingest.Source
 	reload  *rulesReloader
+	pipe    *pipeline
 	httpLn  net.Listener
 	httpSrv *http.Server
 
@@ -136,6 +137,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	stats := ingest.NewStats(reg, log.With("component", "ingest"))
 	p := newPipeline(s.ledger, eng, s.writer, s.alarms, stats, reg)
 	s.reload = newRulesReloader(cfg.Rules, s.ledger, p, log.With("component", "rules"), reg)
+	s.pipe = p
 	p.live = s.live
 	p.dec.MaxFuture, p.dec.MaxAge = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge
 	s.source = ingest.NewSource(ingest.SourceConfig{
@@ -204,6 +206,7 @@ func (s *service) run(ctx context.Context) error {
 	stopLive, liveDone := start("liveness", func(ctx context.Context) error {
 		return runLiveness(ctx, s.live, s.cfg.Liveness.Tick)
 	})
+	stopClock, clockDone := start("clock", s.pipe.clock.run)
 	stopReload, reloadDone := start("rules", s.reload.run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
 	go func() {
@@ -227,6 +230,8 @@ func (s *service) run(ctx context.Context) error {
 	<-sourceDone
 	stopReload()
 	<-reloadDone
+	stopClock()
+	<-clockDone
 	stopLive()
 	<-liveDone
 	stopAlarms()
