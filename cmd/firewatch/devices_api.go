@@ -18,7 +18,12 @@ type deviceStatus struct {
 	Grid    string `json:"grid"`
 	Station string `json:"station,omitempty"`
 	Gateway string `json:"gateway,omitempty"`
-	Online  bool   `json:"online"`
+	// Model, Address, Lat and Lon come from the ledger (台账), for maps.
+	Model   string   `json:"model,omitempty"`
+	Address string   `json:"address,omitempty"`
+	Lat     *float64 `json:"lat,omitempty"`
+	Lon     *float64 `json:"lon,omitempty"`
+	Online  bool     `json:"online"`
 	// LastSeen is when firewatch last heard from the device (its receive
 	// time), absent if not since firewatch started.
 	LastSeen *time.Time `json:"last_seen,omitempty"`
@@ -46,6 +51,11 @@ func newDeviceStatus(d *devices.Device, st devices.Status) deviceStatus {
 		BatteryPct: orNil(st.Battery), BatteryPctAvg: orNil(st.BatteryAvg), RSSIdBm: orNil(st.RSSI), RSSIdBmAvg: orNil(st.RSSIAvg)}
 	if d.Station != nil {
 		ds.Station = d.Station.ID
+	}
+	ds.Model, ds.Address = d.Model, d.Address
+	if d.Lat != 0 || d.Lon != 0 { // 0,0 is the ledger's "not given"
+		lat, lon := d.Lat, d.Lon
+		ds.Lat, ds.Lon = &lat, &lon
 	}
 	if st.LastSeen > 0 {
 		t := time.UnixMilli(st.LastSeen).In(cstZone)

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -58,6 +59,33 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// version is the VCS revision firewatch was built from ("+dirty" for a
+// tree with changes), or the module version, or "devel".
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	switch {
+	case rev != "" && dirty:
+		return rev[:min(12, len(rev))] + "+dirty"
+	case rev != "":
+		return rev[:min(12, len(rev))]
+	case bi.Main.Version != "" && bi.Main.Version != "(devel)":
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {

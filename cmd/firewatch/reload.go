@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,8 @@ type rulesReloader struct {
 	pipe    *pipeline
 	log     *slog.Logger
 	results *prometheus.CounterVec
+	// inForce is the number of rules the pipeline evaluates now.
+	inForce atomic.Int64
 }
 
 func newRulesReloader(path string, l *devices.Ledger, p *pipeline, log *slog.Logger, reg prometheus.Registerer) *rulesReloader {
@@ -40,7 +43,9 @@ func newRulesReloader(path string, l *devices.Ledger, p *pipeline, log *slog.Log
 	if reg != nil {
 		reg.MustRegister(r.results)
 	}
+	r.inForce.Store(int64(len(p.eng.Set().Rules)))
 	p.swapped = func(e *rules.Engine) {
+		r.inForce.Store(int64(len(e.Set().Rules)))
 		r.results.WithLabelValues("applied").Inc()
 		r.log.Info("rules reloaded and in force", "rules", len(e.Set().Rules), "file", e.Set().File)
 	}

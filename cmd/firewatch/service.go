@@ -172,7 +172,8 @@ func (s *service) healthz(w http.ResponseWriter, _ *http.Request) {
 	select {
 	case <-s.source.Ready():
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"ok","devices":%d,"rules":%d}`+"\n", len(s.ledger.Devices), len(s.rules.Rules))
+		w.Header().Set("X-Firewatch-Version", version())
+		fmt.Fprintf(w, `{"status":"ok","version":%q,"devices":%d,"rules":%d}`+"\n", version(), len(s.ledger.Devices), s.reload.inForce.Load())
 	default:
 		http.Error(w, `{"status":"starting: not yet subscribed to MQTT"}`, http.StatusServiceUnavailable)
 	}
@@ -214,7 +215,7 @@ func (s *service) run(ctx context.Context) error {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	s.log.Info("firewatch started",
+	s.log.Info("firewatch started", "version", version(),
 		"devices", len(s.ledger.Devices), "stations", len(s.ledger.Stations), "rules", len(s.rules.Rules),
 		"mqtt", s.brokerURL, "embedded_broker", s.broker != nil,
 		"api", s.httpURL()+"/api/v1/alarms", "metrics", s.httpURL()+"/metrics", "influx", s.cfg.Influx.URL)
