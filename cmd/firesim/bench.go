@@ -361,13 +361,6 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 		row.mqCPU = 0
 	}
 	row.rssMiB = rssMiB(fw)
-	if m, err := scrapeMetrics("http://" + httpAddr + "/metrics"); err == nil && os.Getenv("FIRESIM_BENCH_DEBUG") != "" {
-		for k, v := range m {
-			if strings.HasPrefix(k, "firewatch_ingest") || strings.HasPrefix(k, "firewatch_influx") || strings.HasPrefix(k, "firewatch_alarms") {
-				fmt.Fprintf(b.out, "  %s %v\n", k, v)
-			}
-		}
-	}
 	time.Sleep(time.Second) // let the last pushes arrive
 	row.p50, row.p99 = b.rcv.percentiles()
 	stop(fw) // flushes InfluxDB
@@ -552,11 +545,7 @@ func newLatencyReceiver() (*latencyReceiver, error) {
 			Rule       string `json:"rule"`
 			DeviceTime string `json:"device_time"`
 		}
-		body, _ := io.ReadAll(req.Body)
-		json.Unmarshal(body, &p)
-		if os.Getenv("FIRESIM_BENCH_DEBUG") != "" {
-			fmt.Fprintf(os.Stderr, "push: %.300s\n", body)
-		}
+		json.NewDecoder(req.Body).Decode(&p)
 		if t, err := time.Parse(time.RFC3339Nano, p.DeviceTime); err == nil && p.Rule == "charger.door_open" && p.Transition == "raised" {
 			r.mu.Lock()
 			r.lat = append(r.lat, now.Sub(t))
