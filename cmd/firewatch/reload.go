@@ -30,6 +30,10 @@ type rulesReloader struct {
 	results *prometheus.CounterVec
 	// inForce is the number of rules the pipeline evaluates now.
 	inForce atomic.Int64
+	// loaded identifies the version of the file in force, taken when the
+	// reloader is made, right after the rules were loaded: a change before
+	// run starts is a change too.
+	loaded stamp
 }
 
 func newRulesReloader(path string, l *devices.Ledger, p *pipeline, log *slog.Logger, reg prometheus.Registerer) *rulesReloader {
@@ -43,6 +47,7 @@ func newRulesReloader(path string, l *devices.Ledger, p *pipeline, log *slog.Log
 	if reg != nil {
 		reg.MustRegister(r.results)
 	}
+	r.loaded = r.stat()
 	r.inForce.Store(int64(len(p.eng.Set().Rules)))
 	p.swapped = func(e *rules.Engine) {
 		r.inForce.Store(int64(len(e.Set().Rules)))
@@ -72,7 +77,7 @@ func (r *rulesReloader) run(ctx context.Context) error {
 	defer signal.Stop(hup)
 	t := time.NewTicker(reloadPoll)
 	defer t.Stop()
-	last := r.stat()
+	last := r.loaded
 	for {
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -133,5 +135,35 @@ func TestReloader(t *testing.T) {
 	}
 	if len(events.evs) != 1 || events.evs[0].Rule.Threshold != 100 || !strings.HasSuffix(p.eng.Set().File, "rules.yaml") {
 		t.Fatalf("the reloaded rule is not in force: %+v", events.evs)
+	}
+}
+
+// Changing the rule file on disk is noticed by the poll and reaches the
+// pipeline, without a signal.
+func TestReloaderNoticesFileChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte("rules:\n  - {id: a, kind: smoke, event: smoke_alarm, severity: fire}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _, _ := newTestPipeline(t)
+	r := newRulesReloader(path, p.dec.Ledger(), p, discardLogger(), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// A different size, so the change is seen even within the file
+	// system's timestamp resolution.
+	if err := os.WriteFile(path, []byte("rules:\n  - {id: b, kind: smoke, event: tamper, severity: fault}\n  - {id: c, kind: smoke, event: fault, severity: fault}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * reloadPoll)
+	for p.next.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the changed file was not reloaded within %v", 3*reloadPoll)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(p.next.Load().Set().Rules); n != 2 {
+		t.Fatalf("reloaded %d rules, want 2", n)
 	}
 }
