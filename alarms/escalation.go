@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/firewatch-iot/firewatch/rules"
 	"slices"
 	"strconv"
 	"time"
@@ -49,16 +50,20 @@ func (m *Manager) escalateLoop(ctx context.Context) {
 	}
 }
 
-// escalateDue escalates every open alarm that nobody acknowledged within
-// RespondWithin of being raised (or of its last escalation).
+// escalateDue escalates every open fire or alarm that nobody acknowledged
+// within RespondWithin of being raised (or of its last escalation).
+// Warnings, faults and offline devices are for the duty officer's list and
+// the digests: escalating a dead battery up to the brigade would train
+// dispatchers to ignore escalations.
 func (m *Manager) escalateDue(ctx context.Context, now time.Time) error {
 	within := m.cfg.RespondWithin.Milliseconds()
 	rows, err := m.store.r.QueryContext(ctx, `SELECT id, escalations FROM alarms
 		WHERE is_open = 1 AND state IN (?, ?, ?) AND escalations < ? AND raised_at_ms + (escalations + 1) * ? <= ?
+		AND severity IN (?, ?)
 		AND EXISTS (SELECT 1 FROM outbox o WHERE o.alarm_id = alarms.id AND o.transition = ?)
 		ORDER BY id LIMIT 1000`,
 		string(StateRaised), string(StatePushed), string(StateReceived), MaxEscalations, within, now.UnixMilli(),
-		TransitionRaised)
+		rules.SeverityFire.String(), rules.SeverityAlarm.String(), TransitionRaised)
 	if err != nil {
 		return fmt.Errorf("find overdue alarms: %w", err)
 	}

@@ -3,6 +3,7 @@ package alarms
 import (
 	"context"
 	"fmt"
+	"github.com/firewatch-iot/firewatch/rules"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,18 @@ func TestEscalation(t *testing.T) {
 	}
 	if a := get(t, m.Manager, "alm-000002"); a.Escalations != 0 {
 		t.Errorf("acknowledged alarm escalated %d times", a.Escalations)
+	}
+
+	// A fault (a dead battery, an offline detector) is never escalated:
+	// that is for the duty officer's list, not the brigade.
+	fault := *r.cableTemp
+	fault.ID, fault.Severity = "elec-fault", rules.SeverityFault
+	m.Submit(raise(&fault, 0, 3, 75, 12_000)) // alm-000003
+	m.Sync()
+	if err := m.escalateDue(context.Background(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if a := get(t, m.Manager, "alm-000003"); a.Escalations != 0 || a.Severity != "fault" {
+		t.Errorf("%s alarm escalated %d times", a.Severity, a.Escalations)
 	}
 }
