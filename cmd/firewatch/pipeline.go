@@ -86,12 +86,11 @@ func (p *pipeline) handle(topic string, payload []byte) {
 	for i := range msgs {
 		m := &msgs[i]
 		metrics, values := p.dec.Values(m)
-		if p.live != nil {
-			p.live.Seen(m.Device.Index, recv)
-			p.live.Vitals(m.Device.Index, metrics, values)
-		}
 		if len(metrics) == 0 {
-			continue // a bare heartbeat
+			if p.live != nil {
+				p.live.Seen(m.Device.Index, recv) // a bare heartbeat
+			}
+			continue
 		}
 		adm := p.eng.Admit(m.Device.Index, m.Time, m.Seq, m.HasSeq)
 		switch adm {
@@ -99,7 +98,12 @@ func (p *pipeline) handle(topic string, payload []byte) {
 			p.dups.Inc()
 			continue // evaluated and stored before
 		case rules.Late:
-			p.late.Inc()
+			p.late.Inc() // a replay: says nothing about the device now
+		default:
+			if p.live != nil {
+				p.live.Seen(m.Device.Index, recv)
+				p.live.Vitals(m.Device.Index, metrics, values)
+			}
 		}
 		r := devices.Reading{Time: m.Time, Seq: m.Seq, Device: m.Device.Index, Kind: m.Device.Kind, Channel: m.Channel}
 		for j, metric := range metrics {

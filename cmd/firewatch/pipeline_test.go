@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -148,3 +149,30 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// A late or duplicate message (a gateway's replay) says nothing about the
+// device now: it does not move its liveness or its battery trend.
+func TestReplaysDoNotTouchLiveness(t *testing.T) {
+	p, _, events, _ := newTestPipeline(t)
+	cfg := defaults()
+	live, err := newLiveness(&cfg, p.dec.Ledger(), newLivenessAlarms(p.dec.Ledger(), events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.live = live
+	d, _ := p.dec.Ledger().LookupID("sm-1")
+	now := time.Now().UnixMilli()
+	msg := func(ts int64, seq int, battery float64) {
+		p.handle("fw/v1/up/sm-1/status", fmt.Appendf(nil, `{"ts":%d,"seq":%d,"m":{"battery_pct":%g}}`, ts, seq, battery))
+	}
+	msg(now, 10, 80)
+	msg(now-60_000, 5, 15) // late: a replay of an earlier reading
+	msg(now, 10, 80)       // duplicate
+	if st := live.Status(d.Index); st.Battery != 80 || st.BatteryAvg != 80 {
+		t.Fatalf("battery %v (avg %v) after replays, want 80", st.Battery, st.BatteryAvg)
+	}
+	msg(now+1000, 11, 70)
+	if st := live.Status(d.Index); st.Battery != 70 {
+		t.Fatalf("a fresh report was not recorded: battery %v", st.Battery)
+	}
+}
