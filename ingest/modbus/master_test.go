@@ -3,6 +3,7 @@ package modbus_test
 import (
 	"context"
 	"errors"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ func bus(t testing.TB, baud int, cfg modbus.Config) (*rtu.Bus, *modbus.Master) {
 	}
 	b, err := rtu.NewBus(baud)
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testenv.Skip(t, "no pseudo-terminal: %v", err)
 	}
 	b.AddSlave(1, maps["ARCM300"])
 	b.AddSlave(2, maps["PT-100"])
