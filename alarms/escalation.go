@@ -6,10 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/firewatch-iot/firewatch/rules"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/firewatch-iot/firewatch/rules"
 )
 
 // Escalation defaults: DOMAIN.md's "1 minute to respond" (1分钟响应).

@@ -3,12 +3,12 @@ package alarms
 import (
 	"context"
 	"fmt"
-	"github.com/firewatch-iot/firewatch/rules"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
 )
 
 // TestEscalation with shortened timers: an alarm nobody acknowledges is

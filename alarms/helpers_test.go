@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -248,16 +249,7 @@ func start(t testing.TB, cfg Config, l *devices.Ledger) *running {
 }
 
 // poll calls f until it returns true, failing the test at the deadline.
-func poll(t testing.TB, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
+func poll(t testing.TB, what string, f func() bool) { testenv.WaitFor(t, wait, what, f) }
 
 func list(t testing.TB, m *Manager, f Filter) []Alarm {
 	t.Helper()

@@ -2,12 +2,12 @@ package alarms
 
 import (
 	"encoding/json"
-	"github.com/firewatch-iot/firewatch/devices"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 

@@ -112,17 +112,6 @@ func (c *collector) ack(id string) map[string]any {
 	return c.acks[id]
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestGateway polls two buses of simulated devices through a real
 // Mosquitto: values arrive scaled, sequence numbers count up by one, a
 // silent device goes offline and recovers, a command reaches its coil and
@@ -199,7 +188,7 @@ func TestGateway(t *testing.T) {
 		{"el-1", 1, "voltage_v", 221.4}, {"hy-1", 0, "pressure_mpa", 0.31}, {"hy-1", 0, "battery_pct", 93},
 		{"ch-1", 7, "slot_temp_c", 38.5}, {"ch-1", 7, "slot_power_w", 460},
 	}
-	waitFor(t, 10*time.Second, "a reading of every device", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "a reading of every device", func() bool {
 		for _, w := range want {
 			if _, ok := find(w.dev, w.ch, w.metric); !ok {
 				return false
@@ -212,7 +201,7 @@ func TestGateway(t *testing.T) {
 			t.Errorf("%s ch %d %s = %v, want %v", w.dev, w.ch, w.metric, v, w.v)
 		}
 	}
-	waitFor(t, 5*time.Second, "the door event", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the door event", func() bool {
 		for _, r := range coll.snapshot() {
 			if r.Dev == "ch-1" && r.Event == "door_open" && r.Ch == 2 && r.Active != nil && *r.Active {
 				return true
@@ -223,9 +212,9 @@ func TestGateway(t *testing.T) {
 
 	// The silent device goes offline without starving the others, and
 	// comes back when it answers.
-	waitFor(t, 5*time.Second, "ghost offline", func() bool { return g.Offline("ghost") })
+	testenv.WaitFor(t, 5*time.Second, "ghost offline", func() bool { return g.Offline("ghost") })
 	before := len(coll.snapshot())
-	waitFor(t, 5*time.Second, "el-1 still polled while ghost times out", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "el-1 still polled while ghost times out", func() bool {
 		n := 0
 		for _, r := range coll.snapshot()[before:] {
 			if r.Dev == "el-1" && r.Ch == 0 {
@@ -235,7 +224,7 @@ func TestGateway(t *testing.T) {
 		return n >= 5
 	})
 	busA.AddSlave(5, maps["PT-100"])
-	waitFor(t, 5*time.Second, "ghost back online", func() bool { return !g.Offline("ghost") })
+	testenv.WaitFor(t, 5*time.Second, "ghost back online", func() bool { return !g.Offline("ghost") })
 
 	// Downlink: cut power of slot 3, then a command the model lacks.
 	pub := func(dev, payload string) {
@@ -245,7 +234,7 @@ func TestGateway(t *testing.T) {
 		}
 	}
 	pub("ch-1", `{"cmd":"cut_power","id":"cmd-1","ch":3}`)
-	waitFor(t, 5*time.Second, "ack of cmd-1", func() bool { return coll.ack("cmd-1") != nil })
+	testenv.WaitFor(t, 5*time.Second, "ack of cmd-1", func() bool { return coll.ack("cmd-1") != nil })
 	if a := coll.ack("cmd-1"); a["ok"] != true {
 		t.Errorf("ack = %v", a)
 	}
@@ -253,7 +242,7 @@ func TestGateway(t *testing.T) {
 		t.Errorf("coils after cut_power ch 3: main %v, slot 2 %v, slot 3 %v", ch.Coil(0), ch.Coil(2), ch.Coil(3))
 	}
 	pub("hy-1", `{"cmd":"cut_power","id":"cmd-2"}`)
-	waitFor(t, 5*time.Second, "ack of cmd-2", func() bool { return coll.ack("cmd-2") != nil })
+	testenv.WaitFor(t, 5*time.Second, "ack of cmd-2", func() bool { return coll.ack("cmd-2") != nil })
 	if a := coll.ack("cmd-2"); a["ok"] != false || a["error"] == "" {
 		t.Errorf("ack of a command the model lacks = %v", a)
 	}

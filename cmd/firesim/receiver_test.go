@@ -2,13 +2,14 @@ package main
 
 import (
 	"bytes"
-	"github.com/firewatch-iot/firewatch/alarms"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/firewatch-iot/firewatch/alarms"
 )
 
 var secret = []byte("test-secret")

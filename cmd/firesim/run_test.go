@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/devices"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 func testLedger(t *testing.T, n int) *devices.Ledger {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 // metric reads one sample of firewatch's /metrics.
@@ -146,7 +147,7 @@ func TestAbuse(t *testing.T) {
 	// A marker after the flood: once it is in, everything queued before it
 	// in the broker has been through the pipeline.
 	publish(t, fleet, "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":%d,"m":{"voltage_v":220}}`, t0+fleetN*100, fleetN))
-	waitFor(t, 30*time.Second, "every fleet reading", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "every fleet reading", func() bool {
 		return metric(t, s, "firewatch_ingest_readings_total") == fleetN+2
 	})
 	if n := metric(t, s, `firewatch_ingest_rejected_total{reason="malformed"}`); n == 0 {

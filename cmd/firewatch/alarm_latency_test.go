@@ -97,7 +97,7 @@ func TestPushLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fleet.Process.Kill(); fleet.Wait() })
-	waitFor(t, 30*time.Second, "the fleet's readings arriving", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the fleet's readings arriving", func() bool {
 		return scrape(t, fw.api+"/metrics")["firewatch_ingest_readings_total"] > 1000
 	})
 
@@ -108,7 +108,7 @@ func TestPushLatency(t *testing.T) {
 		pub.raw("fw/v1/up/"+dev+"/event", fmt.Sprintf(`{"ts":%d,"seq":999999,"event":"smoke_alarm"}`, time.Now().UnixMilli()))
 		time.Sleep(50 * time.Millisecond) // pacing the probes, not synchronisation
 	}
-	waitFor(t, 30*time.Second, "every probe's push", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "every probe's push", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(received) >= len(smoke)

@@ -85,7 +85,7 @@ func TestLinkage(t *testing.T) {
 		"m": map[string]any{"slot_temp_c": 82.0}})
 
 	var acked []alarms.Alarm
-	waitFor(t, 20*time.Second, "cut_power acknowledged", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "cut_power acknowledged", func() bool {
 		var list struct{ Alarms []alarms.Alarm }
 		getJSON(t, s.httpURL()+"/api/v1/alarms?device=ch-1", &list)
 		acked = acked[:0]

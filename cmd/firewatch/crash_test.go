@@ -63,7 +63,7 @@ func TestCrash(t *testing.T) {
 		}
 	}()
 	stored := 0
-	waitFor(t, 30*time.Second, "half the alarms stored", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "half the alarms stored", func() bool {
 		stored = len(fw.alarms())
 		return stored >= devices/2
 	})
@@ -73,14 +73,14 @@ func TestCrash(t *testing.T) {
 	// 2. Restart with the receiver still down: the broker redelivers what
 	// was not acknowledged; every alarm is stored, none twice.
 	fw.start()
-	waitFor(t, 30*time.Second, "every alarm stored", func() bool { return len(fw.alarms()) == devices })
+	testenv.WaitFor(t, 30*time.Second, "every alarm stored", func() bool { return len(fw.alarms()) == devices })
 	if n := rcv.total(); n != 0 {
 		t.Fatalf("receiver was down but counted %d pushes", n)
 	}
 
 	// 3. Receiver up (and slow); SIGKILL while the pushes are delivered.
 	rcv.up()
-	waitFor(t, 30*time.Second, "some pushes delivered", func() bool { return rcv.total() >= 20 })
+	testenv.WaitFor(t, 30*time.Second, "some pushes delivered", func() bool { return rcv.total() >= 20 })
 	fw.kill()
 	t.Logf("killed with %d of %d pushes delivered", rcv.total(), 2*devices)
 
@@ -88,7 +88,7 @@ func TestCrash(t *testing.T) {
 	fw.start()
 	want := map[string]bool{} // path + " " + idempotency key
 	var list []alarms.Alarm
-	waitFor(t, 60*time.Second, "every push delivered", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "every push delivered", func() bool {
 		list = fw.alarms()
 		for _, a := range list {
 			want["/dispatch/"+a.Station+" "+a.ID+"-raised"] = true
@@ -195,7 +195,7 @@ func (p *fwProcess) start() {
 			p.mu.Unlock()
 		}
 	})
-	waitFor(p.t, 30*time.Second, "firewatch healthy", func() bool {
+	testenv.WaitFor(p.t, 30*time.Second, "firewatch healthy", func() bool {
 		select {
 		case <-p.done:
 			p.t.Fatalf("firewatch exited while starting")

@@ -183,7 +183,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("no alarm push within 20 s")
 	}
 	// Every message has been handled once the counters add up.
-	waitFor(t, 20*time.Second, "all messages counted", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "all messages counted", func() bool {
 		m := scrape(t, s.httpURL()+"/metrics")
 		if m["firewatch_ingest_readings_total"] != float64(len(want)) {
 			return false
@@ -295,18 +295,6 @@ func (p *publisher) json(topic string, v any) {
 		p.t.Fatal(err)
 	}
 	p.raw(topic, string(b))
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // scrape reads a Prometheus text exposition into "name{labels}" → value.

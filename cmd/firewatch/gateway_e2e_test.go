@@ -332,7 +332,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	tp := r.tap()
 	rg := r.startGateway()
 	// Three polls of every device reach the broker.
-	waitFor(t, 20*time.Second, "three polls of every device", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "three polls of every device", func() bool {
 		n := map[string]int{}
 		for _, e := range tp.elements() {
 			if e.Ch <= 1 && e.M != nil {
@@ -377,19 +377,19 @@ func TestGatewayOutage(t *testing.T) {
 	r := newGWRig(t)
 	tp := r.tap()
 	rg := r.startGateway()
-	waitFor(t, 20*time.Second, "the first batches", func() bool { return rg.g.Published() >= 10 })
+	testenv.WaitFor(t, 20*time.Second, "the first batches", func() bool { return rg.g.Published() >= 10 })
 
 	r.mq.Stop()
-	waitFor(t, 20*time.Second, "readings spooled during the outage", func() bool { return rg.g.Spooled() >= 20 })
+	testenv.WaitFor(t, 20*time.Second, "readings spooled during the outage", func() bool { return rg.g.Spooled() >= 20 })
 	rg.stop() // firegate restarts in the middle of the outage
 	spooled := 0
 	rg = r.startGateway()
-	waitFor(t, 20*time.Second, "more readings spooled after the restart", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "more readings spooled after the restart", func() bool {
 		spooled = rg.g.Spooled()
 		return spooled >= 40
 	})
 	r.mq.Start()
-	waitFor(t, 30*time.Second, "the spool drained", func() bool { return rg.g.Spooled() < 10 && rg.g.Published() >= uint64(spooled) })
+	testenv.WaitFor(t, 30*time.Second, "the spool drained", func() bool { return rg.g.Spooled() < 10 && rg.g.Published() >= uint64(spooled) })
 	rg.stop()
 
 	els := tp.elements()

@@ -3,13 +3,13 @@ package modbus_test
 import (
 	"context"
 	"errors"
-	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"testing"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/firmware-sim/rtu"
 	"github.com/firewatch-iot/firewatch/gateway"
 	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 // bus starts a simulated bus with an ARCM300 at address 1 and a PT-100 at
