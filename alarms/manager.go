@@ -587,7 +587,7 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 			return nil, err
 		}
 	}
-	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity, now)
+	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity)
 	if err != nil {
 		return nil, err
 	}

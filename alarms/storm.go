@@ -83,13 +83,13 @@ func formatIncidentID(id int64) string { return fmt.Sprintf("inc-%06d", id) }
 // its own. An alarm more severe than every alarm the station got within the
 // window is news (the fire after the electrical alarm) and always goes on
 // its own.
-func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id int64, severity string, now time.Time) (int64, error) {
+func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id int64, severity string) (int64, error) {
 	if m.cfg.StormWindow < 0 || st == "" {
 		return 0, nil
 	}
-	// The batch's time may be long past when a large batch commits; the
-	// hold counts from the latest member really stored.
-	now = time.Now()
+	// Not the batch's time, which may be long past when a large batch
+	// commits: the hold counts from the latest member really stored.
+	now := time.Now()
 	since := now.Add(-m.cfg.StormWindow).UnixMilli()
 	sev, err := rules.ParseSeverity(severity)
 	if err != nil {
