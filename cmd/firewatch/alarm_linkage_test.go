@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -34,19 +33,7 @@ func TestLinkage(t *testing.T) {
 	cfg.Alarms.Secret = e2eSecret
 	cfg.Alarms.CommandRetry = time.Second
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	s, err := newService(&cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-s.source.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("firewatch did not subscribe within 20 s")
-	}
+	s, _ := runService(t, &cfg, slog.LevelWarn)
 
 	// The charging cabinet ch-1: ignores the first attempt of each command,
 	// acknowledges the second.

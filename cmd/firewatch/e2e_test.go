@@ -105,33 +105,7 @@ func TestEndToEnd(t *testing.T) {
 	cfg.Alarms.Secret = e2eSecret
 	cfg.Alarms.RetryMin = 50 * time.Millisecond
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := newService(&cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case <-s.source.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("firewatch did not subscribe within 20 s")
-	}
+	s, stop := runService(t, &cfg, slog.LevelWarn)
 
 	pub := newPublisher(t, mq.URL)
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Second).UnixMilli()
@@ -258,6 +232,46 @@ func TestEndToEnd(t *testing.T) {
 	if len(ann) != 1 || ann[0]["device"] != "el-1" || ann[0]["severity"] != "alarm" {
 		t.Errorf("alarm annotations in InfluxDB: %v", ann)
 	}
+}
+
+// runService starts firewatch in process with cfg, logging at level and
+// above into the test's log, and waits until it has subscribed to MQTT. It
+// stops when the test ends; stop stops it earlier (flushing InfluxDB) and
+// reports run's error. Stopping is bounded: a firewatch that does not stop
+// fails the test instead of hanging it.
+func runService(t *testing.T, cfg *Config, level slog.Level) (s *service, stop func()) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := newService(cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("firewatch did not stop within 20 s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-s.source.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("firewatch did not subscribe within 20 s")
+	}
+	return s, stop
 }
 
 type testWriter struct{ t *testing.T }

@@ -59,32 +59,9 @@ func newGWRig(t *testing.T) *gwRig {
 	cfg.Alarms.Secret = e2eSecret
 	cfg.Alarms.RetryMin = 50 * time.Millisecond
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
-	s, err := newService(&cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.svc = s
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("firewatch did not stop within 20 s")
-		}
-	})
-	select {
-	case <-s.source.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("firewatch did not subscribe within 20 s")
-	}
+	r.svc, _ = runService(t, &cfg, slog.LevelError)
 
+	var err error
 	if r.maps, err = gateway.ShippedMaps(); err != nil {
 		t.Fatal(err)
 	}

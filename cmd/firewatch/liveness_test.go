@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -40,30 +39,7 @@ func embeddedService(t *testing.T, rcv *receiver, tune func(*Config)) (*service,
 	if tune != nil {
 		tune(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
-	s, err := newService(&cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("firewatch did not stop within 20 s")
-		}
-	})
-	select {
-	case <-s.source.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("firewatch did not subscribe within 20 s")
-	}
+	s, _ := runService(t, &cfg, slog.LevelError)
 	return s, "tcp://" + cfg.MQTT.Listen, bridgeSecret
 }
 
