@@ -52,7 +52,8 @@ for a in "$MQTT_LISTEN" "$HTTP_LISTEN" "$RECEIVER_ADDR"; do
   fi
 done
 
-# InfluxDB: reuse one already answering on the port, else start our own.
+# InfluxDB: reuse one already answering on the port, else start our own, with
+# the configuration of internal/influxd (keep the two in step).
 if curl -fsS -o /dev/null "$INFLUX_URL/ping" 2>/dev/null; then
   echo "using the InfluxDB already running at $INFLUX_URL"
 else

@@ -27,6 +27,7 @@ import (
 	"github.com/firewatch-iot/firewatch/devices"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
 	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/internal/influxd"
 )
 
 // benchStep is one load level of `firesim bench`.
@@ -223,23 +224,7 @@ func waitTCP(addr string, d time.Duration) error {
 // start brings up InfluxDB, Mosquitto, the receiver, and writes the ledger.
 func (b *bench) start(ctx context.Context, n int) error {
 	hp, rp := benchPort(), benchPort()
-	conf := fmt.Sprintf(`reporting-disabled = true
-bind-address = "127.0.0.1:%d"
-[meta]
-  dir = "%[2]s/meta"
-[data]
-  dir = "%[2]s/data"
-  wal-dir = "%[2]s/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:%[3]d"
-  flux-enabled = true
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-`, rp, filepath.Join(b.dir, "influxdb"), hp)
+	conf := influxd.Config(filepath.Join(b.dir, "influxdb"), hp, rp)
 	cf := filepath.Join(b.dir, "influxdb.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
 		return err

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/firewatch-iot/firewatch/internal/influxd"
 )
 
 // InfluxDB is a running InfluxDB 1.8 server on a loopback port with Flux
@@ -74,7 +76,7 @@ func StartInfluxDB(t testing.TB) *InfluxDB {
 		i.Port = FreePort(t)
 		i.URL = "http://127.0.0.1:" + strconv.Itoa(i.Port)
 		rpc := FreePort(t)
-		if err = os.WriteFile(i.conf, []byte(influxConfig(dir, i.Port, rpc)), 0o644); err != nil {
+		if err = os.WriteFile(i.conf, []byte(influxd.Config(dir, i.Port, rpc)), 0o644); err != nil {
 			t.Fatalf("influxd: %v", err)
 		}
 		i.proc = newProcess("influxd", bin, "run", "-config", i.conf)
@@ -92,38 +94,6 @@ func StartInfluxDB(t testing.TB) *InfluxDB {
 		t.Fatalf("influxd: %v\n%s", err, i.proc.output())
 	}
 	return i
-}
-
-func influxConfig(dir string, httpPort, rpcPort int) string {
-	q := strconv.Quote
-	return `reporting-disabled = true
-# The RPC service (backup/restore) defaults to port 8088 on all interfaces.
-bind-address = ` + q("127.0.0.1:"+strconv.Itoa(rpcPort)) + `
-
-[meta]
-  dir = ` + q(filepath.Join(dir, "meta")) + `
-  logging-enabled = false
-
-[data]
-  dir = ` + q(filepath.Join(dir, "data")) + `
-  wal-dir = ` + q(filepath.Join(dir, "wal")) + `
-  query-log-enabled = false
-
-[http]
-  bind-address = ` + q("127.0.0.1:"+strconv.Itoa(httpPort)) + `
-  flux-enabled = true
-  log-enabled = false
-  pprof-enabled = false
-
-[monitor]
-  store-enabled = false
-
-[continuous_queries]
-  enabled = false
-
-[logging]
-  level = "info"
-`
 }
 
 // Stop shuts InfluxDB down and waits for it to exit. It is a no-op when the
