@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,6 +31,10 @@ type Options struct {
 	// Keep marks priority records (alarms, events) that the drop policy
 	// keeps when the spool is full. nil keeps nothing.
 	Keep func(rec []byte) bool
+	// OnDrop, when set, is called with every record the drop policy
+	// removes, before it is gone, so the owner can count what it held. It
+	// runs under the spool's lock and must not call the spool.
+	OnDrop func(rec []byte)
 }
 
 // MaxRecord is the largest record the spool takes.
@@ -221,7 +226,9 @@ func (s *Spool) count(id uint64, from, to int64) (int, error) {
 }
 
 // each calls fn with every record of segment id in [from, to) and the
-// offset after it, until fn returns false.
+// offset after it, until fn returns false. It reads through a buffer, so a
+// Peek of one record costs that record, not the segment; rec is valid only
+// during fn.
 func (s *Spool) each(id uint64, from, to int64, fn func(rec []byte, end int64) bool) error {
 	if from >= to {
 		return nil
@@ -231,19 +238,27 @@ func (s *Spool) each(id uint64, from, to int64, fn func(rec []byte, end int64) b
 		return fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
-	data := make([]byte, to-from)
-	if _, err := f.ReadAt(data, from); err != nil {
-		return fmt.Errorf("spool: read %s: %w", f.Name(), err)
-	}
-	off := int64(0)
-	for off+headerLen <= int64(len(data)) {
-		l := int64(binary.LittleEndian.Uint32(data[off:]))
-		if off+headerLen+l > int64(len(data)) {
-			return fmt.Errorf("spool: %s: record at %d runs past the end", f.Name(), from+off)
+	r := bufio.NewReaderSize(io.NewSectionReader(f, from, to-from), 64<<10)
+	var hdr [headerLen]byte
+	var rec []byte
+	off := from
+	for off+headerLen <= to {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return fmt.Errorf("spool: read %s: %w", f.Name(), err)
 		}
-		rec := data[off+headerLen : off+headerLen+l]
+		l := int64(binary.LittleEndian.Uint32(hdr[:]))
+		if off+headerLen+l > to {
+			return fmt.Errorf("spool: %s: record at %d runs past the end", f.Name(), off)
+		}
+		if int64(cap(rec)) < l {
+			rec = make([]byte, l)
+		}
+		rec = rec[:l]
+		if _, err := io.ReadFull(r, rec); err != nil {
+			return fmt.Errorf("spool: read %s: %w", f.Name(), err)
+		}
 		off += headerLen + l
-		if !fn(rec, from+off) {
+		if !fn(rec, off) {
 			return nil
 		}
 	}
@@ -387,11 +402,18 @@ func (s *Spool) dropOldest() bool {
 		if s.opt.Keep != nil && s.opt.Keep(rec) {
 			kept = append(kept, append([]byte(nil), rec...))
 			keptBytes += int64(len(rec) + headerLen)
+		} else if s.opt.OnDrop != nil {
+			s.opt.OnDrop(rec)
 		}
 		return true
 	})
 	if keptBytes >= seg.size-from {
 		// Only kept records: the bound on disk wins, drop them too.
+		if s.opt.OnDrop != nil {
+			for _, r := range kept {
+				s.opt.OnDrop(r)
+			}
+		}
 		kept = nil
 	}
 	os.Remove(s.segPath(seg.id))

@@ -150,7 +150,13 @@ func TestCorruptRecordIsCut(t *testing.T) {
 func TestDropPolicy(t *testing.T) {
 	dir := t.TempDir()
 	keep := func(r []byte) bool { return bytes.HasPrefix(r, []byte("event")) }
-	s := open(t, dir, Options{MaxBytes: 4096, SegmentBytes: 512, Keep: keep})
+	var onDrop uint64
+	s := open(t, dir, Options{MaxBytes: 4096, SegmentBytes: 512, Keep: keep, OnDrop: func(r []byte) {
+		if keep(r) {
+			t.Errorf("OnDrop(%q): a kept record was dropped", r)
+		}
+		onDrop++
+	}})
 	defer s.Close()
 	const n = 1000
 	for i := range n {
@@ -167,6 +173,9 @@ func TestDropPolicy(t *testing.T) {
 	}
 	if s.Dropped() == 0 {
 		t.Fatal("nothing dropped")
+	}
+	if onDrop != s.Dropped() {
+		t.Errorf("OnDrop called %d times, Dropped = %d", onDrop, s.Dropped())
 	}
 	got := drain(t, s, 50)
 	if uint64(len(got))+s.Dropped() != n {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -68,6 +69,8 @@ type Config struct {
 		Timeout         time.Duration `yaml:"timeout" help:"bound on one write request"`
 		ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"bound on the final flush at shutdown"`
 		ContentEncoding string        `yaml:"content_encoding" help:"gzip or identity: compress write bodies"`
+		SpoolDir        string        `yaml:"spool_dir" help:"on-disk spool for batches InfluxDB cannot take now; empty: influx-spool beside alarms.db (var/influx-spool for a postgres:// store); none: no spool"`
+		SpoolMaxMB      int           `yaml:"spool_max_mb" help:"bound on the spool in MiB; beyond it the oldest batches are dropped and counted"`
 	} `yaml:"influx"`
 
 	Alarms struct {
@@ -120,6 +123,7 @@ func defaults() Config {
 	c.Influx.Timeout = influx.DefaultTimeout
 	c.Influx.ShutdownTimeout = influx.DefaultShutdownTimeout
 	c.Influx.ContentEncoding = influx.DefaultContentEncoding
+	c.Influx.SpoolMaxMB = influx.DefaultSpoolMaxMB
 	c.Alarms.DB = "var/alarms.db"
 	c.Alarms.RetryMin = 500 * time.Millisecond
 	c.Alarms.RetryMax = 30 * time.Second
@@ -144,6 +148,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Influx.BatchLines <= 0 || c.Influx.MaxPending <= 0 || c.Influx.FlushInterval <= 0 {
 		errs = append(errs, errors.New("influx: batch_lines, max_pending and flush_interval must be positive"))
+	}
+	if c.Influx.SpoolDir != "none" && c.Influx.SpoolMaxMB < influx.MinSpoolMaxMB {
+		errs = append(errs, fmt.Errorf("influx.spool_max_mb: %d is below %d", c.Influx.SpoolMaxMB, influx.MinSpoolMaxMB))
 	}
 	if c.Influx.ContentEncoding != "gzip" && c.Influx.ContentEncoding != "identity" {
 		errs = append(errs, fmt.Errorf("influx.content_encoding: %q is not gzip or identity", c.Influx.ContentEncoding))
@@ -309,4 +316,20 @@ func loadConfig(args []string, getenv func(string) string) (*Config, error) {
 		}
 	}
 	return &c, c.Validate()
+}
+
+// influxSpoolDir resolves influx.spool_dir: empty means influx-spool beside
+// the SQLite alarm store (so that one data directory holds all state), or
+// var/influx-spool when the store is PostgreSQL; "none" disables the spool.
+func (c *Config) influxSpoolDir() string {
+	switch d := c.Influx.SpoolDir; {
+	case d == "none":
+		return ""
+	case d != "":
+		return d
+	case strings.Contains(c.Alarms.DB, "://"):
+		return filepath.Join("var", "influx-spool")
+	default:
+		return filepath.Join(filepath.Dir(c.Alarms.DB), "influx-spool")
+	}
 }

@@ -117,8 +117,10 @@ func (p *pipeline) handle(topic string, payload []byte) {
 		p.buf = p.enc.AppendLine(p.buf, m.Device.Index, m.Channel, metrics, values, m.Time)
 	}
 	if n > 0 {
+		// Counted once written, so that a reader of the counter may flush
+		// the writer and find every counted reading in it.
+		p.lines.Write(p.buf)
 		p.stats.Readings.Add(float64(n))
 		p.evals.Add(float64(n))
-		p.lines.Write(p.buf)
 	}
 }

@@ -81,6 +81,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		URL: cfg.Influx.URL, Token: cfg.Influx.Token, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket,
 		BatchLines: cfg.Influx.BatchLines, FlushInterval: cfg.Influx.FlushInterval, MaxPending: cfg.Influx.MaxPending,
 		Timeout: cfg.Influx.Timeout, ShutdownTimeout: cfg.Influx.ShutdownTimeout, ContentEncoding: cfg.Influx.ContentEncoding,
+		SpoolDir: cfg.influxSpoolDir(), SpoolMaxMB: cfg.Influx.SpoolMaxMB,
 		Logger: log.With("component", "influx"), Registerer: reg,
 	})
 	if err != nil {

@@ -44,6 +44,16 @@ type Config struct {
 	// "identity". Compression costs about a microsecond of CPU per line on
 	// each side; it pays over a WAN link, not to an InfluxDB on the same host.
 	ContentEncoding string `yaml:"content_encoding"`
+	// SpoolDir is the directory of the on-disk spool that takes batches
+	// while InfluxDB fails or falls behind, and keeps them across restarts;
+	// empty: no spool (a full memory queue drops its oldest batch).
+	SpoolDir string `yaml:"spool_dir"`
+	// SpoolMaxMB bounds the spool on disk, in MiB; beyond it the oldest
+	// batches are dropped and counted (reason spool_full).
+	SpoolMaxMB int `yaml:"spool_max_mb"`
+	// spoolBytes and spoolSegment override the spool's sizes in tests, to
+	// fill it without writing gigabytes.
+	spoolBytes, spoolSegment int64
 
 	// Logger receives the writer's logs; nil means slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -60,6 +70,9 @@ const (
 	DefaultTimeout         = 10 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultContentEncoding = "gzip"
+	DefaultSpoolMaxMB      = 2048
+	// MinSpoolMaxMB leaves room for a few segments of two maximal batches.
+	MinSpoolMaxMB = 64
 )
 
 // SetDefaults fills zero fields with their defaults.
@@ -84,6 +97,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.ContentEncoding == "" {
 		c.ContentEncoding = DefaultContentEncoding
+	}
+	if c.SpoolMaxMB == 0 {
+		c.SpoolMaxMB = DefaultSpoolMaxMB
 	}
 }
 
@@ -113,6 +129,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ContentEncoding != "gzip" && c.ContentEncoding != "identity" {
 		errs = append(errs, fmt.Errorf("influx.content_encoding %q must be gzip or identity", c.ContentEncoding))
+	}
+	if c.SpoolDir != "" && c.SpoolMaxMB < MinSpoolMaxMB {
+		errs = append(errs, fmt.Errorf("influx.spool_max_mb %d must be at least %d", c.SpoolMaxMB, MinSpoolMaxMB))
 	}
 	return errors.Join(errs...)
 }

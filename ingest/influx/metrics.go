@@ -16,6 +16,11 @@ type metrics struct {
 	droppedRejected  prometheus.Counter
 	droppedShutdown  prometheus.Counter
 	droppedClosed    prometheus.Counter
+	droppedSpoolFull prometheus.Counter
+	spooledLines     prometheus.Counter
+	replayedLines    prometheus.Counter
+	spoolBatches     prometheus.Gauge
+	spoolBytes       prometheus.Gauge
 }
 
 // Reasons of firewatch_influx_dropped_lines_total.
@@ -28,12 +33,15 @@ const (
 	DropShutdown = "shutdown"
 	// DropClosed: written after the writer shut down.
 	DropClosed = "closed"
+	// DropSpoolFull: the on-disk spool reached spool_max_mb and dropped its
+	// oldest batches.
+	DropSpoolFull = "spool_full"
 )
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firewatch_influx_dropped_lines_total",
-		Help: "Lines of line protocol given up on, by reason: queue_full, rejected, shutdown, closed.",
+		Help: "Lines of line protocol given up on, by reason: queue_full, rejected, shutdown, closed, spool_full.",
 	}, []string{"reason"})
 	m := &metrics{
 		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -51,17 +59,35 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "firewatch_influx_pending_batches",
-			Help: "Full batches waiting to be sent or being sent.",
+			Help: "Full batches in memory: waiting to be sent, being sent or being spilled to the spool.",
 		}),
 		droppedQueueFull: dropped.WithLabelValues(DropQueueFull),
 		droppedRejected:  dropped.WithLabelValues(DropRejected),
 		droppedShutdown:  dropped.WithLabelValues(DropShutdown),
 		droppedClosed:    dropped.WithLabelValues(DropClosed),
+		droppedSpoolFull: dropped.WithLabelValues(DropSpoolFull),
+		spooledLines: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_influx_spooled_lines_total",
+			Help: "Lines moved from memory to the on-disk spool because InfluxDB failed or fell behind.",
+		}),
+		replayedLines: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "firewatch_influx_replayed_lines_total",
+			Help: "Lines sent to InfluxDB from the on-disk spool.",
+		}),
+		spoolBatches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "firewatch_influx_spool_batches",
+			Help: "Batches waiting in the on-disk spool.",
+		}),
+		spoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "firewatch_influx_spool_bytes",
+			Help: "Size of the on-disk spool's segment files.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.writeSeconds, m.writeErrors, m.linesWritten, m.pending, dropped} {
+	for _, c := range []prometheus.Collector{m.writeSeconds, m.writeErrors, m.linesWritten, m.pending, dropped,
+		m.spooledLines, m.replayedLines, m.spoolBatches, m.spoolBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("influx metrics: %w", err)
 		}

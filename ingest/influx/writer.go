@@ -16,6 +16,8 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	influxhttp "github.com/influxdata/influxdb-client-go/v2/api/http"
+
+	"github.com/firewatch-iot/firewatch/spool"
 )
 
 var (
@@ -38,14 +40,24 @@ const (
 	// maxRetryAfter caps how long a Retry-After header may pause sending.
 	maxRetryAfter = 30 * time.Second
 	logEvery      = 10 * time.Second
+	// spillRetry is how long the spiller waits after the spool failed to
+	// take a batch (disk full, I/O error) before it tries again.
+	spillRetry = time.Second
 )
 
 // Writer batches line protocol and sends it to InfluxDB. Write is the hot
 // path and does not allocate in steady state; Run owns the sending
-// goroutine. While InfluxDB is down, full batches wait in memory up to
-// Config.MaxPending; beyond that the oldest is dropped. Keeping every
-// reading through a long outage needs the on-disk spool, which is the issue
-// "lossless time-series path".
+// goroutine and, with a spool, the spilling one.
+//
+// Full batches wait in a bounded queue in memory (Config.MaxPending). With
+// an on-disk spool (Config.SpoolDir), batches move to it while InfluxDB
+// fails, and the oldest move to it whenever more than half the queue is
+// waiting (InfluxDB slower than the input); the sender then alternates live
+// batches from memory with spooled ones, oldest first, so dashboards show
+// the present at once while the backlog drains. The spool survives
+// restarts; beyond Config.SpoolMaxMB its oldest batches are dropped and
+// counted. Without a spool, or if the disk fails, a full queue drops its
+// oldest batch, counted.
 type Writer struct {
 	cfg       Config
 	log       *slog.Logger
@@ -54,6 +66,10 @@ type Writer struct {
 	transport *http.Transport
 	m         *metrics
 	wake      chan struct{}
+	spool     *spool.Spool // nil without Config.SpoolDir
+	spillAt   int          // queued batches above which the oldest are spilled
+	spillWake chan struct{}
+	spillDone chan struct{} // closed when the spiller has stopped
 
 	mu       sync.Mutex
 	cur      *[]byte // batch being filled
@@ -63,6 +79,8 @@ type Writer struct {
 	free     []*[]byte // recycled batch buffers
 	nextSeq  uint64    // sequence number of the next batch; starts at 1
 	inflight uint64    // seq of the batch being sent, 0 when none
+	spilling uint64    // seq of the batch being written to the spool, 0 when none
+	failing  bool      // the last attempt to write failed: spill everything
 	// progress is closed and replaced whenever a batch is finished (sent,
 	// rejected or dropped), waking Flush.
 	progress chan struct{}
@@ -79,6 +97,9 @@ type batch struct {
 	buf   *[]byte
 	lines int
 	seq   uint64
+	// spooled: the batch is the head record of the spool, committed there
+	// once InfluxDB answers.
+	spooled bool
 }
 
 // NewWriter returns a writer for cfg, with defaults applied to its zero
@@ -115,14 +136,50 @@ func NewWriter(cfg Config) (*Writer, error) {
 		transport: tr,
 		m:         m,
 		wake:      make(chan struct{}, 1),
+		spillAt:   max(cfg.MaxPending/2, 1),
+		spillWake: make(chan struct{}, 1),
+		spillDone: make(chan struct{}),
 		queue:     make([]batch, cfg.MaxPending),
 		free:      make([]*[]byte, 0, cfg.MaxPending+2),
 		nextSeq:   1,
 		progress:  make(chan struct{}),
 	}
+	if cfg.SpoolDir != "" {
+		limit := int64(cfg.SpoolMaxMB) << 20
+		// A segment holds at least one batch of maxBatchBytes.
+		segment := max(limit/32, 2*maxBatchBytes)
+		if cfg.spoolBytes > 0 {
+			limit, segment = cfg.spoolBytes, cfg.spoolSegment
+		}
+		sp, err := spool.Open(cfg.SpoolDir, spool.Options{
+			MaxBytes:     limit,
+			SegmentBytes: segment,
+			// Each spilled batch (thousands of lines) is synced before it
+			// leaves memory.
+			SyncEvery: 0,
+			OnDrop: func(rec []byte) {
+				n := countLines(rec)
+				m.droppedSpoolFull.Add(float64(n))
+				w.mu.Lock()
+				w.dropped += uint64(n)
+				w.mu.Unlock()
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("influx spool: %w", err)
+		}
+		w.spool = sp
+		w.spoolGauges()
+		if n := sp.Len(); n > 0 {
+			lg.Info("influx spool holds batches from before; replaying them", "dir", cfg.SpoolDir, "batches", n, "bytes", sp.Bytes())
+		}
+	}
 	w.cur = w.newBuf()
 	return w, nil
 }
+
+// countLines counts the lines of a batch, each ending in '\n'.
+func countLines(b []byte) int { return bytes.Count(b, newline) }
 
 // Write adds complete lines of line protocol, each ending in '\n' (one is
 // added if the last is missing), to the current batch. A full batch is
@@ -163,8 +220,8 @@ func (w *Writer) Write(lines []byte) {
 var newline = []byte{'\n'}
 
 // Flush hands the current batch to the sender and waits until it and every
-// batch queued before it are sent, rejected or dropped, or ctx ends. Run
-// must be running. The error wraps ErrDropped when lines were lost while
+// batch queued before it are sent, rejected or dropped, and the spool is
+// empty, or ctx ends. Run must be running. The error wraps ErrDropped when lines were lost while
 // Flush waited.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
@@ -183,6 +240,9 @@ func (w *Writer) Flush(ctx context.Context) error {
 		lost := w.dropped - before
 		progress := w.progress
 		w.mu.Unlock()
+		if w.spool != nil && w.spool.Len() > 0 {
+			done = false // spilled batches are not written yet
+		}
 		if done {
 			if lost > 0 {
 				return fmt.Errorf("influx flush: %d %w", lost, ErrDropped)
@@ -218,21 +278,35 @@ func (w *Writer) Run(ctx context.Context) error {
 	w.mu.Unlock()
 	defer w.transport.CloseIdleConnections()
 	defer w.client.Close()
+	spillCtx, stopSpill := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSpill()
+	if w.spool != nil {
+		go w.spiller(spillCtx)
+	} else {
+		close(w.spillDone)
+	}
 
 	tick := time.NewTicker(w.cfg.FlushInterval)
 	defer tick.Stop()
 	var (
-		r     retry
-		pause <-chan time.Time
-		timer *time.Timer
+		r         retry
+		pause     <-chan time.Time
+		timer     *time.Timer
+		spoolTurn bool
+		ready     <-chan struct{}
 	)
+	if w.spool != nil {
+		ready = w.spool.Ready()
+	}
 	for {
 		if ctx.Err() != nil {
+			stopSpill()
 			return w.shutdown(ctx)
 		}
 		if pause != nil {
 			select {
 			case <-ctx.Done():
+				stopSpill()
 				return w.shutdown(ctx)
 			case <-tick.C:
 				w.rotate()
@@ -241,14 +315,16 @@ func (w *Writer) Run(ctx context.Context) error {
 				pause = nil
 			}
 		}
-		b, ok := w.next()
+		b, ok := w.next(&spoolTurn)
 		if !ok {
 			select {
 			case <-ctx.Done():
+				stopSpill()
 				return w.shutdown(ctx)
 			case <-tick.C:
 				w.rotate()
 			case <-w.wake:
+			case <-ready:
 			}
 			continue
 		}
@@ -264,23 +340,49 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// shutdown sends what is left within ShutdownTimeout.
+// shutdown sends what is left in memory within ShutdownTimeout. With a
+// spool, what cannot be sent (InfluxDB failing, or the deadline passed) is
+// spilled to it instead, to be replayed after the restart; batches already
+// spooled stay there.
 func (w *Writer) shutdown(parent context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), w.cfg.ShutdownTimeout)
 	defer cancel()
+	<-w.spillDone
 	w.mu.Lock()
 	w.closed = true
 	w.rotateLocked()
 	w.mu.Unlock()
+	if w.spool != nil {
+		defer w.closeSpool()
+	}
 	var r retry
 	for {
-		b, ok := w.next()
+		b, ok := w.nextLive()
 		if !ok {
 			return nil
+		}
+		if w.spool != nil && (w.isFailing() || ctx.Err() != nil) {
+			w.mu.Lock()
+			w.inflight, w.spilling = 0, b.seq
+			w.mu.Unlock()
+			if err := w.spillOne(b); err != nil {
+				w.log.Error("influx spool failed at shutdown; batch lost", "err", err, "lines", b.lines)
+				w.mu.Lock()
+				w.inflight, w.spilling = 0, 0
+				w.dropped += uint64(b.lines)
+				w.m.droppedShutdown.Add(float64(b.lines))
+				w.recycleLocked(b.buf)
+				w.progressLocked()
+				w.mu.Unlock()
+			}
+			continue
 		}
 		d, again := w.deliver(ctx, b, &r)
 		if !again {
 			continue
+		}
+		if w.spool != nil {
+			continue // the batch is back at the head; the next round spills it
 		}
 		t := time.NewTimer(d)
 		select {
@@ -319,7 +421,8 @@ func (w *Writer) deliver(ctx context.Context, b batch, r *retry) (wait time.Dura
 	}
 	if err == nil {
 		if r.failures > 0 {
-			w.log.Info("influx writes recovered", "failed_attempts", r.failures, "outage", time.Since(r.since).Round(time.Millisecond))
+			w.log.Info("influx writes recovered", "failed_attempts", r.failures, "outage", time.Since(r.since).Round(time.Millisecond),
+				"spooled_batches", w.spoolLen())
 			*r = retry{}
 		}
 		w.finish(b, b.lines, 0)
@@ -344,9 +447,13 @@ func (w *Writer) deliver(ctx context.Context, b batch, r *retry) (wait time.Dura
 	if r.failures == 1 || now.Sub(r.logged) >= logEvery {
 		r.logged = now
 		w.log.Warn("influx write failed; retrying", "err", truncate(err.Error(), 500),
-			"attempts", r.failures, "pending_batches", w.pending())
+			"attempts", r.failures, "pending_batches", w.pending(), "spooled_batches", w.spoolLen())
 	}
 	w.requeue(b)
+	w.mu.Lock()
+	w.failing = true
+	w.mu.Unlock()
+	w.wakeSpiller()
 	wait = backoff(r.failures)
 	if herr != nil && herr.RetryAfter > 0 {
 		wait = max(wait, min(time.Duration(herr.RetryAfter)*time.Second, maxRetryAfter))
@@ -397,8 +504,37 @@ func backoff(failures int) time.Duration {
 	return d - d/4 + rand.N(d/2+1)
 }
 
-// next takes the oldest queued batch for sending.
-func (w *Writer) next() (batch, bool) {
+// next takes the next batch to send. While both memory and the spool hold
+// batches, they take turns (*spoolTurn says whose it is), so that live
+// data keeps flowing while the backlog drains.
+func (w *Writer) next(spoolTurn *bool) (batch, bool) {
+	if w.spool != nil && w.spool.Len() > 0 && (*spoolTurn || w.queued() == 0) {
+		recs, err := w.spool.Peek(1, maxBatchBytes)
+		if err == nil && len(recs) == 1 {
+			*spoolTurn = false
+			return batch{buf: &recs[0], lines: countLines(recs[0]), spooled: true}, true
+		}
+		if err != nil {
+			if ok, suppressed := w.rejectLog.allow(time.Now()); ok {
+				w.log.Error("influx spool unreadable; sending live batches only", "err", err, "suppressed", suppressed)
+			}
+		}
+	}
+	b, ok := w.nextLive()
+	if ok {
+		*spoolTurn = true
+	}
+	return b, ok
+}
+
+func (w *Writer) queued() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// nextLive takes the oldest batch queued in memory for sending.
+func (w *Writer) nextLive() (batch, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.n == 0 {
@@ -413,11 +549,26 @@ func (w *Writer) next() (batch, bool) {
 }
 
 // requeue puts a batch whose send failed back at the head of the queue. If
-// Write filled the queue meanwhile, b is the oldest batch and is dropped.
+// Write filled the queue meanwhile, b is the oldest batch and is dropped. A
+// spooled batch stays at the head of the spool instead.
 func (w *Writer) requeue(b batch) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.inflight = 0
+	if !b.spooled {
+		w.putBackLocked(b)
+	}
+}
+
+// unspill puts back a batch the spool did not take.
+func (w *Writer) unspill(b batch) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.spilling = 0
+	w.putBackLocked(b)
+}
+
+func (w *Writer) putBackLocked(b batch) {
 	if w.n == len(w.queue) {
 		w.dropLocked(b)
 		return
@@ -429,15 +580,25 @@ func (w *Writer) requeue(b batch) {
 }
 
 // finish accounts for a batch InfluxDB answered: written lines stored,
-// lost lines rejected.
+// lost lines rejected. A spooled batch is removed from the spool.
 func (w *Writer) finish(b batch, written, lost int) {
 	w.m.linesWritten.Add(float64(written))
 	if lost > 0 {
 		w.m.droppedRejected.Add(float64(lost))
 	}
+	if b.spooled {
+		w.m.replayedLines.Add(float64(written))
+		if err := w.spool.Commit(1); err != nil {
+			// The batch will be sent again; InfluxDB overwrites identical
+			// points, so a repeat is harmless.
+			w.log.Error("influx spool commit failed", "err", err)
+		}
+		w.spoolGauges()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.inflight = 0
+	w.failing = false // InfluxDB answered
 	w.dropped += uint64(lost)
 	w.recycleLocked(b.buf)
 	w.m.pending.Set(float64(w.n))
@@ -467,6 +628,9 @@ func (w *Writer) rotateLocked() {
 	w.n++
 	w.cur, w.curLines = w.newBufLocked(), 0
 	w.m.pending.Set(float64(w.pending0()))
+	if w.spool != nil && (w.failing || w.n > w.spillAt) {
+		w.wakeSpiller()
+	}
 }
 
 // dropLocked discards a batch that no longer fits in the queue.
@@ -501,17 +665,20 @@ func (w *Writer) dropAll() int {
 	return lines
 }
 
-// unfinishedLocked returns the sequence number of the oldest batch not yet
-// finished; batches finish in order except for drops, which take the oldest.
+// unfinishedLocked returns the sequence number of the oldest batch in
+// memory not yet finished (sent, dropped or spilled); batches leave the
+// queue at its head, in order.
 func (w *Writer) unfinishedLocked() uint64 {
-	switch {
-	case w.inflight != 0:
-		return w.inflight
-	case w.n > 0:
-		return w.queue[w.head].seq
-	default:
-		return w.nextSeq
+	u := w.nextSeq
+	if w.n > 0 {
+		u = w.queue[w.head].seq
 	}
+	for _, s := range [...]uint64{w.inflight, w.spilling} {
+		if s != 0 && s < u {
+			u = s
+		}
+	}
+	return u
 }
 
 func (w *Writer) pending() int {
@@ -520,17 +687,118 @@ func (w *Writer) pending() int {
 	return w.pending0()
 }
 
-// pending0 counts queued batches and the one being sent.
+// pending0 counts the batches in memory: queued, being sent or being
+// spilled.
 func (w *Writer) pending0() int {
+	n := w.n
 	if w.inflight != 0 {
-		return w.n + 1
+		n++
 	}
-	return w.n
+	if w.spilling != 0 {
+		n++
+	}
+	return n
 }
 
 func (w *Writer) progressLocked() {
 	close(w.progress)
 	w.progress = make(chan struct{})
+}
+
+// spiller moves batches from memory to the spool: all of them while
+// InfluxDB fails, the oldest while more than spillAt wait. It stops when
+// ctx ends.
+func (w *Writer) spiller(ctx context.Context) {
+	defer close(w.spillDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.spillWake:
+		}
+		for ctx.Err() == nil {
+			w.mu.Lock()
+			if w.n == 0 || (!w.failing && w.n <= w.spillAt) {
+				w.mu.Unlock()
+				break
+			}
+			b := w.queue[w.head]
+			w.queue[w.head] = batch{}
+			w.head = (w.head + 1) % len(w.queue)
+			w.n--
+			w.spilling = b.seq
+			w.mu.Unlock()
+			if err := w.spillOne(b); err != nil {
+				if ok, suppressed := w.dropLog.allow(time.Now()); ok {
+					w.log.Error("influx spool cannot take batches; keeping them in memory", "err", err, "suppressed", suppressed)
+				}
+				w.unspill(b)
+				t := time.NewTimer(spillRetry)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+				break
+			}
+		}
+	}
+}
+
+// spillOne writes one batch taken from memory to the spool and syncs it.
+// On success the batch is finished as far as memory is concerned.
+func (w *Writer) spillOne(b batch) error {
+	if err := w.spool.Append(*b.buf); err != nil {
+		return err
+	}
+	w.m.spooledLines.Add(float64(b.lines))
+	w.spoolGauges()
+	w.mu.Lock()
+	w.spilling = 0
+	w.recycleLocked(b.buf)
+	w.m.pending.Set(float64(w.pending0()))
+	w.progressLocked()
+	w.mu.Unlock()
+	w.signal() // the sender may be idle, waiting for live batches
+	return nil
+}
+
+func (w *Writer) wakeSpiller() {
+	select {
+	case w.spillWake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Writer) isFailing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failing
+}
+
+func (w *Writer) spoolLen() int {
+	if w.spool == nil {
+		return 0
+	}
+	return w.spool.Len()
+}
+
+func (w *Writer) spoolGauges() {
+	if w.spool == nil {
+		return
+	}
+	w.m.spoolBatches.Set(float64(w.spool.Len()))
+	w.m.spoolBytes.Set(float64(w.spool.Bytes()))
+}
+
+func (w *Writer) closeSpool() {
+	w.spoolGauges()
+	if n := w.spool.Len(); n > 0 {
+		w.log.Info("influx spool keeps batches for the next start", "batches", n, "bytes", w.spool.Bytes())
+	}
+	if err := w.spool.Close(); err != nil {
+		w.log.Error("influx spool close", "err", err)
+	}
 }
 
 func (w *Writer) signal() {

@@ -373,7 +373,7 @@ func TestWriterRequeueDropsOldest(t *testing.T) {
 	}
 	all := lines(1, 3)
 	w.Write([]byte(all[0]))
-	b, ok := w.next()
+	b, ok := w.nextLive()
 	if !ok || string(*b.buf) != all[0] || w.pending() != 1 {
 		t.Fatalf("next = %q %v, pending %d", *b.buf, ok, w.pending())
 	}
@@ -500,7 +500,7 @@ func BenchmarkWrite(b *testing.B) {
 				return
 			case <-w.wake:
 			}
-			for b, ok := w.next(); ok; b, ok = w.next() {
+			for b, ok := w.nextLive(); ok; b, ok = w.nextLive() {
 				w.finish(b, b.lines, 0)
 			}
 		}
