@@ -31,6 +31,7 @@ func (m *Manager) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/alarms/{id}/{action}", m.auth.require(RoleOperator, m.serveAction))
 	mux.HandleFunc("GET /api/v1/stations", m.auth.require(RoleViewer, m.serveStations))
 	mux.HandleFunc("GET /api/v1/stats/response", m.auth.require(RoleViewer, m.serveStats))
+	mux.HandleFunc("GET /api/v1/digest", m.auth.require(RoleViewer, m.serveDigest))
 	mux.HandleFunc("PUT /api/v1/stations/{id}/status", m.auth.require(RoleOperator, m.serveStationStatus))
 	return mux
 }

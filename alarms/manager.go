@@ -38,6 +38,11 @@ type Config struct {
 	// goroutine or an API request. It should be quick: the event queue
 	// waits for it. It must be safe for concurrent use.
 	OnTransition func(a Alarm)
+	// OnClosed, if set, is called once an alarm reached a closed state
+	// (resolved, false alarm, test, auto-cleared), after OnTransition, with
+	// its history and response times (Alarm.Response) filled in: the
+	// response-time accounting written to InfluxDB.
+	OnClosed func(a Alarm)
 	// RespondWithin is how long an alarm may wait for an acknowledgement
 	// before it is escalated (default 1m, DOMAIN.md); EscalationCheck how
 	// often that is checked (default 1s).
@@ -66,6 +71,13 @@ type Config struct {
 	// Tokens are the bearer tokens of the HTTP API (ParseTokens). Without
 	// any, reads are open and every write is refused.
 	Tokens []Token
+	// Digest is the schedule of the digests (预警提示) sent to the robots of
+	// towns and counties: DigestDaily, DigestWeekly, DigestMonthly or
+	// DigestOff (the default, "", is DigestMonthly). DigestAt is how long
+	// after a period's end (midnight CST) it goes out (default 8h);
+	// DigestCheck how often due digests are looked for (default 1m).
+	Digest                string
+	DigestAt, DigestCheck time.Duration
 }
 
 // Defaults of Config.
@@ -88,14 +100,17 @@ const (
 // store, delivers their pushes from the durable outbox, and serves them over
 // HTTP.
 type Manager struct {
-	cfg     Config
-	ledger  *devices.Ledger
-	store   *store
-	events  chan rules.Event
-	client  *http.Client
-	log     *slog.Logger
-	met     *metrics
-	running atomic.Bool
+	cfg    Config
+	ledger *devices.Ledger
+	// digestMu makes SendDueDigests one at a time, so that a digest is
+	// not sent twice by two callers.
+	digestMu sync.Mutex
+	store    *store
+	events   chan rules.Event
+	client   *http.Client
+	log      *slog.Logger
+	met      *metrics
+	running  atomic.Bool
 	// grace is how long Run keeps retrying a failing store after its
 	// context is done (drainGrace; shorter in tests).
 	grace time.Duration
@@ -166,6 +181,18 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.Digest == "" {
+		cfg.Digest = DigestMonthly
+	}
+	if !ValidDigest(cfg.Digest) {
+		return nil, fmt.Errorf("alarms: digest schedule %q: want daily, weekly, monthly or off", cfg.Digest)
+	}
+	if cfg.DigestAt <= 0 {
+		cfg.DigestAt = DefaultDigestAt
+	}
+	if cfg.DigestCheck <= 0 {
+		cfg.DigestCheck = DefaultDigestCheck
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -291,7 +318,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, ep := range eps {
 		ob.wake(ep)
 	}
-	escDone, linkDone, consoleDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	escDone, linkDone, consoleDone, digestDone := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(digestDone)
+		m.digestLoop(ctx)
+	}()
 	go func() {
 		defer close(consoleDone)
 		if m.console != nil {
@@ -306,7 +337,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		defer close(linkDone)
 		m.linkageLoop(ctx)
 	}()
-	defer func() { <-escDone; <-linkDone; <-consoleDone }()
+	defer func() { <-escDone; <-linkDone; <-consoleDone; <-digestDone }()
 
 	// giveUp ends the retries of a failing store drainGrace after ctx is
 	// done, so that shutdown cannot hang forever on a broken disk.
@@ -461,6 +492,9 @@ func (m *Manager) after(effects []effect) {
 		m.toConsole(e.alarm)
 		if m.cfg.OnTransition != nil && e.transition != TransitionEscalated {
 			m.cfg.OnTransition(e.alarm)
+		}
+		if m.cfg.OnClosed != nil && !e.alarm.State.Open() {
+			m.closed(e.alarm.ID)
 		}
 	}
 }
@@ -729,4 +763,17 @@ func severityZH(name string) string {
 		return ""
 	}
 	return s.ZH()
+}
+
+// closed reads a closed alarm with its history and hands it to OnClosed.
+func (m *Manager) closed(id string) {
+	n, err := parseID(id)
+	if err == nil {
+		var a Alarm
+		if a, err = m.store.get(context.Background(), n); err == nil {
+			m.cfg.OnClosed(a)
+			return
+		}
+	}
+	m.log.Error("closed alarm not read for its response times", "alarm", id, "err", err)
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	escalations prometheus.Counter
 	// consoleDropped counts alarm updates the MQTT console fan-out lost.
 	consoleDropped prometheus.Counter
+	digests        *prometheus.CounterVec
 }
 
 func newMetrics(queueLen func() float64) *metrics {
@@ -58,6 +59,10 @@ func newMetrics(queueLen func() float64) *metrics {
 			Name: "firewatch_alarms_escalations_total",
 			Help: "Alarms escalated because nobody acknowledged them in time.",
 		}),
+		digests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "firewatch_alarms_digests_total",
+			Help: "Scheduled digests (预警提示) to town and county robots, by result (sent, failed: retried at the next check).",
+		}, []string{"result"}),
 	}
 	// Expose every series from the start, so that rate() and alerts work
 	// before the first alarm.
@@ -67,11 +72,13 @@ func newMetrics(queueLen func() float64) *metrics {
 	}
 	m.pushes.WithLabelValues("sent")
 	m.pushes.WithLabelValues("failed")
+	m.digests.WithLabelValues("sent")
+	m.digests.WithLabelValues("failed")
 	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.raised, m.cleared, m.pushes, m.pending, m.queue, m.pushSeconds, m.rejected, m.escalations, m.consoleDropped}
+	return []prometheus.Collector{m.raised, m.cleared, m.pushes, m.pending, m.queue, m.pushSeconds, m.rejected, m.escalations, m.consoleDropped, m.digests}
 }
 
 // register registers every collector or, on error, none.

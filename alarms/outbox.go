@@ -152,15 +152,20 @@ func (o *outbox) sleep(d time.Duration) bool {
 
 // deliver makes one attempt: POST the stored body, freshly signed.
 func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
-	m := o.m
-	ctx, cancel := context.WithTimeout(o.ctx, m.cfg.PushTimeout)
+	ctx, cancel := context.WithTimeout(o.ctx, o.m.cfg.PushTimeout)
 	defer cancel()
-	robot := strings.HasPrefix(row.target, "robot:")
+	return o.m.post(ctx, endpoint, strings.HasPrefix(row.target, "robot:"), row.key, row.body)
+}
+
+// post makes one signed POST of body to endpoint (a group robot's, with
+// its signature added to the URL, when robot is set) and checks the
+// answer.
+func (m *Manager) post(ctx context.Context, endpoint string, robot bool, key string, body []byte) (int, error) {
 	u := endpoint
 	if robot {
 		u = m.robotURL(endpoint)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(row.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, fmt.Errorf("build request: %w", err)
 	}
@@ -168,8 +173,8 @@ func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "firewatch-alarms/"+PushVersion)
 	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(m.cfg.Secret, ts, row.body))
-	req.Header.Set(HeaderIdempotencyKey, row.key)
+	req.Header.Set(HeaderSignature, Sign(m.cfg.Secret, ts, body))
+	req.Header.Set(HeaderIdempotencyKey, key)
 	resp, err := m.client.Do(req)
 	if err != nil {
 		// The error names the URL, which may carry a robot's key or a

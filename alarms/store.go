@@ -141,6 +141,15 @@ var migrations = []string{
 	);
 	CREATE INDEX commands_pending ON commands (state);
 	CREATE INDEX commands_alarm ON commands (alarm_id);`,
+	// 6: scheduled digests (预警提示) sent, so that a restart does not
+	// send one twice.
+	`CREATE TABLE digests_sent (
+		period     TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		grid       TEXT NOT NULL,
+		sent_at_ms BIGINT NOT NULL,
+		PRIMARY KEY (period, target)
+	);`,
 }
 
 // store is the SQLite alarm store: one writer connection (SQLite has one

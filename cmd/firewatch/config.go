@@ -84,6 +84,8 @@ type Config struct {
 		StormHold       time.Duration `yaml:"storm_hold" help:"an incident push waits until no alarm joined for this long"`
 		Robots          string        `yaml:"robots" help:"WeCom/DingTalk group robots, comma-separated grid=kind:url[#secret] (kind wecom or dingtalk)" secret:"true"`
 		CommandRetry    time.Duration `yaml:"command_retry" help:"a linkage command (cut_power) unacknowledged this long is sent again, 3 times in all"`
+		Digest          string        `yaml:"digest" help:"schedule of the digests (预警提示) to the robots of towns and counties: daily, weekly, monthly or off"`
+		DigestAt        time.Duration `yaml:"digest_at" help:"a digest goes out this long after its period ends at midnight CST (8h: 08:00)"`
 	} `yaml:"alarms"`
 
 	HTTP struct {
@@ -131,6 +133,8 @@ func defaults() Config {
 	c.Alarms.StormWindow = alarms.DefaultStormWindow
 	c.Alarms.StormHold = alarms.DefaultStormHold
 	c.Alarms.CommandRetry = alarms.DefaultCommandRetry
+	c.Alarms.Digest = alarms.DigestMonthly
+	c.Alarms.DigestAt = alarms.DefaultDigestAt
 	c.HTTP.Listen = "127.0.0.1:9090"
 	c.Log.Level = "info"
 	c.Log.Format = "text"
@@ -163,6 +167,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := alarms.ParseRobots(c.Alarms.Robots); err != nil {
 		errs = append(errs, fmt.Errorf("alarms.robots: %w", err))
+	}
+	if !alarms.ValidDigest(c.Alarms.Digest) {
+		errs = append(errs, fmt.Errorf("alarms.digest: %q is not daily, weekly, monthly or off", c.Alarms.Digest))
+	}
+	if c.Alarms.DigestAt <= 0 || c.Alarms.DigestAt >= 24*time.Hour {
+		errs = append(errs, errors.New("alarms.digest_at must be within a day (1s to 23h59m)"))
 	}
 	if c.Alarms.CommandRetry <= 0 {
 		errs = append(errs, errors.New("alarms.command_retry must be positive"))

@@ -174,11 +174,22 @@ func TestEndToEnd(t *testing.T) {
 	if len(list.Alarms) != 1 || list.Alarms[0].Rule != "electrical.residual_current.alarm" || list.Alarms[0].Device != "el-1" {
 		t.Fatalf("GET /api/v1/alarms = %+v, want the one residual-current alarm of el-1", list.Alarms)
 	}
+	// The station acknowledges and resolves it: its response times go to
+	// InfluxDB (alarm_response).
+	testenv.WaitFor(t, 20*time.Second, "the alarm pushed", func() bool {
+		as, err := s.alarms.List(context.Background(), alarms.Filter{Device: "el-1"})
+		return err == nil && len(as) == 1 && as[0].State == alarms.StatePushed
+	})
+	for _, to := range []alarms.State{alarms.StateAcknowledged, alarms.StateResolved} {
+		if _, err := s.alarms.Transition(context.Background(), list.Alarms[0].ID, to, "e2e", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 	stop() // flushes InfluxDB
 
 	pushes := rcv.all()
-	if len(pushes) != 1 {
-		t.Fatalf("receiver got %d pushes, want exactly 1", len(pushes))
+	if len(pushes) != 2 || pushes[1].body["transition"] != "resolved" {
+		t.Fatalf("receiver got %d pushes, want exactly 2: raised, then resolved by the station", len(pushes))
 	}
 	p := pushes[0]
 	if p.sig != nil {
@@ -197,7 +208,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Every accepted reading is in InfluxDB with its tags, and nothing else.
-	rows := db.Flux(t, `from(bucket: "`+db.Bucket+`") |> range(start: -2h) |> filter(fn: (r) => r._measurement != "alarms")`)
+	rows := db.Flux(t, `from(bucket: "`+db.Bucket+`") |> range(start: -2h) |> filter(fn: (r) => r._measurement != "alarms" and r._measurement != "alarm_response")`)
 	type key struct {
 		m, dev, field, ch string
 		ms                int64
@@ -229,8 +240,31 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("InfluxDB holds %d readings, want %d", len(rows), len(want))
 	}
 	ann := db.Flux(t, `from(bucket: "`+db.Bucket+`") |> range(start: -2h) |> filter(fn: (r) => r._measurement == "alarms" and r._field == "value")`)
-	if len(ann) != 1 || ann[0]["device"] != "el-1" || ann[0]["severity"] != "alarm" {
-		t.Errorf("alarm annotations in InfluxDB: %v", ann)
+	states := map[string]bool{}
+	for _, a := range ann {
+		if a["device"] != "el-1" || a["severity"] != "alarm" {
+			t.Errorf("alarm annotation in InfluxDB: %v", a)
+		}
+		states[a["state"]] = true
+	}
+	if len(ann) != 3 || !states["raised"] || !states["acknowledged"] || !states["resolved"] {
+		t.Errorf("alarm annotations in InfluxDB: %v, want raised, acknowledged and resolved", ann)
+	}
+	resp := db.Flux(t, `from(bucket: "`+db.Bucket+`") |> range(start: -2h) |> filter(fn: (r) => r._measurement == "alarm_response")`)
+	fields := map[string]string{}
+	for _, r := range resp {
+		if r["device"] != "el-1" || r["station"] != "st-tanxi" || r["outcome"] != "resolved" || r["village"] != "450204002003" {
+			t.Errorf("response point %v", r)
+		}
+		fields[r["_field"]] = r["_value"]
+	}
+	for _, f := range []string{"alarm_id", "device_to_raised_s", "pushed_s", "acknowledged_s", "closed_s", "responded_in_time"} {
+		if fields[f] == "" {
+			t.Errorf("response point lacks %s: %v", f, fields)
+		}
+	}
+	if fields["arrived_s"] != "" || fields["responded_in_time"] != "1" {
+		t.Errorf("response point fields %v: want no arrival and responded in time", fields)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -103,6 +104,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
 		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
 		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots,
+		Digest: cfg.Alarms.Digest, DigestAt: cfg.Alarms.DigestAt,
 		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
 		OnTransition: func(a alarms.Alarm) {
 			p, ok := s.alarmPoint(a)
@@ -112,6 +114,16 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			annMu.Lock()
 			defer annMu.Unlock()
 			annBuf = annotations.AppendAlarm(annBuf[:0], p)
+			s.writer.Write(annBuf)
+		},
+		OnClosed: func(a alarms.Alarm) {
+			p, ok := s.responsePoint(a)
+			if !ok {
+				return
+			}
+			annMu.Lock()
+			defer annMu.Unlock()
+			annBuf = annotations.AppendResponse(annBuf[:0], p)
 			s.writer.Write(annBuf)
 		},
 	}, s.ledger)
@@ -258,6 +270,31 @@ func (s *service) close() {
 	if s.httpLn != nil {
 		s.httpLn.Close()
 	}
+}
+
+// responsePoint turns a closed alarm into its response-time point (考核),
+// at the time it was closed.
+func (s *service) responsePoint(a alarms.Alarm) (influx.ResponsePoint, bool) {
+	d, ok := s.ledger.LookupID(a.Device)
+	if !ok || a.Response == nil {
+		return influx.ResponsePoint{}, false
+	}
+	r := a.Response
+	p := influx.ResponsePoint{
+		Device: d.Index, Station: a.Station, Rule: a.Rule, Severity: a.Severity, Outcome: string(a.State),
+		AlarmID: a.ID, RespondedInTime: r.RespondedInTime, ArrivedInTime: r.ArrivedInTime, Time: time.Now().UnixMilli(),
+	}
+	if a.ClosedAt != nil {
+		p.Time = a.ClosedAt.UnixMilli()
+	}
+	for i, v := range [influx.NumResponseFields]*float64{&r.DeviceToRaised, r.Pushed, r.Received, r.Acknowledged,
+		r.Dispatched, r.Arrived, r.Closed} {
+		p.Seconds[i] = math.NaN()
+		if v != nil {
+			p.Seconds[i] = *v
+		}
+	}
+	return p, true
 }
 
 // alarmPoint turns an alarm transition into its InfluxDB annotation, at the

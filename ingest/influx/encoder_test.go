@@ -48,6 +48,16 @@ func TestEncoderGolden(t *testing.T) {
 	buf = e.AppendAlarm(buf, AlarmPoint{Device: sm, Rule: "smoke", State: "cleared",
 		Value: math.NaN(), Threshold: math.Inf(1), Time: ts + 11})
 	buf = e.AppendAlarm(buf, AlarmPoint{Device: 99, Rule: "x"}) // unknown device: no line
+	yes, no := true, false
+	nan := math.NaN()
+	buf = e.AppendResponse(buf, ResponsePoint{Device: el, Station: "st-tanxi", Rule: "electrical.residual_current.alarm",
+		Severity: "alarm", Outcome: "resolved", AlarmID: "alm-000001",
+		Seconds:         [NumResponseFields]float64{1.5, 0.25, nan, 75, 80, 170, 900},
+		RespondedInTime: &no, ArrivedInTime: &yes, Time: ts + 12})
+	buf = e.AppendResponse(buf, ResponsePoint{Device: sm, Station: "st-tanxi", Rule: "smoke", Severity: "fire",
+		Outcome: "false_alarm", AlarmID: "alm-000002", Seconds: [NumResponseFields]float64{0, 0.1, nan, nan, nan, nan, 30},
+		Time: ts + 13})
+	buf = e.AppendResponse(buf, ResponsePoint{Device: 99, Time: ts}) // unknown device: no line
 
 	golden := filepath.Join("testdata", "encoder.golden")
 	if *update {
