@@ -136,6 +136,36 @@ func TestDigests(t *testing.T) {
 		t.Errorf("the village robot got %d digests", n)
 	}
 
+	// The API serves the same digest for any grid and period.
+	api := httptest.NewServer(m.Handler())
+	defer api.Close()
+	since := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, cst)
+	q := "grid=450204001&since=" + since.Format(time.RFC3339) + "&until=" + since.AddDate(0, 0, 1).Format(time.RFC3339)
+	resp, err := http.Get(api.URL + "/api/v1/digest?" + strings.ReplaceAll(q, "+", "%2B"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served struct {
+		Digest
+		Title, Text string
+	}
+	err = json.NewDecoder(resp.Body).Decode(&served)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || served.Alarms != 3 || served.FalseAlarms != 1 || served.OfflineCount != 1 ||
+		served.Title != "消防预警提示（统计）· 潭西街道" || !strings.Contains(content, served.Text) {
+		t.Errorf("GET /api/v1/digest: %s %v %+v", resp.Status, err, served)
+	}
+	for _, bad := range []string{"since=" + since.Format("2006-01-02"), "grid=450204001", "grid=450204001&schedule=off"} {
+		resp, err := http.Get(api.URL + "/api/v1/digest?" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET /api/v1/digest?%s: %s, want 400", bad, resp.Status)
+		}
+	}
+
 	// A restart does not send it again.
 	if err := m.stop(); err != nil {
 		t.Fatal(err)

@@ -216,6 +216,8 @@ func testConfig(t testing.TB) Config {
 		// Most tests raise several alarms for one station at once; the
 		// storm tests turn grouping on.
 		StormWindow: -1,
+		// Robot tests count robot messages; the digest tests turn digests on.
+		Digest: DigestOff,
 	}
 }
 

@@ -337,6 +337,13 @@ func seed(t *testing.T, db *testenv.InfluxDB, start time.Time) {
 				Message: "【报警】测试 " + d.ID, Time: start.Add(time.Duration(10+k*5) * time.Minute).UnixMilli(),
 			})
 		}
+		yes := true
+		buf = enc.AppendResponse(buf, influx.ResponsePoint{
+			Device: d.Index, Station: "st-tanxi", Rule: d.Kind.String() + ".test.alarm", Severity: "alarm",
+			Outcome: "resolved", AlarmID: fmt.Sprintf("alm-%06d", i+1),
+			Seconds:         [influx.NumResponseFields]float64{1, 1.5, 20, 30 + float64(i), 40, 150 + float64(i), 900},
+			RespondedInTime: &yes, ArrivedInTime: &yes, Time: start.Add(20 * time.Minute).UnixMilli(),
+		})
 	}
 	if len(buf) == 0 {
 		t.Fatal("the encoder wrote nothing")
