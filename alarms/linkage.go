@@ -128,6 +128,12 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 			}
 		default:
 			payload, _ := json.Marshal(command{Cmd: c.cmd, ID: c.key, Ch: c.ch})
+			// The attempt is recorded before it is made: a device may answer
+			// before Publish returns, and its ack reports the attempts.
+			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ''
+				WHERE id = ? AND state = ?`, now.UnixMilli(), c.id, CommandPending); err != nil {
+				return fmt.Errorf("record command %s: %w", c.key, err)
+			}
 			var perr error
 			if m.cfg.Publish == nil {
 				perr = errors.New("no MQTT downlink configured")
@@ -136,16 +142,14 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 				perr = m.cfg.Publish(pctx, "fw/v1/down/"+c.device+"/command", payload)
 				cancel()
 			}
-			lastErr := ""
-			if perr != nil {
-				lastErr = perr.Error()
-				m.log.Warn("linkage: command not published", "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd, "err", perr)
-			} else {
+			if perr == nil {
 				m.log.Info("linkage: command sent", "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd,
 					"channel", c.ch, "attempt", c.attempts+1)
+				continue
 			}
-			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ?
-				WHERE id = ? AND state = ?`, now.UnixMilli(), lastErr, c.id, CommandPending); err != nil {
+			m.log.Warn("linkage: command not published", "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd, "err", perr)
+			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET last_error = ? WHERE id = ? AND state = ?`,
+				perr.Error(), c.id, CommandPending); err != nil {
 				return fmt.Errorf("record command %s: %w", c.key, err)
 			}
 		}

@@ -23,6 +23,9 @@ type BrokerConfig struct {
 	// every topic (mqtt.auth: none, for a closed test network only).
 	Auth   *Auth
 	Logger *slog.Logger
+	// Hooks are added after Auth, before the broker serves: an
+	// InlineSource, so that firewatch consumes in process.
+	Hooks []mochi.Hook
 }
 
 // MaxPacket is the largest MQTT packet the embedded broker takes; a client
@@ -49,6 +52,11 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	for _, h := range cfg.Hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
 	}
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})); err != nil {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", cfg.Addr, err)

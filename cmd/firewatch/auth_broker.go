@@ -13,36 +13,30 @@ import (
 )
 
 // startEmbeddedBroker starts the embedded broker with the ledger's
-// credentials and topic ACLs (mqtt.auth: ledger) and returns the user name
-// and password of firewatch's own client: a random secret made now, which
-// never leaves the process.
-func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger) (*mochi.Server, string, string, error) {
-	bc := ingest.BrokerConfig{Addr: cfg.MQTT.Listen, TLSAddr: cfg.MQTT.TLSListen, Logger: log}
+// credentials and topic ACLs (mqtt.auth: ledger), and src consuming uplink
+// in process. firewatch needs no client of its own there: the service
+// account gets a random secret made now, which never leaves the process.
+func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger, src *ingest.InlineSource) (*mochi.Server, error) {
+	bc := ingest.BrokerConfig{Addr: cfg.MQTT.Listen, TLSAddr: cfg.MQTT.TLSListen, Logger: log, Hooks: []mochi.Hook{src}}
 	if cfg.MQTT.TLSListen != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
 		if err != nil {
-			return nil, "", "", fmt.Errorf("mqtt.tls_cert/tls_key: %w", err)
+			return nil, fmt.Errorf("mqtt.tls_cert/tls_key: %w", err)
 		}
 		bc.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	user, pass := cfg.MQTT.Username, cfg.MQTT.Password
 	switch cfg.MQTT.Auth {
 	case "none":
 		log.Warn("embedded broker admits every client to every topic (mqtt.auth: none): any client can publish as any device")
 	default:
-		user, pass = ingest.ServiceUser, ingest.GenerateSecret()+ingest.GenerateSecret()
 		a, err := ingest.NewAuth(ingest.AuthConfig{
-			Ledger: l, ServicePassword: pass, ServiceClientID: cfg.MQTT.ClientID,
+			Ledger: l, ServicePassword: ingest.GenerateSecret() + ingest.GenerateSecret(), ServiceClientID: cfg.MQTT.ClientID,
 			BridgeUser: cfg.MQTT.BridgeUser, BridgeSecretHash: cfg.MQTT.BridgeSecretHash, Registerer: reg,
 		})
 		if err != nil {
-			return nil, "", "", err
+			return nil, err
 		}
 		bc.Auth = a
 	}
-	b, err := ingest.StartBroker(bc)
-	if err != nil {
-		return nil, "", "", err
-	}
-	return b, user, pass, nil
+	return ingest.StartBroker(bc)
 }

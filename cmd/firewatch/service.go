@@ -36,7 +36,7 @@ type service struct {
 	alarms  *alarms.Manager
 	broker  *mochi.Server
 	live    *devices.Liveness
-	source  *ingest.Source
+	source  source
 	reload  *rulesReloader
 	pipe    *pipeline
 	httpLn  net.Listener
@@ -131,18 +131,6 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		return nil, err
 	}
 
-	s.brokerURL = cfg.MQTT.Broker
-	mqttUser, mqttPassword := cfg.MQTT.Username, cfg.MQTT.Password
-	if s.brokerURL == "" {
-		// Per-device credentials and topic ACLs (auth_broker.go).
-		if s.broker, mqttUser, mqttPassword, err = startEmbeddedBroker(cfg, s.ledger, reg, log); err != nil {
-			return nil, err
-		}
-		s.brokerURL = "tcp://" + cfg.MQTT.Listen
-		s.downlink = &downlink{inline: s.broker}
-	} else {
-		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", mqttUser, mqttPassword)
-	}
 	// Liveness: offline (离线) alarms through the alarm path (liveness_alarms.go).
 	if s.live, err = newLiveness(cfg, s.ledger, newLivenessAlarms(s.ledger, s.alarms)); err != nil {
 		return nil, err
@@ -153,10 +141,27 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.pipe = p
 	p.live = s.live
 	p.dec.MaxFuture, p.dec.MaxAge = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge
-	s.source = ingest.NewSource(ingest.SourceConfig{
-		Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: mqttUser, Password: mqttPassword,
-		Logger: log.With("component", "mqtt"),
-	}, newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle)
+	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
+
+	s.brokerURL = cfg.MQTT.Broker
+	if s.brokerURL == "" {
+		// The embedded broker hands uplink to the pipeline in process,
+		// before it acknowledges each message to the device (ingest.InlineSource);
+		// per-device credentials and topic ACLs in auth_broker.go.
+		inline := ingest.NewInlineSource(handle)
+		if s.broker, err = startEmbeddedBroker(cfg, s.ledger, reg, log, inline); err != nil {
+			return nil, err
+		}
+		s.brokerURL = "tcp://" + cfg.MQTT.Listen
+		s.downlink = &downlink{inline: s.broker}
+		s.source = inline
+	} else {
+		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", cfg.MQTT.Username, cfg.MQTT.Password)
+		s.source = ingest.NewSource(ingest.SourceConfig{
+			Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
+			Logger: log.With("component", "mqtt"),
+		}, handle)
+	}
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
@@ -176,6 +181,13 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	})
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// source delivers uplink messages to the pipeline: ingest.Source through an
+// MQTT client (external broker), ingest.InlineSource in process (embedded).
+type source interface {
+	Run(ctx context.Context) error
+	Ready() <-chan struct{}
 }
 
 // httpURL is the base URL of the HTTP server.
