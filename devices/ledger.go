@@ -88,13 +88,20 @@ type Ledger struct {
 	// Gateways are the gateway boxes, by id.
 	Gateways map[string]*Gateway
 
-	byID      map[string]Index
+	byID      map[string]Index // while loading; idx afterwards
+	idx       *idIndex
+	// gatewayID holds one copy of each gateway id that devices name, shared
+	// by their Device.Gateway fields (GatewayID).
+	gatewayID map[string]string
 	stationID map[string]*Station
 }
 
 // Lookup returns the device with the given id. It does not allocate.
 func (l *Ledger) Lookup(id []byte) (*Device, bool) {
-	i, ok := l.byID[string(id)]
+	if l.idx == nil {
+		return nil, false
+	}
+	i, ok := l.idx.lookup(id)
 	if !ok {
 		return nil, false
 	}
@@ -103,11 +110,25 @@ func (l *Ledger) Lookup(id []byte) (*Device, bool) {
 
 // LookupID is Lookup for a string, such as a slice of an MQTT topic.
 func (l *Ledger) LookupID(id string) (*Device, bool) {
-	i, ok := l.byID[id]
+	if l.idx == nil {
+		return nil, false
+	}
+	i, ok := l.idx.lookupString(id)
 	if !ok {
 		return nil, false
 	}
 	return &l.Devices[i], true
+}
+
+// GatewayID returns the ledger's own copy of gateway id, the string its
+// devices' Gateway fields share, or id itself when no device names it.
+// Comparing a Device.Gateway with it compares pointers, not bytes, in the
+// common case: the hot path checks every reading of a gateway batch.
+func (l *Ledger) GatewayID(id string) string {
+	if g, ok := l.gatewayID[id]; ok {
+		return g
+	}
+	return id
 }
 
 // Device returns the device with index i.
@@ -345,6 +366,20 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
 		return nil, &LoadError{Problems: probs}
 	}
+	ids := make([]string, len(l.Devices))
+	l.gatewayID = map[string]string{}
+	for i := range l.Devices {
+		d := &l.Devices[i]
+		ids[i] = d.ID
+		if d.Gateway != "" {
+			if g, ok := l.gatewayID[d.Gateway]; ok {
+				d.Gateway = g
+			} else {
+				l.gatewayID[d.Gateway] = d.Gateway
+			}
+		}
+	}
+	l.idx, l.byID = newIDIndex(ids), nil
 	return l, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestLoadLedger(t *testing.T) {
@@ -29,6 +30,17 @@ func TestLoadLedger(t *testing.T) {
 	}
 	if _, ok := l.Lookup([]byte("nope")); ok {
 		t.Fatal("Lookup of an unknown id succeeded")
+	}
+	// Devices of one gateway share the ledger's copy of its id.
+	gw := l.GatewayID(string([]byte("gw-1")))
+	for _, id := range []string{"el-1", "hy-1"} {
+		d, _ := l.LookupID(id)
+		if d.Gateway != gw || unsafe.StringData(d.Gateway) != unsafe.StringData(gw) {
+			t.Errorf("%s gateway %q is not the ledger's copy of %q", id, d.Gateway, gw)
+		}
+	}
+	if got := l.GatewayID("gw-9"); got != "gw-9" {
+		t.Errorf("GatewayID(gw-9) = %q", got)
 	}
 }
 

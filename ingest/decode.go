@@ -153,7 +153,7 @@ func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []
 	}
 	d.s.reset(payload)
 	if gateway {
-		d.gateway = id
+		d.gateway = d.ledger.GatewayID(id) // shared with its devices' Gateway: compared by pointer
 		d.batch(now)
 		return d.msgs, d.rejects
 	}

@@ -1,0 +1,92 @@
+package devices
+
+import (
+	"bytes"
+	"hash/maphash"
+)
+
+// idInline is the longest id an idIndex slot holds itself; longer ids (up
+// to 64 bytes) are looked up in a map.
+const idInline = 24
+
+// idIndex maps device ids to indexes for the hot path. It is an open
+// addressing table with linear probing whose 32-byte slots hold the id
+// itself, so that a lookup usually touches one cache line: a Go map of
+// string keys touches its control word, its slot and the key's bytes
+// elsewhere in memory, three cache misses per reading once tens of
+// thousands of devices no longer fit in the cache (profile of make bench,
+// docs/performance.md). It is read-only after newIDIndex.
+type idIndex struct {
+	slots []idSlot
+	mask  uint64
+	seed  maphash.Seed
+	long  map[string]Index
+}
+
+type idSlot struct {
+	key [idInline]byte
+	n   uint8 // id length; 0: empty
+	_   [3]byte
+	idx Index
+}
+
+func newIDIndex(ids []string) *idIndex {
+	size := 16
+	for size < 2*len(ids) {
+		size <<= 1
+	}
+	x := &idIndex{slots: make([]idSlot, size), mask: uint64(size - 1), seed: maphash.MakeSeed()}
+	for i, id := range ids {
+		if len(id) > idInline || len(id) == 0 {
+			if x.long == nil {
+				x.long = map[string]Index{}
+			}
+			x.long[id] = Index(i)
+			continue
+		}
+		j := maphash.String(x.seed, id) & x.mask
+		for x.slots[j].n != 0 {
+			j = (j + 1) & x.mask
+		}
+		s := &x.slots[j]
+		copy(s.key[:], id)
+		s.n, s.idx = uint8(len(id)), Index(i)
+	}
+	return x
+}
+
+func (x *idIndex) lookup(id []byte) (Index, bool) {
+	if len(id) > idInline || len(id) == 0 {
+		i, ok := x.long[string(id)]
+		return i, ok
+	}
+	j := maphash.Bytes(x.seed, id) & x.mask
+	for {
+		s := &x.slots[j]
+		if s.n == 0 {
+			return 0, false
+		}
+		if int(s.n) == len(id) && bytes.Equal(s.key[:s.n], id) {
+			return s.idx, true
+		}
+		j = (j + 1) & x.mask
+	}
+}
+
+func (x *idIndex) lookupString(id string) (Index, bool) {
+	if len(id) > idInline || len(id) == 0 {
+		i, ok := x.long[id]
+		return i, ok
+	}
+	j := maphash.String(x.seed, id) & x.mask
+	for {
+		s := &x.slots[j]
+		if s.n == 0 {
+			return 0, false
+		}
+		if int(s.n) == len(id) && string(s.key[:s.n]) == id {
+			return s.idx, true
+		}
+		j = (j + 1) & x.mask
+	}
+}
