@@ -88,8 +88,8 @@ type Ledger struct {
 	// Gateways are the gateway boxes, by id.
 	Gateways map[string]*Gateway
 
-	byID      map[string]Index // while loading; idx afterwards
-	idx       *idIndex
+	byID map[string]Index // while loading; idx afterwards
+	idx  *idIndex
 	// gatewayID holds one copy of each gateway id that devices name, shared
 	// by their Device.Gateway fields (GatewayID).
 	gatewayID map[string]string
