@@ -34,6 +34,7 @@ import (
 type benchStep struct {
 	shape    string // single | batch
 	embedded bool   // firewatch's embedded broker instead of Mosquitto
+	outage   bool   // InfluxDB stopped for bench.outage in the middle of the load
 	rate     float64
 }
 
@@ -53,7 +54,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("firesim bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	binDir := fs.String("bin", "bin", "folder with firewatch, firesim and influxd")
-	steps := fs.String("steps", "single:5000,10000,20000;batch:20000,50000,100000;embedded:5000,10000,20000", "shape:rates;… (readings/s)")
+	steps := fs.String("steps", "single:5000,10000,20000;batch:20000,50000,100000;embedded:5000,10000,20000;outage:20000",
+		"shape:rates;… (readings/s); shapes single, batch, embedded, and outage (batches with InfluxDB stopped for -outage)")
+	outage := fs.Duration("outage", 2*time.Minute, "how long the outage step stops InfluxDB, between -duration of load before and after")
 	duration := fs.Duration("duration", 30*time.Second, "load duration per step")
 	nDevices := fs.Int("devices", 20000, "devices in the generated ledger")
 	out := fs.String("out", "", "write the table into this Markdown file between <!-- bench:e2e:begin --> and <!-- bench:e2e:end -->")
@@ -71,14 +74,18 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{dir: dir, bin: *binDir, out: stdout, duration: *duration, probe: *probe, profile: *profile}
+	b := &bench{dir: dir, bin: *binDir, out: stdout, duration: *duration, probe: *probe, profile: *profile, outage: *outage}
 	defer b.stopAll()
 	if err := b.start(ctx, *nDevices); err != nil {
 		return err
 	}
 	var rows []benchRow
 	for i, st := range plan {
-		fmt.Fprintf(stdout, "\n== step %d/%d: %s %.0f readings/s for %v\n", i+1, len(plan), st.label(), st.rate, *duration)
+		d := *duration
+		if st.outage {
+			d = 2**duration + *outage
+		}
+		fmt.Fprintf(stdout, "\n== step %d/%d: %s %.0f readings/s for %v\n", i+1, len(plan), st.label(), st.rate, d)
 		row, err := b.step(ctx, i, st)
 		if err != nil {
 			return fmt.Errorf("step %s %.0f/s: %w", st.label(), st.rate, err)
@@ -95,6 +102,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func (s benchStep) label() string {
+	if s.outage {
+		return "gateway batches of 100, Mosquitto, InfluxDB stopped²"
+	}
 	if s.embedded {
 		return "single, embedded broker"
 	}
@@ -116,8 +126,10 @@ func parseSteps(s string) ([]benchStep, error) {
 		case "single", "batch":
 		case "embedded":
 			st.shape, st.embedded = "single", true
+		case "outage":
+			st.shape, st.outage = "batch", true
 		default:
-			return nil, fmt.Errorf("unknown shape %q (single, batch, embedded)", name)
+			return nil, fmt.Errorf("unknown shape %q (single, batch, embedded, outage)", name)
 		}
 		for _, r := range strings.Split(rates, ",") {
 			v, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
@@ -138,6 +150,10 @@ type bench struct {
 	duration time.Duration
 	probe    time.Duration
 	profile  string
+	outage   time.Duration
+
+	influxd     *exec.Cmd
+	influxdConf string
 
 	influxURL, mqURL string
 	ledger           string
@@ -229,11 +245,8 @@ func (b *bench) start(ctx context.Context, n int) error {
 	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
 		return err
 	}
-	if _, err := b.spawn(filepath.Join(b.bin, "influxd"), "influxd.log", "run", "-config", cf); err != nil {
-		return err
-	}
-	b.influxURL = fmt.Sprintf("http://127.0.0.1:%d", hp)
-	if err := waitHTTP(ctx, b.influxURL+"/ping", 60*time.Second); err != nil {
+	b.influxdConf, b.influxURL = cf, fmt.Sprintf("http://127.0.0.1:%d", hp)
+	if err := b.startInfluxd(ctx); err != nil {
 		return err
 	}
 	mp := benchPort()
@@ -265,6 +278,15 @@ func (b *bench) start(ctx context.Context, n int) error {
 	}
 	b.ledgerL, err = devices.LoadLedger(b.ledger)
 	return err
+}
+
+// startInfluxd starts InfluxDB (again, after an outage) and waits for it.
+func (b *bench) startInfluxd(ctx context.Context) error {
+	var err error
+	if b.influxd, err = b.spawn(filepath.Join(b.bin, "influxd"), "influxd.log", "run", "-config", b.influxdConf); err != nil {
+		return err
+	}
+	return waitHTTP(ctx, b.influxURL+"/ping", 60*time.Second)
 }
 
 // step runs one load level against a fresh firewatch and database.
@@ -319,8 +341,28 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 		go saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(b.duration.Seconds()*0.8)),
 			fmt.Sprintf("%s.%s.%.0f.pprof", b.profile, strings.ReplaceAll(st.label(), " ", ""), st.rate))
 	}
-	res, err := runLoad(ctx, b.ledgerL, load, b.out)
-	if err != nil {
+	var res loadResult
+	if st.outage {
+		// Load for duration, InfluxDB stopped for outage, load for duration.
+		load.duration = 2*b.duration + b.outage
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			res, err = runLoad(ctx, b.ledgerL, load, b.out)
+			done <- err
+		}()
+		time.Sleep(b.duration) // the scenario's timeline, not synchronisation
+		fmt.Fprintf(b.out, "%s stopping InfluxDB for %v\n", time.Now().Format("15:04:05"), b.outage)
+		stop(b.influxd)
+		time.Sleep(b.outage)
+		if err := b.startInfluxd(ctx); err != nil {
+			return row, fmt.Errorf("restart InfluxDB: %w", err)
+		}
+		fmt.Fprintf(b.out, "%s InfluxDB is back\n", time.Now().Format("15:04:05"))
+		if err := <-done; err != nil {
+			return row, err
+		}
+	} else if res, err = runLoad(ctx, b.ledgerL, load, b.out); err != nil {
 		return row, err
 	}
 	row.sent, row.seconds, row.probes = res.Readings, res.Seconds, int(res.Probes)
@@ -346,6 +388,20 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 		row.mqCPU = 0
 	}
 	row.rssMiB = rssMiB(fw)
+	// Everything in memory or in the spool is written before firewatch
+	// stops: at shutdown it would keep the spool for its next start.
+	deadline = time.Now().Add(5 * time.Minute)
+	for {
+		m, err := scrapeMetrics("http://" + httpAddr + "/metrics")
+		if err == nil && m["firewatch_influx_spool_batches"] == 0 && m["firewatch_influx_pending_batches"] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(b.out, "firewatch's spool did not drain within 5 minutes")
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	time.Sleep(time.Second) // let the last pushes arrive
 	row.p50, row.p99 = b.rcv.percentiles()
 	stop(fw) // flushes InfluxDB
@@ -391,6 +447,14 @@ func (b *bench) table(rows []benchRow) string {
 	}
 	sb.WriteString("\n¹ sent but not stored when the step ended: firewatch had not caught up within 2 minutes after the load\n" +
 		"stopped; the messages wait in the broker's QoS 1 session (firewatch's persistent session) and are not lost.\n")
+	for _, r := range rows {
+		if !r.step.outage {
+			continue
+		}
+		fmt.Fprintf(&sb, "² load for %v, InfluxDB stopped for %v (firewatch spools to disk), load for %v while it replays; rates and\n"+
+			"CPU over the whole step, replay included; alarm latency is that of the probes during the whole step.\n", b.duration, b.outage, b.duration)
+		break
+	}
 	return sb.String()
 }
 
