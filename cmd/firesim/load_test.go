@@ -55,8 +55,9 @@ func TestLoadPayloadsDecode(t *testing.T) {
 }
 
 func TestParseSteps(t *testing.T) {
-	st, err := parseSteps("single:5000,10000;batch:100000;embedded:2000")
-	if err != nil || len(st) != 4 || st[2].shape != "batch" || st[2].rate != 100000 || !st[3].embedded {
+	st, err := parseSteps("single:5000,10000;batch:100000;embedded:2000;outage:20000")
+	if err != nil || len(st) != 5 || st[2].shape != "batch" || st[2].rate != 100000 || !st[3].embedded ||
+		st[4].shape != "batch" || !st[4].outage || st[4].rate != 20000 || st[2].outage {
 		t.Fatalf("%+v %v", st, err)
 	}
 	for _, bad := range []string{"single", "quantum:5", "single:-1", "single:x"} {
