@@ -47,6 +47,7 @@ var storeSuite = []struct {
 	{"LinkageOutcomes", TestLinkageOutcomes},
 	{"Robots", TestRobots},
 	{"ConsoleFanOut", TestConsoleFanOut},
+	{"Digests", TestDigests},
 }
 
 // TestPostgres runs the store test-suite against a private PostgreSQL
