@@ -221,8 +221,8 @@ var newline = []byte{'\n'}
 
 // Flush hands the current batch to the sender and waits until it and every
 // batch queued before it are sent, rejected or dropped, and the spool is
-// empty, or ctx ends. Run must be running. The error wraps ErrDropped when lines were lost while
-// Flush waited.
+// empty, or ctx ends. Run must be running. The error wraps ErrDropped when
+// lines were lost while Flush waited.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	if w.closed {
