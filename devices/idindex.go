@@ -3,6 +3,7 @@ package devices
 import (
 	"bytes"
 	"hash/maphash"
+	"unsafe"
 )
 
 // idInline is the longest id an idIndex slot holds itself; longer ids (up
@@ -73,20 +74,8 @@ func (x *idIndex) lookup(id []byte) (Index, bool) {
 	}
 }
 
+// lookupString is lookup for a string, without copying it: lookup only
+// reads id.
 func (x *idIndex) lookupString(id string) (Index, bool) {
-	if len(id) > idInline || len(id) == 0 {
-		i, ok := x.long[id]
-		return i, ok
-	}
-	j := maphash.String(x.seed, id) & x.mask
-	for {
-		s := &x.slots[j]
-		if s.n == 0 {
-			return 0, false
-		}
-		if int(s.n) == len(id) && string(s.key[:s.n]) == id {
-			return s.idx, true
-		}
-		j = (j + 1) & x.mask
-	}
+	return x.lookup(unsafe.Slice(unsafe.StringData(id), len(id)))
 }

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,27 +38,7 @@ func TestPushLatency(t *testing.T) {
 		t.Fatalf("build firesim: %v\n%s", err, out)
 	}
 
-	var (
-		mu       sync.Mutex
-		received = map[string]time.Time{} // device → push received
-	)
-	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		b, _ := io.ReadAll(r.Body)
-		var p struct {
-			Transition string
-			Device     struct{ ID string }
-		}
-		json.Unmarshal(b, &p)
-		if p.Transition == "raised" {
-			mu.Lock()
-			if _, ok := received[p.Device.ID]; !ok {
-				received[p.Device.ID] = now
-			}
-			mu.Unlock()
-		}
-	}))
-	t.Cleanup(rcv.Close)
+	rcv := newRaisedTimes(t)
 
 	ledger := filepath.Join(dir, "ledger.yaml")
 	if out, err := exec.Command(firesim, "ledger", "-o", ledger, "-devices", "300").CombinedOutput(); err != nil {
@@ -108,18 +84,12 @@ func TestPushLatency(t *testing.T) {
 		pub.raw("fw/v1/up/"+dev+"/event", fmt.Sprintf(`{"ts":%d,"seq":999999,"event":"smoke_alarm"}`, time.Now().UnixMilli()))
 		time.Sleep(50 * time.Millisecond) // pacing the probes, not synchronisation
 	}
-	testenv.WaitFor(t, 30*time.Second, "every probe's push", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(received) >= len(smoke)
-	})
+	testenv.WaitFor(t, 30*time.Second, "every probe's push", func() bool { return rcv.count() >= len(smoke) })
 	m := scrape(t, fw.api+"/metrics")
 	var lat []time.Duration
-	mu.Lock()
 	for dev, t0 := range sent {
-		lat = append(lat, received[dev].Sub(t0))
+		lat = append(lat, rcv.since(dev, t0))
 	}
-	mu.Unlock()
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	t.Logf("push latency, device publish → webhook received, %d smoke alarms, fleet at %s msg/s (%.0f readings ingested): median %v, p90 %v, p99 %v, max %v",

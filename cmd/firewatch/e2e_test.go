@@ -65,6 +65,52 @@ func (r *receiver) all() []push {
 	return append([]push(nil), r.pushes...)
 }
 
+// raisedTimes is a dispatch endpoint on loopback that notes when the first
+// raised push of each device arrived, for latency measurements.
+type raisedTimes struct {
+	*httptest.Server
+	mu sync.Mutex
+	at map[string]time.Time // device → first raised push received
+}
+
+func newRaisedTimes(t *testing.T) *raisedTimes {
+	r := &raisedTimes{at: map[string]time.Time{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		now := time.Now()
+		b, _ := io.ReadAll(req.Body)
+		var p struct {
+			Transition string
+			Device     struct{ ID string }
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			t.Errorf("push is not JSON: %v", err)
+		}
+		if p.Transition == "raised" {
+			r.mu.Lock()
+			if _, ok := r.at[p.Device.ID]; !ok {
+				r.at[p.Device.ID] = now
+			}
+			r.mu.Unlock()
+		}
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+// count is how many devices' raised pushes arrived.
+func (r *raisedTimes) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.at)
+}
+
+// since returns how long after t0 the raised push of dev arrived.
+func (r *raisedTimes) since(dev string, t0 time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.at[dev].Sub(t0)
+}
+
 // writeLedger copies the test ledger with the station pointed at url.
 func writeLedger(t *testing.T, url string) string {
 	b, err := os.ReadFile("../../devices/testdata/ledger.yaml")

@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,29 +38,7 @@ func TestInfluxOutage(t *testing.T) {
 	mq := testenv.StartMosquitto(t)
 	db := testenv.StartInfluxDB(t)
 
-	var (
-		mu       sync.Mutex
-		received = map[string]time.Time{} // smoke detector → its raised push received
-	)
-	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
-		b, _ := io.ReadAll(r.Body)
-		var p struct {
-			Transition string
-			Device     struct{ ID string }
-		}
-		if err := json.Unmarshal(b, &p); err != nil {
-			t.Errorf("push is not JSON: %v", err)
-		}
-		if p.Transition == "raised" {
-			mu.Lock()
-			if _, ok := received[p.Device.ID]; !ok {
-				received[p.Device.ID] = now
-			}
-			mu.Unlock()
-		}
-	}))
-	t.Cleanup(rcv.Close)
+	rcv := newRaisedTimes(t)
 
 	var l strings.Builder
 	fmt.Fprintf(&l, "places:\n  \"450204\": 柳州市柳南区\n  \"450204002\": 潭西街道\nstations:\n"+
@@ -184,21 +157,15 @@ func TestInfluxOutage(t *testing.T) {
 	t.Logf("%d readings, %v spooled and %v replayed", sent,
 		m["firewatch_influx_spooled_lines_total"], m["firewatch_influx_replayed_lines_total"])
 
-	testenv.WaitFor(t, 10*time.Second, "every probe's push", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(received) >= len(published)
-	})
+	testenv.WaitFor(t, 10*time.Second, "every probe's push", func() bool { return rcv.count() >= len(published) })
 	var lat []time.Duration
-	mu.Lock()
 	for dev, t0 := range published {
-		d := received[dev].Sub(t0)
+		d := rcv.since(dev, t0)
 		lat = append(lat, d)
 		if d > onTime {
 			t.Errorf("%s: alarm pushed %v after its publish during the outage, want ≤ %v", dev, d, onTime)
 		}
 	}
-	mu.Unlock()
 	slices.Sort(lat)
 	if len(lat) != probes {
 		t.Fatalf("%d probes published, want %d", len(lat), probes)
