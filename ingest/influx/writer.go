@@ -540,12 +540,19 @@ func (w *Writer) nextLive() (batch, bool) {
 	if w.n == 0 {
 		return batch{}, false
 	}
+	b := w.popLocked()
+	w.inflight = b.seq
+	return b, true
+}
+
+// popLocked takes the oldest batch off the memory queue, which must not be
+// empty.
+func (w *Writer) popLocked() batch {
 	b := w.queue[w.head]
 	w.queue[w.head] = batch{}
 	w.head = (w.head + 1) % len(w.queue)
 	w.n--
-	w.inflight = b.seq
-	return b, true
+	return b
 }
 
 // requeue puts a batch whose send failed back at the head of the queue. If
@@ -601,7 +608,7 @@ func (w *Writer) finish(b batch, written, lost int) {
 	w.failing = false // InfluxDB answered
 	w.dropped += uint64(lost)
 	w.recycleLocked(b.buf)
-	w.m.pending.Set(float64(w.n))
+	w.m.pending.Set(float64(w.pending0()))
 	w.progressLocked()
 }
 
@@ -618,10 +625,7 @@ func (w *Writer) rotateLocked() {
 		return
 	}
 	if w.n == len(w.queue) {
-		w.dropLocked(w.queue[w.head])
-		w.queue[w.head] = batch{}
-		w.head = (w.head + 1) % len(w.queue)
-		w.n--
+		w.dropLocked(w.popLocked())
 	}
 	w.queue[(w.head+w.n)%len(w.queue)] = batch{buf: w.cur, lines: w.curLines, seq: w.nextSeq}
 	w.nextSeq++
@@ -651,10 +655,7 @@ func (w *Writer) dropAll() int {
 	defer w.mu.Unlock()
 	lines := 0
 	for w.n > 0 {
-		b := w.queue[w.head]
-		w.queue[w.head] = batch{}
-		w.head = (w.head + 1) % len(w.queue)
-		w.n--
+		b := w.popLocked()
 		lines += b.lines
 		w.recycleLocked(b.buf)
 	}
@@ -722,10 +723,7 @@ func (w *Writer) spiller(ctx context.Context) {
 				w.mu.Unlock()
 				break
 			}
-			b := w.queue[w.head]
-			w.queue[w.head] = batch{}
-			w.head = (w.head + 1) % len(w.queue)
-			w.n--
+			b := w.popLocked()
 			w.spilling = b.seq
 			w.mu.Unlock()
 			if err := w.spillOne(b); err != nil {
