@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
 )
 
 // Digest schedules (预警提示): the policy documents ask for a monthly
@@ -139,13 +140,13 @@ func (m *Manager) Digest(ctx context.Context, grid string, from, to time.Time) (
 	}
 	for _, a := range open {
 		switch a.Severity {
-		case "offline":
+		case rules.SeverityOffline.String():
 			d.OfflineCount++
 			if len(d.Offline) < digestList {
 				d.Offline = append(d.Offline, DigestDevice{Device: a.Device, Address: m.address(a.Device)})
 			}
 			continue // a device offline is listed as such, not as an open alarm
-		case "warning", "fault":
+		case rules.SeverityWarning.String(), rules.SeverityFault.String():
 			d.Hazards++
 		}
 		d.OpenCount++
@@ -183,17 +184,15 @@ func (m *Manager) address(device string) string {
 	return ""
 }
 
-var severityOrder = []string{"fire", "alarm", "warning", "fault", "offline"}
-
 // Text is the digest as a duty group reads it (zh-CN markdown).
 func (d *Digest) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "统计周期：%s 至 %s（北京时间）\n\n", d.From.In(cst).Format("2006-01-02 15:04"), d.To.In(cst).Format("2006-01-02 15:04"))
 	fmt.Fprintf(&b, "**告警**：共 %d 起", d.Alarms)
 	var parts []string
-	for _, s := range severityOrder {
-		if n := d.BySeverity[s]; n > 0 {
-			parts = append(parts, severityZH(s)+" "+strconv.Itoa(n))
+	for s := rules.SeverityFire; s >= rules.SeverityOffline; s-- { // the gravest first
+		if n := d.BySeverity[s.String()]; n > 0 {
+			parts = append(parts, s.ZH()+" "+strconv.Itoa(n))
 		}
 	}
 	if len(parts) > 0 {
