@@ -54,6 +54,9 @@ type Fault struct {
 	// Tear, for OpWrite, writes that many bytes of the buffer before
 	// failing (clamped to the buffer).
 	Tear int
+	// After is how many matching operations succeed before the fault
+	// strikes.
+	After int
 	// Times is how many operations fail; 0 means until Heal.
 	Times int
 	// Match, when not empty, limits the fault to files whose name
@@ -99,6 +102,10 @@ func (f *FS) Heal() {
 func (f *FS) strike(op Op, name string) *Fault {
 	for i, x := range f.faults {
 		if x.Op != op || (x.Match != "" && !strings.Contains(name, x.Match)) {
+			continue
+		}
+		if x.After > 0 {
+			x.After--
 			continue
 		}
 		f.Injected++
