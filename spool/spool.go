@@ -70,6 +70,10 @@ type segment struct {
 	// sealed: a write or fsync of this segment failed and could not be
 	// undone; the next append starts a new segment.
 	sealed bool
+	// suspect: an fsync of this segment failed, so its unsynced records
+	// may never reach the disk even if a later fsync succeeds (the kernel
+	// may have dropped the pages). The next sync rewrites it.
+	suspect bool
 	// kept: the drop policy compacted it to its kept records only.
 	kept bool
 }
@@ -342,22 +346,26 @@ func (s *Spool) check(id uint64, ack int64) (*segment, int64, error) {
 		}
 		seg.size += int64(g.n)
 	}
-	if !holes && seg.size == int64(len(data)) {
-		return seg, newAck, nil
-	}
 	if !holes {
-		// Only a torn tail: cut it.
+		// At most a torn tail: cut it, and fsync what is read, which a
+		// clean stop after a failed fsync may have left unsynced.
 		f, err := s.fs.OpenFile(s.segPath(id), os.O_RDWR, 0)
 		if err != nil {
 			return nil, 0, fmt.Errorf("spool: %w", err)
 		}
-		err = f.Truncate(seg.size)
+		if seg.size < int64(len(data)) {
+			err = f.Truncate(seg.size)
+		}
 		if err == nil {
 			err = f.Sync()
 		}
 		f.Close()
 		if err != nil {
-			return nil, 0, fmt.Errorf("spool: truncate torn tail of %s: %w", s.segPath(id), err)
+			s.fail(err)
+			if seg.size < int64(len(data)) {
+				return nil, 0, fmt.Errorf("spool: truncate torn tail of %s: %w", s.segPath(id), err)
+			}
+			seg.suspect, seg.sealed = true, true
 		}
 		return seg, newAck, nil
 	}
@@ -599,12 +607,13 @@ func (s *Spool) rotate() error {
 		s.fail(err)
 		return fmt.Errorf("spool: new segment: %w", err)
 	}
-	if s.dirty && !old.sealed {
+	if s.dirty && !old.suspect {
 		if err := s.w.Sync(); err != nil {
 			// The old segment's unsynced records may not survive a power
 			// cut; they are still readable now and stay queued.
 			s.fail(err)
-			s.log.Error("spool: fsync of a sealed segment failed", "segment", old.id, "err", err)
+			s.log.Error("spool: fsync of a sealed segment failed; rewriting it at the next sync", "segment", old.id, "err", err)
+			old.suspect = true
 		}
 	}
 	s.w.Close()
@@ -648,7 +657,20 @@ func (s *Spool) dropOldest() bool {
 		from = s.ackOff
 	}
 	if s.opt.OnDrop != nil {
-		s.each(seg.id, from, seg.size, func(rec []byte, _ int64) bool { s.opt.OnDrop(rec); return true })
+		var recs [][]byte
+		err := s.each(seg.id, from, seg.size, func(rec []byte, _ int64) bool {
+			recs = append(recs, append([]byte(nil), rec...))
+			return true
+		})
+		if err != nil {
+			// Unreadable: over the bound rather than losing records
+			// nobody can count.
+			s.fail(err)
+			return false
+		}
+		for _, r := range recs {
+			s.opt.OnDrop(r)
+		}
 	}
 	s.removeSeg(i, uint64(seg.records))
 	return true
@@ -697,12 +719,10 @@ func (s *Spool) compact(j int) (freed, done bool) {
 		return true
 	})
 	if err != nil {
-		// Unreadable: it goes whole.
-		s.log.Error("spool: unreadable segment dropped to make room", "segment", seg.id, "err", err)
-		s.corrupt++
-		s.corruptB += uint64(seg.size - from)
-		s.removeSeg(j, uint64(seg.records))
-		return true, true
+		// Unreadable now: try the next segment; Peek repairs this one
+		// when it gets there.
+		s.fail(err)
+		return false, false
 	}
 	if data == 0 {
 		seg.kept = true
@@ -743,29 +763,63 @@ func (s *Spool) compact(j int) (freed, done bool) {
 }
 
 func (s *Spool) maybeSync() error {
-	if !s.dirty || (s.opt.SyncEvery > 0 && time.Since(s.lastSync) < s.opt.SyncEvery) {
+	if (!s.dirty && !s.hasSuspect()) || (s.opt.SyncEvery > 0 && time.Since(s.lastSync) < s.opt.SyncEvery) {
 		return nil
 	}
 	return s.sync()
 }
 
 func (s *Spool) sync() error {
+	if s.hasSuspect() {
+		if err := s.rewriteSuspects(); err != nil {
+			return err
+		}
+	}
 	if !s.dirty {
 		return nil
 	}
 	if err := s.w.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped the pages; a
 		// second fsync can succeed without writing them. Seal the segment
-		// so that new records go to a fresh file; the unsynced ones stay
-		// queued (readable now, lost only if the power fails too).
+		// so that new records go to a fresh file, and rewrite it at the
+		// next sync from what is still readable; until then its unsynced
+		// records stay queued but would not survive a power cut.
 		s.fail(err)
-		s.segs[len(s.segs)-1].sealed = true
+		tail := s.segs[len(s.segs)-1]
+		tail.sealed, tail.suspect = true, true
 		s.dirty = false
 		return fmt.Errorf("spool: fsync: %w", err)
 	}
 	s.ok()
 	s.dirty = false
 	s.lastSync = time.Now()
+	return nil
+}
+
+func (s *Spool) hasSuspect() bool {
+	return slices.ContainsFunc(s.segs, func(g *segment) bool { return g.suspect })
+}
+
+// rewriteSuspects rewrites the segments whose fsync failed (write to a new
+// file, fsync, rename), so that their records are durable again.
+func (s *Spool) rewriteSuspects() error {
+	for _, seg := range s.segs {
+		if !seg.suspect {
+			continue
+		}
+		data, err := s.readSegment(seg.id)
+		if err == nil && int64(len(data)) < seg.size {
+			err = fmt.Errorf("segment %d is %d bytes, want %d", seg.id, len(data), seg.size)
+		}
+		if err == nil {
+			err = s.replace(seg.id, data[:seg.size])
+		}
+		if err != nil {
+			s.fail(err)
+			return fmt.Errorf("spool: fsync: %w", err)
+		}
+		seg.suspect = false
+	}
 	return nil
 }
 
@@ -999,7 +1053,8 @@ func (s *Spool) Close() error {
 		return nil
 	}
 	s.closed = true
-	err := s.w.Sync()
+	s.dirty = true
+	err := s.sync()
 	if s.ackDirty {
 		if e := s.writeAck(); err == nil {
 			err = e
