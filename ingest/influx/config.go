@@ -51,6 +51,11 @@ type Config struct {
 	// SpoolMaxMB bounds the spool on disk, in MiB; beyond it the oldest
 	// batches are dropped and counted (reason spool_full).
 	SpoolMaxMB int `yaml:"spool_max_mb"`
+	// DeadLetterPath is the file where lines InfluxDB keeps refusing are
+	// parked (appended, as line protocol after a comment saying why);
+	// empty: dead-letter.lp in SpoolDir, or, without a spool, none (the
+	// lines are logged and counted only).
+	DeadLetterPath string `yaml:"dead_letter_path"`
 	// spoolBytes and spoolSegment override the spool's sizes in tests, to
 	// fill it without writing gigabytes.
 	spoolBytes, spoolSegment int64
