@@ -48,7 +48,12 @@ const headerLen = 8
 
 // readRetries is how often a failed read is tried again before the
 // segment is treated as damaged: a transient EIO must not cost records.
-const readRetries = 3
+// maxReadFails is how many Peeks in a row may fail to read a segment
+// before it is repaired (its unreadable part set aside and counted).
+const (
+	readRetries  = 3
+	maxReadFails = 20
+)
 
 var (
 	// ErrClosed is returned after Close.
@@ -120,12 +125,14 @@ type Spool struct {
 	errs     uint64
 	lastErr  string
 	failing  bool
-	dirty    bool // appended since the last fsync
-	lastSync time.Time
-	lastAck  time.Time
-	ackDirty bool
-	peekEnds []pos // end positions of the records the last Peek returned
-	ready    chan struct{}
+	// readFails counts Peeks in a row that failed to read.
+	readFails int
+	dirty     bool // appended since the last fsync
+	lastSync  time.Time
+	lastAck   time.Time
+	ackDirty  bool
+	peekEnds  []pos // end positions of the records the last Peek returned
+	ready     chan struct{}
 }
 
 type pos struct {
@@ -425,6 +432,12 @@ type errCorrupt struct {
 func (e *errCorrupt) Error() string { return fmt.Sprintf("spool: segment %d: %v", e.seg, e.err) }
 func (e *errCorrupt) Unwrap() error { return e.err }
 
+// errChecksum is a record whose length or checksum is wrong: reading it
+// again gives the same answer.
+type errChecksum string
+
+func (e errChecksum) Error() string { return string(e) }
+
 // each calls fn with every record of segment id in [from, to) and the
 // offset after it, until fn returns false. It reads in chunks, so a Peek
 // of one record costs that record, not the segment; rec is valid only
@@ -468,14 +481,14 @@ func (s *Spool) each(id uint64, from, to int64, fn func(rec []byte, end int64) b
 		l := int64(binary.LittleEndian.Uint32(hdr))
 		sum := binary.LittleEndian.Uint32(hdr[4:])
 		if l == 0 || off+headerLen+l > to {
-			return &errCorrupt{id, fmt.Errorf("bad record length %d at %d", l, off)}
+			return &errCorrupt{id, errChecksum(fmt.Sprintf("bad record length %d at %d", l, off))}
 		}
 		rec, err := read(off+headerLen, l)
 		if err != nil {
 			return &errCorrupt{id, err}
 		}
 		if crc32.Checksum(rec, castagnoli) != sum {
-			return &errCorrupt{id, fmt.Errorf("checksum mismatch at %d", off)}
+			return &errCorrupt{id, errChecksum(fmt.Sprintf("checksum mismatch at %d", off))}
 		}
 		off += headerLen + l
 		if !fn(rec, off) {
@@ -860,6 +873,7 @@ func (s *Spool) Peek(max int, maxBytes int) ([][]byte, error) {
 	for attempt := 0; ; attempt++ {
 		out, bad := s.peek(max, maxBytes)
 		if bad == nil {
+			s.readFails = 0
 			s.ok()
 			if syncErr != nil {
 				s.failing = true
@@ -870,6 +884,14 @@ func (s *Spool) Peek(max int, maxBytes int) ([][]byte, error) {
 		if attempt < readRetries {
 			continue
 		}
+		if _, sum := bad.err.(errChecksum); !sum {
+			// A read error may pass (an SD card's hiccup): the caller
+			// retries; only one that lasts costs the segment.
+			if s.readFails++; s.readFails < maxReadFails {
+				return nil, bad
+			}
+		}
+		s.readFails = 0
 		if repairs++; repairs > readRetries {
 			return nil, bad
 		}
