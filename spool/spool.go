@@ -133,6 +133,7 @@ type Spool struct {
 	ackDirty  bool
 	peekEnds  []pos // end positions of the records the last Peek returned
 	ready     chan struct{}
+	hdr       [headerLen]byte // scratch of append
 }
 
 type pos struct {
@@ -585,10 +586,12 @@ func (s *Spool) append(r []byte) error {
 		}
 		tail = s.segs[len(s.segs)-1]
 	}
-	var hdr [headerLen]byte
-	binary.LittleEndian.PutUint32(hdr[:], uint32(len(r)))
+	// s.hdr, not a local: a slice passed through the File interface
+	// escapes, and the append path allocates nothing.
+	hdr := s.hdr[:]
+	binary.LittleEndian.PutUint32(hdr, uint32(len(r)))
 	binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(r, castagnoli))
-	_, err := s.w.WriteAt(hdr[:], tail.size)
+	_, err := s.w.WriteAt(hdr, tail.size)
 	if err == nil {
 		_, err = s.w.WriteAt(r, tail.size+headerLen)
 	}

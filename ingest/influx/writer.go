@@ -183,6 +183,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 			// Each spilled batch (thousands of lines) is synced before it
 			// leaves memory.
 			SyncEvery: 0,
+			Logger:    lg,
 			OnDrop: func(rec []byte) {
 				n := countLines(rec)
 				m.droppedSpoolFull.Add(float64(n))
