@@ -72,7 +72,7 @@ type crashModel struct {
 	next    int
 	peeked  []int
 	corrupt uint64 // corrupt regions counted by earlier instances
-	flipped bool   // a byte was flipped since the last full check
+	flips   int    // bytes flipped that have not cost a record yet
 	trace   []string
 }
 
@@ -134,7 +134,21 @@ func crashRun(t *testing.T, seed uint64, steps int) {
 		case p < 89:
 			m.fs.Heal()
 			m.logf("heal")
+			m.appendMust()
+		case p < 92:
+			m.crash()
 		case p < 95:
+			// The power goes in the middle of what follows.
+			n, tear := m.rng.IntN(12), m.rng.IntN(40)
+			m.fs.DieAfter(n, tear)
+			m.logf("die after %d ops (tear %d)", n, tear)
+			for range 1 + m.rng.IntN(4) {
+				if m.rng.IntN(2) == 0 {
+					m.append()
+				} else {
+					m.peekCommit()
+				}
+			}
 			m.crash()
 		case p < 97:
 			m.flip()
@@ -150,8 +164,10 @@ func crashRun(t *testing.T, seed uint64, steps int) {
 			m.recovered(false)
 		}
 	}
-	// Once the fault is gone the spool works: new records go through.
+	// Once the fault is gone the spool works, without a restart and
+	// after one: new records go through.
 	m.fs.Heal()
+	m.appendMust()
 	m.crash()
 	for range 20 {
 		m.append()
@@ -186,6 +202,15 @@ func (m *crashModel) append() {
 		m.q = append(m.q, entry{id: m.next + i, sure: err == nil && m.opt.SyncEvery == 0, live: err == nil})
 	}
 	m.next += n
+}
+
+// appendMust appends with the faults healed: it must work.
+func (m *crashModel) appendMust() {
+	m.t.Helper()
+	m.append()
+	if !m.q[len(m.q)-1].live {
+		m.fatalf("Append fails with the faults healed")
+	}
 }
 
 func (m *crashModel) sync() {
@@ -271,8 +296,13 @@ func (m *crashModel) missing(e entry, got []int) {
 	if !e.live || m.dropped[e.id] {
 		return
 	}
-	if m.flipped && m.corrupt+m.s.Stats().Corrupt > 0 {
-		return // lost to the flipped byte, and counted
+	if m.flips > 0 && m.corrupt+m.s.Stats().Corrupt > 0 {
+		// Lost to a flipped byte, and counted: each flip costs the one
+		// record it hits, at most.
+		m.flips--
+		m.dropped[e.id] = true
+		m.logf("record %d lost to a flip", e.id)
+		return
 	}
 	m.fatalf("record %d (sure=%v) missing (got %v)", e.id, e.sure, got)
 }
@@ -336,7 +366,6 @@ func (m *crashModel) recovered(crashed bool) {
 	}
 	m.q = q
 	m.acked = m.ackSure
-	m.flipped = false
 	// The Peek above is not committed; a later Commit applies to the
 	// next Peek.
 }
@@ -358,6 +387,6 @@ func (m *crashModel) flip() {
 	}
 	off := m.rng.IntN(size)
 	m.fs.Flip(name, off)
-	m.flipped = true
+	m.flips++
 	m.logf("flip %s at %d", name, off)
 }

@@ -716,16 +716,21 @@ func (s *Spool) compact(j int) (freed, done bool) {
 	if seg.id == s.ackSeg {
 		from = s.ackOff
 	}
+	// The acknowledged records before from stay as they are, so that the
+	// ack offset stays valid and the rewrite is one atomic rename.
 	var kept []byte
 	var keptN, data int
 	var dataRecs [][]byte
-	err := s.each(seg.id, from, seg.size, func(rec []byte, end int64) bool {
-		if s.opt.Keep != nil && s.opt.Keep(rec) {
+	err := s.each(seg.id, 0, seg.size, func(rec []byte, end int64) bool {
+		start := end - int64(len(rec)) - headerLen
+		if start < from || (s.opt.Keep != nil && s.opt.Keep(rec)) {
 			var hdr [headerLen]byte
 			binary.LittleEndian.PutUint32(hdr[:], uint32(len(rec)))
 			binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(rec, castagnoli))
 			kept = append(append(kept, hdr[:]...), rec...)
-			keptN++
+			if start >= from {
+				keptN++
+			}
 		} else {
 			data++
 			if s.opt.OnDrop != nil {
@@ -744,23 +749,12 @@ func (s *Spool) compact(j int) (freed, done bool) {
 		seg.kept = true
 		return false, false
 	}
-	if keptN == 0 {
+	if keptN == 0 && from == 0 {
 		for _, r := range dataRecs {
 			s.opt.OnDrop(r)
 		}
 		s.removeSeg(j, uint64(data))
 		return true, true
-	}
-	if seg.id == s.ackSeg && s.ackOff != 0 {
-		// The rewritten file starts at the first unacknowledged record.
-		// The ack moves first: a crash between the two delivers the
-		// segment's acknowledged records again instead of skipping kept
-		// ones.
-		s.ackOff = 0
-		if err := s.writeAck(); err != nil {
-			s.ackOff = from
-			return false, true
-		}
 	}
 	if err := s.replace(seg.id, kept); err != nil {
 		s.log.Error("spool: compaction failed; over the bound until it succeeds", "segment", seg.id, "err", err)

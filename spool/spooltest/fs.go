@@ -34,7 +34,7 @@ const (
 	OpWrite Op = iota
 	OpSync
 	OpRead
-	OpCreate // OpenFile with O_CREATE
+	OpCreate // OpenFile creating or truncating a file
 	OpRename
 	OpRemove
 	OpTruncate
@@ -72,6 +72,10 @@ type FS struct {
 	faults []*Fault
 	// Injected counts the faults that struck.
 	Injected int
+	// dieAfter counts down the operations until the power goes (DieAfter);
+	// -1 when off. dead: the power is gone, every operation fails.
+	dieAfter, tear int
+	dead           bool
 }
 
 type file struct {
@@ -80,7 +84,39 @@ type file struct {
 }
 
 // New returns an empty file system.
-func New() *FS { return &FS{files: map[string]*file{}} }
+func New() *FS { return &FS{files: map[string]*file{}, dieAfter: -1} }
+
+// ErrPowerCut is what every operation returns after DieAfter's count ran
+// out, until Crash.
+var ErrPowerCut = errors.New("spooltest: power cut")
+
+// DieAfter lets n more operations of any kind succeed; the next one is
+// torn (a write keeps tear bytes) and every one after fails, as if the
+// power went at that point, until Crash restores the file system as the
+// disk kept it. With it, a test crashes in the middle of an Append, a
+// rotation or a compaction.
+func (f *FS) DieAfter(n, tear int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dieAfter, f.tear = n, tear
+}
+
+// alive counts an operation down for DieAfter; it returns false (and how
+// much of a write to keep) when the power is gone.
+func (f *FS) alive() (bool, int) {
+	if f.dead {
+		return false, 0
+	}
+	if f.dieAfter < 0 {
+		return true, 0
+	}
+	if f.dieAfter == 0 {
+		f.dead = true
+		return false, f.tear
+	}
+	f.dieAfter--
+	return true, 0
+}
 
 var _ spool.FS = (*FS)(nil)
 
@@ -100,6 +136,9 @@ func (f *FS) Heal() {
 
 // strike returns the fault for op on name, if one applies, and uses it up.
 func (f *FS) strike(op Op, name string) *Fault {
+	if ok, tear := f.alive(); !ok {
+		return &Fault{Op: op, Err: ErrPowerCut, Tear: tear}
+	}
 	for i, x := range f.faults {
 		if x.Op != op || (x.Match != "" && !strings.Contains(name, x.Match)) {
 			continue
@@ -128,17 +167,20 @@ func (f *FS) OpenFile(name string, flag int, _ os.FileMode) (spool.File, error) 
 	defer f.mu.Unlock()
 	name = filepath.Clean(name)
 	fl, ok := f.files[name]
-	if !ok {
-		if flag&os.O_CREATE == 0 {
+	if !ok || flag&os.O_TRUNC != 0 {
+		if !ok && flag&os.O_CREATE == 0 {
 			return nil, pathErr("open", name, fs.ErrNotExist)
 		}
 		if x := f.strike(OpCreate, name); x != nil {
 			return nil, pathErr("open", name, x.Err)
 		}
-		fl = &file{}
-		f.files[name] = fl
-	} else if flag&os.O_TRUNC != 0 {
+		if !ok {
+			fl = &file{}
+			f.files[name] = fl
+		}
 		fl.data = nil
+	} else if ok, _ := f.alive(); !ok {
+		return nil, pathErr("open", name, ErrPowerCut)
 	}
 	return &handle{fs: f, name: name, f: fl}, nil
 }
@@ -177,6 +219,9 @@ func (f *FS) ReadDir(dir string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	dir = filepath.Clean(dir)
+	if f.dead {
+		return nil, pathErr("readdir", dir, ErrPowerCut)
+	}
 	var names []string
 	for n := range f.files {
 		if filepath.Dir(n) == dir {
@@ -283,6 +328,7 @@ func (f *FS) Crash(rng *rand.Rand, tail Tail) {
 		}
 		f.files[name] = &file{data: d, durable: slices.Clone(d)}
 	}
+	f.dead, f.dieAfter = false, -1
 }
 
 // handle is an open file.
