@@ -18,7 +18,7 @@ import (
 // SPOOL_CRASH_SEED=n reruns one seed (printed on failure); SPOOL_CRASH_STEPS
 // sets the steps per seed. `make fuzz` runs FuzzCrash for longer.
 func TestCrashConsistency(t *testing.T) {
-	steps := 1000
+	steps := 1500
 	if v, err := strconv.Atoi(os.Getenv("SPOOL_CRASH_STEPS")); err == nil {
 		steps = v
 	}
@@ -26,7 +26,7 @@ func TestCrashConsistency(t *testing.T) {
 		crashRun(t, v, steps)
 		return
 	}
-	seeds := 24
+	seeds := 32
 	if testing.Short() {
 		seeds = 4
 	}
