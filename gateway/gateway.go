@@ -441,6 +441,11 @@ func (g *Gateway) forward(ctx context.Context) {
 			continue
 		}
 		if len(recs) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 			continue
 		}
 		payload = append(payload[:0], `{"readings":[`...)

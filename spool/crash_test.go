@@ -172,7 +172,11 @@ func crashRun(t *testing.T, seed uint64, steps int) {
 	for range 20 {
 		m.append()
 	}
-	m.check(true, m.drain())
+	got := m.drain()
+	m.check(true, got)
+	if n := m.s.Len(); n != len(got) {
+		m.fatalf("Len = %d at the end, but %d records delivered", n, len(got))
+	}
 	m.s.Close()
 }
 
@@ -204,12 +208,20 @@ func (m *crashModel) append() {
 	m.next += n
 }
 
-// appendMust appends with the faults healed: it must work.
+// appendMust appends with the faults healed: it must work, and, unless a
+// flipped byte waits to be found, Len must match what a Peek returns.
 func (m *crashModel) appendMust() {
 	m.t.Helper()
 	m.append()
 	if !m.q[len(m.q)-1].live {
 		m.fatalf("Append fails with the faults healed")
+	}
+	if m.flips == 0 {
+		got := m.drain()
+		m.check(true, got)
+		if n := m.s.Len(); n != len(got) {
+			m.fatalf("Len = %d, but Peek returns %d records", n, len(got))
+		}
 	}
 }
 
@@ -355,6 +367,9 @@ func (m *crashModel) recovered(crashed bool) {
 	got := m.drain()
 	m.logf("after crash: %v", got)
 	m.check(true, got)
+	if n := m.s.Len(); n != len(got) {
+		m.fatalf("Len = %d after recovery, but %d records delivered", n, len(got))
+	}
 	// What Open found is now the truth: it is on disk.
 	was := map[int]bool{}
 	for _, e := range m.q {
