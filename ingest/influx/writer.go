@@ -534,9 +534,10 @@ func (w *Writer) deliver(ctx context.Context, b batch, r *retry) (wait time.Dura
 }
 
 // probeOthers sends one other batch than head, which keeps failing, and
-// reports whether it went through. A live probe that goes through is
-// delivered; the second spooled batch is only sent (it stays in the spool
-// and is sent again in turn: InfluxDB stores the same points once).
+// reports whether it went through. A live probe, or the spool's head when
+// head is live, that goes through is delivered. When head is the spool's
+// head, the probe is the second spooled batch: it stays in the spool and is
+// committed without a second send when it reaches the head (w.probed).
 func (w *Writer) probeOthers(ctx context.Context, head batch) bool {
 	w.mu.Lock()
 	var p batch
