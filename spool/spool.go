@@ -312,7 +312,7 @@ func recordAt(data []byte, off int) int {
 func (s *Spool) check(id uint64, ack int64) (*segment, int64, error) {
 	data, err := s.readSegment(id)
 	if err != nil {
-		s.quarantine(id, 0, err)
+		s.quarantine(id, err)
 		return nil, 0, nil
 	}
 	type span struct{ off, n int }
@@ -388,9 +388,14 @@ func (s *Spool) check(id uint64, ack int64) (*segment, int64, error) {
 }
 
 // quarantine sets an unreadable segment aside as .bad and counts it.
-func (s *Spool) quarantine(id uint64, size int64, err error) {
+func (s *Spool) quarantine(id uint64, err error) {
 	s.corrupt++
-	s.corruptB += uint64(size)
+	if f, e := s.fs.OpenFile(s.segPath(id), os.O_RDONLY, 0); e == nil {
+		if n, e := f.Size(); e == nil {
+			s.corruptB += uint64(n)
+		}
+		f.Close()
+	}
 	s.log.Error("spool: segment unreadable; set aside, its records are lost", "segment", id, "err", err)
 	if e := s.fs.Rename(s.segPath(id), s.segPath(id)+".bad"); e != nil {
 		s.fail(e)
