@@ -406,3 +406,55 @@ func TestDropPolicyKeepsOrder(t *testing.T) {
 		t.Errorf("%d of %d events survived", events, n/50)
 	}
 }
+
+// TestLastingReadErrorSetsSegmentAside: a segment that stays unreadable
+// does not stop the queue for good: after 20 failed Peeks it is set aside
+// as .bad, counted, and the later segments are delivered. At Open it is
+// set aside at once (after retries), so the spool still opens.
+func TestLastingReadErrorSetsSegmentAside(t *testing.T) {
+	for _, atOpen := range []bool{false, true} {
+		t.Run(fmt.Sprint("open=", atOpen), func(t *testing.T) {
+			fs := spooltest.New()
+			opt := spool.Options{FS: fs, SegmentBytes: 128, MaxBytes: 1 << 20}
+			s := mustOpen(t, "/sp", opt)
+			for i := range 18 { // three segments of six
+				s.Append(rec(i))
+			}
+			bad := spooltest.Fault{Op: spooltest.OpRead, Err: spooltest.EIO, Match: "00000000000000000001.seg"}
+			if atOpen {
+				s.Close()
+				fs.Inject(bad)
+				s = mustOpen(t, "/sp", opt)
+			} else {
+				fs.Inject(bad)
+			}
+			defer s.Close()
+			fails := 0
+			var got []string
+			for range 100 {
+				recs, err := s.Peek(100, 1<<20)
+				if err != nil {
+					fails++
+					continue
+				}
+				for _, r := range recs {
+					got = append(got, string(r))
+				}
+				s.Commit(len(recs))
+				if len(recs) == 0 {
+					break
+				}
+			}
+			eq(t, "delivered", got, want(6, 18))
+			if !atOpen && fails < 19 {
+				t.Errorf("set aside after %d failed Peeks, want about 20", fails)
+			}
+			if st := s.Stats(); st.Corrupt != 1 || st.CorruptBytes != 6*21 {
+				t.Errorf("Stats = %+v, want one region of 126 bytes", st)
+			}
+			if fs.Size("/sp/00000000000000000001.seg.bad") != 6*21 {
+				t.Errorf("files %v: the unreadable segment is not kept as .bad", fs.Files())
+			}
+		})
+	}
+}
