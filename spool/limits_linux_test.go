@@ -32,7 +32,9 @@ func withLimit(t *testing.T, res int, cur uint64, f func()) {
 	f()
 }
 
-func bigRec(i int) []byte { return append([]byte(fmt.Sprintf("r%06d.", i)), bytes.Repeat([]byte("x"), 90)...) }
+func bigRec(i int) []byte {
+	return append([]byte(fmt.Sprintf("r%06d.", i)), bytes.Repeat([]byte("x"), 90)...)
+}
 
 // TestAppendAtFileSizeLimit (defect 1): a write that fails in the middle of
 // a record left the file offset past the torn bytes, so every later record
