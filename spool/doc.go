@@ -30,8 +30,8 @@
 // it at the next sync, since a second fsync may succeed without writing
 // the lost pages. A failed rotation keeps the old segment as the writer. A
 // read error is retried; Peek returns it to the caller after three tries,
-// and sets the segment's unreadable part aside (counted) only when 20
-// Peeks in a row failed. Failed operations are counted in Stats.Errors and
+// and sets the segment's unreadable part aside (counted) only when Peeks
+// kept failing for Options.UnreadableAfter (and at least 20 times). Failed operations are counted in Stats.Errors and
 // Stats.Healthy is false until the next one succeeds.
 //
 // # fsync policy

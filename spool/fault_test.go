@@ -415,7 +415,7 @@ func TestLastingReadErrorSetsSegmentAside(t *testing.T) {
 	for _, atOpen := range []bool{false, true} {
 		t.Run(fmt.Sprint("open=", atOpen), func(t *testing.T) {
 			fs := spooltest.New()
-			opt := spool.Options{FS: fs, SegmentBytes: 128, MaxBytes: 1 << 20}
+			opt := spool.Options{FS: fs, SegmentBytes: 128, MaxBytes: 1 << 20, UnreadableAfter: time.Nanosecond}
 			s := mustOpen(t, "/sp", opt)
 			for i := range 18 { // three segments of six
 				s.Append(rec(i))

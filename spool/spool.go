@@ -34,6 +34,10 @@ type Options struct {
 	// removes, before it is gone, so the owner can count what it held. It
 	// runs under the spool's lock and must not call the spool.
 	OnDrop func(rec []byte)
+	// UnreadableAfter is how long a segment may fail to read (and at
+	// least 20 Peeks in a row) before its unreadable part is set aside,
+	// counted, so that the records behind it flow again. Default 1 minute.
+	UnreadableAfter time.Duration
 	// FS is the file system; nil means OS. Tests inject faults here.
 	FS FS
 	// Logger receives the spool's reports of corrupt segments and failed
@@ -48,8 +52,9 @@ const headerLen = 8
 
 // readRetries is how often a failed read is tried again before the
 // segment is treated as damaged: a transient EIO must not cost records.
-// maxReadFails is how many Peeks in a row may fail to read a segment
-// before it is repaired (its unreadable part set aside and counted).
+// maxReadFails is how many Peeks in a row (over Options.UnreadableAfter)
+// may fail to read a segment before it is repaired (its unreadable part set
+// aside and counted).
 const (
 	readRetries  = 3
 	maxReadFails = 20
@@ -125,15 +130,20 @@ type Spool struct {
 	errs     uint64
 	lastErr  string
 	failing  bool
-	// readFails counts Peeks in a row that failed to read.
-	readFails int
-	dirty     bool // appended since the last fsync
-	lastSync  time.Time
-	lastAck   time.Time
-	ackDirty  bool
-	peekEnds  []pos // end positions of the records the last Peek returned
-	ready     chan struct{}
-	hdr       [headerLen]byte // scratch of append
+	// ackStale: the ack file points where new records could land (Open
+	// could not correct it); appends wait until it is rewritten.
+	ackStale bool
+	// readFails counts Peeks in a row that failed to read, since
+	// readFailSince.
+	readFails     int
+	readFailSince time.Time
+	dirty         bool // appended since the last fsync
+	lastSync      time.Time
+	lastAck       time.Time
+	ackDirty      bool
+	peekEnds      []pos // end positions of the records the last Peek returned
+	ready         chan struct{}
+	hdr           [headerLen]byte // scratch of append
 }
 
 type pos struct {
@@ -150,6 +160,9 @@ func Open(dir string, opt Options) (*Spool, error) {
 	}
 	if opt.SegmentBytes <= 0 {
 		opt.SegmentBytes = max(opt.MaxBytes/16, 64<<10)
+	}
+	if opt.UnreadableAfter <= 0 {
+		opt.UnreadableAfter = time.Minute
 	}
 	s := &Spool{dir: dir, opt: opt, fs: opt.FS, log: opt.Logger, ready: make(chan struct{}, 1)}
 	if s.fs == nil {
@@ -245,7 +258,11 @@ func (s *Spool) recover() error {
 	// is rewritten now, before new appends land where it points.
 	if !ackOK || s.ackSeg != ackSeg || s.ackOff != ackOff {
 		if err := s.writeAck(); err != nil {
-			return err
+			// Open anyway (a full disk must not keep the uplink down:
+			// what is spooled can still be sent), but take no append
+			// until the ack is rewritten.
+			s.ackStale = true
+			s.log.Error("spool: cannot correct the ack file; appends wait for it", "err", err)
 		}
 	}
 	tail := s.segs[len(s.segs)-1]
@@ -538,6 +555,7 @@ func (s *Spool) writeAck() error {
 		return fmt.Errorf("spool: write ack: %w", err)
 	}
 	s.ackDirty = false
+	s.ackStale = false
 	s.lastAck = time.Now()
 	return nil
 }
@@ -561,6 +579,12 @@ func (s *Spool) AppendBatch(recs [][]byte) error {
 		if len(r) == 0 {
 			return ErrEmpty
 		}
+	}
+	if s.ackStale {
+		if err := s.writeAck(); err != nil {
+			return err
+		}
+		s.ackStale = false
 	}
 	for _, r := range recs {
 		if err := s.append(r); err != nil {
@@ -889,7 +913,10 @@ func (s *Spool) Peek(max int, maxBytes int) ([][]byte, error) {
 		if _, sum := bad.err.(errChecksum); !sum {
 			// A read error may pass (an SD card's hiccup): the caller
 			// retries; only one that lasts costs the segment.
-			if s.readFails++; s.readFails < maxReadFails {
+			if s.readFails == 0 {
+				s.readFailSince = time.Now()
+			}
+			if s.readFails++; s.readFails < maxReadFails || time.Since(s.readFailSince) < s.opt.UnreadableAfter {
 				return nil, bad
 			}
 		}

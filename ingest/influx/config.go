@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/spool"
 )
 
 // SampleConfig is an example of the influx section of the firewatch config,
@@ -59,6 +61,8 @@ type Config struct {
 	// spoolBytes and spoolSegment override the spool's sizes in tests, to
 	// fill it without writing gigabytes.
 	spoolBytes, spoolSegment int64
+	// spoolFS overrides the spool's file system in tests.
+	spoolFS spool.FS
 
 	// Logger receives the writer's logs; nil means slog.Default().
 	Logger *slog.Logger `yaml:"-"`

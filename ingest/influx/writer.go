@@ -98,6 +98,9 @@ type Writer struct {
 	probing  uint64    // seq of a live batch sent as a probe, 0 when none
 	spilling uint64    // seq of the batch being written to the spool, 0 when none
 	failing  bool      // the last attempt to write failed: spill everything
+	// spoolUnreadable: the last Peek of the spool failed; the spiller
+	// keeps batches in memory unless the queue is full.
+	spoolUnreadable bool
 	// progress is closed and replaced whenever a batch is finished (sent,
 	// rejected or dropped), waking Flush.
 	progress chan struct{}
@@ -184,6 +187,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 			// leaves memory.
 			SyncEvery: 0,
 			Logger:    lg,
+			FS:        cfg.spoolFS,
 			OnDrop: func(rec []byte) {
 				n := countLines(rec)
 				m.droppedSpoolFull.Add(float64(n))
@@ -788,6 +792,9 @@ func (w *Writer) next(spoolTurn *bool) (batch, bool) {
 			*spoolTurn = false
 			return batch{buf: &recs[0], lines: countLines(recs[0]), spooled: true}, true
 		}
+		w.mu.Lock()
+		w.spoolUnreadable = err != nil
+		w.mu.Unlock()
 		if err != nil {
 			if ok, suppressed := w.rejectLog.allow(time.Now()); ok {
 				w.log.Error("influx spool unreadable; sending live batches only", "err", err, "suppressed", suppressed)
@@ -997,7 +1004,10 @@ func (w *Writer) spiller(ctx context.Context) {
 		}
 		for ctx.Err() == nil {
 			w.mu.Lock()
-			if w.n == 0 || (!w.failing && w.n <= w.spillAt) {
+			// While the spool cannot be read, batches stay in memory
+			// (and go to InfluxDB as soon as it answers) unless the
+			// queue is full: on disk they beat being dropped.
+			if w.n == 0 || (!w.failing && w.n <= w.spillAt) || (w.spoolUnreadable && w.n < len(w.queue)) {
 				w.mu.Unlock()
 				break
 			}

@@ -59,7 +59,8 @@ type FS struct {
 	mu     sync.Mutex
 	files  map[string]*file
 	faults []*Fault
-	// Injected counts the faults that struck.
+	// Injected counts the faults that struck; read it with Struck while
+	// the spool runs.
 	Injected int
 	// dieAfter counts down the operations until the power goes (DieAfter);
 	// -1 when off. dead: the power is gone, every operation fails.
@@ -114,6 +115,13 @@ func (f *FS) Inject(x Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.faults = append(f.faults, &x)
+}
+
+// Struck returns how many faults struck so far.
+func (f *FS) Struck() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Injected
 }
 
 // Heal removes every fault.
