@@ -7,6 +7,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
+	"github.com/firewatch-iot/firewatch/spool"
 )
 
 // Config is firegate's configuration file (docs/gateway.md, example in
@@ -30,6 +31,9 @@ type Config struct {
 		Dir       string        `yaml:"dir"`
 		MaxBytes  int64         `yaml:"max_bytes"`
 		SyncEvery time.Duration `yaml:"sync_every"`
+		// FS is the spool's file system; nil is the real one. Tests
+		// inject faults here.
+		FS spool.FS `yaml:"-"`
 	} `yaml:"spool"`
 	// Maps are extra register map files or directories; the shipped maps
 	// are always available.

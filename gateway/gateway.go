@@ -37,6 +37,7 @@ type Gateway struct {
 	connected atomic.Bool
 	published atomic.Uint64 // readings acknowledged by the broker
 	metricsLn net.Listener
+	fwd       forwarderHealth
 }
 
 // bus is one serial port with its devices, owned by one goroutine.
@@ -87,6 +88,7 @@ func New(cfg Config, maps Maps, log *slog.Logger) (_ *Gateway, err error) {
 	}()
 	g.spool, err = spool.Open(cfg.Spool.Dir, spool.Options{
 		MaxBytes: cfg.Spool.MaxBytes, SyncEvery: cfg.Spool.SyncEvery, Keep: isEvent,
+		FS: cfg.Spool.FS, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -230,6 +232,7 @@ func (g *Gateway) publishStatus(online bool) {
 	p, _ := json.Marshal(map[string]any{
 		"ts": time.Now().UnixMilli(), "online": online,
 		"spool_records": g.spool.Len(), "spool_bytes": g.spool.Bytes(), "spool_dropped": g.spool.Dropped(),
+		"spool":           g.spoolHealth(),
 		"offline_devices": offline,
 		"bus":             map[string]uint64{"requests": st[4], "timeouts": st[0], "crc_errors": st[1], "bad_frames": st[2], "exceptions": st[3]},
 	})
@@ -393,12 +396,33 @@ func appendValue(b []byte, v, scale float64) []byte {
 }
 
 // forward sends spooled readings as batches, committing each batch only
-// after the broker's PUBACK.
+// after the broker's PUBACK. It never gives up: a spool error (disk full,
+// I/O error, a failed ack write) is counted, logged with a rate limit and
+// retried with backoff until ctx ends.
 func (g *Gateway) forward(ctx context.Context) {
 	topic := g.topic("batch")
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var payload []byte
+	fails := 0
+	// pause waits out the backoff after a spool error; false when ctx ends.
+	pause := func(what string, err error) bool {
+		fails++
+		g.fwd.errors.Add(1)
+		d := forwardBackoff(fails)
+		if now := time.Now(); fails == 1 || now.Sub(g.fwd.logged) >= forwardLogEvery {
+			g.fwd.logged = now
+			g.log.Error("forwarder: "+what+" failed; retrying", "err", err, "attempts", fails, "retry_in", d.Round(time.Millisecond))
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
 	for {
 		if g.spool.Len() == 0 || !g.mqtt.IsConnectionOpen() {
 			select {
@@ -411,10 +435,17 @@ func (g *Gateway) forward(ctx context.Context) {
 		}
 		recs, err := g.spool.Peek(g.cfg.MQTT.BatchRecords, 60<<10)
 		if err != nil {
-			g.log.Error("spool peek", "err", err)
-			return
+			if !pause("spool read", err) {
+				return
+			}
+			continue
 		}
 		if len(recs) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 			continue
 		}
 		payload = append(payload[:0], `{"readings":[`...)
@@ -438,11 +469,21 @@ func (g *Gateway) forward(ctx context.Context) {
 			}
 			continue
 		}
-		if err := g.spool.Commit(len(recs)); err != nil {
-			g.log.Error("spool commit", "err", err)
-			return
-		}
 		g.published.Add(uint64(len(recs)))
+		if err := g.spool.Commit(len(recs)); err != nil {
+			// The broker has the batch. The spool has removed it in
+			// memory unless it is closing; after a restart it may be
+			// sent again, which firewatch de-duplicates by sequence
+			// number.
+			if !pause("spool commit", err) {
+				return
+			}
+			continue
+		}
+		if fails > 0 {
+			g.log.Info("forwarder: spool works again", "failed_attempts", fails)
+			fails = 0
+		}
 	}
 }
 

@@ -63,6 +63,7 @@ func (g *Gateway) registerMetrics(reg prometheus.Registerer) {
 func (g *Gateway) serveMetrics(ctx context.Context, ln net.Listener) {
 	reg := prometheus.NewRegistry()
 	g.registerMetrics(reg)
+	g.registerSpoolMetrics(reg)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/spool"
 )
 
 // SampleConfig is an example of the influx section of the firewatch config,
@@ -51,9 +53,16 @@ type Config struct {
 	// SpoolMaxMB bounds the spool on disk, in MiB; beyond it the oldest
 	// batches are dropped and counted (reason spool_full).
 	SpoolMaxMB int `yaml:"spool_max_mb"`
+	// DeadLetterPath is the file where lines InfluxDB keeps refusing are
+	// parked (appended, as line protocol after a comment saying why);
+	// empty: dead-letter.lp in SpoolDir, or, without a spool, none (the
+	// lines are logged and counted only).
+	DeadLetterPath string `yaml:"dead_letter_path"`
 	// spoolBytes and spoolSegment override the spool's sizes in tests, to
 	// fill it without writing gigabytes.
 	spoolBytes, spoolSegment int64
+	// spoolFS overrides the spool's file system in tests.
+	spoolFS spool.FS
 
 	// Logger receives the writer's logs; nil means slog.Default().
 	Logger *slog.Logger `yaml:"-"`

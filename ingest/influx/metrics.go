@@ -21,6 +21,8 @@ type metrics struct {
 	replayedLines    prometheus.Counter
 	spoolBatches     prometheus.Gauge
 	spoolBytes       prometheus.Gauge
+	dropped          *prometheus.CounterVec
+	deadLetter       *prometheus.CounterVec
 }
 
 // Reasons of firewatch_influx_dropped_lines_total.
@@ -36,14 +38,28 @@ const (
 	// DropSpoolFull: the on-disk spool reached spool_max_mb and dropped its
 	// oldest batches.
 	DropSpoolFull = "spool_full"
+	// DropPoison: a batch failed with retryable errors again and again
+	// while other batches went through; split down to single lines, the
+	// ones still failing were parked in the dead-letter file.
+	DropPoison = "poison"
 )
+
+// DeadLetterFile is the name of the dead-letter file in the spool
+// directory when Config.DeadLetterPath is empty.
+const DeadLetterFile = "dead-letter.lp"
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firewatch_influx_dropped_lines_total",
-		Help: "Lines of line protocol given up on, by reason: queue_full, rejected, shutdown, closed, spool_full.",
+		Help: "Lines of line protocol given up on, by reason: queue_full, rejected, poison, shutdown, closed, spool_full.",
+	}, []string{"reason"})
+	deadLetter := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firewatch_influx_dead_letter_lines_total",
+		Help: "Lines InfluxDB kept refusing, parked in the dead-letter file, by reason: rejected, poison. Alert on any increase.",
 	}, []string{"reason"})
 	m := &metrics{
+		dropped:    dropped,
+		deadLetter: deadLetter,
 		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "firewatch_influx_write_seconds",
 			Help:    "Duration of one write request to InfluxDB, successful or not.",
@@ -87,7 +103,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.writeSeconds, m.writeErrors, m.linesWritten, m.pending, dropped,
-		m.spooledLines, m.replayedLines, m.spoolBatches, m.spoolBytes} {
+		m.spooledLines, m.replayedLines, m.spoolBatches, m.spoolBytes, deadLetter} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("influx metrics: %w", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/internal/testenv"
+	"github.com/firewatch-iot/firewatch/spool/spooltest"
 )
 
 // switchable answers 503 while down is set, as an InfluxDB that is
@@ -175,5 +176,55 @@ func writePaced(t *testing.T, w *Writer, all []string, batch int) {
 		if (i+1)%batch == 0 {
 			testenv.WaitFor(t, 10*time.Second, "room in the memory queue", func() bool { return w.pending() < w.cfg.MaxPending })
 		}
+	}
+}
+
+// TestWriterSpoolDiskFaults: the spool's disk fails while InfluxDB is
+// down (appends ENOSPC: batches stay in memory), then its reads fail while
+// InfluxDB is back (live batches go on): once the disk is healed every
+// line is delivered exactly once.
+func TestWriterSpoolDiskFaults(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	f := newFakeInflux(t, switchable(&down))
+	fs := spooltest.New()
+	fs.Inject(spooltest.Fault{Op: spooltest.OpWrite, Err: spooltest.ENOSPC})
+	w, reg, _ := startWriter(t, Config{URL: f.srv.URL, BatchLines: 10, MaxPending: 64, FlushInterval: time.Hour,
+		SpoolDir: "/spool", spoolFS: fs})
+	all := lines(1, 2000)
+	for _, l := range all[:200] {
+		w.Write([]byte(l))
+	}
+	testenv.WaitFor(t, 20*time.Second, "failed spill attempts", func() bool { return fs.Struck() >= 2 })
+	if v := metricValue(t, reg, "firewatch_influx_dropped_lines_total", DropQueueFull); v != 0 {
+		t.Fatalf("dropped{queue_full} = %v while the queue has room", v)
+	}
+	fs.Heal()
+	testenv.WaitFor(t, 20*time.Second, "batches spilled once the disk has room", func() bool {
+		return metricValue(t, reg, "firewatch_influx_spooled_lines_total", "") >= 150
+	})
+	fs.Inject(spooltest.Fault{Op: spooltest.OpRead, Err: spooltest.EIO})
+	down.Store(false)
+	next := 200
+	testenv.WaitFor(t, 20*time.Second, "live batches while the spool cannot be read", func() bool {
+		if next < len(all) {
+			for _, l := range all[next : next+10] {
+				w.Write([]byte(l))
+			}
+			next += 10
+			w.rotate()
+			w.signal()
+		}
+		_, bodies := f.got()
+		return len(bodies) > 0
+	})
+	all = all[:next]
+	fs.Heal()
+	if err := flush(t, w); err != nil {
+		t.Fatal(err)
+	}
+	_, bodies := f.got()
+	if got, want := sortedLines(bodies), sortedCopy(all); strings.Join(got, "") != strings.Join(want, "") {
+		t.Fatalf("delivered %d lines, want each of %d exactly once", len(got), len(want))
 	}
 }

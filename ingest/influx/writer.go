@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +46,19 @@ const (
 	// spillRetry is how long the spiller waits after the spool failed to
 	// take a batch (disk full, I/O error) before it tries again.
 	spillRetry = time.Second
+	// probeAfter: after this many failed attempts in a row at the head
+	// batch, the sender tries another batch once; if that one goes
+	// through, the head is poison and is split.
+	probeAfter = 3
+	// splitBudget bounds the requests spent splitting one batch; what is
+	// left unresolved then is parked in the dead-letter file.
+	splitBudget = 64
+	// splitGiveUp: this many retryable failures in a row while splitting
+	// mean InfluxDB itself is failing: the split stops and the batch is
+	// retried whole with backoff.
+	splitGiveUp = 4
+	// deadLetterMaxBytes bounds the dead-letter file.
+	deadLetterMaxBytes = 64 << 20
 )
 
 // Writer batches line protocol and sends it to InfluxDB. Write is the hot
@@ -79,8 +95,12 @@ type Writer struct {
 	free     []*[]byte // recycled batch buffers
 	nextSeq  uint64    // sequence number of the next batch; starts at 1
 	inflight uint64    // seq of the batch being sent, 0 when none
+	probing  uint64    // seq of a live batch sent as a probe, 0 when none
 	spilling uint64    // seq of the batch being written to the spool, 0 when none
 	failing  bool      // the last attempt to write failed: spill everything
+	// spoolUnreadable: the last Peek of the spool failed; the spiller
+	// keeps batches in memory unless the queue is full.
+	spoolUnreadable bool
 	// progress is closed and replaced whenever a batch is finished (sent,
 	// rejected or dropped), waking Flush.
 	progress chan struct{}
@@ -89,8 +109,17 @@ type Writer struct {
 	closed   bool
 	// dropLog and rejectLog rate-limit the logs of paths that load or
 	// bad input can drive.
-	dropLog, rejectLog rateLog
+	dropLog, rejectLog, parkLog rateLog
+	// deadLetter is where lines InfluxDB keeps refusing are parked
+	// (Config.DeadLetterPath); "" logs and counts them only.
+	deadLetter string
+	dlMu       sync.Mutex
+	// probed is the hash of the second spooled batch when a probe sent it
+	// ahead of the head; 0 when none. Only the sender uses it.
+	probed uint64
 }
+
+var probeSeed = maphash.MakeSeed()
 
 // batch is a run of complete lines handed from Write to the sender.
 type batch struct {
@@ -157,6 +186,8 @@ func NewWriter(cfg Config) (*Writer, error) {
 			// Each spilled batch (thousands of lines) is synced before it
 			// leaves memory.
 			SyncEvery: 0,
+			Logger:    lg,
+			FS:        cfg.spoolFS,
 			OnDrop: func(rec []byte) {
 				n := countLines(rec)
 				m.droppedSpoolFull.Add(float64(n))
@@ -173,6 +204,10 @@ func NewWriter(cfg Config) (*Writer, error) {
 		if n := sp.Len(); n > 0 {
 			lg.Info("influx spool holds batches from before; replaying them", "dir", cfg.SpoolDir, "batches", n, "bytes", sp.Bytes())
 		}
+	}
+	w.deadLetter = cfg.DeadLetterPath
+	if w.deadLetter == "" && cfg.SpoolDir != "" {
+		w.deadLetter = filepath.Join(cfg.SpoolDir, DeadLetterFile)
 	}
 	w.cur = w.newBuf()
 	return w, nil
@@ -262,8 +297,12 @@ func (w *Writer) Flush(ctx context.Context) error {
 // unsent then are dropped and reported in the error; Write drops (and
 // counts) lines from then on. A failed write is retried with backoff
 // (100 ms doubling to 5 s, or the server's Retry-After), later batches
-// waiting behind it in order. InfluxDB rejecting a batch as invalid (HTTP
-// 400, 413 or 422) is not retried: its lines are counted as dropped.
+// waiting behind it in order, except that every probeAfter failures one
+// later batch is tried to tell an outage from a poison batch (see
+// deliver). InfluxDB refusing a batch as invalid (HTTP 400, 413 or 422) is
+// split until the refused lines are found; they are parked in the
+// dead-letter file and counted as dropped. A partial write is not retried:
+// the lines InfluxDB says it dropped are counted.
 func (w *Writer) Run(ctx context.Context) error {
 	w.mu.Lock()
 	switch {
@@ -401,18 +440,35 @@ func (w *Writer) shutdown(parent context.Context) error {
 // retry tracks consecutive failed attempts for backoff and logging.
 type retry struct {
 	failures int
-	since    time.Time
-	logged   time.Time
+	// headFails counts retryable failures of the batch at the head.
+	headFails int
+	since     time.Time
+	logged    time.Time
+}
+
+// send makes one write request.
+func (w *Writer) send(ctx context.Context, body []byte) error {
+	actx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	start := time.Now()
+	err := w.api.WriteRecord(actx, string(body))
+	cancel()
+	w.m.writeSeconds.Observe(time.Since(start).Seconds())
+	if err != nil && ctx.Err() == nil {
+		w.m.writeErrors.Inc()
+	}
+	return err
 }
 
 // deliver makes one attempt to send b. When the attempt should be repeated
 // it puts b back at the head of the queue and returns how long to wait.
+//
+// A batch InfluxDB refuses as a whole (400, 413, 422 without a partial
+// write) is split in halves and the halves sent, down to single lines
+// that are parked in the dead-letter file. A batch that fails with a
+// retryable error probeAfter times in a row while another batch goes
+// through is split the same way: one poison batch never blocks the queue.
 func (w *Writer) deliver(ctx context.Context, b batch, r *retry) (wait time.Duration, again bool) {
-	actx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
-	start := time.Now()
-	err := w.api.WriteRecord(actx, string(*b.buf))
-	cancel()
-	w.m.writeSeconds.Observe(time.Since(start).Seconds())
+	err := w.send(ctx, *b.buf)
 	if err != nil && ctx.Err() != nil {
 		// Shutting down (or the final deadline passed): not a failure of
 		// InfluxDB; the caller decides what happens to the batch.
@@ -423,21 +479,41 @@ func (w *Writer) deliver(ctx context.Context, b batch, r *retry) (wait time.Dura
 		if r.failures > 0 {
 			w.log.Info("influx writes recovered", "failed_attempts", r.failures, "outage", time.Since(r.since).Round(time.Millisecond),
 				"spooled_batches", w.spoolLen())
-			*r = retry{}
 		}
-		w.finish(b, b.lines, 0)
+		*r = retry{}
+		w.finish(b, b.lines, 0, "")
 		return 0, false
 	}
-	w.m.writeErrors.Inc()
 	var herr *influxhttp.Error
 	if errors.As(err, &herr) && rejected(herr.StatusCode) {
-		lost := rejectedLines(herr.Message, b.lines)
-		w.finish(b, b.lines-lost, lost)
-		if ok, suppressed := w.rejectLog.allow(time.Now()); ok {
-			w.log.Error("influx rejected a batch; not retrying", "status", herr.StatusCode,
-				"err", truncate(err.Error(), 500), "lines", b.lines, "dropped", lost, "suppressed", suppressed)
+		if strings.Contains(herr.Message, "partial write") {
+			// InfluxDB stored the rest and says how many it dropped.
+			lost := rejectedLines(herr.Message, b.lines)
+			w.finish(b, b.lines-lost, lost, DropRejected)
+			if ok, suppressed := w.rejectLog.allow(time.Now()); ok {
+				w.log.Error("influx partial write; the refused lines are lost", "status", herr.StatusCode,
+					"err", truncate(err.Error(), 500), "lines", b.lines, "dropped", lost, "suppressed", suppressed)
+			}
+			r.headFails = 0
+			return 0, false
 		}
-		return 0, false
+		if w.resolve(ctx, b, err, DropRejected) {
+			r.headFails = 0
+			return 0, false
+		}
+	} else if r.headFails++; r.headFails%probeAfter == 0 && w.probeOthers(ctx, b) {
+		// Another batch went through while this one keeps failing: try
+		// it once more (InfluxDB may just have come back), then split it.
+		if err = w.send(ctx, *b.buf); err == nil {
+			*r = retry{}
+			w.finish(b, b.lines, 0, "")
+			return 0, false
+		}
+		if ctx.Err() == nil && w.resolve(ctx, b, err, DropPoison) {
+			r.headFails = 0
+			return 0, false
+		}
+		errors.As(err, &herr)
 	}
 	r.failures++
 	now := time.Now()
@@ -459,6 +535,202 @@ func (w *Writer) deliver(ctx context.Context, b batch, r *retry) (wait time.Dura
 		wait = max(wait, min(time.Duration(herr.RetryAfter)*time.Second, maxRetryAfter))
 	}
 	return wait, true
+}
+
+// probeOthers sends one other batch than head, which keeps failing, and
+// reports whether it went through. A live probe, or the spool's head when
+// head is live, that goes through is delivered. When head is the spool's
+// head, the probe is the second spooled batch: it stays in the spool and is
+// committed without a second send when it reaches the head (w.probed).
+func (w *Writer) probeOthers(ctx context.Context, head batch) bool {
+	w.mu.Lock()
+	var p batch
+	live := w.n > 0
+	if live {
+		p = w.popLocked()
+		w.probing = p.seq
+	}
+	w.mu.Unlock()
+	if !live {
+		if w.spool == nil {
+			return false
+		}
+		n := 1
+		if head.spooled {
+			n = 2
+		}
+		recs, err := w.spool.Peek(n, 2*maxBatchBytes)
+		if err != nil || len(recs) < n {
+			return false
+		}
+		err = w.send(ctx, recs[n-1])
+		if head.spooled && err == nil {
+			// Delivered out of turn: when it reaches the head it is
+			// committed without sending it again.
+			w.probed = maphash.Bytes(probeSeed, recs[1])
+		}
+		if !head.spooled {
+			// The spool head went through: commit it.
+			if err == nil {
+				w.m.linesWritten.Add(float64(countLines(recs[0])))
+				w.m.replayedLines.Add(float64(countLines(recs[0])))
+				if cerr := w.spool.Commit(1); cerr != nil {
+					w.log.Error("influx spool commit failed", "err", cerr)
+				}
+				w.spoolGauges()
+			}
+		}
+		return err == nil
+	}
+	err := w.send(ctx, *p.buf)
+	w.mu.Lock()
+	w.probing = 0
+	w.mu.Unlock()
+	if err == nil {
+		w.finish(p, p.lines, 0, "")
+		return true
+	}
+	// Back at the head of memory, behind nothing: head is requeued in
+	// front of it by the caller.
+	w.mu.Lock()
+	w.putBackLocked(p)
+	w.mu.Unlock()
+	return false
+}
+
+// resolve splits b, whose send failed with cause, and sends the halves,
+// down to single lines, which are parked in the dead-letter file with
+// reason. It reports false, with nothing done, when InfluxDB itself
+// appears to fail (splitGiveUp retryable errors in a row) or ctx ends;
+// the caller retries b whole.
+func (w *Writer) resolve(ctx context.Context, b batch, cause error, reason string) bool {
+	body := *b.buf
+	stack := [][]byte{body}
+	var written int
+	var parked []parkedPart
+	budget, inARow := splitBudget, 0
+	first := true
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		var err error
+		if first {
+			err, first = cause, false // the batch's own failure
+		} else {
+			if ctx.Err() != nil {
+				return false
+			}
+			if budget == 0 {
+				parked = append(parked, parkedPart{p, "split budget exhausted: " + truncate(cause.Error(), 200)})
+				continue
+			}
+			budget--
+			if err = w.send(ctx, p); err == nil {
+				written += countLines(p)
+				inARow = 0
+				continue
+			}
+			if ctx.Err() != nil {
+				return false
+			}
+		}
+		var herr *influxhttp.Error
+		if errors.As(err, &herr) && rejected(herr.StatusCode) {
+			if strings.Contains(herr.Message, "partial write") {
+				lost := rejectedLines(herr.Message, countLines(p))
+				written += countLines(p) - lost
+				w.m.droppedRejected.Add(float64(lost))
+				w.mu.Lock()
+				w.dropped += uint64(lost)
+				w.mu.Unlock()
+				continue
+			}
+		} else if inARow++; inARow >= splitGiveUp {
+			return false
+		}
+		if countLines(p) <= 1 {
+			parked = append(parked, parkedPart{p, truncate(err.Error(), 200)})
+			continue
+		}
+		a, c := halves(p)
+		stack = append(stack, c, a) // a first
+	}
+	lost := 0
+	for _, pp := range parked {
+		lost += countLines(pp.lines)
+	}
+	w.park(parked, reason)
+	w.finish(b, written, lost, reason)
+	return true
+}
+
+type parkedPart struct {
+	lines []byte
+	why   string
+}
+
+// halves splits complete lines into two runs of about equal line counts.
+func halves(p []byte) ([]byte, []byte) {
+	n := countLines(p) / 2
+	i := 0
+	for range n {
+		i += bytes.IndexByte(p[i:], '\n') + 1
+	}
+	return p[:i:i], p[i:]
+}
+
+// park appends lines InfluxDB keeps refusing to the dead-letter file, each
+// run after a comment with the time, reason and error, and fsyncs it. They
+// are counted (firewatch_influx_dead_letter_lines_total) and logged; an
+// operator can fix and replay them with `influx write` or curl.
+func (w *Writer) park(parts []parkedPart, reason string) {
+	if len(parts) == 0 {
+		return
+	}
+	lines := 0
+	var buf []byte
+	now := time.Now().UTC().Format(time.RFC3339)
+	for _, pp := range parts {
+		lines += countLines(pp.lines)
+		buf = append(buf, "# firewatch dead letter "+now+" reason="+reason+" err="+strings.ReplaceAll(pp.why, "\n", " ")+"\n"...)
+		buf = append(buf, pp.lines...)
+	}
+	err := w.appendDeadLetter(buf)
+	if err == nil && w.deadLetter != "" {
+		w.m.deadLetter.WithLabelValues(reason).Add(float64(lines))
+	}
+	if ok, suppressed := w.parkLog.allow(time.Now()); ok {
+		args := []any{"reason", reason, "lines", lines, "err", parts[0].why, "suppressed", suppressed}
+		switch {
+		case err != nil:
+			w.log.Error("influx refused lines and the dead-letter file failed; they are lost", append(args, "file", w.deadLetter, "file_err", err)...)
+		case w.deadLetter == "":
+			w.log.Error("influx refused lines; no dead-letter file (no spool_dir), they are lost",
+				append(args, "first", truncate(string(parts[0].lines), 300))...)
+		default:
+			w.log.Error("influx refused lines; parked in the dead-letter file", append(args, "file", w.deadLetter)...)
+		}
+	}
+}
+
+func (w *Writer) appendDeadLetter(b []byte) error {
+	if w.deadLetter == "" {
+		return nil
+	}
+	w.dlMu.Lock()
+	defer w.dlMu.Unlock()
+	f, err := os.OpenFile(w.deadLetter, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size()+int64(len(b)) > deadLetterMaxBytes {
+		return fmt.Errorf("dead-letter file %s is full (%d MiB)", w.deadLetter, deadLetterMaxBytes>>20)
+	}
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // rejected reports whether an HTTP status means the batch itself is bad, so
@@ -510,10 +782,19 @@ func backoff(failures int) time.Duration {
 func (w *Writer) next(spoolTurn *bool) (batch, bool) {
 	if w.spool != nil && w.spool.Len() > 0 && (*spoolTurn || w.queued() == 0) {
 		recs, err := w.spool.Peek(1, maxBatchBytes)
+		if err == nil && len(recs) == 1 && w.probed != 0 && maphash.Bytes(probeSeed, recs[0]) == w.probed {
+			// Sent as a probe already.
+			w.probed = 0
+			w.finish(batch{buf: &recs[0], lines: countLines(recs[0]), spooled: true}, countLines(recs[0]), 0, "")
+			recs, err = w.spool.Peek(1, maxBatchBytes)
+		}
 		if err == nil && len(recs) == 1 {
 			*spoolTurn = false
 			return batch{buf: &recs[0], lines: countLines(recs[0]), spooled: true}, true
 		}
+		w.mu.Lock()
+		w.spoolUnreadable = err != nil
+		w.mu.Unlock()
 		if err != nil {
 			if ok, suppressed := w.rejectLog.allow(time.Now()); ok {
 				w.log.Error("influx spool unreadable; sending live batches only", "err", err, "suppressed", suppressed)
@@ -587,11 +868,12 @@ func (w *Writer) putBackLocked(b batch) {
 }
 
 // finish accounts for a batch InfluxDB answered: written lines stored,
-// lost lines rejected. A spooled batch is removed from the spool.
-func (w *Writer) finish(b batch, written, lost int) {
+// lost lines refused (counted under reason). A spooled batch is removed
+// from the spool.
+func (w *Writer) finish(b batch, written, lost int, reason string) {
 	w.m.linesWritten.Add(float64(written))
 	if lost > 0 {
-		w.m.droppedRejected.Add(float64(lost))
+		w.m.dropped.WithLabelValues(reason).Add(float64(lost))
 	}
 	if b.spooled {
 		w.m.replayedLines.Add(float64(written))
@@ -674,7 +956,7 @@ func (w *Writer) unfinishedLocked() uint64 {
 	if w.n > 0 {
 		u = w.queue[w.head].seq
 	}
-	for _, s := range [...]uint64{w.inflight, w.spilling} {
+	for _, s := range [...]uint64{w.inflight, w.spilling, w.probing} {
 		if s != 0 && s < u {
 			u = s
 		}
@@ -698,6 +980,9 @@ func (w *Writer) pending0() int {
 	if w.spilling != 0 {
 		n++
 	}
+	if w.probing != 0 {
+		n++
+	}
 	return n
 }
 
@@ -719,7 +1004,10 @@ func (w *Writer) spiller(ctx context.Context) {
 		}
 		for ctx.Err() == nil {
 			w.mu.Lock()
-			if w.n == 0 || (!w.failing && w.n <= w.spillAt) {
+			// While the spool cannot be read, batches stay in memory
+			// (and go to InfluxDB as soon as it answers) unless the
+			// queue is full: on disk they beat being dropped.
+			if w.n == 0 || (!w.failing && w.n <= w.spillAt) || (w.spoolUnreadable && w.n < len(w.queue)) {
 				w.mu.Unlock()
 				break
 			}

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -259,8 +261,11 @@ func TestWriterRetriesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqs, bodies := f.got()
-	if got := strings.Join(bodies, ""); got != strings.Join(all, "") {
-		t.Fatalf("delivered:\n%s\nwant, in order:\n%s", got, strings.Join(all, ""))
+	// After probeAfter failures of the head, the next batch is tried
+	// once (it goes through), then the head again.
+	want := all[2] + all[3] + all[0] + all[1] + all[4]
+	if got := strings.Join(bodies, ""); got != want {
+		t.Fatalf("delivered:\n%s\nwant:\n%s", got, want)
 	}
 	if reqs != 6 {
 		t.Errorf("%d requests, want 3 failed + 3 batches", reqs)
@@ -270,23 +275,102 @@ func TestWriterRetriesInOrder(t *testing.T) {
 	}
 }
 
-func TestWriterRejectedBatchNotRetried(t *testing.T) {
-	f := newFakeInflux(t, func(int, string) (int, string) {
-		return http.StatusBadRequest, "unable to parse 'm v=NaN 1': invalid number"
+// TestWriterRejectedBatchSplit (defect 9): a batch InfluxDB refuses as a
+// whole for one bad line is split until the bad line is found; the good
+// lines are written, the bad one parked in the dead-letter file.
+func TestWriterRejectedBatchSplit(t *testing.T) {
+	f := newFakeInflux(t, func(_ int, body string) (int, string) {
+		if strings.Contains(body, "d3 ") {
+			return http.StatusBadRequest, "unable to parse 'm,device=d3 v=3': invalid number"
+		}
+		return http.StatusNoContent, ""
 	})
-	w, reg, _ := startWriter(t, Config{URL: f.srv.URL, FlushInterval: time.Hour})
-	for _, l := range lines(1, 4) {
+	dl := filepath.Join(t.TempDir(), "dead.lp")
+	w, reg, _ := startWriter(t, Config{URL: f.srv.URL, FlushInterval: time.Hour, DeadLetterPath: dl})
+	all := lines(1, 8)
+	for _, l := range all {
 		w.Write([]byte(l))
 	}
 	err := flush(t, w)
-	if !errors.Is(err, ErrDropped) || !strings.Contains(err.Error(), "4 ") {
-		t.Fatalf("Flush = %v, want 4 lines dropped", err)
+	_, bodies := f.got()
+	got := sortedLines(bodies)
+	wantLines := sortedCopy(append(append([]string(nil), all[:2]...), all[3:]...))
+	if strings.Join(got, "") != strings.Join(wantLines, "") {
+		t.Fatalf("delivered %q, want every line but d3", got)
 	}
-	if reqs, _ := f.got(); reqs != 1 {
-		t.Errorf("%d requests, want 1: a 400 must not be retried", reqs)
+	if !errors.Is(err, ErrDropped) || !strings.Contains(err.Error(), "1 ") {
+		t.Fatalf("Flush = %v, want 1 line dropped", err)
 	}
-	if v := metricValue(t, reg, "firewatch_influx_dropped_lines_total", DropRejected); v != 4 {
-		t.Errorf("dropped{rejected} = %v, want 4", v)
+	if v := metricValue(t, reg, "firewatch_influx_dropped_lines_total", DropRejected); v != 1 {
+		t.Errorf("dropped{rejected} = %v, want 1", v)
+	}
+	if v := metricValue(t, reg, "firewatch_influx_dead_letter_lines_total", DropRejected); v != 1 {
+		t.Errorf("dead_letter{rejected} = %v, want 1", v)
+	}
+	b, err := os.ReadFile(dl)
+	if err != nil || !strings.Contains(string(b), all[2]) || !strings.HasPrefix(string(b), "# firewatch dead letter") {
+		t.Errorf("dead-letter file = %q, %v; want the d3 line after a comment", b, err)
+	}
+}
+
+// TestWriterTooLargeSplit (defect 9): a reverse proxy's 413 for large
+// bodies makes the writer send halves; nothing is lost.
+func TestWriterTooLargeSplit(t *testing.T) {
+	f := newFakeInflux(t, func(_ int, body string) (int, string) {
+		if len(body) > 200 {
+			return http.StatusRequestEntityTooLarge, "request entity too large"
+		}
+		return http.StatusNoContent, ""
+	})
+	w, reg, _ := startWriter(t, Config{URL: f.srv.URL, BatchLines: 40, FlushInterval: time.Hour, ContentEncoding: "identity"})
+	all := lines(1, 120)
+	for _, l := range all {
+		w.Write([]byte(l))
+	}
+	if err := flush(t, w); err != nil {
+		t.Fatalf("Flush = %v, want nothing lost", err)
+	}
+	_, bodies := f.got()
+	if got := sortedLines(bodies); strings.Join(got, "") != strings.Join(sortedCopy(all), "") {
+		t.Fatalf("delivered %d lines, want each of %d once", len(got), len(all))
+	}
+	if v := metricValue(t, reg, "firewatch_influx_dropped_lines_total", DropRejected); v != 0 {
+		t.Errorf("dropped{rejected} = %v, want 0", v)
+	}
+}
+
+// TestWriterPoisonBatch (defect 8): one batch that always gets a retryable
+// error (here a 500 for one line) no longer blocks every write: once other
+// batches go through, it is split and its bad line parked; the good lines
+// are all delivered and nothing is dropped for lack of room.
+func TestWriterPoisonBatch(t *testing.T) {
+	f := newFakeInflux(t, func(_ int, body string) (int, string) {
+		if strings.Contains(body, "device=d17 ") {
+			return http.StatusInternalServerError, "engine: shard write failed"
+		}
+		return http.StatusNoContent, ""
+	})
+	dir := t.TempDir()
+	w, reg, _ := startWriter(t, Config{URL: f.srv.URL, BatchLines: 10, MaxPending: 2, FlushInterval: time.Hour,
+		SpoolDir: dir, spoolBytes: 1 << 20, spoolSegment: 16 << 10})
+	all := lines(1, 3000)
+	writePaced(t, w, all, 10)
+	err := flush(t, w)
+	_, bodies := f.got()
+	got := sortedLines(bodies)
+	good := append(append([]string(nil), all[:16]...), all[17:]...)
+	if strings.Join(got, "") != strings.Join(sortedCopy(good), "") {
+		t.Fatalf("delivered %d lines, want the %d good ones (Flush: %v)", len(got), len(good), err)
+	}
+	if v := metricValue(t, reg, "firewatch_influx_dead_letter_lines_total", DropPoison); v != 1 {
+		t.Errorf("dead_letter{poison} = %v, want 1", v)
+	}
+	if v := metricValue(t, reg, "firewatch_influx_dropped_lines_total", DropSpoolFull); v != 0 {
+		t.Errorf("dropped{spool_full} = %v, want 0", v)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, DeadLetterFile))
+	if !strings.Contains(string(b), all[16]) {
+		t.Errorf("dead-letter file %q does not hold the poison line %q", b, all[16])
 	}
 }
 
@@ -501,7 +585,7 @@ func BenchmarkWrite(b *testing.B) {
 			case <-w.wake:
 			}
 			for b, ok := w.nextLive(); ok; b, ok = w.nextLive() {
-				w.finish(b, b.lines, 0)
+				w.finish(b, b.lines, 0, "")
 			}
 		}
 	})
