@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,8 @@ type BrokerConfig struct {
 	// ConnectTimeout bounds the time from accepting a connection (and its
 	// TLS handshake) to reading its CONNECT; 0 means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
+	// MaxMessageExpiry overrides MaxMessageExpiry (tests).
+	MaxMessageExpiry time.Duration
 }
 
 // Limits of the embedded broker (docs/security.md, docs/mqtt.md).
@@ -76,7 +79,7 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 	// flag of publishes and wills is cleared as they are read (noRetain), so
 	// that clients setting it, such as firegate's status will, still connect.
 	opts.Capabilities.RetainAvailable = 0
-	opts.Capabilities.MaximumMessageExpiryInterval = int64(MaxMessageExpiry / time.Second)
+	opts.Capabilities.MaximumMessageExpiryInterval = int64(cmp.Or(cfg.MaxMessageExpiry, MaxMessageExpiry) / time.Second)
 	opts.Capabilities.MaximumSessionExpiryInterval = uint32(MaxSessionExpiry / time.Second)
 	maxConns := cfg.MaxConnections
 	if maxConns <= 0 {

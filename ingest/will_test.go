@@ -201,3 +201,55 @@ wait:
 		}
 	}
 }
+
+// TestBrokerMessageExpiry: a QoS 1 command for a device that is away (a
+// persistent session) is dropped by the broker once older than the cap,
+// not delivered when the device returns.
+func TestBrokerMessageExpiry(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	s, err := StartBroker(BrokerConfig{Addr: addr, MaxMessageExpiry: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	got := make(chan string, 10)
+	connect := func() paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("ch-1").SetCleanSession(false).
+			SetAutoReconnect(false).SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		return c
+	}
+	const topic = "fw/v1/down/ch-1/command"
+	c := connect()
+	if tok := c.Subscribe(topic, 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	c.Disconnect(100)
+	if err := s.Publish(topic, []byte("stale"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	queued := func() int {
+		cl, ok := s.Clients.Get("ch-1")
+		if !ok {
+			return -1
+		}
+		return cl.State.Inflight.Len()
+	}
+	testenv.WaitFor(t, 10*time.Second, "the command queued for the session", func() bool { return queued() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "the queued command dropped after the cap", func() bool { return queued() == 0 })
+	c = connect()
+	defer c.Disconnect(0)
+	if err := s.Publish(topic, []byte("fresh"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "fresh" {
+			t.Fatalf("the returning device got %q first", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("fresh command not delivered")
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -41,7 +43,13 @@ func TestEmbeddedDownlink(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	want := `{"cmd":"cut_power","id":"k1","ch":3}`
+	// A command past its exp is not published at all.
+	now := time.Now().UnixMilli()
+	stale := fmt.Sprintf(`{"cmd":"cut_power","id":"k0","ch":3,"ts":%d,"exp":%d}`, now-120_000, now-60_000)
+	if err := s.publishCommand(ctx, "fw/v1/down/ch-1/command", []byte(stale)); !errors.Is(err, errCommandExpired) {
+		t.Fatalf("publish of an expired command: %v", err)
+	}
+	want := fmt.Sprintf(`{"cmd":"cut_power","id":"k1","ch":3,"ts":%d,"exp":%d}`, now, now+60_000)
 	if err := s.publishCommand(ctx, "fw/v1/down/ch-1/command", []byte(want)); err != nil {
 		t.Fatalf("publish: %v", err)
 	}

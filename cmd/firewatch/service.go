@@ -153,7 +153,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			return nil, err
 		}
 		s.brokerURL = "tcp://" + cfg.MQTT.Listen
-		s.downlink = &downlink{inline: s.broker}
+		s.downlink = newInlineDownlink(s.broker)
 		s.source = inline
 	} else {
 		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", cfg.MQTT.Username, cfg.MQTT.Password)
