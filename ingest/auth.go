@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -70,6 +72,8 @@ type Auth struct {
 	users  map[string]*principal
 	kdf    chan struct{} // bounds concurrent argon2id runs (CPU and memory)
 	denied *prometheus.CounterVec
+	// users and addresses that sent wrong passwords back off (authlimit.go).
+	userFails, addrFails *backoff
 }
 
 // NewAuth builds the ACL from the ledger. A malformed secret_hash is an
@@ -78,13 +82,17 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 	a := &Auth{
 		ledger: cfg.Ledger,
 		users:  make(map[string]*principal, len(cfg.Ledger.Devices)+len(cfg.Ledger.Gateways)+2),
-		kdf:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		// Fewer argon2id runs at a time than cores: a flood of wrong
+		// passwords leaves at least one core to ingest and alarms.
+		kdf:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		userFails: newBackoff(),
+		addrFails: newBackoff(),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firewatch_broker_denied_total",
 			Help: "Connections, publishes and subscriptions the embedded broker refused, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"unknown_user", "bad_secret", "client_id", "will", "publish", "subscribe", "connections"} {
+	for _, r := range []string{"unknown_user", "bad_secret", "client_id", "will", "backoff", "busy", "publish", "subscribe", "connections"} {
 		a.denied.WithLabelValues(r)
 	}
 	if cfg.Registerer != nil {
@@ -165,16 +173,21 @@ func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		a.denied.WithLabelValues("will").Inc()
 		return false
 	}
-	if !a.check(p, pk.Connect.Password) {
-		a.denied.WithLabelValues("bad_secret").Inc()
+	if r := a.check(cl, p, pk.Connect.Password); r != "" {
+		a.denied.WithLabelValues(r).Inc()
 		return false
 	}
 	return true
 }
 
-func (a *Auth) check(p *principal, secret []byte) bool {
+// check checks secret against p's credential and returns "" if it
+// matches, else the reason for refusing.
+func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 	if p.role == roleService {
-		return subtle.ConstantTimeCompare(secret, p.plain) == 1
+		if subtle.ConstantTimeCompare(secret, p.plain) == 1 {
+			return ""
+		}
+		return "bad_secret"
 	}
 	h := sha256.New()
 	h.Write(p.hash.salt)
@@ -182,15 +195,38 @@ func (a *Auth) check(p *principal, secret []byte) bool {
 	var sum [32]byte
 	h.Sum(sum[:0])
 	if f := p.fast.Load(); f != nil && subtle.ConstantTimeCompare(f[:], sum[:]) == 1 {
-		return true
+		return ""
 	}
-	a.kdf <- struct{}{}
+	// The argon2id check: not for an address backing off after wrong
+	// passwords, nor for a user name backing off from an address that
+	// failed before (authlimit.go), and not after waiting long for a slot.
+	addr, _, err := net.SplitHostPort(cl.Net.Remote)
+	if err != nil {
+		addr = cl.Net.Remote
+	}
+	now := time.Now()
+	if a.addrFails.wait(addr, now) || a.userFails.wait(p.id, now) && a.addrFails.known(addr) {
+		return "backoff"
+	}
+	t := time.NewTimer(kdfWait)
+	select {
+	case a.kdf <- struct{}{}:
+		t.Stop()
+	case <-t.C:
+		return "busy"
+	}
 	ok := p.hash.verify(secret)
 	<-a.kdf
-	if ok {
-		p.fast.Store(&sum)
+	if !ok {
+		now = time.Now()
+		a.userFails.fail(p.id, now)
+		a.addrFails.fail(addr, now)
+		return "bad_secret"
 	}
-	return ok
+	a.userFails.ok(p.id)
+	a.addrFails.ok(addr)
+	p.fast.Store(&sum)
+	return ""
 }
 
 // deviceLeaves are the leaves a device may publish under its own id.
