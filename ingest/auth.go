@@ -205,14 +205,19 @@ func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 		addr = cl.Net.Remote
 	}
 	now := time.Now()
-	if a.addrFails.wait(addr, now) || a.userFails.wait(p.id, now) && a.addrFails.known(addr) {
+	failed := a.addrFails.known(addr)
+	if a.addrFails.wait(addr, now) || failed && a.userFails.wait(p.id, now) {
 		return "backoff"
 	}
-	t := time.NewTimer(kdfWait)
-	select {
-	case a.kdf <- struct{}{}:
-		t.Stop()
-	case <-t.C:
+	// An address that sent wrong passwords gets a slot only if one is free
+	// now; the others wait a little, and a waiting CONNECT takes the next
+	// free slot before any that comes later (channel senders queue), so a
+	// device connecting from a clean address is not starved by a flood.
+	wait := kdfWait
+	if failed {
+		wait = 0
+	}
+	if !a.acquire(wait) {
 		return "busy"
 	}
 	ok := p.hash.verify(secret)
@@ -227,6 +232,26 @@ func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 	a.addrFails.ok(addr)
 	p.fast.Store(&sum)
 	return ""
+}
+
+// acquire takes an argon2id slot, waiting at most wait.
+func (a *Auth) acquire(wait time.Duration) bool {
+	select {
+	case a.kdf <- struct{}{}:
+		return true
+	default:
+	}
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case a.kdf <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // deviceLeaves are the leaves a device may publish under its own id.

@@ -12,7 +12,7 @@ const (
 	// kdfWait is how long a CONNECT waits for an argon2id slot before it is
 	// refused (the client tries again later) rather than queue behind a
 	// flood.
-	kdfWait = 200 * time.Millisecond
+	kdfWait = 500 * time.Millisecond
 	// freeFailures is how many wrong passwords a user name or an address
 	// may send before it backs off; then each further failure doubles its
 	// wait, from backoffMin up to backoffMax.
