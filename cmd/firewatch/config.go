@@ -42,6 +42,7 @@ type Config struct {
 		TLSKey           string `yaml:"tls_key" help:"PEM private key of the TLS listener"`
 		BridgeUser       string `yaml:"bridge_user" help:"user name of a trusted upstream that may publish for any ledger device (NB-IoT platform forwarder, demo simulator); empty: none"`
 		BridgeSecretHash string `yaml:"bridge_secret_hash" help:"argon2id hash of the bridge's secret (firewatch hash-secret)" secret:"true"`
+		MaxConnections   int    `yaml:"max_connections" help:"open client connections of the embedded broker at most, authenticated or not; more are closed at once"`
 	} `yaml:"mqtt"`
 
 	Ingest struct {
@@ -94,6 +95,11 @@ type Config struct {
 		// exposes internals and can cost CPU).
 		Pprof  bool   `yaml:"pprof" help:"serve the Go profiler under /debug/pprof/"`
 		Tokens string `yaml:"tokens" help:"API bearer tokens, comma-separated name:role:secret (roles viewer, operator, admin)" secret:"true"`
+		// Limits against slow or too many clients (docs/security.md).
+		ReadTimeout    time.Duration `yaml:"read_timeout" help:"bound on reading one request, headers and body (headers alone: at most 10s)"`
+		WriteTimeout   time.Duration `yaml:"write_timeout" help:"bound on handling a request and writing its response (also the longest /debug/pprof/profile)"`
+		IdleTimeout    time.Duration `yaml:"idle_timeout" help:"how long an idle keep-alive connection is kept"`
+		MaxConnections int           `yaml:"max_connections" help:"open HTTP connections at most; more wait to be accepted"`
 	} `yaml:"http"`
 
 	Log struct {
@@ -109,6 +115,7 @@ func defaults() Config {
 	c.MQTT.Listen = "127.0.0.1:1883"
 	c.MQTT.ClientID = "firewatch"
 	c.MQTT.Auth = "ledger"
+	c.MQTT.MaxConnections = ingest.DefaultMaxConnections
 	c.Ingest.MaxFuture = ingest.DefaultMaxFuture
 	c.Ingest.MaxAge = ingest.DefaultMaxAge
 	c.Liveness.Tick = time.Second
@@ -136,6 +143,10 @@ func defaults() Config {
 	c.Alarms.Digest = alarms.DigestMonthly
 	c.Alarms.DigestAt = alarms.DefaultDigestAt
 	c.HTTP.Listen = "127.0.0.1:9090"
+	c.HTTP.ReadTimeout = 30 * time.Second
+	c.HTTP.WriteTimeout = time.Minute
+	c.HTTP.IdleTimeout = 2 * time.Minute
+	c.HTTP.MaxConnections = 512
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	return c
@@ -197,6 +208,12 @@ func (c *Config) Validate() error {
 	if c.Liveness.Tick <= 0 || c.Liveness.Missed <= 0 || c.Liveness.Electrical <= 0 || c.Liveness.Smoke <= 0 ||
 		c.Liveness.Hydrant <= 0 || c.Liveness.Charger <= 0 {
 		errs = append(errs, errors.New("liveness: tick, missed and the heartbeat intervals must be positive"))
+	}
+	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 || c.HTTP.MaxConnections <= 0 {
+		errs = append(errs, errors.New("http: read_timeout, write_timeout, idle_timeout and max_connections must be positive"))
+	}
+	if c.MQTT.MaxConnections <= 0 {
+		errs = append(errs, errors.New("mqtt.max_connections must be positive"))
 	}
 	if _, err := alarms.ParseTokens(c.HTTP.Tokens); err != nil {
 		errs = append(errs, fmt.Errorf("http.tokens: %w", err))

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
@@ -166,20 +167,37 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	// At most max_connections open connections: more wait in the kernel's
+	// backlog until a slot frees (the timeouts below free the slots slow
+	// clients hold), rather than each costing a goroutine and buffers.
+	s.httpLn = netutil.LimitListener(s.httpLn, cfg.HTTP.MaxConnections)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	if cfg.HTTP.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// The profiler shows internals and costs CPU: admins only, once
+		// tokens are configured (without tokens the API is on loopback).
+		guard := func(h http.HandlerFunc) http.HandlerFunc {
+			if len(tokens) == 0 {
+				return h
+			}
+			return s.alarms.Require(alarms.RoleAdmin, h)
+		}
+		mux.HandleFunc("/debug/pprof/", guard(pprof.Index))
+		mux.HandleFunc("/debug/pprof/profile", guard(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", guard(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", guard(pprof.Trace))
 	}
 	mux.Handle("/api/v1/", s.alarms.Handler())
 	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Timeouts against slow clients (slowloris): headers within 10 s,
+	// the whole request within read_timeout, the response within
+	// write_timeout; idle keep-alive connections closed after idle_timeout.
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: min(10*time.Second, cfg.HTTP.ReadTimeout),
+		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes: 64 << 10}
 	return s, nil
 }
 
