@@ -76,7 +76,9 @@ type Config struct {
 
 	Alarms struct {
 		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox, or a postgres:// URL" secret:"true"`
-		Secret          string        `yaml:"secret" help:"HMAC-SHA256 key that signs dispatch pushes" secret:"true"`
+		Secret          string        `yaml:"secret" help:"HMAC-SHA256 key that signs dispatch pushes, at least 16 characters; each receiver gets a key derived from it (firewatch push-key)" secret:"true"`
+		SecretPrevious  string        `yaml:"secret_previous" help:"the previous alarms.secret while it is being rotated: pushes are signed with both" secret:"true"`
+		LegacySignature bool          `yaml:"legacy_signature" help:"also send the v1 signature keyed with alarms.secret itself, for receivers not yet given their own key; turn off once all verify v2"`
 		BrigadeEndpoint string        `yaml:"brigade_endpoint" help:"dispatch webhook of the fire rescue brigade (消防救援大队); fire alarms also go here"`
 		RetryMin        time.Duration `yaml:"retry_min" help:"first retry delay of a failed push"`
 		RetryMax        time.Duration `yaml:"retry_max" help:"longest retry delay of a failed push"`
@@ -140,6 +142,7 @@ func defaults() Config {
 	c.Alarms.StormWindow = alarms.DefaultStormWindow
 	c.Alarms.StormHold = alarms.DefaultStormHold
 	c.Alarms.CommandRetry = alarms.DefaultCommandRetry
+	c.Alarms.LegacySignature = true
 	c.Alarms.Digest = alarms.DigestMonthly
 	c.Alarms.DigestAt = alarms.DefaultDigestAt
 	c.HTTP.Listen = "127.0.0.1:9090"
@@ -160,6 +163,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Alarms.Secret == "" {
 		errs = append(errs, errors.New("alarms.secret: set a signing key for dispatch pushes (FIREWATCH_ALARMS_SECRET)"))
+	} else if len(c.Alarms.Secret) < alarms.MinSecretLen {
+		errs = append(errs, fmt.Errorf("alarms.secret: at least %d characters (a random one: openssl rand -hex 32)", alarms.MinSecretLen))
+	}
+	if p := c.Alarms.SecretPrevious; p != "" && (len(p) < alarms.MinSecretLen || p == c.Alarms.Secret) {
+		errs = append(errs, fmt.Errorf("alarms.secret_previous: at least %d characters, and not alarms.secret", alarms.MinSecretLen))
 	}
 	if c.Influx.BatchLines <= 0 || c.Influx.MaxPending <= 0 || c.Influx.FlushInterval <= 0 {
 		errs = append(errs, errors.New("influx: batch_lines, max_pending and flush_interval must be positive"))

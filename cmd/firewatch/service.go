@@ -102,6 +102,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	var annBuf []byte
 	s.alarms, err = alarms.NewManager(alarms.Config{
 		DBPath: cfg.Alarms.DB, Secret: []byte(cfg.Alarms.Secret), BrigadeEndpoint: cfg.Alarms.BrigadeEndpoint,
+		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
 		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
 		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
 		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots,
