@@ -120,6 +120,12 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 	}
 	for i := range cfg.Ledger.Devices {
 		d := &cfg.Ledger.Devices[i]
+		if d.ID == "gw" || d.ID == "station" {
+			// Its own topics would be every gateway's or station's
+			// (fw/v1/down/gw/…): docs/mqtt.md reserves these ids.
+			probs = append(probs, fmt.Sprintf("%s: device id reserved for the second topic level (docs/mqtt.md)", d.ID))
+			continue
+		}
 		add(&principal{role: roleDevice, id: d.ID, up: "fw/v1/up/" + d.ID + "/", down: "fw/v1/down/" + d.ID + "/"}, d.SecretHash)
 	}
 	for _, g := range cfg.Ledger.Gateways {

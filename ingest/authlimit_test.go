@@ -1,14 +1,17 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -99,4 +102,47 @@ func TestBrokerConnLimits(t *testing.T) {
 		}
 	}
 	t.Logf("silent connections closed after %v", time.Since(start))
+}
+
+// TestRateHandler: below Error, at most logsPerSecond lines a second, then
+// one line saying how many were dropped; errors always pass.
+func TestRateHandler(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(newRateHandler(slog.NewTextHandler(&buf, nil))).With("component", "broker")
+	for range 100 {
+		log.Warn("refused")
+	}
+	log.Error("broken")
+	if n := strings.Count(buf.String(), "msg=refused"); n != logsPerSecond {
+		t.Errorf("%d warnings passed, want %d", n, logsPerSecond)
+	}
+	if !strings.Contains(buf.String(), "msg=broken") {
+		t.Error("an error was dropped")
+	}
+	h := log.Handler()
+	r := slog.NewRecord(time.Now().Add(2*time.Second), slog.LevelWarn, "later", 0)
+	h.Handle(context.Background(), r)
+	if !strings.Contains(buf.String(), "count=95") || !strings.Contains(buf.String(), "msg=later") {
+		t.Errorf("after the second:\n%s", buf.String())
+	}
+}
+
+// TestReservedDeviceIDs: a ledger device named gw or station would own
+// every gateway's or station's topics; the embedded broker refuses it.
+func TestReservedDeviceIDs(t *testing.T) {
+	h, err := HashSecret([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"gw", "station"} {
+		y := fmt.Sprintf("stations:\n  - {id: st, name: S, grids: [\"450204002\"], endpoint: \"http://127.0.0.1:1/x\"}\ndevices:\n  - {id: %s, kind: smoke, grid: \"450204002003\", secret_hash: \"%s\"}\n", id, h)
+		l, err := devices.ParseLedger("reserved.yaml", []byte(y))
+		if err != nil {
+			t.Logf("%s: the ledger refuses it already: %v", id, err)
+			continue
+		}
+		if _, err := NewAuth(AuthConfig{Ledger: l}); err == nil || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("device %s: NewAuth error %v", id, err)
+		}
+	}
 }

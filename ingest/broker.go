@@ -70,7 +70,8 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 	// The inline client lets firewatch publish into its own broker (linkage
 	// commands, alarm fan-out) without a connection or credential; its
 	// publishes skip the ACL hook, which guards what clients send.
-	opts := &mochi.Options{Logger: cfg.Logger.With("component", "broker"), InlineClient: true}
+	log := slog.New(newRateHandler(cfg.Logger.Handler())).With("component", "broker")
+	opts := &mochi.Options{Logger: log, InlineClient: true}
 	opts.Capabilities = mochi.NewDefaultServerCapabilities()
 	opts.Capabilities.MaximumPacketSize = MaxPacket
 	// No retained messages: nothing in the v1 contract needs them, and a
