@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,6 +75,10 @@ type Auth struct {
 	denied *prometheus.CounterVec
 	// users and addresses that sent wrong passwords back off (authlimit.go).
 	userFails, addrFails *backoff
+	// checking holds the addresses with an argon2id check running or
+	// waiting: one at a time each, so that one address cannot fill the
+	// queue for a slot.
+	checking sync.Map
 }
 
 // NewAuth builds the ACL from the ledger. A malformed secret_hash is an
@@ -223,6 +228,10 @@ func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 	if failed {
 		wait = 0
 	}
+	if _, dup := a.checking.LoadOrStore(addr, struct{}{}); dup {
+		return "busy"
+	}
+	defer a.checking.Delete(addr)
 	if !a.acquire(wait) {
 		return "busy"
 	}

@@ -165,12 +165,18 @@ func TestWrongPasswordFlood(t *testing.T) {
 	if connErr != nil {
 		t.Errorf("a device could not connect during the flood: %v", connErr)
 	}
-	// Generous bounds for a shared 2-core machine under -race: the point
-	// is that the flood does not queue alarms or devices behind it.
-	if m := acks[len(acks)-1]; m > time.Second {
-		t.Errorf("slowest PUBACK during the flood %v", m)
+	// Generous bounds for a shared 2-core machine under -race, where the
+	// rest of make test runs alongside (one slow fsync of the alarm store
+	// shows up as a slow maximum): the point is that the flood does not
+	// queue alarms behind it. On this machine, alone, the medians are
+	// 20–45 ms with the limits and 170 ms without.
+	if m := acks[len(acks)/2]; m > 250*time.Millisecond {
+		t.Errorf("median PUBACK during the flood %v", m)
 	}
-	if m := pushes[len(pushes)-1]; m > time.Second {
+	if m := pushes[len(pushes)/2]; m > 250*time.Millisecond {
+		t.Errorf("median push during the flood %v", m)
+	}
+	if m := pushes[len(pushes)-1]; m > 5*time.Second {
 		t.Errorf("slowest push during the flood %v", m)
 	}
 	if n := denied("bad_secret"); n > float64(floodAttempts)/4 {
