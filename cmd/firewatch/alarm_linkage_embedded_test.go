@@ -10,6 +10,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
@@ -41,6 +43,14 @@ func TestEmbeddedDownlink(t *testing.T) {
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
+	// An inline subscriber sees the MQTT v5 message expiry the broker
+	// holds the command with: the time left until exp.
+	expiry := make(chan uint32, 1)
+	if err := s.broker.Subscribe("fw/v1/down/ch-1/command", 1, func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
+		expiry <- pk.Properties.MessageExpiryInterval
+	}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// A command past its exp is not published at all.
@@ -60,5 +70,8 @@ func TestEmbeddedDownlink(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the command did not reach the cabinet")
+	}
+	if e := <-expiry; e < 55 || e > 60 {
+		t.Errorf("message expiry %d s, want the minute left until exp", e)
 	}
 }
