@@ -145,3 +145,22 @@ func TestPushSignatureHeaders(t *testing.T) {
 		}
 	}
 }
+
+// FuzzVerifyFor: any header a sender makes up is refused without a panic,
+// and what SignFor makes for the recipient verifies, also beside junk.
+func FuzzVerifyFor(f *testing.F) {
+	key := PushKey([]byte("0123456789abcdef"), "st-tanxi")
+	f.Add("v2=00", "st-tanxi", "1700000000", []byte("{}"))
+	f.Add(", ,v2=,v2=zz,sha256=ab", "brigade", "", []byte(nil))
+	f.Fuzz(func(t *testing.T, header, recipient, ts string, body []byte) {
+		good := SignFor(key, recipient, ts, body)
+		if header != good && !strings.Contains(header, good) {
+			if err := VerifyFor([][]byte{key}, recipient, ts, body, header); err == nil {
+				t.Fatalf("made-up header %q verified", header)
+			}
+		}
+		if err := VerifyFor([][]byte{key}, recipient, ts, body, header+","+good); err != nil {
+			t.Fatalf("a valid signature after %q: %v", header, err)
+		}
+	})
+}
