@@ -97,6 +97,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("alarms.robots: %w", err)
 	}
+	if cfg.Alarms.LegacySignature {
+		log.Warn("dispatch pushes also carry the v1 signature keyed with alarms.secret itself: once every receiver verifies v2 with its own key (firewatch push-key), set alarms.legacy_signature false and rotate alarms.secret (docs/dispatch.md)")
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
