@@ -172,6 +172,10 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if err := Verify(testSecret, r.Header.Get(HeaderTimestamp), body, r.Header.Get(HeaderSignature)); err != nil {
 		rc.t.Errorf("receiver: %v", err)
 	}
+	to := r.Header.Get(HeaderRecipient)
+	if err := VerifyFor([][]byte{PushKey(testSecret, to)}, to, r.Header.Get(HeaderTimestamp), body, r.Header.Get(HeaderSignatureV2)); err != nil {
+		rc.t.Errorf("receiver: v2 for %q: %v", to, err)
+	}
 	var p Push
 	if err := json.Unmarshal(body, &p); err != nil {
 		rc.t.Errorf("receiver: decode push: %v", err)

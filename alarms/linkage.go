@@ -13,8 +13,10 @@ import (
 
 // Linkage (联动) defaults: a command is sent again every CommandRetry until
 // the device acknowledges it, at most CommandAttempts times. A command
-// older than commandMaxAge is not sent at all (docs/mqtt.md: cutting power
-// long after the fact can do harm of its own).
+// older than commandMaxAge is not sent again, whatever its attempts so far
+// (docs/mqtt.md: cutting power long after the fact can do harm of its own),
+// and carries its creation time and that expiry (ts, exp) so that the
+// receiver refuses it too when it arrives late.
 const (
 	DefaultCommandRetry = 3 * time.Second
 	CommandAttempts     = 3
@@ -26,8 +28,8 @@ const (
 	CommandPending = "pending" // being sent, no answer yet
 	CommandAcked   = "acked"   // the device performed it
 	CommandRefused = "refused" // the device answered ok=false
-	CommandFailed  = "failed"  // no answer after every attempt, or no downlink
-	CommandExpired = "expired" // too old to send (firewatch was down)
+	CommandFailed  = "failed"  // no answer after every attempt or within commandMaxAge, or no downlink
+	CommandExpired = "expired" // too old to send (firewatch was down): never sent
 )
 
 // ActorDevice records a device's acknowledgement in an alarm's history.
@@ -50,7 +52,15 @@ type command struct {
 	Cmd string `json:"cmd"`
 	ID  string `json:"id"`
 	Ch  int    `json:"ch,omitempty"`
+	// TS is when the command was made and Exp the instant after which it
+	// must not be performed, Unix milliseconds.
+	TS  int64 `json:"ts"`
+	Exp int64 `json:"exp"`
 }
+
+// commandState is the relay state a command leaves behind, as a gateway
+// reads it back ("off": power cut).
+var commandState = map[string]string{"cut_power": "off", "restore_power": "on"}
 
 // queueCommand stores the linkage command of a new alarm, in its
 // transaction.
@@ -112,22 +122,28 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 	}
 	for _, c := range cs {
 		due := !c.lastSent.Valid || c.lastSent.Int64+m.cfg.CommandRetry.Milliseconds() <= now.UnixMilli()
+		exp := c.created + commandMaxAge.Milliseconds()
 		switch {
-		case !due:
-		case c.attempts == 0 && now.UnixMilli()-c.created > commandMaxAge.Milliseconds():
-			if err := m.finishCommand(ctx, c, CommandExpired, "not sent: older than "+commandMaxAge.String(), now); err != nil {
+		// The age is checked before every attempt, not only the first: a
+		// command attempted before a crash must not go out again hours later.
+		case now.UnixMilli() > exp && c.attempts == 0:
+			if err := m.finishCommand(ctx, c, CommandPending, CommandExpired, "not sent: older than "+commandMaxAge.String(), now); err != nil {
 				return err
 			}
-		case c.attempts >= CommandAttempts:
-			reason := "no acknowledgement after " + strconv.Itoa(c.attempts) + " attempts"
+		case now.UnixMilli() > exp || due && c.attempts >= CommandAttempts:
+			reason := "no acknowledgement after " + strconv.Itoa(c.attempts) + " attempt(s)"
+			if c.attempts < CommandAttempts {
+				reason += ", not sent again: older than " + commandMaxAge.String()
+			}
 			if c.lastError.String != "" {
 				reason += " (" + c.lastError.String + ")"
 			}
-			if err := m.finishCommand(ctx, c, CommandFailed, reason, now); err != nil {
+			if err := m.finishCommand(ctx, c, CommandPending, CommandFailed, reason, now); err != nil {
 				return err
 			}
+		case !due:
 		default:
-			payload, _ := json.Marshal(command{Cmd: c.cmd, ID: c.key, Ch: c.ch})
+			payload, _ := json.Marshal(command{Cmd: c.cmd, ID: c.key, Ch: c.ch, TS: c.created, Exp: exp})
 			// The attempt is recorded before it is made: a device may answer
 			// before Publish returns, and its ack reports the attempts.
 			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ''
@@ -158,15 +174,16 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 }
 
 // finishCommand records a command's outcome on the command and in its
-// alarm's history, in one transaction.
-func (m *Manager) finishCommand(ctx context.Context, c pendingCommand, state, reason string, now time.Time) error {
+// alarm's history, in one transaction, if the command is still in state
+// from.
+func (m *Manager) finishCommand(ctx context.Context, c pendingCommand, from, state, reason string, now time.Time) error {
 	tx, err := m.store.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
 	res, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, done_at_ms = ?, last_error = ? WHERE id = ? AND state = ?`,
-		state, now.UnixMilli(), reason, c.id, CommandPending)
+		state, now.UnixMilli(), reason, c.id, from)
 	if err != nil {
 		return fmt.Errorf("record command %s: %w", c.key, err)
 	}
@@ -201,6 +218,11 @@ type ack struct {
 	OK    *bool  `json:"ok"`
 	Error string `json:"error"`
 	TS    int64  `json:"ts"`
+	// State is the relay's state read back after the write ("off", "on"),
+	// when the gateway could read it.
+	State string `json:"state"`
+	// Dup marks the repeated answer to a command id already performed.
+	Dup bool `json:"dup"`
 }
 
 // ErrBadAck is returned (wrapped) for an acknowledgement that cannot be
@@ -227,14 +249,35 @@ func (m *Manager) CommandAck(ctx context.Context, device string, payload []byte)
 	if err != nil {
 		return fmt.Errorf("read command %s: %w", a.ID, err)
 	}
-	if state != CommandPending {
-		return nil // a repeat, or an answer after we gave up: the first outcome stands
+	late := ""
+	switch state {
+	case CommandPending:
+	case CommandFailed:
+		// Timed out here, but the device did answer (its first answer, or a
+		// repeat of one that was lost): what it says replaces our guess.
+		late = "late answer after the command had failed: "
+	default:
+		// Answered already (or never sent): the first outcome stands.
+		m.log.Info("linkage: repeated acknowledgement ignored", "alarm", formatID(c.alarmID), "device", device,
+			"cmd", c.cmd, "state", state, "dup", a.Dup)
+		return nil
 	}
 	outcome, reason := CommandAcked, "acknowledged by the device after "+strconv.Itoa(c.attempts)+" attempt(s)"
-	if !*a.OK {
+	want, known := commandState[c.cmd]
+	switch {
+	case !*a.OK:
 		outcome, reason = CommandRefused, "the device could not: "+strings.ToValidUTF8(truncate(a.Error, 300), "")
+	case known && a.State != "" && a.State != want:
+		// ok:true, yet the relay reads back the opposite: not done.
+		outcome, reason = CommandRefused, "the device answered ok but reads back state "+
+			strings.ToValidUTF8(truncate(a.State, 20), "")+", want "+want
+	case a.State != "":
+		reason += ", read back state " + a.State
 	}
-	return m.finishCommand(ctx, c, outcome, reason, time.Now())
+	if a.Dup {
+		reason += " (repeated answer)"
+	}
+	return m.finishCommand(ctx, c, state, outcome, late+reason, time.Now())
 }
 
 func truncate(s string, n int) string {

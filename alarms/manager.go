@@ -23,6 +23,13 @@ import (
 type Config struct {
 	DBPath string // SQLite file path; ":memory:" not needed
 	Secret []byte // HMAC-SHA256 key for webhook signatures
+	// SecretPrevious, while a new Secret is being rolled out, signs every
+	// push a second time (v2), so that receivers can move to their new key
+	// when they are ready. NoLegacySignature stops sending the v1
+	// signature keyed with Secret itself, once every receiver verifies v2
+	// with its own key (docs/dispatch.md).
+	SecretPrevious    []byte
+	NoLegacySignature bool
 	// BrigadeEndpoint, if set, also receives every fire-severity push
 	// (消防救援大队), as a push of its own.
 	BrigadeEndpoint string

@@ -172,9 +172,11 @@ func (m *Manager) post(ctx context.Context, endpoint string, robot bool, key str
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "firewatch-alarms/"+PushVersion)
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(m.cfg.Secret, ts, body))
 	req.Header.Set(HeaderIdempotencyKey, key)
+	if !robot { // robots get their own signature (robotURL), not the dispatch one
+		req.Header.Set(HeaderTimestamp, ts)
+		m.sign(req.Header, endpoint, ts, body)
+	}
 	resp, err := m.client.Do(req)
 	if err != nil {
 		// The error names the URL, which may carry a robot's key or a

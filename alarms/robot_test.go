@@ -39,8 +39,9 @@ type robotServer struct {
 }
 
 type robotReq struct {
-	query string
-	body  map[string]any
+	query  string
+	body   map[string]any
+	header http.Header
 }
 
 func newRobotServer(t *testing.T) *robotServer {
@@ -58,7 +59,7 @@ func newRobotServer(t *testing.T) *robotServer {
 			return
 		}
 		w.Write([]byte(`{"errcode":0,"errmsg":"ok"}`))
-		rs.reqs <- robotReq{r.URL.RawQuery, body}
+		rs.reqs <- robotReq{r.URL.RawQuery, body, r.Header.Clone()}
 	}))
 	t.Cleanup(rs.srv.Close)
 	return rs
@@ -88,6 +89,13 @@ func TestRobots(t *testing.T) {
 	case got = <-wecom.reqs:
 	case <-time.After(wait):
 		t.Fatal("no WeCom message")
+	}
+	// The dispatch signature is for dispatch receivers: a robot (a third
+	// party's server) never sees it, nor anything keyed with the secret.
+	for _, h := range []string{HeaderSignature, HeaderSignatureV2, HeaderRecipient, HeaderTimestamp} {
+		if v := got.header.Get(h); v != "" {
+			t.Errorf("robot request has %s: %s", h, v)
+		}
 	}
 	md, _ := got.body["markdown"].(map[string]any)
 	content, _ := md["content"].(string)

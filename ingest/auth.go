@@ -4,9 +4,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -70,6 +73,12 @@ type Auth struct {
 	users  map[string]*principal
 	kdf    chan struct{} // bounds concurrent argon2id runs (CPU and memory)
 	denied *prometheus.CounterVec
+	// users and addresses that sent wrong passwords back off (authlimit.go).
+	userFails, addrFails *backoff
+	// checking holds the addresses with an argon2id check running or
+	// waiting: one at a time each, so that one address cannot fill the
+	// queue for a slot.
+	checking sync.Map
 }
 
 // NewAuth builds the ACL from the ledger. A malformed secret_hash is an
@@ -78,13 +87,17 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 	a := &Auth{
 		ledger: cfg.Ledger,
 		users:  make(map[string]*principal, len(cfg.Ledger.Devices)+len(cfg.Ledger.Gateways)+2),
-		kdf:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		// Fewer argon2id runs at a time than cores: a flood of wrong
+		// passwords leaves at least one core to ingest and alarms.
+		kdf:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		userFails: newBackoff(),
+		addrFails: newBackoff(),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firewatch_broker_denied_total",
 			Help: "Connections, publishes and subscriptions the embedded broker refused, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"unknown_user", "bad_secret", "client_id", "publish", "subscribe"} {
+	for _, r := range []string{"unknown_user", "bad_secret", "client_id", "will", "backoff", "busy", "publish", "subscribe", "connections"} {
 		a.denied.WithLabelValues(r)
 	}
 	if cfg.Registerer != nil {
@@ -112,6 +125,12 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 	}
 	for i := range cfg.Ledger.Devices {
 		d := &cfg.Ledger.Devices[i]
+		if d.ID == "gw" || d.ID == "station" {
+			// Its own topics would be every gateway's or station's
+			// (fw/v1/down/gw/…): docs/mqtt.md reserves these ids.
+			probs = append(probs, fmt.Sprintf("%s: device id reserved for the second topic level (docs/mqtt.md)", d.ID))
+			continue
+		}
 		add(&principal{role: roleDevice, id: d.ID, up: "fw/v1/up/" + d.ID + "/", down: "fw/v1/down/" + d.ID + "/"}, d.SecretHash)
 	}
 	for _, g := range cfg.Ledger.Gateways {
@@ -157,16 +176,29 @@ func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		a.denied.WithLabelValues("client_id").Inc()
 		return false
 	}
-	if !a.check(p, pk.Connect.Password) {
-		a.denied.WithLabelValues("bad_secret").Inc()
+	// mochi publishes a last will without an ACL check: a will is a publish
+	// the client makes in advance, so it gets the publish ACL now, at
+	// CONNECT, or a device could leave a forged alarm, acknowledgement or
+	// command on another's topic by dropping its connection.
+	if pk.Connect.WillFlag && !a.allowed(p, pk.Connect.WillTopic, true) {
+		a.denied.WithLabelValues("will").Inc()
+		return false
+	}
+	if r := a.check(cl, p, pk.Connect.Password); r != "" {
+		a.denied.WithLabelValues(r).Inc()
 		return false
 	}
 	return true
 }
 
-func (a *Auth) check(p *principal, secret []byte) bool {
+// check checks secret against p's credential and returns "" if it
+// matches, else the reason for refusing.
+func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 	if p.role == roleService {
-		return subtle.ConstantTimeCompare(secret, p.plain) == 1
+		if subtle.ConstantTimeCompare(secret, p.plain) == 1 {
+			return ""
+		}
+		return "bad_secret"
 	}
 	h := sha256.New()
 	h.Write(p.hash.salt)
@@ -174,15 +206,67 @@ func (a *Auth) check(p *principal, secret []byte) bool {
 	var sum [32]byte
 	h.Sum(sum[:0])
 	if f := p.fast.Load(); f != nil && subtle.ConstantTimeCompare(f[:], sum[:]) == 1 {
-		return true
+		return ""
 	}
-	a.kdf <- struct{}{}
+	// The argon2id check: not for an address backing off after wrong
+	// passwords, nor for a user name backing off from an address that
+	// failed before (authlimit.go), and not after waiting long for a slot.
+	addr, _, err := net.SplitHostPort(cl.Net.Remote)
+	if err != nil {
+		addr = cl.Net.Remote
+	}
+	now := time.Now()
+	failed := a.addrFails.known(addr)
+	if a.addrFails.wait(addr, now) || failed && a.userFails.wait(p.id, now) {
+		return "backoff"
+	}
+	// An address that sent wrong passwords gets a slot only if one is free
+	// now; the others wait a little, and a waiting CONNECT takes the next
+	// free slot before any that comes later (channel senders queue), so a
+	// device connecting from a clean address is not starved by a flood.
+	wait := kdfWait
+	if failed {
+		wait = 0
+	}
+	if _, dup := a.checking.LoadOrStore(addr, struct{}{}); dup {
+		return "busy"
+	}
+	defer a.checking.Delete(addr)
+	if !a.acquire(wait) {
+		return "busy"
+	}
 	ok := p.hash.verify(secret)
 	<-a.kdf
-	if ok {
-		p.fast.Store(&sum)
+	if !ok {
+		now = time.Now()
+		a.userFails.fail(p.id, now)
+		a.addrFails.fail(addr, now)
+		return "bad_secret"
 	}
-	return ok
+	a.userFails.ok(p.id)
+	a.addrFails.ok(addr)
+	p.fast.Store(&sum)
+	return ""
+}
+
+// acquire takes an argon2id slot, waiting at most wait.
+func (a *Auth) acquire(wait time.Duration) bool {
+	select {
+	case a.kdf <- struct{}{}:
+		return true
+	default:
+	}
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case a.kdf <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // deviceLeaves are the leaves a device may publish under its own id.
@@ -191,8 +275,7 @@ var deviceLeaves = []string{"telemetry", "event", "status", "ack"}
 // OnACLCheck allows a publish (write) or a subscription or delivery (read)
 // on topic.
 func (a *Auth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	p := a.users[string(cl.Properties.Username)]
-	ok := p != nil && (p.allows(topic, write) || p.role == roleGateway && a.forAssigned(p.id, topic, write))
+	ok := a.allowed(a.users[string(cl.Properties.Username)], topic, write)
 	if !ok {
 		if write {
 			a.denied.WithLabelValues("publish").Inc()
@@ -201,6 +284,10 @@ func (a *Auth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 		}
 	}
 	return ok
+}
+
+func (a *Auth) allowed(p *principal, topic string, write bool) bool {
+	return p != nil && (p.allows(topic, write) || p.role == roleGateway && a.forAssigned(p.id, topic, write))
 }
 
 // forAssigned allows a gateway what firegate does for the devices assigned

@@ -1,13 +1,19 @@
 package ingest
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // BrokerConfig configures the embedded broker.
@@ -26,7 +32,31 @@ type BrokerConfig struct {
 	// Hooks are added after Auth, before the broker serves: an
 	// InlineSource, so that firewatch consumes in process.
 	Hooks []mochi.Hook
+	// MaxConnections bounds the open client connections of all listeners
+	// together, authenticated or not; a connection beyond it is closed at
+	// once. 0 means DefaultMaxConnections.
+	MaxConnections int
+	// ConnectTimeout bounds the time from accepting a connection (and its
+	// TLS handshake) to reading its CONNECT; 0 means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// MaxMessageExpiry overrides MaxMessageExpiry (tests).
+	MaxMessageExpiry time.Duration
 }
+
+// Limits of the embedded broker (docs/security.md, docs/mqtt.md).
+const (
+	DefaultMaxConnections = 20000
+	DefaultConnectTimeout = 10 * time.Second
+	// MaxMessageExpiry caps how long the broker holds a message for a
+	// subscriber that has not taken it (an offline persistent session):
+	// linkage commands must never wait longer than their own expiry
+	// (alarms: one minute), and nothing else sent downstream is worth
+	// more than that when late.
+	MaxMessageExpiry = time.Minute
+	// MaxSessionExpiry caps how long a disconnected persistent session and
+	// its subscriptions are kept (mochi's default is forever).
+	MaxSessionExpiry = time.Hour
+)
 
 // MaxPacket is the largest MQTT packet the embedded broker takes; a client
 // sending a larger one is disconnected. It is above MaxPayload so that the
@@ -40,15 +70,36 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 	// The inline client lets firewatch publish into its own broker (linkage
 	// commands, alarm fan-out) without a connection or credential; its
 	// publishes skip the ACL hook, which guards what clients send.
-	opts := &mochi.Options{Logger: cfg.Logger.With("component", "broker"), InlineClient: true}
+	log := slog.New(newRateHandler(cfg.Logger.Handler())).With("component", "broker")
+	opts := &mochi.Options{Logger: log, InlineClient: true}
 	opts.Capabilities = mochi.NewDefaultServerCapabilities()
 	opts.Capabilities.MaximumPacketSize = MaxPacket
+	// No retained messages: nothing in the v1 contract needs them, and a
+	// retained message is replayed to every new subscriber long after it
+	// was true (a forged or stale command on each resubscribe). The retain
+	// flag of publishes and wills is cleared as they are read (noRetain), so
+	// that clients setting it, such as firegate's status will, still connect.
+	opts.Capabilities.RetainAvailable = 0
+	opts.Capabilities.MaximumMessageExpiryInterval = int64(cmp.Or(cfg.MaxMessageExpiry, MaxMessageExpiry) / time.Second)
+	opts.Capabilities.MaximumSessionExpiryInterval = uint32(MaxSessionExpiry / time.Second)
+	maxConns := cfg.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	opts.Capabilities.MaximumClients = int64(maxConns)
+	connectTimeout := cfg.ConnectTimeout
+	if connectTimeout <= 0 {
+		connectTimeout = DefaultConnectTimeout
+	}
 	s := mochi.New(opts)
 	var err error
 	if cfg.Auth != nil {
 		err = s.AddHook(cfg.Auth, nil)
 	} else {
 		err = s.AddHook(new(auth.AllowHook), nil)
+	}
+	if err == nil {
+		err = s.AddHook(new(noRetain), nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -58,15 +109,26 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 			return nil, fmt.Errorf("embedded broker: %w", err)
 		}
 	}
-	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})); err != nil {
+	if cfg.TLSAddr != "" && cfg.TLSConfig == nil {
+		return nil, fmt.Errorf("embedded broker: TLS listener %s without a certificate", cfg.TLSAddr)
+	}
+	conns := &connLimit{max: int64(maxConns), timeout: connectTimeout, auth: cfg.Auth}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: listen %s: %w", cfg.Addr, err)
+	}
+	if err := s.AddListener(listeners.NewNet("tcp", conns.wrap(ln))); err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", cfg.Addr, err)
 	}
 	if cfg.TLSAddr != "" {
-		if cfg.TLSConfig == nil {
-			return nil, fmt.Errorf("embedded broker: TLS listener %s without a certificate", cfg.TLSAddr)
+		tln, err := net.Listen("tcp", cfg.TLSAddr)
+		if err == nil {
+			err = s.AddListener(listeners.NewNet("tls", tls.NewListener(conns.wrap(tln), cfg.TLSConfig)))
 		}
-		if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLSConfig})); err != nil {
+		if err != nil {
 			s.Close()
+			ln.Close()
 			return nil, fmt.Errorf("embedded broker: listen %s: %w", cfg.TLSAddr, err)
 		}
 	}
@@ -74,4 +136,76 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	return s, nil
+}
+
+// noRetain clears the retain flag of every publish and will a client
+// sends, as the packet is read, before the broker acts on it.
+type noRetain struct{ mochi.HookBase }
+
+// ID names the hook.
+func (*noRetain) ID() string { return "firewatch-no-retain" }
+
+// Provides says which hook methods noRetain implements.
+func (*noRetain) Provides(b byte) bool { return b == mochi.OnPacketRead }
+
+// OnPacketRead clears the retain flags of a CONNECT's will and of a
+// PUBLISH.
+func (*noRetain) OnPacketRead(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		pk.Connect.WillRetain = false
+	case packets.Publish:
+		pk.FixedHeader.Retain = false
+	}
+	return pk, nil
+}
+
+// connLimit bounds the open connections of the broker's listeners and the
+// time a new connection has to send its CONNECT: mochi reads the CONNECT
+// without a deadline, and takes any number of connections.
+type connLimit struct {
+	max     int64
+	open    atomic.Int64
+	timeout time.Duration
+	auth    *Auth // counts refusals; may be nil
+}
+
+func (c *connLimit) wrap(ln net.Listener) net.Listener { return &limitListener{Listener: ln, c: c} }
+
+type limitListener struct {
+	net.Listener
+	c *connLimit
+}
+
+// Accept returns the next connection within the limit, with a deadline for
+// its CONNECT (mochi replaces it with the keepalive's once the CONNECT is
+// read); connections beyond the limit are closed unread.
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.c.open.Add(1) > l.c.max {
+			l.c.open.Add(-1)
+			conn.Close()
+			if l.c.auth != nil {
+				l.c.auth.denied.WithLabelValues("connections").Inc()
+			}
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(l.c.timeout))
+		return &limitConn{Conn: conn, c: l.c}, nil
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	c    *connLimit
+	once sync.Once
+}
+
+func (c *limitConn) Close() error {
+	c.once.Do(func() { c.c.open.Add(-1) })
+	return c.Conn.Close()
 }

@@ -19,7 +19,9 @@ const TopicPrefix = "fw/v1/up/"
 // the device's own QoS 1 retry covers a firewatch that dies before the
 // handler returned; and a device cannot publish faster than firewatch
 // takes its messages. Handlers run one at a time, as with Source. Last
-// wills on uplink topics (a gateway's status) are handled when sent.
+// wills on uplink topics (a gateway's status) are handled when sent; mochi
+// does not check a will against the ACL when it sends it, so Auth checks
+// it at CONNECT.
 //
 // Before Run and after it returns, uplink messages are refused without an
 // acknowledgement, so that the device sends them again once firewatch

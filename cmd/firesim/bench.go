@@ -300,7 +300,7 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 	broker := b.mqURL
 	args := []string{"-ledger", b.ledger, "-http.listen", httpAddr, "-influx.url", b.influxURL,
 		"-influx.bucket", db + "/autogen", "-influx.content_encoding", "identity",
-		"-alarms.db", filepath.Join(b.dir, db+".alarms.db"), "-alarms.secret", "bench", "-log.level", "warn",
+		"-alarms.db", filepath.Join(b.dir, db+".alarms.db"), "-alarms.secret", "bench-secret-0123456789", "-log.level", "warn",
 		"-mqtt.client_id", "firewatch-" + db, "-http.pprof"}
 	load := loadOptions{broker: broker, clientID: "load-" + db, rate: st.rate, duration: b.duration,
 		shape: st.shape, batch: 100, clients: 2, probeEvery: b.probe, progress: 10 * time.Second}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // downlink publishes linkage commands (fw/v1/down/{device_id}/command) for
@@ -16,7 +18,16 @@ import (
 type downlink struct {
 	c      paho.Client
 	inline *mochi.Server
+	// client publishes into inline with MQTT v5 properties (message expiry).
+	client *mochi.Client
 }
+
+// newInlineDownlink publishes into the embedded broker s.
+func newInlineDownlink(s *mochi.Server) *downlink {
+	return &downlink{inline: s, client: s.NewClient(nil, mochi.LocalListener, "firewatch-downlink", true)}
+}
+
+var errCommandExpired = errors.New("command expired before it was published")
 
 func newDownlink(broker, clientID, username, password string) *downlink {
 	c := paho.NewClient(paho.NewClientOptions().
@@ -39,7 +50,25 @@ var errNoDownlink = errors.New("MQTT downlink not connected")
 // inline publish is in the embedded broker when it returns).
 func (d *downlink) publish(ctx context.Context, topic string, payload []byte) error {
 	if d != nil && d.inline != nil {
-		return d.inline.Publish(topic, payload, false, 1)
+		pk := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   topic, Payload: payload, PacketID: 1,
+		}
+		// A command's exp (docs/mqtt.md) becomes its MQTT message expiry,
+		// so that the broker drops it, rather than deliver it late, for a
+		// subscriber that is away (the broker also caps every message at
+		// ingest.MaxMessageExpiry).
+		var c struct {
+			Exp int64 `json:"exp"`
+		}
+		if json.Unmarshal(payload, &c) == nil && c.Exp > 0 {
+			left := time.Until(time.UnixMilli(c.Exp))
+			if left <= 0 {
+				return errCommandExpired
+			}
+			pk.Properties.MessageExpiryInterval = uint32((left + time.Second - 1) / time.Second)
+		}
+		return d.inline.InjectPacket(d.client, pk)
 	}
 	if d == nil || !d.c.IsConnectionOpen() {
 		return errNoDownlink

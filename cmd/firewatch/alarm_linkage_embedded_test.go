@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
@@ -39,9 +43,23 @@ func TestEmbeddedDownlink(t *testing.T) {
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
+	// An inline subscriber sees the MQTT v5 message expiry the broker
+	// holds the command with: the time left until exp.
+	expiry := make(chan uint32, 1)
+	if err := s.broker.Subscribe("fw/v1/down/ch-1/command", 1, func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
+		expiry <- pk.Properties.MessageExpiryInterval
+	}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	want := `{"cmd":"cut_power","id":"k1","ch":3}`
+	// A command past its exp is not published at all.
+	now := time.Now().UnixMilli()
+	stale := fmt.Sprintf(`{"cmd":"cut_power","id":"k0","ch":3,"ts":%d,"exp":%d}`, now-120_000, now-60_000)
+	if err := s.publishCommand(ctx, "fw/v1/down/ch-1/command", []byte(stale)); !errors.Is(err, errCommandExpired) {
+		t.Fatalf("publish of an expired command: %v", err)
+	}
+	want := fmt.Sprintf(`{"cmd":"cut_power","id":"k1","ch":3,"ts":%d,"exp":%d}`, now, now+60_000)
 	if err := s.publishCommand(ctx, "fw/v1/down/ch-1/command", []byte(want)); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
@@ -52,5 +70,8 @@ func TestEmbeddedDownlink(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the command did not reach the cabinet")
+	}
+	if e := <-expiry; e < 55 || e > 60 {
+		t.Errorf("message expiry %d s, want the minute left until exp", e)
 	}
 }

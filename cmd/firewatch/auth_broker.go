@@ -17,7 +17,8 @@ import (
 // in process. firewatch needs no client of its own there: the service
 // account gets a random secret made now, which never leaves the process.
 func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger, src *ingest.InlineSource) (*mochi.Server, error) {
-	bc := ingest.BrokerConfig{Addr: cfg.MQTT.Listen, TLSAddr: cfg.MQTT.TLSListen, Logger: log, Hooks: []mochi.Hook{src}}
+	bc := ingest.BrokerConfig{Addr: cfg.MQTT.Listen, TLSAddr: cfg.MQTT.TLSListen, Logger: log, Hooks: []mochi.Hook{src},
+		MaxConnections: cfg.MQTT.MaxConnections}
 	if cfg.MQTT.TLSListen != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
 		if err != nil {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/ingest"
 )
 
@@ -48,5 +50,31 @@ func hashSecret(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, h)
+	return 0
+}
+
+// pushKey implements `firewatch push-key RECIPIENT...`: it reads
+// alarms.secret from standard input and prints, for each recipient (a
+// station id from the ledger, or "brigade"), the key that receiver
+// verifies its pushes with (alarms.PushKey, hex), one "recipient key" a
+// line. Give each receiver its own key, never alarms.secret.
+func pushKey(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: firewatch push-key RECIPIENT... < alarms.secret\n\nPrints the signing key of each dispatch receiver (a station id, or brigade), derived from alarms.secret read from standard input.")
+		return 2
+	}
+	line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		fmt.Fprintf(stderr, "push-key: %v\n", err)
+		return 1
+	}
+	secret := strings.TrimRight(line, "\r\n")
+	if len(secret) < alarms.MinSecretLen {
+		fmt.Fprintf(stderr, "push-key: alarms.secret on standard input is shorter than %d characters\n", alarms.MinSecretLen)
+		return 2
+	}
+	for _, r := range args {
+		fmt.Fprintf(stdout, "%s %s\n", r, hex.EncodeToString(alarms.PushKey([]byte(secret), r)))
+	}
 	return 0
 }

@@ -42,6 +42,7 @@ type Config struct {
 		TLSKey           string `yaml:"tls_key" help:"PEM private key of the TLS listener"`
 		BridgeUser       string `yaml:"bridge_user" help:"user name of a trusted upstream that may publish for any ledger device (NB-IoT platform forwarder, demo simulator); empty: none"`
 		BridgeSecretHash string `yaml:"bridge_secret_hash" help:"argon2id hash of the bridge's secret (firewatch hash-secret)" secret:"true"`
+		MaxConnections   int    `yaml:"max_connections" help:"open client connections of the embedded broker at most, authenticated or not; more are closed at once"`
 	} `yaml:"mqtt"`
 
 	Ingest struct {
@@ -75,7 +76,9 @@ type Config struct {
 
 	Alarms struct {
 		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox, or a postgres:// URL" secret:"true"`
-		Secret          string        `yaml:"secret" help:"HMAC-SHA256 key that signs dispatch pushes" secret:"true"`
+		Secret          string        `yaml:"secret" help:"HMAC-SHA256 key that signs dispatch pushes, at least 16 characters; each receiver gets a key derived from it (firewatch push-key)" secret:"true"`
+		SecretPrevious  string        `yaml:"secret_previous" help:"the previous alarms.secret while it is being rotated: pushes are signed with both" secret:"true"`
+		LegacySignature bool          `yaml:"legacy_signature" help:"also send the v1 signature keyed with alarms.secret itself, for receivers not yet given their own key; turn off once all verify v2"`
 		BrigadeEndpoint string        `yaml:"brigade_endpoint" help:"dispatch webhook of the fire rescue brigade (消防救援大队); fire alarms also go here"`
 		RetryMin        time.Duration `yaml:"retry_min" help:"first retry delay of a failed push"`
 		RetryMax        time.Duration `yaml:"retry_max" help:"longest retry delay of a failed push"`
@@ -94,6 +97,11 @@ type Config struct {
 		// exposes internals and can cost CPU).
 		Pprof  bool   `yaml:"pprof" help:"serve the Go profiler under /debug/pprof/"`
 		Tokens string `yaml:"tokens" help:"API bearer tokens, comma-separated name:role:secret (roles viewer, operator, admin)" secret:"true"`
+		// Limits against slow or too many clients (docs/security.md).
+		ReadTimeout    time.Duration `yaml:"read_timeout" help:"bound on reading one request, headers and body (headers alone: at most 10s)"`
+		WriteTimeout   time.Duration `yaml:"write_timeout" help:"bound on handling a request and writing its response (also the longest /debug/pprof/profile)"`
+		IdleTimeout    time.Duration `yaml:"idle_timeout" help:"how long an idle keep-alive connection is kept"`
+		MaxConnections int           `yaml:"max_connections" help:"open HTTP connections at most; more wait to be accepted"`
 	} `yaml:"http"`
 
 	Log struct {
@@ -109,6 +117,7 @@ func defaults() Config {
 	c.MQTT.Listen = "127.0.0.1:1883"
 	c.MQTT.ClientID = "firewatch"
 	c.MQTT.Auth = "ledger"
+	c.MQTT.MaxConnections = ingest.DefaultMaxConnections
 	c.Ingest.MaxFuture = ingest.DefaultMaxFuture
 	c.Ingest.MaxAge = ingest.DefaultMaxAge
 	c.Liveness.Tick = time.Second
@@ -133,9 +142,14 @@ func defaults() Config {
 	c.Alarms.StormWindow = alarms.DefaultStormWindow
 	c.Alarms.StormHold = alarms.DefaultStormHold
 	c.Alarms.CommandRetry = alarms.DefaultCommandRetry
+	c.Alarms.LegacySignature = true
 	c.Alarms.Digest = alarms.DigestMonthly
 	c.Alarms.DigestAt = alarms.DefaultDigestAt
 	c.HTTP.Listen = "127.0.0.1:9090"
+	c.HTTP.ReadTimeout = 30 * time.Second
+	c.HTTP.WriteTimeout = time.Minute
+	c.HTTP.IdleTimeout = 2 * time.Minute
+	c.HTTP.MaxConnections = 512
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	return c
@@ -149,6 +163,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Alarms.Secret == "" {
 		errs = append(errs, errors.New("alarms.secret: set a signing key for dispatch pushes (FIREWATCH_ALARMS_SECRET)"))
+	} else if len(c.Alarms.Secret) < alarms.MinSecretLen {
+		errs = append(errs, fmt.Errorf("alarms.secret: at least %d characters (a random one: openssl rand -hex 32)", alarms.MinSecretLen))
+	}
+	if p := c.Alarms.SecretPrevious; p != "" && (len(p) < alarms.MinSecretLen || p == c.Alarms.Secret) {
+		errs = append(errs, fmt.Errorf("alarms.secret_previous: at least %d characters, and not alarms.secret", alarms.MinSecretLen))
 	}
 	if c.Influx.BatchLines <= 0 || c.Influx.MaxPending <= 0 || c.Influx.FlushInterval <= 0 {
 		errs = append(errs, errors.New("influx: batch_lines, max_pending and flush_interval must be positive"))
@@ -197,6 +216,12 @@ func (c *Config) Validate() error {
 	if c.Liveness.Tick <= 0 || c.Liveness.Missed <= 0 || c.Liveness.Electrical <= 0 || c.Liveness.Smoke <= 0 ||
 		c.Liveness.Hydrant <= 0 || c.Liveness.Charger <= 0 {
 		errs = append(errs, errors.New("liveness: tick, missed and the heartbeat intervals must be positive"))
+	}
+	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 || c.HTTP.MaxConnections <= 0 {
+		errs = append(errs, errors.New("http: read_timeout, write_timeout, idle_timeout and max_connections must be positive"))
+	}
+	if c.MQTT.MaxConnections <= 0 {
+		errs = append(errs, errors.New("mqtt.max_connections must be positive"))
 	}
 	if _, err := alarms.ParseTokens(c.HTTP.Tokens); err != nil {
 		errs = append(errs, fmt.Errorf("http.tokens: %w", err))

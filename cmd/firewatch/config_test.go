@@ -12,7 +12,7 @@ func env(m map[string]string) func(string) string { return func(k string) string
 
 func TestConfigPrecedence(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fw.yaml")
-	os.WriteFile(path, []byte("ledger: from-file.yaml\nmqtt:\n  broker: tcp://file:1883\ninflux:\n  flush_interval: 3s\nalarms:\n  secret: s\n"), 0o600)
+	os.WriteFile(path, []byte("ledger: from-file.yaml\nmqtt:\n  broker: tcp://file:1883\ninflux:\n  flush_interval: 3s\nalarms:\n  secret: s-0123456789abcdef\n"), 0o600)
 	c, err := loadConfig([]string{"-config", path, "-http.pprof", "-mqtt.broker", "tcp://flag:1883"}, env(map[string]string{
 		"FIREWATCH_MQTT_BROKER": "tcp://env:1883", "FIREWATCH_INFLUX_BATCH_LINES": "77",
 	}))
@@ -35,6 +35,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-influx.flush_interval", "soon"}, nil, `influx.flush_interval: "soon" is not a duration`},
 		{nil, map[string]string{"FIREWATCH_INFLUX_BATCH_LINES": "many"}, "FIREWATCH_INFLUX_BATCH_LINES"},
 		{[]string{"-alarms.secret", "s", "-log.level", "loud"}, nil, `log.level: "loud"`},
+		{[]string{"-alarms.secret", "short-secret"}, nil, "alarms.secret: at least 16 characters"},
 		{[]string{"-no.such.key", "1"}, nil, "flag provided but not defined"},
 	} {
 		_, err := loadConfig(tt.args, env(tt.env))

@@ -24,7 +24,7 @@ import (
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
-const e2eSecret = "e2e-secret"
+const e2eSecret = "e2e-secret-0123456789"
 
 // push is one request the dispatch receiver got.
 type push struct {

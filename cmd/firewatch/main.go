@@ -7,6 +7,7 @@
 //	firewatch check [-config ...]                          validate config, ledger and rules, then exit
 //	firewatch rules check FILE                             validate a rule file
 //	firewatch hash-secret [-generate] < secret             argon2id hash for the ledger's secret_hash
+//	firewatch push-key RECIPIENT... < alarms.secret         a dispatch receiver's signing key (docs/dispatch.md)
 package main
 
 import (
@@ -37,6 +38,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "hash-secret":
 		return hashSecret(args[1:], os.Stdin, stdout, stderr)
+	case len(args) >= 1 && args[0] == "push-key":
+		return pushKey(args[1:], os.Stdin, stdout, stderr)
 	}
 	cfg, err := loadConfig(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
@@ -96,11 +97,15 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("alarms.robots: %w", err)
 	}
+	if cfg.Alarms.LegacySignature {
+		log.Warn("dispatch pushes also carry the v1 signature keyed with alarms.secret itself: once every receiver verifies v2 with its own key (firewatch push-key), set alarms.legacy_signature false and rotate alarms.secret (docs/dispatch.md)")
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
 	s.alarms, err = alarms.NewManager(alarms.Config{
 		DBPath: cfg.Alarms.DB, Secret: []byte(cfg.Alarms.Secret), BrigadeEndpoint: cfg.Alarms.BrigadeEndpoint,
+		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
 		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
 		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
 		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots,
@@ -153,7 +158,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			return nil, err
 		}
 		s.brokerURL = "tcp://" + cfg.MQTT.Listen
-		s.downlink = &downlink{inline: s.broker}
+		s.downlink = newInlineDownlink(s.broker)
 		s.source = inline
 	} else {
 		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", cfg.MQTT.Username, cfg.MQTT.Password)
@@ -166,20 +171,37 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	// At most max_connections open connections: more wait in the kernel's
+	// backlog until a slot frees (the timeouts below free the slots slow
+	// clients hold), rather than each costing a goroutine and buffers.
+	s.httpLn = netutil.LimitListener(s.httpLn, cfg.HTTP.MaxConnections)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	if cfg.HTTP.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// The profiler shows internals and costs CPU: admins only, once
+		// tokens are configured (without tokens the API is on loopback).
+		guard := func(h http.HandlerFunc) http.HandlerFunc {
+			if len(tokens) == 0 {
+				return h
+			}
+			return s.alarms.Require(alarms.RoleAdmin, h)
+		}
+		mux.HandleFunc("/debug/pprof/", guard(pprof.Index))
+		mux.HandleFunc("/debug/pprof/profile", guard(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", guard(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", guard(pprof.Trace))
 	}
 	mux.Handle("/api/v1/", s.alarms.Handler())
 	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Timeouts against slow clients (slowloris): headers within 10 s,
+	// the whole request within read_timeout, the response within
+	// write_timeout; idle keep-alive connections closed after idle_timeout.
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: min(10*time.Second, cfg.HTTP.ReadTimeout),
+		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes: 64 << 10}
 	return s, nil
 }
 
