@@ -21,6 +21,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/spool"
 )
 
@@ -228,7 +229,7 @@ func (g *Gateway) publishStatus(online bool) {
 		st[4] += s.Requests.Load()
 	}
 	p, _ := json.Marshal(map[string]any{
-		"ts": time.Now().UnixMilli(), "online": online,
+		"ts": time.Now().UnixMilli(), "online": online, "version": buildinfo.Version(),
 		"spool_records": g.spool.Len(), "spool_bytes": g.spool.Bytes(), "spool_dropped": g.spool.Dropped(),
 		"offline_devices": offline,
 		"bus":             map[string]uint64{"requests": st[4], "timeouts": st[0], "crc_errors": st[1], "bad_frames": st[2], "exceptions": st[3]},
