@@ -91,7 +91,7 @@ package: $(NFPM) $(PLUGIN_DIST)
 ## package-test: install the amd64 packages on this machine (root; dpkg), run them as their units would, upgrade from
 ##               the previous commit's package keeping every alarm, outbox entry and spooled reading, then purge
 package-test: package tools
-	FIREWATCH_DIST=$(CURDIR)/dist FIREWATCH_PKG_VERSION=$(PKG_VERSION) $(GO) test -count=1 -v -timeout 15m ./packaging/
+	FIREWATCH_DIST=$(CURDIR)/dist FIREWATCH_PKG_VERSION=$(PKG_VERSION) FIREWATCH_VERSION=$(VERSION) FIREWATCH_NFPM=$(NFPM) $(GO) test -count=1 -v -timeout 15m ./packaging/
 
 ## release: the packages, plus bare binaries for gateway boxes and servers without dpkg, and SHA256SUMS, into dist/
 .PHONY: release
