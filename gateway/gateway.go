@@ -180,9 +180,12 @@ func (g *Gateway) close() {
 }
 
 func (g *Gateway) connectMQTT() {
+	// The default client id is the gateway id, the user name firewatch's
+	// embedded broker knows the gateway by: it admits a client only with
+	// client id = user name.
 	id := g.cfg.MQTT.ClientID
 	if id == "" {
-		id = "firegate-" + g.cfg.GatewayID
+		id = g.cfg.GatewayID
 	}
 	o := paho.NewClientOptions().AddBroker(g.cfg.MQTT.Broker).SetClientID(id).
 		SetUsername(g.cfg.MQTT.Username).SetPassword(g.cfg.MQTT.Password).

@@ -4,9 +4,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -33,6 +36,9 @@ type AuthConfig struct {
 	BridgeUser       string
 	BridgeSecretHash string
 	Registerer       prometheus.Registerer
+	// Logger gets one line per refusal (at most logsPerSecond a second)
+	// naming the rule that refused and whom; nil: no log.
+	Logger *slog.Logger
 }
 
 type role uint8
@@ -70,12 +76,18 @@ type Auth struct {
 	users  map[string]*principal
 	kdf    chan struct{} // bounds concurrent argon2id runs (CPU and memory)
 	denied *prometheus.CounterVec
+
+	log                *slog.Logger
+	logMu              sync.Mutex
+	logWindow          time.Time
+	logged, suppressed int
 }
 
 // NewAuth builds the ACL from the ledger. A malformed secret_hash is an
 // error, with every bad entry named.
 func NewAuth(cfg AuthConfig) (*Auth, error) {
 	a := &Auth{
+		log:    cfg.Logger,
 		ledger: cfg.Ledger,
 		users:  make(map[string]*principal, len(cfg.Ledger.Devices)+len(cfg.Ledger.Gateways)+2),
 		kdf:    make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
@@ -146,22 +158,51 @@ func (a *Auth) Provides(b byte) bool {
 // OnConnectAuthenticate checks a CONNECT's user name, password and client
 // id.
 func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	p := a.users[string(pk.Connect.Username)]
+	user := string(pk.Connect.Username)
+	p := a.users[user]
 	if p == nil {
-		a.denied.WithLabelValues("unknown_user").Inc()
+		a.refuse(cl, "unknown_user", "broker refused a connection: the user name is not a device, gateway or bridge of the ledger with a secret_hash", "user", user)
 		return false
 	}
 	// The client id is the user name (for the service: its fixed client id),
 	// so that no client can take over another's session.
 	if cl.ID != p.id {
-		a.denied.WithLabelValues("client_id").Inc()
+		a.refuse(cl, "client_id", "broker refused a connection: the client id must equal the user name", "user", user, "want_client_id", p.id)
 		return false
 	}
 	if !a.check(p, pk.Connect.Password) {
-		a.denied.WithLabelValues("bad_secret").Inc()
+		a.refuse(cl, "bad_secret", "broker refused a connection: the secret does not match the ledger's secret_hash", "user", user)
 		return false
 	}
 	return true
+}
+
+// refuse counts a refusal by rule and logs which rule refused whom, unless
+// the log budget of this second is spent (a misconfigured fleet retries
+// every few seconds; bad input must not flood the journal).
+func (a *Auth) refuse(cl *mochi.Client, rule, msg string, attrs ...any) {
+	a.denied.WithLabelValues(rule).Inc()
+	if a.log == nil {
+		return
+	}
+	now := time.Now()
+	a.logMu.Lock()
+	if now.After(a.logWindow) {
+		if a.suppressed > 0 {
+			a.log.Warn("broker refusals not logged", "count", a.suppressed)
+		}
+		a.logWindow, a.logged, a.suppressed = now.Add(time.Second), 0, 0
+	}
+	ok := a.logged < logsPerSecond
+	if ok {
+		a.logged++
+	} else {
+		a.suppressed++
+	}
+	a.logMu.Unlock()
+	if ok {
+		a.log.Warn(msg, append(attrs, "rule", rule, "client_id", cl.ID, "remote", cl.Net.Remote)...)
+	}
 }
 
 func (a *Auth) check(p *principal, secret []byte) bool {
@@ -194,10 +235,11 @@ func (a *Auth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	p := a.users[string(cl.Properties.Username)]
 	ok := p != nil && (p.allows(topic, write) || p.role == roleGateway && a.forAssigned(p.id, topic, write))
 	if !ok {
+		user := string(cl.Properties.Username)
 		if write {
-			a.denied.WithLabelValues("publish").Inc()
+			a.refuse(cl, "publish", "broker refused a publish: the topic is not one this user may publish on", "user", user, "topic", truncate(topic))
 		} else {
-			a.denied.WithLabelValues("subscribe").Inc()
+			a.refuse(cl, "subscribe", "broker refused a subscription: the topic is not one this user may read", "user", user, "topic", truncate(topic))
 		}
 	}
 	return ok
