@@ -89,9 +89,12 @@ package: $(NFPM) $(PLUGIN_DIST)
 	@ls -l dist/*_$(PKG_VERSION)_*.deb
 
 ## package-test: install the amd64 packages on this machine (root; dpkg), run them as their units would, upgrade from
-##               the previous commit's package keeping every alarm, outbox entry and spooled reading, then purge
+##               the previous commit's package keeping every alarm, outbox entry and spooled reading, then purge;
+##               then, where systemd-nspawn is, the same packages under a real systemd in a throw-away container
 package-test: package tools
 	FIREWATCH_DIST=$(CURDIR)/dist FIREWATCH_PKG_VERSION=$(PKG_VERSION) FIREWATCH_VERSION=$(VERSION) FIREWATCH_NFPM=$(NFPM) $(GO) test -count=1 -v -timeout 15m ./packaging/
+	@if command -v systemd-nspawn >/dev/null; then packaging/systemd-test.sh $(CURDIR)/dist $(PKG_VERSION) $(VERSION); \
+	  else echo "note: systemd-nspawn is not installed (Debian: systemd-container): the units were not run under systemd"; fi
 
 ## release: the packages, plus bare binaries for gateway boxes and servers without dpkg, and SHA256SUMS, into dist/
 .PHONY: release
