@@ -18,6 +18,8 @@ PKG_VERSION := $(shell packaging/version.sh deb)
 endif
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BUILD_DATE ?= $(shell TZ=UTC git log -1 --date=iso-strict-local --format=%cd 2>/dev/null || echo unknown)
+# The commit's time, not the clock's: the packages of one commit are the same bytes (nfpm's file times).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 BUILDINFO := github.com/firewatch-iot/firewatch/internal/buildinfo
 STAMP := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION) -X $(BUILDINFO).date=$(BUILD_DATE)
 NFPM := $(BIN)/nfpm
@@ -84,7 +86,7 @@ package: $(NFPM) $(PLUGIN_DIST)
 	  cmd=$${p%%:*}; arch=$${p##*:}; goarch=$${arch%7}; out=dist/build/linux-$$arch; \
 	  echo "--- $$cmd $(VERSION) linux/$$arch"; \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=7 $(GO) build -trimpath -ldflags '-s -w $(STAMP)' -o $$out/$$cmd ./cmd/$$cmd || exit 1; \
-	  ARCH=$$arch PKG_VERSION=$(PKG_VERSION) BUILD_DIR=$$out $(NFPM) package -f packaging/$$cmd/nfpm.yaml -p deb -t dist/ || exit 1; \
+	  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) ARCH=$$arch PKG_VERSION=$(PKG_VERSION) BUILD_DIR=$$out $(NFPM) package -f packaging/$$cmd/nfpm.yaml -p deb -t dist/ || exit 1; \
 	done
 	@ls -l dist/*_$(PKG_VERSION)_*.deb
 
