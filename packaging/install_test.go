@@ -22,6 +22,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/firewatch-iot/firewatch/firmware-sim/rtu"
+	"github.com/firewatch-iot/firewatch/gateway"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
@@ -202,10 +204,10 @@ func start(t *testing.T, u unit, healthz string) *service {
 			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 		}
 	})
-	testenv.WaitFor(t, 60*time.Second, "firewatch /healthz answers 200", func() bool {
+	testenv.WaitFor(t, 60*time.Second, healthz+" answers 200", func() bool {
 		select {
 		case err := <-s.done:
-			t.Fatalf("firewatch exited: %v\n%s", err, s.out.String())
+			t.Fatalf("%s exited: %v\n%s", u.get("ExecStart"), err, s.out.String())
 		default:
 		}
 		resp, err := http.Get(healthz)
@@ -247,7 +249,7 @@ func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testenv.
 func TestFirewatchInstallUpgradePurge(t *testing.T) {
 	dist, pkgVersion, version := setup(t)
 	newDeb := deb(t, dist, "firewatch", pkgVersion)
-	oldDeb, oldVersion := previousPackage(t, pkgVersion)
+	oldDeb, oldVersion := previousPackage(t, "firewatch", pkgVersion)
 	t.Cleanup(func() { restore(t, "firewatch") })
 
 	// Install N.
@@ -372,17 +374,21 @@ func TestFirewatchInstallUpgradePurge(t *testing.T) {
 	}
 }
 
-// TestFiregateInstallPurge installs the firegate package and checks the
-// user (in dialout), the conffile, the unit, the stamped version and that
-// the installed example configuration passes the unit's ExecStartPre as the
-// unit's user; then purges it.
-func TestFiregateInstallPurge(t *testing.T) {
+// TestFiregateInstallUpgradePurge installs the previous commit's firegate
+// package and checks the user (in dialout), the conffile, the unit; runs
+// firegate as its unit would against a simulated Modbus device on a
+// pseudo-terminal with no broker reachable, so that its readings spool;
+// upgrades to this tree's package and finds the conffile kept, the new
+// version, and every spooled reading replayed in order (contiguous
+// sequence numbers from the first) once a broker is there; then purges.
+func TestFiregateInstallUpgradePurge(t *testing.T) {
 	dist, pkgVersion, version := setup(t)
-	p := deb(t, dist, "firegate", pkgVersion)
+	newDeb := deb(t, dist, "firegate", pkgVersion)
+	oldDeb, oldVersion := previousPackage(t, "firegate", pkgVersion)
 	t.Cleanup(func() { restore(t, "firegate") })
-	t.Log(run(t, "dpkg", "-i", p))
-	if got := run(t, "dpkg-query", "-W", "-f=${Version}", "firegate"); got != pkgVersion {
-		t.Errorf("installed version %q, want %s", got, pkgVersion)
+	t.Log(run(t, "dpkg", "-i", oldDeb))
+	if got := run(t, "dpkg-query", "-W", "-f=${Version}", "firegate"); got != oldVersion {
+		t.Errorf("installed version %q, want %s", got, oldVersion)
 	}
 	if out := run(t, "id", "-nG", "firegate"); !strings.Contains(out, "dialout") {
 		t.Errorf("user firegate is not in dialout: %s", out)
@@ -391,19 +397,182 @@ func TestFiregateInstallPurge(t *testing.T) {
 	if cf := run(t, "dpkg-query", "-W", "-f=${Conffiles}", "firegate"); !strings.Contains(cf, "/etc/firegate/firegate.yaml") {
 		t.Errorf("conffiles %q lack /etc/firegate/firegate.yaml", cf)
 	}
+	for path, want := range map[string]string{
+		"/etc/firegate/firegate.yaml": "640 root firegate", "/var/lib/firegate": "750 firegate firegate", "/usr/bin/firegate": "755 root root",
+	} {
+		if got := strings.TrimSpace(run(t, "stat", "-c", "%a %U %G", path)); got != want {
+			t.Errorf("%s: %s, want %s", path, got, want)
+		}
+	}
 	verifyUnit(t, "/usr/lib/systemd/system/firegate.service")
+	u := readUnit(t, "/usr/lib/systemd/system/firegate.service")
+	if out, err := u.command(t, "ExecStartPre").CombinedOutput(); err != nil {
+		t.Errorf("ExecStartPre with the example configuration, as user firegate: %v\n%s", err, out)
+	}
+
+	// One electrical-fire monitor on a pseudo-terminal the firegate user
+	// may open (udev gives real ports to dialout).
+	maps, err := gateway.ShippedMaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := rtu.NewBus(9600)
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- bus.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Error("the Modbus simulator did not stop")
+		}
+		bus.Close()
+	})
+	sl := bus.AddSlave(1, maps["ARCM300"])
+	for i := range sl.Map.Points {
+		p := &sl.Map.Points[i]
+		v := 1.0
+		if p.Event() {
+			v = 0
+		}
+		if err := sl.Set(p.Metric.String(), p.Ch, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if grp, err := user.LookupGroup("dialout"); err == nil {
+		gid, _ := strconv.Atoi(grp.Gid)
+		os.Chown(bus.Path, -1, gid)
+		os.Chmod(bus.Path, 0o660)
+	}
+	mq := testenv.StartMosquitto(t)
+	mq.Stop() // until after the upgrade: the old firegate spools
+	metrics := freeAddr(t)
+	conf := fmt.Sprintf(`# changed by the operator
+gateway_id: gw-1
+mqtt:
+  broker: %s
+  username: gw-1
+  password: "gw-1-secret"
+  publish_timeout: 2s
+  reconnect_max: 500ms
+spool:
+  dir: /var/lib/firegate/spool
+metrics_listen: %s
+status_interval: 1h
+buses:
+  - port: %s
+    baud: 9600
+    timeout: 300ms
+    devices:
+      - {id: el-1, model: ARCM300, slave: 1, interval: 100ms}
+`, mq.URL, metrics, bus.Path)
+	writeFile(t, "/etc/firegate/firegate.yaml", conf)
+
+	// N polls into its spool: no broker is listening.
+	fg := start(t, u, "http://"+metrics+"/metrics")
+	var spooled float64
+	testenv.WaitFor(t, 30*time.Second, "readings spooled by the old firegate", func() bool {
+		spooled = metricAt(t, "http://"+metrics+"/metrics", "firewatch_spool_records")
+		return spooled >= 20
+	})
+	fg.stop(t)
+	stopped := time.Now().UnixMilli()
+
+	t.Log(run(t, "dpkg", "-i", newDeb))
+	if got := run(t, "dpkg-query", "-W", "-f=${Version}", "firegate"); got != pkgVersion {
+		t.Errorf("installed version %q, want %s", got, pkgVersion)
+	}
+	if got := readFile(t, "/etc/firegate/firegate.yaml"); got != conf {
+		t.Error("the upgrade changed the locally modified conffile /etc/firegate/firegate.yaml")
+	}
 	if out := run(t, "/usr/bin/firegate", "--version"); !strings.HasPrefix(out, "firegate "+version+" (") {
 		t.Errorf("firegate --version = %q, want %s", out, version)
 	}
-	u := readUnit(t, "/usr/lib/systemd/system/firegate.service")
-	if out, err := u.command(t, "ExecStartPre").CombinedOutput(); err != nil {
-		t.Errorf("ExecStartPre as user firegate: %v\n%s", err, out)
+
+	// N+1 replays the old spool once a broker is there.
+	mq.Start()
+	type reading struct{ seq, ts int64 }
+	seqs := make(chan reading, 100000)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL).SetClientID("collector").SetOrderMatters(true))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("collector: %v", tok.Error())
 	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe("fw/v1/up/gw/gw-1/batch", 1, func(_ paho.Client, m paho.Message) {
+		var b struct {
+			Readings []struct {
+				Dev string `json:"dev"`
+				Seq int64  `json:"seq"`
+				TS  int64  `json:"ts"`
+			} `json:"readings"`
+		}
+		if json.Unmarshal(m.Payload(), &b) == nil {
+			for _, r := range b.Readings {
+				if r.Dev == "el-1" {
+					seqs <- reading{r.Seq, r.TS}
+				}
+			}
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	fg = start(t, u, "http://"+metrics+"/metrics")
+	if first, _, _ := strings.Cut(fg.out.String(), "\n"); !strings.Contains(first, "version="+version) {
+		t.Errorf("first log line %q lacks version=%s", first, version)
+	}
+	if !strings.Contains(scrapeURL(t, "http://"+metrics+"/metrics"), `firewatch_build_info{goversion=`) {
+		t.Error("firegate /metrics lacks firewatch_build_info")
+	}
+	var got []reading
+	testenv.WaitFor(t, 60*time.Second, "every reading the old firegate spooled (polled before the upgrade) replayed by the new one", func() bool {
+		for more := true; more; {
+			select {
+			case s := <-seqs:
+				got = append(got, s)
+			default:
+				more = false
+			}
+		}
+		old := 0
+		for _, r := range got {
+			if r.ts <= stopped {
+				old++
+			}
+		}
+		return float64(old) >= spooled && metricAt(t, "http://"+metrics+"/metrics", "firewatch_spool_records") == 0
+	})
+	fg.stop(t)
+	// Each reading of a device takes the next sequence number: the
+	// numbers seen must run from the first reading the old binary spooled
+	// without a gap (a QoS 1 resend may repeat one).
+	seen, hi := map[int64]bool{}, int64(0)
+	for _, r := range got {
+		seen[r.seq], hi = true, max(hi, r.seq)
+	}
+	lo := int64(1)
+	if !seen[1] && seen[0] {
+		lo = 0
+	}
+	for q := lo; q <= hi; q++ {
+		if !seen[q] {
+			t.Fatalf("el-1 reading seq %d lost across the upgrade (%d readings seen, seq %d..%d)", q, len(seen), lo, hi)
+		}
+	}
+	t.Logf("el-1: %v readings spooled by the old binary; seq %d..%d all delivered by the new one", spooled, lo, hi)
+
 	t.Log(run(t, "dpkg", "--purge", "firegate"))
 	for _, p := range []string{"/usr/bin/firegate", "/usr/lib/systemd/system/firegate.service", "/etc/firegate"} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s is left after purge", p)
 		}
+	}
+	if pids := processesOf(t, "firegate"); len(pids) > 0 {
+		t.Errorf("processes of user firegate left running after purge: %v", pids)
 	}
 }
 
@@ -466,10 +635,10 @@ func verifyUnit(t *testing.T, path string) {
 	}
 }
 
-// previousPackage builds the firewatch package of the previous release: the
+// previousPackage builds the package of cmd/name of the previous release: the
 // newest tag before HEAD, else HEAD's first parent (FIREWATCH_PREV chooses
 // another commit), from `git archive`, packaged with this tree's packaging.
-func previousPackage(t *testing.T, pkgVersion string) (path, version string) {
+func previousPackage(t *testing.T, name, pkgVersion string) (path, version string) {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -504,9 +673,9 @@ func previousPackage(t *testing.T, pkgVersion string) (path, version string) {
 	if out, err := archive.CombinedOutput(); err != nil {
 		t.Fatalf("git archive %s: %v\n%s", rev, err, out)
 	}
-	t.Logf("building firewatch %s from %s", tagVersion, rev)
+	t.Logf("building %s %s from %s", name, tagVersion, rev)
 	bi := "github.com/firewatch-iot/firewatch/internal/buildinfo"
-	gobuild := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X "+bi+".version="+tagVersion, "-o", filepath.Join(build, "firewatch"), "./cmd/firewatch")
+	gobuild := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X "+bi+".version="+tagVersion, "-o", filepath.Join(build, name), "./cmd/"+name)
 	gobuild.Dir, gobuild.Env = src, append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-buildvcs=false")
 	if out, err := gobuild.CombinedOutput(); err != nil {
 		t.Fatalf("go build of %s: %v\n%s", rev, err, out)
@@ -515,12 +684,12 @@ func previousPackage(t *testing.T, pkgVersion string) (path, version string) {
 	if nfpm == "" {
 		nfpm = filepath.Join(root, "bin", "nfpm")
 	}
-	pkg := exec.Command(nfpm, "package", "-f", "packaging/firewatch/nfpm.yaml", "-p", "deb", "-t", tmp)
+	pkg := exec.Command(nfpm, "package", "-f", "packaging/"+name+"/nfpm.yaml", "-p", "deb", "-t", tmp)
 	pkg.Dir, pkg.Env = root, append(os.Environ(), "ARCH=amd64", "PKG_VERSION="+version, "BUILD_DIR="+build)
 	if out, err := pkg.CombinedOutput(); err != nil {
 		t.Fatalf("nfpm: %v\n%s", err, out)
 	}
-	return filepath.Join(tmp, fmt.Sprintf("firewatch_%s_amd64.deb", version)), version
+	return filepath.Join(tmp, fmt.Sprintf("%s_%s_amd64.deb", name, version)), version
 }
 
 func publisher(t *testing.T, broker, id, secret string) func(payload string) {
@@ -577,9 +746,11 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 }
 
-func scrape(t *testing.T, api string) string {
+func scrape(t *testing.T, api string) string { return scrapeURL(t, api+"/metrics") }
+
+func scrapeURL(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(api + "/metrics")
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,9 +759,12 @@ func scrape(t *testing.T, api string) string {
 	return string(b)
 }
 
-// metric is the value of the first series whose line starts with prefix.
-func metric(t *testing.T, api, prefix string) float64 {
-	for _, l := range strings.Split(scrape(t, api), "\n") {
+// metric is the value of the first series of api's /metrics whose line
+// starts with prefix.
+func metric(t *testing.T, api, prefix string) float64 { return metricAt(t, api+"/metrics", prefix) }
+
+func metricAt(t *testing.T, url, prefix string) float64 {
+	for _, l := range strings.Split(scrapeURL(t, url), "\n") {
 		if strings.HasPrefix(l, prefix) {
 			v, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
 			return v
