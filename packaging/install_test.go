@@ -773,10 +773,11 @@ func metricAt(t *testing.T, url, prefix string) float64 {
 	return 0
 }
 
+// spoolBytes is the size of the spool's segment files (records).
 func spoolBytes(dir string) int64 {
 	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
+	filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && strings.HasSuffix(path, ".seg") {
 			n += fi.Size()
 		}
 		return nil

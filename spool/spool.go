@@ -98,6 +98,9 @@ func Open(dir string, opt Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	if err := checkFormat(dir); err != nil {
+		return nil, err
+	}
 	s := &Spool{dir: dir, opt: opt, ready: make(chan struct{}, 1)}
 	if err := s.recover(); err != nil {
 		return nil, err
