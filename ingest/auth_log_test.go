@@ -63,3 +63,19 @@ func TestAuthRefusalLogs(t *testing.T) {
 		t.Errorf("100 refusals logged %d lines, want at most %d a second", n, logsPerSecond)
 	}
 }
+
+// TestRefusalFilter: mochi-mqtt's bare line for a refused connection is
+// dropped (Auth logs it with the rule and the client); its other lines pass.
+func TestRefusalFilter(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(refusalFilter{slog.NewTextHandler(&buf, nil)}).With("component", "broker")
+	log.Warn("", "error", packets.ErrBadUsernameOrPassword)
+	if buf.Len() != 0 {
+		t.Errorf("the bare refusal line passed: %s", buf.String())
+	}
+	log.Warn("", "error", packets.ErrMalformedPacket)
+	log.Info("mochi mqtt server started")
+	if s := buf.String(); !strings.Contains(s, "malformed") || !strings.Contains(s, "server started") {
+		t.Errorf("other lines were dropped: %q", s)
+	}
+}

@@ -40,7 +40,11 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 	// The inline client lets firewatch publish into its own broker (linkage
 	// commands, alarm fan-out) without a connection or credential; its
 	// publishes skip the ACL hook, which guards what clients send.
-	opts := &mochi.Options{Logger: cfg.Logger.With("component", "broker"), InlineClient: true}
+	log := cfg.Logger.With("component", "broker")
+	if cfg.Auth != nil {
+		log = slog.New(refusalFilter{log.Handler()}) // Auth logs refusals itself
+	}
+	opts := &mochi.Options{Logger: log, InlineClient: true}
 	opts.Capabilities = mochi.NewDefaultServerCapabilities()
 	opts.Capabilities.MaximumPacketSize = MaxPacket
 	s := mochi.New(opts)
