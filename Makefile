@@ -7,14 +7,33 @@ INFLUXD_VERSION := v1.8.10
 PKGS := ./...
 # FUZZTIME bounds each fuzz target of `make fuzz` (CI runs FUZZTIME=10s).
 FUZZTIME ?= 30s
+# The version stamped into the binaries (packaging/version.sh: the git tag, or
+# git describe, or v0.0.0-<commits>-g<hash>) and the Debian package version made
+# from it; both can be set on the command line (make package VERSION=v1.2.0 PKG_VERSION=1.2.0).
+ifndef VERSION
+VERSION := $(shell packaging/version.sh)
+endif
+ifndef PKG_VERSION
+PKG_VERSION := $(shell packaging/version.sh deb)
+endif
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell TZ=UTC git log -1 --date=iso-strict-local --format=%cd 2>/dev/null || echo unknown)
+# The commit's time, not the clock's: the packages of one commit are the same bytes (nfpm's file times).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+BUILDINFO := github.com/firewatch-iot/firewatch/internal/buildinfo
+STAMP := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION) -X $(BUILDINFO).date=$(BUILD_DATE)
+NFPM := $(BIN)/nfpm
+NFPM_VERSION := v2.45.2
+PLUGIN := dashboards/plugin
+PLUGIN_DIST := $(PLUGIN)/dist/gpx_firewatch_linux_amd64
 
-.PHONY: all run test bench build lint tools fuzz clean
+.PHONY: all run test bench build lint tools fuzz clean package package-test
 
 all: build
 
-## build: compile firewatch and firesim into bin/
+## build: compile firewatch, firegate and firesim into bin/, stamped with the version
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(STAMP)' -o $(BIN)/ ./cmd/...
 
 ## run: the demo: local InfluxDB, firewatch with its embedded broker, a dispatch receiver and a simulated fleet
 run: build tools
@@ -60,16 +79,43 @@ $(INFLUXD):
 clean:
 	rm -rf var/ dist/
 
-## release: cross-compile firegate for gateway boxes into dist/ (linux/arm64, linux/arm v7, linux/amd64)
-.PHONY: release
-release:
+## package: Debian packages into dist/: firewatch (amd64, arm64) and firegate (amd64, arm64, armhf), binaries
+##          stamped with $(VERSION), package version $(PKG_VERSION) (packaging/, docs/install.md); needs the plugin's dist/
+PACKAGES := firewatch:amd64 firewatch:arm64 firegate:amd64 firegate:arm64 firegate:arm7
+package: $(NFPM) $(PLUGIN_DIST)
 	@mkdir -p dist
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '-s -w' -o dist/firegate-linux-arm64 ./cmd/firegate
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '-s -w' -o dist/firegate-linux-armv7 ./cmd/firegate
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '-s -w' -o dist/firegate-linux-amd64 ./cmd/firegate
+	@for p in $(PACKAGES); do \
+	  cmd=$${p%%:*}; arch=$${p##*:}; goarch=$${arch%7}; out=dist/build/linux-$$arch; \
+	  echo "--- $$cmd $(VERSION) linux/$$arch"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=7 $(GO) build -trimpath -ldflags '-s -w $(STAMP)' -o $$out/$$cmd ./cmd/$$cmd || exit 1; \
+	  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) ARCH=$$arch PKG_VERSION=$(PKG_VERSION) BUILD_DIR=$$out $(NFPM) package -f packaging/$$cmd/nfpm.yaml -p deb -t dist/ || exit 1; \
+	done
+	@ls -l dist/*_$(PKG_VERSION)_*.deb
+
+## package-test: install the amd64 packages on this machine (root; dpkg), run them as their units would, upgrade from
+##               the previous commit's package keeping every alarm, outbox entry and spooled reading, then purge;
+##               then, where systemd-nspawn is, the same packages under a real systemd in a throw-away container
+package-test: package tools
+	FIREWATCH_DIST=$(CURDIR)/dist FIREWATCH_PKG_VERSION=$(PKG_VERSION) FIREWATCH_VERSION=$(VERSION) FIREWATCH_NFPM=$(NFPM) $(GO) test -count=1 -v -timeout 15m ./packaging/
+	@if command -v systemd-nspawn >/dev/null; then packaging/systemd-test.sh $(CURDIR)/dist $(PKG_VERSION) $(VERSION); \
+	  else echo "note: systemd-nspawn is not installed (Debian: systemd-container): the units were not run under systemd"; fi
+
+## release: the packages, plus bare binaries for gateway boxes and servers without dpkg, and SHA256SUMS, into dist/
+.PHONY: release
+release: package
+	@case "$(VERSION)" in *dirty*) [ -n "$(ALLOW_DIRTY)" ] || { echo "release: the tree has uncommitted changes ($(VERSION)); commit, or ALLOW_DIRTY=1"; exit 1; };; esac
+	cp dist/build/linux-amd64/firegate dist/firegate-linux-amd64
+	cp dist/build/linux-arm64/firegate dist/firegate-linux-arm64
+	cp dist/build/linux-arm7/firegate dist/firegate-linux-armv7
+	cp dist/build/linux-amd64/firewatch dist/firewatch-linux-amd64
+	cp dist/build/linux-arm64/firewatch dist/firewatch-linux-arm64
+	cd dist && sha256sum *_$(PKG_VERSION)_*.deb firegate-linux-* firewatch-linux-* > SHA256SUMS-$(VERSION)
+	@cat dist/SHA256SUMS-$(VERSION)
+
+$(NFPM):
+	GOBIN=$(BIN) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 ## plugin: the Grafana data source plugin into dashboards/plugin/dist/: front end (npm ci, tsc, esbuild) and backend for linux/amd64 and linux/arm64
-PLUGIN := dashboards/plugin
 .PHONY: plugin
 plugin: $(PLUGIN)/node_modules/.installed
 	cd $(PLUGIN) && npm run --silent build && node check-dist.mjs
@@ -81,3 +127,7 @@ plugin: $(PLUGIN)/node_modules/.installed
 $(PLUGIN)/node_modules/.installed: $(PLUGIN)/package.json $(PLUGIN)/package-lock.json
 	cd $(PLUGIN) && npm ci --no-audit --no-fund
 	@touch $@
+
+# package needs the plugin built once; `make plugin` rebuilds it.
+$(PLUGIN_DIST):
+	$(MAKE) plugin

@@ -228,7 +228,8 @@ func (s *store) migrate() error {
 		return fmt.Errorf("migrate: read version: %w", err)
 	}
 	if have > len(migrations) {
-		return fmt.Errorf("migrate: database schema version %d is newer than this firewatch (%d)", have, len(migrations))
+		return fmt.Errorf("migrate: database schema version %d is newer than this firewatch (%d): a newer release wrote it; "+
+			"run that release again, or restore the backup taken before the upgrade (docs/install.md); the store is left unchanged", have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
 		stmts := []string{migrations[v-1]}

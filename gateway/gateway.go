@@ -21,6 +21,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/spool"
 )
 
@@ -181,9 +182,12 @@ func (g *Gateway) close() {
 }
 
 func (g *Gateway) connectMQTT() {
+	// The default client id is the gateway id, the user name firewatch's
+	// embedded broker knows the gateway by: it admits a client only with
+	// client id = user name.
 	id := g.cfg.MQTT.ClientID
 	if id == "" {
-		id = "firegate-" + g.cfg.GatewayID
+		id = g.cfg.GatewayID
 	}
 	o := paho.NewClientOptions().AddBroker(g.cfg.MQTT.Broker).SetClientID(id).
 		SetUsername(g.cfg.MQTT.Username).SetPassword(g.cfg.MQTT.Password).
@@ -230,7 +234,7 @@ func (g *Gateway) publishStatus(online bool) {
 		st[4] += s.Requests.Load()
 	}
 	p, _ := json.Marshal(map[string]any{
-		"ts": time.Now().UnixMilli(), "online": online,
+		"ts": time.Now().UnixMilli(), "online": online, "version": buildinfo.Version(),
 		"spool_records": g.spool.Len(), "spool_bytes": g.spool.Bytes(), "spool_dropped": g.spool.Dropped(),
 		"spool":           g.spoolHealth(),
 		"offline_devices": offline,

@@ -10,13 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 )
 
 // registerMetrics exposes the gateway's counters, read from the same
 // atomics the status message uses. Bus is a label of bounded cardinality
 // (the configured ports); device ids never are.
 func (g *Gateway) registerMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 	for _, b := range g.buses {
 		s := b.master.Stats()
 		l := prometheus.Labels{"bus": b.cfg.Port}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -36,6 +37,9 @@ type AuthConfig struct {
 	BridgeUser       string
 	BridgeSecretHash string
 	Registerer       prometheus.Registerer
+	// Logger gets one line per refusal (at most logsPerSecond a second)
+	// naming the rule that refused and whom; nil: no log.
+	Logger *slog.Logger
 }
 
 type role uint8
@@ -79,12 +83,18 @@ type Auth struct {
 	// waiting: one at a time each, so that one address cannot fill the
 	// queue for a slot.
 	checking sync.Map
+
+	log                *slog.Logger
+	logMu              sync.Mutex
+	logWindow          time.Time
+	logged, suppressed int
 }
 
 // NewAuth builds the ACL from the ledger. A malformed secret_hash is an
 // error, with every bad entry named.
 func NewAuth(cfg AuthConfig) (*Auth, error) {
 	a := &Auth{
+		log:    cfg.Logger,
 		ledger: cfg.Ledger,
 		users:  make(map[string]*principal, len(cfg.Ledger.Devices)+len(cfg.Ledger.Gateways)+2),
 		// Fewer argon2id runs at a time than cores: a flood of wrong
@@ -165,15 +175,16 @@ func (a *Auth) Provides(b byte) bool {
 // OnConnectAuthenticate checks a CONNECT's user name, password and client
 // id.
 func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	p := a.users[string(pk.Connect.Username)]
+	user := string(pk.Connect.Username)
+	p := a.users[user]
 	if p == nil {
-		a.denied.WithLabelValues("unknown_user").Inc()
+		a.refuse(cl, "unknown_user", "broker refused a connection: the user name is not a device, gateway or bridge of the ledger with a secret_hash", "user", user)
 		return false
 	}
 	// The client id is the user name (for the service: its fixed client id),
 	// so that no client can take over another's session.
 	if cl.ID != p.id {
-		a.denied.WithLabelValues("client_id").Inc()
+		a.refuse(cl, "client_id", "broker refused a connection: the client id must equal the user name", "user", user, "want_client_id", p.id)
 		return false
 	}
 	// mochi publishes a last will without an ACL check: a will is a publish
@@ -181,14 +192,49 @@ func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	// CONNECT, or a device could leave a forged alarm, acknowledgement or
 	// command on another's topic by dropping its connection.
 	if pk.Connect.WillFlag && !a.allowed(p, pk.Connect.WillTopic, true) {
-		a.denied.WithLabelValues("will").Inc()
+		a.refuse(cl, "will", "broker refused a connection: its last will is on a topic the client may not publish on", "user", user, "will_topic", string(pk.Connect.WillTopic))
 		return false
 	}
 	if r := a.check(cl, p, pk.Connect.Password); r != "" {
-		a.denied.WithLabelValues(r).Inc()
+		a.refuse(cl, r, "broker refused a connection: "+refusalText[r], "user", user)
 		return false
 	}
 	return true
+}
+
+// refuse counts a refusal by rule and logs which rule refused whom, unless
+// the log budget of this second is spent (a misconfigured fleet retries
+// every few seconds; bad input must not flood the journal).
+func (a *Auth) refuse(cl *mochi.Client, rule, msg string, attrs ...any) {
+	a.denied.WithLabelValues(rule).Inc()
+	if a.log == nil {
+		return
+	}
+	now := time.Now()
+	a.logMu.Lock()
+	if now.After(a.logWindow) {
+		if a.suppressed > 0 {
+			a.log.Warn("broker refusals not logged", "count", a.suppressed)
+		}
+		a.logWindow, a.logged, a.suppressed = now.Add(time.Second), 0, 0
+	}
+	ok := a.logged < logsPerSecond
+	if ok {
+		a.logged++
+	} else {
+		a.suppressed++
+	}
+	a.logMu.Unlock()
+	if ok {
+		a.log.Warn(msg, append(attrs, "rule", rule, "client_id", cl.ID, "remote", cl.Net.Remote)...)
+	}
+}
+
+// refusalText explains the reasons check returns.
+var refusalText = map[string]string{
+	"bad_secret": "the secret does not match the ledger's secret_hash",
+	"backoff":    "too many wrong secrets from this address or for this user; backing off",
+	"busy":       "too many secret checks at once; try again",
 }
 
 // check checks secret against p's credential and returns "" if it
@@ -277,10 +323,11 @@ var deviceLeaves = []string{"telemetry", "event", "status", "ack"}
 func (a *Auth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	ok := a.allowed(a.users[string(cl.Properties.Username)], topic, write)
 	if !ok {
+		user := string(cl.Properties.Username)
 		if write {
-			a.denied.WithLabelValues("publish").Inc()
+			a.refuse(cl, "publish", "broker refused a publish: the topic is not one this user may publish on", "user", user, "topic", truncate(topic))
 		} else {
-			a.denied.WithLabelValues("subscribe").Inc()
+			a.refuse(cl, "subscribe", "broker refused a subscription: the topic is not one this user may read", "user", user, "topic", truncate(topic))
 		}
 	}
 	return ok

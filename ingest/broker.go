@@ -71,6 +71,9 @@ func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
 	// commands, alarm fan-out) without a connection or credential; its
 	// publishes skip the ACL hook, which guards what clients send.
 	log := slog.New(newRateHandler(cfg.Logger.Handler())).With("component", "broker")
+	if cfg.Auth != nil {
+		log = slog.New(refusalFilter{log.Handler()}) // Auth logs refusals itself
+	}
 	opts := &mochi.Options{Logger: log, InlineClient: true}
 	opts.Capabilities = mochi.NewDefaultServerCapabilities()
 	opts.Capabilities.MaximumPacketSize = MaxPacket

@@ -175,6 +175,9 @@ func Open(dir string, opt Options) (*Spool, error) {
 	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	if err := checkFormat(s.fs, dir); err != nil {
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@
 //	firegate -config /etc/firegate/firegate.yaml
 //	firegate check -config /etc/firegate/firegate.yaml
 //	firegate maps            # list the shipped register maps
+//	firegate --version       # the stamped version; --help: the man-style help
 //
 // docs/gateway.md describes the configuration and how to write a register map.
 package main
@@ -21,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/firewatch-iot/firewatch/gateway"
+	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 )
 
 func main() {
@@ -39,11 +41,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	config := fs.String("config", "/etc/firegate/firegate.yaml", "configuration file")
 	level := fs.String("log.level", "info", "log level: debug, info, warn, error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() { fmt.Fprintf(stdout, helpText, buildinfo.String("firegate")) }
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, buildinfo.String("firegate"))
+		return 0
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
@@ -51,6 +59,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	if cmd == "run" {
+		log.Info("firegate starting", "version", buildinfo.Version(), "revision", buildinfo.Revision(), "config", *config)
+	}
 	maps, err := gateway.ShippedMaps()
 	if err != nil {
 		fmt.Fprintf(stderr, "firegate: shipped maps: %v\n", err)
@@ -94,3 +105,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// helpText is `firegate --help`, laid out like a man page because the
+// package installs no other.
+const helpText = `NAME
+    firegate - edge gateway (边缘网关): Modbus RTU polling, local spool, MQTT uplink to firewatch
+
+SYNOPSIS
+    firegate [-config FILE] [-log.level LEVEL]
+    firegate check [-config FILE]
+    firegate maps
+    firegate --version
+    firegate --help
+
+DESCRIPTION
+    firegate polls RS-485 Modbus RTU devices (electrical-fire monitors, hydrant
+    pressure sensors, charging cabinets) by register maps, writes every reading
+    to an on-disk spool first, and forwards the spool to firewatch over MQTT
+    QoS 1, in order and with sequence numbers, replaying after an uplink outage.
+    It runs linkage commands (cut_power) that firewatch sends down.
+
+COMMANDS
+    (none)   run until SIGTERM or SIGINT; what is unsent stays spooled
+    check    validate the configuration and the register maps, then exit
+    maps     list the register maps built in
+
+OPTIONS
+    -config FILE
+        configuration file (default /etc/firegate/firegate.yaml)
+    -log.level LEVEL
+        debug, info, warn or error (default info)
+    -version
+        print the version and exit
+
+EXIT STATUS
+    0 stopped cleanly or check passed; 1 failed or check found problems; 2 bad usage.
+
+FILES
+    /etc/firegate/firegate.yaml   configuration (Debian package; docs/gateway.md explains every key)
+    /etc/firegate/maps/           extra register maps
+    /var/lib/firegate/spool       readings not yet acknowledged by the broker
+
+SEE ALSO
+    firewatch --help, systemctl status firegate, journalctl -u firegate,
+    /usr/share/doc/firegate/gateway.md, /usr/share/doc/firegate/install.md
+
+VERSION
+    %s
+`

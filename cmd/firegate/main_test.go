@@ -47,3 +47,21 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestVersionAndHelp: --version prints the stamped version and --help the
+// man-style page, on stdout with exit status 0.
+func TestVersionAndHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "firegate ") || !strings.Contains(out.String(), "(revision ") {
+		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"--help"}, &out, &errb); code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, w := range []string{"NAME\n", "SYNOPSIS\n", "FILES\n", "/var/lib/firegate/spool", "VERSION\n    firegate "} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("--help lacks %q:\n%s", w, out.String())
+		}
+	}
+}

@@ -33,6 +33,7 @@ func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Register
 		a, err := ingest.NewAuth(ingest.AuthConfig{
 			Ledger: l, ServicePassword: ingest.GenerateSecret() + ingest.GenerateSecret(), ServiceClientID: cfg.MQTT.ClientID,
 			BridgeUser: cfg.MQTT.BridgeUser, BridgeSecretHash: cfg.MQTT.BridgeSecretHash, Registerer: reg,
+			Logger: log.With("component", "broker"),
 		})
 		if err != nil {
 			return nil, err

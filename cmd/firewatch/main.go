@@ -8,6 +8,7 @@
 //	firewatch rules check FILE                             validate a rule file
 //	firewatch hash-secret [-generate] < secret             argon2id hash for the ledger's secret_hash
 //	firewatch push-key RECIPIENT... < alarms.secret         a dispatch receiver's signing key (docs/dispatch.md)
+//	firewatch --version | --help                           the stamped version; the man-style help
 package main
 
 import (
@@ -19,10 +20,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -31,6 +33,14 @@ func main() {
 }
 
 func cli(args []string, stdout, stderr io.Writer) int {
+	switch h, v := wantsHelp(args); {
+	case v:
+		fmt.Fprintln(stdout, buildinfo.String("firewatch"))
+		return 0
+	case h && !(len(args) > 0 && args[0] == "hash-secret"):
+		help(stdout)
+		return 0
+	}
 	switch {
 	case len(args) >= 2 && args[0] == "rules" && args[1] == "check":
 		return rulesCheck(args[2:], stdout, stderr)
@@ -50,6 +60,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	log.Info("firewatch starting", "version", buildinfo.Version(), "revision", buildinfo.Revision(), "config", configPath(args))
 	s, err := newService(cfg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "firewatch: %v\n", err)
@@ -64,31 +75,24 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// version is the VCS revision firewatch was built from ("+dirty" for a
-// tree with changes), or the module version, or "devel".
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
+// version is the stamped version (internal/buildinfo).
+func version() string { return buildinfo.Version() }
+
+// configPath is the configuration file named by -config or
+// FIREWATCH_CONFIG, for the first log line.
+func configPath(args []string) string {
+	for i, a := range args {
+		if (a == "-config" || a == "--config") && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, "-config="); ok {
+			return v
+		}
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			return v
 		}
 	}
-	switch {
-	case rev != "" && dirty:
-		return rev[:min(12, len(rev))] + "+dirty"
-	case rev != "":
-		return rev[:min(12, len(rev))]
-	case bi.Main.Version != "" && bi.Main.Version != "(devel)":
-		return bi.Main.Version
-	}
-	return "devel"
+	return os.Getenv("FIREWATCH_CONFIG")
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {

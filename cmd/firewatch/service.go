@@ -22,6 +22,7 @@ import (
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -77,7 +78,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 
 	s.writer, err = influx.NewWriter(influx.Config{
 		URL: cfg.Influx.URL, Token: cfg.Influx.Token, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket,
