@@ -129,6 +129,9 @@ type Manager struct {
 	console chan Alarm
 	// outbox is set while Run runs.
 	outbox atomic.Pointer[outbox]
+	// now is the clock of alarm times, windows and escalations (time.Now;
+	// the model test steps its own).
+	now func() time.Time
 }
 
 // NewManager opens (creating and migrating if needed) the alarm store at
@@ -204,6 +207,7 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 		log:    cfg.Logger,
 		grace:  drainGrace,
 		auth:   newAuth(cfg.Tokens),
+		now:    time.Now,
 	}
 	m.commandWake = make(chan struct{}, 1)
 	if cfg.Publish != nil {
@@ -487,9 +491,18 @@ func (m *Manager) after(effects []effect) {
 				ob.wake(ep)
 			}
 		}
+		if e.transition == TransitionDeliveryFault {
+			continue
+		}
 		m.log.Info("alarm "+e.transition, "alarm", e.alarm.ID, "device", e.alarm.Device, "rule", e.alarm.Rule,
 			"severity", e.alarm.Severity, "station", e.alarm.Station, "grid", e.alarm.Grid)
 		m.toConsole(e.alarm)
+		if e.transition == TransitionIncident {
+			// The leader's own transition was told when it happened: an
+			// incident push is no new transition of it (no second
+			// annotation, no second response record).
+			continue
+		}
 		if m.cfg.OnTransition != nil && e.transition != TransitionEscalated {
 			m.cfg.OnTransition(e.alarm)
 		}
@@ -507,7 +520,7 @@ func (m *Manager) apply(batch []rules.Event) ([]effect, error) {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	now := time.Now()
+	now := m.now()
 	var effects []effect
 	for _, ev := range batch {
 		if err := m.check(ev); err != nil {
@@ -562,13 +575,17 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 	switch {
 	case err == nil:
 		// Still open (a fire waiting for a person, or a repeated raise):
-		// count it, push nothing.
-		_, err = tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
-			condition_ended_at_ms = NULL WHERE id = ?`, now.UnixMilli(), id)
+		// count it, push nothing. is_open again: on PostgreSQL the alarm
+		// may have been closed since the SELECT (a flapping alarm found
+		// stable), and the live condition needs an open alarm.
+		res, err := tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
+			condition_ended_at_ms = NULL, condition_ended_seen_ms = NULL WHERE id = ? AND is_open = 1`, now.UnixMilli(), id)
 		if err != nil {
 			return nil, fmt.Errorf("repeat alarm %s: %w", formatID(id), err)
 		}
-		return nil, nil
+		if k, _ := res.RowsAffected(); k == 1 {
+			return nil, nil
+		}
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
@@ -655,7 +672,8 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		// A fire is never closed automatically, and an alarm somebody has
 		// taken on is closed by that somebody. A flapping alarm is closed
 		// once it has been stable (clearStable).
-		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ? WHERE id = ?`, ev.Time, id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ?, condition_ended_seen_ms = ? WHERE id = ?`,
+			ev.Time, now.UnixMilli(), id); err != nil {
 			return nil, fmt.Errorf("end condition of alarm %s: %w", a.ID, err)
 		}
 		m.log.Info("condition ended, alarm stays open until closed by a person",
@@ -675,14 +693,18 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 	a.ClearedAt, a.ClosedAt = &cleared, &cleared
 	cv := finite(ev.Value)
 	a.ClearValue = &cv
-	// Tell the station that got the raise, even if the ledger changed since.
 	st := m.ledger.Station(a.Station)
 	if st == nil {
 		st = d.Station
 	}
 	in := pushInput{alarm: &a, transition: TransitionCleared, ledger: m.ledger, device: d, station: st, rule: r,
 		ev: ev, clearedAt: cleared}
-	eps, err := m.enqueue(ctx, tx, id, in, now)
+	// Tell every receiver that was told of the alarm (its raise, an
+	// escalation, an incident push listing it), at the endpoint it was told
+	// at, even if the ledger changed since; a storm member not listed yet
+	// is told by the incident push, which lists it as cleared.
+	p := buildPush(in)
+	eps, err := m.enqueueClose(ctx, tx, id, &a, now, &p, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -738,6 +760,8 @@ func robotTitle(severityZH, transition, id string) string {
 		t += "·升级"
 	case TransitionIncident:
 		t += "·群发事件"
+	case TransitionDeliveryFault:
+		t += "·推送被拒"
 	default:
 		t += "·" + stateZH[State(transition)]
 	}

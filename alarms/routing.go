@@ -104,7 +104,7 @@ func (m *Manager) SetStationStatus(ctx context.Context, id string, payload []byt
 	if r.People != nil {
 		people = *r.People
 	}
-	now := time.Now()
+	now := m.now()
 	_, err = m.store.w.ExecContext(ctx, `INSERT INTO station_status (station_id, duty, people, note, at_ms, by_actor)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station_id) DO UPDATE SET duty = excluded.duty, people = excluded.people,
 		note = excluded.note, at_ms = excluded.at_ms, by_actor = excluded.by_actor`,
