@@ -129,6 +129,9 @@ type Manager struct {
 	console chan Alarm
 	// outbox is set while Run runs.
 	outbox atomic.Pointer[outbox]
+	// stopping is closed by Stopping.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 	// now is the clock of alarm times, windows and escalations (time.Now;
 	// the model test steps its own).
 	now func() time.Time
@@ -209,6 +212,7 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 		auth:   newAuth(cfg.Tokens),
 		now:    time.Now,
 	}
+	m.stopping = make(chan struct{})
 	m.commandWake = make(chan struct{}, 1)
 	if cfg.Publish != nil {
 		m.console = make(chan Alarm, consoleQueue)
@@ -282,6 +286,16 @@ func (m *Manager) Sync() {
 	}
 }
 
+// Stopping tells the manager that shutdown has begun, before the sources
+// stop: from then on a failing store is retried for at most the drain grace
+// (10 s), and then the events are logged as LOST, also those a caller is
+// waiting for in Sync. Without it the MQTT handler, waiting in Sync while
+// holding its source, would keep the source from stopping, and so Run's
+// context from ending, for as long as the store fails.
+func (m *Manager) Stopping() {
+	m.stoppingOnce.Do(func() { close(m.stopping) })
+}
+
 // finished records that Run is done with n events.
 func (m *Manager) finished(n int) {
 	m.done.Add(uint64(n))
@@ -344,11 +358,20 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer func() { <-escDone; <-linkDone; <-consoleDone; <-digestDone }()
 
 	// giveUp ends the retries of a failing store drainGrace after ctx is
-	// done, so that shutdown cannot hang forever on a broken disk.
+	// done or Stopping was called, whichever comes first, so that shutdown
+	// cannot hang forever on a broken disk.
 	giveUp, stopGiveUp := context.WithCancel(context.Background())
 	defer stopGiveUp()
-	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(m.grace, stopGiveUp) })
+	grace := sync.OnceFunc(func() { time.AfterFunc(m.grace, stopGiveUp) })
+	stopAfter := context.AfterFunc(ctx, grace)
 	defer stopAfter()
+	go func() {
+		select {
+		case <-m.stopping:
+			grace()
+		case <-giveUp.Done():
+		}
+	}()
 
 	batch := make([]rules.Event, 0, maxBatch)
 	for {

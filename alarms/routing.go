@@ -104,13 +104,23 @@ func (m *Manager) SetStationStatus(ctx context.Context, id string, payload []byt
 	if r.People != nil {
 		people = *r.People
 	}
-	now := m.now()
-	_, err = m.store.w.ExecContext(ctx, `INSERT INTO station_status (station_id, duty, people, note, at_ms, by_actor)
+	// The report's own time when it has one (MQTT "ts"), so that a report
+	// delivered late (a QoS 1 redelivery, a phone back in coverage) does not
+	// overwrite a newer one; a time ahead of our clock is not believed.
+	at := m.now().UnixMilli()
+	if r.TS > 0 && r.TS < at+int64(time.Minute/time.Millisecond) {
+		at = r.TS
+	}
+	res, err := m.store.w.ExecContext(ctx, `INSERT INTO station_status (station_id, duty, people, note, at_ms, by_actor)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station_id) DO UPDATE SET duty = excluded.duty, people = excluded.people,
-		note = excluded.note, at_ms = excluded.at_ms, by_actor = excluded.by_actor`,
-		id, string(r.Duty), people, r.Note, now.UnixMilli(), by)
+		note = excluded.note, at_ms = excluded.at_ms, by_actor = excluded.by_actor WHERE station_status.at_ms <= excluded.at_ms`,
+		id, string(r.Duty), people, r.Note, at, by)
 	if err != nil {
 		return StationStatus{}, fmt.Errorf("store status of station %s: %w", id, err)
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		m.log.Info("station status older than the one stored: ignored", "station", id, "duty", r.Duty, "ts", r.TS, "by", by)
+		return m.stationStatus(ctx, m.store.w, st)
 	}
 	m.log.Info("station status", "station", id, "duty", r.Duty, "people", people, "by", by)
 	return m.stationStatus(ctx, m.store.w, st)

@@ -55,9 +55,9 @@ type IncidentPush struct {
 	Count      int            `json:"count"`
 	BySeverity map[string]int `json:"by_severity"`
 	// FirstAlarm is the alarm pushed on its own before the storm was seen.
-	FirstAlarm    string          `json:"first_alarm"`
-	FirstRaisedAt string          `json:"first_raised_at"`
-	LastRaisedAt  string          `json:"last_raised_at"`
+	FirstAlarm    string `json:"first_alarm"`
+	FirstRaisedAt string `json:"first_raised_at"`
+	LastRaisedAt  string `json:"last_raised_at"`
 	// Alarms lists the first MaxIncidentAlarms alarms; Omitted counts the
 	// alarms counted but not listed (a receiver must not be sent a body
 	// that grows with the storm).
