@@ -24,6 +24,8 @@ var pgOnlySuite = []struct {
 	{"JoinVersusClose", testJoinVersusClose},
 	{"TwoLeaders", testTwoLeaders},
 	{"NULInErrorText", testNULInErrorText},
+	{"Model", testModelPostgres},
+	{"ModelTwoManagers", testModelTwoManagers},
 }
 
 // interleave runs hold in a transaction, starts f, waits until f waits for
