@@ -622,7 +622,7 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		Since: msTime(ev.Since), DeviceTime: msTime(ev.Time),
 		RaisedAt: msTime(now.UnixMilli()), LastSeenAt: msTime(now.UnixMilli()), Action: r.Action,
 	}
-	st, note, err := m.route(ctx, tx, d)
+	st, note, err := m.route(ctx, tx, d, r.Severity == rules.SeverityFire)
 	if err != nil {
 		return nil, err
 	}

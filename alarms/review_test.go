@@ -327,3 +327,35 @@ func TestPermanentClassification(t *testing.T) {
 }
 
 var _ = rules.Raise
+
+// TestFireAvoidsFailingStation (defect 9, routing): while a station's
+// endpoint keeps failing, a new fire goes to the next station up at once,
+// and to the brigade.
+func TestFireAvoidsFailingStation(t *testing.T) {
+	r := newTestRules(t)
+	cfg := testConfig(t)
+	cfg.BrigadeEndpoint = drivenBase + "/119"
+	d := newDriven(t, cfg, newReviewLedger(t, drivenBase))
+	d.apply(d.at(raise(r.residual, rvEl1, 0, 356, 0))) // waits for the town's endpoint
+	for range failingAttempts {
+		d.clk = d.clk.Add(15 * time.Second)
+		if err := d.store.markFailed(context.Background(), 1, d.clk, "connection refused"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.apply(d.at(raise(r.smoke, rvSm1, 0, 1, 0)))
+	a := d.alarm("alm-000002")
+	if a.Station != "st-county" || !strings.Contains(a.RouteNote, "持续失败") {
+		t.Errorf("fire routed to %s (%q), want st-county past the failing town endpoint", a.Station, a.RouteNote)
+	}
+	for _, ep := range []string{"/county", "/119"} {
+		if got := d.keys(drivenBase + ep); !slices.Contains(got, "alm-000002-raised") {
+			t.Errorf("%s got %v", ep, got)
+		}
+	}
+	// An alarm below fire still goes to its station (its queue, in order).
+	d.apply(d.at(raise(r.cableTemp, rvEl1, 1, 75, 0)))
+	if a := d.alarm("alm-000003"); a.Station != "st-town" {
+		t.Errorf("alarm routed to %s", a.Station)
+	}
+}

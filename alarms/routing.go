@@ -201,7 +201,11 @@ func candidates(l *devices.Ledger, d *devices.Device) []*devices.Station {
 // that is ready. It returns a note (zh-CN, for the alarm and the push) when
 // it skipped a station; when none is ready the alarm still goes to the
 // first candidate (an alarm is never held back), and the note says so.
-func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device) (*devices.Station, string, error) {
+//
+// For a fire, a station whose endpoint keeps failing (endpointFailing) is
+// not ready either: the fire goes to the next station up at once instead of
+// waiting in that station's queue (the brigade gets it in any case).
+func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device, fire bool) (*devices.Station, string, error) {
 	cs := candidates(m.ledger, d)
 	if len(cs) == 0 {
 		return d.Station, "", nil
@@ -211,6 +215,16 @@ func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device) (*de
 		s, err := m.stationStatus(ctx, tx, st)
 		if err != nil {
 			return nil, "", err
+		}
+		if fire && s.Ready && st.Endpoint != "" {
+			failing, err := m.endpointFailing(ctx, tx, st.Endpoint)
+			if err != nil {
+				return nil, "", err
+			}
+			if failing {
+				skipped = append(skipped, st.Name+"（推送地址持续失败）")
+				continue
+			}
 		}
 		if s.Ready && st.Endpoint != "" {
 			if len(skipped) == 0 {
@@ -225,4 +239,28 @@ func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device) (*de
 		skipped = append(skipped, st.Name+"（"+why+"）")
 	}
 	return cs[0], strings.Join(skipped, "，") + "，均未就绪，仍推送" + cs[0].Name + "。", nil
+}
+
+// Failing endpoints: the oldest push waiting for an endpoint has failed at
+// least failingAttempts times over at least failingFor.
+const (
+	failingAttempts = 3
+	failingFor      = 30 * time.Second
+)
+
+// endpointFailing reports whether endpoint keeps failing: its oldest
+// pending push was tried failingAttempts times and is older than
+// failingFor.
+func (m *Manager) endpointFailing(ctx context.Context, tx *sql.Tx, endpoint string) (bool, error) {
+	var attempts int
+	var created int64
+	err := tx.QueryRowContext(ctx, `SELECT attempts, created_at_ms FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL
+		AND parked_at_ms IS NULL ORDER BY id LIMIT 1`, endpoint).Scan(&attempts, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read outbox of %s: %w", redact(endpoint), err)
+	}
+	return attempts >= failingAttempts && m.now().UnixMilli()-created >= failingFor.Milliseconds(), nil
 }
