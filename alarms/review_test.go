@@ -359,3 +359,37 @@ func TestFireAvoidsFailingStation(t *testing.T) {
 		t.Errorf("alarm routed to %s", a.Station)
 	}
 }
+
+// TestStoppingEndsSync (defect 11): with the store failing, a caller waiting
+// in Sync (the MQTT handler, holding its source, so that Run's context is
+// not yet cancelled) is released by Stopping after the drain grace, the
+// event logged as LOST, instead of hanging shutdown.
+func TestStoppingEndsSync(t *testing.T) {
+	r := newTestRules(t)
+	m, err := NewManager(testConfig(t), newReviewLedger(t, drivenBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.grace = 100 * time.Millisecond
+	if _, err := m.store.w.Exec(`CREATE TRIGGER broken BEFORE INSERT ON alarms BEGIN SELECT RAISE(ABORT, 'disk failing'); END`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- m.Run(ctx) }()
+	m.Submit(raise(r.residual, rvEl1, 0, 356, 0))
+	synced := make(chan struct{})
+	go func() { m.Sync(); close(synced) }()
+	m.Stopping()
+	select {
+	case <-synced:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Sync still waiting 5 s after Stopping: shutdown hangs while the store fails")
+	}
+	cancel()
+	if err := <-runDone; err == nil || !strings.Contains(err.Error(), "not stored") {
+		t.Errorf("Run: %v, want the lost event reported", err)
+	}
+}
