@@ -396,8 +396,8 @@ func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), err)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT transition, target, attempts, created_at_ms, delivered_at_ms, last_error
-		FROM outbox WHERE alarm_id = ? ORDER BY id`, id)
+	rows, err := s.r.QueryContext(ctx, `SELECT transition, target, attempts, created_at_ms, delivered_at_ms, last_error,
+		parked_at_ms FROM outbox WHERE alarm_id = ? ORDER BY id`, id)
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
 	}
@@ -408,14 +408,19 @@ func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 			created   int64
 			delivered sql.NullInt64
 			lastErr   sql.NullString
+			parked    sql.NullInt64
 		)
-		if err := rows.Scan(&p.Transition, &p.Target, &p.Attempts, &created, &delivered, &lastErr); err != nil {
+		if err := rows.Scan(&p.Transition, &p.Target, &p.Attempts, &created, &delivered, &lastErr, &parked); err != nil {
 			return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
 		}
 		p.CreatedAt = msTime(created)
 		if delivered.Valid {
 			t := msTime(delivered.Int64)
 			p.DeliveredAt = &t
+		}
+		if parked.Valid {
+			t := msTime(parked.Int64)
+			p.ParkedAt = &t
 		}
 		p.LastError = lastErr.String
 		a.Pushes = append(a.Pushes, p)
