@@ -151,6 +151,7 @@ func runModel(t *testing.T, seed uint64, managers, steps int) {
 	}
 	cfg := testConfig(t)
 	cfg.StormWindow, cfg.StormHold = DefaultStormWindow, DefaultStormHold
+	cfg.RespondWithin = DefaultRespondWithin // the checks read it from cfg
 	cfg.BrigadeEndpoint = modelBase + "/119"
 	cfg.Robots, _ = ParseRobots("450204001001=wecom:" + modelBase + "/robot-v1?key=1,450204001002=dingtalk:" +
 		modelBase + "/robot-v2?access_token=2,450204002=wecom:" + modelBase + "/robot-other?key=3")
