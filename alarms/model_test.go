@@ -94,8 +94,10 @@ type modelReceiver struct {
 	// drained: the last delivery round emptied its queue (nothing failed
 	// or timed out), so that everything queued for it has reached it.
 	drained bool
-	ok      map[string]int // key → 2xx answers
-	told    map[string]bool
+	// timedOut: the last round ended in a timeout.
+	timedOut bool
+	ok       map[string]int // key → 2xx answers
+	told     map[string]bool
 	// offered: alarms announced to it, taken or refused for good.
 	offered map[string]bool
 	closed  map[string]bool
@@ -116,7 +118,8 @@ type model struct {
 	failing bool
 	rcv     map[string]*modelReceiver
 	conds   []condKey
-	log     []string // the steps, printed on failure
+	ends    map[condKey][]time.Time // when each condition ended
+	log     []string                // the steps, printed on failure
 	snap    struct {
 		parked      map[string]map[string]bool // alarm → endpoints that refused a push of it for good
 		parkedInc   map[string]bool            // incidents with a push refused for good
@@ -130,7 +133,7 @@ const modelBase = "http://model.invalid"
 func runModel(t *testing.T, seed uint64, managers, steps int) {
 	t.Helper()
 	mo := &model{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), seed: seed,
-		active: map[condKey]bool{}, rcv: map[string]*modelReceiver{}}
+		active: map[condKey]bool{}, rcv: map[string]*modelReceiver{}, ends: map[condKey][]time.Time{}}
 	defer func() {
 		if t.Failed() {
 			n := len(mo.log)
@@ -151,7 +154,8 @@ func runModel(t *testing.T, seed uint64, managers, steps int) {
 	}
 	cfg := testConfig(t)
 	cfg.StormWindow, cfg.StormHold = DefaultStormWindow, DefaultStormHold
-	cfg.RespondWithin = DefaultRespondWithin // the checks read it from cfg
+	cfg.RespondWithin = DefaultRespondWithin // the checks read these from cfg
+	cfg.FlapStable = DefaultFlapStable
 	cfg.BrigadeEndpoint = modelBase + "/119"
 	cfg.Robots, _ = ParseRobots("450204001001=wecom:" + modelBase + "/robot-v1?key=1,450204001002=dingtalk:" +
 		modelBase + "/robot-v2?access_token=2,450204002=wecom:" + modelBase + "/robot-other?key=3")
@@ -278,6 +282,7 @@ func (mo *model) event(k condKey, tr rules.Transition) {
 		Since: ms, Time: ms, Seq: uint32(len(mo.log))}
 	if tr == rules.Clear {
 		ev.Value = k.rule.Threshold - 10
+		mo.ends[k] = append(mo.ends[k], mo.now())
 	}
 	mo.logf("%s %s %s ch%d", tr, mo.ledger.Device(k.dev).ID, k.rule.ID, k.ch)
 	mo.pending = append(mo.pending, ev)
@@ -398,7 +403,7 @@ func (mo *model) deliver() {
 	m := mo.ms[0]
 	for _, ep := range slices.Sorted(mapKeys(mo.rcv)) {
 		rc := mo.rcv[ep]
-		rc.drained = false
+		rc.drained, rc.timedOut = false, false
 		for range 200 {
 			row, err := m.store.nextPending(ctx, ep)
 			if err != nil {
@@ -439,6 +444,7 @@ func (mo *model) deliver() {
 			mo.receive(ep, rc, row, true)
 			if mo.rng.IntN(30) == 0 { // took it, but the answer timed out
 				mo.logf("%s timed out on %s", ep, row.key)
+				rc.timedOut = true
 				if err := m.store.markFailed(ctx, row.id, now, "context deadline exceeded"); err != nil && !mo.failing {
 					mo.t.Fatal(err)
 				}
@@ -542,6 +548,31 @@ func (mo *model) check() {
 		}
 		if a, ok := last[k]; ok && a.State == StateAutoCleared {
 			mo.t.Errorf("%s auto-cleared while the condition of %s %s ch%d is active", a.ID, a.Device, a.Rule, a.Channel)
+		}
+	}
+	// A receiver that is up and answers takes every push queued for it:
+	// nothing it refuses blocks the pushes behind.
+	if !mo.failing {
+		for ep, rc := range mo.rcv {
+			if rc.up && !rc.drained && !rc.timedOut {
+				mo.t.Errorf("%s is up but its queue is stuck", ep)
+			}
+		}
+	}
+	// A flapping alarm is auto-cleared only FlapStable after its condition
+	// ended.
+	for _, a := range as {
+		if !a.Flapping || a.State != StateAutoCleared || a.ClearedAt == nil {
+			continue
+		}
+		var end time.Time
+		for _, t := range mo.ends[mo.key(a)] {
+			if !t.After(*a.ClearedAt) {
+				end = t
+			}
+		}
+		if a.ClearedAt.Sub(end) < mo.cfg.FlapStable {
+			mo.t.Errorf("flapping %s auto-cleared %s after its condition ended, want >= %s", a.ID, a.ClearedAt.Sub(end), mo.cfg.FlapStable)
 		}
 	}
 	// No alarm leads two incidents.

@@ -57,9 +57,9 @@ func (o *outbox) park(row *outboxRow, at time.Time, status int, cause error) boo
 // queues the notice (a fault, routed like one: the same receiver, which
 // may take a small body where it refused a large one, and the robots of the
 // alarm's grid; the brigade too for a fire). A parked raised push of an
-// unanswered fire or alarm to its station escalates the alarm at once, so
-// that the next station up (or the brigade) is asked without waiting for
-// respond_within.
+// unanswered fire or alarm to its station escalates the alarm at once, if it
+// was not escalated yet, so that the next station up (or the brigade) is
+// asked without waiting for respond_within.
 func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason string) ([]effect, error) {
 	tx, err := m.store.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -119,7 +119,9 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 	}
 	effs := []effect{{alarm: a, transition: TransitionDeliveryFault, endpoints: eps}}
 	if row.target == "station" && row.transition == TransitionRaised && slices.Contains(unanswered, a.State) &&
-		(a.Severity == rules.SeverityFire.String() || a.Severity == rules.SeverityAlarm.String()) && a.Escalations < MaxEscalations {
+		(a.Severity == rules.SeverityFire.String() || a.Severity == rules.SeverityAlarm.String()) && a.Escalations == 0 {
+		// Only if no escalation asked the next level yet: escalations stay
+		// spaced by respond_within.
 		eff, err := m.escalate(ctx, row.alarmID, a.Escalations, at)
 		if err != nil {
 			m.log.Error("escalation after a parked push failed; the escalation check retries", "alarm", a.ID, "err", err)
