@@ -156,6 +156,7 @@ func runModel(t *testing.T, seed uint64, managers, steps int) {
 	cfg.StormWindow, cfg.StormHold = DefaultStormWindow, DefaultStormHold
 	cfg.RespondWithin = DefaultRespondWithin // the checks read these from cfg
 	cfg.FlapStable = DefaultFlapStable
+	cfg.FlapCount = 2 // flapping often enough to be exercised
 	cfg.BrigadeEndpoint = modelBase + "/119"
 	cfg.Robots, _ = ParseRobots("450204001001=wecom:" + modelBase + "/robot-v1?key=1,450204001002=dingtalk:" +
 		modelBase + "/robot-v2?access_token=2,450204002=wecom:" + modelBase + "/robot-other?key=3")
@@ -176,6 +177,20 @@ func runModel(t *testing.T, seed uint64, managers, steps int) {
 		if t.Failed() {
 			return
 		}
+	}
+	// The store recovers; everything owed is stored, delivered and checked.
+	if mo.failing {
+		mo.setFailing(false)
+	}
+	for _, rc := range mo.rcv {
+		rc.up = true
+	}
+	mo.storeEvents()
+	mo.tick(time.Second)
+	mo.deliver()
+	mo.check()
+	if t.Failed() {
+		return
 	}
 	mo.shutdownBounded()
 }
@@ -200,6 +215,9 @@ func (mo *model) open() {
 func (mo *model) manager(dev devices.Index) *Manager { return mo.ms[int(dev)%len(mo.ms)] }
 
 func (mo *model) step(n int) {
+	if mo.failing && mo.rng.IntN(5) == 0 {
+		mo.setFailing(false) // a store outage lasts a few steps
+	}
 	switch p := mo.rng.IntN(100); {
 	case p < 22: // a condition begins
 		k := mo.conds[mo.rng.IntN(len(mo.conds))]
@@ -231,12 +249,12 @@ func (mo *model) step(n int) {
 				}
 			}
 		}
-	case p < 58: // a person acts on an open alarm
+	case p < 52: // a person acts on an open alarm
 		mo.person()
-	case p < 82: // time passes: the periodic duties run
+	case p < 76: // time passes: the periodic duties run
 		dts := []time.Duration{100 * time.Millisecond, time.Second, 3 * time.Second, 11 * time.Second, 61 * time.Second}
 		mo.tick(dts[mo.rng.IntN(len(dts))])
-	case p < 84: // the clock steps (NTP, downtime)
+	case p < 84: // the clock steps (NTP, downtime), or a long quiet spell
 		mo.tick(5 * time.Minute)
 	case p < 87: // restart
 		mo.logf("restart")
@@ -248,8 +266,10 @@ func (mo *model) step(n int) {
 		for range n {
 			mo.open()
 		}
-	case p < 90: // the store fails, or recovers
-		mo.setFailing(!mo.failing)
+	case p < 90: // the store fails
+		if !mo.failing {
+			mo.setFailing(true)
+		}
 	case p < 95: // an endpoint goes down or comes back
 		eps := slices.Sorted(mapKeys(mo.rcv))
 		ep := eps[mo.rng.IntN(len(eps))]
@@ -512,9 +532,6 @@ func (mo *model) receive(ep string, rc *modelReceiver, row *outboxRow, taken boo
 
 // check verifies the invariants after a step.
 func (mo *model) check() {
-	if mo.failing || len(mo.pending) > 0 {
-		return // the store owes us events: checked once it recovers
-	}
 	ctx := context.Background()
 	m := mo.ms[0]
 	as, err := m.store.list(ctx, Filter{all: true})
@@ -538,9 +555,14 @@ func (mo *model) check() {
 		}
 		mo.checkAlarm(a, now)
 	}
-	// No alarm closed automatically while its condition is active.
+	// No alarm closed automatically while its condition is active (once
+	// the store has the condition's events).
+	owed := map[condKey]bool{}
+	for _, ev := range mo.pending {
+		owed[condKey{ev.Device, ev.Rule, ev.Channel}] = true
+	}
 	for k, on := range mo.active {
-		if !on {
+		if !on || owed[k] {
 			continue
 		}
 		if _, ok := open[k]; ok {
