@@ -275,6 +275,22 @@ func (mo *model) step(n int) {
 		ep := eps[mo.rng.IntN(len(eps))]
 		mo.rcv[ep].up = !mo.rcv[ep].up
 		mo.logf("endpoint %s up=%v", ep, mo.rcv[ep].up)
+	case p < 97: // a flapping device whose condition then holds long
+		k := mo.conds[mo.rng.IntN(len(mo.conds))]
+		if mo.active[k] {
+			return
+		}
+		mo.logf("long condition of a flapping device:")
+		mo.active[k] = true
+		mo.event(k, rules.Raise)
+		mo.event(k, rules.Clear)
+		mo.event(k, rules.Raise)
+		mo.storeEvents()
+		mo.tick(mo.cfg.FlapStable + time.Minute)
+		mo.active[k] = false
+		mo.event(k, rules.Clear)
+		mo.storeEvents()
+		mo.tick(time.Second)
 	default:
 		mo.tick(time.Duration(mo.rng.IntN(2000)) * time.Millisecond)
 	}
