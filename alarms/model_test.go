@@ -36,8 +36,8 @@ import (
 
 // Model defaults: bounded for `make test` with -race on a slow machine.
 const (
-	modelSteps = 120
-	modelSeeds = 3
+	modelSteps = 100
+	modelSeeds = 2
 )
 
 func envInt(name string, def int) int {
