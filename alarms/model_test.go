@@ -270,6 +270,14 @@ func (mo *model) step(n int) {
 		if !mo.failing {
 			mo.setFailing(true)
 		}
+	case p < 92: // a station reports its duty
+		ids := []string{"st-town", "st-county", "st-other"}
+		id := ids[mo.rng.IntN(len(ids))]
+		body := []string{`{"duty":"on_duty","people":3}`, `{"duty":"busy"}`, `{"duty":"off_duty"}`}[mo.rng.IntN(3)]
+		mo.logf("duty %s %s", id, body)
+		if _, err := mo.ms[0].SetStationStatus(context.Background(), id, []byte(body), "model"); err != nil && !mo.failing {
+			mo.t.Errorf("SetStationStatus: %v", err)
+		}
 	case p < 95: // an endpoint goes down or comes back
 		eps := slices.Sorted(mapKeys(mo.rcv))
 		ep := eps[mo.rng.IntN(len(eps))]
