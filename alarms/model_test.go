@@ -12,7 +12,8 @@ package alarms
 //
 //	FIREWATCH_MODEL_SEED=123 go test -run TestModel ./alarms/
 //
-// FIREWATCH_MODEL_STEPS and FIREWATCH_MODEL_SEEDS make runs longer;
+// FIREWATCH_MODEL_STEPS and FIREWATCH_MODEL_SEEDS make runs longer,
+// FIREWATCH_MODEL_LOG prints more of the last steps (default 25);
 // `make fuzz` runs FuzzModel (seeds chosen by the fuzzer).
 
 import (
@@ -138,7 +139,7 @@ func runModel(t *testing.T, seed uint64, managers, steps int) {
 		if t.Failed() {
 			n := len(mo.log)
 			t.Logf("model seed %d (reproduce: FIREWATCH_MODEL_SEED=%d FIREWATCH_MODEL_STEPS=%d); last steps:\n%s",
-				seed, seed, steps, strings.Join(mo.log[max(0, n-25):], "\n"))
+				seed, seed, steps, strings.Join(mo.log[max(0, n-envInt("FIREWATCH_MODEL_LOG", 25)):], "\n"))
 		}
 	}()
 	mo.ledger = newReviewLedger(t, modelBase)
@@ -611,14 +612,18 @@ func (mo *model) check() {
 		if !a.Flapping || a.State != StateAutoCleared || a.ClearedAt == nil {
 			continue
 		}
+		// The last end before the clear (an end at the very same instant
+		// belongs to a later alarm of the same condition).
 		var end time.Time
 		for _, t := range mo.ends[mo.key(a)] {
-			if !t.After(*a.ClearedAt) {
+			if t.Before(*a.ClearedAt) {
 				end = t
 			}
 		}
 		if a.ClearedAt.Sub(end) < mo.cfg.FlapStable {
-			mo.t.Errorf("flapping %s auto-cleared %s after its condition ended, want >= %s", a.ID, a.ClearedAt.Sub(end), mo.cfg.FlapStable)
+			mo.t.Errorf("flapping %s (%s %s ch%d, raised %s, last seen %s) auto-cleared at %s, %s after its condition ended, want >= %s",
+				a.ID, a.Device, a.Rule, a.Channel, a.RaisedAt.Format("15:04:05.000"), a.LastSeenAt.Format("15:04:05.000"),
+				a.ClearedAt.Format("15:04:05.000"), a.ClearedAt.Sub(end), mo.cfg.FlapStable)
 		}
 	}
 	// No alarm leads two incidents.
