@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./rules/
 	$(GO) test -run '^$$' -fuzz '^FuzzCrash$$' -fuzztime $(FUZZTIME) ./spool/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyFor$$' -fuzztime $(FUZZTIME) ./alarms/
+	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime $(FUZZTIME) ./alarms/
 
 ## lint: gofmt and go vet
 lint:

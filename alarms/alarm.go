@@ -106,7 +106,10 @@ type PushStatus struct {
 	Attempts    int        `json:"attempts"`
 	CreatedAt   time.Time  `json:"created_at"`
 	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
+	// ParkedAt is set when the receiver refused the push for good: it is
+	// no longer retried (docs/dispatch.md, delivery).
+	ParkedAt  *time.Time `json:"parked_at,omitempty"`
+	LastError string     `json:"last_error,omitempty"`
 }
 
 // Filter selects alarms for List. The zero Filter selects the newest

@@ -38,7 +38,7 @@ func (m *Manager) escalateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := time.Now()
+		now := m.now()
 		if err := m.escalateDue(ctx, now); err != nil && ctx.Err() == nil {
 			m.log.Error("escalation check failed", "err", err)
 		}
@@ -52,14 +52,15 @@ func (m *Manager) escalateLoop(ctx context.Context) {
 }
 
 // escalateDue escalates every open fire or alarm that nobody acknowledged
-// within RespondWithin of being raised (or of its last escalation).
+// within RespondWithin of being raised or of its last escalation: one level
+// per RespondWithin, also after downtime or a clock step (never a burst).
 // Warnings, faults and offline devices are for the duty officer's list and
 // the digests: escalating a dead battery up to the brigade would train
 // dispatchers to ignore escalations.
 func (m *Manager) escalateDue(ctx context.Context, now time.Time) error {
 	within := m.cfg.RespondWithin.Milliseconds()
 	rows, err := m.store.r.QueryContext(ctx, `SELECT id, escalations FROM alarms
-		WHERE is_open = 1 AND state IN (?, ?, ?) AND escalations < ? AND raised_at_ms + (escalations + 1) * ? <= ?
+		WHERE is_open = 1 AND state IN (?, ?, ?) AND escalations < ? AND COALESCE(escalated_at_ms, raised_at_ms) + ? <= ?
 		AND severity IN (?, ?)
 		AND EXISTS (SELECT 1 FROM outbox o WHERE o.alarm_id = alarms.id AND o.transition = ?)
 		ORDER BY id LIMIT 1000`,
@@ -151,7 +152,10 @@ func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) 
 		}
 	}
 	n++
-	res, err := tx.ExecContext(ctx, `UPDATE alarms SET escalations = ? WHERE id = ? AND escalations = ?`, n, id, n-1)
+	// The state again: on PostgreSQL a person may have acknowledged the
+	// alarm since the read above (an UPDATE re-reads the row it waited for).
+	res, err := tx.ExecContext(ctx, `UPDATE alarms SET escalations = ?, escalated_at_ms = ? WHERE id = ? AND escalations = ?
+		AND state IN (?, ?, ?)`, n, now.UnixMilli(), id, n-1, string(StateRaised), string(StatePushed), string(StateReceived))
 	if err != nil {
 		return nil, fmt.Errorf("escalate alarm %s: %w", a.ID, err)
 	}

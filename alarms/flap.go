@@ -39,12 +39,14 @@ func (m *Manager) flapNote() string {
 		" 次以上报警，已标记为抖动：恢复稳定 " + zhDuration(m.cfg.FlapStable) + "前不再单独推送。"
 }
 
-// clearStable auto-clears flapping alarms whose condition has ended and
-// that have not been raised again for FlapStable, nobody having taken them
-// on, and tells the receivers of the raised push.
+// clearStable auto-clears flapping alarms whose condition ended FlapStable
+// ago (firewatch's time of the clear, not of the last raise: a condition
+// that lasted long is not stable the moment it ends) and was not raised
+// again, nobody having taken them on, and tells every receiver told of them.
 func (m *Manager) clearStable(ctx context.Context, now time.Time) error {
 	rows, err := m.store.r.QueryContext(ctx, `SELECT id FROM alarms WHERE is_open = 1 AND flapping = 1
-		AND condition_ended_at_ms IS NOT NULL AND last_seen_at_ms <= ? AND state IN (?, ?, ?) AND severity <> 'fire'`,
+		AND condition_ended_at_ms IS NOT NULL AND COALESCE(condition_ended_seen_ms, last_seen_at_ms) <= ? AND state IN (?, ?, ?)
+		AND severity <> 'fire'`,
 		now.Add(-m.cfg.FlapStable).UnixMilli(), string(StateRaised), string(StatePushed), string(StateReceived))
 	if err != nil {
 		return fmt.Errorf("find stable flapping alarms: %w", err)
@@ -87,8 +89,17 @@ func (m *Manager) clearFlapping(ctx context.Context, id int64, now time.Time) (*
 	if a.ConditionEndedAt == nil || CheckTransition(a.State, StateAutoCleared, a.Severity) != nil {
 		return nil, nil // raised again or taken on meanwhile
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ? WHERE id = ?`, now.UnixMilli(), id); err != nil {
+	// The conditions of clearStable again, in the UPDATE: on PostgreSQL
+	// the rule may have raised the alarm again since the read above, and an
+	// UPDATE re-reads the row it waited for.
+	res, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ? WHERE id = ? AND is_open = 1
+		AND condition_ended_at_ms IS NOT NULL AND COALESCE(condition_ended_seen_ms, last_seen_at_ms) <= ?`,
+		now.UnixMilli(), id, now.Add(-m.cfg.FlapStable).UnixMilli())
+	if err != nil {
 		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
+	}
+	if k, _ := res.RowsAffected(); k != 1 {
+		return nil, nil
 	}
 	note := "flapping stopped: condition clear for " + m.cfg.FlapStable.String()
 	if err := move(ctx, tx, id, a.State, StateAutoCleared, now, ActorSystem, note); err != nil {

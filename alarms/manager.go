@@ -136,6 +136,12 @@ type Manager struct {
 	console chan Alarm
 	// outbox is set while Run runs.
 	outbox atomic.Pointer[outbox]
+	// stopping is closed by Stopping.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+	// now is the clock of alarm times, windows and escalations (time.Now;
+	// the model test steps its own).
+	now func() time.Time
 }
 
 // NewManager opens (creating and migrating if needed) the alarm store at
@@ -211,7 +217,9 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 		log:    cfg.Logger,
 		grace:  drainGrace,
 		auth:   newAuth(cfg.Tokens),
+		now:    time.Now,
 	}
+	m.stopping = make(chan struct{})
 	m.commandWake = make(chan struct{}, 1)
 	if cfg.Publish != nil {
 		m.console = make(chan Alarm, consoleQueue)
@@ -285,6 +293,16 @@ func (m *Manager) Sync() {
 	}
 }
 
+// Stopping tells the manager that shutdown has begun, before the sources
+// stop: from then on a failing store is retried for at most the drain grace
+// (10 s), and then the events are logged as LOST, also those a caller is
+// waiting for in Sync. Without it the MQTT handler, waiting in Sync while
+// holding its source, would keep the source from stopping, and so Run's
+// context from ending, for as long as the store fails.
+func (m *Manager) Stopping() {
+	m.stoppingOnce.Do(func() { close(m.stopping) })
+}
+
 // finished records that Run is done with n events.
 func (m *Manager) finished(n int) {
 	m.done.Add(uint64(n))
@@ -347,11 +365,20 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer func() { <-escDone; <-linkDone; <-consoleDone; <-digestDone }()
 
 	// giveUp ends the retries of a failing store drainGrace after ctx is
-	// done, so that shutdown cannot hang forever on a broken disk.
+	// done or Stopping was called, whichever comes first, so that shutdown
+	// cannot hang forever on a broken disk.
 	giveUp, stopGiveUp := context.WithCancel(context.Background())
 	defer stopGiveUp()
-	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(m.grace, stopGiveUp) })
+	grace := sync.OnceFunc(func() { time.AfterFunc(m.grace, stopGiveUp) })
+	stopAfter := context.AfterFunc(ctx, grace)
 	defer stopAfter()
+	go func() {
+		select {
+		case <-m.stopping:
+			grace()
+		case <-giveUp.Done():
+		}
+	}()
 
 	batch := make([]rules.Event, 0, maxBatch)
 	for {
@@ -494,9 +521,18 @@ func (m *Manager) after(effects []effect) {
 				ob.wake(ep)
 			}
 		}
+		if e.transition == TransitionDeliveryFault {
+			continue
+		}
 		m.log.Info("alarm "+e.transition, "alarm", e.alarm.ID, "device", e.alarm.Device, "rule", e.alarm.Rule,
 			"severity", e.alarm.Severity, "station", e.alarm.Station, "grid", e.alarm.Grid)
 		m.toConsole(e.alarm)
+		if e.transition == TransitionIncident {
+			// The leader's own transition was told when it happened: an
+			// incident push is no new transition of it (no second
+			// annotation, no second response record).
+			continue
+		}
 		if m.cfg.OnTransition != nil && e.transition != TransitionEscalated {
 			m.cfg.OnTransition(e.alarm)
 		}
@@ -514,7 +550,7 @@ func (m *Manager) apply(batch []rules.Event) ([]effect, error) {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	now := time.Now()
+	now := m.now()
 	var effects []effect
 	for _, ev := range batch {
 		if err := m.check(ev); err != nil {
@@ -569,13 +605,17 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 	switch {
 	case err == nil:
 		// Still open (a fire waiting for a person, or a repeated raise):
-		// count it, push nothing.
-		_, err = tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
-			condition_ended_at_ms = NULL WHERE id = ?`, now.UnixMilli(), id)
+		// count it, push nothing. is_open again: on PostgreSQL the alarm
+		// may have been closed since the SELECT (a flapping alarm found
+		// stable), and the live condition needs an open alarm.
+		res, err := tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
+			condition_ended_at_ms = NULL, condition_ended_seen_ms = NULL WHERE id = ? AND is_open = 1`, now.UnixMilli(), id)
 		if err != nil {
 			return nil, fmt.Errorf("repeat alarm %s: %w", formatID(id), err)
 		}
-		return nil, nil
+		if k, _ := res.RowsAffected(); k == 1 {
+			return nil, nil
+		}
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
@@ -589,7 +629,7 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		Since: msTime(ev.Since), DeviceTime: msTime(ev.Time),
 		RaisedAt: msTime(now.UnixMilli()), LastSeenAt: msTime(now.UnixMilli()), Action: r.Action,
 	}
-	st, note, err := m.route(ctx, tx, d)
+	st, note, err := m.route(ctx, tx, d, r.Severity == rules.SeverityFire)
 	if err != nil {
 		return nil, err
 	}
@@ -662,7 +702,8 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		// A fire is never closed automatically, and an alarm somebody has
 		// taken on is closed by that somebody. A flapping alarm is closed
 		// once it has been stable (clearStable).
-		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ? WHERE id = ?`, ev.Time, id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ?, condition_ended_seen_ms = ? WHERE id = ?`,
+			ev.Time, now.UnixMilli(), id); err != nil {
 			return nil, fmt.Errorf("end condition of alarm %s: %w", a.ID, err)
 		}
 		m.log.Info("condition ended, alarm stays open until closed by a person",
@@ -682,14 +723,18 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 	a.ClearedAt, a.ClosedAt = &cleared, &cleared
 	cv := finite(ev.Value)
 	a.ClearValue = &cv
-	// Tell the station that got the raise, even if the ledger changed since.
 	st := m.ledger.Station(a.Station)
 	if st == nil {
 		st = d.Station
 	}
 	in := pushInput{alarm: &a, transition: TransitionCleared, ledger: m.ledger, device: d, station: st, rule: r,
 		ev: ev, clearedAt: cleared}
-	eps, err := m.enqueue(ctx, tx, id, in, now)
+	// Tell every receiver that was told of the alarm (its raise, an
+	// escalation, an incident push listing it), at the endpoint it was told
+	// at, even if the ledger changed since; a storm member not listed yet
+	// is told by the incident push, which lists it as cleared.
+	p := buildPush(in)
+	eps, err := m.enqueueClose(ctx, tx, id, &a, now, &p, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -745,6 +790,8 @@ func robotTitle(severityZH, transition, id string) string {
 		t += "·升级"
 	case TransitionIncident:
 		t += "·群发事件"
+	case TransitionDeliveryFault:
+		t += "·推送被拒"
 	default:
 		t += "·" + stateZH[State(transition)]
 	}

@@ -32,7 +32,7 @@ func newMetrics(queueLen func() float64) *metrics {
 		}, []string{"severity"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firewatch_alarms_pushes_total",
-			Help: "Dispatch webhook attempts, by result (sent: 2xx; failed: anything else).",
+			Help: "Dispatch webhook attempts, by result (sent: 2xx; parked: refused for good, set aside; failed: anything else, retried).",
 		}, []string{"result"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "firewatch_alarms_outbox_pending",
@@ -72,6 +72,7 @@ func newMetrics(queueLen func() float64) *metrics {
 	}
 	m.pushes.WithLabelValues("sent")
 	m.pushes.WithLabelValues("failed")
+	m.pushes.WithLabelValues("parked")
 	m.digests.WithLabelValues("sent")
 	m.digests.WithLabelValues("failed")
 	return m

@@ -88,7 +88,7 @@ func (o *outbox) run(endpoint string, wake <-chan struct{}) {
 			return
 		}
 		m.met.pushSeconds.Observe(time.Since(start).Seconds())
-		now := time.Now()
+		now := m.now()
 		if err == nil {
 			m.met.pushes.WithLabelValues("sent").Inc()
 			failures = 0
@@ -98,6 +98,18 @@ func (o *outbox) run(endpoint string, wake <-chan struct{}) {
 			m.met.pending.Dec()
 			m.log.Info("push delivered", "alarm", formatID(row.alarmID), "key", row.key, "target", row.target,
 				"attempts", row.attempts+1, "status", status)
+			continue
+		}
+		if permanent(status, err) {
+			// A poison push (a body the receiver will never take) must not
+			// hold back the pushes behind it, fires included: set it aside
+			// with an alert and go on.
+			m.met.pushes.WithLabelValues("parked").Inc()
+			if !o.park(row, now, status, err) {
+				return
+			}
+			m.met.pending.Dec()
+			failures = 0
 			continue
 		}
 		m.met.pushes.WithLabelValues("failed").Inc()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,18 +145,41 @@ func robotAnswer(body []byte) error {
 		return fmt.Errorf("robot answer is not {\"errcode\":…}: %.100s", body)
 	}
 	if *r.Code != 0 {
-		return fmt.Errorf("robot errcode %d: %s", *r.Code, r.Msg)
+		return &robotError{code: *r.Code, msg: r.Msg}
 	}
 	return nil
+}
+
+// robotError is a robot's answer with a non-zero errcode.
+type robotError struct {
+	code int
+	msg  string
+}
+
+func (e *robotError) Error() string { return fmt.Sprintf("robot errcode %d: %s", e.code, e.msg) }
+
+// transient reports whether the robot may take the message later: system
+// busy (-1) and the rate limits of WeCom (45009, 20 messages a minute) and
+// DingTalk (130101). Every other errcode (a removed robot, a wrong key, a
+// keyword or size check failing) refuses the message for good.
+func (e *robotError) transient() bool {
+	return e.code == -1 || e.code == 45009 || e.code == 130101
 }
 
 // enqueueRobots queues, in tx, the message of one push for every robot
 // covering grid. key is the push's idempotency key.
 func (m *Manager) enqueueRobots(ctx context.Context, tx *sql.Tx, alarmID int64, grid, transition, key, title, message string,
 	fields [][2]string, now time.Time) ([]string, error) {
+	return m.enqueueRobotsOf(ctx, tx, alarmID, []string{grid}, transition, key, title, message, fields, now)
+}
+
+// enqueueRobotsOf queues one message for every robot covering any of
+// grids (an incident's villages), once per robot.
+func (m *Manager) enqueueRobotsOf(ctx context.Context, tx *sql.Tx, alarmID int64, grids []string, transition, key, title, message string,
+	fields [][2]string, now time.Time) ([]string, error) {
 	var eps []string
 	for i, r := range m.cfg.Robots {
-		if !strings.HasPrefix(grid, r.Grid) {
+		if !slices.ContainsFunc(grids, func(g string) bool { return strings.HasPrefix(g, r.Grid) }) {
 			continue
 		}
 		body, err := robotBody(r.Kind, title, message, fields)

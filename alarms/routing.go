@@ -104,13 +104,23 @@ func (m *Manager) SetStationStatus(ctx context.Context, id string, payload []byt
 	if r.People != nil {
 		people = *r.People
 	}
-	now := time.Now()
-	_, err = m.store.w.ExecContext(ctx, `INSERT INTO station_status (station_id, duty, people, note, at_ms, by_actor)
+	// The report's own time when it has one (MQTT "ts"), so that a report
+	// delivered late (a QoS 1 redelivery, a phone back in coverage) does not
+	// overwrite a newer one; a time ahead of our clock is not believed.
+	at := m.now().UnixMilli()
+	if r.TS > 0 && r.TS < at+int64(time.Minute/time.Millisecond) {
+		at = r.TS
+	}
+	res, err := m.store.w.ExecContext(ctx, `INSERT INTO station_status (station_id, duty, people, note, at_ms, by_actor)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station_id) DO UPDATE SET duty = excluded.duty, people = excluded.people,
-		note = excluded.note, at_ms = excluded.at_ms, by_actor = excluded.by_actor`,
-		id, string(r.Duty), people, r.Note, now.UnixMilli(), by)
+		note = excluded.note, at_ms = excluded.at_ms, by_actor = excluded.by_actor WHERE station_status.at_ms <= excluded.at_ms`,
+		id, string(r.Duty), people, r.Note, at, by)
 	if err != nil {
 		return StationStatus{}, fmt.Errorf("store status of station %s: %w", id, err)
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		m.log.Info("station status older than the one stored: ignored", "station", id, "duty", r.Duty, "ts", r.TS, "by", by)
+		return m.stationStatus(ctx, m.store.w, st)
 	}
 	m.log.Info("station status", "station", id, "duty", r.Duty, "people", people, "by", by)
 	return m.stationStatus(ctx, m.store.w, st)
@@ -191,7 +201,11 @@ func candidates(l *devices.Ledger, d *devices.Device) []*devices.Station {
 // that is ready. It returns a note (zh-CN, for the alarm and the push) when
 // it skipped a station; when none is ready the alarm still goes to the
 // first candidate (an alarm is never held back), and the note says so.
-func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device) (*devices.Station, string, error) {
+//
+// For a fire, a station whose endpoint keeps failing (endpointFailing) is
+// not ready either: the fire goes to the next station up at once instead of
+// waiting in that station's queue (the brigade gets it in any case).
+func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device, fire bool) (*devices.Station, string, error) {
 	cs := candidates(m.ledger, d)
 	if len(cs) == 0 {
 		return d.Station, "", nil
@@ -201,6 +215,16 @@ func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device) (*de
 		s, err := m.stationStatus(ctx, tx, st)
 		if err != nil {
 			return nil, "", err
+		}
+		if fire && s.Ready && st.Endpoint != "" {
+			failing, err := m.endpointFailing(ctx, tx, st.Endpoint)
+			if err != nil {
+				return nil, "", err
+			}
+			if failing {
+				skipped = append(skipped, st.Name+"（推送地址持续失败）")
+				continue
+			}
 		}
 		if s.Ready && st.Endpoint != "" {
 			if len(skipped) == 0 {
@@ -215,4 +239,28 @@ func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device) (*de
 		skipped = append(skipped, st.Name+"（"+why+"）")
 	}
 	return cs[0], strings.Join(skipped, "，") + "，均未就绪，仍推送" + cs[0].Name + "。", nil
+}
+
+// Failing endpoints: the oldest push waiting for an endpoint has failed at
+// least failingAttempts times over at least failingFor.
+const (
+	failingAttempts = 3
+	failingFor      = 30 * time.Second
+)
+
+// endpointFailing reports whether endpoint keeps failing: its oldest
+// pending push was tried failingAttempts times and is older than
+// failingFor.
+func (m *Manager) endpointFailing(ctx context.Context, tx *sql.Tx, endpoint string) (bool, error) {
+	var attempts int
+	var created int64
+	err := tx.QueryRowContext(ctx, `SELECT attempts, created_at_ms FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL
+		AND parked_at_ms IS NULL ORDER BY id LIMIT 1`, endpoint).Scan(&attempts, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read outbox of %s: %w", redact(endpoint), err)
+	}
+	return attempts >= failingAttempts && m.now().UnixMilli()-created >= failingFor.Milliseconds(), nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,6 +151,20 @@ var migrations = []string{
 		sent_at_ms BIGINT NOT NULL,
 		PRIMARY KEY (period, target)
 	);`,
+	// 7: the alarm path review (issue 20). escalated_at_ms: escalations
+	// are spaced from the previous one, not counted from the raise.
+	// condition_ended_seen_ms: firewatch's time of a condition's end, from
+	// which a flapping alarm's stable period counts. incident_push: the
+	// incident push that first listed an alarm, so that its delivery moves
+	// exactly the alarms it listed. parked_at_ms: a push its receiver
+	// refused for good, set aside so that later pushes go on.
+	`ALTER TABLE alarms ADD COLUMN escalated_at_ms BIGINT;
+	ALTER TABLE alarms ADD COLUMN condition_ended_seen_ms BIGINT;
+	ALTER TABLE alarms ADD COLUMN incident_push INTEGER;
+	UPDATE alarms SET incident_push = 1 WHERE incident_id IS NOT NULL;
+	ALTER TABLE outbox ADD COLUMN parked_at_ms BIGINT;
+	DROP INDEX outbox_pending;
+	CREATE INDEX outbox_pending ON outbox (endpoint, id) WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL;`,
 }
 
 // store is the SQLite alarm store: one writer connection (SQLite has one
@@ -382,8 +397,8 @@ func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), err)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT transition, target, attempts, created_at_ms, delivered_at_ms, last_error
-		FROM outbox WHERE alarm_id = ? ORDER BY id`, id)
+	rows, err := s.r.QueryContext(ctx, `SELECT transition, target, attempts, created_at_ms, delivered_at_ms, last_error,
+		parked_at_ms FROM outbox WHERE alarm_id = ? ORDER BY id`, id)
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
 	}
@@ -394,14 +409,19 @@ func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 			created   int64
 			delivered sql.NullInt64
 			lastErr   sql.NullString
+			parked    sql.NullInt64
 		)
-		if err := rows.Scan(&p.Transition, &p.Target, &p.Attempts, &created, &delivered, &lastErr); err != nil {
+		if err := rows.Scan(&p.Transition, &p.Target, &p.Attempts, &created, &delivered, &lastErr, &parked); err != nil {
 			return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
 		}
 		p.CreatedAt = msTime(created)
 		if delivered.Valid {
 			t := msTime(delivered.Int64)
 			p.DeliveredAt = &t
+		}
+		if parked.Valid {
+			t := msTime(parked.Int64)
+			p.ParkedAt = &t
 		}
 		p.LastError = lastErr.String
 		a.Pushes = append(a.Pushes, p)
@@ -499,7 +519,8 @@ func (s *store) nextPending(ctx context.Context, endpoint string) (*outboxRow, e
 	var r outboxRow
 	var body string
 	err := s.r.QueryRowContext(ctx, `SELECT id, alarm_id, idempotency_key, target, transition, body, attempts,
-		incident_id, incident_upto FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL ORDER BY id LIMIT 1`, endpoint).
+		incident_id, incident_upto FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL
+		ORDER BY id LIMIT 1`, endpoint).
 		Scan(&r.id, &r.alarmID, &r.key, &r.target, &r.transition, &body, &r.attempts, &r.incident, &r.upto)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -514,7 +535,8 @@ func (s *store) nextPending(ctx context.Context, endpoint string) (*outboxRow, e
 // pendingEndpoints lists the endpoints with undelivered pushes, and how many
 // pushes are pending in all.
 func (s *store) pendingEndpoints(ctx context.Context) ([]string, int, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT endpoint, COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL GROUP BY endpoint`)
+	rows, err := s.r.QueryContext(ctx, `SELECT endpoint, COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL
+		GROUP BY endpoint`)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read outbox: %w", err)
 	}
@@ -609,15 +631,19 @@ func (s *store) markDelivered(ctx context.Context, row *outboxRow, at time.Time)
 		}
 	}
 	if row.transition == TransitionIncident && row.target == "station" && row.incident.Valid {
-		// Every alarm the incident push listed has now reached the station.
+		// Every alarm the incident push listed has now reached the station:
+		// those first listed by this push or an earlier one of the incident
+		// (not "id <= upto": on PostgreSQL a lower id may commit later and
+		// join after this push was built).
+		n := incidentUpdate(row.key)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO alarm_history (alarm_id, from_state, to_state, at_ms, actor, note)
 			SELECT id, 'raised', 'pushed', CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT) FROM alarms
-			WHERE incident_id = ? AND id <= ? AND state = 'raised'`,
-			at.UnixMilli(), ActorDispatch, "incident push "+row.key+" answered 2xx", row.incident.Int64, row.upto.Int64); err != nil {
+			WHERE incident_id = ? AND incident_push <= ? AND state = 'raised'`,
+			at.UnixMilli(), ActorDispatch, "incident push "+row.key+" answered 2xx", row.incident.Int64, n); err != nil {
 			return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET state = 'pushed' WHERE incident_id = ? AND id <= ? AND state = 'raised'`,
-			row.incident.Int64, row.upto.Int64); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET state = 'pushed' WHERE incident_id = ? AND incident_push <= ? AND state = 'raised'`,
+			row.incident.Int64, n); err != nil {
 			return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
 		}
 	}
@@ -628,13 +654,31 @@ func (s *store) markDelivered(ctx context.Context, row *outboxRow, at time.Time)
 }
 
 func (s *store) markFailed(ctx context.Context, id int64, at time.Time, reason string) error {
-	if len(reason) > 500 {
-		reason = strings.ToValidUTF8(reason[:500], "")
-	}
+	reason = storableText(reason, 500)
 	_, err := s.w.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ?, last_error = ?
 		WHERE id = ?`, at.UnixMilli(), reason, id)
 	if err != nil {
 		return fmt.Errorf("record failed push %d: %w", id, err)
 	}
 	return nil
+}
+
+// storableText makes a text from outside (a receiver's error answer, a
+// device's ack) storable in both stores: valid UTF-8 without NUL bytes
+// (PostgreSQL refuses both in TEXT), at most max bytes.
+func storableText(s string, max int) string {
+	if len(s) > max {
+		s = s[:max]
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, ""), "\x00", "")
+}
+
+// incidentUpdate is n of an incident push's key "inc-000001-<n>".
+func incidentUpdate(key string) int64 {
+	i := strings.LastIndexByte(key, '-')
+	n, err := strconv.ParseInt(key[i+1:], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -61,6 +61,9 @@ func TestPostgres(t *testing.T) {
 	for _, tt := range storeSuite {
 		t.Run(tt.name, tt.f)
 	}
+	for _, tt := range pgOnlySuite {
+		t.Run(tt.name, tt.f)
+	}
 }
 
 func TestRebind(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,12 +55,20 @@ type IncidentPush struct {
 	Count      int            `json:"count"`
 	BySeverity map[string]int `json:"by_severity"`
 	// FirstAlarm is the alarm pushed on its own before the storm was seen.
-	FirstAlarm    string          `json:"first_alarm"`
-	FirstRaisedAt string          `json:"first_raised_at"`
-	LastRaisedAt  string          `json:"last_raised_at"`
-	Alarms        []IncidentAlarm `json:"alarms"`
-	Message       string          `json:"message"`
+	FirstAlarm    string `json:"first_alarm"`
+	FirstRaisedAt string `json:"first_raised_at"`
+	LastRaisedAt  string `json:"last_raised_at"`
+	// Alarms lists the first MaxIncidentAlarms alarms; Omitted counts the
+	// alarms counted but not listed (a receiver must not be sent a body
+	// that grows with the storm).
+	Alarms  []IncidentAlarm `json:"alarms"`
+	Omitted int             `json:"omitted,omitempty"`
+	Message string          `json:"message"`
 }
+
+// MaxIncidentAlarms bounds the alarms listed in an incident push (about
+// 250 bytes each).
+const MaxIncidentAlarms = 50
 
 // IncidentAlarm is one alarm of an incident.
 type IncidentAlarm struct {
@@ -73,7 +82,16 @@ type IncidentAlarm struct {
 	Severity string  `json:"severity"`
 	Value    float64 `json:"value"`
 	RaisedAt string  `json:"raised_at"`
+	// State is the alarm's state when the push was made: a member already
+	// closed (auto_cleared, …) gets no closing push of its own unless it was
+	// listed open before.
+	State string `json:"state"`
 }
+
+// errLeaderTaken: another instance made the would-be leader of a new
+// incident the leader of its own; the event is retried and then joins that
+// incident.
+var errLeaderTaken = errors.New("leads another incident")
 
 func formatIncidentID(id int64) string { return fmt.Sprintf("inc-%06d", id) }
 
@@ -89,7 +107,7 @@ func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id in
 	}
 	// Not the batch's time, which may be long past when a large batch
 	// commits: the hold counts from the latest member really stored.
-	now := time.Now()
+	now := m.now()
 	since := now.Add(-m.cfg.StormWindow).UnixMilli()
 	sev, err := rules.ParseSeverity(severity)
 	if err != nil {
@@ -115,7 +133,9 @@ func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id in
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
 	}
-	if top == rules.SeverityInvalid || sev > top {
+	if top == rules.SeverityInvalid || sev > top || sev == rules.SeverityFire {
+		// A fire is never only a line in an incident: it gets its own push,
+		// its own escalation clock and its own closing push, at once.
 		return 0, nil
 	}
 	var inc int64
@@ -123,9 +143,16 @@ func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id in
 		ORDER BY id DESC LIMIT 1`, st, since).Scan(&inc)
 	switch {
 	case err == nil:
-		if _, err := tx.ExecContext(ctx, `UPDATE incidents SET last_member_at_ms = ?, members = members + 1 WHERE id = ?`,
-			now.UnixMilli(), inc); err != nil {
+		// is_open again: on PostgreSQL flushIncidents may have closed the
+		// incident since the SELECT; a member of a closed incident would
+		// never be pushed.
+		res, err := tx.ExecContext(ctx, `UPDATE incidents SET last_member_at_ms = ?, members = members + 1
+			WHERE id = ? AND is_open = 1`, now.UnixMilli(), inc)
+		if err != nil {
 			return 0, fmt.Errorf("join incident %s: %w", formatIncidentID(inc), err)
+		}
+		if k, _ := res.RowsAffected(); k != 1 {
+			return 0, nil // closed meanwhile: pushed on its own
 		}
 	case errors.Is(err, sql.ErrNoRows):
 		var (
@@ -133,7 +160,8 @@ func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id in
 			prevState string
 		)
 		err := tx.QueryRowContext(ctx, `SELECT id, state FROM alarms WHERE station_id = ? AND raised_at_ms >= ? AND id <> ?
-			AND incident_id IS NULL ORDER BY id DESC LIMIT 1`, st, since, id).Scan(&prev, &prevState)
+			AND incident_id IS NULL AND severity <> ? ORDER BY id DESC LIMIT 1`, st, since, id, rules.SeverityFire.String()).
+			Scan(&prev, &prevState)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, nil // not a storm
 		}
@@ -145,8 +173,15 @@ func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id in
 			st, prev, now.UnixMilli(), now.UnixMilli()).Scan(&inc); err != nil {
 			return 0, fmt.Errorf("open incident at station %s: %w", st, err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_id = ? WHERE id = ?`, inc, prev); err != nil {
+		// incident_id IS NULL again: another instance on the same
+		// PostgreSQL may have made prev the leader of its own incident.
+		res, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_id = ?, incident_push = 0 WHERE id = ? AND incident_id IS NULL`,
+			inc, prev)
+		if err != nil {
 			return 0, fmt.Errorf("open incident %s: %w", formatIncidentID(inc), err)
+		}
+		if k, _ := res.RowsAffected(); k != 1 {
+			return 0, fmt.Errorf("open incident at station %s: alarm %s %w", st, formatID(prev), errLeaderTaken)
 		}
 		if err := record(ctx, tx, prev, State(prevState), State(prevState), now, ActorSystem,
 			"storm: first alarm of incident "+formatIncidentID(inc)); err != nil {
@@ -226,7 +261,25 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 		Scan(&stationID, &leader, &pushes); err != nil {
 		return nil, fmt.Errorf("read incident %s: %w", formatIncidentID(id), err)
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE incident_id = ? ORDER BY id", id)
+	// Claim push number pushes+1 first: another instance flushing the same
+	// incident then finds the number taken and leaves it.
+	res, err := tx.ExecContext(ctx, `UPDATE incidents SET pushes = pushes + 1 WHERE id = ? AND pushes = ?`, id, pushes)
+	if err != nil {
+		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
+	}
+	if k, _ := res.RowsAffected(); k != 1 {
+		return nil, nil
+	}
+	pushes++
+	// The members this push counts, marked before they are read: on
+	// PostgreSQL an alarm with a lower id may commit after a higher one, and
+	// the delivery of this push must move exactly the alarms it counts to
+	// pushed (store.markDelivered).
+	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_push = ? WHERE incident_id = ? AND incident_push IS NULL`,
+		pushes, id); err != nil {
+		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE incident_id = ? AND incident_push IS NOT NULL ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
 	}
@@ -246,7 +299,6 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 	if len(members) == 0 {
 		return nil, nil
 	}
-	pushes++
 	p := m.buildIncident(id, int(pushes), stationID, formatID(leader), members)
 	body, err := json.Marshal(p)
 	if err != nil {
@@ -271,17 +323,26 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 		}
 		eps = append(eps, t.endpoint)
 	}
-	reps, err := m.enqueueRobots(ctx, tx, leader, members[0].Grid, TransitionIncident, p.IdempotencyKey,
+	// The robots of every member's grid, not only the leader's: a village
+	// robot hears of its village's alarms whichever village led.
+	grids := make([]string, 0, 1)
+	for _, a := range members {
+		if !slices.Contains(grids, a.Grid) {
+			grids = append(grids, a.Grid)
+		}
+	}
+	reps, err := m.enqueueRobotsOf(ctx, tx, leader, grids, TransitionIncident, p.IdempotencyKey,
 		robotTitle(p.SeverityZH, TransitionIncident, p.IncidentID), p.Message,
 		[][2]string{{"事件编号", p.IncidentID}, {"报警数", strconv.Itoa(p.Count)}, {"地点", p.Grid.Place}, {"微型消防站", p.Station.Name}}, now)
 	if err != nil {
 		return nil, err
 	}
 	eps = append(eps, reps...)
-	if _, err := tx.ExecContext(ctx, `UPDATE incidents SET members_pushed = ?, pushes = ?, pushed_at_ms = ? WHERE id = ?`,
-		len(members), pushes, now.UnixMilli(), id); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE incidents SET members_pushed = ?, pushed_at_ms = ? WHERE id = ?`,
+		len(members), now.UnixMilli(), id); err != nil {
 		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
 	}
+
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -310,8 +371,12 @@ func (m *Manager) buildIncident(id int64, update int, stationID, first string, m
 		for !strings.HasPrefix(a.Grid, common) {
 			common = common[:len(common)-1]
 		}
+		if len(p.Alarms) == MaxIncidentAlarms {
+			p.Omitted++
+			continue
+		}
 		ia := IncidentAlarm{AlarmID: a.ID, Device: a.Device, Kind: a.Kind, Village: a.Grid, Rule: a.Rule,
-			Metric: a.Metric, Severity: a.Severity, Value: a.Value, RaisedAt: formatTime(a.RaisedAt)}
+			Metric: a.Metric, Severity: a.Severity, Value: a.Value, RaisedAt: formatTime(a.RaisedAt), State: string(a.State)}
 		if d, ok := m.ledger.LookupID(a.Device); ok {
 			ia.Address = d.Address
 		}
@@ -372,7 +437,7 @@ func incidentMessage(p *IncidentPush, members []Alarm) string {
 		b.WriteString(strings.TrimSpace(a.Device + " " + a.Address))
 		listed++
 	}
-	b.WriteString("等 " + strconv.Itoa(len(uniqueDevices(p.Alarms))) + " 台设备。事件 " + p.IncidentID + "，首条报警 " + p.FirstAlarm + " 已单独推送。")
+	b.WriteString("等 " + strconv.Itoa(uniqueDevices(members)) + " 台设备。事件 " + p.IncidentID + "，首条报警 " + p.FirstAlarm + " 已单独推送。")
 	b.WriteString("就近微型消防站：")
 	if p.Station.Name != "" {
 		b.WriteString(p.Station.Name)
@@ -383,10 +448,10 @@ func incidentMessage(p *IncidentPush, members []Alarm) string {
 	return b.String()
 }
 
-func uniqueDevices(as []IncidentAlarm) map[string]bool {
+func uniqueDevices(as []Alarm) int {
 	out := map[string]bool{}
 	for _, a := range as {
 		out[a.Device] = true
 	}
-	return out
+	return len(out)
 }

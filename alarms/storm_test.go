@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/rules"
 )
 
 // stormLedger has n smoke detectors in one village, covered by one station.
@@ -36,13 +37,17 @@ devices:
 }
 
 // TestStorm: 500 smoke detectors of one village alarming within a second
-// give the station (and the brigade) the first alarm on its own and then
-// one grouped incident push with all 500, not 500 pushes.
+// (an alarm-level rule: fires are never grouped, TestStormFireNotGrouped)
+// give the station the first alarm on its own and then one grouped incident
+// push counting all 500 and listing the first MaxIncidentAlarms, not 500
+// pushes.
 func TestStorm(t *testing.T) {
 	station, brigade := newReceiver(t), newReceiver(t)
 	const n = 500
 	l := stormLedger(t, n, station.srv.URL)
 	r := newTestRules(t)
+	smokeAlarm := &rules.Rule{ID: "smoke-alarm", Kind: devices.KindSmoke, Metric: r.smoke.Metric, Op: rules.OpEvent,
+		Severity: rules.SeverityAlarm}
 	cfg := testConfig(t)
 	cfg.StormWindow = DefaultStormWindow
 	cfg.StormHold = time.Second
@@ -52,33 +57,39 @@ func TestStorm(t *testing.T) {
 
 	began := time.Now()
 	for i := range n {
-		m.Submit(raise(r.smoke, devices.Index(i), 0, 1, 0))
+		m.Submit(raise(smokeAlarm, devices.Index(i), 0, 1, 0))
 	}
 	m.Sync()
 	if d := time.Since(began); d > time.Second {
 		t.Logf("the storm took %v to store (more than a second)", d)
 	}
-	for name, rc := range map[string]*receiver{"station": station, "brigade": brigade} {
-		if got := rc.next(t); got.push.IdempotencyKey != "alm-000001-raised" {
-			t.Errorf("%s: first push %s, want alm-000001-raised", name, got.push.IdempotencyKey)
-		}
+	if got := station.next(t); got.push.IdempotencyKey != "alm-000001-raised" {
+		t.Errorf("station: first push %s, want alm-000001-raised", got.push.IdempotencyKey)
 	}
 	// The incident push is not a Push: decode it from the raw body.
 	var inc IncidentPush
-	for name, rc := range map[string]*receiver{"station": station, "brigade": brigade} {
-		got := rc.next(t)
-		if got.push.IdempotencyKey != "inc-000001-1" {
-			t.Fatalf("%s: second push %s, want inc-000001-1", name, got.push.IdempotencyKey)
-		}
-		if err := json.Unmarshal(got.body, &inc); err != nil {
-			t.Fatal(err)
-		}
+	got := station.next(t)
+	if got.push.IdempotencyKey != "inc-000001-1" {
+		t.Fatalf("station: second push %s, want inc-000001-1", got.push.IdempotencyKey)
 	}
-	if inc.Count != n || len(inc.Alarms) != n || inc.BySeverity["fire"] != n || inc.Severity != "fire" ||
+	if err := json.Unmarshal(got.body, &inc); err != nil {
+		t.Fatal(err)
+	}
+	if inc.Count != n || len(inc.Alarms) != MaxIncidentAlarms || inc.Omitted != n-MaxIncidentAlarms ||
+		inc.BySeverity["alarm"] != n || inc.Severity != "alarm" ||
 		inc.FirstAlarm != "alm-000001" || inc.Station.ID != "st-tanxi" || inc.Grid.Village != "450204002003" ||
-		!strings.HasPrefix(inc.Message, "【火警·群发事件】柳州市柳南区潭西街道鹅山村") || !strings.Contains(inc.Message, "500 起报警（火警 500）") {
-		t.Errorf("incident: count %d, alarms %d, by severity %v, first %s, station %s, grid %+v, message %q",
-			inc.Count, len(inc.Alarms), inc.BySeverity, inc.FirstAlarm, inc.Station.ID, inc.Grid, inc.Message)
+		!strings.HasPrefix(inc.Message, "【报警·群发事件】柳州市柳南区潭西街道鹅山村") || !strings.Contains(inc.Message, "500 起报警（报警 500）") ||
+		!strings.Contains(inc.Message, "等 500 台设备") {
+		t.Errorf("incident: count %d, alarms %d (omitted %d), by severity %v, first %s, station %s, grid %+v, message %q",
+			inc.Count, len(inc.Alarms), inc.Omitted, inc.BySeverity, inc.FirstAlarm, inc.Station.ID, inc.Grid, inc.Message)
+	}
+	if len(got.body) > 20_000 {
+		t.Errorf("incident body of %d bytes: not capped", len(got.body))
+	}
+	select {
+	case p := <-brigade.reqs:
+		t.Errorf("brigade got %s: alarms below fire are not the brigade's", p.push.IdempotencyKey)
+	default:
 	}
 	// Once the village has been quiet for the storm window the incident
 	// closes, with no further push.
@@ -88,8 +99,8 @@ func TestStorm(t *testing.T) {
 	var open, pushes int
 	m.store.r.QueryRow(`SELECT COUNT(*) FROM incidents WHERE is_open = 1`).Scan(&open)
 	m.store.r.QueryRow(`SELECT COUNT(*) FROM outbox`).Scan(&pushes)
-	if open != 0 || pushes != 4 {
-		t.Errorf("%d incidents open, %d pushes queued; want 0, 4 (raised and incident, to station and brigade)", open, pushes)
+	if open != 0 || pushes != 2 {
+		t.Errorf("%d incidents open, %d pushes queued; want 0, 2 (raised and incident)", open, pushes)
 	}
 	// Every alarm is stored, in the incident, and reached the station.
 	poll(t, "every alarm pushed", func() bool {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/firewatch-iot/firewatch/devices"
 )
 
 // stateZH names states for dispatchers.
@@ -90,7 +92,7 @@ func (m *Manager) transition(ctx context.Context, id int64, to State, actor, not
 	if err := CheckTransition(a.State, to, a.Severity); err != nil {
 		return nil, fmt.Errorf("alarm %s: %w", a.ID, err)
 	}
-	now := time.Now()
+	now := m.now()
 	if err := move(ctx, tx, id, a.State, to, now, actor, note); err != nil {
 		return nil, err
 	}
@@ -132,56 +134,136 @@ func (m *Manager) enqueueClosing(ctx context.Context, tx *sql.Tx, id int64, a *A
 	})
 }
 
-// enqueueFromRaised queues, to every receiver of alarm id's raised push, a
-// push made from the raised one by change (which sets at least Transition
-// and IdempotencyKey).
+// enqueueFromRaised queues, to every receiver that was told of alarm id
+// (closeReceivers), a closing push made from the raised one (or, for an
+// alarm only ever listed in an incident, from the alarm) by change, which
+// sets at least Transition and IdempotencyKey.
 func (m *Manager) enqueueFromRaised(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time, change func(p *Push)) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT target, station_id, endpoint, body FROM outbox
-		WHERE alarm_id = ? AND transition = ? AND target IN ('station', 'brigade') ORDER BY id`, id, TransitionRaised)
+	return m.enqueueClose(ctx, tx, id, a, now, nil, change)
+}
+
+// closeReceiver is one receiver an alarm's closing push goes to.
+type closeReceiver struct{ name, station, endpoint string }
+
+// closeReceivers lists, once per endpoint, every station and brigade that
+// was told of alarm id: by its raised push, by an escalation, or by an
+// incident push that listed it. raised is the body of its raised push to
+// the station (or else the brigade), "" if it had none.
+func (m *Manager) closeReceivers(ctx context.Context, tx *sql.Tx, id int64, a *Alarm) (rcv []closeReceiver, raised string, err error) {
+	var incident, listedIn sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT incident_id, incident_push FROM alarms WHERE id = ?`, id).Scan(&incident, &listedIn); err != nil {
+		return nil, "", fmt.Errorf("read alarm %s: %w", a.ID, err)
+	}
+	inc := int64(-1)
+	if incident.Valid && listedIn.Valid {
+		inc = incident.Int64
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT target, station_id, endpoint, transition, idempotency_key, body FROM outbox
+		WHERE target IN ('station', 'brigade') AND ((alarm_id = ? AND transition IN (?, ?)) OR (incident_id = ? AND transition = ?))
+		ORDER BY id`, id, TransitionRaised, TransitionEscalated, inc, TransitionIncident)
 	if err != nil {
-		return nil, fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
+		return nil, "", fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
 	}
-	type target struct{ name, station, endpoint, body string }
-	var targets []target
+	defer rows.Close()
+	seen := map[string]bool{}
 	for rows.Next() {
-		var t target
-		if err := rows.Scan(&t.name, &t.station, &t.endpoint, &t.body); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
+		var r closeReceiver
+		var transition, key, body string
+		if err := rows.Scan(&r.name, &r.station, &r.endpoint, &transition, &key, &body); err != nil {
+			return nil, "", fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
 		}
-		targets = append(targets, t)
+		if transition == TransitionIncident && incidentUpdate(key) < listedIn.Int64 {
+			continue // an incident push from before the alarm joined
+		}
+		if transition == TransitionRaised && (raised == "" || r.name == "station") {
+			raised = body
+		}
+		if seen[r.endpoint] {
+			continue
+		}
+		seen[r.endpoint] = true
+		if r.name == "station" && r.station != a.Station {
+			// A station asked for help by an escalation: the key is the
+			// alarm's own, the target must differ from its station's.
+			r.name = "station:" + r.station
+		}
+		rcv = append(rcv, r)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
+		return nil, "", fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
 	}
-	var eps []string
-	for _, t := range targets {
-		var p Push
-		if err := json.Unmarshal([]byte(t.body), &p); err != nil {
+	return rcv, raised, nil
+}
+
+// enqueueClose queues the closing push of alarm id to every receiver that
+// was told of it, and to the robots of its grid: base if given, else the
+// raised push (or a push made from the alarm), changed by change if not nil.
+// An alarm nobody was told of yet (a storm member not yet listed) gets no
+// closing push: the incident push lists it with its closed state.
+func (m *Manager) enqueueClose(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time, base *Push,
+	change func(p *Push)) ([]string, error) {
+	rcv, raised, err := m.closeReceivers(ctx, tx, id, a)
+	if err != nil || len(rcv) == 0 {
+		return nil, err
+	}
+	var p Push
+	switch {
+	case base != nil:
+		p = *base
+	case raised != "":
+		if err := json.Unmarshal([]byte(raised), &p); err != nil {
 			return nil, fmt.Errorf("decode raised push of alarm %s: %w", a.ID, err)
 		}
+	default:
+		p = m.alarmPush(a)
+	}
+	if change != nil {
 		change(&p)
-		body, err := json.Marshal(p)
-		if err != nil {
-			return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-		}
+	}
+	body, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
+	}
+	var eps []string
+	for _, t := range rcv {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
 			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
 			id, p.Transition, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli()); err != nil {
 			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
 		}
 		eps = append(eps, t.endpoint)
-		if t == targets[0] {
-			reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, p.Transition, p.IdempotencyKey,
-				robotTitle(p.SeverityZH, p.Transition, a.ID), p.Message, pushFields(&p), now)
-			if err != nil {
-				return nil, err
-			}
-			eps = append(eps, reps...)
-		}
 	}
-	return eps, nil
+	reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, p.Transition, p.IdempotencyKey,
+		robotTitle(p.SeverityZH, p.Transition, a.ID), p.Message, pushFields(&p), now)
+	if err != nil {
+		return nil, err
+	}
+	return append(eps, reps...), nil
+}
+
+// alarmPush makes the fields of a push from a stored alarm, for an alarm
+// that had no raised push of its own (a storm member).
+func (m *Manager) alarmPush(a *Alarm) Push {
+	p := Push{
+		Version: PushVersion, IdempotencyKey: a.ID + "-" + TransitionRaised, AlarmID: a.ID, Transition: TransitionRaised,
+		Severity: a.Severity, SeverityZH: a.SeverityZH, Rule: a.Rule, Metric: a.Metric, Unit: a.Unit,
+		Channel: a.Channel, Value: a.Value, Threshold: a.Threshold, DeviceTime: formatTime(a.DeviceTime),
+		RaisedAt: formatTime(a.RaisedAt), Action: a.Action, RouteNote: a.RouteNote, Message: a.Message,
+	}
+	if d, ok := m.ledger.LookupID(a.Device); ok {
+		p.Device = PushDevice{ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
+			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit}
+		p.Grid = PushGrid{Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(), Place: m.ledger.PlaceName(d.Grid)}
+		if mt, ok := devices.MetricByName(d.Kind, a.Metric); ok {
+			p.MetricZH = mt.Info().ZH
+		}
+	} else {
+		p.Device = PushDevice{ID: a.Device, Kind: a.Kind}
+	}
+	if st := m.ledger.Station(a.Station); st != nil {
+		p.Station = PushStation{ID: st.ID, Name: st.Name}
+	}
+	return p
 }
 
 // closingMessage is the dispatcher text of a push for an alarm a person

@@ -275,6 +275,9 @@ func (s *service) run(ctx context.Context) error {
 		s.log.Error("stopping after a failure", "err", err)
 	}
 	s.log.Info("shutting down")
+	// Before the source: a handler waiting in Sync for a failing store
+	// holds the source; the alarm manager's drain grace must start now.
+	s.alarms.Stopping()
 	stopSource()
 	<-sourceDone
 	stopReload()
