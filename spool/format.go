@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,8 +24,10 @@ const formatFile = "FORMAT"
 
 // checkFormat refuses a spool written by a newer release (a rollback): its
 // records would be misread. The spool is left as it is, for the newer
-// release to replay. Otherwise it records FormatVersion.
-func checkFormat(fsys FS, dir string) error {
+// release to replay. Otherwise it records FormatVersion; failing to write
+// that record (a full disk) is not an error: a spool without it reads as
+// version 1, this release's format, and Open must survive a full disk.
+func checkFormat(fsys FS, dir string, log *slog.Logger) error {
 	path := filepath.Join(dir, formatFile)
 	b, err := readSmall(fsys, path)
 	switch {
@@ -48,27 +51,35 @@ func checkFormat(fsys FS, dir string) error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("spool %s: %w", dir, err)
 	}
+	if err := writeFormat(fsys, path); err != nil {
+		log.Warn("spool: cannot record the format version; will try again at the next open", "err", err)
+	}
+	return nil
+}
+
+// writeFormat writes the format line atomically (temporary file, fsync,
+// rename).
+func writeFormat(fsys FS, path string) error {
 	tmp := path + ".tmp"
 	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return fmt.Errorf("spool %s: %w", dir, err)
+		return err
 	}
 	line := []byte("firewatch-spool " + strconv.Itoa(FormatVersion) + "\n")
 	if _, err := f.WriteAt(line, 0); err != nil {
 		f.Close()
-		return fmt.Errorf("spool %s: %w", dir, err)
+		fsys.Remove(tmp)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("spool %s: %w", dir, err)
+		fsys.Remove(tmp)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("spool %s: %w", dir, err)
+		return err
 	}
-	if err := fsys.Rename(tmp, path); err != nil {
-		return fmt.Errorf("spool %s: %w", dir, err)
-	}
-	return nil
+	return fsys.Rename(tmp, path)
 }
 
 // readSmall reads a small file whole through fsys.

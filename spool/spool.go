@@ -175,7 +175,7 @@ func Open(dir string, opt Options) (*Spool, error) {
 	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := checkFormat(s.fs, dir); err != nil {
+	if err := checkFormat(s.fs, dir, s.log); err != nil {
 		return nil, err
 	}
 	if err := s.recover(); err != nil {
