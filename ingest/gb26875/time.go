@@ -19,8 +19,11 @@ func MakeTimeLabel(t time.Time) TimeLabel {
 // Time reads the label in loc (the standard names no zone; UITDs in China send local time, UTC+8). It reads
 // binary first and, when the bytes are not a valid binary time but are a valid BCD one (e.g. 0x59 seconds),
 // BCD. ok is false for a label that is neither (all zeros, 31 February, …): callers then use the receive
-// time.
+// time. A nil loc reads the label as UTC.
 func (l TimeLabel) Time(loc *time.Location) (t time.Time, ok bool) {
+	if loc == nil {
+		loc = time.UTC
+	}
 	if t, ok = l.time(loc, false); ok {
 		return t, true
 	}
