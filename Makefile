@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzIDIndex$$' -fuzztime $(FUZZTIME) ./devices/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./rules/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/
+	$(GO) test -run '^$$' -fuzz '^FuzzReassemble$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/stream/
 
 ## lint: gofmt and go vet
 lint:
