@@ -351,3 +351,25 @@ func FuzzReassemble(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReassemble: component-state frames through Write and Next, 13 frames per 1 KiB write.
+func BenchmarkReassemble(b *testing.B) {
+	ex := frame(b, "frames/worked_example.hex")
+	in := bytes.Repeat(ex, 13)
+	var r Reassembler
+	var f gb26875.Frame
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		r.Write(in)
+		for n := 0; ; n++ {
+			raw, err := r.Next(&f)
+			if raw == nil && err == nil {
+				if n != 13 {
+					b.Fatalf("%d frames", n)
+				}
+				break
+			}
+		}
+	}
+}
