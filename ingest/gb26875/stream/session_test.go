@@ -165,3 +165,24 @@ func TestSessionUnknown(t *testing.T) {
 		t.Fatal("connection of an unknown UITD not ended")
 	}
 }
+
+// BenchmarkSession: a component-state frame through Session.Handle (dedup check, decode, commit, record,
+// 确认) with a new serial number each time.
+func BenchmarkSession(b *testing.B) {
+	raw := frame(b, "frames/worked_example.hex")
+	s := &Session{Dedup: NewDedup(1024, time.Minute), Commit: func(*gb26875.Frame, *gb26875.Upload) error { return nil }}
+	var f gb26875.Frame
+	if err := gb26875.Parse(raw, &f); err != nil {
+		b.Fatal(err)
+	}
+	ev := Event{Raw: raw, Frame: &f, Aligned: true}
+	var sink bytes.Buffer
+	b.ReportAllocs()
+	for b.Loop() {
+		f.Serial++
+		sink.Reset()
+		if err := s.Handle(&ev, &sink); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
