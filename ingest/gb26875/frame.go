@@ -136,6 +136,7 @@ func Len(b []byte) int {
 func Parse(b []byte, f *Frame) error {
 	f.ADU = nil
 	if len(b) < MinFrameLen {
+		f.Header = Header{}
 		return fmt.Errorf("%w: %d bytes", ErrShort, len(b))
 	}
 	f.Header.read(b)

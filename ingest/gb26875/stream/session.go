@@ -75,7 +75,21 @@ type Session struct {
 	pinned bool
 	src    gb26875.Address
 	upload gb26875.Upload
+	frame  gb26875.Frame // HandleDatagram's
 	out    []byte
+}
+
+// HandleDatagram handles one UDP datagram, which is one frame: every refusal is certainly the sender's and
+// gets a 否认, except a datagram too short to hold a header (counted only). Use one Session per remote
+// address, so that pinning means one UITD per address.
+func (s *Session) HandleDatagram(b []byte, w io.Writer) error {
+	err := gb26875.Parse(b, &s.frame)
+	if errors.Is(err, gb26875.ErrShort) {
+		s.stats().Refused[reasonIndex(err)].Add(1)
+		return nil
+	}
+	ev := Event{Raw: b, Frame: &s.frame, Err: err, Aligned: true}
+	return s.Handle(&ev, w)
 }
 
 // Source is the UITD address the connection is pinned to, once a valid frame has arrived.
