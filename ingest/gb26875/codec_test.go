@@ -328,8 +328,13 @@ func TestBadFrames(t *testing.T) {
 			t.Errorf("%s: serial %d, want 15 for the 否认", c.file, f.Serial)
 		}
 	}
-	if err := Parse(make([]byte, 29), new(Frame)); !errors.Is(err, ErrShort) {
-		t.Errorf("short: %v", err)
+	// A frame too short for a header leaves no header behind (not the previous frame's serial number).
+	var f Frame
+	if err := Parse(hexFile(t, "frames/worked_example.hex"), &f); err != nil {
+		t.Fatal(err)
+	}
+	if err := Parse(make([]byte, 29), &f); !errors.Is(err, ErrShort) || f.Header != (Header{}) {
+		t.Errorf("short: %v, header %+v", err, f.Header)
 	}
 	var u Upload
 	for file, want := range map[string]error{"adu_count.hex": ErrADU, "adu_type.hex": ErrType} {
