@@ -61,6 +61,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCrash$$' -fuzztime $(FUZZTIME) ./spool/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyFor$$' -fuzztime $(FUZZTIME) ./alarms/
 	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime $(FUZZTIME) ./alarms/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/
+	$(GO) test -run '^$$' -fuzz '^FuzzReassemble$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/stream/
 
 ## lint: gofmt and go vet
 lint:
