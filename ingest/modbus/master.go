@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,8 @@ type Stats struct {
 	BadFrames  atomic.Uint64 // short, long, wrong address, wrong function, bad echo
 	Exceptions atomic.Uint64 // exception responses
 	Retries    atomic.Uint64 // attempts after the first
+	Stale      atomic.Uint64 // bytes of earlier answers discarded before a request
+	Echoes     atomic.Uint64 // requests that came back as their own echo
 }
 
 // Master is a Modbus RTU master on one bus. Its methods are safe for
@@ -74,6 +77,9 @@ type Master struct {
 	buf    [maxFrame]byte
 	out    []byte
 	lastIO time.Time
+	// echo is set once the port has been seen to echo requests; echoKnown
+	// once a read has shown whether it does.
+	echo, echoKnown bool
 }
 
 // NewMaster returns a master speaking on port. port.Read must return within
@@ -119,36 +125,91 @@ func (m *Master) Do(ctx context.Context, r Request) ([]byte, error) {
 
 func retryable(err error) bool {
 	return errors.Is(err, ErrTimeout) || errors.Is(err, ErrCRC) || errors.Is(err, ErrLength) ||
-		errors.Is(err, ErrAddress) || errors.Is(err, ErrFunction) || errors.Is(err, ErrEcho)
+		errors.Is(err, ErrAddress) || errors.Is(err, ErrFunction) || errors.Is(err, ErrEcho) ||
+		errors.Is(err, ErrNoise)
 }
 
-// once is one attempt: silence, request, response, checks.
+// once is one attempt: a quiet line, request, response, checks.
 func (m *Master) once(r Request) ([]byte, error) {
-	if wait := time.Until(m.lastIO.Add(m.cfg.Silence())); wait > 0 {
-		time.Sleep(wait) // the protocol's inter-frame gap, not a synchronisation
+	if err := m.quiet(); err != nil {
+		m.count(err)
+		return nil, err
 	}
 	m.out = r.Append(m.out[:0])
 	m.stats.Requests.Add(1)
 	if _, err := m.port.Write(m.out); err != nil {
+		m.lastIO = time.Now()
 		return nil, fmt.Errorf("modbus: write: %w", err)
 	}
-	frame, err := m.read(time.Now().Add(m.cfg.Timeout + m.wireTime(len(m.out)+r.ResponseLen())))
+	frame, err := m.read(r, time.Now().Add(m.cfg.Timeout+m.wireTime(len(m.out)+r.ResponseLen())))
 	m.lastIO = time.Now()
 	if err != nil {
 		m.count(err)
-		m.drain()
 		return nil, err
 	}
 	data, err := Decode(r, frame)
 	if err != nil {
 		m.count(err)
-		if !isException(err) {
-			m.drain()
-		}
 		return nil, err
 	}
 	m.stats.Responses.Add(1)
 	return data, nil
+}
+
+// deadliner is a port whose reads take a deadline (a Port, an *os.File):
+// the master then times responses exactly and can listen for silence.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// inputFlusher is a port that can discard its unread input (a Port).
+// FlushInput returns how many bytes it discarded.
+type inputFlusher interface{ FlushInput() (int, error) }
+
+// quiet makes sure that the next byte read belongs to the answer of the
+// next request: it discards what the port holds unread (a late answer to
+// an earlier request, noise) and then waits for the inter-frame silence,
+// discarding whatever still arrives, until the line has been silent for
+// 3.5 characters. A line that never falls silent within the timeout is
+// ErrNoise.
+func (m *Master) quiet() error {
+	silence := m.cfg.Silence()
+	if fl, ok := m.port.(inputFlusher); ok {
+		n, err := fl.FlushInput()
+		if err != nil {
+			return fmt.Errorf("modbus: flush: %w", err)
+		}
+		m.stats.Stale.Add(uint64(n))
+	}
+	dl, ok := m.port.(deadliner)
+	if !ok {
+		// A port without deadlines cannot listen for a few milliseconds:
+		// keep the gap since the last exchange.
+		if wait := time.Until(m.lastIO.Add(silence)); wait > 0 {
+			time.Sleep(wait) // the protocol's inter-frame gap, not a synchronisation
+		}
+		return nil
+	}
+	var scratch [64]byte
+	end := time.Now().Add(m.cfg.Timeout)
+	for {
+		if err := dl.SetReadDeadline(time.Now().Add(silence)); err != nil {
+			return fmt.Errorf("modbus: read deadline: %w", err)
+		}
+		k, err := m.port.Read(scratch[:])
+		if k > 0 {
+			m.stats.Stale.Add(uint64(k))
+			if time.Now().After(end) {
+				return ErrNoise
+			}
+			continue
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil // silent for the whole gap
+		}
+		return fmt.Errorf("modbus: read: %w", err)
+	}
 }
 
 func isException(err error) bool {
@@ -175,11 +236,39 @@ func (m *Master) wireTime(n int) time.Duration {
 	return time.Duration(int64(n) * int64(m.cfg.CharBits) * int64(time.Second) / int64(m.cfg.Baud))
 }
 
-// read reads one response frame, using its header to know its length.
-func (m *Master) read(deadline time.Time) ([]byte, error) {
+// read reads the response frame to r, using its header to know its
+// length. A copy of the request read back first is the adapter's echo
+// (an RS-485 adapter that hears its own transmitter): it is skipped, and
+// once seen on a read, expected before every response. Whatever the
+// outcome, the rest of the line is left to quiet() before the next
+// request.
+func (m *Master) read(r Request, deadline time.Time) ([]byte, error) {
+	dl, hasDeadline := m.port.(deadliner)
+	if hasDeadline {
+		if err := dl.SetReadDeadline(deadline); err != nil {
+			return nil, fmt.Errorf("modbus: read deadline: %w", err)
+		}
+	}
+	// An echo can be told from an answer for reads (an answer starts with
+	// a byte count); for writes, whose answer is itself an echo, only
+	// once the port is known to echo.
+	maybeEcho := m.echo || (!m.echoKnown && isRead(r.Function))
 	n, want := 0, 0
 	for {
-		if want == 0 {
+		if maybeEcho && n > 0 {
+			k := min(n, len(m.out))
+			if string(m.buf[:k]) != string(m.out[:k]) {
+				maybeEcho = false
+				if isRead(r.Function) {
+					m.echo, m.echoKnown = false, true // a read answered without echo
+				}
+			} else if n >= len(m.out) {
+				m.stats.Echoes.Add(1)
+				m.echo, m.echoKnown, maybeEcho = true, true, false
+				n = copy(m.buf[:], m.buf[len(m.out):n])
+			}
+		}
+		if want == 0 && !maybeEcho {
 			want = FrameLen(m.buf[:n])
 			if want > maxFrame {
 				return nil, fmt.Errorf("%w: header announces %d bytes", ErrLength, want)
@@ -192,29 +281,28 @@ func (m *Master) read(deadline time.Time) ([]byte, error) {
 			if n == 0 {
 				return nil, ErrTimeout
 			}
+			if maybeEcho && n >= len(m.out) {
+				return nil, ErrTimeout // our echo, and no answer
+			}
 			return nil, fmt.Errorf("%w: %d bytes, then silence", ErrLength, n)
 		}
 		lim := want
-		if lim == 0 {
+		switch {
+		case maybeEcho:
+			lim = len(m.out)
+		case lim == 0:
 			lim = 3 // enough to learn the length
+		}
+		if lim <= n {
+			lim = n + 1
 		}
 		k, err := m.port.Read(m.buf[n:lim])
 		n += k
 		if err != nil && !errors.Is(err, io.EOF) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // the loop's check reports it
+			}
 			return nil, fmt.Errorf("modbus: read: %w", err)
-		}
-	}
-}
-
-// drain discards what is left of a bad frame until the line is quiet, so
-// that the next request starts on a frame boundary.
-func (m *Master) drain() {
-	var scratch [64]byte
-	end := time.Now().Add(m.cfg.Timeout)
-	for time.Now().Before(end) {
-		k, err := m.port.Read(scratch[:])
-		if k == 0 || (err != nil && !errors.Is(err, io.EOF)) {
-			return
 		}
 	}
 }
