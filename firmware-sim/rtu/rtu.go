@@ -93,8 +93,8 @@ type Bus struct {
 	slaves   map[byte]*Slave
 	// echo makes the bus send every byte the master writes straight back,
 	// as an RS-485 adapter with its receiver left enabled does.
-	echo bool
-	stats    struct{ requests, answered, ignored int }
+	echo  bool
+	stats struct{ requests, answered, ignored int }
 }
 
 // NewBus opens a pseudo-terminal in raw mode.
