@@ -208,6 +208,14 @@ func (s *Slave) Set(metric string, ch int, v float64) error {
 	return fmt.Errorf("rtu: model %s maps no %s ch %d", s.Map.Model, metric, ch)
 }
 
+// SetRaw puts the raw value v in register (or bit) addr of function's
+// bank: a sentinel, a status word, a value no metric decodes to.
+func (s *Slave) SetRaw(function byte, addr, v uint16) {
+	s.mu.Lock()
+	s.regs[function][addr] = v
+	s.mu.Unlock()
+}
+
 // Quantize returns the value a gateway reads back after Set(metric, ch, v):
 // v rounded to the register's resolution.
 func (s *Slave) Quantize(metric string, ch int, v float64) float64 {

@@ -77,9 +77,8 @@ type Master struct {
 	buf    [maxFrame]byte
 	out    []byte
 	lastIO time.Time
-	// echo is set once the port has been seen to echo requests; echoKnown
-	// once a read has shown whether it does.
-	echo, echoKnown bool
+	// echo is set while the port echoes requests, as the last read showed.
+	echo bool
 }
 
 // NewMaster returns a master speaking on port. port.Read must return within
@@ -141,19 +140,60 @@ func (m *Master) once(r Request) ([]byte, error) {
 		m.lastIO = time.Now()
 		return nil, fmt.Errorf("modbus: write: %w", err)
 	}
-	frame, err := m.read(r, time.Now().Add(m.cfg.Timeout+m.wireTime(len(m.out)+r.ResponseLen())))
-	m.lastIO = time.Now()
-	if err != nil {
+	deadline := time.Now().Add(m.cfg.Timeout + m.wireTime(len(m.out)+r.ResponseLen()))
+	var foreign error
+	for {
+		frame, err := m.read(r, deadline)
+		if err == nil {
+			var data []byte
+			data, err = Decode(r, frame)
+			if err == nil {
+				m.lastIO = time.Now()
+				m.stats.Responses.Add(1)
+				return data, nil
+			}
+			if (errors.Is(err, ErrAddress) || errors.Is(err, ErrFunction)) && time.Now().Before(deadline) {
+				// A whole, well-formed frame, but not an answer to this
+				// request: a late answer to an earlier one that arrived
+				// after the line was quiet. Skip it and wait for ours.
+				m.stats.Stale.Add(uint64(len(frame)))
+				foreign = err
+				continue
+			}
+		}
+		if foreign != nil && errors.Is(err, ErrTimeout) {
+			err = foreign
+		}
+		m.lastIO = time.Now()
 		m.count(err)
+		if !errors.Is(err, ErrTimeout) && !isException(err) {
+			m.drain()
+		}
 		return nil, err
 	}
-	data, err := Decode(r, frame)
-	if err != nil {
-		m.count(err)
-		return nil, err
+}
+
+// drain discards the rest of a bad frame until the line has been silent
+// for a while, so that the next request does not meet the tail of this
+// one's answer (a port without deadlines relies on quiet() alone).
+func (m *Master) drain() {
+	dl, ok := m.port.(deadliner)
+	if !ok {
+		return
 	}
-	m.stats.Responses.Add(1)
-	return data, nil
+	gap := min(max(m.cfg.Timeout/4, 4*m.cfg.Silence()), 100*time.Millisecond)
+	var scratch [64]byte
+	end := time.Now().Add(m.cfg.Timeout)
+	for time.Now().Before(end) {
+		if dl.SetReadDeadline(time.Now().Add(gap)) != nil {
+			return
+		}
+		k, _ := m.port.Read(scratch[:])
+		if k == 0 {
+			return
+		}
+		m.stats.Stale.Add(uint64(k))
+	}
 }
 
 // deadliner is a port whose reads take a deadline (a Port, an *os.File):
@@ -202,10 +242,7 @@ func (m *Master) quiet() error {
 			}
 			continue
 		}
-		if err == nil || errors.Is(err, io.EOF) {
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil // silent for the whole gap
 		}
 		return fmt.Errorf("modbus: read: %w", err)
@@ -251,8 +288,8 @@ func (m *Master) read(r Request, deadline time.Time) ([]byte, error) {
 	}
 	// An echo can be told from an answer for reads (an answer starts with
 	// a byte count); for writes, whose answer is itself an echo, only
-	// once the port is known to echo.
-	maybeEcho := m.echo || (!m.echoKnown && isRead(r.Function))
+	// once a read has shown that the port echoes.
+	maybeEcho := m.echo || isRead(r.Function)
 	n, want := 0, 0
 	for {
 		if maybeEcho && n > 0 {
@@ -260,11 +297,11 @@ func (m *Master) read(r Request, deadline time.Time) ([]byte, error) {
 			if string(m.buf[:k]) != string(m.out[:k]) {
 				maybeEcho = false
 				if isRead(r.Function) {
-					m.echo, m.echoKnown = false, true // a read answered without echo
+					m.echo = false // a read answered without echo
 				}
 			} else if n >= len(m.out) {
 				m.stats.Echoes.Add(1)
-				m.echo, m.echoKnown, maybeEcho = true, true, false
+				m.echo, maybeEcho = true, false
 				n = copy(m.buf[:], m.buf[len(m.out):n])
 			}
 		}
