@@ -225,9 +225,9 @@ type pointEntry struct {
 }
 
 type commandEntry struct {
-	Function int  `yaml:"function"`
-	Address  *int `yaml:"address"`
-	Step     int  `yaml:"step"`
+	Function int   `yaml:"function"`
+	Address  *int  `yaml:"address"`
+	Step     int   `yaml:"step"`
 	Value    *int  `yaml:"value"`
 	Device   *int  `yaml:"device_address"`
 	Readback *bool `yaml:"readback"`
