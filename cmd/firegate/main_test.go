@@ -11,7 +11,7 @@ import (
 // TestCheckExample: the example configuration in docs/ is valid.
 func TestCheckExample(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"check", "-config", "../../docs/firegate.example.yaml"}, &out, &errb); code != 0 {
+	if code := run(context.Background(), []string{"check", "-config", "../../docs/firegate.example.yaml"}, &out, &errb, nil); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), "OK (2 buses)") {
@@ -31,7 +31,7 @@ buses:
       - {id: el-1, model: ARCM300, slave: 1, interval: 10ms}
 `)
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"check", "-config", cfg}, &out, &errb); code != 1 {
+	if code := run(context.Background(), []string{"check", "-config", cfg}, &out, &errb, nil); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
 	for _, w := range []string{"gateway_id", `no register map for model "NOPE"`, "slave address 0", "duplicate device id", "interval 10ms"} {
