@@ -137,6 +137,10 @@ func (g *Gateway) topic(leaf string) string { return "fw/v1/up/gw/" + g.cfg.Gate
 // in order: pollers, forwarder, MQTT (with an offline status), spool.
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.close()
+	if now := time.Now(); !clockSynced(now) {
+		g.log.Warn("clock not set (no RTC, NTP not yet synchronised): readings go without ts and linkage commands are refused until it is",
+			"now", now.UTC().Format(time.RFC3339), "floor", clockFloor.Format(time.RFC3339))
+	}
 	g.connectMQTT()
 	var wg sync.WaitGroup
 	if g.metricsLn != nil {
