@@ -123,4 +123,3 @@ func openOffline(t *testing.T, s *service) int {
 	}
 	return len(list)
 }
-
