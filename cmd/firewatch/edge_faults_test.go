@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -14,16 +15,18 @@ import (
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
-// TestEdgeFaults runs firegate's core on a simulated RS-485 bus against
-// firewatch's embedded broker (issue 24, findings 5 and 6):
-//
-//   - a cable sensor that reads the map's sentinel raises one fault
-//     (传感器未接) for that channel, which clears when it reads again;
-//   - a bus whose devices all stop answering raises one bus fault naming
-//     them, and none of them gets an offline alarm while it is open;
-//   - once the bus is back, a device that stays silent gets its own offline
-//     alarm: nothing is hidden for good.
-func TestEdgeFaults(t *testing.T) {
+// edgeRig is firewatch with its embedded broker and firegate's core on a
+// simulated RS-485 bus with el-1 (ARCM300) and hy-1 (PT-100) of gw-1.
+type edgeRig struct {
+	s      *service
+	url    string
+	rcv    *receiver
+	bus    *rtu.Bus
+	el, hy *rtu.Slave
+	stop   func()
+}
+
+func newEdgeRig(t *testing.T, setup func(el, hy *rtu.Slave)) *edgeRig {
 	rcv := newReceiver(t)
 	s, url, _ := embeddedService(t, rcv, func(c *Config) {
 		c.Liveness.Tick = 100 * time.Millisecond
@@ -47,7 +50,9 @@ func TestEdgeFaults(t *testing.T) {
 	hy := bus.AddSlave(2, maps["PT-100"])
 	el.SetPlausible()
 	hy.SetPlausible()
-	el.SetRaw(4, 2, 0x7FFF) // cable sensor 2 not connected
+	if setup != nil {
+		setup(el, hy)
+	}
 
 	cfg := gateway.Defaults()
 	cfg.GatewayID = "gw-1"
@@ -68,22 +73,49 @@ func TestEdgeFaults(t *testing.T) {
 	gctx, stopGateway := context.WithCancel(context.Background())
 	gdone := make(chan error, 1)
 	go func() { gdone <- g.Run(gctx) }()
-	t.Cleanup(func() { stopGateway(); <-gdone })
-
-	is := func(rule, transition string) func(map[string]any) bool {
-		return func(b map[string]any) bool { return b["rule"] == rule && b["transition"] == transition }
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopGateway()
+			<-gdone
+		}
 	}
+	t.Cleanup(stop)
+	return &edgeRig{s: s, url: url, rcv: rcv, bus: bus, el: el, hy: hy, stop: stop}
+}
+
+func is(rule, transition string) func(map[string]any) bool {
+	return func(b map[string]any) bool { return b["rule"] == rule && b["transition"] == transition }
+}
+
+// TestSensorFault: a cable sensor that reads the map's sentinel raises one
+// fault (传感器未接) for that channel, which clears when it reads again
+// (issue 24, finding 5).
+func TestSensorFault(t *testing.T) {
+	r := newEdgeRig(t, func(el, _ *rtu.Slave) { el.SetRaw(4, 2, 0x7FFF) }) // cable sensor 2 not connected
+	rcv, el := r.rcv, r.el
 	p, _ := rcv.nextPush(t, 15*time.Second, "sensor fault", is("electrical.cable_temp_c.sensor_absent", "raised"))
 	if msg, _ := p["message"].(string); p["channel"] != 2.0 || p["severity"] != "fault" || !strings.Contains(msg, "传感器未接") {
 		t.Errorf("sensor fault push %v", p)
 	}
 	el.Set("cable_temp_c", 2, 30)
 	rcv.nextPush(t, 15*time.Second, "sensor fault cleared", is("electrical.cable_temp_c.sensor_absent", "cleared"))
+}
 
+// TestBusFault: a bus whose devices all stop answering raises one bus
+// fault naming them, and none of them gets an offline alarm while it is
+// open; once the bus is back, a device that stays silent gets its own
+// offline alarm: nothing is hidden for good. A gateway's last will raises
+// one fault for the gateway, its clean stop none (issue 24, finding 6).
+func TestBusFault(t *testing.T) {
+	r := newEdgeRig(t, nil)
+	rcv, el, hy, bus, s := r.rcv, r.el, r.hy, r.bus, r.s
+	testenv.WaitFor(t, 15*time.Second, "both devices heard", func() bool { return heard(s, "el-1") && heard(s, "hy-1") })
 	// The cable is cut.
 	el.SetFault(rtu.Fault{Kind: rtu.FaultNoAnswer})
 	hy.SetFault(rtu.Fault{Kind: rtu.FaultNoAnswer})
-	p, _ = rcv.nextPush(t, 15*time.Second, "bus fault", is("electrical.bus_fault", "raised"))
+	p, _ := rcv.nextPush(t, 15*time.Second, "bus fault", is("electrical.bus_fault", "raised"))
 	if msg, _ := p["message"].(string); !strings.Contains(msg, "el-1") || !strings.Contains(msg, "hy-1") || !strings.Contains(msg, bus.Path) {
 		t.Errorf("bus fault push does not name the bus and its devices: %v", p["message"])
 	}
@@ -112,6 +144,23 @@ func TestEdgeFaults(t *testing.T) {
 			t.Errorf("offline push for el-1, which answers: %v", p.body["message"])
 		}
 	}
+
+	// A clean stop raises nothing; a last will raises one gateway fault.
+	r.stop()
+	will := mqttClient(t, r.url, "gw-1", "gw-1", "gw-1-secret")
+	publish(t, will, "fw/v1/up/gw/gw-1/status", `{"online":false}`)
+	p, _ = rcv.nextPush(t, 15*time.Second, "gateway fault", func(b map[string]any) bool {
+		rule, _ := b["rule"].(string)
+		return strings.HasSuffix(rule, ".gateway_offline") && b["transition"] == "raised"
+	})
+	if msg, _ := p["message"].(string); !strings.Contains(msg, "gw-1") || !strings.Contains(msg, "hy-1") {
+		t.Errorf("gateway fault push %v", p["message"])
+	}
+	publish(t, will, "fw/v1/up/gw/gw-1/status", fmt.Sprintf(`{"ts":%d,"online":true,"buses":[]}`, time.Now().UnixMilli()))
+	rcv.nextPush(t, 15*time.Second, "gateway fault cleared", func(b map[string]any) bool {
+		rule, _ := b["rule"].(string)
+		return strings.HasSuffix(rule, ".gateway_offline") && b["transition"] == "cleared"
+	})
 }
 
 func openOffline(t *testing.T, s *service) int {
@@ -122,4 +171,10 @@ func openOffline(t *testing.T, s *service) int {
 		t.Fatal(err)
 	}
 	return len(list)
+}
+
+// heard reports whether firewatch has heard from device id.
+func heard(s *service, id string) bool {
+	d, ok := s.ledger.LookupID(id)
+	return ok && s.live.Status(d.Index).LastSeen > 0
 }
