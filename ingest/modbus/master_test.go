@@ -13,7 +13,7 @@ import (
 )
 
 // bus starts a simulated bus with an ARCM300 at address 1 and a PT-100 at
-// address 2, and a master on the pty through tarm/serial.
+// address 2, and a master on the pty through OpenSerial.
 func bus(t testing.TB, baud int, cfg modbus.Config) (*rtu.Bus, *modbus.Master) {
 	t.Helper()
 	maps, err := gateway.ShippedMaps()
