@@ -152,8 +152,8 @@ func (c *Config) Validate(maps Maps) error {
 	if c.MQTT.PublishTimeout < 100*time.Millisecond {
 		bad("mqtt.publish_timeout %v: must be at least 100ms", c.MQTT.PublishTimeout)
 	}
-	if c.MQTT.ReconnectMax < time.Second {
-		bad("mqtt.reconnect_max %v: must be at least 1s", c.MQTT.ReconnectMax)
+	if c.MQTT.ReconnectMax < 100*time.Millisecond {
+		bad("mqtt.reconnect_max %v: must be at least 100ms", c.MQTT.ReconnectMax)
 	}
 	ids := map[string]bool{}
 	for i := range c.Buses {

@@ -69,7 +69,9 @@ type busFault struct {
 	rule    *rules.Rule
 	anchor  devices.Index // the device the alarm is raised on
 	devices []devices.Index
-	open    bool
+	since   int64
+	active  bool // down: its devices' offline alarms are held back
+	raised  bool // its alarm is raised (a gateway's at the first held offline)
 	seen    bool // a status named it since start
 }
 
@@ -194,7 +196,7 @@ func (ef *edgeFaults) Status(gw string, payload []byte, now int64) {
 		if st.TS == 0 {
 			devs := ef.gatewayDevices(gw)
 			note := fmt.Sprintf("网关 %s 离线（断电或上行网络中断），其下 %d 台设备无法监测：%s", gw, len(devs), ef.names(devs))
-			events = ef.down(events, gw+"|*", gatewayRuleSuffix, devs, note, t)
+			events = ef.down(events, gw+"|*", gatewayRuleSuffix, devs, note, t, true)
 		}
 	} else {
 		events = ef.up(events, gw+"|*", t)
@@ -225,7 +227,7 @@ func (ef *edgeFaults) Status(gw string, payload []byte, now int64) {
 				since = b.Since
 			}
 			note := fmt.Sprintf("网关 %s 通信总线 %s 故障（%s），该总线上 %d 台设备无法监测：%s", gw, b.Port, busReasonZH(b.Error), len(devs), ef.names(devs))
-			events = ef.down(events, key, busRuleSuffix, devs, note, since)
+			events = ef.down(events, key, busRuleSuffix, devs, note, since, false)
 		}
 		ef.gwBuses[gw] = keys
 	}
@@ -266,26 +268,33 @@ func (ef *edgeFaults) names(devs []devices.Index) string {
 	return strings.Join(ids, "、")
 }
 
-// down raises the fault of bus key once, and holds back the offline alarms
-// of its devices. ef.mu is held.
-func (ef *edgeFaults) down(events []rules.Event, key, suffix string, devs []devices.Index, note string, t int64) []rules.Event {
+// down holds back the offline alarms of the devices of bus key and
+// raises its fault, at once or, with deferred, when the first of them
+// would have gone offline: a gateway's last will also comes when the
+// broker restarts, and a gateway back within its devices' grace has
+// hidden nothing. ef.mu is held.
+func (ef *edgeFaults) down(events []rules.Event, key, suffix string, devs []devices.Index, note string, t int64, deferred bool) []rules.Event {
 	bf := ef.buses[key]
 	if bf == nil {
 		bf = &busFault{}
 		ef.buses[key] = bf
 	}
 	bf.seen = true
-	if bf.open || len(devs) == 0 {
+	if bf.active || len(devs) == 0 {
 		return events
 	}
 	anchor := ef.ledger.Device(devs[0])
-	bf.open, bf.anchor, bf.devices = true, devs[0], devs
+	bf.active, bf.raised, bf.anchor, bf.devices, bf.since = true, false, devs[0], devs, t
 	bf.rule = &rules.Rule{ID: anchor.Kind.String() + suffix, Kind: anchor.Kind, Metric: anchorMetric(anchor.Kind),
 		Op: rules.OpEvent, Severity: rules.SeverityFault, NoteZH: note}
 	for _, d := range devs {
 		ef.held[d] = bf
 	}
 	ef.log.Warn("gateway bus down: one fault for its devices, their offline alarms held back", "bus", key, "devices", len(devs))
+	if deferred {
+		return events
+	}
+	bf.raised = true
 	return append(events, rules.Event{Rule: bf.rule, Device: bf.anchor, Transition: rules.Raise, Value: 1, Since: t, Time: t})
 }
 
@@ -298,10 +307,10 @@ func (ef *edgeFaults) up(events []rules.Event, key string, t int64) []rules.Even
 		ef.buses[key] = &busFault{seen: true}
 		return events
 	}
-	if !bf.open {
+	if !bf.active {
 		return events
 	}
-	bf.open = false
+	bf.active = false
 	for _, d := range bf.devices {
 		if ef.held[d] == bf {
 			delete(ef.held, d)
@@ -311,6 +320,10 @@ func (ef *edgeFaults) up(events []rules.Event, key string, t int64) []rules.Even
 		}
 	}
 	ef.log.Info("gateway bus back up", "bus", key)
+	if !bf.raised {
+		return events
+	}
+	bf.raised = false
 	return append(events, rules.Event{Rule: bf.rule, Device: bf.anchor, Transition: rules.Clear, Since: t, Time: t})
 }
 
@@ -351,9 +364,19 @@ func anchorMetric(k devices.Kind) devices.Metric {
 // Offline holds back the offline alarm of a device whose bus is down.
 func (ef *edgeFaults) Offline(d devices.Index, lastSeen, now int64) {
 	ef.mu.Lock()
-	if ef.held[d] != nil {
+	if bf := ef.held[d]; bf != nil {
 		ef.heldSince[d] = lastSeen
+		var ev rules.Event
+		if !bf.raised {
+			// A gateway's deferred fault: the first of its devices has
+			// been silent past its grace.
+			bf.raised = true
+			ev = rules.Event{Rule: bf.rule, Device: bf.anchor, Transition: rules.Raise, Value: 1, Since: bf.since, Time: now}
+		}
 		ef.mu.Unlock()
+		if ev.Rule != nil {
+			ef.sink.Submit(ev)
+		}
 		return
 	}
 	ef.mu.Unlock()
