@@ -81,20 +81,6 @@ func (s *port) SetReadDeadline(t time.Time) error {
 	return err
 }
 
-// FlushInput discards the open port's unread input, when it can.
-func (s *port) FlushInput() (int, error) {
-	p, err := s.get()
-	if err != nil {
-		return 0, err
-	}
-	if f, ok := p.(interface{ FlushInput() (int, error) }); ok {
-		n, err := f.FlushInput()
-		s.fail(p, err)
-		return n, err
-	}
-	return 0, nil
-}
-
 func (s *port) fail(p io.ReadWriteCloser, err error) {
 	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return // a read timeout, not a failure of the port

@@ -200,25 +200,14 @@ func (m *Master) drain() {
 // the master then times responses exactly and can listen for silence.
 type deadliner interface{ SetReadDeadline(time.Time) error }
 
-// inputFlusher is a port that can discard its unread input (a Port).
-// FlushInput returns how many bytes it discarded.
-type inputFlusher interface{ FlushInput() (int, error) }
-
 // quiet makes sure that the next byte read belongs to the answer of the
-// next request: it discards what the port holds unread (a late answer to
-// an earlier request, noise) and then waits for the inter-frame silence,
-// discarding whatever still arrives, until the line has been silent for
-// 3.5 characters. A line that never falls silent within the timeout is
-// ErrNoise.
+// next request: it reads and discards whatever arrives (a late answer to
+// an earlier request, noise) until the line has been silent for 3.5
+// characters. Reading rather than flushing the kernel's queue counts what
+// is discarded, and also catches bytes still on their way through the
+// driver. A line that never falls silent within the timeout is ErrNoise.
 func (m *Master) quiet() error {
 	silence := m.cfg.Silence()
-	if fl, ok := m.port.(inputFlusher); ok {
-		n, err := fl.FlushInput()
-		if err != nil {
-			return fmt.Errorf("modbus: flush: %w", err)
-		}
-		m.stats.Stale.Add(uint64(n))
-	}
 	dl, ok := m.port.(deadliner)
 	if !ok {
 		// A port without deadlines cannot listen for a few milliseconds:
@@ -228,13 +217,12 @@ func (m *Master) quiet() error {
 		}
 		return nil
 	}
-	var scratch [64]byte
 	end := time.Now().Add(m.cfg.Timeout)
 	for {
 		if err := dl.SetReadDeadline(time.Now().Add(silence)); err != nil {
 			return fmt.Errorf("modbus: read deadline: %w", err)
 		}
-		k, err := m.port.Read(scratch[:])
+		k, err := m.port.Read(m.buf[:]) // free between requests
 		if k > 0 {
 			m.stats.Stale.Add(uint64(k))
 			if time.Now().After(end) {

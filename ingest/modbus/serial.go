@@ -27,7 +27,7 @@ type SerialConfig struct {
 // Port is an open serial port in raw mode. Its reads honour deadlines set
 // with SetReadDeadline (the file is under the runtime's poller), so the
 // master times a response to the millisecond and can wait for the line to
-// fall silent; FlushInput discards what the kernel holds unread.
+// fall silent.
 type Port struct {
 	f    *os.File
 	name string
@@ -127,17 +127,6 @@ func (p *Port) Write(b []byte) (int, error) { return p.f.Write(b) }
 // SetReadDeadline bounds the next reads; a read past it returns an error
 // that matches os.ErrDeadlineExceeded.
 func (p *Port) SetReadDeadline(t time.Time) error { return p.f.SetReadDeadline(t) }
-
-// FlushInput discards the bytes received and not yet read, and returns
-// how many there were.
-func (p *Port) FlushInput() (int, error) {
-	var n int
-	err := control(p.f, func(fd int) error {
-		n, _ = unix.IoctlGetInt(fd, unix.TIOCINQ)
-		return unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIFLUSH)
-	})
-	return n, err
-}
 
 // Close closes the port.
 func (p *Port) Close() error { return p.f.Close() }
