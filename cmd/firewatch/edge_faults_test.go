@@ -30,8 +30,10 @@ func newEdgeRig(t *testing.T, setup func(el, hy *rtu.Slave)) *edgeRig {
 	rcv := newReceiver(t)
 	s, url, _ := embeddedService(t, rcv, func(c *Config) {
 		c.Liveness.Tick = 100 * time.Millisecond
-		c.Liveness.Electrical = 500 * time.Millisecond // offline after 1 s of silence
-		c.Liveness.Hydrant = 500 * time.Millisecond
+		// Offline after 3 s of silence: well after the gateway reports a
+		// dead bus (a few polls of 200 ms), also on a loaded machine.
+		c.Liveness.Electrical = 1500 * time.Millisecond
+		c.Liveness.Hydrant = 1500 * time.Millisecond
 		c.Alarms.StormWindow = 0 // one push per alarm, to look at each
 	})
 	maps, err := gateway.ShippedMaps()
