@@ -214,6 +214,23 @@ func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote fu
 			b.WriteByte(' ')
 		}
 	}
+	if r.NoteZH != "" {
+		// A rule firewatch made itself says what happened in its own words
+		// (a gateway's dead bus naming its devices, a sensor not connected).
+		if p.Channel > 0 {
+			b.WriteString("（第")
+			b.WriteString(strconv.Itoa(p.Channel))
+			b.WriteString("路）")
+		}
+		b.WriteString(r.NoteZH)
+		if p.Transition == TransitionCleared {
+			b.WriteString(" 已恢复")
+		}
+		b.WriteString("（设备时间 ")
+		b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
+		b.WriteString("）。")
+		return finishMessage(&b, p, a, flapNote)
+	}
 	if r.Severity == rules.SeverityOffline {
 		// Liveness: Since is the last report, the device time of the event
 		// when the silence was noticed (cmd/firewatch/liveness_alarms.go).

@@ -144,12 +144,36 @@ func (c *Config) Validate(maps Maps) error {
 	if c.Spool.MaxBytes < 1<<20 {
 		bad("spool.max_bytes %d is below 1 MiB", c.Spool.MaxBytes)
 	}
+	if c.Spool.SyncEvery < 0 {
+		bad("spool.sync_every %v is negative", c.Spool.SyncEvery)
+	}
+	// Zero durations would panic a ticker or resend a batch at once for
+	// ever; the defaults are set before the file is read, so a zero here
+	// was written in the file.
+	if c.StatusInterval < time.Second {
+		bad("status_interval %v: must be at least 1s", c.StatusInterval)
+	}
+	if c.MQTT.PublishTimeout < 100*time.Millisecond {
+		bad("mqtt.publish_timeout %v: must be at least 100ms", c.MQTT.PublishTimeout)
+	}
+	if c.MQTT.ReconnectMax < 100*time.Millisecond {
+		bad("mqtt.reconnect_max %v: must be at least 100ms", c.MQTT.ReconnectMax)
+	}
 	ids := map[string]bool{}
 	for i := range c.Buses {
 		b := &c.Buses[i]
 		b.setDefaults()
 		if b.Port == "" {
 			bad("buses[%d]: port is missing", i)
+		}
+		if b.Timeout < 10*time.Millisecond {
+			bad("buses[%d] (%s): timeout %v below 10ms", i, b.Port, b.Timeout)
+		}
+		if b.Retries < 0 || b.Retries > 5 {
+			bad("buses[%d] (%s): retries %d outside 0…5", i, b.Port, b.Retries)
+		}
+		if b.Parity != "N" && b.Parity != "E" && b.Parity != "O" {
+			bad("buses[%d] (%s): parity %q is not N, E or O", i, b.Port, b.Parity)
 		}
 		slaves := map[int]bool{}
 		for j := range b.Devices {
@@ -174,6 +198,9 @@ func (c *Config) Validate(maps Maps) error {
 			slaves[d.Slave] = true
 			if d.Interval < 100*time.Millisecond {
 				bad("%s: interval %v below 100ms", where, d.Interval)
+			}
+			if d.OfflineAfter < 1 {
+				bad("%s: offline_after %d must be at least 1", where, d.OfflineAfter)
 			}
 		}
 	}

@@ -39,7 +39,7 @@ func TestForwarderSurvivesSpoolFaults(t *testing.T) {
 	cfg.MQTT.ReconnectMax = time.Second
 	cfg.Spool.Dir = t.TempDir()
 	cfg.Spool.FS = fs
-	cfg.StatusInterval = 200 * time.Millisecond
+	cfg.StatusInterval = time.Second // the least Validate accepts
 	cfg.MetricsListen = "127.0.0.1:0"
 	cfg.Buses = []gateway.BusConfig{{Port: bus.Path, Baud: 115200, Timeout: 100 * time.Millisecond,
 		Devices: []gateway.DeviceConfig{{ID: "el-1", Model: "ARCM300", Slave: 1, Interval: 100 * time.Millisecond, OfflineAfter: 3}}}}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,8 @@ type Gateway struct {
 	seqs  *seqStore
 	buses []*bus
 	mqtt  paho.Client
+	// commands records the linkage commands executed, against repeats.
+	commands *commandLog
 
 	connected atomic.Bool
 	published atomic.Uint64 // readings acknowledged by the broker
@@ -44,10 +47,11 @@ type Gateway struct {
 // bus is one serial port with its devices, owned by one goroutine.
 type bus struct {
 	cfg     BusConfig
-	port    io.ReadWriteCloser
+	port    *port
 	master  *modbus.Master
 	devices []*device
 	cmds    chan command
+	health  busHealth
 }
 
 // device is the polling state of one slave.
@@ -58,13 +62,12 @@ type device struct {
 	misses  int
 	offline atomic.Bool
 	events  map[int]bool // last state of each event point, by point index
-}
-
-type command struct {
-	dev *device
-	Cmd string `json:"cmd"`
-	ID  string `json:"id"`
-	Ch  int    `json:"ch"`
+	// blocks are the reads of a poll: the map's, split where the device
+	// refused to read through unmapped registers (splitBlock).
+	blocks []Block
+	// missing are points whose register the device says does not exist:
+	// sent as absent (null) instead of keeping the device offline.
+	missing []int
 }
 
 // OpenPort opens a bus's serial port. A port that fails later (a USB
@@ -97,16 +100,26 @@ func New(cfg Config, maps Maps, log *slog.Logger) (_ *Gateway, err error) {
 	if g.seqs, err = openSeqs(filepath.Join(cfg.Spool.Dir, "seq")); err != nil {
 		return nil, err
 	}
+	if g.commands, err = openCommandLog(filepath.Join(cfg.Spool.Dir, "commands")); err != nil {
+		return nil, err
+	}
 	for _, bc := range cfg.Buses {
-		raw, err := OpenPort(bc)
-		if err != nil {
-			return nil, err
+		p := &port{cfg: bc, log: log}
+		if raw, err := OpenPort(bc); err != nil {
+			// A missing adapter takes down its bus, not the gateway: the
+			// port is opened again every reopenDelay, and the bus is
+			// reported down in the status meanwhile.
+			log.Error("serial port cannot be opened; retrying", "port", bc.Port, "err", err)
+			p.openErr, p.last = err, time.Now()
+		} else {
+			p.p = raw
 		}
-		p := &port{cfg: bc, log: log, p: raw}
 		b := &bus{cfg: bc, port: p, cmds: make(chan command, 16),
 			master: modbus.NewMaster(p, modbus.Config{Timeout: bc.Timeout, Retries: bc.Retries, Baud: bc.Baud})}
+		b.health.ok, b.health.since = true, time.Now().UnixMilli()
 		for _, dc := range bc.Devices {
-			b.devices = append(b.devices, &device{cfg: dc, m: maps[dc.Model], events: map[int]bool{}})
+			m := maps[dc.Model]
+			b.devices = append(b.devices, &device{cfg: dc, m: m, events: map[int]bool{}, blocks: slices.Clone(m.Blocks)})
 		}
 		g.buses = append(g.buses, b)
 	}
@@ -127,6 +140,10 @@ func (g *Gateway) topic(leaf string) string { return "fw/v1/up/gw/" + g.cfg.Gate
 // in order: pollers, forwarder, MQTT (with an offline status), spool.
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.close()
+	if now := time.Now(); !clockSynced(now) {
+		g.log.Warn("clock not set (no RTC, NTP not yet synchronised): readings go without ts and linkage commands are refused until it is",
+			"now", now.UTC().Format(time.RFC3339), "floor", clockFloor.Format(time.RFC3339))
+	}
 	g.connectMQTT()
 	var wg sync.WaitGroup
 	if g.metricsLn != nil {
@@ -239,6 +256,8 @@ func (g *Gateway) publishStatus(online bool) {
 		"spool":           g.spoolHealth(),
 		"offline_devices": offline,
 		"bus":             map[string]uint64{"requests": st[4], "timeouts": st[0], "crc_errors": st[1], "bad_frames": st[2], "exceptions": st[3]},
+		"buses":           g.busStatus(),
+		"clock_synced":    clockSynced(time.Now()),
 	})
 	tok := g.mqtt.Publish(g.topic("status"), 1, true, p)
 	tok.WaitTimeout(g.cfg.MQTT.PublishTimeout)
@@ -280,6 +299,7 @@ func (g *Gateway) poll(ctx context.Context, b *bus) {
 		case <-timer.C:
 		}
 		g.pollDevice(ctx, b, due)
+		g.checkHealth(b)
 		// Next slot on the device's own grid, with a little jitter; a
 		// device late by more than an interval skips the missed slots
 		// instead of bursting.
@@ -294,13 +314,26 @@ func (g *Gateway) poll(ctx context.Context, b *bus) {
 // pollDevice reads every block of a device and spools its readings.
 func (g *Gateway) pollDevice(ctx context.Context, b *bus, d *device) {
 	ts := time.Now().UnixMilli()
+	if !clockSynced(time.UnixMilli(ts)) {
+		// Without a trustworthy clock the readings go without "ts":
+		// firewatch stamps them on receipt, late rather than filed in
+		// 1970 or rejected.
+		ts = 0
+	}
 	values := make([]float64, len(d.m.Points))
-	for i := range d.m.Blocks {
-		blk := &d.m.Blocks[i]
+	for _, pi := range d.missing {
+		values[pi] = math.NaN()
+	}
+	for i := 0; i < len(d.blocks); i++ {
+		blk := &d.blocks[i]
 		data, err := b.master.Do(ctx, modbus.Request{Slave: byte(d.cfg.Slave), Function: blk.Function, Address: blk.Address, Value: blk.Count})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if g.splitBlock(d, i, err) {
+				i-- // read the parts now
+				continue
 			}
 			d.misses++
 			if d.misses == d.cfg.OfflineAfter {
@@ -327,6 +360,48 @@ func (g *Gateway) pollDevice(ctx context.Context, b *bus, d *device) {
 	}
 }
 
+// splitBlock handles a device that refuses block i with "illegal data
+// address" (exception 2) because the block reads through registers the
+// device does not have: the block is split into gapless runs, a gapless
+// run into single points, and a single point the device refuses is
+// polled no more and sent as absent. It reports whether it split.
+func (g *Gateway) splitBlock(d *device, i int, err error) bool {
+	var ex *modbus.Exception
+	if !errors.As(err, &ex) || ex.Code != 2 {
+		return false
+	}
+	blk := d.blocks[i]
+	var parts []Block
+	if len(blk.Points) > 1 {
+		sub := make([]Point, len(blk.Points))
+		for k, pi := range blk.Points {
+			sub[k] = d.m.Points[pi]
+		}
+		parts = blocks(sub, 0)
+		if len(parts) == 1 {
+			parts = parts[:0]
+			for k := range sub {
+				parts = append(parts, blocks(sub[k:k+1], 0)[0])
+				parts[len(parts)-1].Points[0] = k
+			}
+		}
+		for k := range parts {
+			for j, si := range parts[k].Points {
+				parts[k].Points[j] = blk.Points[si]
+			}
+		}
+		g.log.Warn("device refuses to read through unmapped registers; reading the parts", "device", d.cfg.ID,
+			"function", blk.Function, "address", blk.Address, "count", blk.Count, "reads", len(parts))
+	} else {
+		pi := blk.Points[0]
+		d.missing = append(d.missing, pi)
+		g.log.Warn("device has no such register; sending the point as absent", "device", d.cfg.ID,
+			"metric", d.m.Points[pi].Metric.String(), "ch", d.m.Points[pi].Ch, "function", blk.Function, "address", blk.Address)
+	}
+	d.blocks = slices.Concat(d.blocks[:i:i], parts, d.blocks[i+1:])
+	return true
+}
+
 // records turns one poll into v1 batch elements: one per channel for
 // measurements, one per changed event.
 func (g *Gateway) records(d *device, ts int64, values []float64) [][]byte {
@@ -334,7 +409,7 @@ func (g *Gateway) records(d *device, ts int64, values []float64) [][]byte {
 	var chans [17][]int // point indexes by channel
 	for i := range d.m.Points {
 		p := &d.m.Points[i]
-		if p.Event() {
+		if p.Event() && !Absent(values[i]) {
 			active := values[i] != 0
 			prev, seen := d.events[i]
 			if (!seen && active) || (seen && prev != active) {
@@ -374,8 +449,11 @@ func (g *Gateway) head(d *device, ts int64, ch int) []byte {
 	b := make([]byte, 0, 160)
 	b = append(b, `{"dev":"`...)
 	b = append(b, d.cfg.ID...)
-	b = append(b, `","ts":`...)
-	b = strconv.AppendInt(b, ts, 10)
+	b = append(b, '"')
+	if ts > 0 {
+		b = append(b, `,"ts":`...)
+		b = strconv.AppendInt(b, ts, 10)
+	}
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, uint64(g.seqs.next(d.cfg.ID)), 10)
 	if ch > 0 {
@@ -386,10 +464,12 @@ func (g *Gateway) head(d *device, ts int64, ch int) []byte {
 }
 
 // appendValue formats v to the resolution of its scale, so that 415 × 0.1
-// is sent as 41.5, not 41.50000000000001.
+// is sent as 41.5, not 41.50000000000001. An absent value (a sentinel, a
+// float NaN) is null: firewatch raises a sensor fault for that metric and
+// keeps the others of the element.
 func appendValue(b []byte, v, scale float64) []byte {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return append(b, `"NaN"`...) // firewatch rejects it as not_finite
+		return append(b, "null"...)
 	}
 	d := 0
 	for s := math.Abs(scale); s < 1 && d < 9; s *= 10 {
@@ -514,50 +594,6 @@ func (g *Gateway) Offline(id string) bool {
 
 // BusStats returns the frame counters of bus i.
 func (g *Gateway) BusStats(i int) *modbus.Stats { return g.buses[i].master.Stats() }
-
-// onCommand queues a downlink command for the device's bus.
-func (g *Gateway) onCommand(b *bus, d *device, payload []byte) {
-	c := command{dev: d}
-	if err := json.Unmarshal(payload, &c); err != nil || c.ID == "" {
-		g.ack(d, c.ID, fmt.Errorf("malformed command: want {\"cmd\":…,\"id\":…}"))
-		return
-	}
-	select {
-	case b.cmds <- c:
-	default:
-		g.ack(d, c.ID, errors.New("gateway busy: command queue full"))
-	}
-}
-
-// execute writes a command to its device and acks it upstream.
-func (g *Gateway) execute(ctx context.Context, b *bus, c command) {
-	cmd, ok := c.dev.m.Commands[c.Cmd]
-	if !ok {
-		g.ack(c.dev, c.ID, fmt.Errorf("model %s has no command %q", c.dev.m.Model, c.Cmd))
-		return
-	}
-	addr, err := cmd.Target(c.Ch)
-	if err == nil {
-		slave := byte(c.dev.cfg.Slave)
-		if cmd.Function == modbus.FuncWriteSingleCoil {
-			err = b.master.WriteCoil(ctx, slave, addr, cmd.Value != 0)
-		} else {
-			err = b.master.WriteRegister(ctx, slave, addr, cmd.Value)
-		}
-	}
-	g.log.Info("command", "device", c.dev.cfg.ID, "cmd", c.Cmd, "id", c.ID, "ch", c.Ch, "err", err)
-	g.ack(c.dev, c.ID, err)
-}
-
-func (g *Gateway) ack(d *device, id string, err error) {
-	a := map[string]any{"id": id, "ok": err == nil, "ts": time.Now().UnixMilli()}
-	if err != nil {
-		a["error"] = err.Error()
-	}
-	p, _ := json.Marshal(a)
-	tok := g.mqtt.Publish("fw/v1/up/"+d.cfg.ID+"/ack", 1, false, p)
-	go tok.WaitTimeout(g.cfg.MQTT.PublishTimeout)
-}
 
 // seqStore hands out per-device sequence numbers that never repeat, even
 // after a power cut: it persists a ceiling seqBlock ahead of what it has

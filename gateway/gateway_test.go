@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -233,7 +234,8 @@ func TestGateway(t *testing.T) {
 			t.Fatalf("publish command: %v", tok.Error())
 		}
 	}
-	pub("ch-1", `{"cmd":"cut_power","id":"cmd-1","ch":3}`)
+	now := time.Now().UnixMilli()
+	pub("ch-1", fmt.Sprintf(`{"cmd":"cut_power","id":"cmd-1","ch":3,"ts":%d,"exp":%d}`, now, now+60000))
 	testenv.WaitFor(t, 5*time.Second, "ack of cmd-1", func() bool { return coll.ack("cmd-1") != nil })
 	if a := coll.ack("cmd-1"); a["ok"] != true {
 		t.Errorf("ack = %v", a)
@@ -241,7 +243,7 @@ func TestGateway(t *testing.T) {
 	if !ch.Coil(3) || ch.Coil(0) || ch.Coil(2) {
 		t.Errorf("coils after cut_power ch 3: main %v, slot 2 %v, slot 3 %v", ch.Coil(0), ch.Coil(2), ch.Coil(3))
 	}
-	pub("hy-1", `{"cmd":"cut_power","id":"cmd-2"}`)
+	pub("hy-1", fmt.Sprintf(`{"cmd":"cut_power","id":"cmd-2","ts":%d,"exp":%d}`, now, now+60000))
 	testenv.WaitFor(t, 5*time.Second, "ack of cmd-2", func() bool { return coll.ack("cmd-2") != nil })
 	if a := coll.ack("cmd-2"); a["ok"] != false || a["error"] == "" {
 		t.Errorf("ack of a command the model lacks = %v", a)

@@ -32,6 +32,8 @@ func (g *Gateway) registerMetrics(reg prometheus.Registerer) {
 		counter("firewatch_modbus_bad_frames_total", "Short, long, wrong-address, wrong-function or bad-echo responses.", func() float64 { return float64(s.BadFrames.Load()) })
 		counter("firewatch_modbus_exceptions_total", "Modbus exception responses.", func() float64 { return float64(s.Exceptions.Load()) })
 		counter("firewatch_modbus_retries_total", "Retried requests.", func() float64 { return float64(s.Retries.Load()) })
+		counter("firewatch_modbus_stale_bytes_total", "Bytes of late answers or noise discarded before a request.", func() float64 { return float64(s.Stale.Load()) })
+		counter("firewatch_modbus_echoes_total", "Requests the RS-485 adapter echoed back, skipped.", func() float64 { return float64(s.Echoes.Load()) })
 	}
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
@@ -45,6 +47,15 @@ func (g *Gateway) registerMetrics(reg prometheus.Registerer) {
 				if d.offline.Load() {
 					n++
 				}
+			}
+		}
+		return float64(n)
+	})
+	gauge("firewatch_gateway_buses_down", "Buses whose port is closed or whose devices all miss their polls.", func() float64 {
+		n := 0
+		for i := range g.buses {
+			if !g.BusOK(i) {
+				n++
 			}
 		}
 		return float64(n)

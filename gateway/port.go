@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -21,6 +23,9 @@ type port struct {
 	mu   sync.Mutex
 	p    io.ReadWriteCloser
 	last time.Time
+	// openErr is why the port is closed: the last failed open or I/O
+	// error; nil while it is open.
+	openErr error
 }
 
 var errPortDown = errors.New("serial port closed after an error; reopening")
@@ -37,23 +42,55 @@ func (s *port) get() (io.ReadWriteCloser, error) {
 	s.last = time.Now()
 	p, err := OpenPort(s.cfg)
 	if err != nil {
+		s.openErr = err
 		return nil, err
 	}
-	s.log.Info("serial port reopened", "port", s.cfg.Port)
-	s.p = p
+	if target, err := filepath.EvalSymlinks(s.cfg.Port); err == nil && target != s.cfg.Port {
+		s.log.Info("serial port opened", "port", s.cfg.Port, "device", target)
+	} else {
+		s.log.Info("serial port opened", "port", s.cfg.Port)
+	}
+	s.p, s.openErr = p, nil
 	return p, nil
 }
 
+// down returns why the port is closed, or nil while it is open.
+func (s *port) down() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.p != nil {
+		return nil
+	}
+	if s.openErr == nil {
+		return errPortDown
+	}
+	return s.openErr
+}
+
+// SetReadDeadline sets the deadline of the open port's reads, when it
+// takes one.
+func (s *port) SetReadDeadline(t time.Time) error {
+	p, err := s.get()
+	if err != nil {
+		return err
+	}
+	if d, ok := p.(interface{ SetReadDeadline(time.Time) error }); ok {
+		err = d.SetReadDeadline(t)
+		s.fail(p, err)
+	}
+	return err
+}
+
 func (s *port) fail(p io.ReadWriteCloser, err error) {
-	if err == nil || errors.Is(err, io.EOF) {
-		return // EOF is a read timeout on a serial port
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return // a read timeout, not a failure of the port
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.p == p {
 		s.log.Error("serial port failed; closing it", "port", s.cfg.Port, "err", err)
 		p.Close()
-		s.p = nil
+		s.p, s.openErr = nil, err
 		s.last = time.Now()
 	}
 }

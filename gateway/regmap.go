@@ -70,7 +70,15 @@ type Point struct {
 	LowWordFirst bool
 	Scale        float64
 	Offset       float64
-	Line         int
+	// Sentinels are raw register values (the whole 16 or 32 bits, before
+	// Mask) that mean "no value": a sensor not connected or out of order
+	// (e.g. 0x7FFF). Decode returns NaN for them, as for a float32 NaN,
+	// and the reading carries the metric as null.
+	Sentinels []uint32
+	// Mask keeps only these bits of an integer register before scaling
+	// (an event in bit 0 of a status word); 0 keeps all.
+	Mask uint32
+	Line int
 }
 
 // Event reports whether the point is a catalog event.
@@ -93,7 +101,24 @@ type Command struct {
 	// DeviceAddress is written when the command names no channel (the
 	// whole device); it defaults to Address.
 	DeviceAddress uint16
-	Line          int
+	// Channels is the highest channel a command may name: the map's
+	// highest channel. Without Step the model has one output for all of
+	// them (a monitor's single trip relay), written for any channel.
+	Channels int
+	// NoReadback turns off reading the output back after the write (for
+	// a device that cannot read its coils); the ack then has no state.
+	NoReadback bool
+	Line       int
+}
+
+// ReadbackFunction is the function that reads the command's output back:
+// read coils after a coil write, read holding registers after a register
+// write.
+func (c Command) ReadbackFunction() byte {
+	if c.Function == modbus.FuncWriteSingleCoil {
+		return modbus.FuncReadCoils
+	}
+	return modbus.FuncReadHoldingRegisters
 }
 
 // Target returns the address a command for channel ch (0: the whole
@@ -102,11 +127,14 @@ func (c Command) Target(ch int) (uint16, error) {
 	if ch == 0 {
 		return c.DeviceAddress, nil
 	}
-	if c.Step == 0 && ch != 1 {
-		return 0, fmt.Errorf("the model has no per-channel address for this command (ch %d)", ch)
+	if ch < 0 || ch > max(c.Channels, 1) {
+		return 0, fmt.Errorf("ch %d outside the model's channels 1…%d", ch, max(c.Channels, 1))
+	}
+	if c.Step == 0 {
+		return c.Address, nil // one output for every channel
 	}
 	a := int(c.Address) + (ch-1)*int(c.Step)
-	if ch < 0 || a > 0xFFFF {
+	if a > 0xFFFF {
 		return 0, fmt.Errorf("ch %d is outside the model's address range", ch)
 	}
 	return uint16(a), nil
@@ -192,14 +220,17 @@ type pointEntry struct {
 	Scale     *float64 `yaml:"scale"`
 	Offset    float64  `yaml:"offset"`
 	Unit      string   `yaml:"unit"`
+	Sentinel  []int64  `yaml:"sentinel"`
+	Mask      *int64   `yaml:"mask"`
 }
 
 type commandEntry struct {
-	Function int  `yaml:"function"`
-	Address  *int `yaml:"address"`
-	Step     int  `yaml:"step"`
-	Value    *int `yaml:"value"`
-	Device   *int `yaml:"device_address"`
+	Function int   `yaml:"function"`
+	Address  *int  `yaml:"address"`
+	Step     int   `yaml:"step"`
+	Value    *int  `yaml:"value"`
+	Device   *int  `yaml:"device_address"`
+	Readback *bool `yaml:"readback"`
 }
 
 // Commands the downlink knows.
@@ -298,6 +329,30 @@ func ParseMap(name string, b []byte) (*Map, error) {
 		if int(p.Address)+p.Type.Words() > 0x10000 {
 			bad(n.Line, "%s: runs past address 65535", e.Metric)
 		}
+		limit := int64(0xFFFF)
+		if p.Type.Words() == 2 {
+			limit = 0xFFFFFFFF
+		}
+		for _, v := range e.Sentinel {
+			switch {
+			case p.Type == TypeBool || p.Type == TypeFloat32:
+				bad(n.Line, "%s: sentinel is for integer registers (a float32 NaN is always a sentinel)", e.Metric)
+			case v < 0 || v > limit:
+				bad(n.Line, "%s: sentinel %d is not a raw %s register value 0…%d", e.Metric, v, p.Type, limit)
+			default:
+				p.Sentinels = append(p.Sentinels, uint32(v))
+			}
+		}
+		if e.Mask != nil {
+			switch {
+			case p.Type == TypeBool || p.Type == TypeFloat32:
+				bad(n.Line, "%s: mask is for integer registers", e.Metric)
+			case *e.Mask <= 0 || *e.Mask > limit:
+				bad(n.Line, "%s: mask %d outside 1…%d", e.Metric, *e.Mask, limit)
+			default:
+				p.Mask = uint32(*e.Mask)
+			}
+		}
 		m.Points = append(m.Points, p)
 	}
 	names := make([]string, 0, len(f.Commands))
@@ -315,7 +370,7 @@ func ParseMap(name string, b []byte) (*Map, error) {
 		if !slices.Contains(knownCommands, name) {
 			bad(n.Line, "command %q: firegate knows %s", name, strings.Join(knownCommands, ", "))
 		}
-		c := Command{Function: byte(e.Function), Step: uint16(e.Step), Line: n.Line}
+		c := Command{Function: byte(e.Function), Step: uint16(e.Step), Line: n.Line, NoReadback: e.Readback != nil && !*e.Readback}
 		if e.Function != 5 && e.Function != 6 {
 			bad(n.Line, "command %s: function %d: use 5 (coil) or 6 (holding register)", name, e.Function)
 		}
@@ -351,7 +406,15 @@ func ParseMap(name string, b []byte) (*Map, error) {
 		slices.SortStableFunc(probs, func(a, b devices.Problem) int { return a.Line - b.Line })
 		return nil, &devices.LoadError{Problems: probs}
 	}
-	m.Blocks = blocks(m.Points)
+	m.Blocks = blocks(m.Points, maxGap)
+	chans := 1
+	for _, p := range m.Points {
+		chans = max(chans, p.Ch)
+	}
+	for name, c := range m.Commands {
+		c.Channels = chans
+		m.Commands[name] = c
+	}
 	return m, nil
 }
 
@@ -371,8 +434,9 @@ func parseWordOrder(s string, def bool) (bool, error) {
 // one longer request is cheaper than two on a slow bus.
 const maxGap = 8
 
-// blocks groups points into as few reads as the protocol limits allow.
-func blocks(points []Point) []Block {
+// blocks groups points into as few reads as the protocol limits allow,
+// reading through gaps of up to gap unmapped registers.
+func blocks(points []Point, gap int) []Block {
 	idx := make([]int, len(points))
 	for i := range idx {
 		idx[i] = i
@@ -395,7 +459,7 @@ func blocks(points []Point) []Block {
 		if n := len(out); n > 0 {
 			b := &out[n-1]
 			bEnd := int(b.Address) + int(b.Count)
-			if b.Function == p.Function && int(p.Address) <= bEnd+maxGap && max(end, bEnd)-int(b.Address) <= limit {
+			if b.Function == p.Function && int(p.Address) <= bEnd+gap && max(end, bEnd)-int(b.Address) <= limit {
 				b.Count = uint16(max(end, bEnd) - int(b.Address))
 				b.Points = append(b.Points, i)
 				continue
@@ -417,33 +481,47 @@ func (p *Point) Decode(b *Block, data []byte) float64 {
 		return 0
 	}
 	w := data[2*off:]
-	var raw float64
-	switch p.Type {
-	case TypeBool:
-		if binary.BigEndian.Uint16(w) != 0 {
-			return 1
-		}
-		return 0
-	case TypeInt16:
-		raw = float64(int16(binary.BigEndian.Uint16(w)))
-	case TypeUint16:
-		raw = float64(binary.BigEndian.Uint16(w))
-	default:
+	var u uint32
+	if p.Type.Words() == 2 {
 		hi, lo := binary.BigEndian.Uint16(w), binary.BigEndian.Uint16(w[2:])
 		if p.LowWordFirst {
 			hi, lo = lo, hi
 		}
-		u := uint32(hi)<<16 | uint32(lo)
-		switch p.Type {
-		case TypeInt32:
-			raw = float64(int32(u))
-		case TypeUint32:
-			raw = float64(u)
-		case TypeFloat32:
-			// The shortest decimal that is the same float32: 0.31, not
-			// 0.3100000023841858.
-			raw, _ = strconv.ParseFloat(strconv.FormatFloat(float64(math.Float32frombits(u)), 'g', -1, 32), 64)
+		u = uint32(hi)<<16 | uint32(lo)
+	} else {
+		u = uint32(binary.BigEndian.Uint16(w))
+	}
+	for _, s := range p.Sentinels {
+		if u == s {
+			return math.NaN()
 		}
+	}
+	if p.Mask != 0 {
+		u &= p.Mask
+	}
+	var raw float64
+	switch p.Type {
+	case TypeBool:
+		if u != 0 {
+			return 1
+		}
+		return 0
+	case TypeInt16:
+		raw = float64(int16(uint16(u)))
+	case TypeUint16:
+		raw = float64(uint16(u))
+	case TypeInt32:
+		raw = float64(int32(u))
+	case TypeUint32:
+		raw = float64(u)
+	case TypeFloat32:
+		f := math.Float32frombits(u)
+		if f != f || math.IsInf(float64(f), 0) {
+			return math.NaN()
+		}
+		// The shortest decimal that is the same float32: 0.31, not
+		// 0.3100000023841858.
+		raw, _ = strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
 	}
 	if p.Event() {
 		if raw != 0 {
@@ -453,6 +531,10 @@ func (p *Point) Decode(b *Block, data []byte) float64 {
 	}
 	return raw*p.Scale + p.Offset
 }
+
+// Absent reports whether v, a value from Decode, is a sentinel: the
+// device has no value for the point.
+func Absent(v float64) bool { return math.IsNaN(v) }
 
 // Encode returns the registers that hold v, the inverse of Decode (for
 // the simulator). For bit points it returns one word, 0 or 1.

@@ -125,3 +125,55 @@ func TestDecodeTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestSentinelAndMask: a declared sentinel and a float NaN decode as absent,
+// the mask keeps its bits after the sentinel check, and bad declarations
+// are load errors.
+func TestSentinelAndMask(t *testing.T) {
+	m, err := ParseMap("s.yaml", []byte(`model: S
+kind: hydrant
+registers:
+  - {metric: battery_pct, function: 3, address: 0, type: int16, unit: "%", sentinel: [0x7FFF, 0xFFFF]}
+  - {metric: tilt, function: 3, address: 1, type: uint16, unit: event, mask: 0x0001, sentinel: [0xFFFF]}
+  - {metric: pressure_mpa, function: 3, address: 2, type: float32, unit: MPa}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := &m.Blocks[0]
+	decode := func(regs ...uint16) []float64 {
+		data := make([]byte, 0, 8)
+		for _, r := range regs {
+			data = append(data, byte(r>>8), byte(r))
+		}
+		out := make([]float64, len(m.Points))
+		for i := range m.Points {
+			out[i] = m.Points[i].Decode(blk, data)
+		}
+		return out
+	}
+	nan := uint16(0x7FC0)
+	v := decode(0x7FFF, 0xFFFF, nan, 0)
+	if !Absent(v[0]) || !Absent(v[1]) || !Absent(v[2]) {
+		t.Errorf("sentinels decoded as %v", v)
+	}
+	v = decode(0xFFFE, 0x0100, 0x3E9E, 0xB852)
+	if v[0] != -2 || v[1] != 0 || Absent(v[2]) {
+		t.Errorf("values decoded as %v, want -2, tilt inactive (bit 8 masked), a pressure", v)
+	}
+	if v = decode(50, 0x0101, 0, 0); v[1] != 1 {
+		t.Errorf("tilt bit 0: %v", v[1])
+	}
+	_, err = ParseMap("bad.yaml", []byte(`model: B
+kind: hydrant
+registers:
+  - {metric: battery_pct, function: 3, address: 0, type: uint16, unit: "%", sentinel: [70000]}
+  - {metric: pressure_mpa, function: 3, address: 1, type: float32, unit: MPa, sentinel: [1]}
+  - {metric: tilt, function: 3, address: 3, type: uint16, unit: event, mask: 0}
+`))
+	for _, w := range []string{"sentinel 70000", "sentinel is for integer", "mask 0"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v lacks %q", err, w)
+		}
+	}
+}

@@ -94,6 +94,9 @@ type Message struct {
 	Channel uint8
 	first   int
 	n       int
+	// absFirst and absN index the metrics the message carried as null
+	// (Decoder.Absent).
+	absFirst, absN int
 }
 
 // Decoder decodes payloads of the v1 contract. It reuses its buffers: the
@@ -113,6 +116,7 @@ type Decoder struct {
 	rejects []Reject
 	metrics []devices.Metric
 	values  []float64
+	absent  []devices.Metric
 }
 
 // NewDecoder returns a decoder for the devices of l.
@@ -128,6 +132,13 @@ func NewDecoder(l *devices.Ledger) *Decoder {
 // Ledger returns the ledger the decoder resolves device ids in.
 func (d *Decoder) Ledger() *devices.Ledger { return d.ledger }
 
+// Absent returns the metrics m carried as null: a gateway's register map
+// found a sentinel ("sensor not connected") or a NaN instead of a value.
+// They are not in Values; the message's other metrics are.
+func (d *Decoder) Absent(m *Message) []devices.Metric {
+	return d.absent[m.absFirst : m.absFirst+m.absN]
+}
+
 // Values returns the metrics and values of m.
 func (d *Decoder) Values(m *Message) ([]devices.Metric, []float64) {
 	return d.metrics[m.first : m.first+m.n], d.values[m.first : m.first+m.n]
@@ -138,7 +149,7 @@ func (d *Decoder) Values(m *Message) ([]devices.Metric, []float64) {
 // batch can have both.
 func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []Reject) {
 	d.msgs, d.rejects = d.msgs[:0], d.rejects[:0]
-	d.metrics, d.values = d.metrics[:0], d.values[:0]
+	d.metrics, d.values, d.absent = d.metrics[:0], d.values[:0], d.absent[:0]
 	if len(payload) > MaxPayload {
 		return nil, d.reject(ReasonTooLarge, "", fmt.Errorf("payload of %d bytes exceeds %d", len(payload), MaxPayload))
 	}
@@ -193,13 +204,13 @@ func (d *Decoder) batch(now int64) {
 				return errTooManyReadings
 			}
 			start := s.i
-			mark, vmark := len(d.msgs), len(d.metrics)
+			mark, vmark, amark := len(d.msgs), len(d.metrics), len(d.absent)
 			m, reason, err := d.message(nil, now, true)
 			if err == nil {
 				d.msgs = append(d.msgs, m)
 				return nil
 			}
-			d.msgs, d.metrics, d.values = d.msgs[:mark], d.metrics[:vmark], d.values[:vmark]
+			d.msgs, d.metrics, d.values, d.absent = d.msgs[:mark], d.metrics[:vmark], d.values[:vmark], d.absent[:amark]
 			var devID string
 			if m.Device != nil {
 				devID = m.Device.ID
@@ -250,7 +261,7 @@ var (
 // (inBatch) the device comes from its "dev" key; otherwise dev is given.
 func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message, Reason, error) {
 	s := &d.s
-	m := Message{Device: dev, Time: -1, first: len(d.metrics)}
+	m := Message{Device: dev, Time: -1, first: len(d.metrics), absFirst: len(d.absent)}
 	var (
 		reason  = ReasonMalformed
 		active  = true
@@ -308,6 +319,16 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 				if !ok {
 					reason = ReasonUnknownMetric
 					return fmt.Errorf("%s has no metric %q", m.Device.Kind, truncate(string(name)))
+				}
+				if s.peek() == 'n' && s.lit("null") {
+					// No value (a sensor not connected): this metric only
+					// is absent; the message's others stand.
+					if len(d.absent)-m.absFirst >= MaxValues {
+						reason = ReasonTooMany
+						return errTooMany
+					}
+					d.absent = append(d.absent, metric)
+					return nil
 				}
 				v, err := s.float()
 				if err != nil {
@@ -368,10 +389,16 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 		}
 	}
 	m.n = len(d.metrics) - m.first
+	m.absN = len(d.absent) - m.absFirst
 	if m.Time < 0 {
 		m.Time = now
 	}
 	if chGiven {
+		for _, metric := range d.absent[m.absFirst:] {
+			if m.Channel > metric.Info().Channels {
+				return m, ReasonMalformed, fmt.Errorf("%s has %d channel(s), got ch %d", metric, metric.Info().Channels, m.Channel)
+			}
+		}
 		for _, metric := range d.metrics[m.first:] {
 			if m.Channel > metric.Info().Channels {
 				return m, ReasonMalformed, fmt.Errorf("%s has %d channel(s), got ch %d", metric, metric.Info().Channels, m.Channel)

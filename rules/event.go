@@ -101,6 +101,10 @@ type Rule struct {
 	Action string
 	// Line is the rule's line in its file, for explanations.
 	Line int
+	// NoteZH, on rules firewatch makes itself (a gateway's bus fault, a
+	// sensor not connected), is the dispatcher text that takes the place
+	// of the metric in the alarm message, e.g. the devices of a dead bus.
+	NoteZH string
 }
 
 // Transition says whether a rule started or stopped firing.

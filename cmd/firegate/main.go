@@ -6,6 +6,7 @@
 //	firegate check -config /etc/firegate/firegate.yaml
 //	firegate maps            # list the shipped register maps
 //	firegate --version       # the stamped version; --help: the man-style help
+//	kill -HUP $(pidof firegate)  # reload the configuration
 //
 // docs/gateway.md describes the configuration and how to write a register map.
 package main
@@ -27,12 +28,34 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	// SIGHUP reloads the configuration instead of ending the process (its
+	// default action), so an operator's "reload" cannot take the gateway
+	// down.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, hup)
 	stop()
 	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// load reads the configuration and the register maps it names, and
+// validates them.
+func load(path string) (gateway.Config, gateway.Maps, error) {
+	maps, err := gateway.ShippedMaps()
+	if err != nil {
+		return gateway.Config{}, nil, fmt.Errorf("shipped maps: %w", err)
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err == nil {
+		err = maps.LoadMaps(cfg.Maps)
+	}
+	if err == nil {
+		err = cfg.Validate(maps)
+	}
+	return cfg, maps, err
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-chan os.Signal) int {
 	cmd := "run"
 	if len(args) > 0 && (args[0] == "check" || args[0] == "maps") {
 		cmd, args = args[0], args[1:]
@@ -62,12 +85,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cmd == "run" {
 		log.Info("firegate starting", "version", buildinfo.Version(), "revision", buildinfo.Revision(), "config", *config)
 	}
-	maps, err := gateway.ShippedMaps()
-	if err != nil {
-		fmt.Fprintf(stderr, "firegate: shipped maps: %v\n", err)
-		return 1
-	}
 	if cmd == "maps" {
+		maps, err := gateway.ShippedMaps()
+		if err != nil {
+			fmt.Fprintf(stderr, "firegate: shipped maps: %v\n", err)
+			return 1
+		}
 		names := make([]string, 0, len(maps))
 		for n := range maps {
 			names = append(names, n)
@@ -78,13 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	cfg, err := gateway.LoadConfig(*config)
-	if err == nil {
-		err = maps.LoadMaps(cfg.Maps)
-	}
-	if err == nil {
-		err = cfg.Validate(maps)
-	}
+	cfg, maps, err := load(*config)
 	if err != nil {
 		fmt.Fprintf(stderr, "firegate: %v\n", err)
 		return 1
@@ -93,17 +110,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (%d buses)\n", *config, len(cfg.Buses))
 		return 0
 	}
-	g, err := gateway.New(cfg, maps, log)
-	if err != nil {
-		fmt.Fprintf(stderr, "firegate: %v\n", err)
-		return 1
+	for {
+		g, err := gateway.New(cfg, maps, log)
+		if err != nil {
+			fmt.Fprintf(stderr, "firegate: %v\n", err)
+			return 1
+		}
+		log.Info("firegate running", "gateway", cfg.GatewayID, "broker", cfg.MQTT.Broker, "buses", len(cfg.Buses))
+		gctx, stopGateway := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- g.Run(gctx) }()
+	wait:
+		for {
+			select {
+			case err := <-done:
+				stopGateway()
+				if err != nil {
+					fmt.Fprintf(stderr, "firegate: %v\n", err)
+					return 1
+				}
+				return 0
+			case <-hup:
+				next, nextMaps, err := load(*config)
+				if err != nil {
+					log.Error("reload: configuration invalid; keeping the running one", "config", *config, "err", err)
+					continue
+				}
+				log.Info("reload: restarting with the new configuration", "config", *config)
+				cfg, maps = next, nextMaps
+				break wait
+			}
+		}
+		// Stop pollers and forwarder in order (the spool is closed and
+		// reopened by the new gateway; nothing spooled is lost).
+		stopGateway()
+		if err := <-done; err != nil {
+			fmt.Fprintf(stderr, "firegate: %v\n", err)
+			return 1
+		}
 	}
-	log.Info("firegate running", "gateway", cfg.GatewayID, "broker", cfg.MQTT.Broker, "buses", len(cfg.Buses))
-	if err := g.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "firegate: %v\n", err)
-		return 1
-	}
-	return 0
 }
 
 // helpText is `firegate --help`, laid out like a man page because the
@@ -126,7 +171,9 @@ DESCRIPTION
     It runs linkage commands (cut_power) that firewatch sends down.
 
 COMMANDS
-    (none)   run until SIGTERM or SIGINT; what is unsent stays spooled
+    (none)   run until SIGTERM or SIGINT; what is unsent stays spooled.
+             SIGHUP reloads the configuration (an invalid one is refused and
+             the running one kept; nothing spooled is lost)
     check    validate the configuration and the register maps, then exit
     maps     list the register maps built in
 

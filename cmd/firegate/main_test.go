@@ -11,7 +11,7 @@ import (
 // TestCheckExample: the example configuration in docs/ is valid.
 func TestCheckExample(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"check", "-config", "../../docs/firegate.example.yaml"}, &out, &errb); code != 0 {
+	if code := run(context.Background(), []string{"check", "-config", "../../docs/firegate.example.yaml"}, &out, &errb, nil); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), "OK (2 buses)") {
@@ -31,7 +31,7 @@ buses:
       - {id: el-1, model: ARCM300, slave: 1, interval: 10ms}
 `)
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"check", "-config", cfg}, &out, &errb); code != 1 {
+	if code := run(context.Background(), []string{"check", "-config", cfg}, &out, &errb, nil); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
 	for _, w := range []string{"gateway_id", `no register map for model "NOPE"`, "slave address 0", "duplicate device id", "interval 10ms"} {
@@ -52,11 +52,11 @@ func writeFile(t *testing.T, path, s string) {
 // man-style page, on stdout with exit status 0.
 func TestVersionAndHelp(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"--version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "firegate ") || !strings.Contains(out.String(), "(revision ") {
+	if code := run(context.Background(), []string{"--version"}, &out, &errb, nil); code != 0 || !strings.HasPrefix(out.String(), "firegate ") || !strings.Contains(out.String(), "(revision ") {
 		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
 	out.Reset()
-	if code := run(context.Background(), []string{"--help"}, &out, &errb); code != 0 {
+	if code := run(context.Background(), []string{"--help"}, &out, &errb, nil); code != 0 {
 		t.Fatalf("--help: exit %d", code)
 	}
 	for _, w := range []string{"NAME\n", "SYNOPSIS\n", "FILES\n", "/var/lib/firegate/spool", "VERSION\n    firegate "} {

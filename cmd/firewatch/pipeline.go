@@ -37,6 +37,9 @@ type pipeline struct {
 	swapped func(*rules.Engine)
 	// live, if set, is told of every accepted message (liveness, vitals).
 	live *devices.Liveness
+	// edge, if set, takes gateways' status and absent (null) metrics
+	// (edge_faults.go).
+	edge *edgeFaults
 
 	buf    []byte
 	events []rules.Event
@@ -77,6 +80,11 @@ func (p *pipeline) handle(topic string, payload []byte) {
 	}
 	p.stats.Messages.Inc()
 	recv := p.clock.now()
+	if p.edge != nil {
+		if gw, ok := isGatewayStatus(topic); ok {
+			p.edge.Status(gw, payload, recv)
+		}
+	}
 	msgs, rejects := p.dec.Decode(topic, payload, recv)
 	for _, r := range rejects {
 		p.stats.Reject(r, topic)
@@ -87,6 +95,9 @@ func (p *pipeline) handle(topic string, payload []byte) {
 		m := &msgs[i]
 		metrics, values := p.dec.Values(m)
 		if len(metrics) == 0 {
+			if absent := p.dec.Absent(m); len(absent) > 0 && p.edge != nil {
+				p.edge.Readings(m.Device, m.Channel, m.Time, nil, absent)
+			}
 			if p.live != nil {
 				p.live.Seen(m.Device.Index, recv) // a bare heartbeat
 			}
@@ -103,6 +114,9 @@ func (p *pipeline) handle(topic string, payload []byte) {
 			if p.live != nil {
 				p.live.Seen(m.Device.Index, recv)
 				p.live.Vitals(m.Device.Index, metrics, values)
+			}
+			if p.edge != nil {
+				p.edge.Readings(m.Device, m.Channel, m.Time, metrics, p.dec.Absent(m))
 			}
 		}
 		r := devices.Reading{Time: m.Time, Seq: m.Seq, Device: m.Device.Index, Kind: m.Device.Kind, Channel: m.Channel}

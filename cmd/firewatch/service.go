@@ -138,14 +138,19 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 
 	// Liveness: offline (离线) alarms through the alarm path (liveness_alarms.go).
-	if s.live, err = newLiveness(cfg, s.ledger, newLivenessAlarms(s.ledger, s.alarms)); err != nil {
+	// Edge faults (edge_faults.go): a gateway's dead bus, a sensor not
+	// connected; they hold back the offline alarms of a dead bus's devices.
+	edge := newEdgeFaults(s.ledger, s.alarms, newLivenessAlarms(s.ledger, s.alarms), log.With("component", "edge"))
+	if s.live, err = newLiveness(cfg, s.ledger, edge); err != nil {
 		return nil, err
 	}
+	edge.live = s.live
 	stats := ingest.NewStats(reg, log.With("component", "ingest"))
 	p := newPipeline(s.ledger, eng, s.writer, s.alarms, stats, reg)
 	s.reload = newRulesReloader(cfg.Rules, s.ledger, p, log.With("component", "rules"), reg)
 	s.pipe = p
 	p.live = s.live
+	p.edge = edge
 	p.dec.MaxFuture, p.dec.MaxAge = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge
 	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
 
@@ -251,6 +256,11 @@ func (s *service) run(ctx context.Context) error {
 		s.log.Warn("offline alarms of the last run not restored: they clear by hand", "err", err)
 	} else if n > 0 {
 		s.log.Info("devices still offline from the last run", "devices", n)
+	}
+	if n, err := restoreSensorFaults(ctx, s.alarms, s.ledger, s.pipe.edge); err != nil {
+		s.log.Warn("sensor faults of the last run not restored: they clear by hand", "err", err)
+	} else if n > 0 {
+		s.log.Info("sensor faults still open from the last run", "faults", n)
 	}
 	stopLive, liveDone := start("liveness", func(ctx context.Context) error {
 		return runLiveness(ctx, s.live, s.cfg.Liveness.Tick)

@@ -70,7 +70,14 @@ type Slave struct {
 	regs     [5]map[uint16]uint16 // by function 1–4 (coils and inputs hold 0/1)
 	fault    Fault
 	requests int
+	answered int
 	writes   []modbus.Request
+	// strictGaps makes reads that cover an unmapped register fail with
+	// exception 2, as some real devices do.
+	strictGaps bool
+	// stuck keeps writes from changing the outputs while still echoing
+	// them: a welded relay, or a write the firmware ignores.
+	stuck bool
 }
 
 // Bus is a simulated RS-485 bus on a pseudo-terminal.
@@ -84,7 +91,10 @@ type Bus struct {
 	ptm, tty *os.File
 	mu       sync.Mutex
 	slaves   map[byte]*Slave
-	stats    struct{ requests, answered, ignored int }
+	// echo makes the bus send every byte the master writes straight back,
+	// as an RS-485 adapter with its receiver left enabled does.
+	echo  bool
+	stats struct{ requests, answered, ignored int }
 }
 
 // NewBus opens a pseudo-terminal in raw mode.
@@ -198,6 +208,14 @@ func (s *Slave) Set(metric string, ch int, v float64) error {
 	return fmt.Errorf("rtu: model %s maps no %s ch %d", s.Map.Model, metric, ch)
 }
 
+// SetRaw puts the raw value v in register (or bit) addr of function's
+// bank: a sentinel, a status word, a value no metric decodes to.
+func (s *Slave) SetRaw(function byte, addr, v uint16) {
+	s.mu.Lock()
+	s.regs[function][addr] = v
+	s.mu.Unlock()
+}
+
 // Quantize returns the value a gateway reads back after Set(metric, ch, v):
 // v rounded to the register's resolution.
 func (s *Slave) Quantize(metric string, ch int, v float64) float64 {
@@ -238,6 +256,37 @@ func (s *Slave) Writes() []modbus.Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]modbus.Request(nil), s.writes...)
+}
+
+// Answered returns how many responses the slave has finished writing to
+// the line (late ones included).
+func (s *Slave) Answered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.answered
+}
+
+// SetStrictGaps makes reads that cover an unmapped register fail with
+// exception 2 (illegal data address) instead of reading it as 0.
+func (s *Slave) SetStrictGaps(on bool) {
+	s.mu.Lock()
+	s.strictGaps = on
+	s.mu.Unlock()
+}
+
+// SetStuck makes writes echo normally but leave the outputs as they are.
+func (s *Slave) SetStuck(on bool) {
+	s.mu.Lock()
+	s.stuck = on
+	s.mu.Unlock()
+}
+
+// SetEcho makes the line echo every byte the master sends, with or
+// without slaves on it.
+func (b *Bus) SetEcho(on bool) {
+	b.mu.Lock()
+	b.echo = on
+	b.mu.Unlock()
 }
 
 // Coil returns the state of coil addr.
@@ -286,6 +335,14 @@ func (b *Bus) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("rtu: read: %w", err)
 		}
+		b.mu.Lock()
+		echo := b.echo
+		b.mu.Unlock()
+		if echo {
+			if _, err := b.ptm.Write(chunk[:n]); err != nil && !errors.Is(err, os.ErrClosed) {
+				return fmt.Errorf("rtu: echo: %w", err)
+			}
+		}
 		buf = append(buf, chunk[:n]...)
 		for len(buf) >= 8 {
 			req, err := modbus.ParseRequest(buf[:8])
@@ -326,6 +383,9 @@ func (b *Bus) handle(req modbus.Request) error {
 		}
 		return fmt.Errorf("rtu: write: %w", err)
 	}
+	s.mu.Lock()
+	s.answered++
+	s.mu.Unlock()
 	return nil
 }
 
@@ -379,7 +439,7 @@ func (s *Slave) execute(req modbus.Request) []byte {
 		data := make([]byte, (int(req.Value)+7)/8)
 		for i := range int(req.Value) {
 			v, ok := s.regs[req.Function][req.Address+uint16(i)]
-			if !ok && i == 0 {
+			if !ok && (i == 0 || s.strictGaps) {
 				return modbus.AppendException(nil, req, 2)
 			}
 			if v != 0 {
@@ -396,7 +456,7 @@ func (s *Slave) execute(req modbus.Request) []byte {
 			// A real device reads gaps between mapped registers as 0;
 			// only a block that starts unmapped is an illegal address.
 			v, ok := s.regs[req.Function][req.Address+uint16(i)]
-			if !ok && i == 0 {
+			if !ok && (i == 0 || s.strictGaps) {
 				return modbus.AppendException(nil, req, 2)
 			}
 			data = append(data, byte(v>>8), byte(v))
@@ -414,7 +474,9 @@ func (s *Slave) execute(req modbus.Request) []byte {
 		if bank == 1 && v != 0 {
 			v = 1
 		}
-		s.regs[bank][req.Address] = v
+		if !s.stuck {
+			s.regs[bank][req.Address] = v
+		}
 		s.writes = append(s.writes, req)
 		return req.Append(nil) // echo
 	}

@@ -32,6 +32,7 @@ var (
 	ErrFunction = errors.New("modbus: response to another function")
 	ErrEcho     = errors.New("modbus: write response does not echo the request")
 	ErrRequest  = errors.New("modbus: invalid request")
+	ErrNoise    = errors.New("modbus: the line did not fall silent before the request")
 )
 
 // Exception is a Modbus exception response: the slave understood the request

@@ -34,16 +34,19 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// scripted is a port that answers every request with data, then silence.
+// scripted is a port that answers a request with data, then silence.
+// Before the request the line is silent (the master listens for silence
+// first).
 type scripted struct {
-	data []byte
-	off  int
+	data    []byte
+	off     int
+	written bool
 }
 
-func (s *scripted) Write(b []byte) (int, error) { return len(b), nil }
+func (s *scripted) Write(b []byte) (int, error) { s.written = true; return len(b), nil }
 
 func (s *scripted) Read(b []byte) (int, error) {
-	if s.off >= len(s.data) {
+	if !s.written || s.off >= len(s.data) {
 		return 0, io.EOF // a serial read timeout
 	}
 	n := copy(b, s.data[s.off:])

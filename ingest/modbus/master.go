@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,8 @@ type Stats struct {
 	BadFrames  atomic.Uint64 // short, long, wrong address, wrong function, bad echo
 	Exceptions atomic.Uint64 // exception responses
 	Retries    atomic.Uint64 // attempts after the first
+	Stale      atomic.Uint64 // bytes of earlier answers discarded before a request
+	Echoes     atomic.Uint64 // requests that came back as their own echo
 }
 
 // Master is a Modbus RTU master on one bus. Its methods are safe for
@@ -74,6 +77,8 @@ type Master struct {
 	buf    [maxFrame]byte
 	out    []byte
 	lastIO time.Time
+	// echo is set while the port echoes requests, as the last read showed.
+	echo bool
 }
 
 // NewMaster returns a master speaking on port. port.Read must return within
@@ -119,36 +124,117 @@ func (m *Master) Do(ctx context.Context, r Request) ([]byte, error) {
 
 func retryable(err error) bool {
 	return errors.Is(err, ErrTimeout) || errors.Is(err, ErrCRC) || errors.Is(err, ErrLength) ||
-		errors.Is(err, ErrAddress) || errors.Is(err, ErrFunction) || errors.Is(err, ErrEcho)
+		errors.Is(err, ErrAddress) || errors.Is(err, ErrFunction) || errors.Is(err, ErrEcho) ||
+		errors.Is(err, ErrNoise)
 }
 
-// once is one attempt: silence, request, response, checks.
+// once is one attempt: a quiet line, request, response, checks.
 func (m *Master) once(r Request) ([]byte, error) {
-	if wait := time.Until(m.lastIO.Add(m.cfg.Silence())); wait > 0 {
-		time.Sleep(wait) // the protocol's inter-frame gap, not a synchronisation
+	if err := m.quiet(); err != nil {
+		m.count(err)
+		return nil, err
 	}
 	m.out = r.Append(m.out[:0])
 	m.stats.Requests.Add(1)
 	if _, err := m.port.Write(m.out); err != nil {
+		m.lastIO = time.Now()
 		return nil, fmt.Errorf("modbus: write: %w", err)
 	}
-	frame, err := m.read(time.Now().Add(m.cfg.Timeout + m.wireTime(len(m.out)+r.ResponseLen())))
-	m.lastIO = time.Now()
-	if err != nil {
+	deadline := time.Now().Add(m.cfg.Timeout + m.wireTime(len(m.out)+r.ResponseLen()))
+	var foreign error
+	for {
+		frame, err := m.read(r, deadline)
+		if err == nil {
+			var data []byte
+			data, err = Decode(r, frame)
+			if err == nil {
+				m.lastIO = time.Now()
+				m.stats.Responses.Add(1)
+				return data, nil
+			}
+			if (errors.Is(err, ErrAddress) || errors.Is(err, ErrFunction)) && time.Now().Before(deadline) {
+				// A whole, well-formed frame, but not an answer to this
+				// request: a late answer to an earlier one that arrived
+				// after the line was quiet. Skip it and wait for ours.
+				m.stats.Stale.Add(uint64(len(frame)))
+				foreign = err
+				continue
+			}
+		}
+		if foreign != nil && errors.Is(err, ErrTimeout) {
+			err = foreign
+		}
+		m.lastIO = time.Now()
 		m.count(err)
-		m.drain()
-		return nil, err
-	}
-	data, err := Decode(r, frame)
-	if err != nil {
-		m.count(err)
-		if !isException(err) {
+		if !errors.Is(err, ErrTimeout) && !isException(err) {
 			m.drain()
 		}
 		return nil, err
 	}
-	m.stats.Responses.Add(1)
-	return data, nil
+}
+
+// drain discards the rest of a bad frame until the line has been silent
+// for a while, so that the next request does not meet the tail of this
+// one's answer (a port without deadlines relies on quiet() alone).
+func (m *Master) drain() {
+	dl, ok := m.port.(deadliner)
+	if !ok {
+		return
+	}
+	gap := min(max(m.cfg.Timeout/4, 4*m.cfg.Silence()), 100*time.Millisecond)
+	var scratch [64]byte
+	end := time.Now().Add(m.cfg.Timeout)
+	for time.Now().Before(end) {
+		if dl.SetReadDeadline(time.Now().Add(gap)) != nil {
+			return
+		}
+		k, _ := m.port.Read(scratch[:])
+		if k == 0 {
+			return
+		}
+		m.stats.Stale.Add(uint64(k))
+	}
+}
+
+// deadliner is a port whose reads take a deadline (a Port, an *os.File):
+// the master then times responses exactly and can listen for silence.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// quiet makes sure that the next byte read belongs to the answer of the
+// next request: it reads and discards whatever arrives (a late answer to
+// an earlier request, noise) until the line has been silent for 3.5
+// characters. Reading rather than flushing the kernel's queue counts what
+// is discarded, and also catches bytes still on their way through the
+// driver. A line that never falls silent within the timeout is ErrNoise.
+func (m *Master) quiet() error {
+	silence := m.cfg.Silence()
+	dl, ok := m.port.(deadliner)
+	if !ok {
+		// A port without deadlines cannot listen for a few milliseconds:
+		// keep the gap since the last exchange.
+		if wait := time.Until(m.lastIO.Add(silence)); wait > 0 {
+			time.Sleep(wait) // the protocol's inter-frame gap, not a synchronisation
+		}
+		return nil
+	}
+	end := time.Now().Add(m.cfg.Timeout)
+	for {
+		if err := dl.SetReadDeadline(time.Now().Add(silence)); err != nil {
+			return fmt.Errorf("modbus: read deadline: %w", err)
+		}
+		k, err := m.port.Read(m.buf[:]) // free between requests
+		if k > 0 {
+			m.stats.Stale.Add(uint64(k))
+			if time.Now().After(end) {
+				return ErrNoise
+			}
+			continue
+		}
+		if err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil // silent for the whole gap
+		}
+		return fmt.Errorf("modbus: read: %w", err)
+	}
 }
 
 func isException(err error) bool {
@@ -175,11 +261,39 @@ func (m *Master) wireTime(n int) time.Duration {
 	return time.Duration(int64(n) * int64(m.cfg.CharBits) * int64(time.Second) / int64(m.cfg.Baud))
 }
 
-// read reads one response frame, using its header to know its length.
-func (m *Master) read(deadline time.Time) ([]byte, error) {
+// read reads the response frame to r, using its header to know its
+// length. A copy of the request read back first is the adapter's echo
+// (an RS-485 adapter that hears its own transmitter): it is skipped, and
+// once seen on a read, expected before every response. Whatever the
+// outcome, the rest of the line is left to quiet() before the next
+// request.
+func (m *Master) read(r Request, deadline time.Time) ([]byte, error) {
+	dl, hasDeadline := m.port.(deadliner)
+	if hasDeadline {
+		if err := dl.SetReadDeadline(deadline); err != nil {
+			return nil, fmt.Errorf("modbus: read deadline: %w", err)
+		}
+	}
+	// An echo can be told from an answer for reads (an answer starts with
+	// a byte count); for writes, whose answer is itself an echo, only
+	// once a read has shown that the port echoes.
+	maybeEcho := m.echo || isRead(r.Function)
 	n, want := 0, 0
 	for {
-		if want == 0 {
+		if maybeEcho && n > 0 {
+			k := min(n, len(m.out))
+			if string(m.buf[:k]) != string(m.out[:k]) {
+				maybeEcho = false
+				if isRead(r.Function) {
+					m.echo = false // a read answered without echo
+				}
+			} else if n >= len(m.out) {
+				m.stats.Echoes.Add(1)
+				m.echo, maybeEcho = true, false
+				n = copy(m.buf[:], m.buf[len(m.out):n])
+			}
+		}
+		if want == 0 && !maybeEcho {
 			want = FrameLen(m.buf[:n])
 			if want > maxFrame {
 				return nil, fmt.Errorf("%w: header announces %d bytes", ErrLength, want)
@@ -192,29 +306,28 @@ func (m *Master) read(deadline time.Time) ([]byte, error) {
 			if n == 0 {
 				return nil, ErrTimeout
 			}
+			if maybeEcho && n >= len(m.out) {
+				return nil, ErrTimeout // our echo, and no answer
+			}
 			return nil, fmt.Errorf("%w: %d bytes, then silence", ErrLength, n)
 		}
 		lim := want
-		if lim == 0 {
+		switch {
+		case maybeEcho:
+			lim = len(m.out)
+		case lim == 0:
 			lim = 3 // enough to learn the length
+		}
+		if lim <= n {
+			lim = n + 1
 		}
 		k, err := m.port.Read(m.buf[n:lim])
 		n += k
 		if err != nil && !errors.Is(err, io.EOF) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // the loop's check reports it
+			}
 			return nil, fmt.Errorf("modbus: read: %w", err)
-		}
-	}
-}
-
-// drain discards what is left of a bad frame until the line is quiet, so
-// that the next request starts on a frame boundary.
-func (m *Master) drain() {
-	var scratch [64]byte
-	end := time.Now().Add(m.cfg.Timeout)
-	for time.Now().Before(end) {
-		k, err := m.port.Read(scratch[:])
-		if k == 0 || (err != nil && !errors.Is(err, io.EOF)) {
-			return
 		}
 	}
 }

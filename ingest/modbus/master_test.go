@@ -13,7 +13,7 @@ import (
 )
 
 // bus starts a simulated bus with an ARCM300 at address 1 and a PT-100 at
-// address 2, and a master on the pty through tarm/serial.
+// address 2, and a master on the pty through OpenSerial.
 func bus(t testing.TB, baud int, cfg modbus.Config) (*rtu.Bus, *modbus.Master) {
 	t.Helper()
 	maps, err := gateway.ShippedMaps()
@@ -124,10 +124,14 @@ func TestMasterFaults(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := c.counter(m.Stats())
+			before, answered := c.counter(m.Stats()), el.Answered()
 			el.SetFault(c.fault)
 			_, err := m.ReadRegisters(ctx, 1, modbus.FuncReadInputRegisters, 0, 4)
 			el.SetFault(rtu.Fault{})
+			if c.fault.Kind == rtu.FaultSlow {
+				// The device is busy until its late answer is out.
+				testenv.WaitFor(t, 5*time.Second, "the late answer", func() bool { return el.Answered() > answered })
+			}
 			var ex *modbus.Exception
 			if _, isEx := c.want.(*modbus.Exception); isEx {
 				if !errors.As(err, &ex) || ex.Code != c.fault.Code {
