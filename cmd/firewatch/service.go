@@ -140,7 +140,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.reload = newRulesReloader(cfg.Rules, s.ledger, p, log.With("component", "rules"), reg)
 	s.pipe = p
 	p.live = s.live
-	p.dec.MaxFuture, p.dec.MaxAge = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge
+	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge, ingest.DefaultMinTime
 	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
 
 	s.brokerURL = cfg.MQTT.Broker
