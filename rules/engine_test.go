@@ -154,7 +154,11 @@ func TestEvents(t *testing.T) {
 	if evs := evalOne(e, r); len(evs) != 0 {
 		t.Fatalf("repeated smoke_alarm while firing must not raise again: %+v", evs)
 	}
-	r.Time, r.Value = 50, 0 // late, but events are always evaluated
+	r.Time, r.Value = 50, 0 // late, and older than the raise: it cannot undo it
+	if evs := evalOne(e, r); len(evs) != 0 {
+		t.Fatalf("an end older than the raise cleared it: %+v", evs)
+	}
+	r.Time = 150 // late, but newer than the raise: events are evaluated
 	if evs := evalOne(e, r); len(evs) != 1 || evs[0].Transition != Clear {
 		t.Fatalf("smoke_alarm ended: %+v", evs)
 	}
