@@ -179,11 +179,11 @@ type Decoder struct {
 // NewDecoder returns a decoder for the devices of l.
 func NewDecoder(l *devices.Ledger) *Decoder {
 	return &Decoder{
-		ledger:  l,
+		ledger:   l,
 		msgs:     make([]Message, 0, 128),
 		lastRecv: make([]int64, len(l.Devices)),
-		metrics: make([]devices.Metric, 0, 1024),
-		values:  make([]float64, 0, 1024),
+		metrics:  make([]devices.Metric, 0, 1024),
+		values:   make([]float64, 0, 1024),
 	}
 }
 

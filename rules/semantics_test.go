@@ -289,13 +289,13 @@ func TestAdmit(t *testing.T) {
 		{gw(1500, 5, 3), Duplicate, false},
 		{at(gw(1200, 12, 4), 2100), Fresh, true}, // a newer seq, an older ts: the gateway's clock went back
 		{own(3000, 13, 5), Fresh, false},
-		{own(2500, 9, 6), Late, false},   // reordered in transit: fills a gap, a little late
+		{own(2500, 9, 6), Late, false},            // reordered in transit: fills a gap, a little late
 		{at(own(2600, 13, 7), 3100), Fresh, true}, // seq 13 again with other content: a restarted counter
-		{own(4000, 14, 8), Fresh, false}, // and on from there
+		{own(4000, 14, 8), Fresh, false},          // and on from there
 		{own(4000, 14, 8), Duplicate, false},
 		{at(own(4000-ReorderTolerance-1, 3, 9), 4100), Fresh, true}, // too late for a reordering: a clock behind
-		{gw(1000, 1, 1), Late, false},                     // an old replay beyond the window
-		{gw(6000, 1000, 10), Fresh, false},                // a jump forward
+		{gw(1000, 1, 1), Late, false},                               // an old replay beyond the window
+		{gw(6000, 1000, 10), Fresh, false},                          // a jump forward
 		{gw(6000, 1000, 10), Duplicate, false},
 		{gw(6000, 1000, 11), Fresh, false}, // the same seq, another content, not older: evaluated
 	} {
