@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -42,6 +43,10 @@ type pipeline struct {
 	// live, if set, is told of every accepted message (liveness, vitals).
 	live *devices.Liveness
 
+	// mu is held while a message is handled, so that the checkpoint can
+	// copy the engine's state between two messages.
+	mu sync.Mutex
+
 	buf    []byte
 	events []rules.Event
 }
@@ -80,6 +85,8 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms ev
 // readings are in the InfluxDB writer's batch and its events in the alarm
 // manager's queue, so the message may be acknowledged.
 func (p *pipeline) handle(topic string, payload []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if e := p.next.Swap(nil); e != nil {
 		e.Adopt(p.eng)
 		p.eng = e

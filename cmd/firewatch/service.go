@@ -39,6 +39,7 @@ type service struct {
 	source  source
 	reload  *rulesReloader
 	pipe    *pipeline
+	ckpt    *checkpoint // nil without state.file
 	httpLn  net.Listener
 	httpSrv *http.Server
 
@@ -132,7 +133,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 
 	// Liveness: offline (离线) alarms through the alarm path (liveness_alarms.go).
-	if s.live, err = newLiveness(cfg, s.ledger, newLivenessAlarms(s.ledger, s.alarms)); err != nil {
+	// Rule state and liveness of the last run (checkpoint.go).
+	start := time.Now().UnixMilli()
+	restored := readCheckpoint(cfg.stateFile(), s.ledger, eng, start, log.With("component", "state"))
+	if s.live, err = newLiveness(cfg, s.ledger, newLivenessAlarms(s.ledger, s.alarms), start, restored); err != nil {
 		return nil, err
 	}
 	stats := ingest.NewStats(reg, log.With("component", "ingest"))
@@ -140,6 +144,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.reload = newRulesReloader(cfg.Rules, s.ledger, p, log.With("component", "rules"), reg)
 	s.pipe = p
 	p.live = s.live
+	if f := cfg.stateFile(); f != "" {
+		s.ckpt = &checkpoint{path: f, every: cfg.State.Interval, ledger: s.ledger, pipe: p, live: s.live, log: log.With("component", "state")}
+	}
 	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge, ingest.DefaultMinTime
 	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
 
@@ -235,6 +242,10 @@ func (s *service) run(ctx context.Context) error {
 	stopClock, clockDone := start("clock", s.pipe.clock.run)
 	stopReload, reloadDone := start("rules", s.reload.run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
+	stopCkpt, ckptDone := context.CancelFunc(func() {}), (<-chan struct{})(nil)
+	if s.ckpt != nil {
+		stopCkpt, ckptDone = start("state", s.ckpt.run)
+	}
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
@@ -254,6 +265,13 @@ func (s *service) run(ctx context.Context) error {
 	s.log.Info("shutting down")
 	stopSource()
 	<-sourceDone
+	if s.ckpt != nil {
+		stopCkpt()
+		<-ckptDone
+		if err := s.ckpt.write(); err != nil {
+			s.log.Error("state checkpoint not written at shutdown: rule state and liveness restart from the last one", "file", s.ckpt.path, "err", err)
+		}
+	}
 	stopReload()
 	<-reloadDone
 	stopClock()
