@@ -651,9 +651,9 @@ func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64)
 	v := r.Value
 	on := c.inForce(r.Time, zoneMs)
 	if c.op == OpEvent {
-		// An event rule's slot holds the time of its last transition: a
-		// message older than that (a replay, a reordering) cannot undo or
-		// repeat what a newer one decided.
+		// An event rule's slot holds the device time of the newest report
+		// of its event: a report older than that (a replay, a reordering)
+		// cannot undo or repeat what a newer one decided.
 		if last := *st & timeMask; last != 0 && rel < last {
 			return 0, 0
 		}
@@ -665,6 +665,8 @@ func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64)
 		case !active && firing:
 			*st = rel
 			return Clear, rel
+		default:
+			*st = *st&firingBit | rel
 		}
 		return 0, 0
 	}
