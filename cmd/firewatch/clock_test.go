@@ -230,7 +230,9 @@ func TestRuleStateAcrossRestart(t *testing.T) {
 	publish(t, c, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":1,"m":{"pressure_mpa":0.05}}`, now-61_000))
 	publish(t, c, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":2,"m":{"pressure_mpa":0.05}}`, now-1_000))
 	isLow := func(transition string) func(map[string]any) bool {
-		return func(b map[string]any) bool { return b["rule"] == "hydrant.pressure.low_alarm" && b["transition"] == transition }
+		return func(b map[string]any) bool {
+			return b["rule"] == "hydrant.pressure.low_alarm" && b["transition"] == transition
+		}
 	}
 	rcv.nextPush(t, 15*time.Second, "low pressure raised", isLow("raised"))
 	c.Disconnect(0)
