@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -44,8 +45,19 @@ const (
 	// older still.
 	Late
 	// Duplicate messages are exact copies of one already evaluated (same
-	// seq and content): no rule sees them.
+	// seq and content): no rule sees them, and they are not stored again.
 	Duplicate
+	// Unordered messages come from a gateway with a seq older than the
+	// newest, never seen, and a ts that cannot place them (none believable,
+	// or one at or after the newest): when in doubt, alarm. Event rules may
+	// raise on them but not clear, threshold and rate rules do not see
+	// them.
+	Unordered
+	// Superseded messages are replays from a gateway of a seq among the
+	// last 64 evaluated, not exact copies (their ts may read otherwise
+	// now that the clock went back, or the copy was not remembered).
+	// Stored, but no rule sees them.
+	Superseded
 )
 
 // ReorderTolerance is how much older than the device's newest message a
@@ -127,12 +139,18 @@ type layout struct {
 	size   uint32
 }
 
-// devState is the fixed per-device part of the state: 48 bytes.
+// devState is the fixed per-device part of the state: 56 bytes.
 type devState struct {
 	base int64  // device time (Unix ms) that relative times count from
 	seen uint64 // sequence window: bit i set = seq-i was evaluated
 	last uint32 // newest evaluated device time, relative (0 = none yet)
 	seq  uint32 // newest sequence number
+	// skew (ms) is how far behind the device's clock was found when it
+	// last went back (receive time minus ts): a ts about that far behind
+	// is read on the receive clock. rskew (ms) is the receive clock's lead
+	// over the receive time: the device's clock's lead when it was last
+	// right, or what it took to keep the device's times from going back.
+	skew, rskew int32
 	// dig holds the digest of the last message of each seq modulo 4: a
 	// message is an exact duplicate when its seq is in the window and its
 	// digest is the one remembered for it.
@@ -147,8 +165,9 @@ const (
 	flagBase uint16 = 1 << iota
 	flagSeq
 	flagClockFault // the clock fault (时钟异常) is raised
-	// bits 3..4: wrong-clock messages in a row, up to ClockFaultAfter
-	clockShift = 3
+	flagBehind     // the device's clock is behind: skew applies
+	// bits 4..5: wrong-clock messages in a row, up to ClockFaultAfter
+	clockShift = 4
 	clockMask  = uint16(3) << clockShift
 )
 
@@ -400,7 +419,7 @@ func maxChannels(k devices.Kind) uint8 {
 
 // StateBytes is the memory the engine holds for per-device state.
 func (e *Engine) StateBytes() int {
-	n := len(e.states)*4 + len(e.dev)*48
+	n := len(e.states)*4 + len(e.dev)*int(unsafe.Sizeof(devState{}))
 	for i := range e.layouts {
 		n += len(e.layouts[i].places) * 8
 	}
@@ -434,7 +453,9 @@ func (e *Engine) Admit(dev devices.Index, t int64, seq uint32, hasSeq bool) Admi
 func (e *Engine) AdmitStamp(dev devices.Index, s Stamp, out []Event) (Verdict, []Event) {
 	ds := &e.dev[dev]
 	if s.HasSeq && ds.flags&flagSeq != 0 {
-		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && ds.seen&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
+		// Without ts two messages of a restarted counter can be identical:
+		// then only a repeat of the newest is taken for a duplicate.
+		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && (s.HasTS || d == 0) && ds.seen&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
 			return Verdict{Admission: Duplicate, Time: s.Time}, out
 		}
 	}
@@ -444,55 +465,112 @@ func (e *Engine) AdmitStamp(dev devices.Index, s Stamp, out []Event) (Verdict, [
 		ds.base = t - baseLag
 		ds.flags |= flagBase
 	}
+	// In a gateway's batches seq order wins within the window: the gateway
+	// numbers what it sends, and a replay carries the original seq. (Far
+	// below the window is a gateway that lost its counter: time decides.)
+	oldSeq := false
+	if d := int32(s.Seq - ds.seq); s.Replay && s.HasSeq && ds.flags&flagSeq != 0 && d < 0 && d > -64 {
+		oldSeq = true
+	}
+	skewed := false
 	if ds.last != 0 {
-		if lastAbs := ds.base + int64(ds.last) - 1; t < lastAbs {
-			if s.Trusted && e.older(ds, s, lastAbs) {
+		lastAbs := ds.base + int64(ds.last) - 1
+		if s.Trusted && ds.flags&flagBehind != 0 && ds.skew >= minSkew && lastAbs-t > int64(ds.skew)/2 {
+			// While the clock is behind, a ts about as far behind as it
+			// was found to be is read on the receive clock, so that a
+			// reordering after the step is still judged by time. A ts
+			// near the newest is the clock set right again.
+			t += int64(ds.skew)
+			skewed = true
+		}
+		if t < lastAbs || oldSeq {
+			switch {
+			case oldSeq && ds.seen&(uint64(1)<<uint(ds.seq-s.Seq)) != 0:
+				// Evaluated before: a gateway's replay (a gateway does
+				// not reuse a seq), whatever its ts now reads as.
+				v.Admission = Superseded
+			case oldSeq && (t >= lastAbs || !s.Trusted):
+				// Never seen, sent before the newest, but when is
+				// unknown.
+				v.Admission, t = Unordered, lastAbs
+			case s.Trusted && (oldSeq || e.older(ds, s, t, lastAbs)):
 				v.Admission = Late
-			} else {
+			default:
 				// A new message behind the newest: a clock that went
-				// back, or a receive time behind a clock that was ahead.
-				// The device's times move back so that it stands at the
-				// newest: durations keep counting, and no later
-				// transition seems older than an earlier one.
+				// back (or a receive time behind a clock that was ahead).
+				// It stands at its receive time on the device's receive
+				// clock, which moves forward if need be so that it is
+				// not behind the newest: what the engine holds keeps its
+				// times, so that a replay from before the step is
+				// judged right, and durations keep counting.
+				v.Behind = s.Trusted
+				t = e.recvTime(ds, s.Recv, lastAbs)
 				if s.Trusted {
-					v.Behind, t = true, s.Recv
-				}
-				if t < lastAbs {
-					ds.base -= lastAbs - t
+					ds.skew = int32(max(min(t-s.Time, math.MaxInt32), 0))
 				}
 			}
+		} else if !s.Trusted {
+			t = e.recvTime(ds, s.Recv, lastAbs)
 		}
+	}
+	if v.Admission == Fresh && s.Trusted && (skewed || v.Behind) {
+		ds.flags |= flagBehind
+	}
+	if v.Admission == Fresh && s.Trusted && !skewed && !v.Behind {
+		ds.flags &^= flagBehind
+		// A clock a little ahead of the receive time (within MaxFuture):
+		// the receive clock keeps that lead, so that a message without a
+		// believable ts that follows is not behind it.
+		ds.rskew = int32(max(min(s.Time-s.Recv, math.MaxInt32), 0))
 	}
 	if t-ds.base > maxRel {
 		e.rebase(ds, t-baseLag)
 	}
 	v.Time = t
-	if s.HasSeq {
+	if s.HasSeq && v.Admission != Superseded {
 		e.window(ds, s, v.Admission == Fresh)
 	}
-	if v.Admission == Late {
+	if v.Admission != Fresh {
 		return v, out
 	}
 	ds.last = e.rel(ds, t)
 	if s.HasTS {
-		out = e.clock(dev, ds, s, v.Behind || s.Suspect, out)
+		out = e.clock(dev, ds, s, v.Behind || skewed || s.Suspect, out)
 	}
 	return v, out
 }
 
-// older reports whether a message whose ts is behind the device's newest
-// (lastAbs) is an older message rather than a new one from a wrong clock.
-func (e *Engine) older(ds *devState, s Stamp, lastAbs int64) bool {
+// minSkew is the least lag of a clock that went back for which its later
+// ts are read on the receive clock: below it, reorderings in transit and
+// jitter would look like the lagging clock.
+const minSkew = 10_000
+
+// recvTime is the time a message that stands at its receive time recv is
+// evaluated at: on the device's receive clock (recv plus rskew), moved
+// forward to the newest (lastAbs) if it is behind it.
+func (e *Engine) recvTime(ds *devState, recv, lastAbs int64) int64 {
+	t := recv + int64(ds.rskew)
+	if t < lastAbs {
+		ds.rskew = int32(min(int64(ds.rskew)+lastAbs-t, math.MaxInt32))
+		t = lastAbs
+	}
+	return t
+}
+
+// older reports whether a message whose time t is behind the device's
+// newest (lastAbs) is an older message rather than a new one from a wrong
+// clock.
+func (e *Engine) older(ds *devState, s Stamp, t, lastAbs int64) bool {
 	if !s.HasSeq || ds.flags&flagSeq == 0 {
 		// Without seq a replay and a clock step look alike: a gateway's
 		// is a replay, a device's own one only if it is a little late.
-		return s.Replay || lastAbs-s.Time <= ReorderTolerance
+		return s.Replay || lastAbs-t <= ReorderTolerance
 	}
 	d := int32(s.Seq - ds.seq)
 	if s.Replay {
 		return d <= 0 // a newer seq with an older ts: the gateway's clock went back
 	}
-	return lastAbs-s.Time <= ReorderTolerance && d < 0 && d > -64 && ds.seen&(uint64(1)<<uint(-d)) == 0
+	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.seen&(uint64(1)<<uint(-d)) == 0
 }
 
 // window records s's seq in the device's sequence window.
@@ -595,7 +673,7 @@ func (e *Engine) rebase(ds *devState, nb int64) {
 // the transitions it causes to out. It does not allocate when out has room.
 func (e *Engine) Eval(r devices.Reading, adm Admission, out []Event) []Event {
 	pos := e.byMetric[r.Metric]
-	if len(pos) == 0 || adm == Duplicate {
+	if len(pos) == 0 || adm == Duplicate || adm == Superseded {
 		return out
 	}
 	ds := &e.dev[r.Device]
@@ -618,8 +696,11 @@ func (e *Engine) Eval(r devices.Reading, adm Admission, out []Event) []Event {
 			continue
 		}
 		c := &e.rules[pl.rule]
-		if adm == Late && c.op != OpEvent {
+		if (adm == Late || adm == Unordered) && c.op != OpEvent {
 			continue
+		}
+		if adm == Unordered && (r.Value == 0 || e.states[ds.slot+pl.offset+uint32(ch)*uint32(c.width)]&firingBit != 0) {
+			continue // it may raise, not clear or move the time
 		}
 		i := ds.slot + pl.offset + uint32(ch)*uint32(c.width)
 		var t Transition

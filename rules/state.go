@@ -18,7 +18,7 @@ import (
 // metric and comparison, so that a checkpoint taken before the ledger or the
 // rules changed still restores what it can.
 
-const stateMagic = "FWRULES1"
+const stateMagic = "FWRULES2"
 
 // Snapshot is a copy of an engine's per-device state.
 type Snapshot struct {
@@ -80,6 +80,8 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		b = le.AppendUint64(b, d.seen)
 		b = le.AppendUint32(b, d.last)
 		b = le.AppendUint32(b, d.seq)
+		b = le.AppendUint32(b, uint32(d.skew))
+		b = le.AppendUint32(b, uint32(d.rskew))
 		for _, g := range d.dig {
 			b = le.AppendUint32(b, g)
 		}
@@ -157,7 +159,7 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 		id := cr.str()
 		var d devState
 		d.base, d.seen = int64(cr.u64()), cr.u64()
-		d.last, d.seq = cr.u32(), cr.u32()
+		d.last, d.seq, d.skew, d.rskew = cr.u32(), cr.u32(), int32(cr.u32()), int32(cr.u32())
 		for k := range d.dig {
 			d.dig[k] = cr.u32()
 		}

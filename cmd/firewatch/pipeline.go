@@ -133,7 +133,7 @@ func (p *pipeline) handle(topic string, payload []byte) {
 		case rules.Duplicate:
 			p.dups.Inc()
 			continue // evaluated and stored before
-		case rules.Late:
+		case rules.Late, rules.Unordered, rules.Superseded:
 			p.late.Inc() // an older message: says nothing about the device now
 		default:
 			if p.live != nil {
