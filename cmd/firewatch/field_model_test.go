@@ -180,7 +180,7 @@ func (m *fieldModel) deliver(topic, payload string) {
 	for _, el := range strings.Split(payload, `{"dev"`) {
 		dev := m.ownDev(topic)
 		if strings.HasPrefix(el, `:"`) {
-			dev = el[2:strings.Index(el[2:], `"`)+2]
+			dev = el[2 : strings.Index(el[2:], `"`)+2]
 		}
 		i := strings.Index(el, `"order":`)
 		if i < 0 || dev == "" {
