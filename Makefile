@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLedger$$' -fuzztime $(FUZZTIME) ./devices/
 	$(GO) test -run '^$$' -fuzz '^FuzzIDIndex$$' -fuzztime $(FUZZTIME) ./devices/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzFieldModel$$' -fuzztime $(FUZZTIME) ./cmd/firewatch/
 
 ## lint: gofmt and go vet
 lint:
