@@ -466,13 +466,12 @@ func (d *Decoder) stamp(m *Message, now int64, inBatch bool) {
 		m.Time = now
 	}
 	// FNV-style mixing of what the device sent, one word at a time.
-	h := uint64(14695981039346656037)
-	mix := func(w uint64) { h = (h ^ w) * 1099511628211 }
-	mix(uint64(ts))
-	mix(uint64(m.Seq) | uint64(m.Channel)<<32)
+	const prime = 1099511628211
+	h := (uint64(14695981039346656037) ^ uint64(ts)) * prime
+	h = (h ^ (uint64(m.Seq) | uint64(m.Channel)<<32)) * prime
 	for j := m.first; j < m.first+m.n; j++ {
-		mix(uint64(d.metrics[j]))
-		mix(math.Float64bits(d.values[j]))
+		h = (h ^ uint64(d.metrics[j])) * prime
+		h = (h ^ math.Float64bits(d.values[j])) * prime
 	}
 	m.Digest = uint32(h ^ h>>32)
 }

@@ -534,8 +534,8 @@ func (e *Engine) AdmitStamp(dev devices.Index, s Stamp, out []Event) (Verdict, [
 		return v, out
 	}
 	ds.last = e.rel(ds, t)
-	if s.HasTS {
-		out = e.clock(dev, ds, s, v.Behind || skewed || s.Suspect, out)
+	if wrong := v.Behind || skewed || s.Suspect; s.HasTS && (wrong || ds.flags&(clockMask|flagClockFault) != 0) {
+		out = e.clock(dev, ds, &s, wrong, out)
 	}
 	return v, out
 }
@@ -600,7 +600,7 @@ func (e *Engine) window(ds *devState, s Stamp, fresh bool) {
 // clock counts messages with a wrong clock and raises the device's clock
 // fault after ClockFaultAfter in a row; a message with a right clock clears
 // it.
-func (e *Engine) clock(dev devices.Index, ds *devState, s Stamp, wrong bool, out []Event) []Event {
+func (e *Engine) clock(dev devices.Index, ds *devState, s *Stamp, wrong bool, out []Event) []Event {
 	n := (ds.flags & clockMask) >> clockShift
 	k := e.layouts[ds.layout].kind
 	r := e.clockRules[k]
