@@ -430,7 +430,8 @@ func (e *Engine) StateBytes() int {
 // from a gateway): AdmitStamp with Time = Recv = t and no digest. Tests and
 // benchmarks use it.
 func (e *Engine) Admit(dev devices.Index, t int64, seq uint32, hasSeq bool) Admission {
-	v, _ := e.AdmitStamp(dev, Stamp{Time: t, Recv: t, Seq: seq, HasSeq: hasSeq, HasTS: true, Trusted: true, Replay: true}, nil)
+	s := Stamp{Time: t, Recv: t, Seq: seq, HasSeq: hasSeq, HasTS: true, Trusted: true, Replay: true}
+	v, _ := e.AdmitStamp(dev, &s, nil)
 	return v.Admission
 }
 
@@ -450,7 +451,7 @@ func (e *Engine) Admit(dev devices.Index, t int64, seq uint32, hasSeq bool) Admi
 //     new (a newer seq, a restarted counter, too late for a reordering) has
 //     a clock that went back: it is evaluated at its receive time, and the
 //     device's times move back with it so that no `for` is cut short.
-func (e *Engine) AdmitStamp(dev devices.Index, s Stamp, out []Event) (Verdict, []Event) {
+func (e *Engine) AdmitStamp(dev devices.Index, s *Stamp, out []Event) (Verdict, []Event) {
 	ds := &e.dev[dev]
 	if s.HasSeq && ds.flags&flagSeq != 0 {
 		// Without ts two messages of a restarted counter can be identical:
@@ -535,7 +536,7 @@ func (e *Engine) AdmitStamp(dev devices.Index, s Stamp, out []Event) (Verdict, [
 	}
 	ds.last = e.rel(ds, t)
 	if wrong := v.Behind || skewed || s.Suspect; s.HasTS && (wrong || ds.flags&(clockMask|flagClockFault) != 0) {
-		out = e.clock(dev, ds, &s, wrong, out)
+		out = e.clock(dev, ds, s, wrong, out)
 	}
 	return v, out
 }
@@ -560,7 +561,7 @@ func (e *Engine) recvTime(ds *devState, recv, lastAbs int64) int64 {
 // older reports whether a message whose time t is behind the device's
 // newest (lastAbs) is an older message rather than a new one from a wrong
 // clock.
-func (e *Engine) older(ds *devState, s Stamp, t, lastAbs int64) bool {
+func (e *Engine) older(ds *devState, s *Stamp, t, lastAbs int64) bool {
 	if !s.HasSeq || ds.flags&flagSeq == 0 {
 		// Without seq a replay and a clock step look alike: a gateway's
 		// is a replay, a device's own one only if it is a little late.
@@ -574,7 +575,7 @@ func (e *Engine) older(ds *devState, s Stamp, t, lastAbs int64) bool {
 }
 
 // window records s's seq in the device's sequence window.
-func (e *Engine) window(ds *devState, s Stamp, fresh bool) {
+func (e *Engine) window(ds *devState, s *Stamp, fresh bool) {
 	d := int32(s.Seq - ds.seq)
 	switch {
 	case ds.flags&flagSeq == 0 || d >= 64 || (d <= -64 && fresh):

@@ -203,7 +203,7 @@ func TestGatewaySeqOrder(t *testing.T) {
 	feed := func(s Stamp, v float64) (Admission, []Event) {
 		s.HasSeq, s.Replay = true, true
 		s.HasTS = s.Trusted
-		vd, _ := e.AdmitStamp(d.Index, s, nil)
+		vd, _ := e.AdmitStamp(d.Index, &s, nil)
 		return vd.Admission, e.Eval(devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Value: v, Time: vd.Time}, vd.Admission, nil)
 	}
 	const t0 = int64(1_795_000_000_000)

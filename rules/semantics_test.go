@@ -299,7 +299,7 @@ func TestAdmit(t *testing.T) {
 		{gw(6000, 1000, 10), Duplicate, false},
 		{gw(6000, 1000, 11), Fresh, false}, // the same seq, another content, not older: evaluated
 	} {
-		v, _ := e.AdmitStamp(d.Index, c.s, nil)
+		v, _ := e.AdmitStamp(d.Index, &c.s, nil)
 		if v.Admission != c.want || v.Behind != c.behind {
 			t.Fatalf("step %d (t=%d seq=%d): %v behind %v, want %v behind %v", i, c.s.Time, c.s.Seq, v.Admission, v.Behind, c.want, c.behind)
 		}

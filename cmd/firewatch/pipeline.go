@@ -49,6 +49,7 @@ type pipeline struct {
 
 	buf    []byte
 	events []rules.Event
+	stamp  rules.Stamp
 }
 
 func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms eventSink, stats *ingest.Stats, reg prometheus.Registerer) *pipeline {
@@ -111,10 +112,11 @@ func (p *pipeline) handle(topic string, payload []byte) {
 			}
 			continue
 		}
-		v, evs := p.eng.AdmitStamp(m.Device.Index, rules.Stamp{
+		p.stamp = rules.Stamp{
 			Time: m.Time, Recv: m.Recv, Seq: m.Seq, HasSeq: m.HasSeq, HasTS: m.Clock != ingest.ClockNone,
 			Trusted: m.Clock.Trusted(), Suspect: m.Clock.Suspect(), Replay: m.Batch, Digest: m.Digest,
-		}, p.events[:0])
+		}
+		v, evs := p.eng.AdmitStamp(m.Device.Index, &p.stamp, p.events[:0])
 		for _, ev := range evs {
 			p.alarms.Submit(ev) // a clock fault raised or cleared
 		}
