@@ -1,7 +1,12 @@
 package devices
 
 import (
+	"bufio"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -43,10 +48,25 @@ type LivenessConfig struct {
 	Heartbeat [NumKinds]time.Duration
 	// Missed is how many heartbeats may be missed; zero takes DefaultMissed.
 	Missed int
+	// Restored is, per device index, when its silence began as the last run
+	// knew it (ReadLivenessState): the last sighting, or the start of the
+	// run that first missed it. Zero (or a nil slice) counts from start.
+	Restored []Restored
+}
+
+// Restored is a device's liveness from before a restart.
+type Restored struct {
+	// Since is the last sighting (Unix ms), or when tracking began.
+	Since int64
+	// Seen says Since is a sighting.
+	Seen bool
+	// Offline says the device was offline (its offline alarm raised).
+	Offline bool
 }
 
 // LivenessSink is told when a device goes offline and when it speaks again.
-// Calls are serialised: an Online never overtakes the Offline it ends.
+// Calls come from Tick, one at a time: an Online never overtakes the Offline
+// it ends, and comes at the first tick after the device spoke.
 type LivenessSink interface {
 	// Offline says device d has been silent since lastSeen (Unix ms); now is
 	// when it was noticed.
@@ -89,6 +109,17 @@ type Liveness struct {
 	slots []uint32   // list heads
 	mask  int64
 	cur   int64 // next tick number to process
+
+	// back holds the offline devices that spoke, for Tick to tell the
+	// sink: Seen never waits for the sink (the alarm manager), so a mass
+	// offline cannot stall ingest.
+	backMu      sync.Mutex
+	back, spare []backEvent
+}
+
+type backEvent struct {
+	d             Index
+	lastSeen, now int64
 }
 
 // vitals are the last battery level and signal strength of a device and
@@ -157,6 +188,19 @@ func NewLiveness(l *Ledger, cfg LivenessConfig, sink LivenessSink, start int64) 
 		maxGrace = max(maxGrace, g)
 		lv.grace[i] = uint32(g.Milliseconds())
 		lv.words[i].Store(uint64(start) & timeMask)
+		if i < len(cfg.Restored) {
+			if r := cfg.Restored[i]; r.Since > 0 && r.Since <= start {
+				w := uint64(r.Since) & timeMask
+				if r.Seen {
+					w |= seenBit
+				}
+				if r.Offline {
+					w |= offlineBit
+					lv.offline.Add(1)
+				}
+				lv.words[i].Store(w)
+			}
+		}
 		v := &lv.vital[i]
 		v.battery.Store(nan32)
 		v.batteryAvg.Store(nan32)
@@ -174,23 +218,111 @@ func NewLiveness(l *Ledger, cfg LivenessConfig, sink LivenessSink, start int64) 
 	lv.mask = slots - 1
 	lv.cur = start / lv.tickMs
 	for i := range l.Devices {
-		lv.insert(uint32(i), start+int64(lv.grace[i]))
+		lv.insert(uint32(i), int64(lv.words[i].Load()&timeMask)+int64(lv.grace[i]))
 	}
 	return lv, nil
 }
 
+const livenessMagic = "FWLIVE01"
+
+// WriteState writes when each device's silence began (its last sighting,
+// or when tracking began) by device id, and now (Unix ms), with a CRC-32C at
+// the end, for ReadLivenessState after a restart. It may run on any
+// goroutine.
+func (lv *Liveness) WriteState(w io.Writer, l *Ledger, now int64) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	crc := uint32(0)
+	put := func(b []byte) {
+		crc = crc32.Update(crc, castagnoli, b)
+		bw.Write(b)
+	}
+	le := binary.LittleEndian
+	b := le.AppendUint64([]byte(livenessMagic), uint64(now))
+	b = le.AppendUint32(b, uint32(len(l.Devices)))
+	put(b)
+	for i := range l.Devices {
+		id := l.Devices[i].ID
+		b = le.AppendUint16(b[:0], uint16(len(id)))
+		b = append(b, id...)
+		b = le.AppendUint64(b, lv.words[i].Load())
+		put(b)
+	}
+	bw.Write(le.AppendUint32(b[:0], crc))
+	return bw.Flush()
+}
+
+// ReadLivenessState reads what WriteState wrote, for the devices of l (by
+// id: devices new to the ledger start from the start, those gone are
+// dropped), as LivenessConfig.Restored for a run starting at start (Unix
+// ms). The time firewatch was down, from the checkpoint to start, is not
+// counted as silence: each device's silence moves forward by it, so that a
+// restart after a long outage of firewatch does not raise the whole fleet,
+// and a quick restart changes nothing.
+func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	crc := uint32(0)
+	var err error
+	get := func(b []byte) []byte {
+		if err != nil {
+			return b
+		}
+		if _, err = io.ReadFull(br, b); err == nil {
+			crc = crc32.Update(crc, castagnoli, b)
+		}
+		return b
+	}
+	le := binary.LittleEndian
+	var buf [8]byte
+	if string(get(make([]byte, len(livenessMagic)))) != livenessMagic && err == nil {
+		return nil, errors.New("restore liveness: not a liveness checkpoint")
+	}
+	saved := int64(le.Uint64(get(buf[:8])))
+	down := max(start-saved, 0)
+	n := le.Uint32(get(buf[:4]))
+	out := make([]Restored, len(l.Devices))
+	for i := uint32(0); i < n && err == nil; i++ {
+		id := get(make([]byte, le.Uint16(get(buf[:2]))))
+		w := le.Uint64(get(buf[:8]))
+		if err != nil {
+			break
+		}
+		j := int(i) // the same ledger: the same order
+		if j >= len(l.Devices) || l.Devices[j].ID != string(id) {
+			d, ok := l.Lookup(id)
+			if !ok {
+				continue
+			}
+			j = int(d.Index)
+		}
+		out[j] = Restored{Since: int64(w&timeMask) + down, Seen: w&seenBit != 0, Offline: w&offlineBit != 0}
+	}
+	sum := crc
+	if got := le.Uint32(get(buf[:4])); err == nil && got != sum {
+		err = errors.New("checksum mismatch")
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("restore liveness: %w", err)
+	}
+	return out, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // Seen records that device d was heard from at now (Unix ms, receive time).
 // It is O(1) and does not allocate: one atomic swap, and only for a device
-// that was offline a call to the sink.
+// that was offline a note for the next Tick, which tells the sink.
 func (lv *Liveness) Seen(d Index, now int64) {
 	old := lv.words[d].Swap(uint64(now)&timeMask | seenBit)
 	if old&offlineBit == 0 {
 		return
 	}
 	lv.offline.Add(-1)
-	lv.mu.Lock()
-	lv.sink.Online(d, int64(old&timeMask), now)
-	lv.mu.Unlock()
+	lv.backMu.Lock()
+	lv.back = append(lv.back, backEvent{d, int64(old & timeMask), now})
+	lv.backMu.Unlock()
 }
 
 // Vitals records the battery level and signal strength among a message's
@@ -226,18 +358,31 @@ func observe(last, avg *atomic.Uint32, v float64) {
 // MarkOffline records that device d is already offline, last heard at
 // lastSeen: at start, for the devices with an open offline alarm, so that
 // the alarm is cleared when they speak.
+//
+// A device the checkpoint restored as offline is marked already; the alarm
+// store, which a person may have changed since, has the last word on the
+// time.
 func (lv *Liveness) MarkOffline(d Index, lastSeen int64) {
 	if lv.words[d].Swap(uint64(lastSeen)&timeMask|seenBit|offlineBit)&offlineBit == 0 {
 		lv.offline.Add(1)
 	}
 }
 
-// Tick raises every device whose grace ended by now (Unix ms) and returns
-// how many it raised. Call it every tick from one goroutine; a late call
-// catches up.
+// Tick tells the sink of the offline devices that spoke since the last
+// tick, then raises every device whose grace ended by now (Unix ms), and
+// returns how many it raised. Call it every tick from one goroutine; a late
+// call catches up.
 func (lv *Liveness) Tick(now int64) int {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	lv.backMu.Lock()
+	back := lv.back
+	lv.back = lv.spare[:0]
+	lv.backMu.Unlock()
+	for _, b := range back {
+		lv.sink.Online(b.d, b.lastSeen, b.now)
+	}
+	lv.spare = back[:0]
 	target := now / lv.tickMs
 	if target-lv.cur >= int64(len(lv.slots)) {
 		lv.cur = target - int64(len(lv.slots)) + 1 // each slot once

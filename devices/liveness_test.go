@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"math"
 	"runtime"
 	"testing"
@@ -70,6 +71,7 @@ func TestLiveness(t *testing.T) {
 	// Device 1 speaks again: cleared at once, and raised again after a new
 	// grace of silence.
 	lv.Seen(1, t0+201_000)
+	lv.Tick(t0 + 201_000) // the next tick tells the sink
 	if e := sink.evs[len(sink.evs)-1]; e != (liveEvent{true, 1, t0 + 10_000, t0 + 201_000}) {
 		t.Fatalf("online event %+v", e)
 	}
@@ -88,6 +90,7 @@ func TestLiveness(t *testing.T) {
 	lv2.MarkOffline(0, t0-5000)
 	n := len(sink.evs)
 	lv2.Seen(0, t0+1)
+	lv2.Tick(t0 + 1)
 	if len(sink.evs) != n+1 || !sink.evs[n].online {
 		t.Fatalf("restored offline device did not clear: %+v", sink.evs[n:])
 	}
@@ -176,5 +179,108 @@ func BenchmarkLivenessSeen(b *testing.B) {
 	for b.Loop() {
 		lv.Seen(Index(i), 1000)
 		i = (i + 7919) % 1_000_000
+	}
+}
+
+// blockSink blocks in Offline until released.
+type blockSink struct {
+	entered, release chan struct{}
+}
+
+func (s *blockSink) Offline(Index, int64, int64) {
+	s.entered <- struct{}{}
+	<-s.release
+}
+func (s *blockSink) Online(Index, int64, int64) {}
+
+// Issue 22 #11: while the sink (the alarm manager) is slow to take a mass
+// offline, a device that speaks is not held up: Seen runs on the ingest
+// goroutine, and a wait there stalls every message, smoke alarms included.
+func TestSeenDoesNotWaitForTheSink(t *testing.T) {
+	sink := &blockSink{entered: make(chan struct{}), release: make(chan struct{})}
+	lv, err := NewLiveness(fleet(2, KindElectrical), LivenessConfig{Tick: time.Second}, sink, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticked := make(chan struct{})
+	go func() { lv.Tick(int64(MaxGrace / time.Millisecond)); close(ticked) }()
+	<-sink.entered // device 0 or 1 is being raised; the sink waits
+	done := make(chan struct{})
+	go func() {
+		lv.Seen(0, 1)
+		lv.Seen(1, 1)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Seen waited for the sink")
+	}
+	close(sink.release)
+	go func() {
+		for range sink.entered {
+		}
+	}()
+	<-ticked
+}
+
+// Issue 22 #10: liveness survives restarts. A detector (grace 48 h) that
+// never speaks again is raised 48 h after it was last heard, even when
+// firewatch restarts every 12 h; without the checkpoint it never is.
+func TestLivenessSurvivesRestarts(t *testing.T) {
+	l := fleet(1, KindSmoke)
+	const t0 = int64(1_800_000_000_000)
+	const h = int64(3600_000)
+	for _, restore := range []bool{true, false} {
+		sink := &liveSink{}
+		var state []byte
+		lv, err := NewLiveness(l, LivenessConfig{Tick: time.Minute}, sink, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lv.Seen(0, t0)
+		for now := t0; now <= t0+100*h; now += time.Minute.Milliseconds() {
+			if (now-t0)%(12*h) == 0 && now > t0 { // a restart
+				var buf bytes.Buffer
+				if err := lv.WriteState(&buf, l, now); err != nil {
+					t.Fatal(err)
+				}
+				state = buf.Bytes()
+				cfg := LivenessConfig{Tick: time.Minute}
+				if restore {
+					if cfg.Restored, err = ReadLivenessState(bytes.NewReader(state), l, now); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if lv, err = NewLiveness(l, cfg, sink, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			lv.Tick(now)
+		}
+		if restore && (len(sink.evs) != 1 || sink.evs[0].lastSeen != t0 || sink.evs[0].now > t0+48*h+time.Minute.Milliseconds()) {
+			t.Fatalf("with the checkpoint: %+v, want offline at 48 h since %d", sink.evs, t0)
+		}
+		if !restore && len(sink.evs) != 0 {
+			t.Fatalf("without the checkpoint the restarts hide the silence, yet: %+v", sink.evs)
+		}
+	}
+	// A corrupt checkpoint is refused, not half read.
+	var buf bytes.Buffer
+	lv, _ := NewLiveness(l, LivenessConfig{Tick: time.Minute}, &liveSink{}, t0)
+	lv.WriteState(&buf, l, t0)
+	b := buf.Bytes()
+	b[len(b)-6] ^= 1
+	if _, err := ReadLivenessState(bytes.NewReader(b), l, t0); err == nil {
+		t.Fatal("a corrupt checkpoint was read")
+	}
+	// Downtime is not silence: a checkpoint from 3 days ago moves the
+	// device's silence forward by 3 days.
+	buf.Reset()
+	lv.Seen(0, t0)
+	lv.WriteState(&buf, l, t0+h)
+	r, err := ReadLivenessState(bytes.NewReader(buf.Bytes()), l, t0+h+72*h)
+	if err != nil || r[0] != (Restored{Since: t0 + 72*h, Seen: true}) {
+		t.Fatalf("restored %+v, %v", r, err)
 	}
 }

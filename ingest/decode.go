@@ -27,12 +27,51 @@ const MaxReadings = 1000
 const MaxString = 256
 
 // Default timestamp policy (docs/mqtt.md): a device clock more than
-// DefaultMaxFuture ahead of the receive time is wrong, and a reading older
-// than DefaultMaxAge is older than any gateway spool replays.
+// DefaultMaxFuture ahead of the receive time is wrong; a ts older than
+// DefaultMaxAge on a device's own topic is a clock that lost its time (in a
+// gateway batch it is a replay of a long outage, and is kept).
 const (
 	DefaultMaxFuture = 10 * time.Minute
 	DefaultMaxAge    = 7 * 24 * time.Hour
 )
+
+// DefaultMinTime (2020-01-01T00:00:00Z, Unix ms) is the earliest ts
+// believed: an earlier one is a clock reset (to 2000-01-01 after a battery
+// swap, to 1970 on a box without a clock) or seconds sent as milliseconds.
+const DefaultMinTime = int64(1_577_836_800_000)
+
+// Clock says what a message's ts was judged to be. A reading is never
+// rejected for its ts: when the ts is not believed the reading stands at its
+// receive time (docs/rules.md, "Clocks").
+type Clock uint8
+
+// Clocks.
+const (
+	// ClockDevice: the ts is plausible and is the reading's time.
+	ClockDevice Clock = iota
+	// ClockOld: a batch element older than MaxAge: a gateway replaying a long
+	// outage. The ts is the reading's time.
+	ClockOld
+	// ClockNone: no ts; the receive time stands in.
+	ClockNone
+	// ClockAhead: the ts is more than MaxFuture ahead of the receive time.
+	ClockAhead
+	// ClockReset: the ts is before the decoder's MinTime.
+	ClockReset
+	// ClockStale: on a device's own topic, the ts is older than MaxAge.
+	ClockStale
+	NumClocks
+)
+
+var clockNames = [NumClocks]string{"device", "old", "none", "ahead", "reset", "stale"}
+
+func (c Clock) String() string { return clockNames[c] }
+
+// Trusted reports whether the ts is the reading's time.
+func (c Clock) Trusted() bool { return c <= ClockOld }
+
+// Suspect reports whether the device sent a ts that is not believed.
+func (c Clock) Suspect() bool { return c >= ClockAhead }
 
 // Reason says why a message was rejected. It is the label of
 // firewatch_ingest_rejected_total.
@@ -87,13 +126,29 @@ func (r Reject) Error() string {
 // Message is one decoded telemetry, event or status message of one device.
 // Its values are read with Decoder.Values.
 type Message struct {
-	Device  *devices.Device
-	Time    int64 // device time, Unix ms
+	Device *devices.Device
+	// Time is the reading's time (Unix ms): the device's ts when Clock is
+	// trusted, else Recv.
+	Time int64
+	// Recv is the receive time (Unix ms), made unique per device: a message
+	// without ts gets at least one millisecond more than the device's
+	// previous one, so that two readings never overwrite each other in
+	// InfluxDB.
+	Recv int64
+	// DevTime is the ts as sent (0 without).
+	DevTime int64
 	Seq     uint32
 	HasSeq  bool
+	Clock   Clock
+	// Batch says the message came in a gateway batch.
+	Batch   bool
 	Channel uint8
-	first   int
-	n       int
+	// Digest identifies the message's content (ts as sent, seq, channel,
+	// metrics and values), for telling an exact duplicate from a new
+	// message that reuses a seq.
+	Digest uint32
+	first  int
+	n      int
 	// absFirst and absN index the metrics the message carried as null
 	// (Decoder.Absent).
 	absFirst, absN int
@@ -104,10 +159,16 @@ type Message struct {
 // concurrent use.
 type Decoder struct {
 	// MaxFuture and MaxAge bound a message's "ts" around the receive time:
-	// a later ts is rejected as ts_future, an older one as ts_too_old. Zero
-	// disables the bound (NewDecoder leaves both zero; the service sets
-	// them from ingest.max_future and ingest.max_age).
+	// a ts further ahead (ClockAhead), or on a device's own topic older
+	// (ClockStale), is not believed, and the reading stands at its receive
+	// time. Zero disables the bound (NewDecoder leaves both zero; the
+	// service sets them from ingest.max_future and ingest.max_age).
 	MaxFuture, MaxAge time.Duration
+	// MinTime (Unix ms) is the earliest ts believed (ClockReset before it);
+	// zero disables it (the service sets DefaultMinTime).
+	MinTime int64
+	// lastRecv is, per device, the last receive time given out.
+	lastRecv []int64
 
 	ledger  *devices.Ledger
 	gateway string // the gateway of the batch being decoded
@@ -122,10 +183,11 @@ type Decoder struct {
 // NewDecoder returns a decoder for the devices of l.
 func NewDecoder(l *devices.Ledger) *Decoder {
 	return &Decoder{
-		ledger:  l,
-		msgs:    make([]Message, 0, 128),
-		metrics: make([]devices.Metric, 0, 1024),
-		values:  make([]float64, 0, 1024),
+		ledger:   l,
+		msgs:     make([]Message, 0, 128),
+		lastRecv: make([]int64, len(l.Devices)),
+		metrics:  make([]devices.Metric, 0, 1024),
+		values:   make([]float64, 0, 1024),
 	}
 }
 
@@ -371,14 +433,6 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 	if m.Device == nil {
 		return m, ReasonMalformed, errNoDev
 	}
-	if m.Time >= 0 {
-		if d.MaxFuture > 0 && m.Time > now+d.MaxFuture.Milliseconds() {
-			return m, ReasonTSFuture, fmt.Errorf("ts %d is %v ahead of the receive time (limit %v)", m.Time, time.Duration(m.Time-now)*time.Millisecond, d.MaxFuture)
-		}
-		if d.MaxAge > 0 && m.Time < now-d.MaxAge.Milliseconds() {
-			return m, ReasonTSTooOld, fmt.Errorf("ts %d is %v before the receive time (limit %v)", m.Time, time.Duration(now-m.Time)*time.Millisecond, d.MaxAge)
-		}
-	}
 	if event != 0 {
 		v := 0.0
 		if active {
@@ -390,9 +444,6 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 	}
 	m.n = len(d.metrics) - m.first
 	m.absN = len(d.absent) - m.absFirst
-	if m.Time < 0 {
-		m.Time = now
-	}
 	if chGiven {
 		for _, metric := range d.absent[m.absFirst:] {
 			if m.Channel > metric.Info().Channels {
@@ -405,7 +456,54 @@ func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message
 			}
 		}
 	}
+	d.stamp(&m, now, inBatch)
 	return m, 0, nil
+}
+
+// stamp judges m's ts (Clock), gives it its receive time and its reading
+// time, and computes its digest.
+func (d *Decoder) stamp(m *Message, now int64, inBatch bool) {
+	m.Batch = inBatch
+	i := m.Device.Index
+	if int(i) < len(d.lastRecv) {
+		// Readings of one device never share a receive time: the coarse
+		// clock ticks every 10 ms, and InfluxDB keeps one point per time.
+		now = max(now, d.lastRecv[i]+1)
+		d.lastRecv[i] = now
+	}
+	m.Recv = now
+	ts := m.Time
+	switch {
+	case ts < 0:
+		m.Clock, ts = ClockNone, 0
+	case ts < d.MinTime:
+		m.Clock = ClockReset
+	case d.MaxFuture > 0 && ts > now+d.MaxFuture.Milliseconds():
+		m.Clock = ClockAhead
+	case d.MaxAge > 0 && ts < now-d.MaxAge.Milliseconds():
+		m.Clock = ClockStale
+		if inBatch {
+			m.Clock = ClockOld
+		}
+	default:
+		m.Clock = ClockDevice
+	}
+	m.DevTime = ts
+	if !m.Clock.Trusted() {
+		m.Time = now
+	}
+	// FNV-style mixing of what the device sent, one word at a time.
+	const prime = 1099511628211
+	h := (uint64(14695981039346656037) ^ uint64(ts)) * prime
+	h = (h ^ (uint64(m.Seq) | uint64(m.Channel)<<32)) * prime
+	for j := m.first; j < m.first+m.n; j++ {
+		h = (h ^ uint64(d.metrics[j])) * prime
+		h = (h ^ math.Float64bits(d.values[j])) * prime
+	}
+	for _, metric := range d.absent[m.absFirst : m.absFirst+m.absN] {
+		h = (h ^ uint64(metric) ^ 1<<63) * prime
+	}
+	m.Digest = uint32(h ^ h>>32)
 }
 
 // add appends one value, checking the message's limits and the metric's

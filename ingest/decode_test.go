@@ -47,9 +47,10 @@ func TestDecodeAccepts(t *testing.T) {
 		{"escaped key", "fw/v1/up/hy-1/telemetry", `{"m":{"pressure\u005fmpa":0.2}}`, "hy-1", now, 0, 0, []val{{"pressure_mpa", 0.2}}},
 		{"empty heartbeat", "fw/v1/up/sm-1/status", `{"ts":7}`, "sm-1", 7, 0, 0, nil},
 	}
-	d := NewDecoder(testLedger(t))
+	l := testLedger(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			d := NewDecoder(l)
 			msgs, rejects := d.Decode(tt.topic, []byte(tt.payload), now)
 			if len(rejects) != 0 || len(msgs) != 1 {
 				t.Fatalf("got %d messages, rejects %v", len(msgs), rejects)
@@ -107,10 +108,6 @@ func TestDecodeRejects(t *testing.T) {
 		{"long key", "fw/v1/up/el-1/telemetry", `{"` + strings.Repeat("k", MaxString+1) + `":1}`, ReasonTooLong, "longer than 256"},
 		{"long escaped value", "fw/v1/up/el-1/telemetry", `{"x":"\n` + strings.Repeat("v", MaxString) + `"}`, ReasonTooLong, "longer than 256"},
 		{"long event", "fw/v1/up/sm-1/event", `{"event":"` + strings.Repeat("e", 300) + `"}`, ReasonTooLong, ""},
-		{"ts in the future", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now+11*60*1000), ReasonTSFuture, "ahead of the receive time"},
-		{"ts too old", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now-8*24*3600*1000), ReasonTSTooOld, "before the receive time"},
-		{"ts of a second", "fw/v1/up/el-1/telemetry", `{"ts":1795420800,"m":{"voltage_v":220}}`, ReasonTSTooOld, ""},
-		{"ts huge", "fw/v1/up/el-1/telemetry", `{"ts":9223372036854775807,"m":{"voltage_v":220}}`, ReasonTSFuture, ""},
 		{"ts overflow", "fw/v1/up/el-1/telemetry", `{"ts":92233720368547758070,"m":{"voltage_v":220}}`, ReasonMalformed, `"ts" must be`},
 		{"unknown device in topic", "fw/v1/up/" + strings.Repeat("x", 200) + "/telemetry", `{}`, ReasonUnknownDevice, ""},
 		{"gateway topic as device", "fw/v1/up/gw-1/telemetry", `{"m":{}}`, ReasonUnknownDevice, ""},
@@ -127,6 +124,68 @@ func TestDecodeRejects(t *testing.T) {
 				t.Fatalf("reject = %q (%s), want reason %s containing %q", r.Error(), r.Reason, tt.reason, tt.msg)
 			}
 		})
+	}
+}
+
+// A reading is never rejected for its ts (issue 22 #5, issue 21 #11): a ts
+// that is not believed is replaced by the receive time and says why; a
+// gateway's replay of a long outage keeps its ts.
+func TestDecodeClock(t *testing.T) {
+	const day = 24 * 3600 * 1000
+	tests := []struct {
+		name, topic, payload string
+		clock                Clock
+		time                 int64
+	}{
+		{"plausible", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now-5000), ClockDevice, now - 5000},
+		{"no ts", "fw/v1/up/el-1/telemetry", `{"m":{"voltage_v":220}}`, ClockNone, now},
+		{"ts in the future", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now+11*60*1000), ClockAhead, now},
+		{"ts huge", "fw/v1/up/el-1/telemetry", `{"ts":9223372036854775807,"m":{"voltage_v":220}}`, ClockAhead, now},
+		{"smoke alarm from a clock reset to 2000", "fw/v1/up/sm-1/event", `{"ts":946684800000,"seq":1,"event":"smoke_alarm"}`, ClockReset, now},
+		{"ts of a second", "fw/v1/up/el-1/telemetry", `{"ts":1795420800,"m":{"voltage_v":220}}`, ClockReset, now},
+		{"stale on the device's topic", "fw/v1/up/el-1/telemetry", fmt.Sprintf(`{"ts":%d,"m":{"voltage_v":220}}`, now-8*day), ClockStale, now},
+		{"a gateway replaying an outage of 8 days", "fw/v1/up/gw/gw-1/batch", fmt.Sprintf(`{"readings":[{"dev":"el-1","ts":%d,"seq":3,"m":{"voltage_v":220}}]}`, now-8*day), ClockOld, now - 8*day},
+		{"a gateway without a clock", "fw/v1/up/gw/gw-1/batch", `{"readings":[{"dev":"el-1","ts":1000,"seq":3,"m":{"voltage_v":220}}]}`, ClockReset, now},
+	}
+	l := testLedger(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDecoder(l)
+			d.MaxFuture, d.MaxAge, d.MinTime = DefaultMaxFuture, DefaultMaxAge, DefaultMinTime
+			msgs, rejects := d.Decode(tt.topic, []byte(tt.payload), now)
+			if len(msgs) != 1 || len(rejects) != 0 {
+				t.Fatalf("got %d messages, rejects %v; want the message", len(msgs), rejects)
+			}
+			if m := msgs[0]; m.Clock != tt.clock || m.Time != tt.time || m.Recv != now {
+				t.Fatalf("clock %s time %d recv %d, want %s %d %d", m.Clock, m.Time, m.Recv, tt.clock, tt.time, now)
+			}
+		})
+	}
+}
+
+// Readings without ts never share a time in InfluxDB (issue 21 #10): the
+// receive clock ticks every 10 ms, so two readings of one device within a
+// tick got the same time and the second overwrote the first.
+func TestDecodeUniqueReceiveTime(t *testing.T) {
+	d := NewDecoder(testLedger(t))
+	var times []int64
+	for range 3 {
+		msgs, _ := d.Decode("fw/v1/up/el-1/telemetry", []byte(`{"m":{"voltage_v":220}}`), now)
+		times = append(times, msgs[0].Time)
+	}
+	msgs, _ := d.Decode("fw/v1/up/sm-1/telemetry", []byte(`{"m":{"battery_pct":80}}`), now)
+	if times[0] != now || times[1] != now+1 || times[2] != now+2 || msgs[0].Time != now {
+		t.Fatalf("times %v and %d for another device, want %d, +1, +2 and %d", times, msgs[0].Time, now, now)
+	}
+	// The same message twice (a QoS 1 redelivery) has the same digest even
+	// though its receive time differs; another value has another.
+	a, _ := d.Decode("fw/v1/up/el-1/telemetry", []byte(`{"seq":5,"m":{"voltage_v":220}}`), now)
+	da := a[0].Digest
+	b, _ := d.Decode("fw/v1/up/el-1/telemetry", []byte(`{"seq":5, "m":{"voltage_v":220.0}}`), now+50)
+	db := b[0].Digest
+	c, _ := d.Decode("fw/v1/up/el-1/telemetry", []byte(`{"seq":5,"m":{"voltage_v":221}}`), now)
+	if da != db || da == c[0].Digest {
+		t.Fatalf("digests %x %x %x", da, db, c[0].Digest)
 	}
 }
 

@@ -337,7 +337,9 @@ func (r *Rule) checkLevels() []string {
 type Override struct {
 	Above, Below, Clear *float64
 	For, ClearFor       *time.Duration
-	Off                 bool
+	// Off switches the rule off (true) or back on (false) over what the
+	// model said; nil leaves it as it is.
+	Off *bool
 }
 
 // ParseOverride reads an override from a YAML mapping such as
@@ -349,7 +351,7 @@ func ParseOverride(n *yaml.Node) (Override, error) {
 		Clear    *float64 `yaml:"clear"`
 		For      string   `yaml:"for"`
 		ClearFor string   `yaml:"clear_for"`
-		Off      bool     `yaml:"off"`
+		Off      *bool    `yaml:"off"`
 	}
 	if err := yamlfile.DecodeNode(n, &e); err != nil {
 		return Override{}, err
@@ -382,23 +384,35 @@ func (o Override) Check(r *Rule, id string) error {
 // Apply returns r changed by o, checked.
 func (o Override) Apply(r *Rule) (*Rule, error) {
 	v := *r
-	if o.Off {
-		v.Off = true
-		return &v, nil
+	if o.Off != nil {
+		v.Off = *o.Off
+		if v.Off {
+			return &v, nil
+		}
+	}
+	if (o.For != nil || o.ClearFor != nil) && r.Op != OpAbove && r.Op != OpBelow {
+		// An event is reported once, and a rate rule fires on the change:
+		// a for would silence a single smoke report.
+		return nil, fmt.Errorf("rule %q is a %s rule: it has no for or clear_for to override (only a threshold rule has)", r.ID, r.Op)
 	}
 	if o.Above != nil || o.Below != nil || o.Clear != nil {
 		if r.Op != OpAbove && r.Op != OpBelow {
-			return nil, fmt.Errorf("rule %q is not a threshold rule: only for or off can be overridden", r.ID)
+			return nil, fmt.Errorf("rule %q is not a threshold rule: only off can be overridden", r.ID)
 		}
 		if o.Above != nil && r.Op != OpAbove || o.Below != nil && r.Op != OpBelow {
 			return nil, fmt.Errorf("rule %q is a %s rule: override its threshold with %s", r.ID, r.Op, r.Op)
 		}
 	}
+	// A new threshold keeps the rule's hysteresis: the clear level moves
+	// with it, unless the override sets its own.
 	if o.Above != nil {
-		v.Threshold, v.Clear, v.PerDevice = *o.Above, *o.Above, false
+		v.Threshold, v.Clear, v.PerDevice = *o.Above, *o.Above-(r.Threshold-r.Clear), false
 	}
 	if o.Below != nil {
-		v.Threshold, v.Clear, v.PerDevice = *o.Below, *o.Below, false
+		v.Threshold, v.Clear, v.PerDevice = *o.Below, *o.Below+(r.Clear-r.Threshold), false
+	}
+	if info := r.Metric.Info(); o.Clear == nil && (o.Above != nil || o.Below != nil) && !(v.Clear > info.Min && v.Clear < info.Max) {
+		v.Clear = v.Threshold // the moved clear level would be out of reach
 	}
 	if o.Clear != nil {
 		v.Clear = *o.Clear

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -31,7 +32,7 @@ const (
 )
 
 // Admission is the engine's verdict on a message before its readings are
-// evaluated: see Admit.
+// evaluated: see AdmitStamp.
 type Admission uint8
 
 // Admissions.
@@ -39,12 +40,73 @@ const (
 	// Fresh readings are evaluated by every rule.
 	Fresh Admission = iota
 	// Late readings are older than the newest already evaluated for the
-	// device: only event rules see them.
+	// device, and really are older messages (a replay, a reordering):
+	// only event rules see them, and only those whose last transition is
+	// older still.
 	Late
-	// Duplicate messages were evaluated before (same sequence number,
-	// not newer): no rule sees them.
+	// Duplicate messages are exact copies of one already evaluated (same
+	// seq and content): no rule sees them, and they are not stored again.
 	Duplicate
+	// Unordered messages come from a gateway with a seq older than the
+	// newest, never seen, and a ts that cannot place them (none believable,
+	// or one at or after the newest): when in doubt, alarm. Event rules may
+	// raise on them but not clear, threshold and rate rules do not see
+	// them.
+	Unordered
+	// Superseded messages are replays from a gateway of a seq among the
+	// last 64 evaluated, not exact copies (their ts may read otherwise
+	// now that the clock went back, or the copy was not remembered).
+	// Stored, but no rule sees them.
+	Superseded
 )
+
+// ReorderTolerance is how much older than the device's newest message a
+// message on the device's own topic may be and still count as reordered in
+// transit. Older than that, it is a new message from a clock that went
+// back (a step, a reset): it is evaluated at its receive time.
+const ReorderTolerance = int64(60_000)
+
+// ClockFaultAfter is how many messages in a row must come with a wrong
+// clock (implausible, or behind the device's newest) before the device's
+// clock fault (时钟异常) is raised.
+const ClockFaultAfter = 3
+
+// Stamp is what the engine needs to know of a message before its
+// readings: when it says it happened, when it arrived, and its identity.
+type Stamp struct {
+	// Time is the device's ts (Unix ms) when Trusted, else the receive time
+	// the reading stands at.
+	Time int64
+	// Recv is the receive time (Unix ms): the time a message from a clock
+	// that went back is evaluated at.
+	Recv int64
+	Seq  uint32
+	// HasSeq says the message carried seq; HasTS that it carried ts.
+	HasSeq, HasTS bool
+	// Trusted says Time is the device's own, plausible clock.
+	Trusted bool
+	// Suspect says the device's ts was implausible (ahead, before 2020,
+	// older than the replay window on the device's own topic): Time is the
+	// receive time, and it counts towards a clock fault.
+	Suspect bool
+	// Replay says the message came in a gateway batch, which may replay a
+	// spool: an older ts with an older seq is an old message.
+	Replay bool
+	// Digest identifies the message's content (ts as sent, seq, channel,
+	// metrics and values): with the seq it tells an exact duplicate from a
+	// device that restarted its counter.
+	Digest uint32
+}
+
+// Verdict is the engine's judgement of one message.
+type Verdict struct {
+	Admission
+	// Time is the time (Unix ms) to evaluate and store the readings at.
+	Time int64
+	// Behind says the device's ts was behind its newest although the
+	// message is new: its clock went back, and Time is the receive time.
+	Behind bool
+}
 
 // compiled is a rule variant as the evaluator sees it.
 type compiled struct {
@@ -77,12 +139,22 @@ type layout struct {
 	size   uint32
 }
 
-// devState is the fixed per-device part of the state: 32 bytes.
+// devState is the fixed per-device part of the state: 56 bytes.
 type devState struct {
 	base int64  // device time (Unix ms) that relative times count from
 	seen uint64 // sequence window: bit i set = seq-i was evaluated
 	last uint32 // newest evaluated device time, relative (0 = none yet)
 	seq  uint32 // newest sequence number
+	// skew (ms) is how far behind the device's clock was found when it
+	// last went back (receive time minus ts): a ts about that far behind
+	// is read on the receive clock. rskew (ms) is the receive clock's lead
+	// over the receive time: the device's clock's lead when it was last
+	// right, or what it took to keep the device's times from going back.
+	skew, rskew int32
+	// dig holds the digest of the last message of each seq modulo 4: a
+	// message is an exact duplicate when its seq is in the window and its
+	// digest is the one remembered for it.
+	dig [4]uint32
 	// slot is the device's first slot in the arena.
 	slot   uint32
 	layout uint16
@@ -92,6 +164,11 @@ type devState struct {
 const (
 	flagBase uint16 = 1 << iota
 	flagSeq
+	flagClockFault // the clock fault (时钟异常) is raised
+	flagBehind     // the device's clock is behind: skew applies
+	// bits 4..5: wrong-clock messages in a row, up to ClockFaultAfter
+	clockShift = 4
+	clockMask  = uint16(3) << clockShift
 )
 
 // Engine evaluates readings against a compiled rule set. It keeps the
@@ -111,7 +188,14 @@ type Engine struct {
 	layouts   []layout
 	dev       []devState
 	states    []uint32
+	// clockRules are the rules of clock faults, per kind (ClockRuleID).
+	clockRules [devices.NumKinds]*Rule
 }
+
+// ClockRuleID is the rule id of the clock fault (时钟异常) of kind k, e.g.
+// "smoke.clock": raised after ClockFaultAfter messages in a row with a
+// wrong clock, cleared by the first message whose clock is right again.
+func ClockRuleID(k devices.Kind) string { return k.String() + ".clock" }
 
 // NewEngine compiles set for the devices of l, applying per-model
 // overrides of the set and per-device overrides of the ledger. A wrong
@@ -126,6 +210,14 @@ func NewEngine(set *Set, l *devices.Ledger) (*Engine, error) {
 		}
 		e.kindRules[r.Kind] = append(e.kindRules[r.Kind], r)
 		e.byMetric[r.Metric] = append(e.byMetric[r.Metric], uint16(pos))
+	}
+	for k := devices.KindElectrical; k < devices.NumKinds; k++ {
+		// The alarm path needs a metric of the kind, as for offline alarms.
+		m, ok := devices.MetricByName(k, "heartbeat")
+		if !ok {
+			m, _ = devices.MetricByName(k, "rssi_dbm")
+		}
+		e.clockRules[k] = &Rule{ID: ClockRuleID(k), Kind: k, Metric: m, Op: OpEvent, Severity: SeverityFault}
 	}
 	c := compiler{e: e, variants: map[string]uint16{}, layouts: map[string]uint16{}, plain: map[[2]uint8]uint16{}}
 	e.dev = make([]devState, len(l.Devices))
@@ -301,7 +393,10 @@ func (e *Engine) newLayout(d *devices.Device, vars []uint16) layout {
 	for j, vi := range vars {
 		c := &e.rules[vi]
 		ch := c.rule.Metric.Info().Channels
-		if d.Channels > 0 && d.Channels < ch {
+		// A ledger's channels counts the kind's sensors or slots: the
+		// metrics with the kind's most channels (cable sensors, charging
+		// slots), not the three phases of an electrical monitor.
+		if d.Channels > 0 && d.Channels < ch && ch == maxChannels(d.Kind) {
 			ch = d.Channels
 		}
 		if c.rule.Off || c.rule.PerDevice {
@@ -313,63 +408,226 @@ func (e *Engine) newLayout(d *devices.Device, vars []uint16) layout {
 	return lay
 }
 
+// maxChannels is the largest channel count among the metrics of k.
+func maxChannels(k devices.Kind) uint8 {
+	var n uint8
+	for _, m := range k.Metrics() {
+		n = max(n, m.Info().Channels)
+	}
+	return n
+}
+
 // StateBytes is the memory the engine holds for per-device state.
 func (e *Engine) StateBytes() int {
-	n := len(e.states)*4 + len(e.dev)*32
+	n := len(e.states)*4 + len(e.dev)*int(unsafe.Sizeof(devState{}))
 	for i := range e.layouts {
 		n += len(e.layouts[i].places) * 8
 	}
 	return n
 }
 
-// Admit decides, once per message, whether its readings are fresh, late or
-// a duplicate, from the device time t (Unix ms) and the sequence number.
-//
-// A message is a duplicate when its seq is among the last 64 evaluated for
-// the device and its time is not newer than the newest evaluated: a
-// gateway's replay of what already arrived. A seen seq with a newer time is
-// a device that restarted its counter, and is evaluated. A message older
-// than the newest evaluated one is late.
+// Admit judges a message whose ts is trusted and which may be a replay (as
+// from a gateway): AdmitStamp with Time = Recv = t and no digest. Tests and
+// benchmarks use it.
 func (e *Engine) Admit(dev devices.Index, t int64, seq uint32, hasSeq bool) Admission {
+	s := Stamp{Time: t, Recv: t, Seq: seq, HasSeq: hasSeq, HasTS: true, Trusted: true, Replay: true}
+	v, _ := e.AdmitStamp(dev, &s, nil)
+	return v.Admission
+}
+
+// AdmitStamp decides, once per message, whether its readings are fresh,
+// late or a duplicate, and at what time they are evaluated; it appends a
+// clock fault's raise or clear to out. It does not allocate when out has
+// room.
+//
+//   - Duplicate: the seq is among the last 64 of the device and the digest
+//     is the one remembered for it. Only exact copies are dropped; a seq
+//     seen with other content is a device that restarted its counter.
+//   - Late: ts is older than the device's newest, and the message really is
+//     older: from a gateway with a seq not newer than the newest, or on the
+//     device's own topic at most ReorderTolerance late and filling a gap of
+//     the seq window. Only event rules see it.
+//   - Fresh otherwise. A message whose ts is behind the newest but which is
+//     new (a newer seq, a restarted counter, too late for a reordering) has
+//     a clock that went back: it is evaluated at its receive time, and the
+//     device's times move back with it so that no `for` is cut short.
+func (e *Engine) AdmitStamp(dev devices.Index, s *Stamp, out []Event) (Verdict, []Event) {
 	ds := &e.dev[dev]
+	if s.HasSeq && ds.flags&flagSeq != 0 {
+		// Without ts two messages of a restarted counter can be identical:
+		// then only a repeat of the newest is taken for a duplicate.
+		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && (s.HasTS || d == 0) && ds.seen&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
+			return Verdict{Admission: Duplicate, Time: s.Time}, out
+		}
+	}
+	t := s.Time
+	v := Verdict{Admission: Fresh}
 	if ds.flags&flagBase == 0 {
 		ds.base = t - baseLag
 		ds.flags |= flagBase
 	}
+	// In a gateway's batches seq order wins within the window: the gateway
+	// numbers what it sends, and a replay carries the original seq. (Far
+	// below the window is a gateway that lost its counter: time decides.)
+	oldSeq := false
+	if d := int32(s.Seq - ds.seq); s.Replay && s.HasSeq && ds.flags&flagSeq != 0 && d < 0 && d > -64 {
+		oldSeq = true
+	}
+	skewed := false
+	if ds.last != 0 {
+		lastAbs := ds.base + int64(ds.last) - 1
+		if s.Trusted && ds.flags&flagBehind != 0 && ds.skew >= minSkew && lastAbs-t > int64(ds.skew)/2 {
+			// While the clock is behind, a ts about as far behind as it
+			// was found to be is read on the receive clock, so that a
+			// reordering after the step is still judged by time. A ts
+			// near the newest is the clock set right again.
+			t += int64(ds.skew)
+			skewed = true
+		}
+		if t < lastAbs || oldSeq {
+			switch {
+			case oldSeq && ds.seen&(uint64(1)<<uint(ds.seq-s.Seq)) != 0:
+				// Evaluated before: a gateway's replay (a gateway does
+				// not reuse a seq), whatever its ts now reads as.
+				v.Admission = Superseded
+			case oldSeq && (t >= lastAbs || !s.Trusted):
+				// Never seen, sent before the newest, but when is
+				// unknown.
+				v.Admission, t = Unordered, lastAbs
+			case s.Trusted && (oldSeq || e.older(ds, s, t, lastAbs)):
+				v.Admission = Late
+			default:
+				// A new message behind the newest: a clock that went
+				// back (or a receive time behind a clock that was ahead).
+				// It stands at its receive time on the device's receive
+				// clock, which moves forward if need be so that it is
+				// not behind the newest: what the engine holds keeps its
+				// times, so that a replay from before the step is
+				// judged right, and durations keep counting.
+				v.Behind = s.Trusted
+				t = e.recvTime(ds, s.Recv, lastAbs)
+				if s.Trusted {
+					ds.skew = int32(max(min(t-s.Time, math.MaxInt32), 0))
+				}
+			}
+		} else if !s.Trusted {
+			t = e.recvTime(ds, s.Recv, lastAbs)
+		}
+	}
+	if v.Admission == Fresh && s.Trusted && (skewed || v.Behind) {
+		ds.flags |= flagBehind
+	}
+	if v.Admission == Fresh && s.Trusted && !skewed && !v.Behind {
+		ds.flags &^= flagBehind
+		// A clock a little ahead of the receive time (within MaxFuture):
+		// the receive clock keeps that lead, so that a message without a
+		// believable ts that follows is not behind it.
+		ds.rskew = int32(max(min(s.Time-s.Recv, math.MaxInt32), 0))
+	}
 	if t-ds.base > maxRel {
 		e.rebase(ds, t-baseLag)
 	}
-	rel := e.rel(ds, t)
-	newer := rel > ds.last
-	if hasSeq {
-		d := int32(seq - ds.seq)
-		switch {
-		case ds.flags&flagSeq == 0 || (d > 0 && d >= 64):
-			ds.seq, ds.seen = seq, 1
-			ds.flags |= flagSeq
-		case d > 0:
-			ds.seq, ds.seen = seq, ds.seen<<uint(d)|1
-		case d > -64:
-			bit := uint64(1) << uint(-d)
-			if ds.seen&bit != 0 && !newer {
-				return Duplicate
-			}
-			if ds.seen&bit != 0 || newer {
-				ds.seq, ds.seen = seq, 1 // the device restarted its counter
-			} else {
-				ds.seen |= bit
-			}
-		default:
-			if newer {
-				ds.seq, ds.seen = seq, 1 // restarted long ago, or wrapped
-			}
+	v.Time = t
+	if s.HasSeq && v.Admission != Superseded {
+		e.window(ds, s, v.Admission == Fresh)
+	}
+	if v.Admission != Fresh {
+		return v, out
+	}
+	ds.last = e.rel(ds, t)
+	if wrong := v.Behind || skewed || s.Suspect; s.HasTS && (wrong || ds.flags&(clockMask|flagClockFault) != 0) {
+		out = e.clock(dev, ds, s, wrong, out)
+	}
+	return v, out
+}
+
+// minSkew is the least lag of a clock that went back for which its later
+// ts are read on the receive clock: below it, reorderings in transit and
+// jitter would look like the lagging clock.
+const minSkew = 10_000
+
+// recvTime is the time a message that stands at its receive time recv is
+// evaluated at: on the device's receive clock (recv plus rskew), moved
+// forward to the newest (lastAbs) if it is behind it.
+func (e *Engine) recvTime(ds *devState, recv, lastAbs int64) int64 {
+	t := recv + int64(ds.rskew)
+	if t < lastAbs {
+		ds.rskew = int32(min(int64(ds.rskew)+lastAbs-t, math.MaxInt32))
+		t = lastAbs
+	}
+	return t
+}
+
+// older reports whether a message whose time t is behind the device's
+// newest (lastAbs) is an older message rather than a new one from a wrong
+// clock.
+func (e *Engine) older(ds *devState, s *Stamp, t, lastAbs int64) bool {
+	if !s.HasSeq || ds.flags&flagSeq == 0 {
+		// Without seq a replay and a clock step look alike: a gateway's
+		// is a replay, a device's own one only if it is a little late.
+		return s.Replay || lastAbs-t <= ReorderTolerance
+	}
+	d := int32(s.Seq - ds.seq)
+	if s.Replay {
+		return d <= 0 // a newer seq with an older ts: the gateway's clock went back
+	}
+	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.seen&(uint64(1)<<uint(-d)) == 0
+}
+
+// window records s's seq in the device's sequence window.
+func (e *Engine) window(ds *devState, s *Stamp, fresh bool) {
+	d := int32(s.Seq - ds.seq)
+	switch {
+	case ds.flags&flagSeq == 0 || d >= 64 || (d <= -64 && fresh):
+		ds.seq, ds.seen, ds.dig = s.Seq, 1, [4]uint32{}
+		ds.flags |= flagSeq
+	case d > 0:
+		ds.seq, ds.seen = s.Seq, ds.seen<<uint(d)|1
+	case d > -64:
+		bit := uint64(1) << uint(-d)
+		if ds.seen&bit != 0 && fresh {
+			// A seq seen before with other content, and new: the device
+			// restarted its counter.
+			ds.seq, ds.seen, ds.dig = s.Seq, 1, [4]uint32{}
+		} else {
+			ds.seen |= bit
 		}
+	default:
+		return // an old message beyond the window
 	}
-	if rel < ds.last {
-		return Late
+	ds.dig[s.Seq&3] = s.Digest
+}
+
+// clock counts messages with a wrong clock and raises the device's clock
+// fault after ClockFaultAfter in a row; a message with a right clock clears
+// it.
+func (e *Engine) clock(dev devices.Index, ds *devState, s *Stamp, wrong bool, out []Event) []Event {
+	n := (ds.flags & clockMask) >> clockShift
+	k := e.layouts[ds.layout].kind
+	r := e.clockRules[k]
+	if r == nil {
+		return out
 	}
-	ds.last = rel
-	return Fresh
+	ev := Event{Rule: r, Device: dev, Since: s.Recv, Time: s.Recv, Seq: s.Seq}
+	if !wrong {
+		ds.flags &^= clockMask
+		if ds.flags&flagClockFault != 0 {
+			ds.flags &^= flagClockFault
+			ev.Transition = Clear
+			out = append(out, ev)
+		}
+		return out
+	}
+	if n < ClockFaultAfter {
+		n++
+		ds.flags = ds.flags&^clockMask | n<<clockShift
+	}
+	if n >= ClockFaultAfter && ds.flags&flagClockFault == 0 {
+		ds.flags |= flagClockFault
+		ev.Transition, ev.Value = Raise, 1
+		out = append(out, ev)
+	}
+	return out
 }
 
 // rel is t relative to the device's base, plus one, clamped to a slot.
@@ -416,7 +674,7 @@ func (e *Engine) rebase(ds *devState, nb int64) {
 // the transitions it causes to out. It does not allocate when out has room.
 func (e *Engine) Eval(r devices.Reading, adm Admission, out []Event) []Event {
 	pos := e.byMetric[r.Metric]
-	if len(pos) == 0 || adm == Duplicate {
+	if len(pos) == 0 || adm == Duplicate || adm == Superseded {
 		return out
 	}
 	ds := &e.dev[r.Device]
@@ -439,8 +697,11 @@ func (e *Engine) Eval(r devices.Reading, adm Admission, out []Event) []Event {
 			continue
 		}
 		c := &e.rules[pl.rule]
-		if adm == Late && c.op != OpEvent {
+		if (adm == Late || adm == Unordered) && c.op != OpEvent {
 			continue
+		}
+		if adm == Unordered && (r.Value == 0 || e.states[ds.slot+pl.offset+uint32(ch)*uint32(c.width)]&firingBit != 0) {
+			continue // it may raise, not clear or move the time
 		}
 		i := ds.slot + pl.offset + uint32(ch)*uint32(c.width)
 		var t Transition
@@ -471,6 +732,26 @@ func (c *compiled) inForce(t, zoneMs int64) bool {
 func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64) (Transition, uint32) {
 	v := r.Value
 	on := c.inForce(r.Time, zoneMs)
+	if c.op == OpEvent {
+		// An event rule's slot holds the device time of the newest report
+		// of its event: a report older than that (a replay, a reordering)
+		// cannot undo or repeat what a newer one decided.
+		if last := *st & timeMask; last != 0 && rel < last {
+			return 0, 0
+		}
+		active := v != 0 && v == v && on
+		switch firing := *st&firingBit != 0; {
+		case active && !firing:
+			*st = firingBit | rel
+			return Raise, rel
+		case !active && firing:
+			*st = rel
+			return Clear, rel
+		default:
+			*st = *st&firingBit | rel
+		}
+		return 0, 0
+	}
 	if *st&firingBit != 0 {
 		var stop bool
 		switch c.op {
@@ -478,8 +759,6 @@ func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64)
 			stop = v < c.clear
 		case OpBelow:
 			stop = v >= c.clear
-		case OpEvent:
-			stop = v == 0
 		}
 		// NaN compares false everywhere: it neither starts nor ends a
 		// condition (the decoder rejects it anyway).
@@ -488,11 +767,11 @@ func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64)
 			return 0, 0
 		}
 		since := *st & timeMask
-		if since == 0 {
+		if since == 0 || since > rel {
 			since = rel
 			*st = firingBit | rel
 		}
-		if int64(rel)-int64(since) >= c.clearForMs || !on || c.op == OpEvent {
+		if int64(rel)-int64(since) >= c.clearForMs || !on {
 			*st = 0
 			return Clear, since
 		}
@@ -504,8 +783,6 @@ func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64)
 		cond = v >= c.threshold
 	case OpBelow:
 		cond = v < c.threshold
-	case OpEvent:
-		cond = v != 0 && v == v
 	}
 	if !cond || !on {
 		*st = 0
@@ -523,44 +800,66 @@ func (c *compiled) step(st *uint32, r devices.Reading, rel uint32, zoneMs int64)
 	return 0, 0
 }
 
+// rateTolerance is the relative tolerance of a rate rule's comparison: the
+// reference is kept as a float32 (7 significant digits), so a change of
+// exactly the threshold in the decimals a device sends (0.35 → 0.30) comes
+// out a few parts in 10⁸ short or long. A change within one part per million
+// of the values' size counts as the threshold.
+const rateTolerance = 1e-6
+
 // rate advances a rises/falls rule. s[1], s[2] hold the reference reading
 // (time, float32 value): the extreme of the current window, from which the
-// change is measured; s[3], s[4] the previous reading, which becomes the
-// reference when the old one leaves the window.
+// change is measured; s[3], s[4] the runner-up: the extreme of the readings
+// after the reference, which becomes the reference when the old one leaves
+// the window. Ties refresh both, so a plateau keeps its newest reading.
 func (c *compiled) rate(s []uint32, r devices.Reading, rel uint32, zoneMs int64) (Transition, uint32, float64) {
 	v := r.Value
 	if v != v || math.IsInf(v, 0) {
 		return 0, 0, 0
 	}
-	refT, refV := s[1], math.Float32frombits(s[2])
-	prevT, prevV := s[3], math.Float32frombits(s[4])
-	s[3], s[4] = rel, math.Float32bits(float32(v))
-	if refT == 0 || int64(rel)-int64(refT) > c.withinMs {
-		refT, refV = rel, float32(v)
-		if prevT != 0 && int64(rel)-int64(prevT) <= c.withinMs {
-			refT, refV = prevT, prevV
-		}
-	}
-	change := v - float64(refV)
+	dir := 1.0
 	if c.op == OpFalls {
-		change = -change
+		dir = -1
 	}
-	// A new extreme in the direction away from the change restarts it.
-	if change < 0 {
-		refT, refV, change = rel, float32(v), 0
+	refT, refV := s[1], float64(math.Float32frombits(s[2]))
+	candT, candV := s[3], float64(math.Float32frombits(s[4]))
+	if refT != 0 && int64(rel)-int64(refT) > c.withinMs {
+		refT = 0
+		if candT != 0 && int64(rel)-int64(candT) <= c.withinMs {
+			refT, refV = candT, candV
+		}
+		candT = 0
 	}
-	s[1], s[2] = refT, math.Float32bits(refV)
-	cond := change >= c.threshold-1e-9*math.Abs(c.threshold) && c.inForce(r.Time, zoneMs)
+	if refT == 0 {
+		refT, refV = rel, v
+	}
+	change := dir * (v - refV)
+	tol := rateTolerance * (math.Abs(v) + math.Abs(refV))
+	if change <= tol {
+		// At or beyond the extreme: the newest such reading is the reference.
+		refT, refV, candT, change = rel, v, 0, 0
+	} else if candT == 0 || dir*(v-candV) <= 0 {
+		candT, candV = rel, v
+	}
+	s[1], s[2] = refT, math.Float32bits(float32(refV))
+	s[3], s[4] = candT, math.Float32bits(float32(candV))
+	on := c.inForce(r.Time, zoneMs)
+	cond := change >= c.threshold-tol && on
 	firing := s[0]&firingBit != 0
 	switch {
 	case cond && !firing:
 		s[0] = firingBit | rel
-		return Raise, refT, float64(refV)
+		return Raise, refT, refV
+	case firing && !on:
+		// Outside its window the rule is not in force: it clears at once.
+		since := s[0] & timeMask
+		s[0] = 0
+		return Clear, since, refV
 	case firing && !cond && int64(rel)-int64(s[0]&timeMask) >= c.withinMs:
 		// A whole window passed since the change without another.
 		since := s[0] & timeMask
 		s[0] = 0
-		return Clear, since, float64(refV)
+		return Clear, since, refV
 	case firing && cond:
 		s[0] = firingBit | rel
 	}

@@ -150,11 +150,17 @@ func TestEvents(t *testing.T) {
 	if len(evs) != 1 || evs[0].Transition != Raise || evs[0].Rule.Severity != SeverityFire {
 		t.Fatalf("smoke_alarm: %+v", evs)
 	}
-	r.Time = 200
+	r.Time = 120
 	if evs := evalOne(e, r); len(evs) != 0 {
 		t.Fatalf("repeated smoke_alarm while firing must not raise again: %+v", evs)
 	}
-	r.Time, r.Value = 50, 0 // late, but events are always evaluated
+	bat, _ := devices.MetricByName(d.Kind, "battery_pct")
+	evalOne(e, devices.Reading{Device: d.Index, Metric: bat, Value: 90, Time: 200})
+	r.Time, r.Value = 50, 0 // late, and older than the raise: it cannot undo it
+	if evs := evalOne(e, r); len(evs) != 0 {
+		t.Fatalf("an end older than the raise cleared it: %+v", evs)
+	}
+	r.Time = 150 // late, but newer than the last smoke report: events are evaluated
 	if evs := evalOne(e, r); len(evs) != 1 || evs[0].Transition != Clear {
 		t.Fatalf("smoke_alarm ended: %+v", evs)
 	}

@@ -267,29 +267,47 @@ rules:
 func TestAdmit(t *testing.T) {
 	e, l := mustEngine(t, "rules:\n  - {id: s, kind: smoke, event: smoke_alarm, severity: fire}\n")
 	d, _ := l.Lookup([]byte("sm-1"))
+	gw := func(t int64, seq uint32, dig uint32) Stamp {
+		return Stamp{Time: t, Recv: t, Seq: seq, HasSeq: true, HasTS: true, Trusted: true, Replay: true, Digest: dig}
+	}
+	own := func(t int64, seq uint32, dig uint32) Stamp {
+		s := gw(t, seq, dig)
+		s.Replay = false
+		return s
+	}
+	at := func(s Stamp, recv int64) Stamp { s.Recv = recv; return s }
 	for i, c := range []struct {
-		t    int64
-		seq  uint32
-		want Admission
+		s      Stamp
+		want   Admission
+		behind bool
 	}{
-		{1000, 10, Fresh},
-		{2000, 11, Fresh},
-		{2000, 11, Duplicate}, // the same message again
-		{1000, 10, Duplicate}, // a replay of an older one
-		{1500, 5, Late},       // older, never seen
-		{1500, 5, Duplicate},
-		{3000, 12, Fresh},
-		{4000, 1, Fresh},    // the device restarted its counter: newer time
-		{5000, 2, Fresh},    // and goes on from there
-		{1000, 10, Late},    // an old replay beyond the window: late, not known as duplicate
-		{6000, 1000, Fresh}, // a jump forward
-		{6000, 1000, Duplicate},
+		{gw(1000, 10, 1), Fresh, false},
+		{gw(2000, 11, 2), Fresh, false},
+		{gw(2000, 11, 2), Duplicate, false}, // the same message again
+		{gw(1000, 10, 1), Duplicate, false}, // a replay of an older one
+		{gw(1500, 5, 3), Late, false},       // older, never seen
+		{gw(1500, 5, 3), Duplicate, false},
+		{at(gw(1200, 12, 4), 2100), Fresh, true}, // a newer seq, an older ts: the gateway's clock went back
+		{own(3000, 13, 5), Fresh, false},
+		{own(2500, 9, 6), Late, false},            // reordered in transit: fills a gap, a little late
+		{at(own(2600, 13, 7), 3100), Fresh, true}, // seq 13 again with other content: a restarted counter
+		{own(4000, 14, 8), Fresh, false},          // and on from there
+		{own(4000, 14, 8), Duplicate, false},
+		{at(own(4000-ReorderTolerance-1, 3, 9), 4100), Fresh, true}, // too late for a reordering: a clock behind
+		{gw(1000, 1, 1), Late, false},                               // an old replay beyond the window
+		{gw(6000, 1000, 10), Fresh, false},                          // a jump forward
+		{gw(6000, 1000, 10), Duplicate, false},
+		{gw(6000, 1000, 11), Fresh, false}, // the same seq, another content, not older: evaluated
 	} {
-		if got := e.Admit(d.Index, c.t, c.seq, true); got != c.want {
-			t.Fatalf("step %d (t=%d seq=%d): %v, want %v", i, c.t, c.seq, got, c.want)
+		v, _ := e.AdmitStamp(d.Index, &c.s, nil)
+		if v.Admission != c.want || v.Behind != c.behind {
+			t.Fatalf("step %d (t=%d seq=%d): %v behind %v, want %v behind %v", i, c.s.Time, c.s.Seq, v.Admission, v.Behind, c.want, c.behind)
+		}
+		if c.behind && v.Time != c.s.Recv {
+			t.Fatalf("step %d: a clock behind is evaluated at its receive time, got %d", i, v.Time)
 		}
 	}
-	if got := e.Admit(d.Index, 7000, 0, false); got != Fresh {
+	if got := e.Admit(d.Index, 200_000, 0, false); got != Fresh {
 		t.Fatalf("no seq: %v", got)
 	}
 }

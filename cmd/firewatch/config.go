@@ -46,8 +46,8 @@ type Config struct {
 	} `yaml:"mqtt"`
 
 	Ingest struct {
-		MaxFuture time.Duration `yaml:"max_future" help:"reject readings whose ts is further ahead of the receive time (ts_future)"`
-		MaxAge    time.Duration `yaml:"max_age" help:"reject readings whose ts is older than this (ts_too_old): the longest gateway replay accepted"`
+		MaxFuture time.Duration `yaml:"max_future" help:"a ts further ahead of the receive time is a wrong clock: the reading stands at its receive time"`
+		MaxAge    time.Duration `yaml:"max_age" help:"a ts older than this on a device's own topic is a wrong clock (the reading stands at its receive time); in a gateway batch, a replay kept under its ts"`
 	} `yaml:"ingest"`
 
 	Liveness struct {
@@ -108,6 +108,12 @@ type Config struct {
 		Level  string `yaml:"level" help:"log level: debug, info, warn, error"`
 		Format string `yaml:"format" help:"log format: text or json"`
 	} `yaml:"log"`
+
+	// State is the checkpoint of rule state and liveness (checkpoint.go).
+	State struct {
+		File     string        `yaml:"file" help:"checkpoint of rule state and liveness, kept across restarts; empty: firewatch.state beside alarms.db (var/firewatch.state for a postgres:// store); none: no checkpoint"`
+		Interval time.Duration `yaml:"interval" help:"how often the checkpoint is written (and at shutdown); a kill -9 loses the rule state of at most this long"`
+	} `yaml:"state"`
 }
 
 // defaults sets every default in one place.
@@ -120,6 +126,7 @@ func defaults() Config {
 	c.MQTT.MaxConnections = ingest.DefaultMaxConnections
 	c.Ingest.MaxFuture = ingest.DefaultMaxFuture
 	c.Ingest.MaxAge = ingest.DefaultMaxAge
+	c.State.Interval = 30 * time.Second
 	c.Liveness.Tick = time.Second
 	c.Liveness.Missed = devices.DefaultMissed
 	c.Liveness.Electrical = devices.DefaultHeartbeat[devices.KindElectrical]
@@ -206,6 +213,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
 		errs = append(errs, errors.New("mqtt.tls_listen: set mqtt.tls_cert and mqtt.tls_key"))
+	}
+	if c.State.File != "none" && c.State.Interval <= 0 {
+		errs = append(errs, errors.New("state.interval must be positive (or state.file none)"))
 	}
 	if (c.MQTT.BridgeUser == "") != (c.MQTT.BridgeSecretHash == "") {
 		errs = append(errs, errors.New("mqtt.bridge_user and mqtt.bridge_secret_hash go together"))

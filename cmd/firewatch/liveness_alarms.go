@@ -110,11 +110,12 @@ func restoreOffline(ctx context.Context, m *alarms.Manager, l *devices.Ledger, l
 }
 
 // newLiveness builds the liveness tracker from the liveness.* keys.
-func newLiveness(cfg *Config, l *devices.Ledger, sink devices.LivenessSink) (*devices.Liveness, error) {
-	lc := devices.LivenessConfig{Tick: cfg.Liveness.Tick, Missed: cfg.Liveness.Missed}
+// restored, if any, is the liveness of the last run (checkpoint.go).
+func newLiveness(cfg *Config, l *devices.Ledger, sink devices.LivenessSink, start int64, restored []devices.Restored) (*devices.Liveness, error) {
+	lc := devices.LivenessConfig{Tick: cfg.Liveness.Tick, Missed: cfg.Liveness.Missed, Restored: restored}
 	lc.Heartbeat[devices.KindElectrical] = cfg.Liveness.Electrical
 	lc.Heartbeat[devices.KindSmoke] = cfg.Liveness.Smoke
 	lc.Heartbeat[devices.KindHydrant] = cfg.Liveness.Hydrant
 	lc.Heartbeat[devices.KindCharger] = cfg.Liveness.Charger
-	return devices.NewLiveness(l, lc, sink, time.Now().UnixMilli())
+	return devices.NewLiveness(l, lc, sink, start)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -31,6 +32,10 @@ type pipeline struct {
 	// dups and late count messages the engine did not evaluate, or
 	// evaluated for events only (rules.Admit).
 	dups, late prometheus.Counter
+	// clocks counts messages evaluated at their receive time although they
+	// carried a ts, by why (ingest.Clock, or "behind").
+	clocks       [ingest.NumClocks]prometheus.Counter
+	clocksBehind prometheus.Counter
 	// next is a reloaded engine waiting to take over between two messages.
 	next    atomic.Pointer[rules.Engine]
 	clock   coarseClock
@@ -41,8 +46,13 @@ type pipeline struct {
 	// (edge_faults.go).
 	edge *edgeFaults
 
+	// mu is held while a message is handled, so that the checkpoint can
+	// copy the engine's state between two messages.
+	mu sync.Mutex
+
 	buf    []byte
 	events []rules.Event
+	stamp  rules.Stamp
 }
 
 func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms eventSink, stats *ingest.Stats, reg prometheus.Registerer) *pipeline {
@@ -53,16 +63,24 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms ev
 			Name: "firewatch_rules_evaluations_total", Help: "Readings evaluated by the rule engine.",
 		}),
 		dups: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "firewatch_ingest_duplicates_total", Help: "Messages dropped as replays of messages already evaluated (same device, seq, not newer).",
+			Name: "firewatch_ingest_duplicates_total", Help: "Messages dropped as exact copies of messages already evaluated (same device, seq and content).",
 		}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "firewatch_ingest_late_total", Help: "Messages older than their device's newest: stored, evaluated by event rules only.",
+			Name: "firewatch_ingest_late_total", Help: "Older messages (replays, reorderings) behind their device's newest: stored, evaluated by event rules only.",
 		}),
 		buf:    make([]byte, 0, 64<<10),
 		events: make([]rules.Event, 0, 16),
 	}
+	clocks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firewatch_ingest_clock_fallbacks_total",
+		Help: "Messages with a ts that was not believed, stored and evaluated at their receive time, by why: ahead, reset (before 2020), stale (older than ingest.max_age on the device's own topic), behind (older than the device's newest, yet new).",
+	}, []string{"clock"})
+	for c := ingest.ClockAhead; c < ingest.NumClocks; c++ {
+		p.clocks[c] = clocks.WithLabelValues(c.String())
+	}
+	p.clocksBehind = clocks.WithLabelValues("behind")
 	if reg != nil {
-		reg.MustRegister(p.evals, p.dups, p.late)
+		reg.MustRegister(p.evals, p.dups, p.late, clocks)
 	}
 	return p
 }
@@ -71,6 +89,8 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms ev
 // readings are in the InfluxDB writer's batch and its events in the alarm
 // manager's queue, so the message may be acknowledged.
 func (p *pipeline) handle(topic string, payload []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if e := p.next.Swap(nil); e != nil {
 		e.Adopt(p.eng)
 		p.eng = e
@@ -103,32 +123,49 @@ func (p *pipeline) handle(topic string, payload []byte) {
 			}
 			continue
 		}
-		adm := p.eng.Admit(m.Device.Index, m.Time, m.Seq, m.HasSeq)
-		switch adm {
+		p.stamp = rules.Stamp{
+			Time: m.Time, Recv: m.Recv, Seq: m.Seq, HasSeq: m.HasSeq, HasTS: m.Clock != ingest.ClockNone,
+			Trusted: m.Clock.Trusted(), Suspect: m.Clock.Suspect(), Replay: m.Batch, Digest: m.Digest,
+		}
+		v, evs := p.eng.AdmitStamp(m.Device.Index, &p.stamp, p.events[:0])
+		for _, ev := range evs {
+			p.alarms.Submit(ev) // a clock fault raised or cleared
+		}
+		if m.Clock.Suspect() {
+			p.clocks[m.Clock].Inc()
+		} else if v.Behind {
+			p.clocksBehind.Inc()
+		}
+		if p.live != nil && (!m.Batch || v.Admission == rules.Fresh) {
+			// A message on the device's own topic is proof of life, whatever
+			// its clock says and even when it repeats one; a gateway's
+			// replay of older ones is not.
+			p.live.Seen(m.Device.Index, recv)
+		}
+		switch v.Admission {
 		case rules.Duplicate:
 			p.dups.Inc()
 			continue // evaluated and stored before
-		case rules.Late:
-			p.late.Inc() // a replay: says nothing about the device now
+		case rules.Late, rules.Unordered, rules.Superseded:
+			p.late.Inc() // an older message: says nothing about the device now
 		default:
 			if p.live != nil {
-				p.live.Seen(m.Device.Index, recv)
 				p.live.Vitals(m.Device.Index, metrics, values)
 			}
 			if p.edge != nil {
 				p.edge.Readings(m.Device, m.Channel, m.Time, metrics, p.dec.Absent(m))
 			}
 		}
-		r := devices.Reading{Time: m.Time, Seq: m.Seq, Device: m.Device.Index, Kind: m.Device.Kind, Channel: m.Channel}
+		r := devices.Reading{Time: v.Time, Seq: m.Seq, Device: m.Device.Index, Kind: m.Device.Kind, Channel: m.Channel}
 		for j, metric := range metrics {
 			r.Metric, r.Value = metric, values[j]
-			p.events = p.eng.Eval(r, adm, p.events[:0])
+			p.events = p.eng.Eval(r, v.Admission, p.events[:0])
 			for _, ev := range p.events {
 				p.alarms.Submit(ev)
 			}
 		}
 		n += len(metrics)
-		p.buf = p.enc.AppendLine(p.buf, m.Device.Index, m.Channel, metrics, values, m.Time)
+		p.buf = p.enc.AppendLine(p.buf, m.Device.Index, m.Channel, metrics, values, v.Time)
 	}
 	if n > 0 {
 		// Counted once written, so that a reader of the counter may flush

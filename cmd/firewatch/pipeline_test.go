@@ -155,7 +155,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func TestReplaysDoNotTouchLiveness(t *testing.T) {
 	p, _, events, _ := newTestPipeline(t)
 	cfg := defaults()
-	live, err := newLiveness(&cfg, p.dec.Ledger(), newLivenessAlarms(p.dec.Ledger(), events))
+	live, err := newLiveness(&cfg, p.dec.Ledger(), newLivenessAlarms(p.dec.Ledger(), events), time.Now().UnixMilli(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ type service struct {
 	source  source
 	reload  *rulesReloader
 	pipe    *pipeline
+	ckpt    *checkpoint // nil without state.file
 	httpLn  net.Listener
 	httpSrv *http.Server
 
@@ -141,7 +142,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	// Edge faults (edge_faults.go): a gateway's dead bus, a sensor not
 	// connected; they hold back the offline alarms of a dead bus's devices.
 	edge := newEdgeFaults(s.ledger, s.alarms, newLivenessAlarms(s.ledger, s.alarms), log.With("component", "edge"))
-	if s.live, err = newLiveness(cfg, s.ledger, edge); err != nil {
+	// Rule state and liveness of the last run (checkpoint.go).
+	start := time.Now().UnixMilli()
+	restored := readCheckpoint(cfg.stateFile(), s.ledger, eng, start, log.With("component", "state"))
+	if s.live, err = newLiveness(cfg, s.ledger, edge, start, restored); err != nil {
 		return nil, err
 	}
 	edge.live = s.live
@@ -151,7 +155,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.pipe = p
 	p.live = s.live
 	p.edge = edge
-	p.dec.MaxFuture, p.dec.MaxAge = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge
+	if f := cfg.stateFile(); f != "" {
+		s.ckpt = &checkpoint{path: f, every: cfg.State.Interval, ledger: s.ledger, pipe: p, live: s.live, log: log.With("component", "state")}
+	}
+	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge, ingest.DefaultMinTime
 	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
 
 	s.brokerURL = cfg.MQTT.Broker
@@ -268,6 +275,10 @@ func (s *service) run(ctx context.Context) error {
 	stopClock, clockDone := start("clock", s.pipe.clock.run)
 	stopReload, reloadDone := start("rules", s.reload.run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
+	stopCkpt, ckptDone := context.CancelFunc(func() {}), (<-chan struct{})(nil)
+	if s.ckpt != nil {
+		stopCkpt, ckptDone = start("state", s.ckpt.run)
+	}
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
@@ -290,6 +301,13 @@ func (s *service) run(ctx context.Context) error {
 	s.alarms.Stopping()
 	stopSource()
 	<-sourceDone
+	if s.ckpt != nil {
+		stopCkpt()
+		<-ckptDone
+		if err := s.ckpt.write(); err != nil {
+			s.log.Error("state checkpoint not written at shutdown: rule state and liveness restart from the last one", "file", s.ckpt.path, "err", err)
+		}
+	}
 	stopReload()
 	<-reloadDone
 	stopClock()
