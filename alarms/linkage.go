@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -266,25 +265,18 @@ func (m *Manager) CommandAck(ctx context.Context, device string, payload []byte)
 	want, known := commandState[c.cmd]
 	switch {
 	case !*a.OK:
-		outcome, reason = CommandRefused, "the device could not: "+strings.ToValidUTF8(truncate(a.Error, 300), "")
+		outcome, reason = CommandRefused, "the device could not: "+storableText(a.Error, 300)
 	case known && a.State != "" && a.State != want:
 		// ok:true, yet the relay reads back the opposite: not done.
 		outcome, reason = CommandRefused, "the device answered ok but reads back state "+
-			strings.ToValidUTF8(truncate(a.State, 20), "")+", want "+want
+			storableText(a.State, 20)+", want "+want
 	case a.State != "":
-		reason += ", read back state " + a.State
+		reason += ", read back state " + storableText(a.State, 20)
 	}
 	if a.Dup {
 		reason += " (repeated answer)"
 	}
 	return m.finishCommand(ctx, c, state, outcome, late+reason, time.Now())
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // commands returns the linkage commands of alarm id.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,6 +25,7 @@ var pgOnlySuite = []struct {
 	{"JoinVersusClose", testJoinVersusClose},
 	{"TwoLeaders", testTwoLeaders},
 	{"NULInErrorText", testNULInErrorText},
+	{"NULInAck", testNULInAck},
 	{"Model", testModelPostgres},
 	{"ModelTwoManagers", testModelTwoManagers},
 }
@@ -175,5 +177,36 @@ func testNULInErrorText(t *testing.T) {
 	}
 	if a := d.alarm("alm-000001"); a.Pushes[0].LastError != "status 500: badanswer" {
 		t.Errorf("last error %q", a.Pushes[0].LastError)
+	}
+}
+
+// testNULInAck: a device's acknowledgement with a NUL byte in its error or
+// state is recorded (PostgreSQL refuses NUL in TEXT), not lost.
+func testNULInAck(t *testing.T) {
+	rc := newReceiver(t)
+	l := testLedger(t, rc.srv.URL, rc.srv.URL)
+	r := newTestRules(t)
+	cfg := testConfig(t)
+	cfg.CommandRetry = time.Hour
+	cfg.Publish = func(context.Context, string, []byte) error { return nil }
+	m := start(t, cfg, l)
+	m.Submit(raise(r.slotTemp, devCharger, 2, 80, 0)) // alm-000001
+	m.Submit(raise(r.slotTemp, devCharger, 3, 80, 0)) // alm-000002
+	m.Sync()
+	poll(t, "commands sent", func() bool {
+		return get(t, m.Manager, "alm-000001").Commands[0].Attempts == 1 && get(t, m.Manager, "alm-000002").Commands[0].Attempts == 1
+	})
+	ctx := context.Background()
+	if err := m.CommandAck(ctx, "ch-450204-0004", []byte(`{"id":"alm-000001-cut_power","ok":false,"error":"modbus\u0000 timeout"}`)); err != nil {
+		t.Fatalf("ack with NUL in error: %v", err)
+	}
+	if c := get(t, m.Manager, "alm-000001").Commands[0]; c.State != CommandRefused || !strings.Contains(c.LastError, "modbus timeout") {
+		t.Errorf("refusal with a NUL byte: %+v", c)
+	}
+	if err := m.CommandAck(ctx, "ch-450204-0004", []byte(`{"id":"alm-000002-cut_power","ok":true,"state":"o\u0000ff"}`)); err != nil {
+		t.Fatalf("ack with NUL in state: %v", err)
+	}
+	if c := get(t, m.Manager, "alm-000002").Commands[0]; c.State == CommandPending {
+		t.Errorf("ack with a NUL byte in its state not recorded: %+v", c)
 	}
 }

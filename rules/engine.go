@@ -217,7 +217,8 @@ func NewEngine(set *Set, l *devices.Ledger) (*Engine, error) {
 		if !ok {
 			m, _ = devices.MetricByName(k, "rssi_dbm")
 		}
-		e.clockRules[k] = &Rule{ID: ClockRuleID(k), Kind: k, Metric: m, Op: OpEvent, Severity: SeverityFault}
+		e.clockRules[k] = &Rule{ID: ClockRuleID(k), Kind: k, Metric: m, Op: OpEvent, Severity: SeverityFault,
+			NoteZH: "时钟异常：设备时间与接收时间不符，暂按接收时间判定，请校准设备时钟"}
 	}
 	c := compiler{e: e, variants: map[string]uint16{}, layouts: map[string]uint16{}, plain: map[[2]uint8]uint16{}}
 	e.dev = make([]devState, len(l.Devices))

@@ -153,6 +153,11 @@ func TestClockSteppedBack(t *testing.T) {
 	if !strings.Contains(got, "electrical.clock:raise") {
 		t.Errorf("events %q: the clock fault (时钟异常) was not raised", got)
 	}
+	for _, ev := range events.evs {
+		if ev.Rule.ID == "electrical.clock" && !strings.Contains(ev.Rule.NoteZH, "时钟异常") {
+			t.Errorf("the clock fault's dispatcher text %q does not say 时钟异常", ev.Rule.NoteZH)
+		}
+	}
 	// The clock is right again: the fault clears.
 	msg(t0+400_000, t0+400_000, 20, 100)
 	if got := transitions(events.evs); !strings.Contains(got, "electrical.clock:clear") {
