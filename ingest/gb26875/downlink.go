@@ -127,6 +127,11 @@ func (d *Downlink) Unmarshal(adu []byte) error {
 		return fmt.Errorf("%w: type %d with count %d in %d bytes", ErrADU, adu[0], n, len(adu))
 	}
 	b := adu[2:]
+	if r := readRecords(d.Type, b); r > 102 {
+		// Table: "number of records n (≤ 102)"; Build refuses more, so
+		// Decode does too (found by FuzzDecode's round trip).
+		return fmt.Errorf("%w: %d records, at most 102", ErrADU, r)
+	}
 	switch d.Type {
 	case TypeReadSystemState, TypeReadVersion, TypeReadSystemConfig, TypeReadSystemTime:
 		for i := range n {
@@ -150,4 +155,16 @@ func (d *Downlink) Unmarshal(adu []byte) error {
 		d.Minutes = b[0]
 	}
 	return nil
+}
+
+// readRecords is the record count of a read-operations downlink (types 64
+// and 84) whose objects are b, else 0.
+func readRecords(t TypeFlag, b []byte) int {
+	switch t {
+	case TypeReadOperations:
+		return int(b[2])
+	case TypeReadUITDOps:
+		return int(b[0])
+	}
+	return 0
 }
