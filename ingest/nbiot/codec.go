@@ -90,6 +90,7 @@ type Field struct {
 type Codec struct {
 	Product   string
 	Kind      devices.Kind
+	Platforms []string // the platforms the product reports through (ctwing, onenet)
 	Format    Format
 	Header    []byte // a binary frame must start with these bytes
 	MinLength int    // a binary frame must be at least this long
@@ -194,7 +195,7 @@ func ParseCodec(name string, b []byte) (*Codec, error) {
 	bad := func(line int, format string, args ...any) {
 		probs = append(probs, devices.Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
 	}
-	c := &Codec{Product: f.Product, File: name, MinLength: f.MinLength}
+	c := &Codec{Product: f.Product, File: name, MinLength: f.MinLength, Platforms: f.Platforms}
 	if f.Product == "" {
 		bad(1, "product is missing")
 	}

@@ -2,6 +2,7 @@ package ctwing
 
 import (
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"slices"
 
@@ -18,9 +19,22 @@ type Handler struct {
 	// Token is the subscription's path token: the last path segment must
 	// equal it. Required.
 	Token string
-	// Tenants and Products allow-list tenantId and productId; empty
-	// allows any.
+	// Tenants and Products allow-list tenantId and productId. Both are
+	// required: an empty list allows nothing.
 	Tenants, Products []string
+}
+
+// Validate reports a handler that would refuse everything or accept anyone.
+func (h *Handler) Validate() error {
+	switch {
+	case h.Submit == nil:
+		return errors.New("ctwing: no Submit")
+	case len(h.Token) < 16:
+		return errors.New("ctwing: path token shorter than 16 characters")
+	case len(h.Tenants) == 0 || len(h.Products) == 0:
+		return errors.New("ctwing: tenant and product ids must be configured")
+	}
+	return nil
 }
 
 // ServeHTTP answers 200 once the push's report is submitted (or was
@@ -68,8 +82,5 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func allowed(list []string, v string) bool {
-	if len(list) == 0 {
-		return true
-	}
 	return slices.ContainsFunc(list, func(s string) bool { return subtle.ConstantTimeCompare([]byte(s), []byte(v)) == 1 })
 }

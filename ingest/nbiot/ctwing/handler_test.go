@@ -147,3 +147,27 @@ func TestHandlerRefuses(t *testing.T) {
 		t.Errorf("%d refused pushes submitted", n)
 	}
 }
+
+func TestHandlerValidate(t *testing.T) {
+	ok := &Handler{Intake: nbiot.Intake{Submit: (&sink{}).submit}, Token: token, Tenants: []string{"1"}, Products: []string{"2"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, h := range map[string]Handler{
+		"no submit":   {Token: token, Tenants: []string{"1"}, Products: []string{"2"}},
+		"short token": {Intake: ok.Intake, Token: "abc", Tenants: []string{"1"}, Products: []string{"2"}},
+		"no tenants":  {Intake: ok.Intake, Token: token, Products: []string{"2"}},
+		"no products": {Intake: ok.Intake, Token: token, Tenants: []string{"1"}},
+	} {
+		if err := h.Validate(); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+	// An unconfigured product list refuses every push, it does not allow all.
+	s := &sink{counts: map[string]int{}}
+	srv := httptest.NewServer(&Handler{Intake: nbiot.Intake{Submit: s.submit, Count: s.count}, Token: token, Tenants: []string{"2000033629"}})
+	defer srv.Close()
+	if code := post(t, srv.URL+"/"+token, fixture(t, "data_passthrough.json")); code != http.StatusForbidden {
+		t.Errorf("empty product list: %d", code)
+	}
+}

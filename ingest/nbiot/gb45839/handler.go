@@ -1,6 +1,7 @@
 package gb45839
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -15,6 +16,17 @@ import (
 type Handler struct {
 	nbiot.Intake
 	Token string // required
+}
+
+// Validate reports a handler that cannot work or would accept anyone.
+func (h *Handler) Validate() error {
+	switch {
+	case h.Submit == nil:
+		return errors.New("gb45839: no Submit")
+	case len(h.Token) < 12:
+		return errors.New("gb45839: path token shorter than 12 characters")
+	}
+	return nil
 }
 
 // ServeHTTP answers {"success":1} with 200 once the call is submitted (or

@@ -1,6 +1,7 @@
 package onenet
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/firewatch-iot/firewatch/ingest/nbiot"
@@ -11,6 +12,14 @@ import (
 type Handler struct {
 	nbiot.Intake
 	Config Config
+}
+
+// Validate reports a handler that cannot work.
+func (h *Handler) Validate() error {
+	if h.Submit == nil {
+		return errors.New("onenet: no Submit")
+	}
+	return h.Config.Validate()
 }
 
 // ServeHTTP answers a verification GET with msg alone, and a POST with 200
