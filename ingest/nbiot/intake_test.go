@@ -3,6 +3,8 @@ package nbiot
 import (
 	"context"
 	"errors"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -110,5 +112,37 @@ func TestPathToken(t *testing.T) {
 		if PathToken(c.path, c.tok) != c.ok {
 			t.Errorf("%q %q", c.path, c.tok)
 		}
+	}
+}
+
+// Concurrent deliveries of distinct and repeated reports are race-free and
+// each distinct report is submitted at least once.
+func TestDeliverConcurrent(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	in := Intake{Dedupe: NewDedupe(1024), Submit: func(_ context.Context, rs []Report) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range rs {
+			seen[r.Device.IMEI]++
+		}
+		return nil
+	}}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				r := Report{Platform: PlatformCTWing, Type: TypeData, Device: DeviceKey{IMEI: strconv.Itoa(i)}, Time: time.UnixMilli(int64(i + 1)), JSON: []byte(`{}`)}
+				if err := in.Deliver(context.Background(), PlatformCTWing, []Report{r}); err != nil {
+					t.Error(g, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 200 {
+		t.Errorf("%d distinct reports submitted, want 200", len(seen))
 	}
 }
