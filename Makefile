@@ -61,9 +61,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCrash$$' -fuzztime $(FUZZTIME) ./spool/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyFor$$' -fuzztime $(FUZZTIME) ./alarms/
 	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime $(FUZZTIME) ./alarms/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/
-	$(GO) test -run '^$$' -fuzz '^FuzzReassemble$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/stream/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCodec$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/
 	$(GO) test -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/ctwing/
@@ -71,6 +68,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStatus$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInstall$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSerial$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/
+	$(GO) test -run '^$$' -fuzz '^FuzzReassemble$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/stream/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./gateway/
 
 ## lint: gofmt and go vet
 lint:
