@@ -61,6 +61,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCrash$$' -fuzztime $(FUZZTIME) ./spool/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyFor$$' -fuzztime $(FUZZTIME) ./alarms/
 	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime $(FUZZTIME) ./alarms/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCodec$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/
+	$(GO) test -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/ctwing/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/onenet/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStatus$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInstall$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSerial$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/
 	$(GO) test -run '^$$' -fuzz '^FuzzReassemble$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/stream/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./gateway/
