@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -180,24 +178,14 @@ func ShippedMaps() (Maps, error) {
 // LoadMaps adds the maps in paths (files, or directories of *.yaml) to ms;
 // a later map of the same model replaces an earlier one.
 func (ms Maps) LoadMaps(paths []string) error {
-	for _, p := range paths {
-		files := []string{p}
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			files, _ = filepath.Glob(filepath.Join(p, "*.yaml"))
+	return yamlfile.Each(paths, "register map", func(name string, b []byte) error {
+		m, err := ParseMap(name, b)
+		if err != nil {
+			return err
 		}
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return fmt.Errorf("register map: %w", err)
-			}
-			m, err := ParseMap(f, b)
-			if err != nil {
-				return err
-			}
-			ms[m.Model] = m
-		}
-	}
-	return nil
+		ms[m.Model] = m
+		return nil
+	})
 }
 
 type mapFile struct {

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -132,24 +130,14 @@ func ShippedCodecs() (Codecs, error) {
 // LoadCodecs adds the codecs in paths (files, or directories of *.yaml) to
 // cs; a later codec of the same product replaces an earlier one.
 func (cs Codecs) LoadCodecs(paths []string) error {
-	for _, p := range paths {
-		files := []string{p}
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			files, _ = filepath.Glob(filepath.Join(p, "*.yaml"))
+	return yamlfile.Each(paths, "product codec", func(name string, b []byte) error {
+		c, err := ParseCodec(name, b)
+		if err != nil {
+			return err
 		}
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return fmt.Errorf("product codec: %w", err)
-			}
-			c, err := ParseCodec(f, b)
-			if err != nil {
-				return err
-			}
-			cs[c.Product] = c
-		}
-	}
-	return nil
+		cs[c.Product] = c
+		return nil
+	})
 }
 
 type codecFile struct {

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -61,4 +63,30 @@ func stripLine(s string) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// Each is how a configuration names YAML files: each path is a file, or a
+// directory whose *.yaml files are taken in name order (firegate's register
+// maps, the NB-IoT product codecs).
+//
+// Each calls fn with the name and contents of every file of paths, in
+// order, and stops at the first error: fn's as it is, a read error after
+// what ("register map: open …: no such file or directory").
+func Each(paths []string, what string, fn func(name string, b []byte) error) error {
+	for _, p := range paths {
+		files := []string{p}
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			files, _ = filepath.Glob(filepath.Join(p, "*.yaml")) // the pattern is valid
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			if err := fn(f, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
