@@ -50,28 +50,28 @@ bench: build tools
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee var/bench-go.txt
 	$(BIN)/firesim bench -out docs/performance.md
 
-## fuzz: run each fuzz target for a bounded time
+## fuzz: run each fuzz target for a bounded time (scripts/fuzz1.sh: a bare deadline race of Go 1.26 is run again)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/
-	$(GO) test -run '^$$' -fuzz '^FuzzEval$$' -fuzztime $(FUZZTIME) ./rules/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/modbus/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseLedger$$' -fuzztime $(FUZZTIME) ./devices/
-	$(GO) test -run '^$$' -fuzz '^FuzzIDIndex$$' -fuzztime $(FUZZTIME) ./devices/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./rules/
-	$(GO) test -run '^$$' -fuzz '^FuzzCrash$$' -fuzztime $(FUZZTIME) ./spool/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyFor$$' -fuzztime $(FUZZTIME) ./alarms/
-	$(GO) test -run '^$$' -fuzz '^FuzzModel$$' -fuzztime $(FUZZTIME) ./alarms/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseCodec$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/
-	$(GO) test -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/ctwing/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/onenet/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStatus$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInstall$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseSerial$$' -fuzztime $(FUZZTIME) ./ingest/nbiot/gb45839/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/
-	$(GO) test -run '^$$' -fuzz '^FuzzReassemble$$' -fuzztime $(FUZZTIME) ./ingest/gb26875/stream/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./gateway/
-	$(GO) test -run '^$$' -fuzz '^FuzzFieldModel$$' -fuzztime $(FUZZTIME) ./cmd/firewatch/
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzEval ./rules/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/modbus/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzParseLedger ./devices/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzIDIndex ./devices/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzParse ./rules/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzCrash ./spool/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzVerifyFor ./alarms/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzModel ./alarms/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzParseCodec ./ingest/nbiot/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzApply ./ingest/nbiot/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/nbiot/ctwing/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/nbiot/onenet/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecodeStatus ./ingest/nbiot/gb45839/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecodeInstall ./ingest/nbiot/gb45839/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzParseSerial ./ingest/nbiot/gb45839/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/gb26875/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzReassemble ./ingest/gb26875/stream/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzParseMap ./gateway/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzFieldModel ./cmd/firewatch/ $(FUZZTIME)
 
 ## lint: gofmt and go vet
 lint:
