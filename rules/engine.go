@@ -505,8 +505,11 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 	// numbers what it sends, and a replay carries the original seq. (Far
 	// below the window is a gateway that lost its counter: time decides.)
 	oldSeq := false
-	if d := int32(s.Seq - ds.seq); s.Replay && s.HasSeq && ds.flags&flagSeq != 0 && d < 0 && d > -64 {
-		oldSeq = true
+	if s.Replay && s.HasSeq && ds.flags&flagSeq != 0 {
+		// (ds.seq is loaded only here: a message without seq does not
+		// touch the window's cache line.)
+		d := int32(s.Seq - ds.seq)
+		oldSeq = d < 0 && d > -64
 	}
 	skewed := false
 	if ds.last != 0 {
