@@ -144,8 +144,25 @@ func TestMasterFaults(t *testing.T) {
 			if got := c.counter(m.Stats()); got != before+1 {
 				t.Errorf("counter went %d → %d, want +1", before, got)
 			}
-			if _, err := m.ReadRegisters(ctx, 1, modbus.FuncReadInputRegisters, 0, 4); err != nil {
-				t.Errorf("the request after the fault failed: %v", err)
+			// Nothing wedged: the next requests are answered. A 150 ms
+			// timeout can pass on a loaded CI machine (-race, every package
+			// at once) before the simulated device is scheduled, so one
+			// timeout is forgiven; a wedged master fails all three.
+			var errs []error
+			for range 3 {
+				_, err := m.ReadRegisters(ctx, 1, modbus.FuncReadInputRegisters, 0, 4)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, modbus.ErrTimeout) {
+					t.Fatalf("the request after the fault failed: %v", err)
+				}
+				errs = append(errs, err)
+			}
+			if len(errs) == 3 {
+				t.Errorf("the requests after the fault failed: %v", errs)
+			} else if len(errs) > 0 {
+				t.Logf("the request after the fault timed out %d time(s) before an answer (a loaded machine)", len(errs))
 			}
 		})
 	}
