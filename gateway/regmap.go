@@ -157,20 +157,16 @@ var shipped embed.FS
 // ShippedMaps returns the maps shipped with firegate (gateway/maps).
 func ShippedMaps() (Maps, error) {
 	ms := Maps{}
-	entries, err := shipped.ReadDir("maps")
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		b, err := shipped.ReadFile("maps/" + e.Name())
+	err := yamlfile.EachIn(shipped, "maps", func(name string, b []byte) error {
+		m, err := ParseMap(name, b)
 		if err != nil {
-			return nil, err
-		}
-		m, err := ParseMap("maps/"+e.Name(), b)
-		if err != nil {
-			return nil, err
+			return err
 		}
 		ms[m.Model] = m
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return ms, nil
 }

@@ -106,23 +106,19 @@ var shipped embed.FS
 // (ingest/nbiot/maps).
 func ShippedCodecs() (Codecs, error) {
 	cs := Codecs{}
-	entries, err := shipped.ReadDir("maps")
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		b, err := shipped.ReadFile("maps/" + e.Name())
+	err := yamlfile.EachIn(shipped, "maps", func(name string, b []byte) error {
+		c, err := ParseCodec(name, b)
 		if err != nil {
-			return nil, err
-		}
-		c, err := ParseCodec("maps/"+e.Name(), b)
-		if err != nil {
-			return nil, err
+			return err
 		}
 		if prev, dup := cs[c.Product]; dup {
-			return nil, fmt.Errorf("%s: product %q is also defined in %s", c.File, c.Product, prev.File)
+			return fmt.Errorf("%s: product %q is also defined in %s", c.File, c.Product, prev.File)
 		}
 		cs[c.Product] = c
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return cs, nil
 }

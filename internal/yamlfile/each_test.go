@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 )
 
 func TestEach(t *testing.T) {
@@ -35,5 +36,19 @@ func TestEach(t *testing.T) {
 	err = Each([]string{filepath.Join(dir, "missing.yaml")}, "register map", func(string, []byte) error { return nil })
 	if err == nil || !strings.HasPrefix(err.Error(), "register map: ") || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestEachIn(t *testing.T) {
+	fsys := fstest.MapFS{"maps/b.yaml": {Data: []byte("b")}, "maps/a.yaml": {Data: []byte("a")}}
+	var got []string
+	if err := EachIn(fsys, "maps", func(name string, b []byte) error {
+		got = append(got, name+"="+string(b))
+		return nil
+	}); err != nil || !slices.Equal(got, []string{"maps/a.yaml=a", "maps/b.yaml=b"}) {
+		t.Errorf("got %q, err %v; want both files in name order", got, err)
+	}
+	if err := EachIn(fsys, "none", func(string, []byte) error { return nil }); err == nil {
+		t.Error("a missing directory gave no error")
 	}
 }

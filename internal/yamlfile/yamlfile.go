@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +87,26 @@ func Each(paths []string, what string, fn func(name string, b []byte) error) err
 			if err := fn(f, b); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// EachIn calls fn with the name ("dir/file.yaml") and contents of every
+// file in dir of fsys (an embedded set of shipped files), in name order.
+func EachIn(fsys fs.FS, dir string, fn func(name string, b []byte) error) error {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := dir + "/" + e.Name()
+		b, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return err
+		}
+		if err := fn(name, b); err != nil {
+			return err
 		}
 	}
 	return nil
