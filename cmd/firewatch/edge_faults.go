@@ -42,10 +42,13 @@ type edgeFaults struct {
 	sensorRules map[sensorRuleKey]*rules.Rule
 
 	mu sync.Mutex
-	// openSensors are the sensor faults raised and not cleared; nOpen
-	// mirrors its size so that the hot path skips the lock when it is 0.
+	// openSensors are the sensor faults raised and not cleared; openDev
+	// counts them per device, so that the hot path skips the lock for a
+	// device with none (not only while the whole fleet has none: one
+	// unplugged sensor in a county must not put every message through the
+	// lock).
 	openSensors map[sensorKey]bool
-	nOpen       atomic.Int32
+	openDev     []atomic.Int32
 	buses       map[string]*busFault // by gateway + "|" + port ("*" for the gateway)
 	gwBuses     map[string][]string  // last status's bus keys by gateway
 	held        map[devices.Index]*busFault
@@ -90,6 +93,7 @@ func newEdgeFaults(l *devices.Ledger, sink eventSink, offline devices.LivenessSi
 		ledger: l, sink: sink, offline: offline, log: log,
 		sensorRules: map[sensorRuleKey]*rules.Rule{},
 		openSensors: map[sensorKey]bool{},
+		openDev:     make([]atomic.Int32, len(l.Devices)),
 		buses:       map[string]*busFault{},
 		gwBuses:     map[string][]string{},
 		held:        map[devices.Index]*busFault{},
@@ -112,9 +116,10 @@ func newEdgeFaults(l *devices.Ledger, sink eventSink, offline devices.LivenessSi
 
 // Readings is called by the pipeline for each accepted message: absent
 // metrics raise their sensor fault, present ones clear an open one. It
-// costs nothing while no sensor fault is open and nothing is absent.
+// costs an atomic load for a device with no open sensor fault and
+// nothing absent.
 func (ef *edgeFaults) Readings(d *devices.Device, ch uint8, t int64, present, absent []devices.Metric) {
-	if len(absent) == 0 && ef.nOpen.Load() == 0 {
+	if len(absent) == 0 && ef.openDev[d.Index].Load() == 0 {
 		return
 	}
 	ef.absent.Add(int64(len(absent)))
@@ -127,6 +132,7 @@ func (ef *edgeFaults) Readings(d *devices.Device, ch uint8, t int64, present, ab
 		}
 		if r := ef.sensorRules[sensorRuleKey{d.Kind, m}]; r != nil {
 			ef.openSensors[k] = true
+			ef.openDev[d.Index].Add(1)
 			events = append(events, rules.Event{Rule: r, Device: d.Index, Channel: ch, Transition: rules.Raise, Value: 1, Since: t, Time: t})
 		}
 	}
@@ -135,11 +141,11 @@ func (ef *edgeFaults) Readings(d *devices.Device, ch uint8, t int64, present, ab
 			k := sensorKey{d.Index, ch, m}
 			if ef.openSensors[k] {
 				delete(ef.openSensors, k)
+				ef.openDev[d.Index].Add(-1)
 				events = append(events, rules.Event{Rule: ef.sensorRules[sensorRuleKey{d.Kind, m}], Device: d.Index, Channel: ch, Transition: rules.Clear, Since: t, Time: t})
 			}
 		}
 	}
-	ef.nOpen.Store(int32(len(ef.openSensors)))
 	ef.mu.Unlock()
 	for _, ev := range events {
 		ef.sink.Submit(ev)
@@ -418,11 +424,13 @@ func restoreSensorFaults(ctx context.Context, m *alarms.Manager, l *devices.Ledg
 				continue
 			}
 			if metric, ok := devices.MetricByName(d.Kind, a.Metric); ok {
-				ef.openSensors[sensorKey{d.Index, uint8(a.Channel), metric}] = true
+				if k := (sensorKey{d.Index, uint8(a.Channel), metric}); !ef.openSensors[k] {
+					ef.openSensors[k] = true
+					ef.openDev[d.Index].Add(1)
+				}
 				n++
 			}
 		}
-		ef.nOpen.Store(int32(len(ef.openSensors)))
 		ef.mu.Unlock()
 		if len(page) < alarms.MaxLimit {
 			break
