@@ -123,10 +123,11 @@ func (p *pipeline) handle(topic string, payload []byte) {
 			}
 			continue
 		}
-		p.stamp = rules.Stamp{
-			Time: m.Time, Recv: m.Recv, Seq: m.Seq, HasSeq: m.HasSeq, HasTS: m.Clock != ingest.ClockNone,
-			Trusted: m.Clock.Trusted(), Suspect: m.Clock.Suspect(), Replay: m.Batch, Digest: m.Digest,
-		}
+		// Field by field: a composite literal is built in a temporary and
+		// copied, a store-forwarding stall per message (as in rules.Admit).
+		st := &p.stamp
+		st.Time, st.Recv, st.Seq, st.HasSeq, st.Digest = m.Time, m.Recv, m.Seq, m.HasSeq, m.Digest
+		st.HasTS, st.Trusted, st.Suspect, st.Replay = m.Clock != ingest.ClockNone, m.Clock.Trusted(), m.Clock.Suspect(), m.Batch
 		v, evs := p.eng.AdmitStamp(m.Device.Index, &p.stamp, p.events[:0])
 		for _, ev := range evs {
 			p.alarms.Submit(ev) // a clock fault raised or cleared
