@@ -2,60 +2,20 @@ package ctwing
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/firewatch-iot/firewatch/ingest/nbiot"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/nbiottest"
 )
-
-// sink is the pipeline behind the Submit seam: it records what it took and
-// fails while down is set.
-type sink struct {
-	mu     sync.Mutex
-	down   bool
-	got    []nbiot.Report
-	counts map[string]int
-}
-
-func (s *sink) submit(_ context.Context, rs []nbiot.Report) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.down {
-		return errors.New("store down")
-	}
-	s.got = append(s.got, rs...)
-	return nil
-}
-
-func (s *sink) count(p nbiot.Platform, outcome string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p != nbiot.PlatformCTWing {
-		panic(p)
-	}
-	s.counts[outcome]++
-}
-
-func (s *sink) snapshot() (int, map[string]int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := map[string]int{}
-	for k, v := range s.counts {
-		c[k] = v
-	}
-	return len(s.got), c
-}
 
 const token = "Zk3q9T0mW1xYp7Lr"
 
-func server(t *testing.T) (*httptest.Server, *sink) {
-	s := &sink{counts: map[string]int{}}
+func server(t *testing.T) (*httptest.Server, *nbiottest.Sink) {
+	s := &nbiottest.Sink{Platform: nbiot.PlatformCTWing}
 	h := &Handler{
-		Intake:   nbiot.Intake{Submit: s.submit, Count: s.count, Dedupe: nbiot.NewDedupe(64), MaxBody: 4096},
+		Intake:   nbiot.Intake{Submit: s.Submit, Count: s.Count, Dedupe: nbiot.NewDedupe(64), MaxBody: 4096},
 		Token:    token,
 		Tenants:  []string{"2000033629"},
 		Products: []string{"15114816", "15298770"},
@@ -82,22 +42,18 @@ func TestHandlerDeliversOnceAndRetries(t *testing.T) {
 	url := srv.URL + "/nbiot/ctwing/" + token
 	body := fixture(t, "data_thingmodel.json")
 
-	s.mu.Lock()
-	s.down = true
-	s.mu.Unlock()
+	s.SetDown(true)
 	if code := post(t, url, body); code != http.StatusServiceUnavailable {
 		t.Fatalf("submit down: %d, want 503", code)
 	}
-	s.mu.Lock()
-	s.down = false
-	s.mu.Unlock()
+	s.SetDown(false)
 	// CTWing's retry is taken, and a second retry is a duplicate.
 	for range 2 {
 		if code := post(t, url, body); code != http.StatusOK {
 			t.Fatalf("retry: %d", code)
 		}
 	}
-	n, c := s.snapshot()
+	n, c := s.Tally()
 	if n != 1 || c["submit"] != 1 || c["accepted"] != 1 || c["duplicate"] != 1 {
 		t.Errorf("submitted %d, counts %v", n, c)
 	}
@@ -106,7 +62,7 @@ func TestHandlerDeliversOnceAndRetries(t *testing.T) {
 			t.Errorf("%s: %d", f, code)
 		}
 	}
-	if n, _ := s.snapshot(); n != 5 {
+	if n, _ := s.Tally(); n != 5 {
 		t.Errorf("submitted %d, want 5", n)
 	}
 }
@@ -135,21 +91,19 @@ func TestHandlerRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		_, counts := s.snapshot()
+		_, counts := s.Tally()
 		if resp.StatusCode != c.code || counts[c.reason] != 1 {
 			t.Errorf("%s: %d (want %d), counts %v", c.name, resp.StatusCode, c.code, counts)
 		}
-		s.mu.Lock()
-		s.counts = map[string]int{}
-		s.mu.Unlock()
+		s.ResetCounts()
 	}
-	if n, _ := s.snapshot(); n != 0 {
+	if n, _ := s.Tally(); n != 0 {
 		t.Errorf("%d refused pushes submitted", n)
 	}
 }
 
 func TestHandlerValidate(t *testing.T) {
-	ok := &Handler{Intake: nbiot.Intake{Submit: (&sink{}).submit}, Token: token, Tenants: []string{"1"}, Products: []string{"2"}}
+	ok := &Handler{Intake: nbiot.Intake{Submit: (&nbiottest.Sink{}).Submit}, Token: token, Tenants: []string{"1"}, Products: []string{"2"}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +118,8 @@ func TestHandlerValidate(t *testing.T) {
 		}
 	}
 	// An unconfigured product list refuses every push, it does not allow all.
-	s := &sink{counts: map[string]int{}}
-	srv := httptest.NewServer(&Handler{Intake: nbiot.Intake{Submit: s.submit, Count: s.count}, Token: token, Tenants: []string{"2000033629"}})
+	s := &nbiottest.Sink{Platform: nbiot.PlatformCTWing}
+	srv := httptest.NewServer(&Handler{Intake: nbiot.Intake{Submit: s.Submit, Count: s.Count}, Token: token, Tenants: []string{"2000033629"}})
 	defer srv.Close()
 	if code := post(t, srv.URL+"/"+token, fixture(t, "data_passthrough.json")); code != http.StatusForbidden {
 		t.Errorf("empty product list: %d", code)

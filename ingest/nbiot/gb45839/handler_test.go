@@ -2,39 +2,14 @@ package gb45839
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/firewatch-iot/firewatch/ingest/nbiot"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/nbiottest"
 )
-
-type sink struct {
-	mu     sync.Mutex
-	down   bool
-	got    []nbiot.Report
-	counts map[string]int
-}
-
-func (s *sink) submit(_ context.Context, rs []nbiot.Report) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.down {
-		return errors.New("store down")
-	}
-	s.got = append(s.got, rs...)
-	return nil
-}
-
-func (s *sink) count(_ nbiot.Platform, outcome string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.counts[outcome]++
-}
 
 const token = "p3Rr8sVb2nQ0"
 
@@ -50,23 +25,19 @@ func call(t *testing.T, u string, body []byte) (int, string) {
 }
 
 func TestHandler(t *testing.T) {
-	s := &sink{counts: map[string]int{}}
-	h := &Handler{Intake: nbiot.Intake{Submit: s.submit, Count: s.count, Dedupe: nbiot.NewDedupe(64)}, Token: token}
+	s := &nbiottest.Sink{}
+	h := &Handler{Intake: nbiot.Intake{Submit: s.Submit, Count: s.Count, Dedupe: nbiot.NewDedupe(64)}, Token: token}
 	mux := http.NewServeMux()
 	mux.Handle("/nbiot/gb45839/", h)
 	srv := httptest.NewServer(mux) // a real loopback TCP server
 	defer srv.Close()
 	base := srv.URL + "/nbiot/gb45839/" + token
 
-	s.mu.Lock()
-	s.down = true
-	s.mu.Unlock()
+	s.SetDown(true)
 	if code, body := call(t, base+"/status_info", fixture(t, "status_alarm.json")); code != 503 || body != `{"success":0}` {
 		t.Fatalf("submit down: %d %s", code, body)
 	}
-	s.mu.Lock()
-	s.down = false
-	s.mu.Unlock()
+	s.SetDown(false)
 	for range 2 { // the retry is taken, the second one is a duplicate
 		if code, body := call(t, base+"/status_info", fixture(t, "status_alarm.json")); code != 200 || body != `{"success":1}` {
 			t.Fatalf("status: %d %s", code, body)
@@ -89,15 +60,14 @@ func TestHandler(t *testing.T) {
 			t.Errorf("%s: %d, want %d", c.path, code, c.code)
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.got) != 2 || s.got[0].Type != nbiot.TypeStatus || s.got[1].Type != nbiot.TypeInstall {
-		t.Errorf("submitted %+v", s.got)
+	got, counts := s.Snapshot()
+	if len(got) != 2 || got[0].Type != nbiot.TypeStatus || got[1].Type != nbiot.TypeInstall {
+		t.Errorf("submitted %+v", got)
 	}
 	want := map[string]int{"submit": 1, "accepted": 2, "duplicate": 1, "token": 1, "path": 1, "bad_device_id": 1, "malformed": 1}
 	for k, v := range want {
-		if s.counts[k] != v {
-			t.Errorf("count %s = %d, want %d (%v)", k, s.counts[k], v, s.counts)
+		if counts[k] != v {
+			t.Errorf("count %s = %d, want %d (%v)", k, counts[k], v, counts)
 		}
 	}
 }

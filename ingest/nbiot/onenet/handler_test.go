@@ -2,55 +2,20 @@ package onenet
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/firewatch-iot/firewatch/ingest/nbiot"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/nbiottest"
 )
 
-type sink struct {
-	mu     sync.Mutex
-	down   bool
-	got    []nbiot.Report
-	counts map[string]int
-}
-
-func (s *sink) submit(_ context.Context, rs []nbiot.Report) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.down {
-		return errors.New("store down")
-	}
-	s.got = append(s.got, rs...)
-	return nil
-}
-
-func (s *sink) count(_ nbiot.Platform, outcome string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.counts[outcome]++
-}
-
-func (s *sink) snapshot() (int, map[string]int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := map[string]int{}
-	for k, v := range s.counts {
-		c[k] = v
-	}
-	return len(s.got), c
-}
-
-func server(t *testing.T, cfg Config) (string, *sink) {
-	s := &sink{counts: map[string]int{}}
-	h := &Handler{Intake: nbiot.Intake{Submit: s.submit, Count: s.count, Dedupe: nbiot.NewDedupe(64)}, Config: cfg}
+func server(t *testing.T, cfg Config) (string, *nbiottest.Sink) {
+	s := &nbiottest.Sink{}
+	h := &Handler{Intake: nbiot.Intake{Submit: s.Submit, Count: s.Count, Dedupe: nbiot.NewDedupe(64)}, Config: cfg}
 	srv := httptest.NewServer(h) // a real loopback TCP server
 	t.Cleanup(srv.Close)
 	return srv.URL + "/nbiot/onenet/push", s
@@ -93,28 +58,24 @@ func TestHandlerVerification(t *testing.T) {
 	if code, body = get(t, u+"?"+q.Encode()); code != 403 || strings.Contains(body, "8fa0c1") {
 		t.Errorf("bad signature: %d %q", code, body)
 	}
-	if _, c := s.snapshot(); c["verified"] != 2 || c["signature"] != 1 {
+	if _, c := s.Tally(); c["verified"] != 2 || c["signature"] != 1 {
 		t.Errorf("counts %v", c)
 	}
 }
 
 func TestHandlerPosts(t *testing.T) {
 	u, s := server(t, aesCfg)
-	s.mu.Lock()
-	s.down = true
-	s.mu.Unlock()
+	s.SetDown(true)
 	if code := post(t, u, fixture(t, "legacy_batch.json")); code != 503 {
 		t.Fatalf("submit down: %d", code)
 	}
-	s.mu.Lock()
-	s.down = false
-	s.mu.Unlock()
+	s.SetDown(false)
 	for _, f := range []string{"legacy_batch.json", "legacy_batch.json", "legacy_datapoint.json", "studio_plain.json", "studio_aes.json"} {
 		if code := post(t, u, fixture(t, f)); code != 200 {
 			t.Errorf("%s: %d", f, code)
 		}
 	}
-	n, c := s.snapshot()
+	n, c := s.Tally()
 	if n != 5 || c["duplicate"] != 2 || c["submit"] != 1 {
 		t.Errorf("submitted %d, counts %v", n, c)
 	}
@@ -134,7 +95,7 @@ func TestHandlerPosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	n, c = s.snapshot()
+	n, c = s.Tally()
 	if resp.StatusCode != 405 || n != 5 || c["signature"] != 1 || c["malformed"] != 1 || c["too_large"] != 1 || c["method"] != 1 {
 		t.Errorf("put %d, submitted %d, counts %v", resp.StatusCode, n, c)
 	}
