@@ -3,14 +3,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
-	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -211,25 +209,10 @@ func TestReadingsWithoutTS(t *testing.T) {
 // never came.
 func TestRuleStateAcrossRestart(t *testing.T) {
 	rcv := newReceiver(t)
-	const secret = "bridge-secret"
-	hash, err := ingest.HashSecret([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := defaults()
-	cfg.Ledger = writeLedger(t, rcv.URL)
-	cfg.MQTT.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cfg.MQTT.BridgeUser, cfg.MQTT.BridgeSecretHash = "bridge", hash
-	cfg.Influx.URL = fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
-	cfg.Influx.Timeout, cfg.Influx.ShutdownTimeout = 200*time.Millisecond, 200*time.Millisecond
-	cfg.Alarms.DB = filepath.Join(t.TempDir(), "alarms.db")
-	cfg.Alarms.Secret = e2eSecret
-	cfg.Alarms.RetryMin = 50 * time.Millisecond
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Log.Level = "error"
+	cfg := embeddedConfig(t, rcv)
 	_, stop := runService(t, &cfg, slog.LevelError)
 	url := "tcp://" + cfg.MQTT.Listen
-	c := mqttClient(t, url, "bridge", "bridge", secret)
+	c := mqttClient(t, url, "bridge", "bridge", bridgeSecret)
 	now := time.Now().UnixMilli()
 	// Below 0.10 MPa for 60 s (device time): hydrant.pressure.low_alarm.
 	publish(t, c, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":1,"m":{"pressure_mpa":0.05}}`, now-61_000))
@@ -244,7 +227,7 @@ func TestRuleStateAcrossRestart(t *testing.T) {
 	// Restart: the same configuration, the same store and state file.
 	stop()
 	runService(t, &cfg, slog.LevelError)
-	c2 := mqttClient(t, url, "bridge", "bridge", secret)
+	c2 := mqttClient(t, url, "bridge", "bridge", bridgeSecret)
 	publish(t, c2, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":3,"m":{"pressure_mpa":0.30}}`, now+1_000))
 	rcv.nextPush(t, 15*time.Second, "low pressure cleared after the restart", isLow("cleared"))
 }

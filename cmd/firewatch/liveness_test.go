@@ -20,7 +20,21 @@ import (
 // receiver rcv. InfluxDB is not needed: its writes fail and are counted.
 func embeddedService(t *testing.T, rcv *receiver, tune func(*Config)) (*service, string, string) {
 	t.Helper()
-	const bridgeSecret = "bridge-secret"
+	cfg := embeddedConfig(t, rcv)
+	if tune != nil {
+		tune(&cfg)
+	}
+	s, _ := runService(t, &cfg, slog.LevelError)
+	return s, "tcp://" + cfg.MQTT.Listen, bridgeSecret
+}
+
+// bridgeSecret is the secret of embeddedConfig's bridge user "bridge".
+const bridgeSecret = "bridge-secret"
+
+// embeddedConfig is embeddedService's configuration, for a test that
+// starts the service itself (and again, to test a restart).
+func embeddedConfig(t *testing.T, rcv *receiver) Config {
+	t.Helper()
 	hash, err := ingest.HashSecret([]byte(bridgeSecret))
 	if err != nil {
 		t.Fatal(err)
@@ -36,11 +50,7 @@ func embeddedService(t *testing.T, rcv *receiver, tune func(*Config)) (*service,
 	cfg.Alarms.RetryMin = 50 * time.Millisecond
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Log.Level = "error"
-	if tune != nil {
-		tune(&cfg)
-	}
-	s, _ := runService(t, &cfg, slog.LevelError)
-	return s, "tcp://" + cfg.MQTT.Listen, bridgeSecret
+	return cfg
 }
 
 func mqttClient(t *testing.T, url, id, user, pass string) paho.Client {
