@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/spool"
 )
 
@@ -21,12 +22,12 @@ func withLimit(t *testing.T, res int, cur uint64, f func()) {
 	t.Helper()
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(res, &old); err != nil {
-		t.Skipf("getrlimit: %v", err)
+		testenv.Skip(t, "getrlimit: %v", err)
 	}
 	lim := old
 	lim.Cur = cur
 	if err := syscall.Setrlimit(res, &lim); err != nil {
-		t.Skipf("setrlimit: %v", err)
+		testenv.Skip(t, "setrlimit: %v", err)
 	}
 	defer syscall.Setrlimit(res, &old)
 	f()
@@ -52,7 +53,7 @@ func TestAppendAtFileSizeLimit(t *testing.T) {
 		}
 	})
 	if failed == nil {
-		t.Skip("the file size limit did not fail a write")
+		testenv.Skip(t, "the file size limit did not fail a write")
 	}
 	t.Logf("append %d failed: %v", n, failed)
 	for i := 100; i < 105; i++ {
@@ -107,7 +108,7 @@ func TestRotationWithoutFileDescriptors(t *testing.T) {
 		failed = s.Append(bigRec(1000))
 	})
 	if failed == nil {
-		t.Skip("the descriptor limit did not fail the rotation")
+		testenv.Skip(t, "the descriptor limit did not fail the rotation")
 	}
 	t.Logf("append at the rotation failed: %v", failed)
 	for i := 618; i < 700; i++ {
