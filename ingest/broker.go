@@ -171,6 +171,10 @@ type connLimit struct {
 	open    atomic.Int64
 	timeout time.Duration
 	auth    *Auth // counts refusals; may be nil
+
+	// accepted counts the connections handed to mochi, begun those whose
+	// client goroutine has read from or closed them; see limitListener.Close.
+	accepted, begun atomic.Int64
 }
 
 func (c *connLimit) wrap(ln net.Listener) net.Listener { return &limitListener{Listener: ln, c: c} }
@@ -198,17 +202,52 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		conn.SetDeadline(time.Now().Add(l.c.timeout))
+		l.c.accepted.Add(1)
 		return &limitConn{Conn: conn, c: l.c}, nil
 	}
 }
 
+// quiesceWait bounds how long closing a listener waits for the client
+// goroutines of connections it has already accepted to begin.
+const quiesceWait = 2 * time.Second
+
+// Close closes the listener, then waits (at most quiesceWait) until every
+// connection it accepted has begun in its client goroutine. mochi's client
+// goroutine adds itself to the WaitGroup that Server.Close waits on only
+// after it starts (server.go attachClient), so a connection accepted just
+// before shutdown could be added after the Wait began: the Wait returns
+// early, or the race detector reports the WaitGroup misuse. mochi closes
+// the listeners before that Wait, so the wait here orders them.
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	deadline := time.Now().Add(quiesceWait)
+	for l.c.begun.Load() < l.c.accepted.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	return err
+}
+
 type limitConn struct {
 	net.Conn
-	c    *connLimit
-	once sync.Once
+	c     *connLimit
+	once  sync.Once
+	begun atomic.Bool
+}
+
+// begin marks the connection as taken up by its client goroutine.
+func (c *limitConn) begin() {
+	if !c.begun.Load() && c.begun.CompareAndSwap(false, true) {
+		c.c.begun.Add(1)
+	}
+}
+
+func (c *limitConn) Read(p []byte) (int, error) {
+	c.begin()
+	return c.Conn.Read(p)
 }
 
 func (c *limitConn) Close() error {
+	c.begin()
 	c.once.Do(func() { c.c.open.Add(-1) })
 	return c.Conn.Close()
 }
