@@ -40,7 +40,9 @@ func newTestPipeline(t testing.TB) (*Pipeline, *fakeLines, *fakeEvents, *ingest.
 	}
 	lines, events := &fakeLines{}, &fakeEvents{}
 	stats := ingest.NewStats(nil, discardLogger())
-	return newPipeline(l, eng, lines, events, stats, prometheus.NewRegistry()), lines, events, stats
+	p := newPipeline(l, eng, lines, events, stats, prometheus.NewRegistry())
+	p.log = discardLogger()
+	return p, lines, events, stats
 }
 
 func TestPipeline(t *testing.T) {

@@ -37,7 +37,7 @@ type service struct {
 	alarms  *alarms.Manager
 	broker  *mochi.Server
 	live    *devices.Liveness
-	source  source
+	source  pipeline.Source
 	pipe    *pipeline.Pipeline
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -130,14 +130,13 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		return nil, err
 	}
 	s.live = s.pipe.Liveness()
-	handle := s.pipe.Handle
 
 	s.brokerURL = cfg.MQTT.Broker
 	if s.brokerURL == "" {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (ingest.InlineSource);
 		// per-device credentials and topic ACLs in auth_broker.go.
-		inline := ingest.NewInlineSource(handle)
+		inline := ingest.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
 		if s.broker, err = startEmbeddedBroker(cfg, s.ledger, reg, log, inline); err != nil {
 			return nil, err
 		}
@@ -149,7 +148,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		s.source = ingest.NewSource(ingest.SourceConfig{
 			Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
 			Logger: log.With("component", "mqtt"),
-		}, handle)
+		}, pipeline.Handler(s.pipe, pipeline.OriginMQTT))
 	}
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
@@ -187,13 +186,6 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes: 64 << 10}
 	return s, nil
-}
-
-// source delivers uplink messages to the pipeline: ingest.Source through an
-// MQTT client (external broker), ingest.InlineSource in process (embedded).
-type source interface {
-	Run(ctx context.Context) error
-	Ready() <-chan struct{}
 }
 
 // httpURL is the base URL of the HTTP server.
