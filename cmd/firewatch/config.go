@@ -49,20 +49,8 @@ type Config struct {
 	Ingest   pipeline.IngestConfig   `yaml:"ingest"`
 	Liveness pipeline.LivenessConfig `yaml:"liveness"`
 
-	Influx struct {
-		URL             string        `yaml:"url" help:"InfluxDB URL (1.8 compatibility API or 2.x)"`
-		Token           string        `yaml:"token" help:"InfluxDB token (1.8: user:password, or empty)" secret:"true"`
-		Org             string        `yaml:"org" help:"InfluxDB organisation (ignored by 1.8)"`
-		Bucket          string        `yaml:"bucket" help:"bucket (1.8: database/retention-policy)"`
-		BatchLines      int           `yaml:"batch_lines" help:"lines per write"`
-		FlushInterval   time.Duration `yaml:"flush_interval" help:"longest time a line waits before it is written"`
-		MaxPending      int           `yaml:"max_pending" help:"batches held in memory while InfluxDB is slow or down"`
-		Timeout         time.Duration `yaml:"timeout" help:"bound on one write request"`
-		ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"bound on the final flush at shutdown"`
-		ContentEncoding string        `yaml:"content_encoding" help:"gzip or identity: compress write bodies"`
-		SpoolDir        string        `yaml:"spool_dir" help:"on-disk spool for batches InfluxDB cannot take now; empty: influx-spool beside alarms.db (var/influx-spool for a postgres:// store); none: no spool"`
-		SpoolMaxMB      int           `yaml:"spool_max_mb" help:"bound on the spool in MiB; beyond it the oldest batches are dropped and counted"`
-	} `yaml:"influx"`
+	// Influx is the InfluxDB writer's own configuration (ingest/influx).
+	Influx influx.Config `yaml:"influx"`
 
 	Alarms struct {
 		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox, or a postgres:// URL" secret:"true"`
@@ -115,14 +103,7 @@ func defaults() Config {
 	c.State = pipeline.DefaultState()
 	c.Liveness = pipeline.DefaultLiveness()
 	c.Influx.URL = "http://127.0.0.1:8086"
-	c.Influx.Bucket = "firewatch/autogen"
-	c.Influx.BatchLines = 5000
-	c.Influx.FlushInterval = time.Second
-	c.Influx.MaxPending = 64
-	c.Influx.Timeout = influx.DefaultTimeout
-	c.Influx.ShutdownTimeout = influx.DefaultShutdownTimeout
-	c.Influx.ContentEncoding = influx.DefaultContentEncoding
-	c.Influx.SpoolMaxMB = influx.DefaultSpoolMaxMB
+	c.Influx.SetDefaults()
 	c.Alarms.DB = "var/alarms.db"
 	c.Alarms.RetryMin = 500 * time.Millisecond
 	c.Alarms.RetryMax = 30 * time.Second
@@ -239,6 +220,9 @@ func fields(c *Config) []field {
 		t := v.Type()
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
+			if !f.IsExported() || f.Tag.Get("yaml") == "-" {
+				continue // not a key: a library's runtime field (a logger) or test hook
+			}
 			name := prefix + f.Tag.Get("yaml")
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
 				walk(name+".", v.Field(i))

@@ -63,13 +63,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 
-	s.writer, err = influx.NewWriter(influx.Config{
-		URL: cfg.Influx.URL, Token: cfg.Influx.Token, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket,
-		BatchLines: cfg.Influx.BatchLines, FlushInterval: cfg.Influx.FlushInterval, MaxPending: cfg.Influx.MaxPending,
-		Timeout: cfg.Influx.Timeout, ShutdownTimeout: cfg.Influx.ShutdownTimeout, ContentEncoding: cfg.Influx.ContentEncoding,
-		SpoolDir: cfg.influxSpoolDir(), SpoolMaxMB: cfg.Influx.SpoolMaxMB,
-		Logger: log.With("component", "influx"), Registerer: reg,
-	})
+	ic := cfg.Influx
+	ic.SpoolDir, ic.Logger, ic.Registerer = cfg.influxSpoolDir(), log.With("component", "influx"), reg
+	s.writer, err = influx.NewWriter(ic)
 	if err != nil {
 		return nil, err
 	}
