@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -75,5 +77,31 @@ func TestHandlerAllocs(t *testing.T) {
 	})
 	if allocs > 0 {
 		t.Errorf("%v allocations per message through Handler", allocs)
+	}
+}
+
+// BenchmarkHandle is BenchmarkPipeline/single through the entry point every
+// source uses (Handler → Take → Handle: topic routing, the hot path, and the
+// alarm manager's Sync, here a no-op).
+func BenchmarkHandle(b *testing.B) {
+	p, lines, _, stats := newTestPipeline(b)
+	p.alarms = &fakeAlarms{}
+	h := Handler(p, OriginBroker)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.clock.run(ctx) // as the service runs it
+	payload := make([]byte, 0, 256)
+	ts := time.Now().Add(-time.Hour).UnixMilli()
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		n++
+		payload = append(strconv.AppendInt(append(payload[:0], `{"ts":`...), ts+int64(n), 10), `,"seq":`...)
+		payload = append(strconv.AppendInt(payload, int64(n), 10), `,"m":{"residual_current_ma":132.5}}`...)
+		lines.b = lines.b[:0]
+		h("fw/v1/up/el-1/telemetry", payload)
+	}
+	if got := testutil.ToFloat64(stats.Readings); got != float64(n) {
+		b.Fatalf("%v readings accepted of %d sent", got, n)
 	}
 }
