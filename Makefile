@@ -71,7 +71,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/gb26875/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzReassemble ./ingest/gb26875/stream/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseMap ./gateway/ $(FUZZTIME)
-	GO=$(GO) scripts/fuzz1.sh FuzzFieldModel ./cmd/firewatch/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzFieldModel ./pipeline/ $(FUZZTIME)
 
 ## lint: gofmt and go vet
 lint:

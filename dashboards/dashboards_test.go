@@ -2,16 +2,13 @@ package dashboards
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -413,83 +410,31 @@ func TestPromQLMetricsExist(t *testing.T) {
 	}
 }
 
-// scrapeFirewatch builds and starts firewatch and returns the metric
+// scrapeFirewatch builds and starts firewatch (testenv.StartFirewatch) and returns the metric
 // families of its /metrics: name → type.
 func scrapeFirewatch(t *testing.T) map[string]string {
 	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		testenv.Skip(t, "no go command to build firewatch: %v", err)
-	}
 	db := testenv.StartInfluxDB(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "firewatch")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, gobin, "build", "-o", bin, "../cmd/firewatch")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build firewatch: %v\n%s", err, out)
+	fw := testenv.StartFirewatch(t, "..", "-influx.url", db.URL, "-influx.bucket", db.Bucket)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fw.URL + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd := exec.Command(bin,
-		"-ledger", "../devices/testdata/ledger.yaml",
-		"-mqtt.listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
-		"-influx.url", db.URL, "-influx.bucket", db.Bucket,
-		"-alarms.db", filepath.Join(dir, "alarms.db"),
-		"-alarms.secret", "dashboards-test-secret",
-		"-http.listen", httpAddr, "-log.level", "warn")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
+	have := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
+			have[f[2]] = f[3]
 		}
-	})
-	client := &http.Client{Timeout: 5 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			t.Fatalf("firewatch exited: %v\n%s", err, logs.String())
-		default:
-		}
-		resp, err := client.Get("http://" + httpAddr + "/metrics")
-		if err == nil && resp.StatusCode == http.StatusOK {
-			have := map[string]string{}
-			sc := bufio.NewScanner(resp.Body)
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				if f := strings.Fields(sc.Text()); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
-					have[f[2]] = f[3]
-				}
-			}
-			resp.Body.Close()
-			if len(have) == 0 {
-				t.Fatal("empty /metrics")
-			}
-			names := make([]string, 0, len(have))
-			for n := range have {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			t.Logf("firewatch exports %d metric families", len(names))
-			return have
-		}
-		if resp != nil {
-			resp.Body.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("firewatch /metrics not up within 60 s (%v)\n%s", err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
 	}
+	if len(have) == 0 {
+		t.Fatal("empty /metrics")
+	}
+	t.Logf("firewatch exports %d metric families", len(have))
+	return have
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -57,13 +56,7 @@ func TestPushLatency(t *testing.T) {
 		smoke = append(smoke, string(m[1]))
 	}
 
-	httpAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	fw := &fwProcess{t: t, bin: bin, api: "http://" + httpAddr, args: []string{
-		"-ledger", ledger, "-mqtt.broker", mq.URL, "-mqtt.client_id", "firewatch-latency",
-		"-influx.url", db.URL, "-influx.bucket", db.Bucket,
-		"-alarms.db", filepath.Join(dir, "alarms.db"), "-alarms.secret", e2eSecret,
-		"-alarms.storm_window", "0s", "-http.listen", httpAddr, "-log.level", "warn",
-	}}
+	fw := newFWProcess(t, bin, ledger, mq, db, dir, "firewatch-latency", "-alarms.storm_window", "0s", "-log.level", "warn")
 	t.Cleanup(fw.kill)
 	fw.start()
 

@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/alarms"
-	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
+	"github.com/firewatch-iot/firewatch/pipeline"
 )
 
 // Config is firewatch's one configuration file. Every key can also be set
@@ -45,34 +45,12 @@ type Config struct {
 		MaxConnections   int    `yaml:"max_connections" help:"open client connections of the embedded broker at most, authenticated or not; more are closed at once"`
 	} `yaml:"mqtt"`
 
-	Ingest struct {
-		MaxFuture time.Duration `yaml:"max_future" help:"a ts further ahead of the receive time is a wrong clock: the reading stands at its receive time"`
-		MaxAge    time.Duration `yaml:"max_age" help:"a ts older than this on a device's own topic is a wrong clock (the reading stands at its receive time); in a gateway batch, a replay kept under its ts"`
-	} `yaml:"ingest"`
+	// The pipeline's sections (pipeline/config.go).
+	Ingest   pipeline.IngestConfig   `yaml:"ingest"`
+	Liveness pipeline.LivenessConfig `yaml:"liveness"`
 
-	Liveness struct {
-		Tick       time.Duration `yaml:"tick" help:"resolution of the offline check: an offline alarm comes at most one tick after the grace"`
-		Missed     int           `yaml:"missed" help:"heartbeats a device may miss before it is offline (离线)"`
-		Electrical time.Duration `yaml:"electrical" help:"heartbeat interval of electrical-fire monitors"`
-		Smoke      time.Duration `yaml:"smoke" help:"heartbeat interval of smoke detectors (NB-IoT)"`
-		Hydrant    time.Duration `yaml:"hydrant" help:"heartbeat interval of hydrant pressure sensors"`
-		Charger    time.Duration `yaml:"charger" help:"heartbeat interval of e-bike charging cabinets"`
-	} `yaml:"liveness"`
-
-	Influx struct {
-		URL             string        `yaml:"url" help:"InfluxDB URL (1.8 compatibility API or 2.x)"`
-		Token           string        `yaml:"token" help:"InfluxDB token (1.8: user:password, or empty)" secret:"true"`
-		Org             string        `yaml:"org" help:"InfluxDB organisation (ignored by 1.8)"`
-		Bucket          string        `yaml:"bucket" help:"bucket (1.8: database/retention-policy)"`
-		BatchLines      int           `yaml:"batch_lines" help:"lines per write"`
-		FlushInterval   time.Duration `yaml:"flush_interval" help:"longest time a line waits before it is written"`
-		MaxPending      int           `yaml:"max_pending" help:"batches held in memory while InfluxDB is slow or down"`
-		Timeout         time.Duration `yaml:"timeout" help:"bound on one write request"`
-		ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"bound on the final flush at shutdown"`
-		ContentEncoding string        `yaml:"content_encoding" help:"gzip or identity: compress write bodies"`
-		SpoolDir        string        `yaml:"spool_dir" help:"on-disk spool for batches InfluxDB cannot take now; empty: influx-spool beside alarms.db (var/influx-spool for a postgres:// store); none: no spool"`
-		SpoolMaxMB      int           `yaml:"spool_max_mb" help:"bound on the spool in MiB; beyond it the oldest batches are dropped and counted"`
-	} `yaml:"influx"`
+	// Influx is the InfluxDB writer's own configuration (ingest/influx).
+	Influx influx.Config `yaml:"influx"`
 
 	Alarms struct {
 		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox, or a postgres:// URL" secret:"true"`
@@ -109,11 +87,8 @@ type Config struct {
 		Format string `yaml:"format" help:"log format: text or json"`
 	} `yaml:"log"`
 
-	// State is the checkpoint of rule state and liveness (checkpoint.go).
-	State struct {
-		File     string        `yaml:"file" help:"checkpoint of rule state and liveness, kept across restarts; empty: firewatch.state beside alarms.db (var/firewatch.state for a postgres:// store); none: no checkpoint"`
-		Interval time.Duration `yaml:"interval" help:"how often the checkpoint is written (and at shutdown); a kill -9 loses the rule state of at most this long"`
-	} `yaml:"state"`
+	// State is the checkpoint of rule state and liveness (pipeline/checkpoint.go).
+	State pipeline.StateConfig `yaml:"state"`
 }
 
 // defaults sets every default in one place.
@@ -124,24 +99,11 @@ func defaults() Config {
 	c.MQTT.ClientID = "firewatch"
 	c.MQTT.Auth = "ledger"
 	c.MQTT.MaxConnections = ingest.DefaultMaxConnections
-	c.Ingest.MaxFuture = ingest.DefaultMaxFuture
-	c.Ingest.MaxAge = ingest.DefaultMaxAge
-	c.State.Interval = 30 * time.Second
-	c.Liveness.Tick = time.Second
-	c.Liveness.Missed = devices.DefaultMissed
-	c.Liveness.Electrical = devices.DefaultHeartbeat[devices.KindElectrical]
-	c.Liveness.Smoke = devices.DefaultHeartbeat[devices.KindSmoke]
-	c.Liveness.Hydrant = devices.DefaultHeartbeat[devices.KindHydrant]
-	c.Liveness.Charger = devices.DefaultHeartbeat[devices.KindCharger]
+	c.Ingest = pipeline.DefaultIngest()
+	c.State = pipeline.DefaultState()
+	c.Liveness = pipeline.DefaultLiveness()
 	c.Influx.URL = "http://127.0.0.1:8086"
-	c.Influx.Bucket = "firewatch/autogen"
-	c.Influx.BatchLines = 5000
-	c.Influx.FlushInterval = time.Second
-	c.Influx.MaxPending = 64
-	c.Influx.Timeout = influx.DefaultTimeout
-	c.Influx.ShutdownTimeout = influx.DefaultShutdownTimeout
-	c.Influx.ContentEncoding = influx.DefaultContentEncoding
-	c.Influx.SpoolMaxMB = influx.DefaultSpoolMaxMB
+	c.Influx.SetDefaults()
 	c.Alarms.DB = "var/alarms.db"
 	c.Alarms.RetryMin = 500 * time.Millisecond
 	c.Alarms.RetryMax = 30 * time.Second
@@ -214,19 +176,11 @@ func (c *Config) Validate() error {
 	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
 		errs = append(errs, errors.New("mqtt.tls_listen: set mqtt.tls_cert and mqtt.tls_key"))
 	}
-	if c.State.File != "none" && c.State.Interval <= 0 {
-		errs = append(errs, errors.New("state.interval must be positive (or state.file none)"))
-	}
+	errs = append(errs, c.State.Validate())
 	if (c.MQTT.BridgeUser == "") != (c.MQTT.BridgeSecretHash == "") {
 		errs = append(errs, errors.New("mqtt.bridge_user and mqtt.bridge_secret_hash go together"))
 	}
-	if c.Ingest.MaxFuture < 0 || c.Ingest.MaxAge < 0 {
-		errs = append(errs, errors.New("ingest: max_future and max_age must not be negative (0 disables)"))
-	}
-	if c.Liveness.Tick <= 0 || c.Liveness.Missed <= 0 || c.Liveness.Electrical <= 0 || c.Liveness.Smoke <= 0 ||
-		c.Liveness.Hydrant <= 0 || c.Liveness.Charger <= 0 {
-		errs = append(errs, errors.New("liveness: tick, missed and the heartbeat intervals must be positive"))
-	}
+	errs = append(errs, c.Ingest.Validate(), c.Liveness.Validate())
 	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 || c.HTTP.MaxConnections <= 0 {
 		errs = append(errs, errors.New("http: read_timeout, write_timeout, idle_timeout and max_connections must be positive"))
 	}
@@ -266,6 +220,9 @@ func fields(c *Config) []field {
 		t := v.Type()
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
+			if !f.IsExported() || f.Tag.Get("yaml") == "-" {
+				continue // not a key: a library's runtime field (a logger) or test hook
+			}
 			name := prefix + f.Tag.Get("yaml")
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
 				walk(name+".", v.Field(i))
@@ -376,5 +333,21 @@ func (c *Config) influxSpoolDir() string {
 		return filepath.Join("var", "influx-spool")
 	default:
 		return filepath.Join(filepath.Dir(c.Alarms.DB), "influx-spool")
+	}
+}
+
+// stateFile resolves state.file: empty means firewatch.state beside the
+// SQLite alarm store (var/firewatch.state for a postgres:// store); "none"
+// disables the checkpoint.
+func (c *Config) stateFile() string {
+	switch f := c.State.File; {
+	case f == "none":
+		return ""
+	case f != "":
+		return f
+	case strings.Contains(c.Alarms.DB, "://"):
+		return filepath.Join("var", "firewatch.state")
+	default:
+		return filepath.Join(filepath.Dir(c.Alarms.DB), "firewatch.state")
 	}
 }

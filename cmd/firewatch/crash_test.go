@@ -40,16 +40,10 @@ func TestCrash(t *testing.T) {
 	if err := os.WriteFile(ledger, []byte(crashLedger(devices, rcv.url()+"/dispatch")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	fw := &fwProcess{t: t, bin: bin, api: "http://" + httpAddr, args: []string{
-		"-ledger", ledger,
-		"-mqtt.broker", mq.URL, "-mqtt.client_id", "firewatch-crash",
-		"-influx.url", db.URL, "-influx.bucket", db.Bucket, "-influx.flush_interval", "100ms",
-		"-alarms.db", filepath.Join(dir, "alarms.db"), "-alarms.secret", e2eSecret,
-		"-alarms.brigade_endpoint", rcv.url() + "/119",
-		"-alarms.retry_min", "50ms", "-alarms.retry_max", "200ms",
-		"-http.listen", httpAddr, "-log.level", "info",
-	}}
+	fw := newFWProcess(t, bin, ledger, mq, db, dir, "firewatch-crash",
+		"-influx.flush_interval", "100ms",
+		"-alarms.brigade_endpoint", rcv.url()+"/119",
+		"-alarms.retry_min", "50ms", "-alarms.retry_max", "200ms", "-log.level", "info")
 	t.Cleanup(fw.kill)
 
 	// 1. Receiver down; a burst of smoke alarms; SIGKILL halfway through.
@@ -151,6 +145,21 @@ func crashLedger(n int, endpoint string) string {
 			i, i+1, i+1)
 	}
 	return b.String()
+}
+
+// newFWProcess is the firewatch binary bin on ledger, with an external
+// broker mq and InfluxDB db, its alarm store in dir, under MQTT client id
+// clientID and an HTTP API on a free loopback port; extra flags come last
+// (and win).
+func newFWProcess(t *testing.T, bin, ledger string, mq *testenv.Mosquitto, db *testenv.InfluxDB, dir, clientID string, extra ...string) *fwProcess {
+	httpAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	args := []string{
+		"-ledger", ledger, "-mqtt.broker", mq.URL, "-mqtt.client_id", clientID,
+		"-influx.url", db.URL, "-influx.bucket", db.Bucket,
+		"-alarms.db", filepath.Join(dir, "alarms.db"), "-alarms.secret", e2eSecret,
+		"-http.listen", httpAddr,
+	}
+	return &fwProcess{t: t, bin: bin, api: "http://" + httpAddr, args: append(args, extra...)}
 }
 
 // fwProcess is the firewatch binary, started and killed by the test.

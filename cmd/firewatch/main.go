@@ -25,6 +25,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
+	"github.com/firewatch-iot/firewatch/pipeline"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -118,7 +119,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	set, err := loadRules(cfg.Rules)
+	set, err := pipeline.LoadRules(cfg.Rules)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -23,7 +23,7 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
-	"github.com/firewatch-iot/firewatch/rules"
+	"github.com/firewatch-iot/firewatch/pipeline"
 )
 
 // service is firewatch wired together: embedded broker (optional), MQTT
@@ -32,30 +32,19 @@ type service struct {
 	cfg    *Config
 	log    *slog.Logger
 	ledger *devices.Ledger
-	rules  *rules.Set
 
 	writer  *influx.Writer
 	alarms  *alarms.Manager
 	broker  *mochi.Server
 	live    *devices.Liveness
-	source  source
-	reload  *rulesReloader
-	pipe    *pipeline
-	ckpt    *checkpoint // nil without state.file
+	source  pipeline.Source
+	pipe    *pipeline.Pipeline
 	httpLn  net.Listener
 	httpSrv *http.Server
 
 	brokerURL string
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
-}
-
-// loadRules returns the configured rule set, or the built-in defaults.
-func loadRules(path string) (*rules.Set, error) {
-	if path == "" {
-		return rules.Defaults()
-	}
-	return rules.Load(path)
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -70,24 +59,13 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if s.ledger, err = devices.LoadLedger(cfg.Ledger); err != nil {
 		return nil, err
 	}
-	if s.rules, err = loadRules(cfg.Rules); err != nil {
-		return nil, err
-	}
-	eng, err := rules.NewEngine(s.rules, s.ledger)
-	if err != nil {
-		return nil, err
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 
-	s.writer, err = influx.NewWriter(influx.Config{
-		URL: cfg.Influx.URL, Token: cfg.Influx.Token, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket,
-		BatchLines: cfg.Influx.BatchLines, FlushInterval: cfg.Influx.FlushInterval, MaxPending: cfg.Influx.MaxPending,
-		Timeout: cfg.Influx.Timeout, ShutdownTimeout: cfg.Influx.ShutdownTimeout, ContentEncoding: cfg.Influx.ContentEncoding,
-		SpoolDir: cfg.influxSpoolDir(), SpoolMaxMB: cfg.Influx.SpoolMaxMB,
-		Logger: log.With("component", "influx"), Registerer: reg,
-	})
+	ic := cfg.Influx
+	ic.SpoolDir, ic.Logger, ic.Registerer = cfg.influxSpoolDir(), log.With("component", "influx"), reg
+	s.writer, err = influx.NewWriter(ic)
 	if err != nil {
 		return nil, err
 	}
@@ -138,35 +116,23 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		return nil, err
 	}
 
-	// Liveness: offline (离线) alarms through the alarm path (liveness_alarms.go).
-	// Edge faults (edge_faults.go): a gateway's dead bus, a sensor not
-	// connected; they hold back the offline alarms of a dead bus's devices.
-	edge := newEdgeFaults(s.ledger, s.alarms, newLivenessAlarms(s.ledger, s.alarms), log.With("component", "edge"))
-	// Rule state and liveness of the last run (checkpoint.go).
-	start := time.Now().UnixMilli()
-	restored := readCheckpoint(cfg.stateFile(), s.ledger, eng, start, log.With("component", "state"))
-	if s.live, err = newLiveness(cfg, s.ledger, edge, start, restored); err != nil {
+	// The hot path, with liveness, edge faults, rule reloads and the
+	// checkpoint of rule state (pipeline/).
+	if s.pipe, err = pipeline.New(pipeline.Options{
+		Ledger: s.ledger, RulesFile: cfg.Rules, Lines: s.writer, Alarms: alarmPort{s.alarms},
+		Ingest: cfg.Ingest, Liveness: cfg.Liveness, StateFile: cfg.stateFile(), StateInterval: cfg.State.Interval,
+		Logger: log, Registerer: reg,
+	}); err != nil {
 		return nil, err
 	}
-	edge.live = s.live
-	stats := ingest.NewStats(reg, log.With("component", "ingest"))
-	p := newPipeline(s.ledger, eng, s.writer, s.alarms, stats, reg)
-	s.reload = newRulesReloader(cfg.Rules, s.ledger, p, log.With("component", "rules"), reg)
-	s.pipe = p
-	p.live = s.live
-	p.edge = edge
-	if f := cfg.stateFile(); f != "" {
-		s.ckpt = &checkpoint{path: f, every: cfg.State.Interval, ledger: s.ledger, pipe: p, live: s.live, log: log.With("component", "state")}
-	}
-	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge, ingest.DefaultMinTime
-	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
+	s.live = s.pipe.Liveness()
 
 	s.brokerURL = cfg.MQTT.Broker
 	if s.brokerURL == "" {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (ingest.InlineSource);
 		// per-device credentials and topic ACLs in auth_broker.go.
-		inline := ingest.NewInlineSource(handle)
+		inline := ingest.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
 		if s.broker, err = startEmbeddedBroker(cfg, s.ledger, reg, log, inline); err != nil {
 			return nil, err
 		}
@@ -178,7 +144,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		s.source = ingest.NewSource(ingest.SourceConfig{
 			Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
 			Logger: log.With("component", "mqtt"),
-		}, handle)
+		}, pipeline.Handler(s.pipe, pipeline.OriginMQTT))
 	}
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
@@ -218,13 +184,6 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	return s, nil
 }
 
-// source delivers uplink messages to the pipeline: ingest.Source through an
-// MQTT client (external broker), ingest.InlineSource in process (embedded).
-type source interface {
-	Run(ctx context.Context) error
-	Ready() <-chan struct{}
-}
-
 // httpURL is the base URL of the HTTP server.
 func (s *service) httpURL() string { return "http://" + s.httpLn.Addr().String() }
 
@@ -233,7 +192,7 @@ func (s *service) healthz(w http.ResponseWriter, _ *http.Request) {
 	case <-s.source.Ready():
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Firewatch-Version", version())
-		fmt.Fprintf(w, `{"status":"ok","version":%q,"devices":%d,"rules":%d}`+"\n", version(), len(s.ledger.Devices), s.reload.inForce.Load())
+		fmt.Fprintf(w, `{"status":"ok","version":%q,"devices":%d,"rules":%d}`+"\n", version(), len(s.ledger.Devices), s.pipe.RulesInForce())
 	default:
 		http.Error(w, `{"status":"starting: not yet subscribed to MQTT"}`, http.StatusServiceUnavailable)
 	}
@@ -259,33 +218,16 @@ func (s *service) run(ctx context.Context) error {
 	}
 	stopWriter, writerDone := start("influx", s.writer.Run)
 	stopAlarms, alarmsDone := start("alarms", s.alarms.Run)
-	if n, err := restoreOffline(ctx, s.alarms, s.ledger, s.live); err != nil {
-		s.log.Warn("offline alarms of the last run not restored: they clear by hand", "err", err)
-	} else if n > 0 {
-		s.log.Info("devices still offline from the last run", "devices", n)
-	}
-	if n, err := restoreSensorFaults(ctx, s.alarms, s.ledger, s.pipe.edge); err != nil {
-		s.log.Warn("sensor faults of the last run not restored: they clear by hand", "err", err)
-	} else if n > 0 {
-		s.log.Info("sensor faults still open from the last run", "faults", n)
-	}
-	stopLive, liveDone := start("liveness", func(ctx context.Context) error {
-		return runLiveness(ctx, s.live, s.cfg.Liveness.Tick)
-	})
-	stopClock, clockDone := start("clock", s.pipe.clock.run)
-	stopReload, reloadDone := start("rules", s.reload.run)
+	s.pipe.Restore(ctx, s.log)
+	stopPipe, pipeDone := start("pipeline", s.pipe.Run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
-	stopCkpt, ckptDone := context.CancelFunc(func() {}), (<-chan struct{})(nil)
-	if s.ckpt != nil {
-		stopCkpt, ckptDone = start("state", s.ckpt.run)
-	}
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
 	s.log.Info("firewatch started", "version", version(),
-		"devices", len(s.ledger.Devices), "stations", len(s.ledger.Stations), "rules", len(s.rules.Rules),
+		"devices", len(s.ledger.Devices), "stations", len(s.ledger.Stations), "rules", s.pipe.RulesInForce(),
 		"mqtt", s.brokerURL, "embedded_broker", s.broker != nil,
 		"api", s.httpURL()+"/api/v1/alarms", "metrics", s.httpURL()+"/metrics", "influx", s.cfg.Influx.URL)
 
@@ -301,19 +243,10 @@ func (s *service) run(ctx context.Context) error {
 	s.alarms.Stopping()
 	stopSource()
 	<-sourceDone
-	if s.ckpt != nil {
-		stopCkpt()
-		<-ckptDone
-		if err := s.ckpt.write(); err != nil {
-			s.log.Error("state checkpoint not written at shutdown: rule state and liveness restart from the last one", "file", s.ckpt.path, "err", err)
-		}
-	}
-	stopReload()
-	<-reloadDone
-	stopClock()
-	<-clockDone
-	stopLive()
-	<-liveDone
+	// The pipeline writes the checkpoint a last time once its sources
+	// stopped.
+	stopPipe()
+	<-pipeDone
 	stopAlarms()
 	<-alarmsDone
 	stopWriter()

@@ -19,45 +19,49 @@ import (
 //go:embed sample.yaml
 var SampleConfig string
 
-// Config configures a Writer. The YAML keys are those of the influx section
-// of the firewatch config file.
+// Config configures a Writer. It is the influx section of the firewatch
+// config file: its YAML keys, help texts and secret marks make that
+// section's keys, flags (-influx.url), environment variables
+// (FIREWATCH_INFLUX_URL) and docs/config.md rows. firewatch resolves
+// SpoolDir's empty and "none" values (its help text) before NewWriter.
 type Config struct {
 	// URL is the InfluxDB base URL, e.g. http://127.0.0.1:8086.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" help:"InfluxDB URL (1.8 compatibility API or 2.x)"`
 	// Token authenticates: an API token for InfluxDB 2.x/3.x, "user:password"
 	// for 1.8 with auth enabled, empty for 1.8 without auth.
-	Token string `yaml:"token"`
+	Token string `yaml:"token" help:"InfluxDB token (1.8: user:password, or empty)" secret:"true"`
 	// Org is the organization; InfluxDB 1.8 ignores it.
-	Org string `yaml:"org"`
+	Org string `yaml:"org" help:"InfluxDB organisation (ignored by 1.8)"`
 	// Bucket is the bucket; for InfluxDB 1.8 "database/retention-policy".
-	Bucket string `yaml:"bucket"`
+	Bucket string `yaml:"bucket" help:"bucket (1.8: database/retention-policy)"`
 	// BatchLines is how many lines a batch collects before it is sent.
-	BatchLines int `yaml:"batch_lines"`
+	BatchLines int `yaml:"batch_lines" help:"lines per write"`
 	// FlushInterval is how long a line may wait in a batch that is not full.
-	FlushInterval time.Duration `yaml:"flush_interval"`
+	FlushInterval time.Duration `yaml:"flush_interval" help:"longest time a line waits before it is written"`
 	// MaxPending is how many full batches may wait in memory while InfluxDB
 	// is slow or down; beyond it the oldest batch is dropped.
-	MaxPending int `yaml:"max_pending"`
+	MaxPending int `yaml:"max_pending" help:"batches held in memory while InfluxDB is slow or down"`
 	// Timeout bounds one write request.
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout" help:"bound on one write request"`
 	// ShutdownTimeout bounds the final flush when Run's context ends.
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"bound on the final flush at shutdown"`
 	// ContentEncoding is "gzip" (compress request bodies, the default) or
 	// "identity". Compression costs about a microsecond of CPU per line on
 	// each side; it pays over a WAN link, not to an InfluxDB on the same host.
-	ContentEncoding string `yaml:"content_encoding"`
+	ContentEncoding string `yaml:"content_encoding" help:"gzip or identity: compress write bodies"`
 	// SpoolDir is the directory of the on-disk spool that takes batches
 	// while InfluxDB fails or falls behind, and keeps them across restarts;
-	// empty: no spool (a full memory queue drops its oldest batch).
-	SpoolDir string `yaml:"spool_dir"`
+	// empty: no spool (a full memory queue drops its oldest batch). The
+	// help text is firewatch's, which resolves the key first.
+	SpoolDir string `yaml:"spool_dir" help:"on-disk spool for batches InfluxDB cannot take now; empty: influx-spool beside alarms.db (var/influx-spool for a postgres:// store); none: no spool"`
 	// SpoolMaxMB bounds the spool on disk, in MiB; beyond it the oldest
 	// batches are dropped and counted (reason spool_full).
-	SpoolMaxMB int `yaml:"spool_max_mb"`
+	SpoolMaxMB int `yaml:"spool_max_mb" help:"bound on the spool in MiB; beyond it the oldest batches are dropped and counted"`
 	// DeadLetterPath is the file where lines InfluxDB keeps refusing are
 	// parked (appended, as line protocol after a comment saying why);
 	// empty: dead-letter.lp in SpoolDir, or, without a spool, none (the
 	// lines are logged and counted only).
-	DeadLetterPath string `yaml:"dead_letter_path"`
+	DeadLetterPath string `yaml:"dead_letter_path" help:"file where lines InfluxDB keeps refusing are parked; empty: dead-letter.lp in the spool directory, or none without a spool (logged and counted only)"`
 	// spoolBytes and spoolSegment override the spool's sizes in tests, to
 	// fill it without writing gigabytes.
 	spoolBytes, spoolSegment int64

@@ -1,8 +1,10 @@
-package main
+package pipeline
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
@@ -11,24 +13,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// lineSink takes encoded line protocol (the InfluxDB writer).
-type lineSink interface{ Write(lines []byte) }
+// Lines takes encoded line protocol (the InfluxDB writer).
+type Lines interface{ Write(lines []byte) }
 
-// eventSink takes rule transitions (the alarm manager).
-type eventSink interface{ Submit(ev rules.Event) }
+// Events takes rule transitions (the alarm manager's queue).
+type Events interface{ Submit(ev rules.Event) }
 
-// pipeline is the hot path: one MQTT message is decoded once, each value is
+// Pipeline is the hot path: one message is decoded once, each value is
 // evaluated by the rules, and the message becomes one line of line
-// protocol. Only rule transitions leave it, as events. It runs on the MQTT
-// source's single delivery goroutine and reuses all of its buffers.
-type pipeline struct {
-	dec    *ingest.Decoder
-	eng    *rules.Engine
-	enc    *influx.Encoder
-	lines  lineSink
-	alarms eventSink
-	stats  *ingest.Stats
-	evals  prometheus.Counter
+// protocol. Only rule transitions leave it, as events. Messages are handled
+// one at a time (Handle holds a mutex) and reuse all of its buffers.
+type Pipeline struct {
+	dec   *ingest.Decoder
+	eng   *rules.Engine
+	enc   *influx.Encoder
+	lines Lines
+	out   Events // the alarm manager's queue
+	stats *ingest.Stats
+	evals prometheus.Counter
 	// dups and late count messages the engine did not evaluate, or
 	// evaluated for events only (rules.Admit).
 	dups, late prometheus.Counter
@@ -46,6 +48,18 @@ type pipeline struct {
 	// (edge_faults.go).
 	edge *edgeFaults
 
+	// alarms takes station reports and command acknowledgements, and is
+	// synced after each message (router.go); set by New.
+	alarms Alarms
+	log    *slog.Logger
+	// lastBad rate-limits the log of malformed station reports (Unix ns).
+	lastBad atomic.Int64
+	// reload, ckpt and ledger are set by New (reload.go, checkpoint.go).
+	reload *rulesReloader
+	ckpt   *checkpoint // nil without a state file
+	ledger *devices.Ledger
+	tick   time.Duration // liveness tick
+
 	// mu is held while a message is handled, so that the checkpoint can
 	// copy the engine's state between two messages.
 	mu sync.Mutex
@@ -55,10 +69,10 @@ type pipeline struct {
 	stamp  rules.Stamp
 }
 
-func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms eventSink, stats *ingest.Stats, reg prometheus.Registerer) *pipeline {
-	p := &pipeline{
+func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Events, stats *ingest.Stats, reg prometheus.Registerer) *Pipeline {
+	p := &Pipeline{
 		dec: ingest.NewDecoder(l), eng: eng, enc: influx.NewEncoder(l),
-		lines: lines, alarms: alarms, stats: stats,
+		lines: lines, out: events, stats: stats, ledger: l, log: slog.Default(),
 		evals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "firewatch_rules_evaluations_total", Help: "Readings evaluated by the rule engine.",
 		}),
@@ -85,10 +99,11 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines lineSink, alarms ev
 	return p
 }
 
-// handle processes one MQTT message. When it returns, the message's
-// readings are in the InfluxDB writer's batch and its events in the alarm
-// manager's queue, so the message may be acknowledged.
-func (p *pipeline) handle(topic string, payload []byte) {
+// handle is the hot path of one message (Handle without the routing and
+// the wait for stored alarms). When it returns, the message's readings are
+// in the InfluxDB writer's batch and its events in the alarm manager's
+// queue.
+func (p *Pipeline) handle(topic string, payload []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.next.Swap(nil); e != nil {
@@ -130,7 +145,7 @@ func (p *pipeline) handle(topic string, payload []byte) {
 		st.HasTS, st.Trusted, st.Suspect, st.Replay = m.Clock != ingest.ClockNone, m.Clock.Trusted(), m.Clock.Suspect(), m.Batch
 		v, evs := p.eng.AdmitStamp(m.Device.Index, &p.stamp, p.events[:0])
 		for _, ev := range evs {
-			p.alarms.Submit(ev) // a clock fault raised or cleared
+			p.out.Submit(ev) // a clock fault raised or cleared
 		}
 		if m.Clock.Suspect() {
 			p.clocks[m.Clock].Inc()
@@ -162,7 +177,7 @@ func (p *pipeline) handle(topic string, payload []byte) {
 			r.Metric, r.Value = metric, values[j]
 			p.events = p.eng.Eval(r, v.Admission, p.events[:0])
 			for _, ev := range p.events {
-				p.alarms.Submit(ev)
+				p.out.Submit(ev)
 			}
 		}
 		n += len(metrics)

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/rules"
 )
@@ -32,7 +31,7 @@ import (
 // to hold those back. devices and alarms know nothing of it.
 type edgeFaults struct {
 	ledger  *devices.Ledger
-	sink    eventSink
+	sink    Events
 	offline devices.LivenessSink // the offline alarms, for devices not held
 	live    *devices.Liveness    // re-armed for held devices when their bus is back
 	log     *slog.Logger
@@ -88,7 +87,7 @@ const (
 	gatewayRuleSuffix = ".gateway_offline"
 )
 
-func newEdgeFaults(l *devices.Ledger, sink eventSink, offline devices.LivenessSink, log *slog.Logger) *edgeFaults {
+func newEdgeFaults(l *devices.Ledger, sink Events, offline devices.LivenessSink, log *slog.Logger) *edgeFaults {
 	ef := &edgeFaults{
 		ledger: l, sink: sink, offline: offline, log: log,
 		sensorRules: map[sensorRuleKey]*rules.Rule{},
@@ -406,36 +405,28 @@ var _ devices.LivenessSink = (*edgeFaults)(nil)
 
 // restoreSensorFaults marks the sensor faults still open in the store, so
 // that they clear when the sensor reads again after a restart.
-func restoreSensorFaults(ctx context.Context, m *alarms.Manager, l *devices.Ledger, ef *edgeFaults) (int, error) {
+func restoreSensorFaults(ctx context.Context, a Alarms, l *devices.Ledger, ef *edgeFaults) (int, error) {
 	n := 0
-	f := alarms.Filter{State: alarms.FilterOpen, Severity: rules.SeverityFault, Limit: alarms.MaxLimit}
-	for range 10000 {
-		page, err := m.List(ctx, f)
-		if err != nil {
-			return n, fmt.Errorf("restore sensor faults: %w", err)
+	err := a.OpenAlarms(ctx, rules.SeverityFault, func(o OpenAlarm) {
+		if !strings.HasSuffix(o.Rule, sensorRuleSuffix) {
+			return
 		}
-		ef.mu.Lock()
-		for _, a := range page {
-			if !strings.HasSuffix(a.Rule, sensorRuleSuffix) {
-				continue
-			}
-			d, ok := l.LookupID(a.Device)
-			if !ok {
-				continue
-			}
-			if metric, ok := devices.MetricByName(d.Kind, a.Metric); ok {
-				if k := (sensorKey{d.Index, uint8(a.Channel), metric}); !ef.openSensors[k] {
-					ef.openSensors[k] = true
-					ef.openDev[d.Index].Add(1)
-				}
-				n++
-			}
+		d, ok := l.LookupID(o.Device)
+		if !ok {
+			return
 		}
-		ef.mu.Unlock()
-		if len(page) < alarms.MaxLimit {
-			break
+		if metric, ok := devices.MetricByName(d.Kind, o.Metric); ok {
+			ef.mu.Lock()
+			if k := (sensorKey{d.Index, uint8(o.Channel), metric}); !ef.openSensors[k] {
+				ef.openSensors[k] = true
+				ef.openDev[d.Index].Add(1)
+			}
+			ef.mu.Unlock()
+			n++
 		}
-		f.Until = page[len(page)-1].RaisedAt
+	})
+	if err != nil {
+		return n, fmt.Errorf("restore sensor faults: %w", err)
 	}
 	return n, nil
 }

@@ -1,8 +1,7 @@
-package main
+package pipeline
 
 import (
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +17,7 @@ import (
 
 // clockPipeline is a test pipeline with the service's timestamp policy and
 // a receive clock the test sets.
-func clockPipeline(t *testing.T, now int64) (*pipeline, *fakeLines, *fakeEvents) {
+func clockPipeline(t *testing.T, now int64) (*Pipeline, *fakeLines, *fakeEvents) {
 	t.Helper()
 	p, lines, events, _ := newTestPipeline(t)
 	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = ingest.DefaultMaxFuture, ingest.DefaultMaxAge, ingest.DefaultMinTime
@@ -115,13 +114,11 @@ func TestRebootedDetectorSmoke(t *testing.T) {
 // liveness hears it.
 func TestClockSteppedBack(t *testing.T) {
 	p, _, events := clockPipeline(t, t0)
-	cfg := defaults()
 	live, err := devices.NewLiveness(p.dec.Ledger(), devices.LivenessConfig{Tick: time.Second, Heartbeat: [devices.NumKinds]time.Duration{devices.KindElectrical: time.Minute}},
 		newLivenessAlarms(p.dec.Ledger(), events), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = cfg
 	p.live = live
 	d, _ := p.dec.Ledger().LookupID("el-1")
 	msg := func(now, ts int64, seq int, ma float64) {
@@ -201,33 +198,4 @@ func TestReadingsWithoutTS(t *testing.T) {
 	if strings.Join(got, "\n")+"\n" != want {
 		t.Fatalf("stored\n%s\nwant\n%s", strings.Join(got, "\n"), want)
 	}
-}
-
-// Defect 10, through the service: an alarm open when firewatch stops clears
-// when its condition ends after the restart (the checkpoint restored the
-// rule's state). Before the fix the new engine started empty and the clear
-// never came.
-func TestRuleStateAcrossRestart(t *testing.T) {
-	rcv := newReceiver(t)
-	cfg := embeddedConfig(t, rcv)
-	_, stop := runService(t, &cfg, slog.LevelError)
-	url := "tcp://" + cfg.MQTT.Listen
-	c := mqttClient(t, url, "bridge", "bridge", bridgeSecret)
-	now := time.Now().UnixMilli()
-	// Below 0.10 MPa for 60 s (device time): hydrant.pressure.low_alarm.
-	publish(t, c, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":1,"m":{"pressure_mpa":0.05}}`, now-61_000))
-	publish(t, c, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":2,"m":{"pressure_mpa":0.05}}`, now-1_000))
-	isLow := func(transition string) func(map[string]any) bool {
-		return func(b map[string]any) bool {
-			return b["rule"] == "hydrant.pressure.low_alarm" && b["transition"] == transition
-		}
-	}
-	rcv.nextPush(t, 15*time.Second, "low pressure raised", isLow("raised"))
-	c.Disconnect(0)
-	// Restart: the same configuration, the same store and state file.
-	stop()
-	runService(t, &cfg, slog.LevelError)
-	c2 := mqttClient(t, url, "bridge", "bridge", bridgeSecret)
-	publish(t, c2, "fw/v1/up/hy-1/telemetry", fmt.Sprintf(`{"ts":%d,"seq":3,"m":{"pressure_mpa":0.30}}`, now+1_000))
-	rcv.nextPush(t, 15*time.Second, "low pressure cleared after the restart", isLow("cleared"))
 }

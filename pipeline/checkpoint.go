@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -34,26 +33,10 @@ type checkpoint struct {
 	path   string
 	every  time.Duration
 	ledger *devices.Ledger
-	pipe   *pipeline
+	pipe   *Pipeline
 	live   *devices.Liveness
 	log    *slog.Logger
 	snap   *rules.Snapshot
-}
-
-// stateFile resolves state.file: empty means firewatch.state beside the
-// SQLite alarm store (var/firewatch.state for a postgres:// store); "none"
-// disables the checkpoint.
-func (c *Config) stateFile() string {
-	switch f := c.State.File; {
-	case f == "none":
-		return ""
-	case f != "":
-		return f
-	case strings.Contains(c.Alarms.DB, "://"):
-		return filepath.Join("var", "firewatch.state")
-	default:
-		return filepath.Join(filepath.Dir(c.Alarms.DB), "firewatch.state")
-	}
 }
 
 // readCheckpoint reads the state file: the rule state is restored into eng

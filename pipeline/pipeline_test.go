@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -24,9 +24,9 @@ type fakeEvents struct{ evs []rules.Event }
 
 func (f *fakeEvents) Submit(ev rules.Event) { f.evs = append(f.evs, ev) }
 
-func newTestPipeline(t testing.TB) (*pipeline, *fakeLines, *fakeEvents, *ingest.Stats) {
+func newTestPipeline(t testing.TB) (*Pipeline, *fakeLines, *fakeEvents, *ingest.Stats) {
 	t.Helper()
-	l, err := devices.LoadLedger("../../devices/testdata/ledger.yaml")
+	l, err := devices.LoadLedger("../devices/testdata/ledger.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,9 @@ func newTestPipeline(t testing.TB) (*pipeline, *fakeLines, *fakeEvents, *ingest.
 	}
 	lines, events := &fakeLines{}, &fakeEvents{}
 	stats := ingest.NewStats(nil, discardLogger())
-	return newPipeline(l, eng, lines, events, stats, prometheus.NewRegistry()), lines, events, stats
+	p := newPipeline(l, eng, lines, events, stats, prometheus.NewRegistry())
+	p.log = discardLogger()
+	return p, lines, events, stats
 }
 
 func TestPipeline(t *testing.T) {
@@ -154,8 +156,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // device now: it does not move its liveness or its battery trend.
 func TestReplaysDoNotTouchLiveness(t *testing.T) {
 	p, _, events, _ := newTestPipeline(t)
-	cfg := defaults()
-	live, err := newLiveness(&cfg, p.dec.Ledger(), newLivenessAlarms(p.dec.Ledger(), events), time.Now().UnixMilli(), nil)
+	live, err := newLiveness(DefaultLiveness(), p.dec.Ledger(), newLivenessAlarms(p.dec.Ledger(), events), time.Now().UnixMilli(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"log/slog"
@@ -22,7 +22,7 @@ func (l *livenessLog) Online(d devices.Index, _, _ int64)  { l.online = append(l
 // a gateway back before that raises nothing at all; a clean stop raises
 // nothing; a device not on the gateway is not held.
 func TestGatewayWillDeferred(t *testing.T) {
-	l, err := devices.LoadLedger("../../devices/testdata/ledger.yaml")
+	l, err := devices.LoadLedger("../devices/testdata/ledger.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -25,7 +25,7 @@ const reloadPoll = 2 * time.Second
 type rulesReloader struct {
 	path    string // "" for the built-in defaults
 	ledger  *devices.Ledger
-	pipe    *pipeline
+	pipe    *Pipeline
 	log     *slog.Logger
 	results *prometheus.CounterVec
 	// inForce is the number of rules the pipeline evaluates now.
@@ -36,7 +36,7 @@ type rulesReloader struct {
 	loaded stamp
 }
 
-func newRulesReloader(path string, l *devices.Ledger, p *pipeline, log *slog.Logger, reg prometheus.Registerer) *rulesReloader {
+func newRulesReloader(path string, l *devices.Ledger, p *Pipeline, log *slog.Logger, reg prometheus.Registerer) *rulesReloader {
 	r := &rulesReloader{path: path, ledger: l, pipe: p, log: log,
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firewatch_rules_reloads_total", Help: "Rule reloads: applied (in force), rejected (invalid file, old rules stay).",
@@ -99,7 +99,7 @@ func (r *rulesReloader) run(ctx context.Context) error {
 
 // reload compiles the file and hands the engine to the pipeline.
 func (r *rulesReloader) reload(why string) bool {
-	set, err := loadRules(r.path)
+	set, err := LoadRules(r.path)
 	if err == nil {
 		var e *rules.Engine
 		if e, err = rules.NewEngine(set, r.ledger); err == nil {
@@ -111,4 +111,13 @@ func (r *rulesReloader) reload(why string) bool {
 	r.results.WithLabelValues("rejected").Inc()
 	r.log.Error("rule reload rejected; the running rules stay", "why", why, "file", r.path, "err", err)
 	return false
+}
+
+// LoadRules returns the rule set of the file at path, or the built-in
+// defaults when path is empty.
+func LoadRules(path string) (*rules.Set, error) {
+	if path == "" {
+		return rules.Defaults()
+	}
+	return rules.Load(path)
 }

@@ -1,11 +1,10 @@
-package main
+package pipeline
 
 import (
 	"context"
 	"fmt"
 	"time"
 
-	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/rules"
 )
@@ -17,14 +16,14 @@ import (
 type livenessAlarms struct {
 	ledger *devices.Ledger
 	rules  [devices.NumKinds]*rules.Rule
-	sink   eventSink
+	sink   Events
 }
 
 // offlineRuleID is the rule id of offline alarms of kind k, e.g.
 // "smoke.offline".
 func offlineRuleID(k devices.Kind) string { return k.String() + ".offline" }
 
-func newLivenessAlarms(l *devices.Ledger, sink eventSink) *livenessAlarms {
+func newLivenessAlarms(l *devices.Ledger, sink Events) *livenessAlarms {
 	la := &livenessAlarms{ledger: l, sink: sink}
 	for k := devices.KindElectrical; k < devices.NumKinds; k++ {
 		// The alarm path needs a metric of the kind: the heartbeat event
@@ -87,35 +86,27 @@ func runLiveness(ctx context.Context, lv *devices.Liveness, tick time.Duration) 
 
 // restoreOffline marks the devices whose offline alarm is still open in
 // the store, so that the alarm clears when they speak after a restart.
-func restoreOffline(ctx context.Context, m *alarms.Manager, l *devices.Ledger, lv *devices.Liveness) (int, error) {
+func restoreOffline(ctx context.Context, a Alarms, l *devices.Ledger, lv *devices.Liveness) (int, error) {
 	n := 0
-	f := alarms.Filter{State: alarms.FilterOpen, Severity: rules.SeverityOffline, Limit: alarms.MaxLimit}
-	for range 10000 { // pages of MaxLimit, newest first
-		page, err := m.List(ctx, f)
-		if err != nil {
-			return n, fmt.Errorf("restore offline devices: %w", err)
+	err := a.OpenAlarms(ctx, rules.SeverityOffline, func(o OpenAlarm) {
+		if d, ok := l.LookupID(o.Device); ok {
+			lv.MarkOffline(d.Index, o.Since.UnixMilli())
+			n++
 		}
-		for _, a := range page {
-			if d, ok := l.LookupID(a.Device); ok {
-				lv.MarkOffline(d.Index, a.Since.UnixMilli())
-				n++
-			}
-		}
-		if len(page) < alarms.MaxLimit {
-			break
-		}
-		f.Until = page[len(page)-1].RaisedAt
+	})
+	if err != nil {
+		return n, fmt.Errorf("restore offline devices: %w", err)
 	}
 	return n, nil
 }
 
 // newLiveness builds the liveness tracker from the liveness.* keys.
 // restored, if any, is the liveness of the last run (checkpoint.go).
-func newLiveness(cfg *Config, l *devices.Ledger, sink devices.LivenessSink, start int64, restored []devices.Restored) (*devices.Liveness, error) {
-	lc := devices.LivenessConfig{Tick: cfg.Liveness.Tick, Missed: cfg.Liveness.Missed, Restored: restored}
-	lc.Heartbeat[devices.KindElectrical] = cfg.Liveness.Electrical
-	lc.Heartbeat[devices.KindSmoke] = cfg.Liveness.Smoke
-	lc.Heartbeat[devices.KindHydrant] = cfg.Liveness.Hydrant
-	lc.Heartbeat[devices.KindCharger] = cfg.Liveness.Charger
+func newLiveness(cfg LivenessConfig, l *devices.Ledger, sink devices.LivenessSink, start int64, restored []devices.Restored) (*devices.Liveness, error) {
+	lc := devices.LivenessConfig{Tick: cfg.Tick, Missed: cfg.Missed, Restored: restored}
+	lc.Heartbeat[devices.KindElectrical] = cfg.Electrical
+	lc.Heartbeat[devices.KindSmoke] = cfg.Smoke
+	lc.Heartbeat[devices.KindHydrant] = cfg.Hydrant
+	lc.Heartbeat[devices.KindCharger] = cfg.Charger
 	return devices.NewLiveness(l, lc, sink, start)
 }

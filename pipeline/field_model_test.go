@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"fmt"
@@ -81,7 +81,7 @@ type fieldModel struct {
 	t      *testing.T
 	seed   uint64
 	rng    *rand.Rand
-	p      *pipeline
+	p      *Pipeline
 	events *fakeEvents
 	live   *devices.Liveness
 	devs   []*simDev
