@@ -303,8 +303,8 @@ func (m *Manager) SendDueDigests(ctx context.Context, now time.Time) (int, error
 	var errs []error
 	for _, i := range m.digestTargets() {
 		r := m.cfg.Robots[i]
-		target := "robot:" + r.Kind + ":" + r.Grid + ":" + strconv.Itoa(i)
-		done, err := m.store.digestSent(ctx, key, target)
+		target := robotTarget(r, i)
+		done, err := m.store.read.digestSent(ctx, key, target)
 		if err != nil {
 			return sent, err
 		}
@@ -324,7 +324,7 @@ func (m *Manager) SendDueDigests(ctx context.Context, now time.Time) (int, error
 			errs = append(errs, fmt.Errorf("digest %s for %s to %s: %w", key, r.Grid, redact(r.URL), err))
 			continue
 		}
-		if err := m.store.markDigestSent(ctx, key, target, r.Grid, time.Now()); err != nil {
+		if err := m.store.write.markDigestSent(ctx, key, target, r.Grid, time.Now()); err != nil {
 			return sent, err
 		}
 		m.met.digests.WithLabelValues("sent").Inc()
@@ -351,24 +351,6 @@ func (m *Manager) digestLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func (s *store) digestSent(ctx context.Context, period, target string) (bool, error) {
-	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM digests_sent WHERE period = ? AND target = ?`, period, target).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("digest sent: %w", err)
-	}
-	return n > 0, nil
-}
-
-func (s *store) markDigestSent(ctx context.Context, period, target, grid string, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO digests_sent (period, target, grid, sent_at_ms) VALUES (?, ?, ?, ?)`,
-		period, target, grid, at.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("record digest sent: %w", err)
-	}
-	return nil
 }
 
 func (m *Manager) serveDigest(w http.ResponseWriter, r *http.Request, _ string) {

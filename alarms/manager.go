@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -542,14 +541,31 @@ func (m *Manager) after(effects []effect) {
 	}
 }
 
+// actOnEach acts on each item a periodic check found (an overdue alarm, a
+// stable flapping alarm, an incident due), in order, each in its own
+// transaction, and applies each effect once it is committed. It stops at
+// the first error; the next check starts over.
+func actOnEach[T any](m *Manager, items []T, act func(T) (*effect, error)) error {
+	for _, it := range items {
+		eff, err := act(it)
+		if err != nil {
+			return err
+		}
+		if eff != nil {
+			m.after([]effect{*eff})
+		}
+	}
+	return nil
+}
+
 // apply writes batch in one transaction.
 func (m *Manager) apply(batch []rules.Event) ([]effect, error) {
 	ctx := context.Background() // a cancelled Run must still be able to drain
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
-	defer tx.Rollback()
+	defer tx.rollback()
 	now := m.now()
 	var effects []effect
 	for _, ev := range batch {
@@ -575,8 +591,8 @@ func (m *Manager) apply(batch []rules.Event) ([]effect, error) {
 			effects = append(effects, *e)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+	if err := tx.commit(); err != nil {
+		return nil, err
 	}
 	return effects, nil
 }
@@ -597,27 +613,24 @@ func (m *Manager) check(ev rules.Event) error {
 	return nil
 }
 
-func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
+func (m *Manager) raise(ctx context.Context, tx *storeTx, ev rules.Event, now time.Time) (*effect, error) {
 	d, r := m.ledger.Device(ev.Device), ev.Rule
-	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ? AND is_open = 1`,
-		d.ID, r.ID, ev.Channel).Scan(&id)
-	switch {
-	case err == nil:
+	id, found, err := tx.openAlarmID(ctx, d.ID, r.ID, ev.Channel)
+	if err != nil {
+		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
+	}
+	if found {
 		// Still open (a fire waiting for a person, or a repeated raise):
 		// count it, push nothing. is_open again: on PostgreSQL the alarm
 		// may have been closed since the SELECT (a flapping alarm found
 		// stable), and the live condition needs an open alarm.
-		res, err := tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
-			condition_ended_at_ms = NULL, condition_ended_seen_ms = NULL WHERE id = ? AND is_open = 1`, now.UnixMilli(), id)
+		repeated, err := tx.repeatOpen(ctx, id, now)
 		if err != nil {
 			return nil, fmt.Errorf("repeat alarm %s: %w", formatID(id), err)
 		}
-		if k, _ := res.RowsAffected(); k == 1 {
+		if repeated {
 			return nil, nil
 		}
-	case !errors.Is(err, sql.ErrNoRows):
-		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
 
 	info := r.Metric.Info()
@@ -644,28 +657,21 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 	// The message does not depend on the id, so it can be stored with the
 	// row; the push body, which does, is written after the insert.
 	a.Message = buildPush(in).Message
-	flap := 0
 	if a.Flapping {
-		flap = 1
 		m.log.Warn("device flapping: alarm stays open until stable", "device", d.ID, "rule", r.ID, "channel", a.Channel)
 	}
-	err = tx.QueryRowContext(ctx, `INSERT INTO alarms (device_id, kind, rule_id, metric, unit, channel, severity, state,
-		grid, station_id, value, threshold, since_ms, device_time_ms, seq, raised_at_ms, last_seen_at_ms, repeats,
-		action, message, route_note, flapping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id`,
-		a.Device, a.Kind, a.Rule, a.Metric, a.Unit, a.Channel, a.Severity, string(a.State), a.Grid, a.Station,
-		a.Value, a.Threshold, ev.Since, ev.Time, int64(ev.Seq), now.UnixMilli(), now.UnixMilli(),
-		a.Action, a.Message, a.RouteNote, flap).Scan(&id)
+	id, err = tx.insertAlarm(ctx, &a, ev.Since, ev.Time, int64(ev.Seq), now)
 	if err != nil {
 		return nil, fmt.Errorf("insert alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
 	a.ID = formatID(id)
 	a.Open = true
-	if err := record(ctx, tx, id, "", StateRaised, now, ActorRules, ""); err != nil {
+	if err := tx.record(ctx, id, "", StateRaised, now, ActorRules, ""); err != nil {
 		return nil, err
 	}
 	if a.Action == "cut_power" {
-		if err := queueCommand(ctx, tx, id, &a, now); err != nil {
-			return nil, err
+		if err := tx.insertCommand(ctx, id, &a, now); err != nil {
+			return nil, fmt.Errorf("queue %s of alarm %s: %w", a.Action, a.ID, err)
 		}
 	}
 	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity)
@@ -683,18 +689,17 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps, command: a.Action == "cut_power"}, nil
 }
 
-func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
+func (m *Manager) clear(ctx context.Context, tx *storeTx, ev rules.Event, now time.Time) (*effect, error) {
 	d, r := m.ledger.Device(ev.Device), ev.Rule
-	a, err := scanAlarm(tx.QueryRowContext(ctx, `SELECT `+alarmColumns+` FROM alarms
-		WHERE device_id = ? AND rule_id = ? AND channel = ? AND is_open = 1`, d.ID, r.ID, ev.Channel))
-	if errors.Is(err, sql.ErrNoRows) {
+	a, found, err := tx.openAlarm(ctx, d.ID, r.ID, ev.Channel)
+	if err != nil {
+		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
+	}
+	if !found {
 		// Nothing open: e.g. the raise was rejected, or a fire that a person
 		// already closed.
 		m.logEvent(slog.LevelDebug, "clear without open alarm", ev)
 		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
 	}
 	id, _ := parseID(a.ID)
 	fire := r.Severity == rules.SeverityFire || a.Severity == rules.SeverityFire.String()
@@ -702,20 +707,18 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 		// A fire is never closed automatically, and an alarm somebody has
 		// taken on is closed by that somebody. A flapping alarm is closed
 		// once it has been stable (clearStable).
-		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ?, condition_ended_seen_ms = ? WHERE id = ?`,
-			ev.Time, now.UnixMilli(), id); err != nil {
+		if err := tx.endCondition(ctx, id, ev.Time, now); err != nil {
 			return nil, fmt.Errorf("end condition of alarm %s: %w", a.ID, err)
 		}
 		m.log.Info("condition ended, alarm stays open until closed by a person",
 			"alarm", a.ID, "device", d.ID, "rule", r.ID, "state", a.State, "station", a.Station)
 		return nil, nil
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ?, clear_value = ? WHERE id = ?`,
-		now.UnixMilli(), finite(ev.Value), id); err != nil {
+	if err := tx.setCleared(ctx, id, now, finite(ev.Value)); err != nil {
 		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
 	}
 	note := "condition ended at " + formatValue(finite(ev.Value), a.Unit) + " " + a.Unit
-	if err := move(ctx, tx, id, a.State, StateAutoCleared, now, ActorRules, note); err != nil {
+	if err := tx.move(ctx, id, a.State, StateAutoCleared, now, ActorRules, note); err != nil {
 		return nil, err
 	}
 	a.State, a.Open = StateAutoCleared, false
@@ -743,7 +746,7 @@ func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 
 // enqueue writes the outbox rows of one transition: one for the station,
 // and for a fire one for the brigade.
-func (m *Manager) enqueue(ctx context.Context, tx *sql.Tx, alarmID int64, in pushInput, now time.Time) ([]string, error) {
+func (m *Manager) enqueue(ctx context.Context, tx *storeTx, alarmID int64, in pushInput, now time.Time) ([]string, error) {
 	p := buildPush(in)
 	body, err := json.Marshal(p)
 	if err != nil {
@@ -763,10 +766,8 @@ func (m *Manager) enqueue(ctx context.Context, tx *sql.Tx, alarmID int64, in pus
 	}
 	eps := make([]string, 0, len(targets))
 	for _, t := range targets {
-		_, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-			alarmID, in.transition, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli())
-		if err != nil {
+		if err := tx.insertPush(ctx, newPush{alarmID: alarmID, transition: in.transition, target: t.name, station: t.station,
+			endpoint: t.endpoint, key: p.IdempotencyKey, body: body}, now); err != nil {
 			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
 		}
 		eps = append(eps, t.endpoint)

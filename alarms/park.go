@@ -61,20 +61,19 @@ func (o *outbox) park(row *outboxRow, at time.Time, status int, cause error) boo
 // was not escalated yet, so that the next station up (or the brigade) is
 // asked without waiting for respond_within.
 func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason string) ([]effect, error) {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ?, last_error = ?, parked_at_ms = ?
-		WHERE id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL`, at.UnixMilli(), storableText(reason, 500), at.UnixMilli(), row.id)
+	defer tx.rollback()
+	ok, err := tx.parkPush(ctx, row.id, at, reason)
 	if err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}
-	if k, _ := res.RowsAffected(); k != 1 || row.transition == TransitionDeliveryFault {
-		return nil, tx.Commit()
+	if !ok || row.transition == TransitionDeliveryFault {
+		return nil, tx.commit()
 	}
-	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", row.alarmID))
+	a, err := tx.alarm(ctx, row.alarmID)
 	if err != nil {
 		return nil, fmt.Errorf("park push %d: read alarm %s: %w", row.id, formatID(row.alarmID), err)
 	}
@@ -89,7 +88,7 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
 	}
 	var eps []string
-	endpoint, err := outboxEndpoint(ctx, tx, row.id)
+	endpoint, err := tx.pushEndpoint(ctx, row.id)
 	if err != nil {
 		return nil, err
 	}
@@ -101,9 +100,8 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 		targets = append(targets, [3]string{"brigade", "", ep})
 	}
 	for _, t := range targets {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-			row.alarmID, TransitionDeliveryFault, t[0], t[1], t[2], p.IdempotencyKey, string(body), at.UnixMilli()); err != nil {
+		if err := tx.insertPush(ctx, newPush{alarmID: row.alarmID, transition: TransitionDeliveryFault, target: t[0],
+			station: t[1], endpoint: t[2], key: p.IdempotencyKey, body: body}, at); err != nil {
 			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
 		}
 		eps = append(eps, t[2])
@@ -114,7 +112,7 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 		return nil, err
 	}
 	eps = append(eps, reps...)
-	if err := tx.Commit(); err != nil {
+	if err := tx.commit(); err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}
 	effs := []effect{{alarm: a, transition: TransitionDeliveryFault, endpoints: eps}}
@@ -130,12 +128,4 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 		}
 	}
 	return effs, nil
-}
-
-func outboxEndpoint(ctx context.Context, tx rowQuerier, id int64) (string, error) {
-	var ep string
-	if err := tx.QueryRowContext(ctx, `SELECT endpoint FROM outbox WHERE id = ?`, id).Scan(&ep); err != nil {
-		return "", fmt.Errorf("read push %d: %w", id, err)
-	}
-	return ep, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -168,14 +167,14 @@ func (e *robotError) transient() bool {
 
 // enqueueRobots queues, in tx, the message of one push for every robot
 // covering grid. key is the push's idempotency key.
-func (m *Manager) enqueueRobots(ctx context.Context, tx *sql.Tx, alarmID int64, grid, transition, key, title, message string,
+func (m *Manager) enqueueRobots(ctx context.Context, tx *storeTx, alarmID int64, grid, transition, key, title, message string,
 	fields [][2]string, now time.Time) ([]string, error) {
 	return m.enqueueRobotsOf(ctx, tx, alarmID, []string{grid}, transition, key, title, message, fields, now)
 }
 
 // enqueueRobotsOf queues one message for every robot covering any of
 // grids (an incident's villages), once per robot.
-func (m *Manager) enqueueRobotsOf(ctx context.Context, tx *sql.Tx, alarmID int64, grids []string, transition, key, title, message string,
+func (m *Manager) enqueueRobotsOf(ctx context.Context, tx *storeTx, alarmID int64, grids []string, transition, key, title, message string,
 	fields [][2]string, now time.Time) ([]string, error) {
 	var eps []string
 	for i, r := range m.cfg.Robots {
@@ -186,14 +185,19 @@ func (m *Manager) enqueueRobotsOf(ctx context.Context, tx *sql.Tx, alarmID int64
 		if err != nil {
 			return nil, fmt.Errorf("encode robot message %s: %w", key, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0)`,
-			alarmID, transition, "robot:"+r.Kind+":"+r.Grid+":"+strconv.Itoa(i), r.URL, key, string(body), now.UnixMilli()); err != nil {
+		if err := tx.insertPush(ctx, newPush{alarmID: alarmID, transition: transition, target: robotTarget(r, i),
+			endpoint: r.URL, key: key, body: body}, now); err != nil {
 			return nil, fmt.Errorf("queue robot message %s: %w", key, err)
 		}
 		eps = append(eps, r.URL)
 	}
 	return eps, nil
+}
+
+// robotTarget names robot i of the configuration as an outbox target (and
+// a digest's receiver).
+func robotTarget(r Robot, i int) string {
+	return "robot:" + r.Kind + ":" + r.Grid + ":" + strconv.Itoa(i)
 }
 
 // pushFields are the lines under a robot message.
