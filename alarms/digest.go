@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -351,47 +350,4 @@ func (m *Manager) digestLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func (m *Manager) serveDigest(w http.ResponseWriter, r *http.Request, _ string) {
-	q := r.URL.Query()
-	for k := range q {
-		if k != "grid" && k != "since" && k != "until" && k != "schedule" {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q (known: grid, since, until, schedule)", k))
-			return
-		}
-	}
-	sched := q.Get("schedule")
-	q.Del("schedule")
-	f, err := parseFilter(q)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	if f.Grid == "" {
-		writeError(w, http.StatusBadRequest, errors.New("grid is required (a town or county code)"))
-		return
-	}
-	if sched != "" {
-		if sched == DigestOff || !ValidDigest(sched) {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("schedule %q: want daily, weekly or monthly", sched))
-			return
-		}
-		f.Since, f.Until, _, _ = digestPeriod(sched, time.Now(), 0)
-	}
-	if f.Since.IsZero() || f.Until.IsZero() || !f.Since.Before(f.Until) {
-		writeError(w, http.StatusBadRequest, errors.New("give since < until, or schedule (the last complete day, week or month)"))
-		return
-	}
-	d, err := m.Digest(r.Context(), f.Grid, f.Since, f.Until)
-	if err != nil {
-		m.log.Error("alarm API: digest failed", "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("computing the digest failed"))
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Digest
-		Title string `json:"title"`
-		Text  string `json:"text"`
-	}{d, d.Title(sched), d.Text()})
 }
