@@ -89,29 +89,7 @@ func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) 
 		return nil, fmt.Errorf("decode push of alarm %s: %w", a.ID, err)
 	}
 
-	// The next level: candidates after the station the alarm went to.
-	targetName, stationID, endpoint, label := "", "", "", ""
-	if d, ok := m.ledger.LookupID(a.Device); ok {
-		cs := candidates(m.ledger, d)
-		i := -1
-		for j, st := range cs {
-			if st.ID == a.Station {
-				i = j
-			}
-		}
-		if k := i + 1 + n; i >= 0 && k < len(cs) && cs[k].Endpoint != "" {
-			targetName, stationID, endpoint, label = "station", cs[k].ID, cs[k].Endpoint, cs[k].Name
-			p.Station = PushStation{ID: cs[k].ID, Name: cs[k].Name}
-		}
-	}
-	if endpoint == "" && m.cfg.BrigadeEndpoint != "" {
-		targetName, endpoint, label = "brigade", m.cfg.BrigadeEndpoint, "消防救援大队"
-	}
-	if endpoint == "" {
-		if st := m.ledger.Station(a.Station); st != nil && st.Endpoint != "" {
-			targetName, stationID, endpoint, label = "station", st.ID, st.Endpoint, st.Name+"（再次推送）"
-		}
-	}
+	targetName, stationID, endpoint, label := m.nextLevel(&a, n, &p)
 	n++
 	// The state again: on PostgreSQL a person may have acknowledged the
 	// alarm since the read above (an UPDATE re-reads the row it waited for).
@@ -159,6 +137,33 @@ func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) 
 	m.log.Warn("alarm escalated", "alarm", a.ID, "escalation", n, "to", label, "state", a.State, "station", a.Station)
 	a.Escalations = n
 	return &effect{alarm: a, transition: TransitionEscalated, endpoints: eps}, nil
+}
+
+// nextLevel picks the receiver of escalation n+1 of alarm a: the station
+// n+1 places after a's station among its candidates (p then names it), or
+// else the brigade, or else a's station again. endpoint is "" when there is
+// none of them.
+func (m *Manager) nextLevel(a *Alarm, n int, p *Push) (target, station, endpoint, label string) {
+	if d, ok := m.ledger.LookupID(a.Device); ok {
+		cs := candidates(m.ledger, d)
+		i := -1
+		for j, st := range cs {
+			if st.ID == a.Station {
+				i = j
+			}
+		}
+		if k := i + 1 + n; i >= 0 && k < len(cs) && cs[k].Endpoint != "" {
+			p.Station = PushStation{ID: cs[k].ID, Name: cs[k].Name}
+			return "station", cs[k].ID, cs[k].Endpoint, cs[k].Name
+		}
+	}
+	if m.cfg.BrigadeEndpoint != "" {
+		return "brigade", "", m.cfg.BrigadeEndpoint, "消防救援大队"
+	}
+	if st := m.ledger.Station(a.Station); st != nil && st.Endpoint != "" {
+		return "station", st.ID, st.Endpoint, st.Name + "（再次推送）"
+	}
+	return "", "", "", ""
 }
 
 // zhDuration writes a duration for dispatchers: "1 分钟", "90 秒".

@@ -200,6 +200,25 @@ func robotTarget(r Robot, i int) string {
 	return "robot:" + r.Kind + ":" + r.Grid + ":" + strconv.Itoa(i)
 }
 
+// robotTitle is the heading of a robot message, e.g. "【火警】alm-000001".
+func robotTitle(severityZH, transition, id string) string {
+	t := "【" + severityZH
+	switch transition {
+	case TransitionRaised:
+	case TransitionCleared:
+		t += "已恢复"
+	case TransitionEscalated:
+		t += "·升级"
+	case TransitionIncident:
+		t += "·群发事件"
+	case TransitionDeliveryFault:
+		t += "·推送被拒"
+	default:
+		t += "·" + stateZH[State(transition)]
+	}
+	return t + "】" + id
+}
+
 // pushFields are the lines under a robot message.
 func pushFields(p *Push) [][2]string {
 	return [][2]string{{"报警编号", p.AlarmID}, {"设备", p.Device.ID}, {"地点", p.Grid.Place}, {"微型消防站", p.Station.Name}}
