@@ -1,7 +1,6 @@
 package alarms
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -163,35 +161,6 @@ func (e *robotError) Error() string { return fmt.Sprintf("robot errcode %d: %s",
 // keyword or size check failing) refuses the message for good.
 func (e *robotError) transient() bool {
 	return e.code == -1 || e.code == 45009 || e.code == 130101
-}
-
-// enqueueRobots queues, in tx, the message of one push for every robot
-// covering grid. key is the push's idempotency key.
-func (m *Manager) enqueueRobots(ctx context.Context, tx *storeTx, alarmID int64, grid, transition, key, title, message string,
-	fields [][2]string, now time.Time) ([]string, error) {
-	return m.enqueueRobotsOf(ctx, tx, alarmID, []string{grid}, transition, key, title, message, fields, now)
-}
-
-// enqueueRobotsOf queues one message for every robot covering any of
-// grids (an incident's villages), once per robot.
-func (m *Manager) enqueueRobotsOf(ctx context.Context, tx *storeTx, alarmID int64, grids []string, transition, key, title, message string,
-	fields [][2]string, now time.Time) ([]string, error) {
-	var eps []string
-	for i, r := range m.cfg.Robots {
-		if !slices.ContainsFunc(grids, func(g string) bool { return strings.HasPrefix(g, r.Grid) }) {
-			continue
-		}
-		body, err := robotBody(r.Kind, title, message, fields)
-		if err != nil {
-			return nil, fmt.Errorf("encode robot message %s: %w", key, err)
-		}
-		if err := tx.insertPush(ctx, newPush{alarmID: alarmID, transition: transition, target: robotTarget(r, i),
-			endpoint: r.URL, key: key, body: body}, now); err != nil {
-			return nil, fmt.Errorf("queue robot message %s: %w", key, err)
-		}
-		eps = append(eps, r.URL)
-	}
-	return eps, nil
 }
 
 // robotTarget names robot i of the configuration as an outbox target (and

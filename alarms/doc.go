@@ -14,7 +14,8 @@
 //     transition.go (changes made by people, closing pushes), escalation.go,
 //     flap.go, storm.go (incidents), routing.go (station readiness),
 //     linkage.go (commands to devices), park.go (pushes refused for good),
-//     digest.go, response.go, alarm.go (the types) and metrics.go.
+//     digest.go, response.go, alarm.go (the types), metrics.go, and
+//     queue.go (what a change queues for delivery, in its transaction).
 //   - The store (store*.go), which remembers: every SQL statement, as a
 //     named method of queries run on a pool or in a storeTx; schema
 //     migrations; PostgreSQL.

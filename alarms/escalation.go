@@ -114,21 +114,9 @@ func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) 
 		p.IdempotencyKey = a.ID + "-" + TransitionEscalated + "-" + strconv.Itoa(n)
 		p.Escalation = n
 		p.Message = "【升级·" + p.SeverityZH + "】报警 " + a.ID + " 已 " + zhDuration(waited) + "无人确认，请立即处置。" + p.Message
-		b, err := json.Marshal(p)
-		if err != nil {
-			return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-		}
-		if err := tx.insertPush(ctx, newPush{alarmID: id, transition: TransitionEscalated, target: targetName,
-			station: stationID, endpoint: endpoint, key: p.IdempotencyKey, body: b}, now); err != nil {
-			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
-		}
-		eps = append(eps, endpoint)
-		reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, TransitionEscalated, p.IdempotencyKey,
-			robotTitle(p.SeverityZH, TransitionEscalated, a.ID), p.Message, pushFields(&p), now)
-		if err != nil {
+		if eps, err = m.queuePush(ctx, tx, id, a.Grid, &p, []pushTarget{{targetName, stationID, endpoint}}, now); err != nil {
 			return nil, err
 		}
-		eps = append(eps, reps...)
 	}
 	if err := tx.commit(); err != nil {
 		return nil, err

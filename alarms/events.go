@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -324,34 +323,10 @@ func (m *Manager) clear(ctx context.Context, tx *storeTx, ev rules.Event, now ti
 // and for a fire one for the brigade.
 func (m *Manager) enqueue(ctx context.Context, tx *storeTx, alarmID int64, in pushInput, now time.Time) ([]string, error) {
 	p := buildPush(in)
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-	}
-	type target struct{ name, station, endpoint string }
-	var targets []target
-	if in.station != nil && in.station.Endpoint != "" {
-		targets = append(targets, target{"station", in.station.ID, in.station.Endpoint})
-	} else {
+	if in.station == nil || in.station.Endpoint == "" {
 		m.log.Warn("no station endpoint for alarm: push not queued", "alarm", in.alarm.ID,
 			"device", in.device.ID, "rule", in.rule.ID)
 	}
-	if ep := m.cfg.BrigadeEndpoint; ep != "" && in.alarm.Severity == rules.SeverityFire.String() &&
-		(len(targets) == 0 || targets[0].endpoint != ep) {
-		targets = append(targets, target{"brigade", "", ep})
-	}
-	eps := make([]string, 0, len(targets))
-	for _, t := range targets {
-		if err := tx.insertPush(ctx, newPush{alarmID: alarmID, transition: in.transition, target: t.name, station: t.station,
-			endpoint: t.endpoint, key: p.IdempotencyKey, body: body}, now); err != nil {
-			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
-		}
-		eps = append(eps, t.endpoint)
-	}
-	reps, err := m.enqueueRobots(ctx, tx, alarmID, string(in.device.Grid), in.transition, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, in.transition, p.AlarmID), p.Message, pushFields(&p), now)
-	if err != nil {
-		return nil, err
-	}
-	return append(eps, reps...), nil
+	rs := m.stationAndBrigade(in.station, in.alarm.Severity == rules.SeverityFire.String())
+	return m.queuePush(ctx, tx, alarmID, string(in.device.Grid), &p, rs, now)
 }

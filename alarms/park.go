@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -47,35 +46,21 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 	p.Severity, p.SeverityZH = rules.SeverityFault.String(), rules.SeverityFault.ZH()
 	p.Message = "【故障·推送被拒】推送 " + row.key + " 被接收方拒绝且无法重试（" + storableText(reason, 200) +
 		"），已停止重试，后续推送照常发送。请核查接收平台；报警 " + a.ID + " 详情见值班台。"
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-	}
-	var eps []string
 	endpoint, err := tx.pushEndpoint(ctx, row.id)
 	if err != nil {
 		return nil, err
 	}
-	targets := [][3]string{}
+	var rs []pushTarget
 	if row.target == "station" || row.target == "brigade" || strings.HasPrefix(row.target, "station:") {
-		targets = append(targets, [3]string{row.target, a.Station, endpoint})
+		rs = append(rs, pushTarget{row.target, a.Station, endpoint})
 	}
 	if ep := m.cfg.BrigadeEndpoint; ep != "" && a.Severity == rules.SeverityFire.String() && ep != endpoint {
-		targets = append(targets, [3]string{"brigade", "", ep})
+		rs = append(rs, pushTarget{"brigade", "", ep})
 	}
-	for _, t := range targets {
-		if err := tx.insertPush(ctx, newPush{alarmID: row.alarmID, transition: TransitionDeliveryFault, target: t[0],
-			station: t[1], endpoint: t[2], key: p.IdempotencyKey, body: body}, at); err != nil {
-			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
-		}
-		eps = append(eps, t[2])
-	}
-	reps, err := m.enqueueRobots(ctx, tx, row.alarmID, a.Grid, TransitionDeliveryFault, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, TransitionDeliveryFault, a.ID), p.Message, pushFields(&p), at)
+	eps, err := m.queuePush(ctx, tx, row.alarmID, a.Grid, &p, rs, at)
 	if err != nil {
 		return nil, err
 	}
-	eps = append(eps, reps...)
 	if err := tx.commit(); err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}

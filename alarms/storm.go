@@ -251,24 +251,8 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 	if err != nil {
 		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
 	}
-	type target struct{ name, station, endpoint string }
-	var targets []target
-	if st := m.ledger.Station(stationID); st != nil && st.Endpoint != "" {
-		targets = append(targets, target{"station", st.ID, st.Endpoint})
-	}
-	if ep := m.cfg.BrigadeEndpoint; ep != "" && p.BySeverity[rules.SeverityFire.String()] > 0 &&
-		(len(targets) == 0 || targets[0].endpoint != ep) {
-		targets = append(targets, target{"brigade", "", ep})
-	}
+	rs := m.stationAndBrigade(m.ledger.Station(stationID), p.BySeverity[rules.SeverityFire.String()] > 0)
 	upto, _ := parseID(members[len(members)-1].ID)
-	var eps []string
-	for _, t := range targets {
-		if err := tx.insertPush(ctx, newPush{alarmID: leader, transition: TransitionIncident, target: t.name, station: t.station,
-			endpoint: t.endpoint, key: p.IdempotencyKey, body: body, incident: id, upto: upto}, now); err != nil {
-			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
-		}
-		eps = append(eps, t.endpoint)
-	}
 	// The robots of every member's grid, not only the leader's: a village
 	// robot hears of its village's alarms whichever village led.
 	grids := make([]string, 0, 1)
@@ -277,13 +261,13 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 			grids = append(grids, a.Grid)
 		}
 	}
-	reps, err := m.enqueueRobotsOf(ctx, tx, leader, grids, TransitionIncident, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, TransitionIncident, p.IncidentID), p.Message,
-		[][2]string{{"事件编号", p.IncidentID}, {"报警数", strconv.Itoa(p.Count)}, {"地点", p.Grid.Place}, {"微型消防站", p.Station.Name}}, now)
+	eps, err := m.queue(ctx, tx, newPush{alarmID: leader, transition: TransitionIncident, key: p.IdempotencyKey, body: body,
+		incident: id, upto: upto}, rs, robotMessage{grids: grids, title: robotTitle(p.SeverityZH, TransitionIncident, p.IncidentID),
+		text: p.Message, fields: [][2]string{{"事件编号", p.IncidentID}, {"报警数", strconv.Itoa(p.Count)}, {"地点", p.Grid.Place},
+			{"微型消防站", p.Station.Name}}}, now)
 	if err != nil {
 		return nil, err
 	}
-	eps = append(eps, reps...)
 	if err := tx.incidentPushed(ctx, id, len(members), now); err != nil {
 		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
 	}

@@ -141,14 +141,11 @@ func (m *Manager) enqueueFromRaised(ctx context.Context, tx *storeTx, id int64, 
 	return m.enqueueClose(ctx, tx, id, a, now, nil, change)
 }
 
-// closeReceiver is one receiver an alarm's closing push goes to.
-type closeReceiver struct{ name, station, endpoint string }
-
 // closeReceivers lists, once per endpoint, every station and brigade that
 // was told of alarm id: by its raised push, by an escalation, or by an
 // incident push that listed it. raised is the body of its raised push to
 // the station (or else the brigade), "" if it had none.
-func (m *Manager) closeReceivers(ctx context.Context, tx *storeTx, id int64, a *Alarm) (rcv []closeReceiver, raised string, err error) {
+func (m *Manager) closeReceivers(ctx context.Context, tx *storeTx, id int64, a *Alarm) (rcv []pushTarget, raised string, err error) {
 	incident, listedIn, err := tx.incidentListing(ctx, id)
 	if err != nil {
 		return nil, "", fmt.Errorf("read alarm %s: %w", a.ID, err)
@@ -163,21 +160,21 @@ func (m *Manager) closeReceivers(ctx context.Context, tx *storeTx, id int64, a *
 	}
 	seen := map[string]bool{}
 	for _, t := range told {
-		r := closeReceiver{name: t.target, station: t.station, endpoint: t.endpoint}
+		r := pushTarget{target: t.target, station: t.station, endpoint: t.endpoint}
 		if t.transition == TransitionIncident && incidentUpdate(t.key) < listedIn.Int64 {
 			continue // an incident push from before the alarm joined
 		}
-		if t.transition == TransitionRaised && (raised == "" || r.name == "station") {
+		if t.transition == TransitionRaised && (raised == "" || r.target == "station") {
 			raised = t.body
 		}
 		if seen[r.endpoint] {
 			continue
 		}
 		seen[r.endpoint] = true
-		if r.name == "station" && r.station != a.Station {
+		if r.target == "station" && r.station != a.Station {
 			// A station asked for help by an escalation: the key is the
 			// alarm's own, the target must differ from its station's.
-			r.name = "station:" + r.station
+			r.target = "station:" + r.station
 		}
 		rcv = append(rcv, r)
 	}
@@ -209,24 +206,7 @@ func (m *Manager) enqueueClose(ctx context.Context, tx *storeTx, id int64, a *Al
 	if change != nil {
 		change(&p)
 	}
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-	}
-	var eps []string
-	for _, t := range rcv {
-		if err := tx.insertPush(ctx, newPush{alarmID: id, transition: p.Transition, target: t.name, station: t.station,
-			endpoint: t.endpoint, key: p.IdempotencyKey, body: body}, now); err != nil {
-			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
-		}
-		eps = append(eps, t.endpoint)
-	}
-	reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, p.Transition, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, p.Transition, a.ID), p.Message, pushFields(&p), now)
-	if err != nil {
-		return nil, err
-	}
-	return append(eps, reps...), nil
+	return m.queuePush(ctx, tx, id, a.Grid, &p, rcv, now)
 }
 
 // alarmPush makes the fields of a push from a stored alarm, for an alarm
