@@ -71,29 +71,18 @@ func (s *store) pendingEndpoints(ctx context.Context) ([]string, int, error) {
 // restarts gets the waiting pushes delivered. Pushes of stations no longer
 // in the ledger keep their endpoint.
 func (s *store) repoint(ctx context.Context, stationEndpoint func(id string) string, brigade string) (int64, error) {
+	type change struct{ station, from, to string }
 	rows, err := s.w.QueryContext(ctx, `SELECT DISTINCT station_id, endpoint FROM outbox
 		WHERE delivered_at_ms IS NULL AND target = 'station'`)
+	pending, err := collect(rows, err, func(sc scanner, c *change) error { return sc.Scan(&c.station, &c.from) })
 	if err != nil {
 		return 0, fmt.Errorf("repoint outbox: %w", err)
 	}
-	type change struct{ station, from, to string }
-	var changes []change
-	for rows.Next() {
-		var c change
-		if err := rows.Scan(&c.station, &c.from); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("repoint outbox: %w", err)
-		}
-		if c.to = stationEndpoint(c.station); c.to != "" && c.to != c.from {
-			changes = append(changes, c)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("repoint outbox: %w", err)
-	}
 	var n int64
-	for _, c := range changes {
+	for _, c := range pending {
+		if c.to = stationEndpoint(c.station); c.to == "" || c.to == c.from {
+			continue
+		}
 		res, err := s.w.ExecContext(ctx, `UPDATE outbox SET endpoint = ?
 			WHERE delivered_at_ms IS NULL AND target = 'station' AND station_id = ? AND endpoint = ?`, c.to, c.station, c.from)
 		if err != nil {
