@@ -19,9 +19,9 @@ func (q queries) recentSeverities(ctx context.Context, st string, since time.Tim
 	return collect(rows, err, func(sc scanner, s *string) error { return sc.Scan(s) })
 }
 
-// openIncident finds the newest open incident of station st that had a
+// findOpenIncident finds the newest open incident of station st that had a
 // member at or after since.
-func (q queries) openIncident(ctx context.Context, st string, since time.Time) (id int64, found bool, err error) {
+func (q queries) findOpenIncident(ctx context.Context, st string, since time.Time) (id int64, found bool, err error) {
 	err = q.db.QueryRowContext(ctx, `SELECT id FROM incidents WHERE station_id = ? AND is_open = 1 AND last_member_at_ms >= ?
 		ORDER BY id DESC LIMIT 1`, st, since.UnixMilli()).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {

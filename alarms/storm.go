@@ -127,7 +127,7 @@ func (m *Manager) joinIncident(ctx context.Context, tx *storeTx, st string, id i
 		// its own escalation clock and its own closing push, at once.
 		return 0, nil
 	}
-	inc, found, err := tx.openIncident(ctx, st, since)
+	inc, found, err := tx.findOpenIncident(ctx, st, since)
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("find incident of station %s: %w", st, err)
