@@ -130,6 +130,20 @@ func (s *store) list(ctx context.Context, f Filter) ([]Alarm, error) {
 	return out, nil
 }
 
+// listIDs returns the ids of the alarms f selects.
+func (s *store) listIDs(ctx context.Context, f Filter) ([]int64, error) {
+	as, err := s.list(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("statistics: %w", err)
+	}
+	ids := make([]int64, 0, len(as))
+	for _, a := range as {
+		id, _ := parseID(a.ID)
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
 // ErrNotFound is returned (wrapped) for an unknown alarm.
 var ErrNotFound = errors.New("alarm not found")
 
