@@ -39,37 +39,20 @@ func (m *Manager) Handler() http.Handler {
 // serveStats serves the response-time accounting per station:
 // GET /api/v1/stats/response?grid=&since=&until=.
 func (m *Manager) serveStats(w http.ResponseWriter, r *http.Request, _ string) {
-	q := r.URL.Query()
-	for k := range q {
-		if k != "grid" && k != "since" && k != "until" {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q (known: grid, since, until)", k))
-			return
-		}
-	}
-	f, err := parseFilter(q)
+	f, err := parseFilter(r.URL.Query(), "grid", "since", "until")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	ss, err := m.Stats(r.Context(), f)
-	if err != nil {
-		m.log.Error("alarm API: statistics failed", "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("computing statistics failed"))
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
+	m.reply(w, err, "computing statistics failed", nil, struct {
 		Stations []StationStats `json:"stations"`
 	}{ss})
 }
 
 func (m *Manager) serveStations(w http.ResponseWriter, r *http.Request, _ string) {
 	ss, err := m.StationStatuses(r.Context())
-	if err != nil {
-		m.log.Error("alarm API: stations failed", "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("reading stations failed"))
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
+	m.reply(w, err, "reading stations failed", nil, struct {
 		Stations []StationStatus `json:"stations"`
 	}{ss})
 }
@@ -81,17 +64,7 @@ func (m *Manager) serveStationStatus(w http.ResponseWriter, r *http.Request, act
 		return
 	}
 	s, err := m.SetStationStatus(r.Context(), r.PathValue("id"), b, actor)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err)
-	case errors.Is(err, ErrBadStatus):
-		writeError(w, http.StatusBadRequest, err)
-	case err != nil:
-		m.log.Error("alarm API: station status failed", "station", r.PathValue("id"), "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("storing the status failed"))
-	default:
-		writeJSON(w, http.StatusOK, s)
-	}
+	m.reply(w, err, "storing the status failed", []any{"station", r.PathValue("id")}, s)
 }
 
 // actions maps the last path element of a write to the state it moves the
@@ -127,17 +100,44 @@ func (m *Manager) serveAction(w http.ResponseWriter, r *http.Request, actor stri
 		}
 	}
 	a, err := m.Transition(r.Context(), r.PathValue("id"), to, actor, body.Note)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err)
-	case errors.Is(err, ErrIllegalTransition), errors.Is(err, ErrConflict):
-		writeError(w, http.StatusConflict, err)
-	case err != nil:
-		m.log.Error("alarm API: transition failed", "alarm", r.PathValue("id"), "to", to, "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("changing the alarm failed"))
-	default:
-		writeJSON(w, http.StatusOK, a)
+	m.reply(w, err, "changing the alarm failed", []any{"alarm", r.PathValue("id"), "to", to}, a)
+}
+
+// serveDigest serves GET /api/v1/digest?grid=&since=&until=&schedule=.
+func (m *Manager) serveDigest(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	if err := checkParams(q, "grid", "since", "until", "schedule"); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
 	}
+	sched := q.Get("schedule")
+	q.Del("schedule")
+	f, err := parseFilter(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if f.Grid == "" {
+		writeError(w, http.StatusBadRequest, errors.New("grid is required (a town or county code)"))
+		return
+	}
+	if sched != "" {
+		if sched == DigestOff || !ValidDigest(sched) {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("schedule %q: want daily, weekly or monthly", sched))
+			return
+		}
+		f.Since, f.Until, _, _ = digestPeriod(sched, time.Now(), 0)
+	}
+	if f.Since.IsZero() || f.Until.IsZero() || !f.Since.Before(f.Until) {
+		writeError(w, http.StatusBadRequest, errors.New("give since < until, or schedule (the last complete day, week or month)"))
+		return
+	}
+	d, err := m.Digest(r.Context(), f.Grid, f.Since, f.Until)
+	m.reply(w, err, "computing the digest failed", nil, struct {
+		Digest
+		Title string `json:"title"`
+		Text  string `json:"text"`
+	}{d, d.Title(sched), d.Text()})
 }
 
 var listParams = []string{"state", "severity", "grid", "device", "since", "until", "limit"}
@@ -149,12 +149,7 @@ func (m *Manager) serveList(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	alarms, err := m.store.list(r.Context(), f)
-	if err != nil {
-		m.log.Error("alarm API: list failed", "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("listing alarms failed"))
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
+	m.reply(w, err, "listing alarms failed", nil, struct {
 		Alarms []Alarm `json:"alarms"`
 	}{alarms})
 }
@@ -166,26 +161,24 @@ func (m *Manager) serveGet(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	a, err := m.store.get(r.Context(), id)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Errorf("alarm %s not found", formatID(id)))
-	case err != nil:
-		m.log.Error("alarm API: get failed", "alarm", formatID(id), "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("reading the alarm failed"))
-	default:
-		writeJSON(w, http.StatusOK, a)
+	if errors.Is(err, ErrNotFound) {
+		err = &clientError{http.StatusNotFound, fmt.Errorf("alarm %s not found", formatID(id))}
 	}
+	m.reply(w, err, "reading the alarm failed", []any{"alarm", formatID(id)}, a)
 }
 
-// parseFilter reads the list query. Unknown parameters are an error too: a
-// misspelt filter silently ignored would show a duty officer the wrong
-// alarms.
-func parseFilter(q url.Values) (Filter, error) {
+// parseFilter reads the list query, or of known (a subset of listParams)
+// if given. Unknown parameters are an error too: a misspelt filter silently
+// ignored would show a duty officer the wrong alarms.
+func parseFilter(q url.Values, known ...string) (Filter, error) {
 	var f Filter
+	if len(known) == 0 {
+		known = listParams
+	}
+	if err := checkParams(q, known...); err != nil {
+		return f, err
+	}
 	for k, v := range q {
-		if !slices.Contains(listParams, k) {
-			return f, fmt.Errorf("unknown query parameter %q (known: %s)", k, strings.Join(listParams, ", "))
-		}
 		if len(v) > 1 {
 			return f, fmt.Errorf("query parameter %q given %d times", k, len(v))
 		}
@@ -239,6 +232,62 @@ func parseFilter(q url.Values) (Filter, error) {
 		f.Limit = n
 	}
 	return f, nil
+}
+
+// checkParams refuses query parameters other than known.
+func checkParams(q url.Values, known ...string) error {
+	for k := range q {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+// clientError is an error the client made (or asked for: an unknown
+// alarm), answered with its status and its own text.
+type clientError struct {
+	status int
+	err    error
+}
+
+func (e *clientError) Error() string { return e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+// status is the HTTP status of a failed request: the client's errors
+// (unknown, malformed, not allowed now) are 4xx and answered with their
+// text; anything else is 500.
+func status(err error) int {
+	var ce *clientError
+	switch {
+	case errors.As(err, &ce):
+		return ce.status
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrBadStatus):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrIllegalTransition), errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+// reply answers a request that ended with v and err: v as JSON when err is
+// nil; the error's own text with its 4xx status when the client caused it;
+// otherwise a 500 saying only what failed (failed), with the error and
+// logArgs logged, so that the store's internals do not reach clients.
+func (m *Manager) reply(w http.ResponseWriter, err error, failed string, logArgs []any, v any) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	st := status(err)
+	if st != http.StatusInternalServerError {
+		writeError(w, st, err)
+		return
+	}
+	m.log.Error("alarm API: "+failed, append(logArgs, "err", err)...)
+	writeError(w, st, errors.New(failed))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

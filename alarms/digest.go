@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -303,8 +302,8 @@ func (m *Manager) SendDueDigests(ctx context.Context, now time.Time) (int, error
 	var errs []error
 	for _, i := range m.digestTargets() {
 		r := m.cfg.Robots[i]
-		target := "robot:" + r.Kind + ":" + r.Grid + ":" + strconv.Itoa(i)
-		done, err := m.store.digestSent(ctx, key, target)
+		target := robotTarget(r, i)
+		done, err := m.store.read.digestSent(ctx, key, target)
 		if err != nil {
 			return sent, err
 		}
@@ -324,7 +323,7 @@ func (m *Manager) SendDueDigests(ctx context.Context, now time.Time) (int, error
 			errs = append(errs, fmt.Errorf("digest %s for %s to %s: %w", key, r.Grid, redact(r.URL), err))
 			continue
 		}
-		if err := m.store.markDigestSent(ctx, key, target, r.Grid, time.Now()); err != nil {
+		if err := m.store.write.markDigestSent(ctx, key, target, r.Grid, time.Now()); err != nil {
 			return sent, err
 		}
 		m.met.digests.WithLabelValues("sent").Inc()
@@ -351,65 +350,4 @@ func (m *Manager) digestLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func (s *store) digestSent(ctx context.Context, period, target string) (bool, error) {
-	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM digests_sent WHERE period = ? AND target = ?`, period, target).Scan(&n)
-	if err != nil {
-		return false, fmt.Errorf("digest sent: %w", err)
-	}
-	return n > 0, nil
-}
-
-func (s *store) markDigestSent(ctx context.Context, period, target, grid string, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO digests_sent (period, target, grid, sent_at_ms) VALUES (?, ?, ?, ?)`,
-		period, target, grid, at.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("record digest sent: %w", err)
-	}
-	return nil
-}
-
-func (m *Manager) serveDigest(w http.ResponseWriter, r *http.Request, _ string) {
-	q := r.URL.Query()
-	for k := range q {
-		if k != "grid" && k != "since" && k != "until" && k != "schedule" {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("unknown query parameter %q (known: grid, since, until, schedule)", k))
-			return
-		}
-	}
-	sched := q.Get("schedule")
-	q.Del("schedule")
-	f, err := parseFilter(q)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	if f.Grid == "" {
-		writeError(w, http.StatusBadRequest, errors.New("grid is required (a town or county code)"))
-		return
-	}
-	if sched != "" {
-		if sched == DigestOff || !ValidDigest(sched) {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("schedule %q: want daily, weekly or monthly", sched))
-			return
-		}
-		f.Since, f.Until, _, _ = digestPeriod(sched, time.Now(), 0)
-	}
-	if f.Since.IsZero() || f.Until.IsZero() || !f.Since.Before(f.Until) {
-		writeError(w, http.StatusBadRequest, errors.New("give since < until, or schedule (the last complete day, week or month)"))
-		return
-	}
-	d, err := m.Digest(r.Context(), f.Grid, f.Since, f.Until)
-	if err != nil {
-		m.log.Error("alarm API: digest failed", "err", err)
-		writeError(w, http.StatusInternalServerError, errors.New("computing the digest failed"))
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		Digest
-		Title string `json:"title"`
-		Text  string `json:"text"`
-	}{d, d.Title(sched), d.Text()})
 }

@@ -2,15 +2,11 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/firewatch-iot/firewatch/rules"
 )
 
 // Escalation defaults: DOMAIN.md's "1 minute to respond" (1分钟响应).
@@ -58,78 +54,84 @@ func (m *Manager) escalateLoop(ctx context.Context) {
 // the digests: escalating a dead battery up to the brigade would train
 // dispatchers to ignore escalations.
 func (m *Manager) escalateDue(ctx context.Context, now time.Time) error {
-	within := m.cfg.RespondWithin.Milliseconds()
-	rows, err := m.store.r.QueryContext(ctx, `SELECT id, escalations FROM alarms
-		WHERE is_open = 1 AND state IN (?, ?, ?) AND escalations < ? AND COALESCE(escalated_at_ms, raised_at_ms) + ? <= ?
-		AND severity IN (?, ?)
-		AND EXISTS (SELECT 1 FROM outbox o WHERE o.alarm_id = alarms.id AND o.transition = ?)
-		ORDER BY id LIMIT 1000`,
-		string(StateRaised), string(StatePushed), string(StateReceived), MaxEscalations, within, now.UnixMilli(),
-		rules.SeverityFire.String(), rules.SeverityAlarm.String(), TransitionRaised)
+	due, err := m.store.read.overdue(ctx, m.cfg.RespondWithin, MaxEscalations, now)
 	if err != nil {
 		return fmt.Errorf("find overdue alarms: %w", err)
 	}
-	type due struct {
-		id  int64
-		esc int
-	}
-	var dues []due
-	for rows.Next() {
-		var d due
-		if err := rows.Scan(&d.id, &d.esc); err != nil {
-			rows.Close()
-			return fmt.Errorf("find overdue alarms: %w", err)
-		}
-		dues = append(dues, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("find overdue alarms: %w", err)
-	}
-	for _, d := range dues {
-		eff, err := m.escalate(ctx, d.id, d.esc, now)
-		if err != nil {
-			return err
-		}
-		if eff != nil {
-			m.after([]effect{*eff})
-		}
-	}
-	return nil
+	return actOnEach(m, due, func(d overdueAlarm) (*effect, error) { return m.escalate(ctx, d.id, d.escalations, now) })
 }
 
 // escalate records escalation n+1 of alarm id and queues its push to the
 // next station up the grid hierarchy, or to the brigade when there is no
 // further station, or again to the station when neither exists.
 func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) (*effect, error) {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
-	defer tx.Rollback()
-	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
+	defer tx.rollback()
+	a, err := tx.alarm(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read alarm %s: %w", formatID(id), err)
 	}
 	if a.Escalations != n || !slices.Contains(unanswered, a.State) {
 		return nil, nil // acknowledged or escalated meanwhile
 	}
-	var body string
-	err = tx.QueryRowContext(ctx, `SELECT body FROM outbox WHERE alarm_id = ? AND transition = ?
-		AND target IN ('station', 'brigade') ORDER BY id LIMIT 1`, id, TransitionRaised).Scan(&body)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil // never pushed: nowhere to escalate from
-	}
+	body, found, err := tx.raisedPushBody(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read push of alarm %s: %w", a.ID, err)
+	}
+	if !found {
+		return nil, nil // never pushed: nowhere to escalate from
 	}
 	var p Push
 	if err := json.Unmarshal([]byte(body), &p); err != nil {
 		return nil, fmt.Errorf("decode push of alarm %s: %w", a.ID, err)
 	}
 
-	// The next level: candidates after the station the alarm went to.
-	targetName, stationID, endpoint, label := "", "", "", ""
+	targetName, stationID, endpoint, label := m.nextLevel(&a, n, &p)
+	n++
+	// The state again: on PostgreSQL a person may have acknowledged the
+	// alarm since the read above (an UPDATE re-reads the row it waited for).
+	ok, err := tx.markEscalated(ctx, id, n, now)
+	if err != nil {
+		return nil, fmt.Errorf("escalate alarm %s: %w", a.ID, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	waited := time.Duration(n) * m.cfg.RespondWithin
+	note := fmt.Sprintf("%s 内无人确认，第 %d 次升级", waited, n)
+	if label != "" {
+		note += "，推送" + label
+	}
+	if err := tx.record(ctx, id, a.State, a.State, now, ActorSystem, note); err != nil {
+		return nil, err
+	}
+	var eps []string
+	if endpoint != "" {
+		p.Transition = TransitionEscalated
+		p.IdempotencyKey = a.ID + "-" + TransitionEscalated + "-" + strconv.Itoa(n)
+		p.Escalation = n
+		p.Message = "【升级·" + p.SeverityZH + "】报警 " + a.ID + " 已 " + zhDuration(waited) + "无人确认，请立即处置。" + p.Message
+		if eps, err = m.queuePush(ctx, tx, id, a.Grid, &p, []pushTarget{{targetName, stationID, endpoint}}, now); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.commit(); err != nil {
+		return nil, err
+	}
+	m.met.escalations.Inc()
+	m.log.Warn("alarm escalated", "alarm", a.ID, "escalation", n, "to", label, "state", a.State, "station", a.Station)
+	a.Escalations = n
+	return &effect{alarm: a, transition: TransitionEscalated, endpoints: eps}, nil
+}
+
+// nextLevel picks the receiver of escalation n+1 of alarm a: the station
+// n+1 places after a's station among its candidates (p then names it), or
+// else the brigade, or else a's station again. endpoint is "" when there is
+// none of them.
+func (m *Manager) nextLevel(a *Alarm, n int, p *Push) (target, station, endpoint, label string) {
 	if d, ok := m.ledger.LookupID(a.Device); ok {
 		cs := candidates(m.ledger, d)
 		i := -1
@@ -139,67 +141,17 @@ func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) 
 			}
 		}
 		if k := i + 1 + n; i >= 0 && k < len(cs) && cs[k].Endpoint != "" {
-			targetName, stationID, endpoint, label = "station", cs[k].ID, cs[k].Endpoint, cs[k].Name
 			p.Station = PushStation{ID: cs[k].ID, Name: cs[k].Name}
+			return "station", cs[k].ID, cs[k].Endpoint, cs[k].Name
 		}
 	}
-	if endpoint == "" && m.cfg.BrigadeEndpoint != "" {
-		targetName, endpoint, label = "brigade", m.cfg.BrigadeEndpoint, "消防救援大队"
+	if m.cfg.BrigadeEndpoint != "" {
+		return "brigade", "", m.cfg.BrigadeEndpoint, "消防救援大队"
 	}
-	if endpoint == "" {
-		if st := m.ledger.Station(a.Station); st != nil && st.Endpoint != "" {
-			targetName, stationID, endpoint, label = "station", st.ID, st.Endpoint, st.Name+"（再次推送）"
-		}
+	if st := m.ledger.Station(a.Station); st != nil && st.Endpoint != "" {
+		return "station", st.ID, st.Endpoint, st.Name + "（再次推送）"
 	}
-	n++
-	// The state again: on PostgreSQL a person may have acknowledged the
-	// alarm since the read above (an UPDATE re-reads the row it waited for).
-	res, err := tx.ExecContext(ctx, `UPDATE alarms SET escalations = ?, escalated_at_ms = ? WHERE id = ? AND escalations = ?
-		AND state IN (?, ?, ?)`, n, now.UnixMilli(), id, n-1, string(StateRaised), string(StatePushed), string(StateReceived))
-	if err != nil {
-		return nil, fmt.Errorf("escalate alarm %s: %w", a.ID, err)
-	}
-	if k, _ := res.RowsAffected(); k != 1 {
-		return nil, nil
-	}
-	waited := time.Duration(n) * m.cfg.RespondWithin
-	note := fmt.Sprintf("%s 内无人确认，第 %d 次升级", waited, n)
-	if label != "" {
-		note += "，推送" + label
-	}
-	if err := record(ctx, tx, id, a.State, a.State, now, ActorSystem, note); err != nil {
-		return nil, err
-	}
-	var eps []string
-	if endpoint != "" {
-		p.Transition = TransitionEscalated
-		p.IdempotencyKey = a.ID + "-" + TransitionEscalated + "-" + strconv.Itoa(n)
-		p.Escalation = n
-		p.Message = "【升级·" + p.SeverityZH + "】报警 " + a.ID + " 已 " + zhDuration(waited) + "无人确认，请立即处置。" + p.Message
-		b, err := json.Marshal(p)
-		if err != nil {
-			return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-			id, TransitionEscalated, targetName, stationID, endpoint, p.IdempotencyKey, string(b), now.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
-		}
-		eps = append(eps, endpoint)
-		reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, TransitionEscalated, p.IdempotencyKey,
-			robotTitle(p.SeverityZH, TransitionEscalated, a.ID), p.Message, pushFields(&p), now)
-		if err != nil {
-			return nil, err
-		}
-		eps = append(eps, reps...)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	m.met.escalations.Inc()
-	m.log.Warn("alarm escalated", "alarm", a.ID, "escalation", n, "to", label, "state", a.State, "station", a.Station)
-	a.Escalations = n
-	return &effect{alarm: a, transition: TransitionEscalated, endpoints: eps}, nil
+	return "", "", "", ""
 }
 
 // zhDuration writes a duration for dispatchers: "1 分钟", "90 秒".

@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strconv"
 	"time"
@@ -20,13 +19,11 @@ const (
 
 // flapping reports whether a new alarm for (device, rule, channel) raised
 // at now is one too many within FlapWindow.
-func (m *Manager) flapping(ctx context.Context, tx *sql.Tx, device, rule string, ch int, now time.Time) (bool, error) {
+func (m *Manager) flapping(ctx context.Context, tx *storeTx, device, rule string, ch int, now time.Time) (bool, error) {
 	if m.cfg.FlapCount <= 1 {
 		return false, nil
 	}
-	var n int
-	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ?
-		AND raised_at_ms >= ?`, device, rule, ch, now.Add(-m.cfg.FlapWindow).UnixMilli()).Scan(&n)
+	n, err := tx.countRaisedSince(ctx, device, rule, ch, now.Add(-m.cfg.FlapWindow))
 	if err != nil {
 		return false, fmt.Errorf("count recent alarms of device %s rule %s: %w", device, rule, err)
 	}
@@ -44,45 +41,20 @@ func (m *Manager) flapNote() string {
 // that lasted long is not stable the moment it ends) and was not raised
 // again, nobody having taken them on, and tells every receiver told of them.
 func (m *Manager) clearStable(ctx context.Context, now time.Time) error {
-	rows, err := m.store.r.QueryContext(ctx, `SELECT id FROM alarms WHERE is_open = 1 AND flapping = 1
-		AND condition_ended_at_ms IS NOT NULL AND COALESCE(condition_ended_seen_ms, last_seen_at_ms) <= ? AND state IN (?, ?, ?)
-		AND severity <> 'fire'`,
-		now.Add(-m.cfg.FlapStable).UnixMilli(), string(StateRaised), string(StatePushed), string(StateReceived))
+	ids, err := m.store.read.stableFlapping(ctx, now.Add(-m.cfg.FlapStable))
 	if err != nil {
 		return fmt.Errorf("find stable flapping alarms: %w", err)
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("find stable flapping alarms: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("find stable flapping alarms: %w", err)
-	}
-	for _, id := range ids {
-		eff, err := m.clearFlapping(ctx, id, now)
-		if err != nil {
-			return err
-		}
-		if eff != nil {
-			m.after([]effect{*eff})
-		}
-	}
-	return nil
+	return actOnEach(m, ids, func(id int64) (*effect, error) { return m.clearFlapping(ctx, id, now) })
 }
 
 func (m *Manager) clearFlapping(ctx context.Context, id int64, now time.Time) (*effect, error) {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
-	defer tx.Rollback()
-	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
+	defer tx.rollback()
+	a, err := tx.alarm(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read alarm %s: %w", formatID(id), err)
 	}
@@ -92,17 +64,15 @@ func (m *Manager) clearFlapping(ctx context.Context, id int64, now time.Time) (*
 	// The conditions of clearStable again, in the UPDATE: on PostgreSQL
 	// the rule may have raised the alarm again since the read above, and an
 	// UPDATE re-reads the row it waited for.
-	res, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ? WHERE id = ? AND is_open = 1
-		AND condition_ended_at_ms IS NOT NULL AND COALESCE(condition_ended_seen_ms, last_seen_at_ms) <= ?`,
-		now.UnixMilli(), id, now.Add(-m.cfg.FlapStable).UnixMilli())
+	ok, err := tx.clearIfStable(ctx, id, now, now.Add(-m.cfg.FlapStable))
 	if err != nil {
 		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
 	}
-	if k, _ := res.RowsAffected(); k != 1 {
+	if !ok {
 		return nil, nil
 	}
 	note := "flapping stopped: condition clear for " + m.cfg.FlapStable.String()
-	if err := move(ctx, tx, id, a.State, StateAutoCleared, now, ActorSystem, note); err != nil {
+	if err := tx.move(ctx, id, a.State, StateAutoCleared, now, ActorSystem, note); err != nil {
 		return nil, err
 	}
 	cleared := msTime(now.UnixMilli())
@@ -118,8 +88,8 @@ func (m *Manager) clearFlapping(ctx context.Context, id int64, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+	if err := tx.commit(); err != nil {
+		return nil, err
 	}
 	m.log.Info("flapping alarm cleared after a stable period", "alarm", a.ID, "device", a.Device, "repeats", a.Repeats)
 	return &effect{alarm: a, transition: TransitionCleared, endpoints: eps}, nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/firewatch-iot/firewatch/rules"
 )
 
 // Alarm states (docs/alarms.md has the diagram). An alarm is open until it
@@ -79,7 +81,7 @@ func CheckTransition(from, to State, severity string) error {
 	if !from.Open() {
 		return fmt.Errorf("%w: %s → %s: the alarm is already closed (%s)", ErrIllegalTransition, from, to, from)
 	}
-	if to == StateAutoCleared && severity == "fire" {
+	if to == StateAutoCleared && severity == rules.SeverityFire.String() {
 		return fmt.Errorf("%w: %s → %s: a fire is never closed automatically; a person closes it", ErrIllegalTransition, from, to)
 	}
 	if !slices.Contains(next[from], to) {

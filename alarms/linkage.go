@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,18 +60,6 @@ type command struct {
 // reads it back ("off": power cut).
 var commandState = map[string]string{"cut_power": "off", "restore_power": "on"}
 
-// queueCommand stores the linkage command of a new alarm, in its
-// transaction.
-func queueCommand(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO commands (alarm_id, device_id, cmd, channel, cmd_key, state, attempts,
-		created_at_ms) VALUES (?, ?, ?, ?, ?, ?, 0, ?)`,
-		id, a.Device, a.Action, a.Channel, a.ID+"-"+a.Action, CommandPending, now.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("queue %s of alarm %s: %w", a.Action, a.ID, err)
-	}
-	return nil
-}
-
 // linkageLoop sends pending commands until ctx is done.
 func (m *Manager) linkageLoop(ctx context.Context) {
 	t := time.NewTicker(max(m.cfg.CommandRetry/4, 20*time.Millisecond))
@@ -90,33 +77,9 @@ func (m *Manager) linkageLoop(ctx context.Context) {
 	}
 }
 
-type pendingCommand struct {
-	id, alarmID  int64
-	device, cmd  string
-	key          string
-	ch, attempts int
-	created      int64
-	lastSent     sql.NullInt64
-	lastError    sql.NullString
-}
-
 func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
-	rows, err := m.store.r.QueryContext(ctx, `SELECT id, alarm_id, device_id, cmd, cmd_key, channel, attempts,
-		created_at_ms, last_sent_ms, last_error FROM commands WHERE state = ? ORDER BY id`, CommandPending)
+	cs, err := m.store.read.pendingCommands(ctx)
 	if err != nil {
-		return fmt.Errorf("read commands: %w", err)
-	}
-	var cs []pendingCommand
-	for rows.Next() {
-		var c pendingCommand
-		if err := rows.Scan(&c.id, &c.alarmID, &c.device, &c.cmd, &c.key, &c.ch, &c.attempts, &c.created, &c.lastSent, &c.lastError); err != nil {
-			rows.Close()
-			return fmt.Errorf("read commands: %w", err)
-		}
-		cs = append(cs, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read commands: %w", err)
 	}
 	for _, c := range cs {
@@ -145,8 +108,7 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 			payload, _ := json.Marshal(command{Cmd: c.cmd, ID: c.key, Ch: c.ch, TS: c.created, Exp: exp})
 			// The attempt is recorded before it is made: a device may answer
 			// before Publish returns, and its ack reports the attempts.
-			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ''
-				WHERE id = ? AND state = ?`, now.UnixMilli(), c.id, CommandPending); err != nil {
+			if err := m.store.write.commandAttempt(ctx, c.id, now); err != nil {
 				return fmt.Errorf("record command %s: %w", c.key, err)
 			}
 			var perr error
@@ -163,8 +125,7 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 				continue
 			}
 			m.log.Warn("linkage: command not published", "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd, "err", perr)
-			if _, err := m.store.w.ExecContext(ctx, `UPDATE commands SET last_error = ? WHERE id = ? AND state = ?`,
-				perr.Error(), c.id, CommandPending); err != nil {
+			if err := m.store.write.commandError(ctx, c.id, perr.Error()); err != nil {
 				return fmt.Errorf("record command %s: %w", c.key, err)
 			}
 		}
@@ -176,29 +137,28 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 // alarm's history, in one transaction, if the command is still in state
 // from.
 func (m *Manager) finishCommand(ctx context.Context, c pendingCommand, from, state, reason string, now time.Time) error {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return err
 	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE commands SET state = ?, done_at_ms = ?, last_error = ? WHERE id = ? AND state = ?`,
-		state, now.UnixMilli(), reason, c.id, from)
+	defer tx.rollback()
+	ok, err := tx.finishCommand(ctx, c.id, from, state, reason, now)
 	if err != nil {
 		return fmt.Errorf("record command %s: %w", c.key, err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if !ok {
 		return nil // answered meanwhile
 	}
-	var st string
-	if err := tx.QueryRowContext(ctx, `SELECT state FROM alarms WHERE id = ?`, c.alarmID).Scan(&st); err != nil {
+	st, err := tx.alarmState(ctx, c.alarmID)
+	if err != nil {
 		return fmt.Errorf("record command %s: %w", c.key, err)
 	}
 	note := "linkage " + c.cmd + channelNote(c.ch) + ": " + state + ", " + reason
-	if err := record(ctx, tx, c.alarmID, State(st), State(st), now, ActorSystem, note); err != nil {
+	if err := tx.record(ctx, c.alarmID, st, st, now, ActorSystem, note); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if err := tx.commit(); err != nil {
+		return err
 	}
 	m.log.Warn("linkage: command "+state, "alarm", formatID(c.alarmID), "device", c.device, "cmd", c.cmd, "reason", reason)
 	return nil
@@ -236,13 +196,8 @@ func (m *Manager) CommandAck(ctx context.Context, device string, payload []byte)
 	if err := json.Unmarshal(payload, &a); err != nil || a.ID == "" || a.OK == nil {
 		return fmt.Errorf(`%w: want {"id": "...", "ok": true|false}`, ErrBadAck)
 	}
-	var (
-		c     pendingCommand
-		state string
-	)
-	err := m.store.r.QueryRowContext(ctx, `SELECT id, alarm_id, device_id, cmd, cmd_key, channel, attempts, state
-		FROM commands WHERE cmd_key = ?`, a.ID).Scan(&c.id, &c.alarmID, &c.device, &c.cmd, &c.key, &c.ch, &c.attempts, &state)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && c.device != device) {
+	c, state, found, err := m.store.read.commandByKey(ctx, a.ID)
+	if err == nil && (!found || c.device != device) {
 		return fmt.Errorf("%w: no command %q for device %s", ErrBadAck, a.ID, device)
 	}
 	if err != nil {
@@ -277,33 +232,4 @@ func (m *Manager) CommandAck(ctx context.Context, device string, payload []byte)
 		reason += " (repeated answer)"
 	}
 	return m.finishCommand(ctx, c, state, outcome, late+reason, time.Now())
-}
-
-// commands returns the linkage commands of alarm id.
-func (s *store) commands(ctx context.Context, id int64) ([]CommandStatus, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT cmd, cmd_key, channel, state, attempts, created_at_ms, done_at_ms, last_error
-		FROM commands WHERE alarm_id = ? ORDER BY id`, id)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []CommandStatus
-	for rows.Next() {
-		var (
-			c       CommandStatus
-			created int64
-			done    sql.NullInt64
-			lastErr sql.NullString
-		)
-		if err := rows.Scan(&c.Cmd, &c.ID, &c.Channel, &c.State, &c.Attempts, &created, &done, &lastErr); err != nil {
-			return nil, err
-		}
-		c.CreatedAt, c.LastError = msTime(created), lastErr.String
-		if done.Valid {
-			t := msTime(done.Int64)
-			c.DoneAt = &t
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
 }

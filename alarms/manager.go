@@ -2,8 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -147,111 +145,34 @@ type Manager struct {
 // NewManager opens (creating and migrating if needed) the alarm store at
 // cfg.DBPath.
 func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
-	if cfg.DBPath == "" {
-		return nil, errors.New("alarms: DBPath is empty")
-	}
-	if len(cfg.Secret) == 0 {
-		return nil, errors.New("alarms: Secret is empty: pushes must be signed")
-	}
 	if ledger == nil {
 		return nil, errors.New("alarms: ledger is nil")
 	}
-	if cfg.RetryMin <= 0 {
-		cfg.RetryMin = DefaultRetryMin
-	}
-	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = DefaultRetryMax
-	}
-	if cfg.RetryMax < cfg.RetryMin {
-		return nil, fmt.Errorf("alarms: RetryMax %s is below RetryMin %s", cfg.RetryMax, cfg.RetryMin)
-	}
-	if cfg.PushTimeout <= 0 {
-		cfg.PushTimeout = DefaultPushTimeout
-	}
-	if cfg.RespondWithin <= 0 {
-		cfg.RespondWithin = DefaultRespondWithin
-	}
-	if cfg.StormWindow == 0 {
-		cfg.StormWindow = DefaultStormWindow
-	}
-	if cfg.CommandRetry <= 0 {
-		cfg.CommandRetry = DefaultCommandRetry
-	}
-	if cfg.FlapCount == 0 {
-		cfg.FlapCount = DefaultFlapCount
-	}
-	if cfg.FlapWindow <= 0 {
-		cfg.FlapWindow = DefaultFlapWindow
-	}
-	if cfg.FlapStable <= 0 {
-		cfg.FlapStable = DefaultFlapStable
-	}
-	if cfg.StormHold <= 0 {
-		cfg.StormHold = DefaultStormHold
-	}
-	if cfg.EscalationCheck <= 0 {
-		cfg.EscalationCheck = DefaultEscalationCheck
-	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
-	}
-	if cfg.Digest == "" {
-		cfg.Digest = DigestMonthly
-	}
-	if !ValidDigest(cfg.Digest) {
-		return nil, fmt.Errorf("alarms: digest schedule %q: want daily, weekly, monthly or off", cfg.Digest)
-	}
-	if cfg.DigestAt <= 0 {
-		cfg.DigestAt = DefaultDigestAt
-	}
-	if cfg.DigestCheck <= 0 {
-		cfg.DigestCheck = DefaultDigestCheck
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("alarms: %w", err)
 	}
 	m := &Manager{
-		cfg:    cfg,
-		ledger: ledger,
-		events: make(chan rules.Event, cfg.QueueSize),
-		log:    cfg.Logger,
-		grace:  drainGrace,
-		auth:   newAuth(cfg.Tokens),
-		now:    time.Now,
+		cfg:         cfg,
+		ledger:      ledger,
+		events:      make(chan rules.Event, cfg.QueueSize),
+		client:      newPushClient(),
+		log:         cfg.Logger,
+		grace:       drainGrace,
+		auth:        newAuth(cfg.Tokens),
+		commandWake: make(chan struct{}, 1),
+		stopping:    make(chan struct{}),
+		now:         time.Now,
 	}
-	m.stopping = make(chan struct{})
-	m.commandWake = make(chan struct{}, 1)
 	if cfg.Publish != nil {
 		m.console = make(chan Alarm, consoleQueue)
 	}
 	m.progress = sync.NewCond(&m.progressMu)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 4
-	m.client = &http.Client{
-		Transport: tr,
-		// A redirect of a POST would turn into a GET; count it as a failure
-		// so the operator fixes the endpoint.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 	s, err := openStore(cfg.DBPath)
 	if err != nil {
 		return nil, fmt.Errorf("alarms: %w", err)
 	}
 	m.store = s
-	moved, err := s.repoint(context.Background(), func(id string) string {
-		if st := ledger.Station(id); st != nil {
-			return st.Endpoint
-		}
-		return ""
-	}, cfg.BrigadeEndpoint)
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("alarms: %w", err)
-	}
-	if moved > 0 {
-		m.log.Info("pending pushes sent to the endpoints now configured", "pushes", moved)
-	}
-	_, pending, err := s.pendingEndpoints(context.Background())
+	pending, err := m.repointOutbox()
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("alarms: %w", err)
@@ -265,6 +186,85 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 		}
 	}
 	return m, nil
+}
+
+// setDefaults checks c and fills in the defaults of what it leaves zero.
+func (c *Config) setDefaults() error {
+	if c.DBPath == "" {
+		return errors.New("DBPath is empty")
+	}
+	if len(c.Secret) == 0 {
+		return errors.New("Secret is empty: pushes must be signed")
+	}
+	positive(&c.RetryMin, DefaultRetryMin)
+	positive(&c.RetryMax, DefaultRetryMax)
+	if c.RetryMax < c.RetryMin {
+		return fmt.Errorf("RetryMax %s is below RetryMin %s", c.RetryMax, c.RetryMin)
+	}
+	positive(&c.PushTimeout, DefaultPushTimeout)
+	positive(&c.RespondWithin, DefaultRespondWithin)
+	positive(&c.EscalationCheck, DefaultEscalationCheck)
+	if c.StormWindow == 0 { // negative: grouping off
+		c.StormWindow = DefaultStormWindow
+	}
+	positive(&c.StormHold, DefaultStormHold)
+	if c.FlapCount == 0 {
+		c.FlapCount = DefaultFlapCount
+	}
+	positive(&c.FlapWindow, DefaultFlapWindow)
+	positive(&c.FlapStable, DefaultFlapStable)
+	positive(&c.CommandRetry, DefaultCommandRetry)
+	positive(&c.QueueSize, DefaultQueueSize)
+	if c.Digest == "" {
+		c.Digest = DigestMonthly
+	}
+	if !ValidDigest(c.Digest) {
+		return fmt.Errorf("digest schedule %q: want daily, weekly, monthly or off", c.Digest)
+	}
+	positive(&c.DigestAt, DefaultDigestAt)
+	positive(&c.DigestCheck, DefaultDigestCheck)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// positive sets *v to def unless it is above zero.
+func positive[T time.Duration | int](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// newPushClient is the HTTP client of the pushes.
+func newPushClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 4
+	return &http.Client{
+		Transport: tr,
+		// A redirect of a POST would turn into a GET; count it as a failure
+		// so the operator fixes the endpoint.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// repointOutbox sends the pending pushes to the endpoints the ledger and
+// configuration name now (store.repoint) and returns how many are pending.
+func (m *Manager) repointOutbox() (pending int, err error) {
+	moved, err := m.store.repoint(context.Background(), func(id string) string {
+		if st := m.ledger.Station(id); st != nil {
+			return st.Endpoint
+		}
+		return ""
+	}, m.cfg.BrigadeEndpoint)
+	if err != nil {
+		return 0, err
+	}
+	if moved > 0 {
+		m.log.Info("pending pushes sent to the endpoints now configured", "pushes", moved)
+	}
+	_, pending, err = m.store.pendingEndpoints(context.Background())
+	return pending, err
 }
 
 // Submit queues a rule event for the manager. It is called on the hot path:
@@ -440,362 +440,6 @@ func (m *Manager) Close() error {
 // List returns the alarms f selects, newest first.
 func (m *Manager) List(ctx context.Context, f Filter) ([]Alarm, error) {
 	return m.store.list(ctx, f)
-}
-
-// effect is what a committed event does outside the store.
-type effect struct {
-	alarm      Alarm
-	transition string // TransitionRaised, TransitionCleared or a closing state
-	command    bool   // a linkage command was queued
-	endpoints  []string
-}
-
-// commit stores batch in one transaction and then applies its effects. A
-// failing batch is retried event by event, each with backoff, until giveUp;
-// commit returns how many events it had to give up on, each logged in full
-// so that an operator can reconstruct it.
-func (m *Manager) commit(giveUp context.Context, batch []rules.Event) (lost int) {
-	effects, err := m.apply(batch)
-	if err == nil {
-		m.after(effects)
-		return 0
-	}
-	if len(batch) > 1 {
-		m.log.Warn("alarm batch failed to commit, retrying event by event", "events", len(batch), "err", err)
-		for i := range batch {
-			lost += m.commit(giveUp, batch[i:i+1])
-		}
-		return lost
-	}
-	for failures := 1; ; failures++ {
-		m.logEvent(slog.LevelError, "alarm event failed to commit, retrying", batch[0], "attempt", failures, "err", err)
-		t := time.NewTimer(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures))
-		select {
-		case <-t.C:
-		case <-giveUp.Done():
-			t.Stop()
-			m.logEvent(slog.LevelError, "alarm event LOST: store failing at shutdown", batch[0], "err", err)
-			return 1
-		}
-		if effects, err = m.apply(batch); err == nil {
-			m.after(effects)
-			return 0
-		}
-	}
-}
-
-func (m *Manager) logEvent(level slog.Level, msg string, ev rules.Event, args ...any) {
-	rule := ""
-	if ev.Rule != nil {
-		rule = ev.Rule.ID
-	}
-	dev := fmt.Sprintf("index:%d", ev.Device)
-	if int(ev.Device) < len(m.ledger.Devices) {
-		dev = m.ledger.Device(ev.Device).ID
-	}
-	m.log.Log(context.Background(), level, msg, append([]any{"device", dev, "rule", rule,
-		"channel", ev.Channel, "transition", ev.Transition.String(), "value", ev.Value, "time", ev.Time}, args...)...)
-}
-
-// after updates metrics, wakes outbox workers and tells OnTransition, once
-// the transaction is committed.
-func (m *Manager) after(effects []effect) {
-	ob := m.outbox.Load()
-	for i := range effects {
-		e := &effects[i]
-		switch e.transition {
-		case TransitionRaised:
-			m.met.raised.WithLabelValues(e.alarm.Severity).Inc()
-		case TransitionCleared:
-			m.met.cleared.WithLabelValues(e.alarm.Severity).Inc()
-		}
-		m.met.pending.Add(float64(len(e.endpoints)))
-		if e.command {
-			select {
-			case m.commandWake <- struct{}{}:
-			default:
-			}
-		}
-		for _, ep := range e.endpoints {
-			if ob != nil {
-				ob.wake(ep)
-			}
-		}
-		if e.transition == TransitionDeliveryFault {
-			continue
-		}
-		m.log.Info("alarm "+e.transition, "alarm", e.alarm.ID, "device", e.alarm.Device, "rule", e.alarm.Rule,
-			"severity", e.alarm.Severity, "station", e.alarm.Station, "grid", e.alarm.Grid)
-		m.toConsole(e.alarm)
-		if e.transition == TransitionIncident {
-			// The leader's own transition was told when it happened: an
-			// incident push is no new transition of it (no second
-			// annotation, no second response record).
-			continue
-		}
-		if m.cfg.OnTransition != nil && e.transition != TransitionEscalated {
-			m.cfg.OnTransition(e.alarm)
-		}
-		if m.cfg.OnClosed != nil && !e.alarm.State.Open() {
-			m.closed(e.alarm.ID)
-		}
-	}
-}
-
-// apply writes batch in one transaction.
-func (m *Manager) apply(batch []rules.Event) ([]effect, error) {
-	ctx := context.Background() // a cancelled Run must still be able to drain
-	tx, err := m.store.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	now := m.now()
-	var effects []effect
-	for _, ev := range batch {
-		if err := m.check(ev); err != nil {
-			m.met.rejected.Inc()
-			m.logEvent(slog.LevelError, "alarm event rejected", ev, "err", err)
-			continue
-		}
-		var (
-			e   *effect
-			err error
-		)
-		switch ev.Transition {
-		case rules.Raise:
-			e, err = m.raise(ctx, tx, ev, now)
-		case rules.Clear:
-			e, err = m.clear(ctx, tx, ev, now)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if e != nil {
-			effects = append(effects, *e)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	return effects, nil
-}
-
-// check rejects events no alarm can be made of: they are programming
-// errors upstream, and retrying them would stall the queue.
-func (m *Manager) check(ev rules.Event) error {
-	switch {
-	case ev.Rule == nil:
-		return errors.New("event without rule")
-	case int(ev.Device) >= len(m.ledger.Devices):
-		return fmt.Errorf("device index %d not in ledger", ev.Device)
-	case ev.Transition != rules.Raise && ev.Transition != rules.Clear:
-		return fmt.Errorf("unknown transition %d", ev.Transition)
-	case int(ev.Rule.Metric) <= 0 || int(ev.Rule.Metric) >= len(devices.Catalog):
-		return fmt.Errorf("rule %s: unknown metric %d", ev.Rule.ID, ev.Rule.Metric)
-	}
-	return nil
-}
-
-func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
-	d, r := m.ledger.Device(ev.Device), ev.Rule
-	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM alarms WHERE device_id = ? AND rule_id = ? AND channel = ? AND is_open = 1`,
-		d.ID, r.ID, ev.Channel).Scan(&id)
-	switch {
-	case err == nil:
-		// Still open (a fire waiting for a person, or a repeated raise):
-		// count it, push nothing. is_open again: on PostgreSQL the alarm
-		// may have been closed since the SELECT (a flapping alarm found
-		// stable), and the live condition needs an open alarm.
-		res, err := tx.ExecContext(ctx, `UPDATE alarms SET repeats = repeats + 1, last_seen_at_ms = ?,
-			condition_ended_at_ms = NULL, condition_ended_seen_ms = NULL WHERE id = ? AND is_open = 1`, now.UnixMilli(), id)
-		if err != nil {
-			return nil, fmt.Errorf("repeat alarm %s: %w", formatID(id), err)
-		}
-		if k, _ := res.RowsAffected(); k == 1 {
-			return nil, nil
-		}
-	case !errors.Is(err, sql.ErrNoRows):
-		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
-	}
-
-	info := r.Metric.Info()
-	a := Alarm{
-		State: StateRaised, Severity: r.Severity.String(), SeverityZH: r.Severity.ZH(),
-		Rule: r.ID, Device: d.ID, Kind: d.Kind.String(), Metric: info.Name, Unit: info.Unit,
-		Channel: int(ev.Channel), Grid: string(d.Grid),
-		Value: finite(ev.Value), Threshold: finite(r.Threshold),
-		Since: msTime(ev.Since), DeviceTime: msTime(ev.Time),
-		RaisedAt: msTime(now.UnixMilli()), LastSeenAt: msTime(now.UnixMilli()), Action: r.Action,
-	}
-	st, note, err := m.route(ctx, tx, d, r.Severity == rules.SeverityFire)
-	if err != nil {
-		return nil, err
-	}
-	if st != nil {
-		a.Station = st.ID
-	}
-	a.RouteNote = note
-	if a.Flapping, err = m.flapping(ctx, tx, d.ID, r.ID, a.Channel, now); err != nil {
-		return nil, err
-	}
-	in := pushInput{alarm: &a, transition: TransitionRaised, ledger: m.ledger, device: d, station: st, rule: r, ev: ev, flapNote: m.flapNote}
-	// The message does not depend on the id, so it can be stored with the
-	// row; the push body, which does, is written after the insert.
-	a.Message = buildPush(in).Message
-	flap := 0
-	if a.Flapping {
-		flap = 1
-		m.log.Warn("device flapping: alarm stays open until stable", "device", d.ID, "rule", r.ID, "channel", a.Channel)
-	}
-	err = tx.QueryRowContext(ctx, `INSERT INTO alarms (device_id, kind, rule_id, metric, unit, channel, severity, state,
-		grid, station_id, value, threshold, since_ms, device_time_ms, seq, raised_at_ms, last_seen_at_ms, repeats,
-		action, message, route_note, flapping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id`,
-		a.Device, a.Kind, a.Rule, a.Metric, a.Unit, a.Channel, a.Severity, string(a.State), a.Grid, a.Station,
-		a.Value, a.Threshold, ev.Since, ev.Time, int64(ev.Seq), now.UnixMilli(), now.UnixMilli(),
-		a.Action, a.Message, a.RouteNote, flap).Scan(&id)
-	if err != nil {
-		return nil, fmt.Errorf("insert alarm device %s rule %s: %w", d.ID, r.ID, err)
-	}
-	a.ID = formatID(id)
-	a.Open = true
-	if err := record(ctx, tx, id, "", StateRaised, now, ActorRules, ""); err != nil {
-		return nil, err
-	}
-	if a.Action == "cut_power" {
-		if err := queueCommand(ctx, tx, id, &a, now); err != nil {
-			return nil, err
-		}
-	}
-	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity)
-	if err != nil {
-		return nil, err
-	}
-	if inc != 0 {
-		a.Incident = formatIncidentID(inc)
-		return &effect{alarm: a, transition: TransitionRaised, command: a.Action == "cut_power"}, nil
-	}
-	eps, err := m.enqueue(ctx, tx, id, in, now)
-	if err != nil {
-		return nil, err
-	}
-	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps, command: a.Action == "cut_power"}, nil
-}
-
-func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {
-	d, r := m.ledger.Device(ev.Device), ev.Rule
-	a, err := scanAlarm(tx.QueryRowContext(ctx, `SELECT `+alarmColumns+` FROM alarms
-		WHERE device_id = ? AND rule_id = ? AND channel = ? AND is_open = 1`, d.ID, r.ID, ev.Channel))
-	if errors.Is(err, sql.ErrNoRows) {
-		// Nothing open: e.g. the raise was rejected, or a fire that a person
-		// already closed.
-		m.logEvent(slog.LevelDebug, "clear without open alarm", ev)
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
-	}
-	id, _ := parseID(a.ID)
-	fire := r.Severity == rules.SeverityFire || a.Severity == rules.SeverityFire.String()
-	if fire || a.Flapping || CheckTransition(a.State, StateAutoCleared, a.Severity) != nil {
-		// A fire is never closed automatically, and an alarm somebody has
-		// taken on is closed by that somebody. A flapping alarm is closed
-		// once it has been stable (clearStable).
-		if _, err := tx.ExecContext(ctx, `UPDATE alarms SET condition_ended_at_ms = ?, condition_ended_seen_ms = ? WHERE id = ?`,
-			ev.Time, now.UnixMilli(), id); err != nil {
-			return nil, fmt.Errorf("end condition of alarm %s: %w", a.ID, err)
-		}
-		m.log.Info("condition ended, alarm stays open until closed by a person",
-			"alarm", a.ID, "device", d.ID, "rule", r.ID, "state", a.State, "station", a.Station)
-		return nil, nil
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET cleared_at_ms = ?, clear_value = ? WHERE id = ?`,
-		now.UnixMilli(), finite(ev.Value), id); err != nil {
-		return nil, fmt.Errorf("clear alarm %s: %w", a.ID, err)
-	}
-	note := "condition ended at " + formatValue(finite(ev.Value), a.Unit) + " " + a.Unit
-	if err := move(ctx, tx, id, a.State, StateAutoCleared, now, ActorRules, note); err != nil {
-		return nil, err
-	}
-	a.State, a.Open = StateAutoCleared, false
-	cleared := msTime(now.UnixMilli())
-	a.ClearedAt, a.ClosedAt = &cleared, &cleared
-	cv := finite(ev.Value)
-	a.ClearValue = &cv
-	st := m.ledger.Station(a.Station)
-	if st == nil {
-		st = d.Station
-	}
-	in := pushInput{alarm: &a, transition: TransitionCleared, ledger: m.ledger, device: d, station: st, rule: r,
-		ev: ev, clearedAt: cleared}
-	// Tell every receiver that was told of the alarm (its raise, an
-	// escalation, an incident push listing it), at the endpoint it was told
-	// at, even if the ledger changed since; a storm member not listed yet
-	// is told by the incident push, which lists it as cleared.
-	p := buildPush(in)
-	eps, err := m.enqueueClose(ctx, tx, id, &a, now, &p, nil)
-	if err != nil {
-		return nil, err
-	}
-	return &effect{alarm: a, transition: TransitionCleared, endpoints: eps}, nil
-}
-
-// enqueue writes the outbox rows of one transition: one for the station,
-// and for a fire one for the brigade.
-func (m *Manager) enqueue(ctx context.Context, tx *sql.Tx, alarmID int64, in pushInput, now time.Time) ([]string, error) {
-	p := buildPush(in)
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-	}
-	type target struct{ name, station, endpoint string }
-	var targets []target
-	if in.station != nil && in.station.Endpoint != "" {
-		targets = append(targets, target{"station", in.station.ID, in.station.Endpoint})
-	} else {
-		m.log.Warn("no station endpoint for alarm: push not queued", "alarm", in.alarm.ID,
-			"device", in.device.ID, "rule", in.rule.ID)
-	}
-	if ep := m.cfg.BrigadeEndpoint; ep != "" && in.alarm.Severity == rules.SeverityFire.String() &&
-		(len(targets) == 0 || targets[0].endpoint != ep) {
-		targets = append(targets, target{"brigade", "", ep})
-	}
-	eps := make([]string, 0, len(targets))
-	for _, t := range targets {
-		_, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-			alarmID, in.transition, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli())
-		if err != nil {
-			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
-		}
-		eps = append(eps, t.endpoint)
-	}
-	reps, err := m.enqueueRobots(ctx, tx, alarmID, string(in.device.Grid), in.transition, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, in.transition, p.AlarmID), p.Message, pushFields(&p), now)
-	if err != nil {
-		return nil, err
-	}
-	return append(eps, reps...), nil
-}
-
-// robotTitle is the heading of a robot message, e.g. "【火警】alm-000001".
-func robotTitle(severityZH, transition, id string) string {
-	t := "【" + severityZH
-	switch transition {
-	case TransitionRaised:
-	case TransitionCleared:
-		t += "已恢复"
-	case TransitionEscalated:
-		t += "·升级"
-	case TransitionIncident:
-		t += "·群发事件"
-	case TransitionDeliveryFault:
-		t += "·推送被拒"
-	default:
-		t += "·" + stateZH[State(transition)]
-	}
-	return t + "】" + id
 }
 
 // backoff returns the wait after the given number of consecutive failures:

@@ -2,10 +2,7 @@ package alarms
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,40 +16,6 @@ import (
 // "<alarm_id>-delivery_fault-<n>", n the parked push's outbox row.
 const TransitionDeliveryFault = "delivery_fault"
 
-// permanent reports whether a failed attempt can never succeed by
-// retrying the same body: a 4xx other than 408 (timeout) and 429 (rate
-// limit), or a robot's permanent errcode. Everything else (5xx, a refused
-// connection, a timeout) is the receiver being down and is retried.
-func permanent(status int, err error) bool {
-	if status >= 400 && status < 500 {
-		return status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
-	}
-	var re *robotError
-	if errors.As(err, &re) {
-		return !re.transient()
-	}
-	return false
-}
-
-// park sets a poison push aside, retrying while the store fails; it
-// returns false if the Run context ended first.
-func (o *outbox) park(row *outboxRow, at time.Time, status int, cause error) bool {
-	m := o.m
-	m.log.Error("push refused for good: parked, later pushes go on", "alarm", formatID(row.alarmID), "key", row.key,
-		"target", row.target, "status", status, "err", cause)
-	for failures := 1; ; failures++ {
-		effs, err := m.park(context.WithoutCancel(o.ctx), row, at, cause.Error())
-		if err == nil {
-			m.after(effs)
-			return true
-		}
-		m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", err)
-		if !o.sleep(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)) {
-			return false
-		}
-	}
-}
-
 // park marks row parked and, unless it is itself a delivery-fault notice,
 // queues the notice (a fault, routed like one: the same receiver, which
 // may take a small body where it refused a large one, and the robots of the
@@ -61,20 +24,19 @@ func (o *outbox) park(row *outboxRow, at time.Time, status int, cause error) boo
 // was not escalated yet, so that the next station up (or the brigade) is
 // asked without waiting for respond_within.
 func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason string) ([]effect, error) {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ?, last_error = ?, parked_at_ms = ?
-		WHERE id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL`, at.UnixMilli(), storableText(reason, 500), at.UnixMilli(), row.id)
+	defer tx.rollback()
+	ok, err := tx.parkPush(ctx, row.id, at, reason)
 	if err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}
-	if k, _ := res.RowsAffected(); k != 1 || row.transition == TransitionDeliveryFault {
-		return nil, tx.Commit()
+	if !ok || row.transition == TransitionDeliveryFault {
+		return nil, tx.commit()
 	}
-	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", row.alarmID))
+	a, err := tx.alarm(ctx, row.alarmID)
 	if err != nil {
 		return nil, fmt.Errorf("park push %d: read alarm %s: %w", row.id, formatID(row.alarmID), err)
 	}
@@ -84,37 +46,22 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 	p.Severity, p.SeverityZH = rules.SeverityFault.String(), rules.SeverityFault.ZH()
 	p.Message = "【故障·推送被拒】推送 " + row.key + " 被接收方拒绝且无法重试（" + storableText(reason, 200) +
 		"），已停止重试，后续推送照常发送。请核查接收平台；报警 " + a.ID + " 详情见值班台。"
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-	}
-	var eps []string
-	endpoint, err := outboxEndpoint(ctx, tx, row.id)
+	endpoint, err := tx.pushEndpoint(ctx, row.id)
 	if err != nil {
 		return nil, err
 	}
-	targets := [][3]string{}
+	var rs []pushTarget
 	if row.target == "station" || row.target == "brigade" || strings.HasPrefix(row.target, "station:") {
-		targets = append(targets, [3]string{row.target, a.Station, endpoint})
+		rs = append(rs, pushTarget{row.target, a.Station, endpoint})
 	}
 	if ep := m.cfg.BrigadeEndpoint; ep != "" && a.Severity == rules.SeverityFire.String() && ep != endpoint {
-		targets = append(targets, [3]string{"brigade", "", ep})
+		rs = append(rs, pushTarget{"brigade", "", ep})
 	}
-	for _, t := range targets {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-			row.alarmID, TransitionDeliveryFault, t[0], t[1], t[2], p.IdempotencyKey, string(body), at.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
-		}
-		eps = append(eps, t[2])
-	}
-	reps, err := m.enqueueRobots(ctx, tx, row.alarmID, a.Grid, TransitionDeliveryFault, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, TransitionDeliveryFault, a.ID), p.Message, pushFields(&p), at)
+	eps, err := m.queuePush(ctx, tx, row.alarmID, a.Grid, &p, rs, at)
 	if err != nil {
 		return nil, err
 	}
-	eps = append(eps, reps...)
-	if err := tx.Commit(); err != nil {
+	if err := tx.commit(); err != nil {
 		return nil, fmt.Errorf("park push %d: %w", row.id, err)
 	}
 	effs := []effect{{alarm: a, transition: TransitionDeliveryFault, endpoints: eps}}
@@ -130,12 +77,4 @@ func (m *Manager) park(ctx context.Context, row *outboxRow, at time.Time, reason
 		}
 	}
 	return effs, nil
-}
-
-func outboxEndpoint(ctx context.Context, tx rowQuerier, id int64) (string, error) {
-	var ep string
-	if err := tx.QueryRowContext(ctx, `SELECT endpoint FROM outbox WHERE id = ?`, id).Scan(&ep); err != nil {
-		return "", fmt.Errorf("read push %d: %w", id, err)
-	}
-	return ep, nil
 }

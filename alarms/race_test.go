@@ -7,7 +7,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"slices"
 	"strings"
 	"testing"
@@ -32,18 +31,19 @@ var pgOnlySuite = []struct {
 
 // interleave runs hold in a transaction, starts f, waits until f waits for
 // a lock that hold took, commits, and returns f's error.
-func interleave(t *testing.T, db *sql.DB, hold func(tx *sql.Tx), f func() error) error {
+func interleave(t *testing.T, s *store, hold func(tx *storeTx), f func() error) error {
 	t.Helper()
-	tx, err := db.BeginTx(context.Background(), nil)
+	db := s.w
+	tx, err := s.begin(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback()
+	defer tx.rollback()
 	hold(tx)
 	done := make(chan error, 1)
 	go func() { done <- f() }()
 	poll(t, "the racing statement waits for the row lock", func() bool { return lockWaiters(t, db) > 0 })
-	if err := tx.Commit(); err != nil {
+	if err := tx.commit(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -69,7 +69,7 @@ func testFlapClearVersusRaise(t *testing.T) {
 	d.apply(d.at(clearEv(r.residual, rvEl1, 0, 200)))
 	d.clk = d.clk.Add(DefaultFlapStable + time.Second)
 	ctx := context.Background()
-	err := interleave(t, d.store.w, func(tx *sql.Tx) {
+	err := interleave(t, d.store, func(tx *storeTx) {
 		if _, err := d.raise(ctx, tx, d.at(raise(r.residual, rvEl1, 0, 356, 0)), d.clk); err != nil {
 			t.Fatal(err)
 		}
@@ -93,8 +93,8 @@ func testEscalationVersusAck(t *testing.T) {
 	d.apply(d.at(raise(r.residual, rvEl1, 0, 356, 0)))
 	d.clk = d.clk.Add(DefaultRespondWithin)
 	ctx := context.Background()
-	err := interleave(t, d.store.w, func(tx *sql.Tx) {
-		if err := move(ctx, tx, 1, StateRaised, StateAcknowledged, d.clk, "zhang-san", ""); err != nil {
+	err := interleave(t, d.store, func(tx *storeTx) {
+		if err := tx.move(ctx, 1, StateRaised, StateAcknowledged, d.clk, "zhang-san", ""); err != nil {
 			t.Fatal(err)
 		}
 	}, func() error {
@@ -117,8 +117,8 @@ func testJoinVersusClose(t *testing.T) {
 	d.apply(d.at(raise(r.residual, rvEl1, 0, 356, 0)))
 	d.apply(d.at(raise(r.cableTemp, rvEl1, 1, 75, 0)))
 	d.tick(3 * time.Second) // inc-000001-1
-	err := interleave(t, d.store.w, func(tx *sql.Tx) {
-		if _, err := tx.Exec(`UPDATE incidents SET is_open = 0 WHERE id = 1`); err != nil {
+	err := interleave(t, d.store, func(tx *storeTx) {
+		if _, err := tx.tx.Exec(`UPDATE incidents SET is_open = 0 WHERE id = 1`); err != nil {
 			t.Fatal(err)
 		}
 	}, func() error { return d.tryApply(d.at(raise(r.cableTemp, rvEl1, 2, 75, 0))) })
@@ -142,7 +142,7 @@ func testTwoLeaders(t *testing.T) {
 	b := newDriven(t, cfg, l)
 	a.apply(a.at(raise(r.residual, rvEl1, 0, 356, 0))) // alm-000001
 	ctx := context.Background()
-	err := interleave(t, a.store.w, func(tx *sql.Tx) {
+	err := interleave(t, a.store, func(tx *storeTx) {
 		if _, err := a.raise(ctx, tx, a.at(raise(r.cableTemp, rvEl1, 1, 75, 0)), a.clk); err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,26 +110,23 @@ func (m *Manager) SetStationStatus(ctx context.Context, id string, payload []byt
 	if r.TS > 0 && r.TS < at+int64(time.Minute/time.Millisecond) {
 		at = r.TS
 	}
-	res, err := m.store.w.ExecContext(ctx, `INSERT INTO station_status (station_id, duty, people, note, at_ms, by_actor)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station_id) DO UPDATE SET duty = excluded.duty, people = excluded.people,
-		note = excluded.note, at_ms = excluded.at_ms, by_actor = excluded.by_actor WHERE station_status.at_ms <= excluded.at_ms`,
-		id, string(r.Duty), people, r.Note, at, by)
+	stored, err := m.store.write.putStationStatus(ctx, id, r.Duty, people, r.Note, at, by)
 	if err != nil {
 		return StationStatus{}, fmt.Errorf("store status of station %s: %w", id, err)
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
+	if !stored {
 		m.log.Info("station status older than the one stored: ignored", "station", id, "duty", r.Duty, "ts", r.TS, "by", by)
-		return m.stationStatus(ctx, m.store.w, st)
+	} else {
+		m.log.Info("station status", "station", id, "duty", r.Duty, "people", people, "by", by)
 	}
-	m.log.Info("station status", "station", id, "duty", r.Duty, "people", people, "by", by)
-	return m.stationStatus(ctx, m.store.w, st)
+	return stationStatus(ctx, m.store.write, st)
 }
 
 // StationStatuses returns the status of every station in the ledger.
 func (m *Manager) StationStatuses(ctx context.Context) ([]StationStatus, error) {
 	out := make([]StationStatus, 0, len(m.ledger.Stations))
 	for _, st := range m.ledger.Stations {
-		s, err := m.stationStatus(ctx, m.store.r, st)
+		s, err := stationStatus(ctx, m.store.read, st)
 		if err != nil {
 			return nil, err
 		}
@@ -139,26 +135,11 @@ func (m *Manager) StationStatuses(ctx context.Context) ([]StationStatus, error) 
 	return out, nil
 }
 
-type rowQuerier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func (m *Manager) stationStatus(ctx context.Context, q rowQuerier, st *devices.Station) (StationStatus, error) {
+// stationStatus is the status of station st as q reads it.
+func stationStatus(ctx context.Context, q queries, st *devices.Station) (StationStatus, error) {
 	s := StationStatus{Station: st.ID, Name: st.Name}
-	var (
-		duty string
-		at   int64
-	)
-	err := q.QueryRowContext(ctx, `SELECT duty, people, note, at_ms, by_actor FROM station_status WHERE station_id = ?`, st.ID).
-		Scan(&duty, &s.People, &s.Note, &at, &s.By)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return s, fmt.Errorf("read status of station %s: %w", st.ID, err)
-	default:
-		s.Duty = Duty(duty)
-		t := msTime(at)
-		s.At = &t
+	if err := q.stationStatus(ctx, st.ID, &s); err != nil {
+		return s, err
 	}
 	s.Ready = s.ready()
 	return s, nil
@@ -205,14 +186,14 @@ func candidates(l *devices.Ledger, d *devices.Device) []*devices.Station {
 // For a fire, a station whose endpoint keeps failing (endpointFailing) is
 // not ready either: the fire goes to the next station up at once instead of
 // waiting in that station's queue (the brigade gets it in any case).
-func (m *Manager) route(ctx context.Context, tx *sql.Tx, d *devices.Device, fire bool) (*devices.Station, string, error) {
+func (m *Manager) route(ctx context.Context, tx *storeTx, d *devices.Device, fire bool) (*devices.Station, string, error) {
 	cs := candidates(m.ledger, d)
 	if len(cs) == 0 {
 		return d.Station, "", nil
 	}
 	var skipped []string
 	for _, st := range cs {
-		s, err := m.stationStatus(ctx, tx, st)
+		s, err := stationStatus(ctx, tx.queries, st)
 		if err != nil {
 			return nil, "", err
 		}
@@ -251,16 +232,13 @@ const (
 // endpointFailing reports whether endpoint keeps failing: its oldest
 // pending push was tried failingAttempts times and is older than
 // failingFor.
-func (m *Manager) endpointFailing(ctx context.Context, tx *sql.Tx, endpoint string) (bool, error) {
-	var attempts int
-	var created int64
-	err := tx.QueryRowContext(ctx, `SELECT attempts, created_at_ms FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL
-		AND parked_at_ms IS NULL ORDER BY id LIMIT 1`, endpoint).Scan(&attempts, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+func (m *Manager) endpointFailing(ctx context.Context, tx *storeTx, endpoint string) (bool, error) {
+	attempts, created, found, err := tx.oldestPending(ctx, endpoint)
 	if err != nil {
 		return false, fmt.Errorf("read outbox of %s: %w", redact(endpoint), err)
+	}
+	if !found {
+		return false, nil
 	}
 	return attempts >= failingAttempts && m.now().UnixMilli()-created >= failingFor.Milliseconds(), nil
 }

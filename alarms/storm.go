@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,146 +100,112 @@ func formatIncidentID(id int64) string { return fmt.Sprintf("inc-%06d", id) }
 // its own. An alarm more severe than every alarm the station got within the
 // window is news (the fire after the electrical alarm) and always goes on
 // its own.
-func (m *Manager) joinIncident(ctx context.Context, tx *sql.Tx, st string, id int64, severity string) (int64, error) {
+func (m *Manager) joinIncident(ctx context.Context, tx *storeTx, st string, id int64, severity string) (int64, error) {
 	if m.cfg.StormWindow < 0 || st == "" {
 		return 0, nil
 	}
 	// Not the batch's time, which may be long past when a large batch
 	// commits: the hold counts from the latest member really stored.
 	now := m.now()
-	since := now.Add(-m.cfg.StormWindow).UnixMilli()
+	since := now.Add(-m.cfg.StormWindow)
 	sev, err := rules.ParseSeverity(severity)
 	if err != nil {
 		return 0, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT severity FROM alarms WHERE station_id = ? AND raised_at_ms >= ? AND id <> ?`,
-		st, since, id)
+	recent, err := tx.recentSeverities(ctx, st, since, id)
 	if err != nil {
 		return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
 	}
 	top := rules.SeverityInvalid
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
-		}
+	for _, s := range recent {
 		if v, err := rules.ParseSeverity(s); err == nil && v > top {
 			top = v
 		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
 	}
 	if top == rules.SeverityInvalid || sev > top || sev == rules.SeverityFire {
 		// A fire is never only a line in an incident: it gets its own push,
 		// its own escalation clock and its own closing push, at once.
 		return 0, nil
 	}
-	var inc int64
-	err = tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE station_id = ? AND is_open = 1 AND last_member_at_ms >= ?
-		ORDER BY id DESC LIMIT 1`, st, since).Scan(&inc)
+	inc, found, err := tx.findOpenIncident(ctx, st, since)
 	switch {
-	case err == nil:
+	case err != nil:
+		return 0, fmt.Errorf("find incident of station %s: %w", st, err)
+	case found:
 		// is_open again: on PostgreSQL flushIncidents may have closed the
 		// incident since the SELECT; a member of a closed incident would
 		// never be pushed.
-		res, err := tx.ExecContext(ctx, `UPDATE incidents SET last_member_at_ms = ?, members = members + 1
-			WHERE id = ? AND is_open = 1`, now.UnixMilli(), inc)
+		ok, err := tx.addMember(ctx, inc, now)
 		if err != nil {
 			return 0, fmt.Errorf("join incident %s: %w", formatIncidentID(inc), err)
 		}
-		if k, _ := res.RowsAffected(); k != 1 {
+		if !ok {
 			return 0, nil // closed meanwhile: pushed on its own
 		}
-	case errors.Is(err, sql.ErrNoRows):
-		var (
-			prev      int64
-			prevState string
-		)
-		err := tx.QueryRowContext(ctx, `SELECT id, state FROM alarms WHERE station_id = ? AND raised_at_ms >= ? AND id <> ?
-			AND incident_id IS NULL AND severity <> ? ORDER BY id DESC LIMIT 1`, st, since, id, rules.SeverityFire.String()).
-			Scan(&prev, &prevState)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, nil // not a storm
-		}
-		if err != nil {
-			return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
-		}
-		if err := tx.QueryRowContext(ctx, `INSERT INTO incidents (station_id, leader_id, opened_at_ms, last_member_at_ms,
-			members, members_pushed, pushes, is_open) VALUES (?, ?, ?, ?, 2, 0, 0, 1) RETURNING id`,
-			st, prev, now.UnixMilli(), now.UnixMilli()).Scan(&inc); err != nil {
-			return 0, fmt.Errorf("open incident at station %s: %w", st, err)
-		}
-		// incident_id IS NULL again: another instance on the same
-		// PostgreSQL may have made prev the leader of its own incident.
-		res, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_id = ?, incident_push = 0 WHERE id = ? AND incident_id IS NULL`,
-			inc, prev)
-		if err != nil {
-			return 0, fmt.Errorf("open incident %s: %w", formatIncidentID(inc), err)
-		}
-		if k, _ := res.RowsAffected(); k != 1 {
-			return 0, fmt.Errorf("open incident at station %s: alarm %s %w", st, formatID(prev), errLeaderTaken)
-		}
-		if err := record(ctx, tx, prev, State(prevState), State(prevState), now, ActorSystem,
-			"storm: first alarm of incident "+formatIncidentID(inc)); err != nil {
+	default:
+		if inc, err = m.openIncident(ctx, tx, st, since, id, now); inc == 0 || err != nil {
 			return 0, err
 		}
-		m.log.Warn("alarm storm: incident opened", "incident", formatIncidentID(inc), "station", st, "first_alarm", formatID(prev))
-	default:
-		return 0, fmt.Errorf("find incident of station %s: %w", st, err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_id = ? WHERE id = ?`, inc, id); err != nil {
+	if err := tx.setIncident(ctx, id, inc); err != nil {
 		return 0, fmt.Errorf("join incident %s: %w", formatIncidentID(inc), err)
 	}
-	if err := record(ctx, tx, id, StateRaised, StateRaised, now, ActorSystem,
+	if err := tx.record(ctx, id, StateRaised, StateRaised, now, ActorSystem,
 		"storm: grouped into incident "+formatIncidentID(inc)+", pushed with it"); err != nil {
 		return 0, err
 	}
 	return inc, nil
 }
 
+// openIncident opens an incident at station st for alarm id, led by the
+// station's previous alarm since since, if there is one; it returns 0 when
+// there is none (not a storm).
+func (m *Manager) openIncident(ctx context.Context, tx *storeTx, st string, since time.Time, id int64, now time.Time) (int64, error) {
+	prev, prevState, found, err := tx.stormLeader(ctx, st, since, id)
+	if err != nil {
+		return 0, fmt.Errorf("look for a storm at station %s: %w", st, err)
+	}
+	if !found {
+		return 0, nil // not a storm
+	}
+	inc, err := tx.insertIncident(ctx, st, prev, now)
+	if err != nil {
+		return 0, fmt.Errorf("open incident at station %s: %w", st, err)
+	}
+	// incident_id IS NULL again: another instance on the same
+	// PostgreSQL may have made prev the leader of its own incident.
+	ok, err := tx.makeLeader(ctx, inc, prev)
+	if err != nil {
+		return 0, fmt.Errorf("open incident %s: %w", formatIncidentID(inc), err)
+	}
+	if !ok {
+		return 0, fmt.Errorf("open incident at station %s: alarm %s %w", st, formatID(prev), errLeaderTaken)
+	}
+	if err := tx.record(ctx, prev, prevState, prevState, now, ActorSystem,
+		"storm: first alarm of incident "+formatIncidentID(inc)); err != nil {
+		return 0, err
+	}
+	m.log.Warn("alarm storm: incident opened", "incident", formatIncidentID(inc), "station", st, "first_alarm", formatID(prev))
+	return inc, nil
+}
+
 // flushIncidents queues the push of every incident that has members not yet
 // pushed and whose hold has passed, and closes quiet incidents.
 func (m *Manager) flushIncidents(ctx context.Context, now time.Time) error {
-	hold, most := m.cfg.StormHold.Milliseconds(), m.cfg.StormWindow.Milliseconds()
+	hold, most := m.cfg.StormHold, m.cfg.StormWindow
 	if m.done.Load() < m.submitted.Load() {
 		// Events are still queued or being stored: the storm is not over,
 		// whatever the last stored member says. Only the bound applies.
 		hold = most
 	}
-	rows, err := m.store.r.QueryContext(ctx, `SELECT id FROM incidents WHERE is_open = 1 AND members > members_pushed
-		AND (last_member_at_ms + ? <= ? OR COALESCE(pushed_at_ms, opened_at_ms) + ? <= ?) ORDER BY id`,
-		hold, now.UnixMilli(), most, now.UnixMilli())
+	ids, err := m.store.read.incidentsDue(ctx, hold, most, now)
 	if err != nil {
 		return fmt.Errorf("find incidents to push: %w", err)
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("find incidents to push: %w", err)
-		}
-		ids = append(ids, id)
+	if err := actOnEach(m, ids, func(id int64) (*effect, error) { return m.pushIncident(ctx, id, now) }); err != nil {
+		return err
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("find incidents to push: %w", err)
-	}
-	for _, id := range ids {
-		eff, err := m.pushIncident(ctx, id, now)
-		if err != nil {
-			return err
-		}
-		if eff != nil {
-			m.after([]effect{*eff})
-		}
-	}
-	_, err = m.store.w.ExecContext(ctx, `UPDATE incidents SET is_open = 0 WHERE is_open = 1 AND members = members_pushed
-		AND last_member_at_ms < ?`, now.Add(-m.cfg.StormWindow).UnixMilli())
-	if err != nil {
+	if err := m.store.write.closeQuietIncidents(ctx, now.Add(-m.cfg.StormWindow)); err != nil {
 		return fmt.Errorf("close quiet incidents: %w", err)
 	}
 	return nil
@@ -248,26 +213,22 @@ func (m *Manager) flushIncidents(ctx context.Context, now time.Time) error {
 
 // pushIncident queues one push of incident id with every alarm it has now.
 func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*effect, error) {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
-	defer tx.Rollback()
-	var (
-		stationID      string
-		leader, pushes int64
-	)
-	if err := tx.QueryRowContext(ctx, `SELECT station_id, leader_id, pushes FROM incidents WHERE id = ?`, id).
-		Scan(&stationID, &leader, &pushes); err != nil {
+	defer tx.rollback()
+	stationID, leader, pushes, err := tx.incident(ctx, id)
+	if err != nil {
 		return nil, fmt.Errorf("read incident %s: %w", formatIncidentID(id), err)
 	}
 	// Claim push number pushes+1 first: another instance flushing the same
 	// incident then finds the number taken and leaves it.
-	res, err := tx.ExecContext(ctx, `UPDATE incidents SET pushes = pushes + 1 WHERE id = ? AND pushes = ?`, id, pushes)
+	ok, err := tx.claimIncidentPush(ctx, id, pushes)
 	if err != nil {
 		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
 	}
-	if k, _ := res.RowsAffected(); k != 1 {
+	if !ok {
 		return nil, nil
 	}
 	pushes++
@@ -275,25 +236,11 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 	// PostgreSQL an alarm with a lower id may commit after a higher one, and
 	// the delivery of this push must move exactly the alarms it counts to
 	// pushed (store.markDelivered).
-	if _, err := tx.ExecContext(ctx, `UPDATE alarms SET incident_push = ? WHERE incident_id = ? AND incident_push IS NULL`,
-		pushes, id); err != nil {
+	if err := tx.listMembers(ctx, id, pushes); err != nil {
 		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE incident_id = ? AND incident_push IS NOT NULL ORDER BY id", id)
+	members, err := tx.listedMembers(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
-	}
-	var members []Alarm
-	for rows.Next() {
-		a, err := scanAlarm(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
-		}
-		members = append(members, a)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read alarms of incident %s: %w", formatIncidentID(id), err)
 	}
 	if len(members) == 0 {
@@ -304,25 +251,8 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 	if err != nil {
 		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
 	}
-	type target struct{ name, station, endpoint string }
-	var targets []target
-	if st := m.ledger.Station(stationID); st != nil && st.Endpoint != "" {
-		targets = append(targets, target{"station", st.ID, st.Endpoint})
-	}
-	if ep := m.cfg.BrigadeEndpoint; ep != "" && p.BySeverity[rules.SeverityFire.String()] > 0 &&
-		(len(targets) == 0 || targets[0].endpoint != ep) {
-		targets = append(targets, target{"brigade", "", ep})
-	}
+	rs := m.stationAndBrigade(m.ledger.Station(stationID), p.BySeverity[rules.SeverityFire.String()] > 0)
 	upto, _ := parseID(members[len(members)-1].ID)
-	var eps []string
-	for _, t := range targets {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts, incident_id, incident_upto) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`,
-			leader, TransitionIncident, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli(), id, upto); err != nil {
-			return nil, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
-		}
-		eps = append(eps, t.endpoint)
-	}
 	// The robots of every member's grid, not only the leader's: a village
 	// robot hears of its village's alarms whichever village led.
 	grids := make([]string, 0, 1)
@@ -331,20 +261,19 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 			grids = append(grids, a.Grid)
 		}
 	}
-	reps, err := m.enqueueRobotsOf(ctx, tx, leader, grids, TransitionIncident, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, TransitionIncident, p.IncidentID), p.Message,
-		[][2]string{{"事件编号", p.IncidentID}, {"报警数", strconv.Itoa(p.Count)}, {"地点", p.Grid.Place}, {"微型消防站", p.Station.Name}}, now)
+	eps, err := m.queue(ctx, tx, newPush{alarmID: leader, transition: TransitionIncident, key: p.IdempotencyKey, body: body,
+		incident: id, upto: upto}, rs, robotMessage{grids: grids, title: robotTitle(p.SeverityZH, TransitionIncident, p.IncidentID),
+		text: p.Message, fields: [][2]string{{"事件编号", p.IncidentID}, {"报警数", strconv.Itoa(p.Count)}, {"地点", p.Grid.Place},
+			{"微型消防站", p.Station.Name}}}, now)
 	if err != nil {
 		return nil, err
 	}
-	eps = append(eps, reps...)
-	if _, err := tx.ExecContext(ctx, `UPDATE incidents SET members_pushed = ?, pushed_at_ms = ? WHERE id = ?`,
-		len(members), now.UnixMilli(), id); err != nil {
+	if err := tx.incidentPushed(ctx, id, len(members), now); err != nil {
 		return nil, fmt.Errorf("record push of incident %s: %w", formatIncidentID(id), err)
 	}
 
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+	if err := tx.commit(); err != nil {
+		return nil, err
 	}
 	m.log.Warn("alarm storm: incident pushed", "incident", p.IncidentID, "station", stationID, "alarms", len(members), "update", pushes)
 	leaderAlarm := members[0]

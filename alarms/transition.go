@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,14 +73,14 @@ func (m *Manager) Transition(ctx context.Context, id string, to State, actor, no
 var receiptAfter = []State{StateReceived, StateAcknowledged, StateDispatched, StateArrived}
 
 func (m *Manager) transition(ctx context.Context, id int64, to State, actor, note string) (*effect, error) {
-	tx, err := m.store.w.BeginTx(ctx, nil)
+	tx, err := m.store.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
-	defer tx.Rollback()
-	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("alarm %s: %w", formatID(id), ErrNotFound)
+	defer tx.rollback()
+	a, err := tx.alarm(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read alarm %s: %w", formatID(id), err)
@@ -93,7 +92,7 @@ func (m *Manager) transition(ctx context.Context, id int64, to State, actor, not
 		return nil, fmt.Errorf("alarm %s: %w", a.ID, err)
 	}
 	now := m.now()
-	if err := move(ctx, tx, id, a.State, to, now, actor, note); err != nil {
+	if err := tx.move(ctx, id, a.State, to, now, actor, note); err != nil {
 		return nil, err
 	}
 	a.State, a.Open = to, to.Open()
@@ -105,8 +104,8 @@ func (m *Manager) transition(ctx context.Context, id int64, to State, actor, not
 		t := msTime(now.UnixMilli())
 		a.ClosedAt = &t
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+	if err := tx.commit(); err != nil {
+		return nil, err
 	}
 	m.log.Info("alarm "+string(to), "alarm", a.ID, "actor", actor, "device", a.Device, "station", a.Station)
 	return &effect{alarm: a, transition: string(to), endpoints: eps}, nil
@@ -124,7 +123,7 @@ func containsState(ss []State, s State) bool {
 // enqueueClosing queues a push telling every receiver of the raised push
 // that a person closed the alarm, so that the loop closes (闭环) at the
 // station and the brigade too.
-func (m *Manager) enqueueClosing(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, actor, note string, now time.Time) ([]string, error) {
+func (m *Manager) enqueueClosing(ctx context.Context, tx *storeTx, id int64, a *Alarm, actor, note string, now time.Time) ([]string, error) {
 	return m.enqueueFromRaised(ctx, tx, id, a, now, func(p *Push) {
 		p.Transition = string(a.State)
 		p.IdempotencyKey = a.ID + "-" + p.Transition
@@ -138,59 +137,46 @@ func (m *Manager) enqueueClosing(ctx context.Context, tx *sql.Tx, id int64, a *A
 // (closeReceivers), a closing push made from the raised one (or, for an
 // alarm only ever listed in an incident, from the alarm) by change, which
 // sets at least Transition and IdempotencyKey.
-func (m *Manager) enqueueFromRaised(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time, change func(p *Push)) ([]string, error) {
+func (m *Manager) enqueueFromRaised(ctx context.Context, tx *storeTx, id int64, a *Alarm, now time.Time, change func(p *Push)) ([]string, error) {
 	return m.enqueueClose(ctx, tx, id, a, now, nil, change)
 }
-
-// closeReceiver is one receiver an alarm's closing push goes to.
-type closeReceiver struct{ name, station, endpoint string }
 
 // closeReceivers lists, once per endpoint, every station and brigade that
 // was told of alarm id: by its raised push, by an escalation, or by an
 // incident push that listed it. raised is the body of its raised push to
 // the station (or else the brigade), "" if it had none.
-func (m *Manager) closeReceivers(ctx context.Context, tx *sql.Tx, id int64, a *Alarm) (rcv []closeReceiver, raised string, err error) {
-	var incident, listedIn sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT incident_id, incident_push FROM alarms WHERE id = ?`, id).Scan(&incident, &listedIn); err != nil {
+func (m *Manager) closeReceivers(ctx context.Context, tx *storeTx, id int64, a *Alarm) (rcv []pushTarget, raised string, err error) {
+	incident, listedIn, err := tx.incidentListing(ctx, id)
+	if err != nil {
 		return nil, "", fmt.Errorf("read alarm %s: %w", a.ID, err)
 	}
 	inc := int64(-1)
 	if incident.Valid && listedIn.Valid {
 		inc = incident.Int64
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT target, station_id, endpoint, transition, idempotency_key, body FROM outbox
-		WHERE target IN ('station', 'brigade') AND ((alarm_id = ? AND transition IN (?, ?)) OR (incident_id = ? AND transition = ?))
-		ORDER BY id`, id, TransitionRaised, TransitionEscalated, inc, TransitionIncident)
+	told, err := tx.toldPushes(ctx, id, inc)
 	if err != nil {
 		return nil, "", fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
 	}
-	defer rows.Close()
 	seen := map[string]bool{}
-	for rows.Next() {
-		var r closeReceiver
-		var transition, key, body string
-		if err := rows.Scan(&r.name, &r.station, &r.endpoint, &transition, &key, &body); err != nil {
-			return nil, "", fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
-		}
-		if transition == TransitionIncident && incidentUpdate(key) < listedIn.Int64 {
+	for _, t := range told {
+		r := pushTarget{target: t.target, station: t.station, endpoint: t.endpoint}
+		if t.transition == TransitionIncident && incidentUpdate(t.key) < listedIn.Int64 {
 			continue // an incident push from before the alarm joined
 		}
-		if transition == TransitionRaised && (raised == "" || r.name == "station") {
-			raised = body
+		if t.transition == TransitionRaised && (raised == "" || r.target == "station") {
+			raised = t.body
 		}
 		if seen[r.endpoint] {
 			continue
 		}
 		seen[r.endpoint] = true
-		if r.name == "station" && r.station != a.Station {
+		if r.target == "station" && r.station != a.Station {
 			// A station asked for help by an escalation: the key is the
 			// alarm's own, the target must differ from its station's.
-			r.name = "station:" + r.station
+			r.target = "station:" + r.station
 		}
 		rcv = append(rcv, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("read pushes of alarm %s: %w", a.ID, err)
 	}
 	return rcv, raised, nil
 }
@@ -200,7 +186,7 @@ func (m *Manager) closeReceivers(ctx context.Context, tx *sql.Tx, id int64, a *A
 // raised push (or a push made from the alarm), changed by change if not nil.
 // An alarm nobody was told of yet (a storm member not yet listed) gets no
 // closing push: the incident push lists it with its closed state.
-func (m *Manager) enqueueClose(ctx context.Context, tx *sql.Tx, id int64, a *Alarm, now time.Time, base *Push,
+func (m *Manager) enqueueClose(ctx context.Context, tx *storeTx, id int64, a *Alarm, now time.Time, base *Push,
 	change func(p *Push)) ([]string, error) {
 	rcv, raised, err := m.closeReceivers(ctx, tx, id, a)
 	if err != nil || len(rcv) == 0 {
@@ -220,25 +206,7 @@ func (m *Manager) enqueueClose(ctx context.Context, tx *sql.Tx, id int64, a *Ala
 	if change != nil {
 		change(&p)
 	}
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
-	}
-	var eps []string
-	for _, t := range rcv {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-			id, p.Transition, t.name, t.station, t.endpoint, p.IdempotencyKey, string(body), now.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("queue push %s to %s: %w", p.IdempotencyKey, t.name, err)
-		}
-		eps = append(eps, t.endpoint)
-	}
-	reps, err := m.enqueueRobots(ctx, tx, id, a.Grid, p.Transition, p.IdempotencyKey,
-		robotTitle(p.SeverityZH, p.Transition, a.ID), p.Message, pushFields(&p), now)
-	if err != nil {
-		return nil, err
-	}
-	return append(eps, reps...), nil
+	return m.queuePush(ctx, tx, id, a.Grid, &p, rcv, now)
 }
 
 // alarmPush makes the fields of a push from a stored alarm, for an alarm

@@ -196,8 +196,30 @@ var actionZH = map[string]string{
 // message writes the dispatcher text, e.g.
 //
 //	【报警】柳州市柳南区潭西街道某村 和平路12号 电气火灾监控探测器 el-450204-0001 剩余电流 356.0 mA，超过报警值 300 mA 已持续 12 秒（设备时间 2026-11-23 18:02:11）。责任单位：某厂。就近微型消防站：潭西街道微型消防站。
+//
+// The heading and the device, then what happened in one of three forms (a
+// rule's own words, a device gone offline, a measurement against its
+// threshold), then the common ending (finishMessage).
 func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote func() string) string {
 	var b strings.Builder
+	writeHeading(&b, p)
+	switch {
+	case r.NoteZH != "":
+		writeNote(&b, p, r)
+		writeTime(&b, "设备时间", deviceTime)
+	case r.Severity == rules.SeverityOffline:
+		writeOffline(&b, p, a)
+		writeTime(&b, "发现时间", deviceTime)
+	default:
+		writeMeasurement(&b, p, r)
+		writeTime(&b, "设备时间", deviceTime)
+	}
+	return finishMessage(&b, p, a, flapNote)
+}
+
+// writeHeading writes "【报警】" (or "【报警已恢复】") and where and which
+// device.
+func writeHeading(b *strings.Builder, p *Push) {
 	b.WriteString("【")
 	b.WriteString(p.SeverityZH)
 	if p.Transition == TransitionCleared {
@@ -214,109 +236,126 @@ func message(p *Push, a *Alarm, r *rules.Rule, deviceTime time.Time, flapNote fu
 			b.WriteByte(' ')
 		}
 	}
-	if r.NoteZH != "" {
-		// A rule firewatch made itself says what happened in its own words
-		// (a gateway's dead bus naming its devices, a sensor not connected).
-		if p.Channel > 0 {
-			b.WriteString("（第")
-			b.WriteString(strconv.Itoa(p.Channel))
-			b.WriteString("路）")
-		}
-		b.WriteString(r.NoteZH)
-		if p.Transition == TransitionCleared {
-			b.WriteString(" 已恢复")
-		}
-		b.WriteString("（设备时间 ")
-		b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
-		b.WriteString("）。")
-		return finishMessage(&b, p, a, flapNote)
-	}
-	if r.Severity == rules.SeverityOffline {
-		// Liveness: Since is the last report, the device time of the event
-		// when the silence was noticed (cmd/firewatch/liveness_alarms.go).
-		if p.Transition == TransitionCleared {
-			b.WriteString("已恢复上报")
-		} else {
-			b.WriteString("离线：最后一次上报 ")
-			b.WriteString(msTime(a.Since.UnixMilli()).Format(zhTimeLayout))
-			b.WriteString("，已 ")
-			b.WriteString(strconv.FormatFloat(math.Max(1, math.Round(p.HeldS/60)), 'f', 0, 64))
-			b.WriteString(" 分钟未上报")
-		}
-		b.WriteString("（发现时间 ")
-		b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
-		b.WriteString("）。")
-		return finishMessage(&b, p, a, flapNote)
-	}
-	b.WriteString(p.MetricZH)
-	if p.Channel > 0 {
+}
+
+// writeChannel writes "（第2路）" for a channelled metric.
+func writeChannel(b *strings.Builder, ch int) {
+	if ch > 0 {
 		b.WriteString("（第")
-		b.WriteString(strconv.Itoa(p.Channel))
+		b.WriteString(strconv.Itoa(ch))
 		b.WriteString("路）")
 	}
+}
+
+// writeTime writes "（设备时间 2026-11-23 18:02:11）。".
+func writeTime(b *strings.Builder, label string, t time.Time) {
+	b.WriteString("（")
+	b.WriteString(label)
+	b.WriteString(" ")
+	b.WriteString(t.In(cst).Format(zhTimeLayout))
+	b.WriteString("）。")
+}
+
+// writeNote writes what a rule firewatch made itself says happened, in its
+// own words (a gateway's dead bus naming its devices, a sensor not
+// connected).
+func writeNote(b *strings.Builder, p *Push, r *rules.Rule) {
+	writeChannel(b, p.Channel)
+	b.WriteString(r.NoteZH)
+	if p.Transition == TransitionCleared {
+		b.WriteString(" 已恢复")
+	}
+}
+
+// writeOffline writes a liveness alarm: Since is the last report, the
+// device time of the event when the silence was noticed
+// (cmd/firewatch/liveness_alarms.go).
+func writeOffline(b *strings.Builder, p *Push, a *Alarm) {
+	if p.Transition == TransitionCleared {
+		b.WriteString("已恢复上报")
+		return
+	}
+	b.WriteString("离线：最后一次上报 ")
+	b.WriteString(msTime(a.Since.UnixMilli()).Format(zhTimeLayout))
+	b.WriteString("，已 ")
+	b.WriteString(strconv.FormatFloat(math.Max(1, math.Round(p.HeldS/60)), 'f', 0, 64))
+	b.WriteString(" 分钟未上报")
+}
+
+// writeMeasurement writes the metric and how its value stands against the
+// rule: recovered, changed too fast, or beyond the threshold.
+func writeMeasurement(b *strings.Builder, p *Push, r *rules.Rule) {
+	b.WriteString(p.MetricZH)
+	writeChannel(b, p.Channel)
 	event := r.Op == rules.OpEvent || p.Unit == "event"
 	switch {
 	case p.Transition == TransitionCleared && event:
 		b.WriteString(" 已恢复")
 	case p.Transition == TransitionCleared:
-		b.WriteString(" 已恢复，当前 ")
-		b.WriteString(formatValue(p.Value, p.Unit))
-		b.WriteString(" ")
-		b.WriteString(p.Unit)
+		b.WriteString(" 已恢复，当前")
+		writeValue(b, p.Value, p.Unit)
 	case event:
 	case p.Ref != nil:
-		// 水压 从 0.310 MPa 降至 0.220 MPa（4 秒内），超过预警变化量 0.05 MPa/10 秒
-		b.WriteString(" 从 ")
-		b.WriteString(formatValue(*p.Ref, p.Unit))
-		b.WriteString(" ")
-		b.WriteString(p.Unit)
-		if r.Op == rules.OpFalls {
-			b.WriteString(" 降至 ")
-		} else {
-			b.WriteString(" 升至 ")
-		}
-		b.WriteString(formatValue(p.Value, p.Unit))
-		b.WriteString(" ")
-		b.WriteString(p.Unit)
-		if held := math.Round(p.HeldS); held >= 1 {
-			b.WriteString("（")
-			b.WriteString(strconv.FormatFloat(held, 'f', 0, 64))
-			b.WriteString(" 秒内）")
-		}
-		b.WriteString("，超过")
-		b.WriteString(p.SeverityZH)
-		b.WriteString("变化量 ")
-		b.WriteString(strconv.FormatFloat(p.Threshold, 'f', -1, 64))
-		b.WriteString(" ")
-		b.WriteString(p.Unit)
-		b.WriteString("/")
-		b.WriteString(strconv.FormatFloat(p.Within, 'f', -1, 64))
-		b.WriteString(" 秒")
+		writeChange(b, p, r)
 	default:
-		b.WriteString(" ")
-		b.WriteString(formatValue(p.Value, p.Unit))
-		b.WriteString(" ")
-		b.WriteString(p.Unit)
-		if r.Op == rules.OpBelow {
-			b.WriteString("，低于")
-		} else {
-			b.WriteString("，超过")
-		}
-		b.WriteString(p.SeverityZH)
-		b.WriteString("值 ")
-		b.WriteString(strconv.FormatFloat(p.Threshold, 'f', -1, 64))
-		b.WriteString(" ")
-		b.WriteString(p.Unit)
-		if held := math.Round(p.HeldS); held >= 1 {
-			b.WriteString(" 已持续 ")
-			b.WriteString(strconv.FormatFloat(held, 'f', 0, 64))
-			b.WriteString(" 秒")
-		}
+		writeBeyond(b, p, r)
 	}
-	b.WriteString("（设备时间 ")
-	b.WriteString(deviceTime.In(cst).Format(zhTimeLayout))
-	b.WriteString("）。")
-	return finishMessage(&b, p, a, flapNote)
+}
+
+// writeValue writes " 0.310 MPa", with the precision of its unit.
+func writeValue(b *strings.Builder, v float64, unit string) {
+	b.WriteString(" ")
+	b.WriteString(formatValue(v, unit))
+	b.WriteString(" ")
+	b.WriteString(unit)
+}
+
+// writeChange writes a rises/falls rule's change, e.g.
+// "水压 从 0.310 MPa 降至 0.220 MPa（4 秒内），超过预警变化量 0.05 MPa/10 秒".
+func writeChange(b *strings.Builder, p *Push, r *rules.Rule) {
+	b.WriteString(" 从")
+	writeValue(b, *p.Ref, p.Unit)
+	if r.Op == rules.OpFalls {
+		b.WriteString(" 降至")
+	} else {
+		b.WriteString(" 升至")
+	}
+	writeValue(b, p.Value, p.Unit)
+	if held := math.Round(p.HeldS); held >= 1 {
+		b.WriteString("（")
+		b.WriteString(strconv.FormatFloat(held, 'f', 0, 64))
+		b.WriteString(" 秒内）")
+	}
+	b.WriteString("，超过")
+	b.WriteString(p.SeverityZH)
+	b.WriteString("变化量 ")
+	b.WriteString(strconv.FormatFloat(p.Threshold, 'f', -1, 64))
+	b.WriteString(" ")
+	b.WriteString(p.Unit)
+	b.WriteString("/")
+	b.WriteString(strconv.FormatFloat(p.Within, 'f', -1, 64))
+	b.WriteString(" 秒")
+}
+
+// writeBeyond writes a value beyond its threshold, e.g.
+// "356.0 mA，超过报警值 300 mA 已持续 12 秒".
+func writeBeyond(b *strings.Builder, p *Push, r *rules.Rule) {
+	writeValue(b, p.Value, p.Unit)
+	if r.Op == rules.OpBelow {
+		b.WriteString("，低于")
+	} else {
+		b.WriteString("，超过")
+	}
+	b.WriteString(p.SeverityZH)
+	b.WriteString("值 ")
+	b.WriteString(strconv.FormatFloat(p.Threshold, 'f', -1, 64))
+	b.WriteString(" ")
+	b.WriteString(p.Unit)
+	if held := math.Round(p.HeldS); held >= 1 {
+		b.WriteString(" 已持续 ")
+		b.WriteString(strconv.FormatFloat(held, 'f', 0, 64))
+		b.WriteString(" 秒")
+	}
 }
 
 // finishMessage appends what every dispatcher text ends with: the original

@@ -2,7 +2,6 @@ package alarms
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -112,18 +111,4 @@ func share(v []float64, target time.Duration) float64 {
 		}
 	}
 	return float64(n) / float64(len(v))
-}
-
-// listIDs returns the ids of the alarms f selects.
-func (s *store) listIDs(ctx context.Context, f Filter) ([]int64, error) {
-	as, err := s.list(ctx, f)
-	if err != nil {
-		return nil, fmt.Errorf("statistics: %w", err)
-	}
-	ids := make([]int64, 0, len(as))
-	for _, a := range as {
-		id, _ := parseID(a.ID)
-		ids = append(ids, id)
-	}
-	return ids, nil
 }

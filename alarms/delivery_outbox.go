@@ -226,3 +226,37 @@ func redact(endpoint string) string {
 	u.User, u.RawQuery, u.Fragment = nil, "", ""
 	return u.String()
 }
+
+// permanent reports whether a failed attempt can never succeed by
+// retrying the same body: a 4xx other than 408 (timeout) and 429 (rate
+// limit), or a robot's permanent errcode. Everything else (5xx, a refused
+// connection, a timeout) is the receiver being down and is retried.
+func permanent(status int, err error) bool {
+	if status >= 400 && status < 500 {
+		return status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+	}
+	var re *robotError
+	if errors.As(err, &re) {
+		return !re.transient()
+	}
+	return false
+}
+
+// park sets a poison push aside, retrying while the store fails; it
+// returns false if the Run context ended first.
+func (o *outbox) park(row *outboxRow, at time.Time, status int, cause error) bool {
+	m := o.m
+	m.log.Error("push refused for good: parked, later pushes go on", "alarm", formatID(row.alarmID), "key", row.key,
+		"target", row.target, "status", status, "err", cause)
+	for failures := 1; ; failures++ {
+		effs, err := m.park(context.WithoutCancel(o.ctx), row, at, cause.Error())
+		if err == nil {
+			m.after(effs)
+			return true
+		}
+		m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", err)
+		if !o.sleep(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)) {
+			return false
+		}
+	}
+}

@@ -1,16 +1,13 @@
 package alarms
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,34 +163,29 @@ func (e *robotError) transient() bool {
 	return e.code == -1 || e.code == 45009 || e.code == 130101
 }
 
-// enqueueRobots queues, in tx, the message of one push for every robot
-// covering grid. key is the push's idempotency key.
-func (m *Manager) enqueueRobots(ctx context.Context, tx *sql.Tx, alarmID int64, grid, transition, key, title, message string,
-	fields [][2]string, now time.Time) ([]string, error) {
-	return m.enqueueRobotsOf(ctx, tx, alarmID, []string{grid}, transition, key, title, message, fields, now)
+// robotTarget names robot i of the configuration as an outbox target (and
+// a digest's receiver).
+func robotTarget(r Robot, i int) string {
+	return "robot:" + r.Kind + ":" + r.Grid + ":" + strconv.Itoa(i)
 }
 
-// enqueueRobotsOf queues one message for every robot covering any of
-// grids (an incident's villages), once per robot.
-func (m *Manager) enqueueRobotsOf(ctx context.Context, tx *sql.Tx, alarmID int64, grids []string, transition, key, title, message string,
-	fields [][2]string, now time.Time) ([]string, error) {
-	var eps []string
-	for i, r := range m.cfg.Robots {
-		if !slices.ContainsFunc(grids, func(g string) bool { return strings.HasPrefix(g, r.Grid) }) {
-			continue
-		}
-		body, err := robotBody(r.Kind, title, message, fields)
-		if err != nil {
-			return nil, fmt.Errorf("encode robot message %s: %w", key, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
-			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0)`,
-			alarmID, transition, "robot:"+r.Kind+":"+r.Grid+":"+strconv.Itoa(i), r.URL, key, string(body), now.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("queue robot message %s: %w", key, err)
-		}
-		eps = append(eps, r.URL)
+// robotTitle is the heading of a robot message, e.g. "【火警】alm-000001".
+func robotTitle(severityZH, transition, id string) string {
+	t := "【" + severityZH
+	switch transition {
+	case TransitionRaised:
+	case TransitionCleared:
+		t += "已恢复"
+	case TransitionEscalated:
+		t += "·升级"
+	case TransitionIncident:
+		t += "·群发事件"
+	case TransitionDeliveryFault:
+		t += "·推送被拒"
+	default:
+		t += "·" + stateZH[State(transition)]
 	}
-	return eps, nil
+	return t + "】" + id
 }
 
 // pushFields are the lines under a robot message.
