@@ -15,6 +15,7 @@ import (
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 )
 
@@ -114,6 +115,8 @@ type Config struct {
 		File     string        `yaml:"file" help:"checkpoint of rule state and liveness, kept across restarts; empty: firewatch.state beside alarms.db (var/firewatch.state for a postgres:// store); none: no checkpoint"`
 		Interval time.Duration `yaml:"interval" help:"how often the checkpoint is written (and at shutdown); a kill -9 loses the rule state of at most this long"`
 	} `yaml:"state"`
+
+	NBIoT bridge.Config `yaml:"nbiot"` // NB-IoT platform pushes (docs/nbiot.md)
 }
 
 // defaults sets every default in one place.
@@ -237,6 +240,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.tokens: %w", err))
 	} else if c.HTTP.Tokens == "" && !loopback(c.HTTP.Listen) {
 		errs = append(errs, fmt.Errorf("http.tokens: http.listen %s is not a loopback address: set API tokens (FIREWATCH_HTTP_TOKENS), or the alarms would be readable by anyone", c.HTTP.Listen))
+	}
+	if err := c.NBIoT.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -22,6 +22,7 @@ import (
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/rules"
 )
@@ -48,6 +49,7 @@ type service struct {
 	brokerURL string
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
+	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 }
 
 // loadRules returns the configured rule set, or the built-in defaults.
@@ -215,6 +217,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: min(10*time.Second, cfg.HTTP.ReadTimeout),
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes: 64 << 10}
+	if err := s.startNBIoT(mux, reg); err != nil { // nbiot.go
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -299,6 +304,7 @@ func (s *service) run(ctx context.Context) error {
 	// Before the source: a handler waiting in Sync for a failing store
 	// holds the source; the alarm manager's drain grace must start now.
 	s.alarms.Stopping()
+	s.stopNBIoT() // nbiot.go
 	stopSource()
 	<-sourceDone
 	if s.ckpt != nil {
@@ -326,6 +332,7 @@ func (s *service) run(ctx context.Context) error {
 }
 
 func (s *service) close() {
+	s.stopNBIoT() // nbiot.go
 	s.downlink.close()
 	if s.broker != nil {
 		s.broker.Close()
