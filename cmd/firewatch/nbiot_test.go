@@ -216,17 +216,17 @@ func TestNBIoTEndToEnd(t *testing.T) {
 
 	m := scrape(t, base+"/metrics")
 	for k, want := range map[string]float64{
-		`firewatch_nbiot_requests_total{outcome="accepted",platform="ctwing"}`:       2,
-		`firewatch_nbiot_requests_total{outcome="duplicate",platform="ctwing"}`:      1,
-		`firewatch_nbiot_requests_total{outcome="token",platform="ctwing"}`:          1,
-		`firewatch_nbiot_requests_total{outcome="tenant",platform="ctwing"}`:         1,
-		`firewatch_nbiot_requests_total{outcome="signature",platform="onenet"}`:      1,
-		`firewatch_nbiot_requests_total{outcome="verified",platform="onenet"}`:       1,
-		`firewatch_nbiot_reports_total{platform="ctwing",result="delivered"}`:        1,
-		`firewatch_nbiot_reports_total{platform="ctwing",result="unknown_device"}`:   1,
-		`firewatch_nbiot_reports_total{platform="onenet",result="delivered"}`:        1,
-		`firewatch_nbiot_reports_total{platform="gb45839",result="install"}`:         1,
-		`firewatch_nbiot_pending_devices`:                                            2,
+		`firewatch_nbiot_requests_total{outcome="accepted",platform="ctwing"}`:     2,
+		`firewatch_nbiot_requests_total{outcome="duplicate",platform="ctwing"}`:    1,
+		`firewatch_nbiot_requests_total{outcome="token",platform="ctwing"}`:        1,
+		`firewatch_nbiot_requests_total{outcome="tenant",platform="ctwing"}`:       1,
+		`firewatch_nbiot_requests_total{outcome="signature",platform="onenet"}`:    1,
+		`firewatch_nbiot_requests_total{outcome="verified",platform="onenet"}`:     1,
+		`firewatch_nbiot_reports_total{platform="ctwing",result="delivered"}`:      1,
+		`firewatch_nbiot_reports_total{platform="ctwing",result="unknown_device"}`: 1,
+		`firewatch_nbiot_reports_total{platform="onenet",result="delivered"}`:      1,
+		`firewatch_nbiot_reports_total{platform="gb45839",result="install"}`:       1,
+		`firewatch_nbiot_pending_devices`:                                          2,
 	} {
 		if m[k] != want {
 			t.Errorf("%s = %v, want %v", k, m[k], want)
