@@ -3,6 +3,7 @@ package devices
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 const nbiotLedger = `
@@ -76,5 +77,37 @@ func TestLedgerNBIoTErrors(t *testing.T) {
 	}
 	if _, err := l.NBIoTIndex(); err == nil || !strings.Contains(err.Error(), `l.yaml:9: device "sm-2": nbiot imei "869975031234567" is also bound to "sm-1" (line 5)`) {
 		t.Errorf("duplicate imei: %v", err)
+	}
+}
+
+// TestLivenessLostWithin: an NB-IoT detector bound in the ledger is shown
+// lost within GB/T 45839's 24 h although its kind's heartbeat × missed
+// (24 h × 2) is longer; other devices keep their grace, and a bound
+// detector reporting often keeps its shorter one.
+func TestLivenessLostWithin(t *testing.T) {
+	l := fleet(3, KindSmoke)
+	l.Devices[0].NBIoT = &NBIoT{IMEI: "869975031234567"}
+	l.Devices[2].NBIoT = &NBIoT{IMEI: "869975031234568"}
+	l.Devices[2].Heartbeat = 4 * time.Hour
+	sink := &liveSink{}
+	const t0 = int64(1_796_000_000_000)
+	lv, err := NewLiveness(l, LivenessConfig{Tick: time.Minute, Missed: 2, LostWithin: 24 * time.Hour}, sink, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []time.Duration{24 * time.Hour, 48 * time.Hour, 8 * time.Hour} {
+		if g := lv.Status(Index(i)).Grace; g != want {
+			t.Errorf("device %d: grace %v, want %v", i, g, want)
+		}
+	}
+	lv.Tick(t0 + (24*time.Hour + time.Minute).Milliseconds())
+	offline := map[Index]bool{}
+	for _, e := range sink.evs {
+		if !e.online {
+			offline[e.d] = true
+		}
+	}
+	if !offline[0] || offline[1] || !offline[2] {
+		t.Errorf("offline after 24 h and a tick: %v, want the two bound detectors only", offline)
 	}
 }

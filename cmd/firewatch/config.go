@@ -162,6 +162,7 @@ func defaults() Config {
 	c.HTTP.MaxConnections = 512
 	c.Log.Level = "info"
 	c.Log.Format = "text"
+	c.NBIoT = bridge.DefaultConfig()
 	return c
 }
 

@@ -117,5 +117,6 @@ func newLiveness(cfg *Config, l *devices.Ledger, sink devices.LivenessSink, star
 	lc.Heartbeat[devices.KindSmoke] = cfg.Liveness.Smoke
 	lc.Heartbeat[devices.KindHydrant] = cfg.Liveness.Hydrant
 	lc.Heartbeat[devices.KindCharger] = cfg.Liveness.Charger
+	lc.LostWithin = cfg.NBIoT.LostWithin // nbiot.go
 	return devices.NewLiveness(l, lc, sink, start)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/onenet"
 )
@@ -22,6 +23,9 @@ type Config struct {
 	// Pending bounds the pending entries (devices not in the ledger).
 	Pending     int    `yaml:"pending" help:"pending entries (unknown devices, Install_info) kept at most; more are counted and dropped"`
 	PendingFile string `yaml:"pending_file" help:"file keeping the pending entries across restarts; empty: memory only"`
+	// LostWithin is GB/T 45839's bound on showing a detector's lost
+	// communication; liveness caps the grace of bound detectors at it.
+	LostWithin time.Duration `yaml:"lost_within" help:"an NB-IoT detector bound in the ledger is offline after at most this long without a report (GB/T 45839: within 24 h), even when its heartbeat × liveness.missed is longer; 0s: no cap"`
 
 	CTWing struct {
 		Token    string `yaml:"token" help:"CTWing subscription path token (at least 16 characters): push URL https://host/nbiot/ctwing/{token}; empty: CTWing off" secret:"true"`
@@ -42,6 +46,13 @@ const (
 	DefaultRate    = 200
 	DefaultPending = 10000
 )
+
+// DefaultLostWithin is GB/T 45839's: lost communication shown within 24 h.
+const DefaultLostWithin = 24 * time.Hour
+
+// DefaultConfig is the section's defaults (the zero values of the other
+// keys take their defaults where they are used).
+func DefaultConfig() Config { return Config{LostWithin: DefaultLostWithin} }
 
 func (c *Config) withDefaults() Config {
 	d := *c
@@ -67,8 +78,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("nbiot: tls_cert and tls_key go together, and need nbiot.listen"))
 		}
 	}
-	if c.MaxBody < 0 || c.Rate < 0 || c.Dedupe < 0 || c.Pending < 0 {
-		errs = append(errs, errors.New("nbiot: max_body, rate, dedupe and pending must not be negative (0: default)"))
+	if c.MaxBody < 0 || c.Rate < 0 || c.Dedupe < 0 || c.Pending < 0 || c.LostWithin < 0 {
+		errs = append(errs, errors.New("nbiot: max_body, rate, dedupe, pending and lost_within must not be negative (0: default, or no cap)"))
 	}
 	if t := c.CTWing.Token; t != "" {
 		if len(t) < 16 {
