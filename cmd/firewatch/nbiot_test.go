@@ -74,6 +74,7 @@ func nbiotService(t *testing.T, rcv *receiver, tune func(*Config)) *service {
 		c.NBIoT.OneNET.Token = onenetToken
 		c.NBIoT.GB45839.Token = gb45839Token
 		c.HTTP.Tokens = "ops:admin:" + adminToken + ",duty:viewer:" + viewerToken
+		c.Alarms.StormWindow = 0 // alarms of one station close together: a push each, not an incident
 		if tune != nil {
 			tune(c)
 		}
@@ -244,5 +245,34 @@ func TestNBIoTEndToEnd(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d fire pushes of sm-nb-ct, want 1", n)
+	}
+}
+
+// TestNBIoTLost: a bound detector silent for nbiot.lost_within (short
+// here; GB/T 45839's 24 h by default) is raised offline although its
+// heartbeat × missed is 48 h; a platform push is proof of life and clears
+// it.
+func TestNBIoTLost(t *testing.T) {
+	rcv := newReceiver(t)
+	s := nbiotService(t, rcv, func(c *Config) {
+		c.Liveness.Tick = 100 * time.Millisecond
+		c.NBIoT.LostWithin = time.Second
+	})
+	offline := func(transition string) func(map[string]any) bool {
+		return func(b map[string]any) bool {
+			d, _ := b["device"].(map[string]any)
+			return b["severity"] == "offline" && b["transition"] == transition && d["id"] == "sm-nb-ct"
+		}
+	}
+	rcv.nextPush(t, 15*time.Second, "offline push of the silent detector", offline("raised"))
+	normal := strings.Replace(ctwingSmoke, `"Alarm_Status":1`, `"Alarm_Status":0`, 1)
+	if code, body := post(t, s.httpURL()+"/nbiot/ctwing/"+ctwingToken, normal); code != 200 {
+		t.Fatalf("ctwing push: %d %s", code, body)
+	}
+	rcv.nextPush(t, 10*time.Second, "offline cleared by the push", offline("cleared"))
+	for _, p := range rcv.all() {
+		if d, _ := p.body["device"].(map[string]any); d["id"] == "sm-1" && p.body["severity"] == "offline" {
+			t.Errorf("an unbound smoke detector (48 h grace) went offline: %v", p.body)
+		}
 	}
 }
