@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	sim "github.com/firewatch-iot/firewatch/firmware-sim"
 )
 
 // nbiotLedger is the test ledger plus NB-IoT detectors bound by IMEI
@@ -275,4 +278,28 @@ func TestNBIoTLost(t *testing.T) {
 			t.Errorf("an unbound smoke detector (48 h grace) went offline: %v", p.body)
 		}
 	}
+}
+
+// TestNBIoTSimulators: the firmware-sim emulators' pushes, OneNET in secure
+// (AES) mode, raise fire alarms through a running firewatch.
+func TestNBIoTSimulators(t *testing.T) {
+	rcv := newReceiver(t)
+	const aesKey = "ABCDEFGHIJKLMNOP"
+	s := nbiotService(t, rcv, func(c *Config) { c.NBIoT.OneNET.AESKey = aesKey })
+	base := s.httpURL()
+	now := time.Now()
+	ct := sim.CTWingDataReport("2000033629", "15298770", "15298770869975031234568", "869975031234568", 1, now, sim.SmokeState{AlarmStatus: 1, Battery: 90, RSRP: -90})
+	on, err := sim.OneNETPush(onenetToken, aesKey, sim.OneNETDataPoint(523456791, "Alarm_Status", now, 1), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := sim.Push(ctx, http.DefaultClient, base+"/nbiot/ctwing/"+ctwingToken, ct, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sim.Push(ctx, http.DefaultClient, base+"/nbiot/onenet", on, nil); err != nil {
+		t.Fatal(err)
+	}
+	rcv.nextPush(t, 10*time.Second, "fire push of the CTWing detector", firePush("sm-nb-ct"))
+	rcv.nextPush(t, 10*time.Second, "fire push of the OneNET detector", firePush("sm-nb-on"))
 }
