@@ -43,7 +43,7 @@ devices:
     grid: "450204002003"
 `
 
-func ledger(t *testing.T, text string) *devices.Ledger {
+func ledger(t testing.TB, text string) *devices.Ledger {
 	t.Helper()
 	l, err := devices.ParseLedger("ledger.yaml", []byte(text))
 	if err != nil {
