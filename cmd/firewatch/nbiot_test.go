@@ -34,6 +34,11 @@ func nbiotLedger(t *testing.T, rcvURL string) string {
     grid: "450204002003"
     address: 鹅山路22号
     nbiot: {platform_id: "523456791", product: NB-SMOKE-TM}
+  - id: sm-nb-gb
+    kind: smoke
+    grid: "450204002003"
+    address: 鹅山路24号
+    nbiot: {serial: "ABCD01250601SN00000010A1F2E"}
 `
 	path := filepath.Join(t.TempDir(), "ledger-nbiot.yaml")
 	if err := os.WriteFile(path, append(b, extra...), 0o600); err != nil {
@@ -191,6 +196,17 @@ func TestNBIoTEndToEnd(t *testing.T) {
 		t.Fatalf("alarms of sm-nb-on right after the 200: %v", a)
 	}
 	rcv.nextPush(t, 10*time.Second, "fire push of the OneNET detector", firePush("sm-nb-on"))
+
+	// A GB/T 45839 peer's status_info: status 2 is a fire alarm.
+	status := `{"company":"ABCD","serial":"ABCD01250601SN00000010A1F2E","status":2,"signalStrength":-99,"batteryPercentage":76,"datetime":"` +
+		time.Now().In(time.FixedZone("CST", 8*3600)).Format("2006-01-02 15:04:05") + `"}`
+	if code, body := post(t, base+"/nbiot/gb45839/"+gb45839Token+"/status_info", status); code != 200 || body != `{"success":1}` {
+		t.Fatalf("status_info: %d %s", code, body)
+	}
+	if a := alarmsOf(t, s, "sm-nb-gb"); len(a) != 1 || a[0]["rule"] != "smoke.smoke_alarm" {
+		t.Fatalf("alarms of sm-nb-gb right after the answer: %v", a)
+	}
+	rcv.nextPush(t, 10*time.Second, "fire push of the GB/T 45839 detector", firePush("sm-nb-gb"))
 
 	// An unknown detector, and a GB/T 45839 Install_info: pending entries.
 	unknown := strings.ReplaceAll(ctwingSmoke, "869975031234568", "869975039999999")
