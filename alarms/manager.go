@@ -72,6 +72,9 @@ type Config struct {
 	// Robots are WeCom and DingTalk group robots of duty groups: each gets
 	// a markdown message for every push of the alarms in its grid.
 	Robots []Robot
+	// SMS, if set, is the SMS/voice gateway that tells a device's
+	// responsible person of its alarms (sms.go).
+	SMS *SMSGateway
 	// CommandRetry is how long to wait for a device's acknowledgement
 	// before sending a command again (default 3s).
 	CommandRetry time.Duration
@@ -668,19 +671,23 @@ func (m *Manager) raise(ctx context.Context, tx *sql.Tx, ev rules.Event, now tim
 			return nil, err
 		}
 	}
+	sms, err := m.enqueueSMS(ctx, tx, id, in, now) // sms.go: also for an alarm that joins an incident
+	if err != nil {
+		return nil, err
+	}
 	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity)
 	if err != nil {
 		return nil, err
 	}
 	if inc != 0 {
 		a.Incident = formatIncidentID(inc)
-		return &effect{alarm: a, transition: TransitionRaised, command: a.Action == "cut_power"}, nil
+		return &effect{alarm: a, transition: TransitionRaised, endpoints: sms, command: a.Action == "cut_power"}, nil
 	}
 	eps, err := m.enqueue(ctx, tx, id, in, now)
 	if err != nil {
 		return nil, err
 	}
-	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps, command: a.Action == "cut_power"}, nil
+	return &effect{alarm: a, transition: TransitionRaised, endpoints: append(eps, sms...), command: a.Action == "cut_power"}, nil
 }
 
 func (m *Manager) clear(ctx context.Context, tx *sql.Tx, ev rules.Event, now time.Time) (*effect, error) {

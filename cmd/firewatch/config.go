@@ -90,6 +90,9 @@ type Config struct {
 		CommandRetry    time.Duration `yaml:"command_retry" help:"a linkage command (cut_power) unacknowledged this long is sent again, 3 times in all"`
 		Digest          string        `yaml:"digest" help:"schedule of the digests (预警提示) to the robots of towns and counties: daily, weekly, monthly or off"`
 		DigestAt        time.Duration `yaml:"digest_at" help:"a digest goes out this long after its period ends at midnight CST (8h: 08:00)"`
+		// SMS and voice to a detector's responsible person (alarms/sms.go, docs/nbiot.md).
+		SMSGateway  string `yaml:"sms_gateway" help:"SMS/voice gateway webhook: a fire of a device whose ledger entry names a mobile (nbiot.mobile) goes there as an SMS and a voice call, other alarms as an SMS; empty: none" secret:"true"`
+		SMSTemplate string `yaml:"sms_template" help:"JSON body template of a gateway message (Go text/template over .Mobile .Name .Channel .Text .AlarmID .Severity .Device .Address; json quotes); empty: the generic one"`
 	} `yaml:"alarms"`
 
 	HTTP struct {
@@ -203,6 +206,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Alarms.DigestAt <= 0 || c.Alarms.DigestAt >= 24*time.Hour {
 		errs = append(errs, errors.New("alarms.digest_at must be within a day (1s to 23h59m)"))
+	}
+	if c.Alarms.SMSGateway != "" { // alarms/sms.go
+		if _, err := alarms.NewSMSGateway(c.Alarms.SMSGateway, c.Alarms.SMSTemplate); err != nil {
+			errs = append(errs, fmt.Errorf("alarms.sms_gateway: %w", err))
+		}
 	}
 	if c.Alarms.CommandRetry <= 0 {
 		errs = append(errs, errors.New("alarms.command_retry must be positive"))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/alarms"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
 )
 
@@ -318,4 +320,47 @@ func TestNBIoTSimulators(t *testing.T) {
 	}
 	rcv.nextPush(t, 10*time.Second, "fire push of the CTWing detector", firePush("sm-nb-ct"))
 	rcv.nextPush(t, 10*time.Second, "fire push of the OneNET detector", firePush("sm-nb-on"))
+}
+
+// TestNBIoTTwoChannels: a CTWing smoke alarm of a detector whose ledger
+// entry names its responsible person reaches the station's push and, at a
+// real local SMS/voice gateway that verifies the signature, an SMS and a
+// voice call to that person (GB/T 45839 5.10.4).
+func TestNBIoTTwoChannels(t *testing.T) {
+	rcv := newReceiver(t)
+	type msg struct{ to, channel, text string }
+	got := make(chan msg, 10)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		key := alarms.PushKey([]byte(e2eSecret), alarms.RecipientSMS)
+		if err := alarms.VerifyFor([][]byte{key}, alarms.RecipientSMS, r.Header.Get(alarms.HeaderTimestamp), b, r.Header.Get(alarms.HeaderSignatureV2)); err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+		var m map[string]string
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Errorf("gateway body %s: %v", b, err)
+		}
+		got <- msg{m["to"], m["channel"], m["text"]}
+	}))
+	defer gw.Close()
+	s := nbiotService(t, rcv, func(c *Config) { c.Alarms.SMSGateway = gw.URL })
+	if code, body := post(t, s.httpURL()+"/nbiot/ctwing/"+ctwingToken, ctwingSmoke); code != 200 {
+		t.Fatalf("ctwing push: %d %s", code, body)
+	}
+	rcv.nextPush(t, 10*time.Second, "fire push of the CTWing detector", firePush("sm-nb-ct"))
+	channels := map[string]bool{}
+	for range 2 {
+		select {
+		case m := <-got:
+			if m.to != "13800000000" || !strings.Contains(m.text, "sm-nb-ct") {
+				t.Errorf("gateway message %+v", m)
+			}
+			channels[m.channel] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("gateway got %v within 10 s, want sms and voice", channels)
+		}
+	}
+	if !channels["sms"] || !channels["voice"] {
+		t.Errorf("channels %v", channels)
+	}
 }

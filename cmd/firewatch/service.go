@@ -104,6 +104,12 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if cfg.Alarms.LegacySignature {
 		log.Warn("dispatch pushes also carry the v1 signature keyed with alarms.secret itself: once every receiver verifies v2 with its own key (firewatch push-key), set alarms.legacy_signature false and rotate alarms.secret (docs/dispatch.md)")
 	}
+	var sms *alarms.SMSGateway // alarms/sms.go
+	if cfg.Alarms.SMSGateway != "" {
+		if sms, err = alarms.NewSMSGateway(cfg.Alarms.SMSGateway, cfg.Alarms.SMSTemplate); err != nil {
+			return nil, fmt.Errorf("alarms.sms_gateway: %w", err)
+		}
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
@@ -112,7 +118,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
 		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
 		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
-		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots,
+		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots, SMS: sms,
 		Digest: cfg.Alarms.Digest, DigestAt: cfg.Alarms.DigestAt,
 		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
 		OnTransition: func(a alarms.Alarm) {
