@@ -364,3 +364,21 @@ func TestNBIoTTwoChannels(t *testing.T) {
 		t.Errorf("channels %v", channels)
 	}
 }
+
+// TestNBIoTStopping: once shutdown has stopped the bridge (before the alarm
+// manager stops), a push is answered 503, so that the platform sends it
+// again to the next run, and nothing of it is taken.
+func TestNBIoTStopping(t *testing.T) {
+	rcv := newReceiver(t)
+	s := nbiotService(t, rcv, nil)
+	s.stopNBIoT()
+	if code, body := post(t, s.httpURL()+"/nbiot/ctwing/"+ctwingToken, ctwingSmoke); code != http.StatusServiceUnavailable {
+		t.Fatalf("push while stopping: %d %s, want 503", code, body)
+	}
+	if a := alarmsOf(t, s, "sm-nb-ct"); len(a) != 0 {
+		t.Errorf("a push refused with 503 raised %v", a)
+	}
+	if m := scrape(t, s.httpURL()+"/metrics"); m[`firewatch_nbiot_requests_total{outcome="submit",platform="ctwing"}`] != 1 {
+		t.Errorf("refusal not counted as submit")
+	}
+}
