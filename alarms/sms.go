@@ -125,10 +125,14 @@ func (m *Manager) enqueueSMS(ctx context.Context, tx *sql.Tx, alarmID int64, in 
 		if err != nil {
 			return nil, err
 		}
+		// A key of its own per channel: a gateway that dedupes on the
+		// Idempotency-Key alone must not take the call for a repeat of
+		// the SMS.
+		key := p.IdempotencyKey + "-" + ch
 		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
 			idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0)`,
-			alarmID, in.transition, ch, g.URL, p.IdempotencyKey, string(body), now.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("queue %s message %s: %w", ch, p.IdempotencyKey, err)
+			alarmID, in.transition, ch, g.URL, key, string(body), now.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("queue %s message %s: %w", ch, key, err)
 		}
 		eps = append(eps, g.URL)
 	}

@@ -108,7 +108,7 @@ func TestSMSGateway(t *testing.T) {
 	for _, msg := range msgs {
 		channels[msg["channel"]] = true
 		if msg["to"] != "13800000000" || msg["name"] != "韦建国" || msg["device"] != "sm-450204-0002" || msg["severity"] != "fire" ||
-			!strings.Contains(msg["text"], "烟雾报警") || msg["key"] != msg["alarm_id"]+"-raised" {
+			!strings.Contains(msg["text"], "烟雾报警") || msg["key"] != msg["alarm_id"]+"-raised-"+msg["channel"] {
 			t.Errorf("gateway message %v", msg)
 		}
 	}

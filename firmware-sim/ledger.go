@@ -216,10 +216,13 @@ func GenerateLedger(w io.Writer, opts LedgerOptions) error {
 			}
 			if kind == devices.KindSmoke && nb < opts.NBIoT && strings.HasSuffix(v.name, "村") {
 				nb++
+				// The household's contact (责任人), for SMS and voice calls
+				// (illustrative names, numbers of a reserved-looking range).
+				contact := fmt.Sprintf("responsible: %s, mobile: %s", q(householders[(nb-1)%len(householders)]), q(fmt.Sprintf("1380000%04d", nb)))
 				if nb%2 == 1 {
-					p("    nbiot: {imei: %s, product: NB-SMOKE-TM}\n", q(NBIoTIMEI(nb)))
+					p("    nbiot: {imei: %s, product: NB-SMOKE-TM, %s}\n", q(NBIoTIMEI(nb)), contact)
 				} else {
-					p("    nbiot: {platform_id: %s, product: NB-SMOKE-TM}\n", q(NBIoTDeviceID(nb)))
+					p("    nbiot: {platform_id: %s, product: NB-SMOKE-TM, %s}\n", q(NBIoTDeviceID(nb)), contact)
 				}
 				p("    heartbeat: 12h\n") // GB/T 45839: lost shown within 24 h, with a margin
 			}
@@ -259,3 +262,7 @@ func NBIoTIMEI(n int) string { return fmt.Sprintf("8699750%08d", n) }
 // NBIoTDeviceID is the OneNET device id of the n-th NB-IoT detector of a
 // generated ledger (even n).
 func NBIoTDeviceID(n int) string { return strconv.Itoa(523400000 + n) }
+
+// householders are illustrative names of the households an NB-IoT smoke
+// detector of the demo protects.
+var householders = []string{"韦建国", "覃秀兰", "黄志强", "蓝美玲", "莫永福", "梁丽华"}

@@ -104,6 +104,10 @@ export FIREWATCH_NBIOT_CTWING_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr
 export FIREWATCH_NBIOT_CTWING_TENANTS=2000033629 FIREWATCH_NBIOT_CTWING_PRODUCTS=15298770
 export FIREWATCH_NBIOT_ONENET_TOKEN=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export FIREWATCH_NBIOT_ONENET_AES_KEY=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# SMS and voice calls to the households (GB/T 45839: two kinds of channel) go to an SMS gateway webhook;
+# in the demo the dispatch receiver stands in for it and prints each message.
+export FIREWATCH_ALARMS_SMS_GATEWAY=http://$RECEIVER_ADDR/dispatch/sms-gateway
+export FIREWATCH_ALARMS_SMS_TEMPLATE='{"to":{{json .Mobile}},"channel":{{json .Channel}},"severity":{{json .Severity}},"message":{{json (printf "%s → %s %s：%s" .Channel .Name .Mobile .Text)}}}'
 
 setsid "$BIN/firewatch" -ledger "$VAR/ledger.yaml" -alarms.db "$VAR/alarms.db" \
   -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
