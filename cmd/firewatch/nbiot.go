@@ -27,7 +27,12 @@ const gbLostWithin = 24 * time.Hour
 // entries at GET /api/v1/nbiot/pending (admin).
 func (s *service) startNBIoT(mux *http.ServeMux, reg prometheus.Registerer) error {
 	if !s.cfg.NBIoT.Enabled() {
-		return nil
+		// No platform: the ledger's bindings are still checked, so that a
+		// mistake shows now and not when a platform is configured.
+		return checkNBIoT(s.cfg, s.ledger)
+	}
+	if l := s.cfg.NBIoT.Listen; l != "" && s.cfg.NBIoT.TLSCert == "" && !loopback(l) {
+		s.log.Warn("NB-IoT pushes on a public address without TLS: the CTWing and GB/T 45839 path tokens travel in clear text; set nbiot.tls_cert and nbiot.tls_key", "listen", l)
 	}
 	b, err := bridge.New(s.cfg.NBIoT, bridge.Options{
 		Ledger: s.ledger, Handle: s.nbiotHandle, Registerer: reg, Logger: s.log.With("component", "nbiot"),
@@ -103,4 +108,11 @@ func (s *service) warnNBIoTLiveness() {
 		s.log.Warn("NB-IoT detectors report no more often than nbiot.lost_within: one late report shows them offline; set their ledger heartbeat to their real period, or have them report more often",
 			"devices", tight, "lost_within", within)
 	}
+}
+
+// checkNBIoT checks the ledger's NB-IoT bindings against the product codecs
+// (firewatch check, and a start without a platform).
+func checkNBIoT(cfg *Config, l *devices.Ledger) error {
+	_, _, err := bridge.CheckLedger(cfg.NBIoT, l)
+	return err
 }

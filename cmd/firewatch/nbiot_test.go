@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -380,5 +381,31 @@ func TestNBIoTStopping(t *testing.T) {
 	}
 	if m := scrape(t, s.httpURL()+"/metrics"); m[`firewatch_nbiot_requests_total{outcome="submit",platform="ctwing"}`] != 1 {
 		t.Errorf("refusal not counted as submit")
+	}
+}
+
+// TestNBIoTCheck: firewatch check and a start without any platform report
+// a ledger binding to an unknown product with its line.
+func TestNBIoTCheck(t *testing.T) {
+	good := nbiotLedger(t, "http://127.0.0.1:1")
+	b, _ := os.ReadFile(good)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(string(b), "nbiot: {platform_id: \"523456791\", product: NB-SMOKE-TM}", "nbiot: {platform_id: \"523456791\", product: NB-NOPE}", 1)), 0o600)
+	for _, c := range []struct {
+		ledger string
+		code   int
+		want   string
+	}{{good, 0, "OK"}, {bad, 1, `device "sm-nb-on": nbiot product "NB-NOPE" has no codec`}} {
+		var out, errb strings.Builder
+		t.Setenv("FIREWATCH_ALARMS_SECRET", e2eSecret)
+		code := cli([]string{"check", "-ledger", c.ledger}, &out, &errb)
+		if code != c.code || !strings.Contains(out.String()+errb.String(), c.want) {
+			t.Errorf("check %s: %d %s %s, want %d and %q", filepath.Base(c.ledger), code, out.String(), errb.String(), c.code, c.want)
+		}
+	}
+	cfg := embeddedConfig(t, newReceiver(t))
+	cfg.Ledger = bad
+	if _, err := newService(&cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "NB-NOPE") {
+		t.Errorf("start without a platform: %v", err)
 	}
 }

@@ -77,41 +77,52 @@ const (
 	resultFull      = "pending_full"   // pending entries at their bound: dropped
 )
 
-// New checks the ledger's NB-IoT bindings against the product codecs and
-// returns the bridge. Every bound device must name a known product of its
-// own kind.
-func New(cfg Config, opt Options) (*Bridge, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
+// CheckLedger loads the product codecs (shipped and nbiot.codecs) and
+// checks the ledger's NB-IoT bindings against them: every name bound to one
+// device, every bound product known and of the device's kind. Errors name
+// the ledger's file and line.
+func CheckLedger(cfg Config, l *devices.Ledger) (nbiot.Codecs, *devices.NBIoTIndex, error) {
 	codecs, err := nbiot.ShippedCodecs()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := codecs.LoadCodecs(List(cfg.Codecs)); err != nil {
-		return nil, fmt.Errorf("nbiot.codecs: %w", err)
+		return nil, nil, fmt.Errorf("nbiot.codecs: %w", err)
 	}
-	idx, err := opt.Ledger.NBIoTIndex()
+	idx, err := l.NBIoTIndex()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var errs []error
-	for i := range opt.Ledger.Devices {
-		d := &opt.Ledger.Devices[i]
+	for i := range l.Devices {
+		d := &l.Devices[i]
 		if d.NBIoT == nil || d.NBIoT.Product == "" {
 			continue
 		}
 		c := codecs[d.NBIoT.Product]
 		switch {
 		case c == nil:
-			errs = append(errs, fmt.Errorf("%s:%d: device %q: nbiot product %q has no codec (shipped: ingest/nbiot/maps; more with nbiot.codecs)", opt.Ledger.File, d.Line, d.ID, d.NBIoT.Product))
+			errs = append(errs, fmt.Errorf("%s:%d: device %q: nbiot product %q has no codec (shipped: ingest/nbiot/maps; more with nbiot.codecs)", l.File, d.Line, d.ID, d.NBIoT.Product))
 		case c.Kind != d.Kind:
-			errs = append(errs, fmt.Errorf("%s:%d: device %q of kind %s: nbiot product %q is a %s codec", opt.Ledger.File, d.Line, d.ID, d.Kind, c.Product, c.Kind))
+			errs = append(errs, fmt.Errorf("%s:%d: device %q of kind %s: nbiot product %q is a %s codec", l.File, d.Line, d.ID, d.Kind, c.Product, c.Kind))
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
+	}
+	return codecs, idx, nil
+}
+
+// New checks the ledger's NB-IoT bindings (CheckLedger) and returns the
+// bridge.
+func New(cfg Config, opt Options) (*Bridge, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	codecs, idx, err := CheckLedger(cfg, opt.Ledger)
+	if err != nil {
+		return nil, err
 	}
 	log := opt.Logger
 	if log == nil {
