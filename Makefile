@@ -68,6 +68,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzDecodeStatus ./ingest/nbiot/gb45839/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzDecodeInstall ./ingest/nbiot/gb45839/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseSerial ./ingest/nbiot/gb45839/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzBridge ./ingest/nbiot/bridge/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/gb26875/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzReassemble ./ingest/gb26875/stream/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseMap ./gateway/ $(FUZZTIME)

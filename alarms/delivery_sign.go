@@ -152,6 +152,9 @@ func (m *Manager) recipient(endpoint string) string {
 	if endpoint == m.cfg.BrigadeEndpoint {
 		return RecipientBrigade
 	}
+	if m.cfg.SMS != nil && endpoint == m.cfg.SMS.URL { // sms.go
+		return RecipientSMS
+	}
 	for _, st := range m.ledger.Stations {
 		if st.Endpoint == endpoint {
 			return st.ID

@@ -249,19 +249,23 @@ func (m *Manager) raise(ctx context.Context, tx *storeTx, ev rules.Event, now ti
 			return nil, fmt.Errorf("queue %s of alarm %s: %w", a.Action, a.ID, err)
 		}
 	}
+	sms, err := m.enqueueSMS(ctx, tx, id, in, now) // sms.go: also for an alarm that joins an incident
+	if err != nil {
+		return nil, err
+	}
 	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity)
 	if err != nil {
 		return nil, err
 	}
 	if inc != 0 {
 		a.Incident = formatIncidentID(inc)
-		return &effect{alarm: a, transition: TransitionRaised, command: a.Action == "cut_power"}, nil
+		return &effect{alarm: a, transition: TransitionRaised, endpoints: sms, command: a.Action == "cut_power"}, nil
 	}
 	eps, err := m.enqueue(ctx, tx, id, in, now)
 	if err != nil {
 		return nil, err
 	}
-	return &effect{alarm: a, transition: TransitionRaised, endpoints: eps, command: a.Action == "cut_power"}, nil
+	return &effect{alarm: a, transition: TransitionRaised, endpoints: append(eps, sms...), command: a.Action == "cut_power"}, nil
 }
 
 func (m *Manager) clear(ctx context.Context, tx *storeTx, ev rules.Event, now time.Time) (*effect, error) {

@@ -70,6 +70,9 @@ type Config struct {
 	// Robots are WeCom and DingTalk group robots of duty groups: each gets
 	// a markdown message for every push of the alarms in its grid.
 	Robots []Robot
+	// SMS, if set, is the SMS/voice gateway that tells a device's
+	// responsible person of its alarms (sms.go).
+	SMS *SMSGateway
 	// CommandRetry is how long to wait for a device's acknowledgement
 	// before sending a command again (default 3s).
 	CommandRetry time.Duration

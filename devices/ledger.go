@@ -52,6 +52,7 @@ type Device struct {
 	// broker (`firewatch hash-secret`); empty: the device cannot connect
 	// itself (it may still be forwarded by its gateway).
 	SecretHash string
+	NBIoT      *NBIoT // NB-IoT platform binding (nbiot.go); nil: none
 }
 
 // Gateway is a gateway box (firegate) that forwards the readings of the
@@ -211,6 +212,7 @@ type deviceEntry struct {
 	// Heartbeat is a duration such as 30m; SecretHash see Device.
 	Heartbeat  time.Duration `yaml:"heartbeat"`
 	SecretHash string        `yaml:"secret_hash"`
+	NBIoT      NBIoT         `yaml:"nbiot"` // nbiot.go
 }
 
 // LoadLedger reads a ledger file.
@@ -335,6 +337,9 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		if e.Channels < 0 || e.Channels > MaxChannels {
 			bad(n.Line, "device %q: channels %d is outside 0…%d", e.ID, e.Channels, MaxChannels)
 		}
+		if msg := e.NBIoT.check(); msg != "" { // nbiot.go
+			bad(n.Line, "device %q: %s", e.ID, msg)
+		}
 		var st *Station
 		switch {
 		case e.Station != "":
@@ -356,7 +361,7 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		d := Device{
 			Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
 			Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
-			Heartbeat: e.Heartbeat, SecretHash: e.SecretHash,
+			Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(),
 			Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: e.Rules, Line: n.Line,
 		}
 		l.byID[e.ID] = d.Index

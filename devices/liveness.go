@@ -48,6 +48,10 @@ type LivenessConfig struct {
 	Heartbeat [NumKinds]time.Duration
 	// Missed is how many heartbeats may be missed; zero takes DefaultMissed.
 	Missed int
+	// LostWithin caps the grace of NB-IoT detectors bound in the ledger
+	// (Device.NBIoT): GB/T 45839 wants lost communication shown within
+	// 24 h. Zero: no cap.
+	LostWithin time.Duration
 	// Restored is, per device index, when its silence began as the last run
 	// knew it (ReadLivenessState): the last sighting, or the start of the
 	// run that first missed it. Zero (or a nil slice) counts from start.
@@ -182,6 +186,9 @@ func NewLiveness(l *Ledger, cfg LivenessConfig, sink LivenessSink, start int64) 
 			}
 		}
 		g := hb * time.Duration(cfg.Missed)
+		if d.NBIoT != nil && cfg.LostWithin > 0 { // GB/T 45839 (nbiot.go)
+			g = min(g, cfg.LostWithin)
+		}
 		if hb <= 0 || g > MaxGrace {
 			return nil, fmt.Errorf("liveness: device %s: grace %v (heartbeat %v × %d) must be positive and at most %v", d.ID, g, hb, cfg.Missed, MaxGrace)
 		}

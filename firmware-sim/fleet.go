@@ -118,9 +118,15 @@ func (f *Fleet) pick(ms int64) *device {
 		i++
 	}
 	d := &f.devs[f.rr]
-	f.rr++
-	if f.rr == len(f.devs) {
-		f.rr = 0
+	for range f.devs { // NB-IoT detectors report through their platform (nbiot.go), not MQTT
+		f.rr++
+		if f.rr == len(f.devs) {
+			f.rr = 0
+		}
+		if d.dev.NBIoT == nil {
+			break
+		}
+		d = &f.devs[f.rr]
 	}
 	return d
 }

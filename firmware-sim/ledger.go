@@ -30,6 +30,11 @@ type LedgerOptions struct {
 	// Gateways, if above zero, assigns the devices of each village to one
 	// of that many gateway boxes (gw-001 …), for gateway batches.
 	Gateways int
+	// NBIoT binds this many smoke detectors of villages (村) to NB-IoT
+	// platforms, alternately CTWing (by IMEI) and OneNET (by device id):
+	// firesim nbiot reports for them, firesim run leaves them out
+	// (NBIoTIMEI, NBIoTDeviceID).
+	NBIoT int
 }
 
 // kindPattern is the mix of kinds within a village, all four first so that
@@ -156,6 +161,7 @@ func GenerateLedger(w io.Writer, opts LedgerOptions) error {
 
 	p("\ndevices:\n")
 	counter := map[string]int{}
+	nb := 0
 	for vi, pl := range villages {
 		c, t, v := pl.c, pl.t, pl.v
 		vlat, vlon := t.lat+jitter(0.012), t.lon+jitter(0.012)
@@ -208,6 +214,18 @@ func GenerateLedger(w io.Writer, opts LedgerOptions) error {
 			if opts.Gateways > 0 {
 				p("    gateway: gw-%03d\n", 1+vi%opts.Gateways)
 			}
+			if kind == devices.KindSmoke && nb < opts.NBIoT && strings.HasSuffix(v.name, "村") {
+				nb++
+				// The household's contact (责任人), for SMS and voice calls
+				// (illustrative names, numbers of a reserved-looking range).
+				contact := fmt.Sprintf("responsible: %s, mobile: %s", q(householders[(nb-1)%len(householders)]), q(fmt.Sprintf("1380000%04d", nb)))
+				if nb%2 == 1 {
+					p("    nbiot: {imei: %s, product: NB-SMOKE-TM, %s}\n", q(NBIoTIMEI(nb)), contact)
+				} else {
+					p("    nbiot: {platform_id: %s, product: NB-SMOKE-TM, %s}\n", q(NBIoTDeviceID(nb)), contact)
+				}
+				p("    heartbeat: 12h\n") // GB/T 45839: lost shown within 24 h, with a margin
+			}
 		}
 	}
 	if err := bw.Flush(); err != nil {
@@ -236,3 +254,15 @@ func indexOf(s []string, v string) int {
 	}
 	return 0
 }
+
+// NBIoTIMEI is the IMEI of the n-th NB-IoT detector of a generated ledger
+// (odd n: CTWing).
+func NBIoTIMEI(n int) string { return fmt.Sprintf("8699750%08d", n) }
+
+// NBIoTDeviceID is the OneNET device id of the n-th NB-IoT detector of a
+// generated ledger (even n).
+func NBIoTDeviceID(n int) string { return strconv.Itoa(523400000 + n) }
+
+// householders are illustrative names of the households an NB-IoT smoke
+// detector of the demo protects.
+var householders = []string{"韦建国", "覃秀兰", "黄志强", "蓝美玲", "莫永福", "梁丽华"}

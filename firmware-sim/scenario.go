@@ -172,7 +172,7 @@ func (f *Fleet) Start(sc Scenario, now time.Time) (*Incident, error) {
 		in.Peak = now.Add(fireRise)
 		for i := range f.devs {
 			d := &f.devs[i]
-			if d.dev.Grid != grid {
+			if d.dev.Grid != grid || d.dev.NBIoT != nil { // NB-IoT detectors report through their platform (nbiot.go)
 				continue
 			}
 			switch m := d.m.(type) {

@@ -29,6 +29,10 @@ type LivenessConfig struct {
 	Smoke      time.Duration `yaml:"smoke" help:"heartbeat interval of smoke detectors (NB-IoT)"`
 	Hydrant    time.Duration `yaml:"hydrant" help:"heartbeat interval of hydrant pressure sensors"`
 	Charger    time.Duration `yaml:"charger" help:"heartbeat interval of e-bike charging cabinets"`
+	// LostWithin, if positive, caps the offline grace of every device
+	// (GB/T 45839: a lost detector shown within 24 h); set by the caller
+	// from nbiot.lost_within, not a key of this section.
+	LostWithin time.Duration `yaml:"-"`
 }
 
 // StateConfig is the state section: the checkpoint of rule state and

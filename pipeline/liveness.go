@@ -108,5 +108,6 @@ func newLiveness(cfg LivenessConfig, l *devices.Ledger, sink devices.LivenessSin
 	lc.Heartbeat[devices.KindSmoke] = cfg.Smoke
 	lc.Heartbeat[devices.KindHydrant] = cfg.Hydrant
 	lc.Heartbeat[devices.KindCharger] = cfg.Charger
+	lc.LostWithin = cfg.LostWithin // NB-IoT detectors (GB/T 45839): cmd/firewatch/nbiot.go
 	return devices.NewLiveness(l, lc, sink, start)
 }

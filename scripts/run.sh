@@ -83,7 +83,7 @@ curl -fsS -o /dev/null -XPOST "$INFLUX_URL/query" --data-urlencode "q=CREATE DAT
 
 # The demo ledger (台账): generated once, then yours to edit.
 if [ ! -f "$VAR/ledger.yaml" ]; then
-  "$BIN/firesim" ledger -devices "$DEVICES" -endpoint "http://$RECEIVER_ADDR" -o "$VAR/ledger.yaml"
+  "$BIN/firesim" ledger -devices "$DEVICES" -nbiot "${NBIOT_DEVICES:-6}" -endpoint "http://$RECEIVER_ADDR" -o "$VAR/ledger.yaml"
 fi
 
 setsid "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET" &
@@ -96,6 +96,18 @@ pids+=($!)
 SIM_SECRET=$("$BIN/firewatch" hash-secret -generate | sed -n 1p)
 export FIREWATCH_MQTT_BRIDGE_USER=firesim
 export FIREWATCH_MQTT_BRIDGE_SECRET_HASH=$(printf '%s\n' "$SIM_SECRET" | "$BIN/firewatch" hash-secret)
+
+# NB-IoT smoke detectors (docs/nbiot.md): some of the ledger's village smoke
+# detectors report through emulated CTWing and OneNET pushes (firesim nbiot)
+# to firewatch's /nbiot endpoints, with tokens made for this run.
+export FIREWATCH_NBIOT_CTWING_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export FIREWATCH_NBIOT_CTWING_TENANTS=2000033629 FIREWATCH_NBIOT_CTWING_PRODUCTS=15298770
+export FIREWATCH_NBIOT_ONENET_TOKEN=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export FIREWATCH_NBIOT_ONENET_AES_KEY=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# SMS and voice calls to the households (GB/T 45839: two kinds of channel) go to an SMS gateway webhook;
+# in the demo the dispatch receiver stands in for it and prints each message.
+export FIREWATCH_ALARMS_SMS_GATEWAY=http://$RECEIVER_ADDR/dispatch/sms-gateway
+export FIREWATCH_ALARMS_SMS_TEMPLATE='{"to":{{json .Mobile}},"channel":{{json .Channel}},"severity":{{json .Severity}},"message":{{json (printf "%s → %s %s：%s" .Channel .Name .Mobile .Text)}}}'
 
 setsid "$BIN/firewatch" -ledger "$VAR/ledger.yaml" -alarms.db "$VAR/alarms.db" \
   -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
@@ -113,13 +125,19 @@ cat <<BANNER
   InfluxDB                 $INFLUX_URL   database firewatch
       curl -G '$INFLUX_URL/query?db=firewatch' --data-urlencode 'q=SELECT count(*) FROM electrical'
   dispatch receiver        http://$RECEIVER_ADDR/dispatch/{station}   (pushes print below)
+  NB-IoT pushes            http://$HTTP_LISTEN/nbiot/ctwing/{token}, /nbiot/onenet   (docs/nbiot.md)
+      pending (unbound) detectors: http://$HTTP_LISTEN/api/v1/nbiot/pending
   logs                     var/firewatch.log, var/influxd.log
   ---------------------------------------------------------------------------------
   A fleet of $DEVICES simulated devices publishes now; incidents start in about 15 s:
-  a fire in 山湾村 of 柳南区, an overheating charging slot, a hydrant losing pressure.
+  a fire in 山湾村 of 柳南区 (also seen by its NB-IoT detectors through CTWing and OneNET),
+  an overheating charging slot, a hydrant losing pressure.
 
 BANNER
 
+setsid "$BIN/firesim" nbiot -ledger "$VAR/ledger.yaml" -url "http://$HTTP_LISTEN" -every 1m \
+  -scenario-delay 15s -fire 450204101201 &
+pids+=($!)
 FIREWATCH_MQTT_PASSWORD=$SIM_SECRET setsid "$BIN/firesim" run -broker "tcp://$MQTT_LISTEN" -username firesim -ledger "$VAR/ledger.yaml" -rate "$RATE" \
   -scenario-delay 15s -scenario fire:450204101201 -scenario charger-overheat -scenario hydrant-pressure-loss &
 pids+=($!)

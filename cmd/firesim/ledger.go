@@ -26,6 +26,7 @@ func cmdLedger(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("o", "var/ledger.yaml", "output file, or - for standard output")
 	seed := fs.Int64("seed", 1, "seed for addresses and coordinates")
 	gateways := fs.Int("gateways", 0, "assign each village's devices to one of this many gateways (gw-001 …), for gateway batches")
+	nb := fs.Int("nbiot", 0, "bind this many village smoke detectors to NB-IoT platforms (CTWing, OneNET) for 'firesim nbiot'")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -33,7 +34,7 @@ func cmdLedger(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-devices %d: want at least 1", *n)
 	}
 	var buf bytes.Buffer
-	if err := sim.GenerateLedger(&buf, sim.LedgerOptions{Devices: *n, Endpoint: *endpoint, Seed: *seed, Gateways: *gateways}); err != nil {
+	if err := sim.GenerateLedger(&buf, sim.LedgerOptions{Devices: *n, Endpoint: *endpoint, Seed: *seed, Gateways: *gateways, NBIoT: *nb}); err != nil {
 		return err
 	}
 	// Load what we wrote: a ledger firewatch would reject is a bug here.

@@ -29,6 +29,7 @@ Usage:
   firesim load     [flags]   a paced, bounded stream of normal readings for throughput tests
   firesim bench    [flags]   make bench: real Mosquitto, InfluxDB and firewatch at rising loads
   firesim nullsub  [flags]   a do-nothing MQTT subscriber: the I/O baseline of the bench
+  firesim nbiot    [flags]   NB-IoT smoke detectors reporting through emulated CTWing / OneNET pushes
 
 Run 'firesim <command> -h' for the flags of a command.
 
@@ -71,6 +72,8 @@ func firesim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "nullsub":
 		err = cmdNullSub(ctx, args[1:], stdout, stderr)
+	case "nbiot":
+		err = cmdNBIoT(ctx, args[1:], stdout, stderr) // nbiot.go
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

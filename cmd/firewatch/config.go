@@ -14,6 +14,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"github.com/firewatch-iot/firewatch/pipeline"
 )
@@ -67,6 +68,9 @@ type Config struct {
 		CommandRetry    time.Duration `yaml:"command_retry" help:"a linkage command (cut_power) unacknowledged this long is sent again, 3 times in all"`
 		Digest          string        `yaml:"digest" help:"schedule of the digests (预警提示) to the robots of towns and counties: daily, weekly, monthly or off"`
 		DigestAt        time.Duration `yaml:"digest_at" help:"a digest goes out this long after its period ends at midnight CST (8h: 08:00)"`
+		// SMS and voice to a detector's responsible person (alarms/sms.go, docs/nbiot.md).
+		SMSGateway  string `yaml:"sms_gateway" help:"SMS/voice gateway webhook: a fire of a device whose ledger entry names a mobile (nbiot.mobile) goes there as an SMS and a voice call, other alarms as an SMS; empty: none" secret:"true"`
+		SMSTemplate string `yaml:"sms_template" help:"JSON body template of a gateway message (Go text/template over .Mobile .Name .Channel .Text .AlarmID .Severity .Device .Address; json quotes); empty: the generic one"`
 	} `yaml:"alarms"`
 
 	HTTP struct {
@@ -89,6 +93,8 @@ type Config struct {
 
 	// State is the checkpoint of rule state and liveness (pipeline/checkpoint.go).
 	State pipeline.StateConfig `yaml:"state"`
+
+	NBIoT bridge.Config `yaml:"nbiot"` // NB-IoT platform pushes (docs/nbiot.md)
 }
 
 // defaults sets every default in one place.
@@ -121,6 +127,7 @@ func defaults() Config {
 	c.HTTP.MaxConnections = 512
 	c.Log.Level = "info"
 	c.Log.Format = "text"
+	c.NBIoT = bridge.DefaultConfig()
 	return c
 }
 
@@ -162,6 +169,11 @@ func (c *Config) Validate() error {
 	if c.Alarms.DigestAt <= 0 || c.Alarms.DigestAt >= 24*time.Hour {
 		errs = append(errs, errors.New("alarms.digest_at must be within a day (1s to 23h59m)"))
 	}
+	if c.Alarms.SMSGateway != "" { // alarms/sms.go
+		if _, err := alarms.NewSMSGateway(c.Alarms.SMSGateway, c.Alarms.SMSTemplate); err != nil {
+			errs = append(errs, fmt.Errorf("alarms.sms_gateway: %w", err))
+		}
+	}
 	if c.Alarms.CommandRetry <= 0 {
 		errs = append(errs, errors.New("alarms.command_retry must be positive"))
 	}
@@ -191,6 +203,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.tokens: %w", err))
 	} else if c.HTTP.Tokens == "" && !loopback(c.HTTP.Listen) {
 		errs = append(errs, fmt.Errorf("http.tokens: http.listen %s is not a loopback address: set API tokens (FIREWATCH_HTTP_TOKENS), or the alarms would be readable by anyone", c.HTTP.Listen))
+	}
+	if err := c.NBIoT.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -128,6 +128,10 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if err := checkNBIoT(cfg, l); err != nil { // nbiot.go
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "OK: %d devices, %d stations, %d rules\n", len(l.Devices), len(l.Stations), len(set.Rules))
 	return 0
 }

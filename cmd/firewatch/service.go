@@ -22,6 +22,7 @@ import (
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/pipeline"
 )
@@ -45,6 +46,7 @@ type service struct {
 	brokerURL string
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
+	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -80,6 +82,12 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if cfg.Alarms.LegacySignature {
 		log.Warn("dispatch pushes also carry the v1 signature keyed with alarms.secret itself: once every receiver verifies v2 with its own key (firewatch push-key), set alarms.legacy_signature false and rotate alarms.secret (docs/dispatch.md)")
 	}
+	var sms *alarms.SMSGateway // alarms/sms.go
+	if cfg.Alarms.SMSGateway != "" {
+		if sms, err = alarms.NewSMSGateway(cfg.Alarms.SMSGateway, cfg.Alarms.SMSTemplate); err != nil {
+			return nil, fmt.Errorf("alarms.sms_gateway: %w", err)
+		}
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
@@ -88,7 +96,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
 		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
 		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
-		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots,
+		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots, SMS: sms,
 		Digest: cfg.Alarms.Digest, DigestAt: cfg.Alarms.DigestAt,
 		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
 		OnTransition: func(a alarms.Alarm) {
@@ -118,9 +126,11 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 
 	// The hot path, with liveness, edge faults, rule reloads and the
 	// checkpoint of rule state (pipeline/).
+	live := cfg.Liveness
+	live.LostWithin = cfg.NBIoT.LostWithin // nbiot.go: GB/T 45839's lost-within bound
 	if s.pipe, err = pipeline.New(pipeline.Options{
 		Ledger: s.ledger, RulesFile: cfg.Rules, Lines: s.writer, Alarms: alarmPort{s.alarms},
-		Ingest: cfg.Ingest, Liveness: cfg.Liveness, StateFile: cfg.stateFile(), StateInterval: cfg.State.Interval,
+		Ingest: cfg.Ingest, Liveness: live, StateFile: cfg.stateFile(), StateInterval: cfg.State.Interval,
 		Logger: log, Registerer: reg,
 	}); err != nil {
 		return nil, err
@@ -181,6 +191,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: min(10*time.Second, cfg.HTTP.ReadTimeout),
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes: 64 << 10}
+	if err := s.startNBIoT(mux, reg); err != nil { // nbiot.go
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -241,6 +254,7 @@ func (s *service) run(ctx context.Context) error {
 	// Before the source: a handler waiting in Sync for a failing store
 	// holds the source; the alarm manager's drain grace must start now.
 	s.alarms.Stopping()
+	s.stopNBIoT() // nbiot.go
 	stopSource()
 	<-sourceDone
 	// The pipeline writes the checkpoint a last time once its sources
@@ -259,6 +273,7 @@ func (s *service) run(ctx context.Context) error {
 }
 
 func (s *service) close() {
+	s.stopNBIoT() // nbiot.go
 	s.downlink.close()
 	if s.broker != nil {
 		s.broker.Close()

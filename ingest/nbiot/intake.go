@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -72,18 +73,19 @@ func (in *Intake) ReadBody(p Platform, r *http.Request) ([]byte, int, error) {
 // platform's retry is taken. It counts the outcome.
 func (in *Intake) Deliver(ctx context.Context, p Platform, reports []Report) error {
 	fresh := reports
-	var keys []uint64
+	var keys, devs []uint64
 	if in.Dedupe != nil {
 		fresh = make([]Report, 0, len(reports))
 		for i := range reports {
 			k, ok := in.Dedupe.Key(&reports[i])
-			if ok && in.Dedupe.Seen(k) {
+			dev := in.Dedupe.device(&reports[i])
+			if ok && in.Dedupe.repeat(dev, k) {
 				in.Counted(p, "duplicate")
 				continue
 			}
 			fresh = append(fresh, reports[i])
 			if ok {
-				keys = append(keys, k)
+				keys, devs = append(keys, k), append(devs, dev)
 			}
 		}
 	}
@@ -96,6 +98,9 @@ func (in *Intake) Deliver(ctx context.Context, p Platform, reports []Report) err
 	}
 	for _, k := range keys {
 		in.Dedupe.Add(k)
+	}
+	if len(keys) > 0 {
+		in.Dedupe.setLast(devs, keys)
 	}
 	for range fresh {
 		in.Counted(p, "accepted")
@@ -123,8 +128,13 @@ func PathToken(path, token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(seg), []byte(token)) == 1
 }
 
-// Dedupe remembers the keys of the last Capacity delivered reports. It is
-// safe for concurrent use.
+// Dedupe remembers the keys of the last Capacity delivered reports, and
+// those of each device's last push. A report is a duplicate only if its key
+// is remembered and it was in its device's last push: a platform's retry of
+// the push it just made. The same report after a different push of the same
+// device is taken again — GB/T 45839 times have whole seconds, so alarm,
+// normal, alarm within one second are three reports, two of them alike, and
+// dropping the third would hide an alarm. It is safe for concurrent use.
 type Dedupe struct {
 	mu   sync.Mutex
 	seed maphash.Seed
@@ -132,6 +142,7 @@ type Dedupe struct {
 	ring []uint64
 	next int
 	full bool
+	last map[uint64][]uint64 // device → keys of its reports in its last delivered push
 }
 
 // DefaultDedupe is the capacity that covers OneNET's retries (about 2 h 45
@@ -143,7 +154,46 @@ func NewDedupe(capacity int) *Dedupe {
 	if capacity <= 0 {
 		capacity = DefaultDedupe
 	}
-	return &Dedupe{seed: maphash.MakeSeed(), set: make(map[uint64]struct{}, capacity), ring: make([]uint64, capacity)}
+	return &Dedupe{seed: maphash.MakeSeed(), set: make(map[uint64]struct{}, capacity), ring: make([]uint64, capacity),
+		last: map[uint64][]uint64{}}
+}
+
+// device is the identity of r's device (platform and its names).
+func (d *Dedupe) device(r *Report) uint64 {
+	var h maphash.Hash
+	h.SetSeed(d.seed)
+	h.WriteByte(byte(r.Platform))
+	for _, s := range [...]string{r.Device.IMEI, r.Device.PlatformID, r.Device.Serial} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
+// repeat reports whether k is remembered and in dev's last push.
+func (d *Dedupe) repeat(dev, k uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, seen := d.set[k]
+	return seen && slices.Contains(d.last[dev], k)
+}
+
+// setLast records, for each device of a push just delivered, the keys of
+// its reports in it (devs[i] is the device of keys[i]). The map is bounded
+// like the key set: when it is full it starts again, which can only let a
+// retry through, never drop a report.
+func (d *Dedupe) setLast(devs, keys []uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.last) >= len(d.ring) {
+		clear(d.last)
+	}
+	for _, dev := range devs {
+		delete(d.last, dev)
+	}
+	for i, dev := range devs {
+		d.last[dev] = append(d.last[dev], keys[i])
+	}
 }
 
 // Key returns the identity of a report: platform, type, device, sequence

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,5 +145,38 @@ func TestDeliverConcurrent(t *testing.T) {
 	wg.Wait()
 	if len(seen) != 200 {
 		t.Errorf("%d distinct reports submitted, want 200", len(seen))
+	}
+}
+
+// A report like an earlier one but after a different one of the same device
+// is taken: GB/T 45839 statuses alarm, normal, alarm within one second (its
+// datetime has whole seconds) are three reports. Only a repeat of the
+// device's last report is a retry.
+func TestDeliverRepeatAfterChange(t *testing.T) {
+	var got []string
+	counts := map[string]int{}
+	in := Intake{Dedupe: NewDedupe(8), Count: func(p Platform, o string) { counts[o]++ },
+		Submit: func(_ context.Context, rs []Report) error {
+			for _, r := range rs {
+				got = append(got, string(r.JSON))
+			}
+			return nil
+		}}
+	at := time.Unix(1796118000, 0)
+	alarm := Report{Platform: PlatformGB45839, Type: TypeStatus, Device: DeviceKey{Serial: "S1"}, Time: at, JSON: []byte(`alarm`)}
+	normal := alarm
+	normal.JSON = []byte(`normal`)
+	other := alarm
+	other.Device.Serial = "S2"
+	for _, r := range []Report{alarm, alarm, normal, alarm, other, alarm} {
+		if err := in.Deliver(context.Background(), PlatformGB45839, []Report{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second alarm is the retry of the first; the third follows a
+	// normal; the last follows another device's report, so it is the retry
+	// of this device's last one.
+	if want := "alarm normal alarm alarm"; strings.Join(got, " ") != want || counts["duplicate"] != 2 {
+		t.Errorf("submitted %q, duplicates %d; want %q and 2", strings.Join(got, " "), counts["duplicate"], want)
 	}
 }

@@ -127,13 +127,24 @@ type Report struct {
 // Install is a GB/T 45839 Install_info: an installation a platform proposes.
 // It is a pending ledger entry for an administrator to accept, never a
 // device firewatch trusts by itself.
+// Its JSON form uses the standard's field names.
 type Install struct {
-	Company, Serial, Name, Category, NetType string
-	Client, Address, DeviceAddress           string
-	ProductionDate                           string // as sent (format unconfirmed)
-	Longitude, Latitude                      float64
-	ActiveTime                               string // as sent (format unconfirmed)
-	Organization, Area, Responsible, Mobile  string
+	Company        string  `json:"company"`
+	Serial         string  `json:"serial"`
+	Name           string  `json:"name"`
+	Category       string  `json:"categoryName"`
+	NetType        string  `json:"netType"`
+	Client         string  `json:"client"`
+	Address        string  `json:"address"`
+	DeviceAddress  string  `json:"deviceAddress"`
+	ProductionDate string  `json:"productingDate"` // as sent (format unconfirmed)
+	Longitude      float64 `json:"longitude"`
+	Latitude       float64 `json:"latitude"`
+	ActiveTime     string  `json:"activeTime"` // as sent (format unconfirmed)
+	Organization   string  `json:"organizationName"`
+	Area           string  `json:"area"`
+	Responsible    string  `json:"responsible"`
+	Mobile         string  `json:"mobile"`
 }
 
 // Sentinel errors by reason, for counting rejections
