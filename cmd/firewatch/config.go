@@ -14,6 +14,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
+	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 )
@@ -109,6 +110,9 @@ type Config struct {
 		Format string `yaml:"format" help:"log format: text or json"`
 	} `yaml:"log"`
 
+	// GB26875 is the GB/T 26875.3 endpoint for UITDs (gb26875.go).
+	GB26875 gb26875server.Config `yaml:"gb26875"`
+
 	// State is the checkpoint of rule state and liveness (checkpoint.go).
 	State struct {
 		File     string        `yaml:"file" help:"checkpoint of rule state and liveness, kept across restarts; empty: firewatch.state beside alarms.db (var/firewatch.state for a postgres:// store); none: no checkpoint"`
@@ -159,6 +163,7 @@ func defaults() Config {
 	c.HTTP.MaxConnections = 512
 	c.Log.Level = "info"
 	c.Log.Format = "text"
+	c.GB26875 = gb26875server.DefaultConfig()
 	return c
 }
 
@@ -237,6 +242,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.tokens: %w", err))
 	} else if c.HTTP.Tokens == "" && !loopback(c.HTTP.Listen) {
 		errs = append(errs, fmt.Errorf("http.tokens: http.listen %s is not a loopback address: set API tokens (FIREWATCH_HTTP_TOKENS), or the alarms would be readable by anyone", c.HTTP.Listen))
+	}
+	if err := c.GB26875.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

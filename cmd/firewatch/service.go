@@ -21,6 +21,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
+	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/rules"
@@ -46,6 +47,7 @@ type service struct {
 	httpSrv *http.Server
 
 	brokerURL string
+	gb        *gb26875server.Server // GB/T 26875.3 endpoint, nil when off (gb26875.go)
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
 }
@@ -160,6 +162,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = cfg.Ingest.MaxFuture, cfg.Ingest.MaxAge, ingest.DefaultMinTime
 	handle := newTopicRouter(p.handle, s.alarms, log.With("component", "alarms")).handle
+	if s.gb, err = newGB26875(cfg, s.ledger, handle, reg, log); err != nil {
+		return nil, err
+	}
 
 	s.brokerURL = cfg.MQTT.Broker
 	if s.brokerURL == "" {
@@ -275,6 +280,7 @@ func (s *service) run(ctx context.Context) error {
 	stopClock, clockDone := start("clock", s.pipe.clock.run)
 	stopReload, reloadDone := start("rules", s.reload.run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
+	stopGB, gbDone := s.startGB26875(start)
 	stopCkpt, ckptDone := context.CancelFunc(func() {}), (<-chan struct{})(nil)
 	if s.ckpt != nil {
 		stopCkpt, ckptDone = start("state", s.ckpt.run)
@@ -299,6 +305,8 @@ func (s *service) run(ctx context.Context) error {
 	// Before the source: a handler waiting in Sync for a failing store
 	// holds the source; the alarm manager's drain grace must start now.
 	s.alarms.Stopping()
+	stopGB()
+	<-gbDone
 	stopSource()
 	<-sourceDone
 	if s.ckpt != nil {
@@ -326,6 +334,9 @@ func (s *service) run(ctx context.Context) error {
 }
 
 func (s *service) close() {
+	if s.gb != nil {
+		s.gb.Close()
+	}
 	s.downlink.close()
 	if s.broker != nil {
 		s.broker.Close()

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
+)
+
+var hexComment = regexp.MustCompile(`#[^\n]*`)
+
+// uitdFrame reads a frame written by hand from GB/T 26875.3 (hex, # comments) from the codec's or the
+// server's testdata.
+func uitdFrame(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("../../ingest/gb26875", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.Join(strings.Fields(hexComment.ReplaceAllString(string(raw), "")), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// readCentreFrame reads the centre's next frame by its length field and returns its serial number and
+// command; the centre's own commands (a clock synchronisation: command 1) are skipped.
+func readCentreFrame(t *testing.T, c net.Conn) (serial uint16, cmd byte) {
+	t.Helper()
+	for {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		h := make([]byte, 27)
+		if _, err := io.ReadFull(c, h); err != nil {
+			t.Fatalf("no answer from firewatch: %v", err)
+		}
+		rest := make([]byte, int(h[24])|int(h[25])<<8+3)
+		if _, err := io.ReadFull(c, rest); err != nil {
+			t.Fatal(err)
+		}
+		if h[0] != '@' || h[1] != '@' || rest[len(rest)-1] != '#' || rest[len(rest)-2] != '#' {
+			t.Fatalf("not a frame: %x %x", h, rest)
+		}
+		if h[26] != 1 {
+			return uint16(h[2]) | uint16(h[3])<<8, h[26]
+		}
+	}
+}
+
+// TestGB26875EndToEnd: a UITD connects to a running firewatch over TCP and sends frames written by hand
+// from the standard. Its fire alarm is stored before the 确认 comes back and pushed to the station with
+// the building and the point; a garbled frame is denied and counted while the connection goes on; the
+// controller's reset (复位) ends the alarm's condition.
+func TestGB26875EndToEnd(t *testing.T) {
+	rcv := newReceiver(t)
+	b, err := os.ReadFile("../../ingest/gb26875/server/testdata/ledger.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := filepath.Join(t.TempDir(), "ledger.yaml")
+	if err := os.WriteFile(ledger, []byte(strings.ReplaceAll(string(b), "http://127.0.0.1:8090", rcv.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := embeddedService(t, rcv, func(c *Config) {
+		c.Ledger = ledger
+		c.GB26875.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	})
+	c, err := net.Dial("tcp", s.gb.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// The worked example: smoke detector 0x00000105 of system 1 in fire alarm, serial 1.
+	if _, err := c.Write(uitdFrame(t, "testdata/frames/worked_example.hex")); err != nil {
+		t.Fatal(err)
+	}
+	if serial, cmd := readCentreFrame(t, c); serial != 1 || cmd != 3 {
+		t.Fatalf("answer: serial %d command %d, want the 确认 of serial 1", serial, cmd)
+	}
+	// The 确认 came after the alarm was stored.
+	var list struct{ Alarms []alarms.Alarm }
+	getJSON(t, s.httpURL()+"/api/v1/alarms?device=fa-1-0105&severity=fire", &list)
+	if len(list.Alarms) != 1 {
+		t.Fatalf("when the 确认 arrived, fire alarms of fa-1-0105 in the store: %d, want 1", len(list.Alarms))
+	}
+	isFire := func(transition string) func(map[string]any) bool {
+		return func(b map[string]any) bool {
+			dev, _ := b["device"].(map[string]any)
+			return b["severity"] == "fire" && b["transition"] == transition && dev["id"] == "fa-1-0105"
+		}
+	}
+	push, _ := rcv.nextPush(t, 20*time.Second, "fire push", isFire("raised"))
+	msg, _ := push["message"].(string)
+	for _, want := range []string{"【火警】", "柳石家园 3号楼2层走廊", "建筑消防设施", "fa-1-0105", "火警", "潭西街道微型消防站"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("push message %q lacks %q", msg, want)
+		}
+	}
+
+	// A frame with a wrong checksum (serial 15) is denied; the connection stays.
+	if _, err := c.Write(uitdFrame(t, "testdata/bad/checksum.hex")); err != nil {
+		t.Fatal(err)
+	}
+	if serial, cmd := readCentreFrame(t, c); serial != 15 || cmd != 6 {
+		t.Fatalf("answer to a bad checksum: serial %d command %d, want the 否认 of serial 15", serial, cmd)
+	}
+	if n := metric(t, s, `firewatch_gb26875_refused_total{reason="checksum"}`); n != 1 {
+		t.Errorf("refused{checksum} = %v, want 1", n)
+	}
+
+	// The controller resets system 1 (type 4, serial 5): the fire alarm is cleared.
+	if _, err := c.Write(uitdFrame(t, "testdata/frames/type04_operation.hex")); err != nil {
+		t.Fatal(err)
+	}
+	if serial, cmd := readCentreFrame(t, c); serial != 5 || cmd != 3 {
+		t.Fatalf("answer to the reset: serial %d command %d", serial, cmd)
+	}
+	// A fire is never closed automatically (docs/alarms.md): the end of its condition is recorded, before
+	// the 确认, and a person closes it.
+	getJSON(t, s.httpURL()+"/api/v1/alarms?device=fa-1-0105&severity=fire", &list)
+	if len(list.Alarms) != 1 || list.Alarms[0].ConditionEndedAt == nil {
+		t.Fatalf("after the reset's 确认: %+v, want one fire alarm with its condition ended", list.Alarms)
+	}
+	if n := metric(t, s, "firewatch_gb26875_confirmed_total"); n != 2 {
+		t.Errorf("confirmed %v, want 2", n)
+	}
+}
