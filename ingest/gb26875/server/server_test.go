@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -362,5 +363,67 @@ func TestUDP(t *testing.T) {
 	readAnswer(t, c, 1, 3)
 	if got := rec.last("fa-1-0105"); !strings.Contains(got, `"fire_alarm":1`) {
 		t.Errorf("state over UDP: %s", got)
+	}
+}
+
+// TestNetworkRefused: a known UITD connecting from a network its ledger entry does not list is cut off.
+func TestNetworkRefused(t *testing.T) {
+	rec := &recorder{}
+	s, _ := startServer(t, nil, rec)
+	s.uitds[[6]byte{1, 2, 3, 4, 5, 6}].u.Networks = []netip.Prefix{netip.MustParsePrefix("10.8.0.0/16")}
+	c := dial(t, s)
+	write(t, c, hexFile(t, "frames/worked_example.hex"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+	}
+	if n := testutil.ToFloat64(s.m.connRefused.WithLabelValues("network")); n != 1 {
+		t.Errorf("refused{network} = %v", n)
+	}
+	if len(rec.msgs) != 0 {
+		t.Errorf("messages from a refused network: %v", rec.msgs)
+	}
+}
+
+// TestConnectionLimit: a connection beyond max_connections is closed at once and counted; the first works.
+func TestConnectionLimit(t *testing.T) {
+	rec := &recorder{}
+	s, _ := startServer(t, func(c *Config) { c.MaxConnections = 1 }, rec)
+	first := dial(t, s)
+	second := dial(t, s)
+	second.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := second.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("second connection: read %d bytes, %v; want it closed", n, err)
+	}
+	if n := testutil.ToFloat64(s.m.connRefused.WithLabelValues("limit")); n != 1 {
+		t.Errorf("refused{limit} = %v", n)
+	}
+	write(t, first, hexFile(t, "frames/worked_example.hex"))
+	readAnswer(t, first, 1, 3)
+}
+
+// TestSpoofedAddressDenied: once a connection is pinned to its UITD, a frame claiming another address is
+// denied and not evaluated.
+func TestSpoofedAddressDenied(t *testing.T) {
+	rec := &recorder{}
+	s, reg := startServer(t, nil, rec)
+	c := dial(t, s)
+	write(t, c, hexFile(t, "frames/keepalive.hex"))
+	readAnswer(t, c, 15, 3)
+	// The worked example with source 01 02 03 04 05 07: byte 17 (0-based) and the checksum one more.
+	f := hexFile(t, "frames/worked_example.hex")
+	f[17]++
+	f[len(f)-3]++
+	write(t, c, f)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 30)
+	if _, err := io.ReadFull(c, b); err != nil || b[26] != 6 {
+		t.Fatalf("answer to a spoofed frame %x, %v; want a 否认", b, err)
+	}
+	if got := rec.states("fa-1-0105"); len(got) != 0 {
+		t.Errorf("spoofed frame evaluated: %v", got)
+	}
+	if n := testutil.ToFloat64(refused(t, reg, "spoofed")); n != 1 {
+		t.Errorf("refused{spoofed} = %v", n)
 	}
 }
