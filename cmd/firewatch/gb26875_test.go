@@ -56,29 +56,47 @@ func readCentreFrame(t *testing.T, c net.Conn) (serial uint16, cmd byte) {
 	}
 }
 
+// uitdService runs firewatch (embedded broker) with the GB/T 26875.3 test ledger (one UITD, one listed
+// smoke detector) and its TCP endpoint on a free port.
+func uitdService(t *testing.T, rcv *receiver, tune func(ledger string, c *Config) string) *service {
+	t.Helper()
+	b, err := os.ReadFile("../../ingest/gb26875/server/testdata/ledger.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := strings.ReplaceAll(string(b), "http://127.0.0.1:8090", rcv.URL)
+	path := filepath.Join(t.TempDir(), "ledger.yaml")
+	s, _, _ := embeddedService(t, rcv, func(c *Config) {
+		if tune != nil {
+			ledger = tune(ledger, c)
+		}
+		if err := os.WriteFile(path, []byte(ledger), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.Ledger = path
+		c.GB26875.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	})
+	return s
+}
+
+func dialUITD(t *testing.T, s *service) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.gb.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestGB26875EndToEnd: a UITD connects to a running firewatch over TCP and sends frames written by hand
 // from the standard. Its fire alarm is stored before the 确认 comes back and pushed to the station with
 // the building and the point; a garbled frame is denied and counted while the connection goes on; the
 // controller's reset (复位) ends the alarm's condition.
 func TestGB26875EndToEnd(t *testing.T) {
 	rcv := newReceiver(t)
-	b, err := os.ReadFile("../../ingest/gb26875/server/testdata/ledger.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger := filepath.Join(t.TempDir(), "ledger.yaml")
-	if err := os.WriteFile(ledger, []byte(strings.ReplaceAll(string(b), "http://127.0.0.1:8090", rcv.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, _, _ := embeddedService(t, rcv, func(c *Config) {
-		c.Ledger = ledger
-		c.GB26875.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	})
-	c, err := net.Dial("tcp", s.gb.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := uitdService(t, rcv, nil)
+	c := dialUITD(t, s)
 
 	// The worked example: smoke detector 0x00000105 of system 1 in fire alarm, serial 1.
 	if _, err := c.Write(uitdFrame(t, "testdata/frames/worked_example.hex")); err != nil {
@@ -134,4 +152,45 @@ func TestGB26875EndToEnd(t *testing.T) {
 	if n := metric(t, s, "firewatch_gb26875_confirmed_total"); n != 2 {
 		t.Errorf("confirmed %v, want 2", n)
 	}
+	// Every message the endpoint made is one the pipeline takes.
+	for _, r := range []string{"malformed", "unknown_metric", "unknown_device", "bad_topic", "out_of_range"} {
+		if n := metric(t, s, `firewatch_ingest_rejected_total{reason="`+r+`"}`); n != 0 {
+			t.Errorf("ingest rejected %v messages as %s", n, r)
+		}
+	}
+}
+
+// TestGB26875Offline: a UITD silent for its patrol period (1 s here) is raised offline (巡检), and cleared
+// when it speaks again.
+func TestGB26875Offline(t *testing.T) {
+	rcv := newReceiver(t)
+	s := uitdService(t, rcv, func(ledger string, c *Config) string {
+		c.Liveness.Tick = 100 * time.Millisecond
+		return strings.Replace(ledger, "patrol: 2h", "patrol: 1s", 1)
+	})
+	c := dialUITD(t, s)
+	if _, err := c.Write(uitdFrame(t, "testdata/frames/keepalive.hex")); err != nil {
+		t.Fatal(err)
+	}
+	if serial, cmd := readCentreFrame(t, c); serial != 15 || cmd != 3 {
+		t.Fatalf("answer to the keep-alive: serial %d command %d", serial, cmd)
+	}
+	isOffline := func(transition string) func(map[string]any) bool {
+		return func(b map[string]any) bool {
+			dev, _ := b["device"].(map[string]any)
+			return b["severity"] == "offline" && b["transition"] == transition && dev["id"] == "uitd-1"
+		}
+	}
+	rcv.nextPush(t, 20*time.Second, "offline push of the UITD", isOffline("raised"))
+	// A patrol answer again: the same keep-alive frame with serial 16 (and its checksum one more).
+	f := uitdFrame(t, "testdata/frames/keepalive.hex")
+	f[2]++
+	f[len(f)-3]++
+	if _, err := c.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	if serial, cmd := readCentreFrame(t, c); serial != 16 || cmd != 3 {
+		t.Fatalf("answer to the second keep-alive: serial %d command %d", serial, cmd)
+	}
+	rcv.nextPush(t, 20*time.Second, "the UITD back online", isOffline("cleared"))
 }
