@@ -29,6 +29,7 @@ Usage:
   firesim load     [flags]   a paced, bounded stream of normal readings for throughput tests
   firesim bench    [flags]   make bench: real Mosquitto, InfluxDB and firewatch at rising loads
   firesim nullsub  [flags]   a do-nothing MQTT subscriber: the I/O baseline of the bench
+  firesim uitd     [flags]   a building's GB/T 26875.3 UITD (用户信息传输装置) reporting a fire alarm
 
 Run 'firesim <command> -h' for the flags of a command.
 
@@ -69,6 +70,8 @@ func firesim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdLoad(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "uitd":
+		err = cmdUITD(ctx, args[1:], stdout, stderr)
 	case "nullsub":
 		err = cmdNullSub(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
