@@ -342,7 +342,7 @@ func TestClockSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	// serial 1, command 1, ADU: type 90, one object, 14:00:00 1 Dec 2026.
-	if got := hex.EncodeToString(b[2:4]) + " " + hex.EncodeToString(b[24:35]); got != "0100 080001" + "5a01" + "00000e010c1a" {
+	if got := hex.EncodeToString(b[2:4]) + " " + hex.EncodeToString(b[24:35]); got != "0100 080001"+"5a01"+"00000e010c1a" {
 		t.Errorf("clock sync %x", b)
 	}
 	if n := testutil.ToFloat64(s.m.clockSyncs); n != 1 {
