@@ -70,6 +70,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzParseSerial ./ingest/nbiot/gb45839/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/gb26875/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzReassemble ./ingest/gb26875/stream/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzCommit ./ingest/gb26875/server/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseMap ./gateway/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzFieldModel ./cmd/firewatch/ $(FUZZTIME)
 
