@@ -8,6 +8,9 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest/gb26875"
 )
 
+// heartbeat is the v1 payload of a bare sign of life (no readings: liveness only).
+var heartbeat = []byte("{}")
+
 // commit turns one upload of UITD st into v1 messages and hands them to the pipeline, in the order of the
 // upload's objects. It returns nil once all are handled; the session then answers 确认.
 func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) error {
@@ -62,7 +65,7 @@ func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) err
 		}
 	}
 	// Any upload, a keep-alive too, is a sign of life of the UITD (巡检); now and then of its points.
-	s.h.Handle(s.status[st.u.Device], []byte("{}"))
+	s.h.Handle(s.status[st.u.Device], heartbeat)
 	if now := s.now(); now.Sub(st.lastFanout) >= pointLiveness {
 		st.lastFanout = now
 		st.devs = st.devs[:0]
@@ -71,7 +74,7 @@ func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) err
 		}
 		for _, d := range st.devs {
 			if d != st.u.Device {
-				s.h.Handle(s.status[d], []byte("{}"))
+				s.h.Handle(s.status[d], heartbeat)
 			}
 		}
 	}

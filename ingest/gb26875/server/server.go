@@ -21,7 +21,7 @@ import (
 // Handler is the pipeline's entry point: Handle takes one firewatch v1 message (topic and JSON payload,
 // docs/mqtt.md) and returns once its readings are queued for InfluxDB and the alarms it raised or cleared
 // are committed. The server answers 确认 only after every message of a frame was handled. Calls come from
-// several connections at once.
+// several connections at once; payload is valid only during the call.
 type Handler interface {
 	Handle(topic string, payload []byte)
 }
