@@ -86,8 +86,11 @@ func (s *Server) state(st *uitdState, k srcKey, p devices.FacilityPoint, mask, b
 	dev, listed := st.set(k, p, bits)
 	if !listed {
 		s.m.unlisted.Inc()
-		if bits&fFire != 0 || s.log.Enabled(context.Background(), slog.LevelDebug) {
-			// The alarm goes out on the UITD's own device; the log names the point.
+		lvl := slog.LevelDebug
+		if bits&fFire != 0 {
+			lvl = slog.LevelWarn // the push names the building only: the log names the point
+		}
+		if s.log.Enabled(context.Background(), lvl) {
 			var desc []byte
 			if comp != nil {
 				desc = comp.Component.AppendText(nil)
@@ -96,8 +99,8 @@ func (s *Server) state(st *uitdState, k srcKey, p devices.FacilityPoint, mask, b
 			} else {
 				desc = sys.AppendText(nil)
 			}
-			s.log.Warn("UITD point not listed in the ledger: reported on the UITD's own device", "uitd", st.id,
-				"point", string(desc), "fire", bits&fFire != 0)
+			s.log.Log(context.Background(), lvl, "UITD point not listed in the ledger: reported on the UITD's own device",
+				"uitd", st.id, "point", string(desc), "state", bits.String())
 		}
 	}
 	s.send(st, dev, mask)

@@ -33,6 +33,23 @@ const (
 var flagNames = [numFlags]string{"fire_alarm", "fault", "disabled", "supervisory", "started", "feedback", "delay",
 	"power_fault", "main_power_fault", "backup_power_fault", "bus_fault", "link_fault", "line_fault"}
 
+// String names the flags set, e.g. "fire_alarm,fault"; "normal" for none.
+func (f flags) String() string {
+	var b []byte
+	for i := range numFlags {
+		if f&(1<<i) != 0 {
+			if len(b) > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, flagNames[i]...)
+		}
+	}
+	if len(b) == 0 {
+		return "normal"
+	}
+	return string(b)
+}
+
 // The flags each kind of source reports, and those a 复位 (reset) of the controller clears: fire alarms,
 // supervisory alarms and linkage states. Faults, power faults and 屏蔽 (disabled) are physical states that
 // a reset does not end: the controller reports them again when they end (docs/decisions.md, issue 13).
