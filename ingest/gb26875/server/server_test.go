@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 var comment = regexp.MustCompile(`#[^\n]*`)
@@ -91,6 +92,12 @@ func (r *recorder) last(id string) string {
 }
 
 func startServer(t *testing.T, tune func(*Config), rec *recorder) (*Server, *prometheus.Registry) {
+	s, reg, _ := startServerStop(t, tune, rec)
+	return s, reg
+}
+
+// startServerStop is startServer that also returns a function stopping the server (without waiting).
+func startServerStop(t *testing.T, tune func(*Config), rec *recorder) (*Server, *prometheus.Registry, func()) {
 	t.Helper()
 	l, err := devices.LoadLedger("testdata/ledger.yaml")
 	if err != nil {
@@ -121,7 +128,7 @@ func startServer(t *testing.T, tune func(*Config), rec *recorder) (*Server, *pro
 			t.Error("server did not stop within 10 s")
 		}
 	})
-	return s, reg
+	return s, reg, cancel
 }
 
 func dial(t *testing.T, s *Server) net.Conn {
@@ -425,5 +432,29 @@ func TestSpoofedAddressDenied(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(refused(t, reg, "spoofed")); n != 1 {
 		t.Errorf("refused{spoofed} = %v", n)
+	}
+}
+
+// TestNoConfirmWhileStopping: a frame whose pipeline call was still running when the server began to stop
+// is not confirmed (the UITD sends it again to the next run).
+func TestNoConfirmWhileStopping(t *testing.T) {
+	rec := &recorder{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	s, _, stop := startServerStop(t, nil, rec)
+	c := dial(t, s)
+	write(t, c, hexFile(t, "frames/worked_example.hex"))
+	select {
+	case <-rec.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pipeline was not called")
+	}
+	stop()
+	testenv.WaitFor(t, 10*time.Second, "server stopping", s.stopping.Load)
+	close(rec.gate)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 30)); n != 0 || err == nil {
+		t.Fatalf("read %d bytes, %v; want the connection closed without a 确认", n, err)
+	}
+	if n := s.stats.CommitFailed.Load(); n != 1 {
+		t.Errorf("commit failed %d, want 1", n)
 	}
 }
