@@ -194,3 +194,35 @@ func TestGB26875Offline(t *testing.T) {
 	}
 	rcv.nextPush(t, 20*time.Second, "the UITD back online", isOffline("cleared"))
 }
+
+// TestGB26875Analog: analog values (type 3, hand-written) become readings of their devices in a real
+// InfluxDB with Table 6's units; a value outside its type's range is counted and not stored.
+func TestGB26875Analog(t *testing.T) {
+	db := testenv.StartInfluxDB(t)
+	rcv := newReceiver(t)
+	s := uitdService(t, rcv, func(ledger string, c *Config) string {
+		c.Influx.URL, c.Influx.Bucket = db.URL, db.Bucket
+		c.Influx.FlushInterval = 100 * time.Millisecond
+		return ledger
+	})
+	c := dialUITD(t, s)
+	// 0x00000106 (not listed: the UITD's device) at 25.3 °C; system 11's pressure switch at -5.0 kPa, below
+	// the table's range.
+	if _, err := c.Write(uitdFrame(t, "testdata/frames/type03_analog.hex")); err != nil {
+		t.Fatal(err)
+	}
+	if serial, cmd := readCentreFrame(t, c); serial != 4 || cmd != 3 {
+		t.Fatalf("answer: serial %d command %d", serial, cmd)
+	}
+	if n := metric(t, s, "firewatch_gb26875_analog_dropped_total"); n != 1 {
+		t.Errorf("analog values dropped %v, want 1", n)
+	}
+	var rows []map[string]string
+	testenv.WaitFor(t, 20*time.Second, "the temperature in InfluxDB", func() bool {
+		rows = db.Flux(t, `from(bucket: "`+db.Bucket+`") |> range(start: 0) |> filter(fn: (r) => r._measurement == "facility" and r._field == "temperature_c")`)
+		return len(rows) > 0
+	})
+	if len(rows) != 1 || rows[0]["device"] != "uitd-1" || rows[0]["_value"] != "25.3" {
+		t.Errorf("temperature rows %v, want one of uitd-1 at 25.3", rows)
+	}
+}
