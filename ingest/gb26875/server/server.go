@@ -39,6 +39,13 @@ var errStopping = errors.New("gb26875 server: stopping")
 // alive: they report only when their state changes (their kind's heartbeat is a day).
 const pointLiveness = time.Hour
 
+// A connection remembers its last dedupFrames frames for dedupTTL to recognise retransmissions (§6.5: at
+// most 3 retries, at most 10 s apart).
+const (
+	dedupFrames = 64
+	dedupTTL    = 5 * time.Minute
+)
+
 // clockSyncEvery bounds the clock synchronisations sent on one connection.
 const clockSyncEvery = 10 * time.Minute
 
@@ -55,7 +62,6 @@ type Server struct {
 	Now func() time.Time
 
 	stats  stream.Stats
-	dedup  *stream.Dedup
 	uitds  map[gb26875.Address]*uitdState
 	topics []string // per device index: fw/v1/up/{id}/telemetry for facility devices
 	status []string // per device index: fw/v1/up/{id}/status
@@ -76,7 +82,7 @@ func New(cfg Config, l *devices.Ledger, h Handler, log *slog.Logger, reg prometh
 		return nil, err
 	}
 	s := &Server{cfg: cfg, ledger: l, h: h, log: log, Now: time.Now,
-		dedup: stream.NewDedup(1<<16, 5*time.Minute), uitds: map[gb26875.Address]*uitdState{},
+		uitds: map[gb26875.Address]*uitdState{},
 		topics: make([]string, len(l.Devices)), status: make([]string, len(l.Devices))}
 	for _, u := range l.UITDs() {
 		s.uitds[u.Address] = newUITDState(u, l)
@@ -203,7 +209,10 @@ type conn struct {
 
 func (s *Server) newConn(remote netip.Addr) *conn {
 	c := &conn{remote: remote.Unmap()}
-	c.sess = stream.Session{Dedup: s.dedup, Stats: &s.stats, Now: s.now,
+	// Retransmissions are recognised per connection only: serial numbers start again with each connection
+	// (§6.4), so after a reconnect the same serial number and content may be a new event of a UITD whose
+	// clock does not run. Evaluating a retransmission again is harmless (states, not counts).
+	c.sess = stream.Session{Dedup: stream.NewDedup(dedupFrames, dedupTTL), Stats: &s.stats, Now: s.now,
 		Known: func(a gb26875.Address) bool {
 			st, ok := s.uitds[a]
 			if !ok {

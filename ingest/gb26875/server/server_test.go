@@ -458,3 +458,23 @@ func TestNoConfirmWhileStopping(t *testing.T) {
 		t.Errorf("commit failed %d, want 1", n)
 	}
 }
+
+// TestReconnectEvaluatesAgain: serial numbers start again with each connection, so a frame with the serial
+// number and content of one already evaluated on an earlier connection is evaluated again: here a fire, a
+// return to normal and, after a reconnect, the same fire again (a UITD whose clock does not run).
+func TestReconnectEvaluatesAgain(t *testing.T) {
+	rec := &recorder{}
+	s, _ := startServer(t, nil, rec)
+	c := dial(t, s)
+	write(t, c, hexFile(t, "frames/worked_example.hex"))
+	readAnswer(t, c, 1, 3)
+	write(t, c, hexFile(t, "comp105_normal.hex"))
+	readAnswer(t, c, 2, 3)
+	c.Close()
+	c = dial(t, s)
+	write(t, c, hexFile(t, "frames/worked_example.hex"))
+	readAnswer(t, c, 1, 3)
+	if got := rec.last("fa-1-0105"); !strings.Contains(got, `"fire_alarm":1`) {
+		t.Errorf("the fire after the reconnect was not evaluated: last state %s", got)
+	}
+}
