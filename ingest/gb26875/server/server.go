@@ -82,7 +82,7 @@ func New(cfg Config, l *devices.Ledger, h Handler, log *slog.Logger, reg prometh
 		return nil, err
 	}
 	s := &Server{cfg: cfg, ledger: l, h: h, log: log, Now: time.Now,
-		uitds: map[gb26875.Address]*uitdState{},
+		uitds:  map[gb26875.Address]*uitdState{},
 		topics: make([]string, len(l.Devices)), status: make([]string, len(l.Devices))}
 	for _, u := range l.UITDs() {
 		s.uitds[u.Address] = newUITDState(u, l)
