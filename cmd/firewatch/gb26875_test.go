@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/firmware-sim/uitd"
+	"github.com/firewatch-iot/firewatch/ingest/gb26875"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -224,5 +227,52 @@ func TestGB26875Analog(t *testing.T) {
 	})
 	if len(rows) != 1 || rows[0]["device"] != "uitd-1" || rows[0]["_value"] != "25.3" {
 		t.Errorf("temperature rows %v, want one of uitd-1 at 25.3", rows)
+	}
+}
+
+// TestGB26875Simulator: the simulated UITD (firmware-sim/uitd, over UDP) reports a shielded detector and an
+// unlisted point's fire and its own main power fault; each reaches the receiver as a signed push on the
+// right device: 屏蔽 as a warning of the listed point, the unlisted fire and the power fault on the UITD's
+// device (the building).
+func TestGB26875Simulator(t *testing.T) {
+	rcv := newReceiver(t)
+	s := uitdService(t, rcv, func(ledger string, c *Config) string {
+		c.GB26875.ListenUDP = "127.0.0.1:0"
+		c.Alarms.StormWindow = 0 // each alarm pushed on its own (a warning and a fault would form an incident)
+		return ledger
+	})
+	u, err := uitd.Dial(context.Background(), "udp", s.gb.UDPAddr().String(), uitd.Config{Addr: gb26875.Address{1, 2, 3, 4, 5, 6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	listed := uitd.Point{Component: gb26875.Component{System: gb26875.System{Type: 1, Addr: 1}, Type: 42, Addr: 0x105}, Desc: "3号楼2层走廊"}
+	unlisted := uitd.Point{Component: gb26875.Component{System: gb26875.System{Type: 1, Addr: 1}, Type: 23, Addr: 0x301}, Desc: "1号楼大堂手报"}
+	if _, err := u.Shield(listed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Fire(unlisted); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.PowerFault(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ device, rule, severity, text string }{
+		{"fa-1-0105", "facility.disabled", "warning", "屏蔽"},
+		{"uitd-1", "facility.fire_alarm", "fire", "柳石家园 消防控制室"},
+		{"uitd-1", "facility.main_power_fault", "fault", "主电故障"},
+	} {
+		p, _ := rcv.nextPush(t, 20*time.Second, want.rule+" of "+want.device, func(b map[string]any) bool {
+			dev, _ := b["device"].(map[string]any)
+			return b["rule"] == want.rule && dev["id"] == want.device && b["transition"] == "raised"
+		})
+		if msg, _ := p["message"].(string); p["severity"] != want.severity || !strings.Contains(msg, want.text) {
+			t.Errorf("%s push: severity %v, message %q; want %s and %q", want.rule, p["severity"], msg, want.severity, want.text)
+		}
+	}
+	for _, p := range rcv.all() {
+		if p.sig != nil {
+			t.Errorf("push to %s not signed right: %v", p.path, p.sig)
+		}
 	}
 }
