@@ -21,6 +21,9 @@ func newGB26875(cfg *Config, l *devices.Ledger, handle func(topic string, payloa
 		}
 		return nil, nil
 	}
+	if len(l.UITDs()) == 0 {
+		log.Warn("gb26875 listens but the ledger lists no UITD (uitds:): every UITD will be refused")
+	}
 	return gb26875server.New(cfg.GB26875, l, gb26875server.HandlerFunc(handle), log.With("component", "gb26875"), reg)
 }
 

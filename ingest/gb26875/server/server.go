@@ -40,9 +40,10 @@ var errStopping = errors.New("gb26875 server: stopping")
 const pointLiveness = time.Hour
 
 // A connection remembers its last dedupFrames frames for dedupTTL to recognise retransmissions (§6.5: at
-// most 3 retries, at most 10 s apart).
+// most 3 retries, at most 10 s apart; send/confirm is stop-and-wait, so only the last frame is retransmitted,
+// and a few cover a UITD that pipelines).
 const (
-	dedupFrames = 64
+	dedupFrames = 8
 	dedupTTL    = 5 * time.Minute
 )
 
