@@ -478,3 +478,47 @@ func TestReconnectEvaluatesAgain(t *testing.T) {
 		t.Errorf("the fire after the reconnect was not evaluated: last state %s", got)
 	}
 }
+
+// TestPointLiveness: every frame is a sign of life of the UITD's device; its listed points are told they
+// are alive at most once an hour while it speaks.
+func TestPointLiveness(t *testing.T) {
+	rec := &recorder{}
+	// No clock synchronisation: the test moves the centre's clock by an hour, which the check after a
+	// 确认 could see for the frame before.
+	s, _ := startServer(t, func(c *Config) { c.ClockSkew = 48 * time.Hour }, rec)
+	now := time.Date(2026, 12, 1, 13, 22, 50, 0, cst)
+	var mu sync.Mutex
+	s.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	count := func(topic string) int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		n := 0
+		for _, m := range rec.msgs {
+			if m.topic == topic && m.payload == "{}" {
+				n++
+			}
+		}
+		return n
+	}
+	c := dial(t, s)
+	keepalive := hexFile(t, "frames/keepalive.hex")
+	send := func(serial byte) {
+		f := append([]byte(nil), keepalive...)
+		f[2] = serial
+		f[len(f)-3] += serial - 15 // the checksum follows the serial number's low byte
+		write(t, c, f)
+		readAnswer(t, c, uint16(serial), 3)
+	}
+	send(15)
+	send(16)
+	if u, p := count("fw/v1/up/uitd-1/status"), count("fw/v1/up/fa-1-0105/status"); u != 2 || p != 1 {
+		t.Fatalf("after two keep-alives: %d heartbeats of the UITD, %d of its point; want 2 and 1", u, p)
+	}
+	mu.Lock()
+	now = now.Add(pointLiveness)
+	mu.Unlock()
+	send(17)
+	if p := count("fw/v1/up/fa-1-0105/status"); p != 2 {
+		t.Fatalf("an hour later: %d heartbeats of the point, want 2", p)
+	}
+}
