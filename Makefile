@@ -71,6 +71,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzBridge ./ingest/nbiot/bridge/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/gb26875/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzReassemble ./ingest/gb26875/stream/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzCommit ./ingest/gb26875/server/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseMap ./gateway/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzFieldModel ./pipeline/ $(FUZZTIME)
 

@@ -12,12 +12,13 @@ const (
 	KindSmoke           // standalone smoke detector (独立式感烟火灾探测报警器), often NB-IoT
 	KindHydrant         // hydrant / sprinkler pressure sensor (消火栓/喷淋水压)
 	KindCharger         // e-bike charging cabinet (电动自行车充电柜)
+	KindFacility        // building fire facility point behind a UITD (建筑消防设施, GB/T 26875.3; docs/gb26875.md)
 	NumKinds            // number of kind slots, for arrays indexed by Kind
 )
 
-var kindNames = [NumKinds]string{"", "electrical", "smoke", "hydrant", "charger"}
+var kindNames = [NumKinds]string{"", "electrical", "smoke", "hydrant", "charger", "facility"}
 
-var kindZH = [NumKinds]string{"", "电气火灾监控探测器", "独立式感烟火灾探测报警器", "消火栓水压监测装置", "电动自行车充电柜"}
+var kindZH = [NumKinds]string{"", "电气火灾监控探测器", "独立式感烟火灾探测报警器", "消火栓水压监测装置", "电动自行车充电柜", "建筑消防设施"}
 
 // String returns the kind's name as used in YAML, topics and InfluxDB.
 func (k Kind) String() string {
@@ -42,7 +43,7 @@ func ParseKind(s string) (Kind, error) {
 			return k, nil
 		}
 	}
-	return KindInvalid, fmt.Errorf("unknown device kind %q (want electrical, smoke, hydrant or charger)", s)
+	return KindInvalid, fmt.Errorf("unknown device kind %q (want electrical, smoke, hydrant, charger or facility)", s)
 }
 
 // Metric identifies a metric or event of the catalog. It indexes Catalog.
@@ -110,6 +111,34 @@ var Catalog = []MetricInfo{
 	{Name: "rssi_dbm", Kind: KindSmoke, Unit: "dBm", Channels: 1, Min: -150, Max: 0, ZH: "信号强度"},
 	{Name: "rssi_dbm", Kind: KindHydrant, Unit: "dBm", Channels: 1, Min: -150, Max: 0, ZH: "信号强度"},
 	{Name: "rssi_dbm", Kind: KindCharger, Unit: "dBm", Channels: 1, Min: -150, Max: 0, ZH: "信号强度"},
+	// facility (建筑消防设施): a point of a fire alarm controller, or the UITD (用户信息传输装置) itself,
+	// reported over GB/T 26875.3 (ingest/gb26875/server); analog values as in its Table 6.
+	{Name: "fire_alarm", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "火警"},
+	{Name: "fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "故障"},
+	{Name: "supervisory", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "监管报警"},
+	{Name: "disabled", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "屏蔽"},
+	{Name: "started", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "启动"},
+	{Name: "feedback", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "反馈"},
+	{Name: "delay", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "延时"},
+	{Name: "power_fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "电源故障"},
+	{Name: "main_power_fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "主电故障"},
+	{Name: "backup_power_fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "备电故障"},
+	{Name: "bus_fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "总线故障"},
+	{Name: "link_fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "与监控中心通信故障"},
+	{Name: "line_fault", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "监测连接线路故障"},
+	{Name: "heartbeat", Kind: KindFacility, Unit: "event", Event: true, Channels: 1, Max: 1, ZH: "巡检"},
+	{Name: "event_count", Kind: KindFacility, Unit: "件", Channels: 1, Min: 0, Max: 32000, ZH: "事件数"},
+	{Name: "height_m", Kind: KindFacility, Unit: "m", Channels: 1, Min: 0, Max: 320, ZH: "高度"},
+	{Name: "temperature_c", Kind: KindFacility, Unit: "°C", Channels: 1, Min: -273, Max: 3200, ZH: "温度"},
+	{Name: "pressure_mpa", Kind: KindFacility, Unit: "MPa", Channels: 1, Min: 0, Max: 3200, ZH: "压力"},
+	{Name: "pressure_kpa", Kind: KindFacility, Unit: "kPa", Channels: 1, Min: 0, Max: 3200, ZH: "压力"},
+	{Name: "gas_lel_pct", Kind: KindFacility, Unit: "%LEL", Channels: 1, Min: 0, Max: 100, ZH: "气体浓度"},
+	{Name: "time_s", Kind: KindFacility, Unit: "s", Channels: 1, Min: 0, Max: 32000, ZH: "时间"},
+	{Name: "voltage_v", Kind: KindFacility, Unit: "V", Channels: 1, Min: 0, Max: 3200, ZH: "电压"},
+	{Name: "current_a", Kind: KindFacility, Unit: "A", Channels: 1, Min: 0, Max: 3200, ZH: "电流"},
+	{Name: "flow_l_s", Kind: KindFacility, Unit: "L/s", Channels: 1, Min: 0, Max: 3200, ZH: "流量"},
+	{Name: "air_volume_m3_min", Kind: KindFacility, Unit: "m³/min", Channels: 1, Min: 0, Max: 3200, ZH: "风量"},
+	{Name: "wind_speed_m_s", Kind: KindFacility, Unit: "m/s", Channels: 1, Min: 0, Max: 20, ZH: "风速"},
 }
 
 // NumMetrics is the number of Metric slots (len(Catalog)).

@@ -95,6 +95,7 @@ type Ledger struct {
 	// by their Device.Gateway fields (GatewayID).
 	gatewayID map[string]string
 	stationID map[string]*Station
+	uitds     *uitdTable // GB/T 26875.3 UITDs (uitd.go)
 }
 
 // Lookup returns the device with the given id. It does not allocate.
@@ -179,6 +180,7 @@ type ledgerFile struct {
 	Stations []yaml.Node       `yaml:"stations"`
 	Devices  []yaml.Node       `yaml:"devices"`
 	Gateways []yaml.Node       `yaml:"gateways"`
+	UITDs    []yaml.Node       `yaml:"uitds"` // uitd.go
 }
 
 type gatewayEntry struct {
@@ -367,6 +369,7 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		l.byID[e.ID] = d.Index
 		l.Devices = append(l.Devices, d)
 	}
+	probs = append(probs, l.parseUITDs(name, f.UITDs)...) // uitd.go
 	if len(probs) > 0 {
 		slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
 		return nil, &LoadError{Problems: probs}

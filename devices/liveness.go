@@ -28,6 +28,9 @@ var DefaultHeartbeat = [NumKinds]time.Duration{
 	KindSmoke:      24 * time.Hour,
 	KindHydrant:    time.Hour,
 	KindCharger:    5 * time.Minute,
+	// A UITD's points report only when their state changes; the UITD's own
+	// device has its 巡检 period from the ledger (devices/uitd.go).
+	KindFacility: 24 * time.Hour,
 }
 
 // DefaultMissed is how many heartbeats a device may miss before it is

@@ -13,6 +13,7 @@ INFLUX_URL=http://127.0.0.1:$INFLUX_PORT
 RECEIVER_ADDR=${RECEIVER_ADDR:-127.0.0.1:8090}
 MQTT_LISTEN=${MQTT_LISTEN:-127.0.0.1:1883}
 HTTP_LISTEN=${HTTP_LISTEN:-127.0.0.1:9090}
+GB26875_LISTEN=${GB26875_LISTEN:-127.0.0.1:9026}
 DEVICES=${DEVICES:-300}
 RATE=${RATE:-100}
 export FIREWATCH_ALARMS_SECRET=${FIREWATCH_ALARMS_SECRET:-demo-secret-change-me}
@@ -45,9 +46,9 @@ wait_http() { # url what seconds
   return 1
 }
 
-for a in "$MQTT_LISTEN" "$HTTP_LISTEN" "$RECEIVER_ADDR"; do
+for a in "$MQTT_LISTEN" "$HTTP_LISTEN" "$RECEIVER_ADDR" "$GB26875_LISTEN"; do
   if port_busy "$a"; then
-    echo "error: $a is already in use (another firewatch or MQTT broker?). Stop it, or set MQTT_LISTEN / HTTP_LISTEN / RECEIVER_ADDR." >&2
+    echo "error: $a is already in use (another firewatch or MQTT broker?). Stop it, or set MQTT_LISTEN / HTTP_LISTEN / RECEIVER_ADDR / GB26875_LISTEN." >&2
     exit 1
   fi
 done
@@ -86,6 +87,10 @@ if [ ! -f "$VAR/ledger.yaml" ]; then
   "$BIN/firesim" ledger -devices "$DEVICES" -nbiot "${NBIOT_DEVICES:-6}" -endpoint "http://$RECEIVER_ADDR" -o "$VAR/ledger.yaml"
 fi
 
+# firewatch's ledger: the fleet's, with one networked building whose UITD (用户信息传输装置) reports
+# its fire alarm controller over GB/T 26875.3 (docs/gb26875.md).
+"$BIN/firesim" uitd -ledger "$VAR/ledger.yaml" -o "$VAR/ledger-firewatch.yaml"
+
 setsid "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET" &
 pids+=($!)
 
@@ -109,8 +114,9 @@ export FIREWATCH_NBIOT_ONENET_AES_KEY=$(head -c 8 /dev/urandom | od -An -tx1 | t
 export FIREWATCH_ALARMS_SMS_GATEWAY=http://$RECEIVER_ADDR/dispatch/sms-gateway
 export FIREWATCH_ALARMS_SMS_TEMPLATE='{"to":{{json .Mobile}},"channel":{{json .Channel}},"severity":{{json .Severity}},"message":{{json (printf "%s → %s %s：%s" .Channel .Name .Mobile .Text)}}}'
 
-setsid "$BIN/firewatch" -ledger "$VAR/ledger.yaml" -alarms.db "$VAR/alarms.db" \
+setsid "$BIN/firewatch" -ledger "$VAR/ledger-firewatch.yaml" -alarms.db "$VAR/alarms.db" \
   -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
+  -gb26875.listen "$GB26875_LISTEN" \
   >"$VAR/firewatch.log" 2>&1 &
 pids+=($!)
 wait_http "http://$HTTP_LISTEN/healthz" firewatch 30
@@ -120,6 +126,7 @@ cat <<BANNER
   firewatch is running                                     (Ctrl-C stops everything)
   ---------------------------------------------------------------------------------
   MQTT broker (embedded)   tcp://$MQTT_LISTEN      topics fw/v1/up/#   (docs/mqtt.md)
+  GB/T 26875.3 (UITDs)     tcp://$GB26875_LISTEN   (docs/gb26875.md)
   alarms API               http://$HTTP_LISTEN/api/v1/alarms
   health / metrics         http://$HTTP_LISTEN/healthz   http://$HTTP_LISTEN/metrics
   InfluxDB                 $INFLUX_URL   database firewatch
@@ -131,13 +138,18 @@ cat <<BANNER
   ---------------------------------------------------------------------------------
   A fleet of $DEVICES simulated devices publishes now; incidents start in about 15 s:
   a fire in 山湾村 of 柳南区 (also seen by its NB-IoT detectors through CTWing and OneNET),
-  an overheating charging slot, a hydrant losing pressure.
+  an overheating charging slot, a hydrant losing pressure; and in about 20 s the UITD of 柳石家园
+  reports a smoke detector's fire alarm (3号楼2层走廊) over GB/T 26875.3.
 
 BANNER
 
 setsid "$BIN/firesim" nbiot -ledger "$VAR/ledger.yaml" -url "http://$HTTP_LISTEN" -every 1m \
   -scenario-delay 15s -fire 450204101201 &
 pids+=($!)
+
+setsid "$BIN/firesim" uitd -centre "$GB26875_LISTEN" -fire 20s &
+pids+=($!)
+
 FIREWATCH_MQTT_PASSWORD=$SIM_SECRET setsid "$BIN/firesim" run -broker "tcp://$MQTT_LISTEN" -username firesim -ledger "$VAR/ledger.yaml" -rate "$RATE" \
   -scenario-delay 15s -scenario fire:450204101201 -scenario charger-overheat -scenario hydrant-pressure-loss &
 pids+=($!)

@@ -30,6 +30,7 @@ Usage:
   firesim bench    [flags]   make bench: real Mosquitto, InfluxDB and firewatch at rising loads
   firesim nullsub  [flags]   a do-nothing MQTT subscriber: the I/O baseline of the bench
   firesim nbiot    [flags]   NB-IoT smoke detectors reporting through emulated CTWing / OneNET pushes
+  firesim uitd     [flags]   a building's GB/T 26875.3 UITD (用户信息传输装置) reporting a fire alarm
 
 Run 'firesim <command> -h' for the flags of a command.
 
@@ -70,6 +71,8 @@ func firesim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdLoad(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "uitd":
+		err = cmdUITD(ctx, args[1:], stdout, stderr)
 	case "nullsub":
 		err = cmdNullSub(ctx, args[1:], stdout, stderr)
 	case "nbiot":

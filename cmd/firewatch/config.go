@@ -13,6 +13,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/ingest"
+	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
@@ -95,6 +96,9 @@ type Config struct {
 	State pipeline.StateConfig `yaml:"state"`
 
 	NBIoT bridge.Config `yaml:"nbiot"` // NB-IoT platform pushes (docs/nbiot.md)
+
+	// GB26875 is the GB/T 26875.3 endpoint for UITDs (gb26875.go).
+	GB26875 gb26875server.Config `yaml:"gb26875"`
 }
 
 // defaults sets every default in one place.
@@ -128,6 +132,7 @@ func defaults() Config {
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	c.NBIoT = bridge.DefaultConfig()
+	c.GB26875 = gb26875server.DefaultConfig()
 	return c
 }
 
@@ -205,6 +210,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("http.tokens: http.listen %s is not a loopback address: set API tokens (FIREWATCH_HTTP_TOKENS), or the alarms would be readable by anyone", c.HTTP.Listen))
 	}
 	if err := c.NBIoT.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.GB26875.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Log.Level {

@@ -21,6 +21,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
+	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
@@ -44,6 +45,7 @@ type service struct {
 	httpSrv *http.Server
 
 	brokerURL string
+	gb        *gb26875server.Server // GB/T 26875.3 endpoint, nil when off (gb26875.go)
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
@@ -136,6 +138,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		return nil, err
 	}
 	s.live = s.pipe.Liveness()
+	if s.gb, err = newGB26875(cfg, s.ledger, pipeline.Handler(s.pipe, originGB26875), reg, log); err != nil {
+		return nil, err
+	}
 
 	s.brokerURL = cfg.MQTT.Broker
 	if s.brokerURL == "" {
@@ -234,6 +239,7 @@ func (s *service) run(ctx context.Context) error {
 	s.pipe.Restore(ctx, s.log)
 	stopPipe, pipeDone := start("pipeline", s.pipe.Run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
+	stopGB, gbDone := s.startGB26875(start)
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
@@ -254,6 +260,8 @@ func (s *service) run(ctx context.Context) error {
 	// Before the source: a handler waiting in Sync for a failing store
 	// holds the source; the alarm manager's drain grace must start now.
 	s.alarms.Stopping()
+	stopGB() // gb26875.go
+	<-gbDone
 	s.stopNBIoT() // nbiot.go
 	stopSource()
 	<-sourceDone
@@ -274,6 +282,9 @@ func (s *service) run(ctx context.Context) error {
 
 func (s *service) close() {
 	s.stopNBIoT() // nbiot.go
+	if s.gb != nil {
+		s.gb.Close()
+	}
 	s.downlink.close()
 	if s.broker != nil {
 		s.broker.Close()
