@@ -54,7 +54,7 @@ bench: build tools
 fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzEval ./rules/ $(FUZZTIME)
-	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/modbus/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./gateway/modbus/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseLedger ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzIDIndex ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParse ./rules/ $(FUZZTIME)

@@ -215,7 +215,7 @@ func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []
 	if len(payload) > MaxPayload {
 		return nil, d.reject(ReasonTooLarge, "", fmt.Errorf("payload of %d bytes exceeds %d", len(payload), MaxPayload))
 	}
-	id, gateway, ok := parseTopic(topic)
+	id, gateway, ok := ParseTopic(topic)
 	if ok && gateway && strings.HasSuffix(topic, "/status") {
 		// A gateway's own status (online, spool fill, its last will) carries no
 		// readings; it is accepted and counted as a message.
@@ -529,14 +529,15 @@ func (d *Decoder) add(first int, metric devices.Metric, v float64, reason *Reaso
 	return nil
 }
 
-// parseTopic splits fw/v1/up/{id}/{telemetry|event|status} and
-// fw/v1/up/gw/{id}/{batch|status} without allocating.
-func parseTopic(t string) (id string, gateway, ok bool) {
-	const prefix = "fw/v1/up/"
-	if !strings.HasPrefix(t, prefix) {
+// ParseTopic splits the v1 uplink topics fw/v1/up/{id}/{telemetry|event|status}
+// and fw/v1/up/gw/{id}/{batch|status} without allocating: id is the device
+// or gateway, gateway says which, and ok is false for any other topic. The
+// embedded broker's ACL checks topics with it too.
+func ParseTopic(t string) (id string, gateway, ok bool) {
+	if !strings.HasPrefix(t, TopicPrefix) {
 		return "", false, false
 	}
-	rest := t[len(prefix):]
+	rest := t[len(TopicPrefix):]
 	if g, ok := strings.CutPrefix(rest, "gw/"); ok {
 		id, leaf, _ := strings.Cut(g, "/")
 		return id, true, id != "" && (leaf == "batch" || leaf == "status")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
@@ -123,7 +124,7 @@ func defaults() Config {
 	c.MQTT.Listen = "127.0.0.1:1883"
 	c.MQTT.ClientID = "firewatch"
 	c.MQTT.Auth = "ledger"
-	c.MQTT.MaxConnections = ingest.DefaultMaxConnections
+	c.MQTT.MaxConnections = broker.DefaultMaxConnections
 	c.Ingest.MaxFuture = ingest.DefaultMaxFuture
 	c.Ingest.MaxAge = ingest.DefaultMaxAge
 	c.State.Interval = 30 * time.Second

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
@@ -164,9 +165,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.brokerURL = cfg.MQTT.Broker
 	if s.brokerURL == "" {
 		// The embedded broker hands uplink to the pipeline in process,
-		// before it acknowledges each message to the device (ingest.InlineSource);
+		// before it acknowledges each message to the device (broker.InlineSource);
 		// per-device credentials and topic ACLs in auth_broker.go.
-		inline := ingest.NewInlineSource(handle)
+		inline := broker.NewInlineSource(handle)
 		if s.broker, err = startEmbeddedBroker(cfg, s.ledger, reg, log, inline); err != nil {
 			return nil, err
 		}
@@ -219,7 +220,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 }
 
 // source delivers uplink messages to the pipeline: ingest.Source through an
-// MQTT client (external broker), ingest.InlineSource in process (embedded).
+// MQTT client (external broker), broker.InlineSource in process (embedded).
 type source interface {
 	Run(ctx context.Context) error
 	Ready() <-chan struct{}

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"crypto/sha256"
@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest"
 )
 
 // ServiceUser is the user name of firewatch's own client on the embedded
@@ -386,7 +387,7 @@ func (p *principal) allows(topic string, write bool) bool {
 		if !write {
 			return false
 		}
-		_, gateway, ok := parseTopic(topic)
+		_, gateway, ok := ingest.ParseTopic(topic)
 		return ok && !gateway
 	}
 	return false

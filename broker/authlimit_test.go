@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"context"
@@ -62,7 +62,7 @@ func TestBackoff(t *testing.T) {
 // the connect timeout, and connections beyond the cap are closed at once.
 func TestBrokerConnLimits(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := StartBroker(BrokerConfig{Addr: addr, MaxConnections: 3, ConnectTimeout: 500 * time.Millisecond,
+	s, err := Start(Config{Addr: addr, MaxConnections: 3, ConnectTimeout: 500 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"context"
@@ -14,6 +14,18 @@ import (
 type rateHandler struct {
 	slog.Handler
 	s *rateState
+}
+
+// logsPerSecond bounds the broker's log lines below Error, and Auth's
+// refusal lines, as ingest.Stats bounds its rejection lines.
+const logsPerSecond = 5
+
+// truncate shortens a topic a client sent before it is logged.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 type rateState struct {
