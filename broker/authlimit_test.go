@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/logbudget"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -104,7 +105,7 @@ func TestBrokerConnLimits(t *testing.T) {
 	t.Logf("silent connections closed after %v", time.Since(start))
 }
 
-// TestRateHandler: below Error, at most logsPerSecond lines a second, then
+// TestRateHandler: below Error, at most logbudget.PerSecond lines a second, then
 // one line saying how many were dropped; errors always pass.
 func TestRateHandler(t *testing.T) {
 	var buf strings.Builder
@@ -113,8 +114,8 @@ func TestRateHandler(t *testing.T) {
 		log.Warn("refused")
 	}
 	log.Error("broken")
-	if n := strings.Count(buf.String(), "msg=refused"); n != logsPerSecond {
-		t.Errorf("%d warnings passed, want %d", n, logsPerSecond)
+	if n := strings.Count(buf.String(), "msg=refused"); n != logbudget.PerSecond {
+		t.Errorf("%d warnings passed, want %d", n, logbudget.PerSecond)
 	}
 	if !strings.Contains(buf.String(), "msg=broken") {
 		t.Error("an error was dropped")
