@@ -54,7 +54,7 @@ bench: build tools
 fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzEval ./rules/ $(FUZZTIME)
-	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./ingest/modbus/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./gateway/modbus/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseLedger ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzIDIndex ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParse ./rules/ $(FUZZTIME)
@@ -130,13 +130,30 @@ $(NFPM):
 	GOBIN=$(BIN) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 ## plugin: the Grafana data source plugin into dashboards/plugin/dist/: front end (npm ci, tsc, esbuild) and backend for linux/amd64 and linux/arm64
-.PHONY: plugin
-plugin: $(PLUGIN)/node_modules/.installed
+.PHONY: plugin plugin-mod plugin-mod-check
+plugin: plugin-mod-check $(PLUGIN)/node_modules/.installed
 	cd $(PLUGIN) && npm run --silent build && node check-dist.mjs
 	cd $(PLUGIN) && for arch in amd64 arm64; do \
-	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -mod=mod -trimpath -ldflags '-s -w' -o dist/gpx_firewatch_linux_$$arch ./pkg || exit 1; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o dist/gpx_firewatch_linux_$$arch ./pkg || exit 1; \
 	done
 	@ls -l $(PLUGIN)/dist
+
+## plugin-mod-check: fail when dashboards/plugin/go.mod or go.sum is not what `go mod tidy` makes of them. The plugin's
+##                   module replaces firewatch with ../.., so it must require (at least) what the main module needs;
+##                   it is built and tested without -mod=mod, so a stale go.mod fails here, with the fix, not mid-build
+plugin-mod-check:
+	@out=$$(cd $(PLUGIN) && $(GO) mod tidy -diff 2>&1) && exit 0; \
+	  echo "$$out"; \
+	  if grep -q '^diff ' <<<"$$out"; then \
+	    echo "$(PLUGIN)/go.mod or go.sum is stale (the diff above): the main module's requirements (go.mod) changed,"; \
+	    echo "and the plugin's module, which replaces firewatch with ../.., has not followed them. Run \`make plugin-mod\`"; \
+	    echo "(go mod tidy in $(PLUGIN)) and commit $(PLUGIN)/go.mod and go.sum."; \
+	  else echo "plugin-mod-check: go mod tidy -diff failed in $(PLUGIN) (above)"; fi; \
+	  exit 1
+
+## plugin-mod: bring dashboards/plugin/go.mod and go.sum in step with the main module (go mod tidy)
+plugin-mod:
+	cd $(PLUGIN) && $(GO) mod tidy
 
 $(PLUGIN)/node_modules/.installed: $(PLUGIN)/package.json $(PLUGIN)/package-lock.json
 	cd $(PLUGIN) && npm ci --no-audit --no-fund

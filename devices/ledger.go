@@ -233,147 +233,189 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 	if err := yamlfile.Decode(b, &f); err != nil {
 		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err)}}}
 	}
-	var probs []Problem
-	bad := func(line int, format string, args ...any) {
-		probs = append(probs, Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
-	}
-	l := &Ledger{
+	p := &ledgerParser{name: name, l: &Ledger{
 		File:      name,
 		Places:    map[string]string{},
 		byID:      make(map[string]Index, len(f.Devices)),
 		stationID: make(map[string]*Station, len(f.Stations)),
 		Gateways:  make(map[string]*Gateway, len(f.Gateways)),
+	}}
+	// Gateways and stations first: devices name them.
+	p.gateways(f.Gateways)
+	p.places(f.Places)
+	p.stations(f.Stations)
+	p.devices(f.Devices)
+	p.probs = append(p.probs, p.l.parseUITDs(name, f.UITDs)...) // uitd.go
+	if len(p.probs) > 0 {
+		slices.SortStableFunc(p.probs, func(a, b Problem) int { return a.Line - b.Line })
+		return nil, &LoadError{Problems: p.probs}
 	}
-	for i := range f.Gateways {
-		n := &f.Gateways[i]
+	p.l.index()
+	return p.l, nil
+}
+
+// ledgerParser builds a Ledger from a ledger file's entries, collecting
+// every problem rather than stopping at the first.
+type ledgerParser struct {
+	name  string
+	l     *Ledger
+	probs []Problem
+}
+
+func (p *ledgerParser) bad(line int, format string, args ...any) {
+	p.probs = append(p.probs, Problem{File: p.name, Line: line, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (p *ledgerParser) gateways(ns []yaml.Node) {
+	l := p.l
+	for i := range ns {
+		n := &ns[i]
 		var e gatewayEntry
 		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			bad(n.Line, "gateway: %v", err)
+			p.bad(n.Line, "gateway: %v", err)
 			continue
 		}
 		if err := checkID(e.ID); err != nil {
-			bad(n.Line, "gateway: %v", err)
+			p.bad(n.Line, "gateway: %v", err)
 			continue
 		}
 		if l.Gateways[e.ID] != nil {
-			bad(n.Line, "gateway %q: duplicate id", e.ID)
+			p.bad(n.Line, "gateway %q: duplicate id", e.ID)
 			continue
 		}
 		l.Gateways[e.ID] = &Gateway{ID: e.ID, SecretHash: e.SecretHash, Line: n.Line}
 	}
-	for code, n := range f.Places {
+}
+
+func (p *ledgerParser) places(places map[string]string) {
+	for code, n := range places {
 		if _, err := ParsePrefix(code); err != nil {
-			bad(1, "places: %v", err)
+			p.bad(1, "places: %v", err)
 			continue
 		}
-		l.Places[code] = n
+		p.l.Places[code] = n
 	}
-	for i := range f.Stations {
-		n := &f.Stations[i]
+}
+
+func (p *ledgerParser) stations(ns []yaml.Node) {
+	l := p.l
+	for i := range ns {
+		n := &ns[i]
 		var e stationEntry
 		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			bad(n.Line, "station: %v", err)
+			p.bad(n.Line, "station: %v", err)
 			continue
 		}
 		if err := checkID(e.ID); err != nil {
-			bad(n.Line, "station: %v", err)
+			p.bad(n.Line, "station: %v", err)
 			continue
 		}
 		if l.stationID[e.ID] != nil {
-			bad(n.Line, "station %q: duplicate id", e.ID)
+			p.bad(n.Line, "station %q: duplicate id", e.ID)
 			continue
 		}
 		if e.Name == "" {
-			bad(n.Line, "station %q: name is missing", e.ID)
+			p.bad(n.Line, "station %q: name is missing", e.ID)
 		}
 		if len(e.Grids) == 0 {
-			bad(n.Line, "station %q: grids is empty: list the code prefixes it covers", e.ID)
+			p.bad(n.Line, "station %q: grids is empty: list the code prefixes it covers", e.ID)
 		}
 		for _, g := range e.Grids {
 			if _, err := ParsePrefix(g); err != nil {
-				bad(n.Line, "station %q: %v", e.ID, err)
+				p.bad(n.Line, "station %q: %v", e.ID, err)
 			}
 		}
 		if !strings.HasPrefix(e.Endpoint, "http://") && !strings.HasPrefix(e.Endpoint, "https://") {
-			bad(n.Line, "station %q: endpoint %q is not an http(s) URL", e.ID, e.Endpoint)
+			p.bad(n.Line, "station %q: endpoint %q is not an http(s) URL", e.ID, e.Endpoint)
 		}
 		s := &Station{ID: e.ID, Name: e.Name, Grids: e.Grids, Endpoint: e.Endpoint, Lat: e.Lat, Lon: e.Lon}
 		l.Stations = append(l.Stations, s)
 		l.stationID[e.ID] = s
 	}
-	l.Devices = make([]Device, 0, len(f.Devices))
-	for i := range f.Devices {
-		n := &f.Devices[i]
+}
+
+func (p *ledgerParser) devices(ns []yaml.Node) {
+	l := p.l
+	l.Devices = make([]Device, 0, len(ns))
+	for i := range ns {
+		n := &ns[i]
 		var e deviceEntry
 		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			bad(n.Line, "device: %v", err)
+			p.bad(n.Line, "device: %v", err)
 			continue
 		}
 		if err := checkID(e.ID); err != nil {
-			bad(n.Line, "device: %v", err)
+			p.bad(n.Line, "device: %v", err)
 			continue
 		}
 		if _, dup := l.byID[e.ID]; dup {
-			bad(n.Line, "device %q: duplicate id", e.ID)
+			p.bad(n.Line, "device %q: duplicate id", e.ID)
 			continue
 		}
-		kind, err := ParseKind(e.Kind)
-		if err != nil {
-			bad(n.Line, "device %q: %v", e.ID, err)
-		}
-		grid, err := ParseGrid(e.Grid)
-		if err != nil {
-			bad(n.Line, "device %q: %v", e.ID, err)
-		}
-		if e.Lat < -90 || e.Lat > 90 || e.Lon < -180 || e.Lon > 180 {
-			bad(n.Line, "device %q: coordinates %g,%g out of range", e.ID, e.Lat, e.Lon)
-		}
-		if e.Gateway != "" {
-			if err := checkID(e.Gateway); err != nil {
-				bad(n.Line, "device %q: gateway: %v", e.ID, err)
-			}
-		}
-		if e.Heartbeat < 0 {
-			bad(n.Line, "device %q: heartbeat %v is negative", e.ID, e.Heartbeat)
-		}
-		if e.Channels < 0 || e.Channels > MaxChannels {
-			bad(n.Line, "device %q: channels %d is outside 0…%d", e.ID, e.Channels, MaxChannels)
-		}
-		if msg := e.NBIoT.check(); msg != "" { // nbiot.go
-			bad(n.Line, "device %q: %s", e.ID, msg)
-		}
-		var st *Station
-		switch {
-		case e.Station != "":
-			if st = l.stationID[e.Station]; st == nil {
-				bad(n.Line, "device %q: unknown station %q", e.ID, e.Station)
-			}
-		case grid != "":
-			if st = l.covering(grid); st == nil {
-				bad(n.Line, "device %q: no micro fire station covers grid %s; name one with station: or add the grid to a station", e.ID, grid)
-			}
-		}
-		// Take the override nodes from the file's own tree: those decoded
-		// above carry lines of a re-encoded copy.
-		if rn := mappingValue(n, "rules"); rn != nil && rn.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(rn.Content); i += 2 {
-				e.Rules[rn.Content[i].Value] = *rn.Content[i+1]
-			}
-		}
-		d := Device{
-			Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
-			Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
-			Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(),
-			Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: e.Rules, Line: n.Line,
-		}
+		d := p.device(n, &e)
 		l.byID[e.ID] = d.Index
 		l.Devices = append(l.Devices, d)
 	}
-	probs = append(probs, l.parseUITDs(name, f.UITDs)...) // uitd.go
-	if len(probs) > 0 {
-		slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
-		return nil, &LoadError{Problems: probs}
+}
+
+// device checks one device entry of node n, reporting every problem, and
+// returns the device it describes.
+func (p *ledgerParser) device(n *yaml.Node, e *deviceEntry) Device {
+	l, bad := p.l, p.bad
+	kind, err := ParseKind(e.Kind)
+	if err != nil {
+		bad(n.Line, "device %q: %v", e.ID, err)
 	}
+	grid, err := ParseGrid(e.Grid)
+	if err != nil {
+		bad(n.Line, "device %q: %v", e.ID, err)
+	}
+	if e.Lat < -90 || e.Lat > 90 || e.Lon < -180 || e.Lon > 180 {
+		bad(n.Line, "device %q: coordinates %g,%g out of range", e.ID, e.Lat, e.Lon)
+	}
+	if e.Gateway != "" {
+		if err := checkID(e.Gateway); err != nil {
+			bad(n.Line, "device %q: gateway: %v", e.ID, err)
+		}
+	}
+	if e.Heartbeat < 0 {
+		bad(n.Line, "device %q: heartbeat %v is negative", e.ID, e.Heartbeat)
+	}
+	if e.Channels < 0 || e.Channels > MaxChannels {
+		bad(n.Line, "device %q: channels %d is outside 0…%d", e.ID, e.Channels, MaxChannels)
+	}
+	if msg := e.NBIoT.check(); msg != "" { // nbiot.go
+		bad(n.Line, "device %q: %s", e.ID, msg)
+	}
+	var st *Station
+	switch {
+	case e.Station != "":
+		if st = l.stationID[e.Station]; st == nil {
+			bad(n.Line, "device %q: unknown station %q", e.ID, e.Station)
+		}
+	case grid != "":
+		if st = l.covering(grid); st == nil {
+			bad(n.Line, "device %q: no micro fire station covers grid %s; name one with station: or add the grid to a station", e.ID, grid)
+		}
+	}
+	// Take the override nodes from the file's own tree: those decoded
+	// above carry lines of a re-encoded copy.
+	if rn := mappingValue(n, "rules"); rn != nil && rn.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(rn.Content); i += 2 {
+			e.Rules[rn.Content[i].Value] = *rn.Content[i+1]
+		}
+	}
+	return Device{
+		Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
+		Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
+		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(),
+		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: e.Rules, Line: n.Line,
+	}
+}
+
+// index builds the device id index of a ledger without problems, and
+// interns each gateway id so that its devices share one string.
+func (l *Ledger) index() {
 	ids := make([]string, len(l.Devices))
 	l.gatewayID = map[string]string{}
 	for i := range l.Devices {
@@ -388,7 +430,6 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		}
 	}
 	l.idx, l.byID = newIDIndex(ids), nil
-	return l, nil
 }
 
 // mappingValue returns the value of key in a YAML mapping node, or nil.

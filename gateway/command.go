@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 )
 
 // command is a linkage command from fw/v1/down/{device}/command

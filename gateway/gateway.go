@@ -21,7 +21,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/spool"
 )

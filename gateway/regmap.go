@@ -13,7 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/firewatch-iot/firewatch/devices"
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 )
 
@@ -227,117 +227,12 @@ func ParseMap(name string, b []byte) (*Map, error) {
 	if err := yamlfile.Decode(b, &f); err != nil {
 		return nil, &devices.LoadError{Problems: []devices.Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err)}}}
 	}
-	var probs []devices.Problem
-	bad := func(line int, format string, args ...any) {
-		probs = append(probs, devices.Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
-	}
-	m := &Map{Model: f.Model, File: name, Commands: map[string]Command{}}
-	if f.Model == "" {
-		bad(1, "model is missing")
-	}
-	kind, err := devices.ParseKind(f.Kind)
-	if err != nil {
-		bad(1, "kind: %v", err)
-	}
-	m.Kind = kind
-	lowFirst, err := parseWordOrder(f.WordOrder, false)
-	if err != nil {
-		bad(1, "%v", err)
-	}
-	if len(f.Registers) == 0 {
-		bad(1, "registers is empty")
-	}
-	type slot struct {
-		metric devices.Metric
-		ch     int
-	}
-	seen := map[slot]int{}
+	p := &mapParser{name: name, m: &Map{Model: f.Model, File: name, Commands: map[string]Command{}}, seen: map[slot]int{}}
+	p.header(&f)
 	for i := range f.Registers {
-		n := &f.Registers[i]
-		var e pointEntry
-		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			bad(n.Line, "register: %v", err)
-			continue
+		if pt, ok := p.point(&f.Registers[i]); ok {
+			p.m.Points = append(p.m.Points, pt)
 		}
-		p := Point{Ch: e.Ch, Offset: e.Offset, Scale: 1, Line: n.Line}
-		if e.Scale != nil {
-			p.Scale = *e.Scale
-		}
-		metric, ok := devices.MetricByName(kind, e.Metric)
-		if !ok {
-			bad(n.Line, "metric %q is not in the catalog for kind %s (see docs/mqtt.md)", e.Metric, kind)
-			continue
-		}
-		p.Metric = metric
-		info := metric.Info()
-		if e.Unit != info.Unit {
-			bad(n.Line, "%s: unit %q, but the catalog's unit is %q: convert with scale", e.Metric, e.Unit, info.Unit)
-		}
-		switch {
-		case info.Channels == 1 && e.Ch != 0:
-			bad(n.Line, "%s has no channels: remove ch", e.Metric)
-		case e.Ch < 0 || e.Ch > int(info.Channels):
-			bad(n.Line, "%s: ch %d outside 1…%d", e.Metric, e.Ch, info.Channels)
-		}
-		if prev, dup := seen[slot{metric, e.Ch}]; dup {
-			bad(n.Line, "%s ch %d is already mapped at line %d", e.Metric, e.Ch, prev)
-		}
-		seen[slot{metric, e.Ch}] = n.Line
-		p.Function = byte(e.Function)
-		if e.Function < 1 || e.Function > 4 {
-			bad(n.Line, "%s: function %d: use 1 (coil), 2 (discrete input), 3 (holding register) or 4 (input register)", e.Metric, e.Function)
-		}
-		if e.Address == nil || *e.Address < 0 || *e.Address > 0xFFFF {
-			bad(n.Line, "%s: address missing or outside 0…65535 (the protocol address, not 40001-style)", e.Metric)
-		} else {
-			p.Address = uint16(*e.Address)
-		}
-		p.Type = typeNames[e.Type]
-		if e.Type == "" && p.Function <= 2 {
-			p.Type = TypeBool
-		}
-		switch {
-		case p.Type == TypeInvalid:
-			bad(n.Line, "%s: type %q: use bool, int16, uint16, int32, uint32 or float32", e.Metric, e.Type)
-		case p.Function <= 2 && p.Type != TypeBool:
-			bad(n.Line, "%s: function %d reads bits: type must be bool", e.Metric, e.Function)
-		case info.Event && p.Type != TypeBool && p.Type != TypeUint16:
-			bad(n.Line, "%s is an event: type must be bool or uint16 (non-zero = active)", e.Metric)
-		}
-		if p.LowWordFirst, err = parseWordOrder(e.WordOrder, lowFirst); err != nil {
-			bad(n.Line, "%s: %v", e.Metric, err)
-		}
-		if p.Scale == 0 || math.IsNaN(p.Scale) || math.IsInf(p.Scale, 0) {
-			bad(n.Line, "%s: scale must be a finite non-zero number", e.Metric)
-		}
-		if int(p.Address)+p.Type.Words() > 0x10000 {
-			bad(n.Line, "%s: runs past address 65535", e.Metric)
-		}
-		limit := int64(0xFFFF)
-		if p.Type.Words() == 2 {
-			limit = 0xFFFFFFFF
-		}
-		for _, v := range e.Sentinel {
-			switch {
-			case p.Type == TypeBool || p.Type == TypeFloat32:
-				bad(n.Line, "%s: sentinel is for integer registers (a float32 NaN is always a sentinel)", e.Metric)
-			case v < 0 || v > limit:
-				bad(n.Line, "%s: sentinel %d is not a raw %s register value 0…%d", e.Metric, v, p.Type, limit)
-			default:
-				p.Sentinels = append(p.Sentinels, uint32(v))
-			}
-		}
-		if e.Mask != nil {
-			switch {
-			case p.Type == TypeBool || p.Type == TypeFloat32:
-				bad(n.Line, "%s: mask is for integer registers", e.Metric)
-			case *e.Mask <= 0 || *e.Mask > limit:
-				bad(n.Line, "%s: mask %d outside 1…%d", e.Metric, *e.Mask, limit)
-			default:
-				p.Mask = uint32(*e.Mask)
-			}
-		}
-		m.Points = append(m.Points, p)
 	}
 	names := make([]string, 0, len(f.Commands))
 	for k := range f.Commands {
@@ -346,50 +241,15 @@ func ParseMap(name string, b []byte) (*Map, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		n := f.Commands[name]
-		var e commandEntry
-		if err := yamlfile.DecodeNode(&n, &e); err != nil {
-			bad(n.Line, "command %s: %v", name, err)
-			continue
+		if c, ok := p.command(name, &n); ok {
+			p.m.Commands[name] = c
 		}
-		if !slices.Contains(knownCommands, name) {
-			bad(n.Line, "command %q: firegate knows %s", name, strings.Join(knownCommands, ", "))
-		}
-		c := Command{Function: byte(e.Function), Step: uint16(e.Step), Line: n.Line, NoReadback: e.Readback != nil && !*e.Readback}
-		if e.Function != 5 && e.Function != 6 {
-			bad(n.Line, "command %s: function %d: use 5 (coil) or 6 (holding register)", name, e.Function)
-		}
-		if e.Address == nil || *e.Address < 0 || *e.Address > 0xFFFF {
-			bad(n.Line, "command %s: address missing or outside 0…65535", name)
-		} else {
-			c.Address = uint16(*e.Address)
-		}
-		c.DeviceAddress = c.Address
-		if e.Device != nil {
-			if *e.Device < 0 || *e.Device > 0xFFFF {
-				bad(n.Line, "command %s: device_address outside 0…65535", name)
-			} else {
-				c.DeviceAddress = uint16(*e.Device)
-			}
-		}
-		if e.Step < 0 || e.Step > 0xFFFF {
-			bad(n.Line, "command %s: step %d outside 0…65535", name, e.Step)
-		}
-		switch {
-		case e.Value == nil && e.Function == 5:
-			c.Value = 1
-		case e.Value == nil:
-			bad(n.Line, "command %s: value is missing", name)
-		case *e.Value < 0 || *e.Value > 0xFFFF:
-			bad(n.Line, "command %s: value %d outside 0…65535", name, *e.Value)
-		default:
-			c.Value = uint16(*e.Value)
-		}
-		m.Commands[name] = c
 	}
-	if len(probs) > 0 {
-		slices.SortStableFunc(probs, func(a, b devices.Problem) int { return a.Line - b.Line })
-		return nil, &devices.LoadError{Problems: probs}
+	if len(p.probs) > 0 {
+		slices.SortStableFunc(p.probs, func(a, b devices.Problem) int { return a.Line - b.Line })
+		return nil, &devices.LoadError{Problems: p.probs}
 	}
+	m := p.m
 	m.Blocks = blocks(m.Points, maxGap)
 	chans := 1
 	for _, p := range m.Points {
@@ -400,6 +260,189 @@ func ParseMap(name string, b []byte) (*Map, error) {
 		m.Commands[name] = c
 	}
 	return m, nil
+}
+
+// mapParser builds a Map from a register map file's entries, collecting
+// every problem rather than stopping at the first.
+type mapParser struct {
+	name  string
+	m     *Map
+	probs []devices.Problem
+	// lowFirst is the map's default word order.
+	lowFirst bool
+	// seen gives the line of each metric and channel already mapped.
+	seen map[slot]int
+}
+
+type slot struct {
+	metric devices.Metric
+	ch     int
+}
+
+func (p *mapParser) bad(line int, format string, args ...any) {
+	p.probs = append(p.probs, devices.Problem{File: p.name, Line: line, Reason: fmt.Sprintf(format, args...)})
+}
+
+// header checks the map's model, kind and default word order.
+func (p *mapParser) header(f *mapFile) {
+	if f.Model == "" {
+		p.bad(1, "model is missing")
+	}
+	kind, err := devices.ParseKind(f.Kind)
+	if err != nil {
+		p.bad(1, "kind: %v", err)
+	}
+	p.m.Kind = kind
+	if p.lowFirst, err = parseWordOrder(f.WordOrder, false); err != nil {
+		p.bad(1, "%v", err)
+	}
+	if len(f.Registers) == 0 {
+		p.bad(1, "registers is empty")
+	}
+}
+
+// point checks one register entry, node n; ok is false when it names no
+// metric of the catalog, so that nothing else can be checked.
+func (p *mapParser) point(n *yaml.Node) (pt Point, ok bool) {
+	bad := p.bad
+	var e pointEntry
+	if err := yamlfile.DecodeNode(n, &e); err != nil {
+		bad(n.Line, "register: %v", err)
+		return pt, false
+	}
+	pt = Point{Ch: e.Ch, Offset: e.Offset, Scale: 1, Line: n.Line}
+	if e.Scale != nil {
+		pt.Scale = *e.Scale
+	}
+	kind := p.m.Kind
+	metric, ok := devices.MetricByName(kind, e.Metric)
+	if !ok {
+		bad(n.Line, "metric %q is not in the catalog for kind %s (see docs/mqtt.md)", e.Metric, kind)
+		return pt, false
+	}
+	pt.Metric = metric
+	info := metric.Info()
+	if e.Unit != info.Unit {
+		bad(n.Line, "%s: unit %q, but the catalog's unit is %q: convert with scale", e.Metric, e.Unit, info.Unit)
+	}
+	switch {
+	case info.Channels == 1 && e.Ch != 0:
+		bad(n.Line, "%s has no channels: remove ch", e.Metric)
+	case e.Ch < 0 || e.Ch > int(info.Channels):
+		bad(n.Line, "%s: ch %d outside 1…%d", e.Metric, e.Ch, info.Channels)
+	}
+	if prev, dup := p.seen[slot{metric, e.Ch}]; dup {
+		bad(n.Line, "%s ch %d is already mapped at line %d", e.Metric, e.Ch, prev)
+	}
+	p.seen[slot{metric, e.Ch}] = n.Line
+	pt.Function = byte(e.Function)
+	if e.Function < 1 || e.Function > 4 {
+		bad(n.Line, "%s: function %d: use 1 (coil), 2 (discrete input), 3 (holding register) or 4 (input register)", e.Metric, e.Function)
+	}
+	if e.Address == nil || *e.Address < 0 || *e.Address > 0xFFFF {
+		bad(n.Line, "%s: address missing or outside 0…65535 (the protocol address, not 40001-style)", e.Metric)
+	} else {
+		pt.Address = uint16(*e.Address)
+	}
+	p.pointType(n, &e, &pt, info.Event)
+	return pt, true
+}
+
+// pointType checks a register entry's type, word order, scale and the raw
+// values it allows: sentinels and mask.
+func (p *mapParser) pointType(n *yaml.Node, e *pointEntry, pt *Point, event bool) {
+	bad := p.bad
+	pt.Type = typeNames[e.Type]
+	if e.Type == "" && pt.Function <= 2 {
+		pt.Type = TypeBool
+	}
+	switch {
+	case pt.Type == TypeInvalid:
+		bad(n.Line, "%s: type %q: use bool, int16, uint16, int32, uint32 or float32", e.Metric, e.Type)
+	case pt.Function <= 2 && pt.Type != TypeBool:
+		bad(n.Line, "%s: function %d reads bits: type must be bool", e.Metric, e.Function)
+	case event && pt.Type != TypeBool && pt.Type != TypeUint16:
+		bad(n.Line, "%s is an event: type must be bool or uint16 (non-zero = active)", e.Metric)
+	}
+	var err error
+	if pt.LowWordFirst, err = parseWordOrder(e.WordOrder, p.lowFirst); err != nil {
+		bad(n.Line, "%s: %v", e.Metric, err)
+	}
+	if pt.Scale == 0 || math.IsNaN(pt.Scale) || math.IsInf(pt.Scale, 0) {
+		bad(n.Line, "%s: scale must be a finite non-zero number", e.Metric)
+	}
+	if int(pt.Address)+pt.Type.Words() > 0x10000 {
+		bad(n.Line, "%s: runs past address 65535", e.Metric)
+	}
+	limit := int64(0xFFFF)
+	if pt.Type.Words() == 2 {
+		limit = 0xFFFFFFFF
+	}
+	for _, v := range e.Sentinel {
+		switch {
+		case pt.Type == TypeBool || pt.Type == TypeFloat32:
+			bad(n.Line, "%s: sentinel is for integer registers (a float32 NaN is always a sentinel)", e.Metric)
+		case v < 0 || v > limit:
+			bad(n.Line, "%s: sentinel %d is not a raw %s register value 0…%d", e.Metric, v, pt.Type, limit)
+		default:
+			pt.Sentinels = append(pt.Sentinels, uint32(v))
+		}
+	}
+	if e.Mask != nil {
+		switch {
+		case pt.Type == TypeBool || pt.Type == TypeFloat32:
+			bad(n.Line, "%s: mask is for integer registers", e.Metric)
+		case *e.Mask <= 0 || *e.Mask > limit:
+			bad(n.Line, "%s: mask %d outside 1…%d", e.Metric, *e.Mask, limit)
+		default:
+			pt.Mask = uint32(*e.Mask)
+		}
+	}
+}
+
+// command checks the entry of command name, node n; ok is false when it
+// cannot be decoded at all.
+func (p *mapParser) command(name string, n *yaml.Node) (c Command, ok bool) {
+	bad := p.bad
+	var e commandEntry
+	if err := yamlfile.DecodeNode(n, &e); err != nil {
+		bad(n.Line, "command %s: %v", name, err)
+		return c, false
+	}
+	if !slices.Contains(knownCommands, name) {
+		bad(n.Line, "command %q: firegate knows %s", name, strings.Join(knownCommands, ", "))
+	}
+	c = Command{Function: byte(e.Function), Step: uint16(e.Step), Line: n.Line, NoReadback: e.Readback != nil && !*e.Readback}
+	if e.Function != 5 && e.Function != 6 {
+		bad(n.Line, "command %s: function %d: use 5 (coil) or 6 (holding register)", name, e.Function)
+	}
+	if e.Address == nil || *e.Address < 0 || *e.Address > 0xFFFF {
+		bad(n.Line, "command %s: address missing or outside 0…65535", name)
+	} else {
+		c.Address = uint16(*e.Address)
+	}
+	c.DeviceAddress = c.Address
+	if e.Device != nil {
+		if *e.Device < 0 || *e.Device > 0xFFFF {
+			bad(n.Line, "command %s: device_address outside 0…65535", name)
+		} else {
+			c.DeviceAddress = uint16(*e.Device)
+		}
+	}
+	if e.Step < 0 || e.Step > 0xFFFF {
+		bad(n.Line, "command %s: step %d outside 0…65535", name, e.Step)
+	}
+	switch {
+	case e.Value == nil && e.Function == 5:
+		c.Value = 1
+	case e.Value == nil:
+		bad(n.Line, "command %s: value is missing", name)
+	case *e.Value < 0 || *e.Value > 0xFFFF:
+		bad(n.Line, "command %s: value %d outside 0…65535", name, *e.Value)
+	default:
+		c.Value = uint16(*e.Value)
+	}
+	return c, true
 }
 
 func parseWordOrder(s string, def bool) (bool, error) {

@@ -215,7 +215,7 @@ func (d *Decoder) Decode(topic string, payload []byte, now int64) ([]Message, []
 	if len(payload) > MaxPayload {
 		return nil, d.reject(ReasonTooLarge, "", fmt.Errorf("payload of %d bytes exceeds %d", len(payload), MaxPayload))
 	}
-	id, gateway, ok := parseTopic(topic)
+	id, gateway, ok := ParseTopic(topic)
 	if ok && gateway && strings.HasSuffix(topic, "/status") {
 		// A gateway's own status (online, spool fill, its last will) carries no
 		// readings; it is accepted and counted as a message.
@@ -322,142 +322,179 @@ var (
 // message decodes one telemetry/event/status object. For a batch element
 // (inBatch) the device comes from its "dev" key; otherwise dev is given.
 func (d *Decoder) message(dev *devices.Device, now int64, inBatch bool) (Message, Reason, error) {
-	s := &d.s
-	m := Message{Device: dev, Time: -1, first: len(d.metrics), absFirst: len(d.absent)}
-	var (
-		reason  = ReasonMalformed
-		active  = true
-		event   devices.Metric
-		chGiven bool
-	)
-	if s.peek() != '{' {
-		return m, ReasonMalformed, errNotObject
+	e := element{d: d, inBatch: inBatch, reason: ReasonMalformed, active: true,
+		m: Message{Device: dev, Time: -1, first: len(d.metrics), absFirst: len(d.absent)}}
+	m := &e.m
+	if d.s.peek() != '{' {
+		return *m, ReasonMalformed, errNotObject
 	}
-	err := s.object(func(key []byte) error {
-		switch string(key) {
-		case "ts":
-			v, err := s.int(1, math.MaxInt64)
-			if err != nil {
-				return fmt.Errorf(`"ts" must be a positive integer of Unix milliseconds`)
-			}
-			m.Time = v
-		case "seq":
-			v, err := s.int(0, math.MaxUint32)
-			if err != nil {
-				return fmt.Errorf(`"seq" must be an integer 0…4294967295`)
-			}
-			m.Seq, m.HasSeq = uint32(v), true
-		case "ch":
-			v, err := s.int(1, devices.MaxChannels)
-			if err != nil {
-				return errBadChannel
-			}
-			m.Channel, chGiven = uint8(v), true
-		case "dev":
-			if !inBatch {
-				return s.skip(1)
-			}
-			id, err := s.str()
-			if err != nil {
-				return err
-			}
-			dev, ok := d.ledger.Lookup(id)
-			if !ok {
-				reason = ReasonUnknownDevice
-				return fmt.Errorf("%w %q", devices.ErrUnknownDevice, truncate(string(id)))
-			}
-			if dev.Gateway != d.gateway {
-				// No gateway speaks for a device not assigned to it.
-				reason = ReasonSpoofed
-				return fmt.Errorf("device %s is not assigned to gateway %s", dev.ID, d.gateway)
-			}
-			m.Device = dev
-		case "m":
-			if m.Device == nil {
-				return errNoDev
-			}
-			return s.object(func(name []byte) error {
-				metric, ok := devices.LookupMetric(m.Device.Kind, name)
-				if !ok {
-					reason = ReasonUnknownMetric
-					return fmt.Errorf("%s has no metric %q", m.Device.Kind, truncate(string(name)))
-				}
-				if s.peek() == 'n' && s.lit("null") {
-					// No value (a sensor not connected): this metric only
-					// is absent; the message's others stand.
-					if len(d.absent)-m.absFirst >= MaxValues {
-						reason = ReasonTooMany
-						return errTooMany
-					}
-					d.absent = append(d.absent, metric)
-					return nil
-				}
-				v, err := s.float()
-				if err != nil {
-					if err == errNotFin {
-						reason = ReasonNotFinite
-						return fmt.Errorf("%s: %w", metric, err)
-					}
-					return fmt.Errorf("%s: value is not a number", metric)
-				}
-				return d.add(m.first, metric, v, &reason)
-			})
-		case "event":
-			if m.Device == nil {
-				return errNoDev
-			}
-			name, err := s.str()
-			if err != nil {
-				return err
-			}
-			metric, ok := devices.LookupMetric(m.Device.Kind, name)
-			if !ok || !metric.Info().Event {
-				reason = ReasonUnknownMetric
-				return fmt.Errorf("%s has no event %q", m.Device.Kind, truncate(string(name)))
-			}
-			event = metric
-		case "active":
-			v, err := s.boolean()
-			if err != nil {
-				return errors.New(`"active" must be true or false`)
-			}
-			active = v
-		default:
-			return s.skip(1)
-		}
-		return nil
-	})
-	if err != nil {
-		return m, reasonOf(err, reason), err
+	if err := d.s.object(e.member); err != nil {
+		return *m, reasonOf(err, e.reason), err
 	}
 	if m.Device == nil {
-		return m, ReasonMalformed, errNoDev
+		return *m, ReasonMalformed, errNoDev
 	}
-	if event != 0 {
+	if e.event != 0 {
 		v := 0.0
-		if active {
+		if e.active {
 			v = 1
 		}
-		if err := d.add(m.first, event, v, &reason); err != nil {
-			return m, reason, err
+		if err := d.add(m.first, e.event, v, &e.reason); err != nil {
+			return *m, e.reason, err
 		}
 	}
 	m.n = len(d.metrics) - m.first
 	m.absN = len(d.absent) - m.absFirst
-	if chGiven {
-		for _, metric := range d.absent[m.absFirst:] {
-			if m.Channel > metric.Info().Channels {
-				return m, ReasonMalformed, fmt.Errorf("%s has %d channel(s), got ch %d", metric, metric.Info().Channels, m.Channel)
-			}
+	if e.chGiven {
+		if err := checkChannel(m.Channel, d.absent[m.absFirst:]); err != nil {
+			return *m, ReasonMalformed, err
 		}
-		for _, metric := range d.metrics[m.first:] {
-			if m.Channel > metric.Info().Channels {
-				return m, ReasonMalformed, fmt.Errorf("%s has %d channel(s), got ch %d", metric, metric.Info().Channels, m.Channel)
-			}
+		if err := checkChannel(m.Channel, d.metrics[m.first:]); err != nil {
+			return *m, ReasonMalformed, err
 		}
 	}
-	d.stamp(&m, now, inBatch)
-	return m, 0, nil
+	d.stamp(m, now, inBatch)
+	return *m, 0, nil
+}
+
+// element is what message knows of the object it is decoding, as the
+// scanner hands it the object's members one by one.
+type element struct {
+	d       *Decoder
+	m       Message
+	inBatch bool
+	// reason is the rejection reason of the error a member returns.
+	reason  Reason
+	active  bool
+	event   devices.Metric
+	chGiven bool
+}
+
+// member decodes the value of one key of a message object; unknown keys
+// are skipped.
+func (e *element) member(key []byte) error {
+	s, m := &e.d.s, &e.m
+	switch string(key) {
+	case "ts":
+		v, err := s.int(1, math.MaxInt64)
+		if err != nil {
+			return fmt.Errorf(`"ts" must be a positive integer of Unix milliseconds`)
+		}
+		m.Time = v
+	case "seq":
+		v, err := s.int(0, math.MaxUint32)
+		if err != nil {
+			return fmt.Errorf(`"seq" must be an integer 0…4294967295`)
+		}
+		m.Seq, m.HasSeq = uint32(v), true
+	case "ch":
+		v, err := s.int(1, devices.MaxChannels)
+		if err != nil {
+			return errBadChannel
+		}
+		m.Channel, e.chGiven = uint8(v), true
+	case "dev":
+		if !e.inBatch {
+			return s.skip(1)
+		}
+		return e.dev()
+	case "m":
+		if m.Device == nil {
+			return errNoDev
+		}
+		return s.object(e.value)
+	case "event":
+		if m.Device == nil {
+			return errNoDev
+		}
+		return e.eventName()
+	case "active":
+		v, err := s.boolean()
+		if err != nil {
+			return errors.New(`"active" must be true or false`)
+		}
+		e.active = v
+	default:
+		return s.skip(1)
+	}
+	return nil
+}
+
+// dev resolves a batch element's "dev": a device of the ledger assigned to
+// the gateway whose batch it is.
+func (e *element) dev() error {
+	d := e.d
+	id, err := d.s.str()
+	if err != nil {
+		return err
+	}
+	dev, ok := d.ledger.Lookup(id)
+	if !ok {
+		e.reason = ReasonUnknownDevice
+		return fmt.Errorf("%w %q", devices.ErrUnknownDevice, truncate(string(id)))
+	}
+	if dev.Gateway != d.gateway {
+		// No gateway speaks for a device not assigned to it.
+		e.reason = ReasonSpoofed
+		return fmt.Errorf("device %s is not assigned to gateway %s", dev.ID, d.gateway)
+	}
+	e.m.Device = dev
+	return nil
+}
+
+// value decodes one member of "m": a metric of the device's kind and its
+// number, or null for a metric without a value.
+func (e *element) value(name []byte) error {
+	d, s, m := e.d, &e.d.s, &e.m
+	metric, ok := devices.LookupMetric(m.Device.Kind, name)
+	if !ok {
+		e.reason = ReasonUnknownMetric
+		return fmt.Errorf("%s has no metric %q", m.Device.Kind, truncate(string(name)))
+	}
+	if s.peek() == 'n' && s.lit("null") {
+		// No value (a sensor not connected): this metric only is absent;
+		// the message's others stand.
+		if len(d.absent)-m.absFirst >= MaxValues {
+			e.reason = ReasonTooMany
+			return errTooMany
+		}
+		d.absent = append(d.absent, metric)
+		return nil
+	}
+	v, err := s.float()
+	if err != nil {
+		if err == errNotFin {
+			e.reason = ReasonNotFinite
+			return fmt.Errorf("%s: %w", metric, err)
+		}
+		return fmt.Errorf("%s: value is not a number", metric)
+	}
+	return d.add(m.first, metric, v, &e.reason)
+}
+
+// eventName decodes "event": an event of the device's kind.
+func (e *element) eventName() error {
+	name, err := e.d.s.str()
+	if err != nil {
+		return err
+	}
+	metric, ok := devices.LookupMetric(e.m.Device.Kind, name)
+	if !ok || !metric.Info().Event {
+		e.reason = ReasonUnknownMetric
+		return fmt.Errorf("%s has no event %q", e.m.Device.Kind, truncate(string(name)))
+	}
+	e.event = metric
+	return nil
+}
+
+// checkChannel reports a metric of ms that has fewer channels than ch.
+func checkChannel(ch uint8, ms []devices.Metric) error {
+	for _, metric := range ms {
+		if ch > metric.Info().Channels {
+			return fmt.Errorf("%s has %d channel(s), got ch %d", metric, metric.Info().Channels, ch)
+		}
+	}
+	return nil
 }
 
 // stamp judges m's ts (Clock), gives it its receive time and its reading
@@ -529,14 +566,15 @@ func (d *Decoder) add(first int, metric devices.Metric, v float64, reason *Reaso
 	return nil
 }
 
-// parseTopic splits fw/v1/up/{id}/{telemetry|event|status} and
-// fw/v1/up/gw/{id}/{batch|status} without allocating.
-func parseTopic(t string) (id string, gateway, ok bool) {
-	const prefix = "fw/v1/up/"
-	if !strings.HasPrefix(t, prefix) {
+// ParseTopic splits the v1 uplink topics fw/v1/up/{id}/{telemetry|event|status}
+// and fw/v1/up/gw/{id}/{batch|status} without allocating: id is the device
+// or gateway, gateway says which, and ok is false for any other topic. The
+// embedded broker's ACL checks topics with it too.
+func ParseTopic(t string) (id string, gateway, ok bool) {
+	if !strings.HasPrefix(t, TopicPrefix) {
 		return "", false, false
 	}
-	rest := t[len(prefix):]
+	rest := t[len(TopicPrefix):]
 	if g, ok := strings.CutPrefix(rest, "gw/"); ok {
 		id, leaf, _ := strings.Cut(g, "/")
 		return id, true, id != "" && (leaf == "batch" || leaf == "status")

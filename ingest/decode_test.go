@@ -297,9 +297,15 @@ func BenchmarkDecode(b *testing.B) {
 	for _, c := range []struct{ name, topic, payload string }{
 		{"single", "fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5}}`},
 		{"three", "fw/v1/up/el-1/telemetry", `{"ts":1795420800123,"seq":42,"m":{"residual_current_ma":132.5,"voltage_v":221.4,"cable_temp_c":40.25}}`},
+		{"event", "fw/v1/up/sm-1/event", `{"ts":1795420800123,"seq":43,"event":"smoke_alarm","active":true}`},
+		{"batch", "fw/v1/up/gw/gw-1/batch", `{"readings":[{"dev":"el-1","ts":1795420800123,"seq":1,"ch":2,"m":{"phase_current_a":71.5,"voltage_v":221}},` +
+			`{"dev":"hy-1","ts":1795420800123,"seq":2,"m":{"pressure_mpa":0.31}},{"dev":"el-1","ts":1795420800124,"seq":3,"m":{"residual_current_ma":132.5}}]}`},
 	} {
 		p := []byte(c.payload)
 		b.Run(c.name, func(b *testing.B) {
+			if msgs, rejects := d.Decode(c.topic, p, now); len(msgs) == 0 || len(rejects) != 0 {
+				b.Fatalf("%d messages, rejects %v", len(msgs), rejects)
+			}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(p)))
 			for b.Loop() {

@@ -8,8 +8,11 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
+// TopicPrefix begins every v1 uplink topic.
+const TopicPrefix = "fw/v1/up/"
+
 // Topic is the subscription that carries every v1 uplink.
-const Topic = "fw/v1/up/#"
+const Topic = TopicPrefix + "#"
 
 // SourceConfig configures the MQTT source.
 type SourceConfig struct {

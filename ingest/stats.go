@@ -2,10 +2,11 @@ package ingest
 
 import (
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/internal/logbudget"
 )
 
 // Stats counts what ingest accepts and rejects, and logs rejections at a
@@ -15,15 +16,8 @@ type Stats struct {
 	Readings prometheus.Counter
 	rejected [numReasons]prometheus.Counter
 	log      *slog.Logger
-
-	mu         sync.Mutex
-	windowEnd  time.Time
-	logged     int
-	suppressed int
+	budget   logbudget.Budget
 }
-
-// logsPerSecond bounds rejection log lines.
-const logsPerSecond = 5
 
 // NewStats registers the ingest metrics on reg (which may be nil).
 func NewStats(reg prometheus.Registerer, log *slog.Logger) *Stats {
@@ -51,21 +45,10 @@ func NewStats(reg prometheus.Registerer, log *slog.Logger) *Stats {
 // Reject counts r and logs it unless the log budget of this second is spent.
 func (s *Stats) Reject(r Reject, topic string) {
 	s.rejected[r.Reason].Inc()
-	now := time.Now()
-	s.mu.Lock()
-	if now.After(s.windowEnd) {
-		if s.suppressed > 0 {
-			s.log.Warn("ingest rejections not logged", "count", s.suppressed)
-		}
-		s.windowEnd, s.logged, s.suppressed = now.Add(time.Second), 0, 0
+	ok, dropped := s.budget.Take(time.Now())
+	if dropped > 0 {
+		s.log.Warn("ingest rejections not logged", "count", dropped)
 	}
-	ok := s.logged < logsPerSecond
-	if ok {
-		s.logged++
-	} else {
-		s.suppressed++
-	}
-	s.mu.Unlock()
 	if ok {
 		s.log.Warn("ingest rejected", "reason", r.Reason.String(), "device", r.Device, "topic", truncate(topic), "err", r.Err)
 	}

@@ -22,9 +22,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/firmware-sim/rtu"
 	"github.com/firewatch-iot/firewatch/gateway"
-	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -262,7 +262,7 @@ func TestFirewatchInstallUpgradePurge(t *testing.T) {
 	db := testenv.StartInfluxDB(t)
 	db.Stop()
 	secret := "el-1-secret"
-	hash, err := ingest.HashSecret([]byte(secret))
+	hash, err := broker.HashSecret([]byte(secret))
 	if err != nil {
 		t.Fatal(err)
 	}

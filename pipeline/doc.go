@@ -25,7 +25,7 @@
 // killed at any moment either stored them or gets the message again. Both
 // are safe to call from several goroutines; messages are handled one at a
 // time. The MQTT source through paho (ingest.Source) and the embedded
-// broker's in-process hook (ingest.InlineSource) are adapters of it
+// broker's in-process hook (broker.InlineSource) are adapters of it
 // (Handler); a protocol server (GB/T 26875.3 over TCP, NB-IoT platform
 // pushes over HTTP) maps its frames onto v1 topics and payloads and calls
 // Handle or Take from its connection goroutines.

@@ -12,7 +12,7 @@ const (
 	// (ingest.Source).
 	OriginMQTT Origin = "mqtt"
 	// OriginBroker is the embedded broker's in-process hook
-	// (ingest.InlineSource).
+	// (broker.InlineSource).
 	OriginBroker Origin = "broker"
 )
 
@@ -57,7 +57,7 @@ type Source interface {
 
 // Handler adapts t to a source that calls a function per message and
 // acknowledges the message when the function returns, as ingest.Source
-// (paho) and ingest.InlineSource (the embedded broker's hook) do.
+// (paho) and broker.InlineSource (the embedded broker's hook) do.
 func Handler(t Taker, o Origin) func(topic string, payload []byte) {
 	return func(topic string, payload []byte) {
 		t.Take(Message{Origin: o, Topic: topic, Payload: payload})

@@ -24,9 +24,9 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
-	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/internal/influxd"
 )
 
@@ -297,25 +297,25 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 		return row, err
 	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", benchPort())
-	broker := b.mqURL
+	brokerURL := b.mqURL
 	args := []string{"-ledger", b.ledger, "-http.listen", httpAddr, "-influx.url", b.influxURL,
 		"-influx.bucket", db + "/autogen", "-influx.content_encoding", "identity",
 		"-alarms.db", filepath.Join(b.dir, db+".alarms.db"), "-alarms.secret", "bench-secret-0123456789", "-log.level", "warn",
 		"-mqtt.client_id", "firewatch-" + db, "-http.pprof"}
-	load := loadOptions{broker: broker, clientID: "load-" + db, rate: st.rate, duration: b.duration,
+	load := loadOptions{broker: brokerURL, clientID: "load-" + db, rate: st.rate, duration: b.duration,
 		shape: st.shape, batch: 100, clients: 2, probeEvery: b.probe, progress: 10 * time.Second}
 	if st.embedded {
 		listen := fmt.Sprintf("127.0.0.1:%d", benchPort())
 		args = append(args, "-mqtt.listen", listen)
-		broker = "tcp://" + listen
+		brokerURL = "tcp://" + listen
 		// The embedded broker authenticates: the load connects as the
 		// bridge user, as firesim does in make run (docs/security.md).
-		hash, err := ingest.HashSecret([]byte("bench-secret"))
+		hash, err := broker.HashSecret([]byte("bench-secret"))
 		if err != nil {
 			return row, err
 		}
 		args = append(args, "-mqtt.bridge_user", "firesim-load", "-mqtt.bridge_secret_hash", hash)
-		load.broker, load.username, load.password, load.clients = broker, "firesim-load", "bench-secret", 1
+		load.broker, load.username, load.password, load.clients = brokerURL, "firesim-load", "bench-secret", 1
 	} else {
 		args = append(args, "-mqtt.broker", b.mqURL)
 	}

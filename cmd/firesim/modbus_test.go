@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 )
 
 // syncBuffer is a bytes.Buffer safe for the command's goroutine.

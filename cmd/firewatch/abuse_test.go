@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
@@ -79,7 +80,7 @@ func TestAbuse(t *testing.T) {
 		t.Skip("abuse test in -short mode")
 	}
 	rcv := newReceiver(t)
-	gw2Hash, err := ingest.HashSecret([]byte("gw-2-secret"))
+	gw2Hash, err := broker.HashSecret([]byte("gw-2-secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

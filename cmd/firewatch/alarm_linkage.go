@@ -57,7 +57,7 @@ func (d *downlink) publish(ctx context.Context, topic string, payload []byte) er
 		// A command's exp (docs/mqtt.md) becomes its MQTT message expiry,
 		// so that the broker drops it, rather than deliver it late, for a
 		// subscriber that is away (the broker also caps every message at
-		// ingest.MaxMessageExpiry).
+		// broker.MaxMessageExpiry).
 		var c struct {
 			Exp int64 `json:"exp"`
 		}

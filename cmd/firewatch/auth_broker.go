@@ -8,16 +8,16 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
-	"github.com/firewatch-iot/firewatch/ingest"
 )
 
 // startEmbeddedBroker starts the embedded broker with the ledger's
 // credentials and topic ACLs (mqtt.auth: ledger), and src consuming uplink
 // in process. firewatch needs no client of its own there: the service
 // account gets a random secret made now, which never leaves the process.
-func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger, src *ingest.InlineSource) (*mochi.Server, error) {
-	bc := ingest.BrokerConfig{Addr: cfg.MQTT.Listen, TLSAddr: cfg.MQTT.TLSListen, Logger: log, Hooks: []mochi.Hook{src},
+func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger, src *broker.InlineSource) (*mochi.Server, error) {
+	bc := broker.Config{Addr: cfg.MQTT.Listen, TLSAddr: cfg.MQTT.TLSListen, Logger: log, Hooks: []mochi.Hook{src},
 		MaxConnections: cfg.MQTT.MaxConnections}
 	if cfg.MQTT.TLSListen != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.MQTT.TLSCert, cfg.MQTT.TLSKey)
@@ -30,8 +30,8 @@ func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Register
 	case "none":
 		log.Warn("embedded broker admits every client to every topic (mqtt.auth: none): any client can publish as any device")
 	default:
-		a, err := ingest.NewAuth(ingest.AuthConfig{
-			Ledger: l, ServicePassword: ingest.GenerateSecret() + ingest.GenerateSecret(), ServiceClientID: cfg.MQTT.ClientID,
+		a, err := broker.NewAuth(broker.AuthConfig{
+			Ledger: l, ServicePassword: broker.GenerateSecret() + broker.GenerateSecret(), ServiceClientID: cfg.MQTT.ClientID,
 			BridgeUser: cfg.MQTT.BridgeUser, BridgeSecretHash: cfg.MQTT.BridgeSecretHash, Registerer: reg,
 			Logger: log.With("component", "broker"),
 		})
@@ -40,5 +40,5 @@ func startEmbeddedBroker(cfg *Config, l *devices.Ledger, reg prometheus.Register
 		}
 		bc.Auth = a
 	}
-	return ingest.StartBroker(bc)
+	return broker.Start(bc)
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/firewatch-iot/firewatch/alarms"
-	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/broker"
 )
 
 // hashSecret implements `firewatch hash-secret`: it reads a device, gateway
@@ -30,7 +30,7 @@ func hashSecret(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var secret string
 	if *gen {
-		secret = ingest.GenerateSecret()
+		secret = broker.GenerateSecret()
 		fmt.Fprintln(stdout, secret)
 	} else {
 		line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
@@ -44,7 +44,7 @@ func hashSecret(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	h, err := ingest.HashSecret([]byte(secret))
+	h, err := broker.HashSecret([]byte(secret))
 	if err != nil {
 		fmt.Fprintf(stderr, "hash-secret: %v\n", err)
 		return 1

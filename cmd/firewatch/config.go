@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/alarms"
-	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/broker"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
@@ -108,7 +108,7 @@ func defaults() Config {
 	c.MQTT.Listen = "127.0.0.1:1883"
 	c.MQTT.ClientID = "firewatch"
 	c.MQTT.Auth = "ledger"
-	c.MQTT.MaxConnections = ingest.DefaultMaxConnections
+	c.MQTT.MaxConnections = broker.DefaultMaxConnections
 	c.Ingest = pipeline.DefaultIngest()
 	c.State = pipeline.DefaultState()
 	c.Liveness = pipeline.DefaultLiveness()

@@ -16,7 +16,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -39,11 +39,11 @@ func TestWrongPasswordFlood(t *testing.T) {
 	)
 	rcv := newRaisedTimes(t)
 	secret := "device-secret"
-	hash, err := ingest.HashSecret([]byte(secret))
+	hash, err := broker.HashSecret([]byte(secret))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bridgeHash, err := ingest.HashSecret([]byte("bridge-secret"))
+	bridgeHash, err := broker.HashSecret([]byte("bridge-secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

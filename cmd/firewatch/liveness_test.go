@@ -11,7 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -35,7 +35,7 @@ const bridgeSecret = "bridge-secret"
 // starts the service itself (and again, to test a restart).
 func embeddedConfig(t *testing.T, rcv *receiver) Config {
 	t.Helper()
-	hash, err := ingest.HashSecret([]byte(bridgeSecret))
+	hash, err := broker.HashSecret([]byte(bridgeSecret))
 	if err != nil {
 		t.Fatal(err)
 	}

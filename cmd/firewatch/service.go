@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
@@ -145,9 +146,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.brokerURL = cfg.MQTT.Broker
 	if s.brokerURL == "" {
 		// The embedded broker hands uplink to the pipeline in process,
-		// before it acknowledges each message to the device (ingest.InlineSource);
+		// before it acknowledges each message to the device (broker.InlineSource);
 		// per-device credentials and topic ACLs in auth_broker.go.
-		inline := ingest.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
+		inline := broker.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
 		if s.broker, err = startEmbeddedBroker(cfg, s.ledger, reg, log, inline); err != nil {
 			return nil, err
 		}

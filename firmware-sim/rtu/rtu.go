@@ -20,7 +20,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/gateway"
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 )
 
 // FaultKind is a way a slave misbehaves.

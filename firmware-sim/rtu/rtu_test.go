@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/firewatch-iot/firewatch/gateway"
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 )
 
 func TestParseFault(t *testing.T) {

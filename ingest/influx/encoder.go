@@ -329,24 +329,9 @@ func appendTag(buf []byte, key, value string) []byte {
 	return appendKey(buf, value)
 }
 
-// appendName escapes a measurement name: commas and spaces.
-func appendName(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case ',', ' ':
-			buf = append(buf, '\\', c)
-		case '\\':
-			buf = append(buf, '/')
-		default:
-			if c < ' ' {
-				buf = append(buf, '\\', ' ')
-			} else {
-				buf = append(buf, c)
-			}
-		}
-	}
-	return buf
-}
+// appendName escapes a measurement name as appendKey does, except for '=',
+// which line protocol takes as is in a measurement.
+func appendName(buf []byte, s string) []byte { return appendEscaped(buf, s, false) }
 
 // appendKey escapes a tag key, tag value or field key: commas, equals signs
 // and spaces get a backslash. Some characters cannot be written faithfully
@@ -355,19 +340,20 @@ func appendName(buf []byte, s string) []byte {
 // becomes '/' (1.8 keeps "\\" as two characters, and a value ending in a
 // backslash would escape the comma after it). Device ids and grid codes
 // contain none of them.
-func appendKey(buf []byte, s string) []byte {
+func appendKey(buf []byte, s string) []byte { return appendEscaped(buf, s, true) }
+
+// appendEscaped is appendKey, or appendName when equals is false.
+func appendEscaped(buf []byte, s string, equals bool) []byte {
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case ',', '=', ' ':
+		switch c := s[i]; {
+		case c == ',' || c == ' ' || c == '=' && equals:
 			buf = append(buf, '\\', c)
-		case '\\':
+		case c == '\\':
 			buf = append(buf, '/')
+		case c < ' ':
+			buf = append(buf, '\\', ' ')
 		default:
-			if c < ' ' {
-				buf = append(buf, '\\', ' ')
-			} else {
-				buf = append(buf, c)
-			}
+			buf = append(buf, c)
 		}
 	}
 	return buf

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/internal/logbudget"
 )
 
 // TestAuthRefusalLogs: every refusal of the embedded broker logs which
@@ -59,8 +61,8 @@ func TestAuthRefusalLogs(t *testing.T) {
 	for range 100 {
 		conn("ghost", "ghost", "x")
 	}
-	if n := strings.Count(buf.String(), "rule=unknown_user"); n > logsPerSecond*2 {
-		t.Errorf("100 refusals logged %d lines, want at most %d a second", n, logsPerSecond)
+	if n := strings.Count(buf.String(), "rule=unknown_user"); n > logbudget.PerSecond*2 {
+		t.Errorf("100 refusals logged %d lines, want at most %d a second", n, logbudget.PerSecond)
 	}
 }
 

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/logbudget"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
@@ -62,7 +63,7 @@ func TestBackoff(t *testing.T) {
 // the connect timeout, and connections beyond the cap are closed at once.
 func TestBrokerConnLimits(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := StartBroker(BrokerConfig{Addr: addr, MaxConnections: 3, ConnectTimeout: 500 * time.Millisecond,
+	s, err := Start(Config{Addr: addr, MaxConnections: 3, ConnectTimeout: 500 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +105,7 @@ func TestBrokerConnLimits(t *testing.T) {
 	t.Logf("silent connections closed after %v", time.Since(start))
 }
 
-// TestRateHandler: below Error, at most logsPerSecond lines a second, then
+// TestRateHandler: below Error, at most logbudget.PerSecond lines a second, then
 // one line saying how many were dropped; errors always pass.
 func TestRateHandler(t *testing.T) {
 	var buf strings.Builder
@@ -113,8 +114,8 @@ func TestRateHandler(t *testing.T) {
 		log.Warn("refused")
 	}
 	log.Error("broken")
-	if n := strings.Count(buf.String(), "msg=refused"); n != logsPerSecond {
-		t.Errorf("%d warnings passed, want %d", n, logsPerSecond)
+	if n := strings.Count(buf.String(), "msg=refused"); n != logbudget.PerSecond {
+		t.Errorf("%d warnings passed, want %d", n, logbudget.PerSecond)
 	}
 	if !strings.Contains(buf.String(), "msg=broken") {
 		t.Error("an error was dropped")

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"crypto/ecdsa"
@@ -85,7 +85,7 @@ func startAuthBroker(t *testing.T) (*testBroker, map[string]string) {
 	srvTLS, cliTLS := selfSigned(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := StartBroker(BrokerConfig{Addr: addr, TLSAddr: tlsAddr, TLSConfig: srvTLS, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := Start(Config{Addr: addr, TLSAddr: tlsAddr, TLSConfig: srvTLS, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

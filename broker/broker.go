@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"cmp"
@@ -14,10 +14,12 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/firewatch-iot/firewatch/ingest"
 )
 
-// BrokerConfig configures the embedded broker.
-type BrokerConfig struct {
+// Config configures the embedded broker.
+type Config struct {
 	// Addr is the plain TCP listener; firewatch's own client connects here,
 	// so keep it on loopback when devices use TLS.
 	Addr string
@@ -61,12 +63,12 @@ const (
 // MaxPacket is the largest MQTT packet the embedded broker takes; a client
 // sending a larger one is disconnected. It is above MaxPayload so that the
 // decoder still counts payloads between the two as too_large.
-const MaxPacket = 4 * MaxPayload
+const MaxPacket = 4 * ingest.MaxPayload
 
-// StartBroker starts the embedded MQTT broker (mochi-mqtt), for the
+// Start starts the embedded MQTT broker (mochi-mqtt), for the
 // zero-setup single-node deployment. Sessions and queued QoS 1 messages live
 // in memory: they survive a client's reconnect, not a restart of firewatch.
-func StartBroker(cfg BrokerConfig) (*mochi.Server, error) {
+func Start(cfg Config) (*mochi.Server, error) {
 	// The inline client lets firewatch publish into its own broker (linkage
 	// commands, alarm fan-out) without a connection or credential; its
 	// publishes skip the ACL hook, which guards what clients send.

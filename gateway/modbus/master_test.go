@@ -8,7 +8,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/firmware-sim/rtu"
 	"github.com/firewatch-iot/firewatch/gateway"
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"bytes"
@@ -38,7 +38,7 @@ func TestInlineSource(t *testing.T) {
 		return append([]string(nil), got...)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	b, err := StartBroker(BrokerConfig{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
+	b, err := Start(Config{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
 	if err != nil {
 		t.Fatal(err)
 	}

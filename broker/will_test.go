@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"context"
@@ -47,7 +47,7 @@ func startWillBroker(t *testing.T) *willBroker {
 		b.mu.Unlock()
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := StartBroker(BrokerConfig{Addr: addr, Auth: a, Hooks: []mochi.Hook{src}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := Start(Config{Addr: addr, Auth: a, Hooks: []mochi.Hook{src}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ wait:
 // not delivered when the device returns.
 func TestBrokerMessageExpiry(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := StartBroker(BrokerConfig{Addr: addr, MaxMessageExpiry: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := Start(Config{Addr: addr, MaxMessageExpiry: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"context"
@@ -7,10 +7,9 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-)
 
-// TopicPrefix begins every v1 uplink topic.
-const TopicPrefix = "fw/v1/up/"
+	"github.com/firewatch-iot/firewatch/ingest"
+)
 
 // InlineSource takes the v1 uplink straight from the embedded broker, as a
 // broker hook, instead of through an MQTT client on loopback. A message is
@@ -28,7 +27,7 @@ const TopicPrefix = "fw/v1/up/"
 // takes messages.
 type InlineSource struct {
 	mochi.HookBase
-	handle Handler
+	handle ingest.Handler
 
 	mu      sync.Mutex
 	running bool
@@ -37,7 +36,7 @@ type InlineSource struct {
 
 // NewInlineSource returns a source that passes uplink messages to h once it
 // is added to the broker (AddHook) and Run.
-func NewInlineSource(h Handler) *InlineSource {
+func NewInlineSource(h ingest.Handler) *InlineSource {
 	return &InlineSource{handle: h, ready: make(chan struct{})}
 }
 
@@ -49,7 +48,7 @@ func (s *InlineSource) Provides(b byte) bool { return b == mochi.OnPublish || b 
 
 // OnPublish handles an uplink message before the broker acknowledges it.
 func (s *InlineSource) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, TopicPrefix) {
+	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, ingest.TopicPrefix) {
 		return pk, nil // firewatch's own publishes (downlink, consoles), or not uplink
 	}
 	if !s.take(pk) {
@@ -60,7 +59,7 @@ func (s *InlineSource) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 
 // OnWillSent handles a last will on an uplink topic.
 func (s *InlineSource) OnWillSent(_ *mochi.Client, pk packets.Packet) {
-	if strings.HasPrefix(pk.TopicName, TopicPrefix) {
+	if strings.HasPrefix(pk.TopicName, ingest.TopicPrefix) {
 		s.take(pk)
 	}
 }

@@ -1,4 +1,4 @@
-package ingest
+package broker
 
 import (
 	"crypto/sha256"
@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/internal/logbudget"
 )
 
 // ServiceUser is the user name of firewatch's own client on the embedded
@@ -37,7 +39,7 @@ type AuthConfig struct {
 	BridgeUser       string
 	BridgeSecretHash string
 	Registerer       prometheus.Registerer
-	// Logger gets one line per refusal (at most logsPerSecond a second)
+	// Logger gets one line per refusal (at most logbudget.PerSecond a second)
 	// naming the rule that refused and whom; nil: no log.
 	Logger *slog.Logger
 }
@@ -84,10 +86,8 @@ type Auth struct {
 	// queue for a slot.
 	checking sync.Map
 
-	log                *slog.Logger
-	logMu              sync.Mutex
-	logWindow          time.Time
-	logged, suppressed int
+	log    *slog.Logger
+	budget logbudget.Budget
 }
 
 // NewAuth builds the ACL from the ledger. A malformed secret_hash is an
@@ -210,21 +210,10 @@ func (a *Auth) refuse(cl *mochi.Client, rule, msg string, attrs ...any) {
 	if a.log == nil {
 		return
 	}
-	now := time.Now()
-	a.logMu.Lock()
-	if now.After(a.logWindow) {
-		if a.suppressed > 0 {
-			a.log.Warn("broker refusals not logged", "count", a.suppressed)
-		}
-		a.logWindow, a.logged, a.suppressed = now.Add(time.Second), 0, 0
+	ok, dropped := a.budget.Take(time.Now())
+	if dropped > 0 {
+		a.log.Warn("broker refusals not logged", "count", dropped)
 	}
-	ok := a.logged < logsPerSecond
-	if ok {
-		a.logged++
-	} else {
-		a.suppressed++
-	}
-	a.logMu.Unlock()
 	if ok {
 		a.log.Warn(msg, append(attrs, "rule", rule, "client_id", cl.ID, "remote", cl.Net.Remote)...)
 	}
@@ -386,7 +375,7 @@ func (p *principal) allows(topic string, write bool) bool {
 		if !write {
 			return false
 		}
-		_, gateway, ok := parseTopic(topic)
+		_, gateway, ok := ingest.ParseTopic(topic)
 		return ok && !gateway
 	}
 	return false

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/firmware-sim/rtu"
-	"github.com/firewatch-iot/firewatch/ingest/modbus"
+	"github.com/firewatch-iot/firewatch/gateway/modbus"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
