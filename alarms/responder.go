@@ -1,0 +1,199 @@
+package alarms
+
+// What the responder page and the console (package responder, issue 16)
+// need of the manager, kept in this file so that it moves as one piece.
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+)
+
+// Alarm returns alarm id with its history, pushes and response times, as
+// GET /api/v1/alarms/{id} shows it. An unknown or malformed id returns an
+// error wrapping ErrNotFound.
+func (m *Manager) Alarm(ctx context.Context, id string) (Alarm, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return Alarm{}, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return m.store.get(ctx, n)
+}
+
+// RequireActor is Require for a handler that needs the name of the token
+// (the actor recorded with a change).
+func (m *Manager) RequireActor(min Role, h func(w http.ResponseWriter, r *http.Request, actor string)) http.HandlerFunc {
+	return m.auth.require(min, h)
+}
+
+// ErrNoStation is returned by Redispatch for a station that is not in the
+// ledger or has no dispatch endpoint.
+var ErrNoStation = errors.New("no such station with a dispatch endpoint")
+
+// Redispatch sends open alarm id to another station (改派), on behalf of
+// actor: the alarm's station becomes station, its history records the
+// change, and a push goes to the new station (an escalation push, so that
+// the station is told when the alarm is closed) and to the robots of the
+// alarm's grid. The alarm's clocks keep running from its raise.
+// Redispatching to the alarm's own station is a no-op.
+func (m *Manager) Redispatch(ctx context.Context, id, station, actor, note string) (Alarm, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return Alarm{}, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if actor == "" {
+		return Alarm{}, errors.New("redispatch without an actor")
+	}
+	if len(note) > MaxNote || !utf8.ValidString(note) {
+		return Alarm{}, fmt.Errorf("%w: note must be valid UTF-8 of at most %d bytes", ErrIllegalTransition, MaxNote)
+	}
+	st := m.ledger.Station(station)
+	if st == nil || st.Endpoint == "" {
+		return Alarm{}, fmt.Errorf("station %q: %w", station, ErrNoStation)
+	}
+	tx, err := m.store.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Alarm{}, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", n))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Alarm{}, fmt.Errorf("alarm %s: %w", formatID(n), ErrNotFound)
+	}
+	if err != nil {
+		return Alarm{}, fmt.Errorf("read alarm %s: %w", formatID(n), err)
+	}
+	if !a.Open {
+		return Alarm{}, fmt.Errorf("%w: alarm %s is closed (%s)", ErrIllegalTransition, a.ID, a.State)
+	}
+	if a.Station == st.ID {
+		return m.store.get(ctx, n)
+	}
+	now := m.now()
+	res, err := tx.ExecContext(ctx, `UPDATE alarms SET station_id = ? WHERE id = ? AND is_open = 1 AND station_id = ?`, st.ID, n, a.Station)
+	if err != nil {
+		return Alarm{}, fmt.Errorf("redispatch alarm %s: %w", a.ID, err)
+	}
+	if k, _ := res.RowsAffected(); k != 1 {
+		return Alarm{}, fmt.Errorf("alarm %s: %w", a.ID, ErrConflict)
+	}
+	from := a.Station
+	if old := m.ledger.Station(a.Station); old != nil {
+		from = old.Name
+	}
+	text := "改派至 " + st.Name + "（原 " + from + "）"
+	if note != "" {
+		text += "：" + note
+	}
+	if err := record(ctx, tx, n, a.State, a.State, now, actor, text); err != nil {
+		return Alarm{}, err
+	}
+	var count int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM alarm_history WHERE alarm_id = ? AND note LIKE '改派至 %'`, n).Scan(&count); err != nil {
+		return Alarm{}, fmt.Errorf("count redispatches of alarm %s: %w", a.ID, err)
+	}
+	a.Station = st.ID
+	p := m.alarmPush(&a)
+	p.Transition = TransitionEscalated
+	p.IdempotencyKey = fmt.Sprintf("%s-redispatch-%d", a.ID, count)
+	p.Message = "【改派·" + p.SeverityZH + "】报警 " + a.ID + " 由指挥中心 " + actor + " 改派 " + st.Name + "，请立即处置。" + p.Message
+	body, err := json.Marshal(p)
+	if err != nil {
+		return Alarm{}, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (alarm_id, transition, target, station_id, endpoint,
+		idempotency_key, body, created_at_ms, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
+		n, TransitionEscalated, "station", st.ID, st.Endpoint, p.IdempotencyKey, string(body), now.UnixMilli()); err != nil {
+		return Alarm{}, fmt.Errorf("queue push %s: %w", p.IdempotencyKey, err)
+	}
+	eps := []string{st.Endpoint}
+	reps, err := m.enqueueRobots(ctx, tx, n, a.Grid, TransitionEscalated, p.IdempotencyKey,
+		"【改派·"+p.SeverityZH+"】"+a.ID, p.Message, pushFields(&p), now)
+	if err != nil {
+		return Alarm{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Alarm{}, fmt.Errorf("commit: %w", err)
+	}
+	m.log.Warn("alarm redispatched", "alarm", a.ID, "station", st.ID, "from", from, "actor", actor)
+	m.after([]effect{{alarm: a, transition: TransitionEscalated, endpoints: append(eps, reps...)}})
+	return m.store.get(ctx, n)
+}
+
+// withResponderLink returns the body of one push attempt with the
+// responder page link of its alarm added (Config.ResponderLink): a
+// "responder_url" key and a line at the end of "message" in a dispatch
+// push, a markdown link at the end of a robot message. The link is made at
+// delivery, not stored: it carries a signed token that must not sit in the
+// store or its backups, and a retry gets a fresh expiry. Pushes of closed
+// alarms, and bodies that cannot be read, go out unchanged: the link is a
+// convenience, never a reason to hold a push back.
+func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte {
+	if m.cfg.ResponderLink == nil {
+		return row.body
+	}
+	var station string
+	var open bool
+	if err := m.store.r.QueryRowContext(ctx, `SELECT station_id, is_open FROM alarms WHERE id = ?`, row.alarmID).
+		Scan(&station, &open); err != nil || !open {
+		return row.body
+	}
+	robot := strings.HasPrefix(row.target, "robot:")
+	switch {
+	case robot, row.target == "station":
+	case row.target == "brigade":
+		station = RecipientBrigade
+	case strings.HasPrefix(row.target, "station:"):
+		station = strings.TrimPrefix(row.target, "station:")
+	default:
+		return row.body
+	}
+	link := m.cfg.ResponderLink(formatID(row.alarmID), station)
+	if link == "" {
+		return row.body
+	}
+	if robot {
+		var b struct {
+			MsgType  string            `json:"msgtype"`
+			Markdown map[string]string `json:"markdown"`
+		}
+		if err := json.Unmarshal(row.body, &b); err != nil || b.MsgType != "markdown" {
+			return row.body
+		}
+		k := "text"
+		if _, ok := b.Markdown["content"]; ok {
+			k = "content" // WeCom
+		}
+		text := b.Markdown[k] + "\n\n[一键处置：接警 / 出动 / 到场 / 处置完毕](" + link + ")"
+		if k == "content" && len(text) > 4096 {
+			return row.body
+		}
+		b.Markdown[k] = text
+		out, err := json.Marshal(b)
+		if err != nil {
+			return row.body
+		}
+		return out
+	}
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(row.body, &p); err != nil {
+		return row.body
+	}
+	var msg string
+	if err := json.Unmarshal(p["message"], &msg); err != nil {
+		return row.body
+	}
+	mb, _ := json.Marshal(msg + "一键处置：" + link)
+	lb, _ := json.Marshal(link)
+	p["message"], p["responder_url"] = mb, lb
+	out, err := json.Marshal(p)
+	if err != nil {
+		return row.body
+	}
+	return out
+}
