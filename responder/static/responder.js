@@ -98,7 +98,7 @@
     const ph = $('phone');
     if (v.device.phone) {
       ph.href = 'tel:' + v.device.phone.replace(/[^0-9+]/g, '');
-      ph.textContent = '📞 责任人 ' + v.device.phone;
+      ph.textContent = '拨打责任人 ' + v.device.phone;
       ph.hidden = false;
     } else ph.hidden = true;
     if (v.nav) {

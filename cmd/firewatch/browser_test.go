@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+
+	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
+)
+
+// newBrowser starts Debian's chromium headless (testenv.Chromium skips, or
+// under CI=true fails, without one) and returns a tab's context.
+func newBrowser(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	path := testenv.Chromium(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // tests may run as root (CI containers)
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("lang", "zh-CN"),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		testenv.Skip(t, "chromium %s does not start: %v", path, err)
+	}
+	return ctx
+}
+
+// screenshot writes a PNG of the viewport under var/screenshots/ (ignored
+// by git); docs/console.md shows copies of the best ones.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Logf("no screenshot: %v", err)
+		return
+	}
+	dir := filepath.Join(root, "var", "screenshots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// phone emulates a phone's screen (390×844 CSS pixels at 2×), and grants
+// the page its position (near the device, as a member on the spot).
+func phone(origin string, lat, lon float64) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+				Permission: &browser.PermissionDescriptor{Name: "geolocation"}, Setting: browser.PermissionSettingGranted, Origin: origin})
+			return err
+		}),
+		chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			acc := 15.0
+			_, err := chromedp.Call(ctx, emulation.SetGeolocationOverride, emulation.SetGeolocationOverrideParams{Latitude: &lat, Longitude: &lon, Accuracy: &acc})
+			return err
+		}),
+	)
+}
+
+// waitState waits until the page shows the alarm in state st.
+func waitState(st alarms.State) chromedp.Action[chromedp.Void] {
+	return chromedp.WaitVisible(chromedp.CSS(`#state[data-state="` + string(st) + `"]`))
+}
+
+// TestResponderPageInBrowser: a station member opens the responder link of
+// a pushed fire in a real (headless) browser at phone size, gives their
+// name once, and taps 接警 → 出动 → 到场 → 处置完毕; the alarm's history in
+// the API records each step with their name, and 到场 with their
+// position. Another alarm's page then follows a colleague's tap live.
+func TestResponderPageInBrowser(t *testing.T) {
+	rcv := newReceiver(t)
+	s, c := responderService(t, rcv, nil)
+	ctx := newBrowser(t, 2*time.Minute)
+	p := raiseSmoke(t, rcv, c, "sm-1", 1)
+	link, _ := p["responder_url"].(string)
+	id := p["alarm_id"].(string)
+	if err := chromedp.Do(ctx,
+		phone(s.httpURL(), 24.2611, 109.3511),
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(chromedp.CSS(`#name`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "张三"),
+		chromedp.Click(chromedp.CSS(`#name-save`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#btn-ack`)),
+		waitState(alarms.StatePushed),
+	); err != nil {
+		t.Fatalf("open the link: %v", err)
+	}
+	what, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#what`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoneHref, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`#phone`), "href"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	amap, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`#amap`), "href"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hydrants, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#hydrants li a').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(what, "sm-1") || phoneHref.Value != "tel:13800001234" || !strings.HasPrefix(amap.Value, "https://uri.amap.com/") || hydrants != 2 {
+		t.Errorf("page shows %q, phone %q, amap %q, %d hydrants", what, phoneHref.Value, amap.Value, hydrants)
+	}
+	screenshot(t, ctx, "responder-phone-new")
+
+	for _, step := range []struct {
+		button string
+		want   alarms.State
+	}{{"#btn-ack", alarms.StateAcknowledged}, {"#btn-dispatch", alarms.StateDispatched}, {"#btn-arrive", alarms.StateArrived}} {
+		if err := chromedp.Do(ctx, chromedp.WaitEnabled(chromedp.CSS(step.button)), chromedp.Click(chromedp.CSS(step.button)), waitState(step.want)); err != nil {
+			t.Fatalf("tap %s: %v", step.button, err)
+		}
+	}
+	screenshot(t, ctx, "responder-phone-arrived")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#btn-close`)),
+		chromedp.WaitVisible(chromedp.CSS(`#closeform`)),
+		chromedp.Click(chromedp.CSS(`input[name=cause][value=fire]`)),
+		chromedp.SendKeys(chromedp.CSS(`#note`), "厨房油锅起火，已扑灭"),
+		chromedp.Click(chromedp.CSS(`#close-submit`)),
+		waitState(alarms.StateResolved),
+	); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	screenshot(t, ctx, "responder-phone-resolved")
+
+	a := apiAlarm(t, s, id)
+	got := map[alarms.State]alarms.Change{}
+	for _, h := range a.History {
+		if h.From != h.To {
+			got[h.To] = h
+		}
+	}
+	for _, st := range []alarms.State{alarms.StateAcknowledged, alarms.StateDispatched, alarms.StateArrived, alarms.StateResolved} {
+		if h, ok := got[st]; !ok || h.Actor != "张三@st-shanwan" {
+			t.Errorf("history %s: %+v (present %v)", st, h, ok)
+		}
+	}
+	if n := got[alarms.StateArrived].Note; !strings.Contains(n, "到场位置 24.261100,109.351100") || !strings.Contains(n, "距设备") {
+		t.Errorf("arrival note %q: want the position and the distance to the device", n)
+	}
+	if n := got[alarms.StateResolved].Note; n != "原因：真实火情；厨房油锅起火，已扑灭" {
+		t.Errorf("closing note %q", n)
+	}
+	if a.Response == nil || a.Response.Acknowledged == nil || a.Response.Arrived == nil || a.Response.RespondedInTime == nil || !*a.Response.RespondedInTime {
+		t.Errorf("response times %+v", a.Response)
+	}
+
+	// Live: a colleague acknowledges another alarm from their own phone;
+	// this page shows it without a reload.
+	p2 := raiseSmoke(t, rcv, c, "sm-2", 1)
+	page2, tok2 := linkOf(t, p2)
+	if err := chromedp.Do(ctx, chromedp.Navigate(p2["responder_url"].(string)), waitState(alarms.StatePushed),
+		chromedp.WaitVisible(chromedp.CSS(`#live`))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('live').textContent === '实时更新中'`)); err != nil {
+		t.Fatal(err)
+	}
+	if r := linkCall(t, "POST", page2+"/tap", tok2, `{"action":"ack","name":"李四"}`); r.status != 200 {
+		t.Fatalf("colleague's ack: %d %v", r.status, r.body)
+	}
+	if err := chromedp.Do(ctx, waitState(alarms.StateAcknowledged)); err != nil {
+		t.Fatalf("live update: %v", err)
+	}
+	hist, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#history`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(hist, "李四@st-shanwan") {
+		t.Errorf("history on the page: %q", hist)
+	}
+}
