@@ -195,3 +195,94 @@ func TestResponderPageInBrowser(t *testing.T) {
 		t.Errorf("history on the page: %q", hist)
 	}
 }
+
+// TestConsoleInBrowser: a duty officer signs in to the console with an API
+// token, sees a new fire appear on the live board without reloading,
+// re-dispatches it to another station (which gets a push with its own
+// responder link), and reads the 考核 table after the station acted.
+func TestConsoleInBrowser(t *testing.T) {
+	rcv := newReceiver(t)
+	s, c := responderService(t, rcv, nil)
+	ctx := newBrowser(t, 2*time.Minute)
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1366, 900),
+		chromedp.Navigate(s.httpURL()+"/console"),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), "operator-secret-0123456789"),
+		chromedp.Click(chromedp.CSS(`#login-go`)),
+		chromedp.WaitVisible(chromedp.CSS(`#board[data-loaded="1"]`)),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('live').textContent === '实时更新中'`)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A fire, raised after the board was loaded, appears on it by itself.
+	p := raiseSmoke(t, rcv, c, "sm-1", 1)
+	id := p["alarm_id"].(string)
+	row := `#board tr[data-id="` + id + `"]`
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row))); err != nil {
+		t.Fatalf("new alarm on the board: %v", err)
+	}
+	screenshot(t, ctx, "console-desktop-new-alarm")
+
+	// Re-dispatch to 太阳村镇微型消防站.
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(row+` select.redispatch`), "st-taiyang"),
+		chromedp.Click(chromedp.CSS(row+` button.redispatch-go`)),
+		chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="`+id+`"][data-station="st-taiyang"]`)),
+	); err != nil {
+		t.Fatalf("re-dispatch: %v", err)
+	}
+	a := apiAlarm(t, s, id)
+	redispatched := false
+	for _, h := range a.History {
+		if strings.HasPrefix(h.Note, "改派至 太阳村镇微型消防站") && h.Actor == "duty" {
+			redispatched = true
+		}
+	}
+	if a.Station != "st-taiyang" || !redispatched {
+		t.Errorf("after re-dispatch: station %s, history %+v", a.Station, a.History)
+	}
+	p2, _ := rcv.nextPush(t, 20*time.Second, "push to the new station", func(b map[string]any) bool {
+		st, _ := b["station"].(map[string]any)
+		return b["alarm_id"] == id && b["transition"] == "escalated" && st["id"] == "st-taiyang"
+	})
+	page, tok := linkOf(t, p2)
+	// The new station acts through its own link; the board follows.
+	for _, action := range []string{"ack", "dispatch", "arrive"} {
+		if r := linkCall(t, "POST", page+"/tap", tok, `{"action":"`+action+`","name":"王五"}`); r.status != 200 {
+			t.Fatalf("%s: %d %v", action, r.status, r.body)
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="`+id+`"][data-state="arrived"]`))); err != nil {
+		t.Fatalf("board after the station's taps: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+` td.state`))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('timeline').textContent.includes('王五@st-taiyang')`)); err != nil {
+		t.Errorf("timeline of the alarm: %v", err)
+	}
+
+	// 考核: the table counts the alarm for the station it ended with.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#stats-load`)),
+		chromedp.WaitVisible(chromedp.CSS(`#stats tr[data-station="st-taiyang"]`)),
+	); err != nil {
+		t.Fatalf("考核 table: %v", err)
+	}
+	cells, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#stats tr[data-station="st-taiyang"]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cells, "太阳村镇微型消防站") || !strings.Contains(cells, "100%") {
+		t.Errorf("考核 row %q: want the station, responded in time", cells)
+	}
+	screenshot(t, ctx, "console-desktop-redispatched")
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	screenshot(t, ctx, "console-phone")
+}
