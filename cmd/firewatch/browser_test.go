@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,8 +106,9 @@ func TestResponderPageInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#name`)),
 		chromedp.SendKeys(chromedp.CSS(`#name`), "张三"),
 		chromedp.Click(chromedp.CSS(`#name-save`)),
+		// Raised or pushed, whichever the page read first: the outbox
+		// records the delivery after the receiver answered.
 		chromedp.WaitEnabled(chromedp.CSS(`#btn-ack`)),
-		waitState(alarms.StatePushed),
 	); err != nil {
 		t.Fatalf("open the link: %v", err)
 	}
@@ -174,7 +180,7 @@ func TestResponderPageInBrowser(t *testing.T) {
 	// this page shows it without a reload.
 	p2 := raiseSmoke(t, rcv, c, "sm-2", 1)
 	page2, tok2 := linkOf(t, p2)
-	if err := chromedp.Do(ctx, chromedp.Navigate(p2["responder_url"].(string)), waitState(alarms.StatePushed),
+	if err := chromedp.Do(ctx, chromedp.Navigate(p2["responder_url"].(string)), chromedp.WaitEnabled(chromedp.CSS(`#btn-ack`)),
 		chromedp.WaitVisible(chromedp.CSS(`#live`))); err != nil {
 		t.Fatal(err)
 	}
@@ -227,10 +233,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	screenshot(t, ctx, "console-desktop-new-alarm")
 
-	// Re-dispatch to 太阳村镇微型消防站.
+	// Re-dispatch to 太阳村镇微型消防站: click the alarm, pick the station.
 	if err := chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS(row+` select.redispatch`), "st-taiyang"),
-		chromedp.Click(chromedp.CSS(row+` button.redispatch-go`)),
+		chromedp.Click(chromedp.CSS(row+` td.state`)),
+		chromedp.WaitReady(chromedp.CSS(`#redispatch-station option[value="st-taiyang"]`)),
+		chromedp.SetValue(chromedp.CSS(`#redispatch-station`), "st-taiyang"),
+		chromedp.Click(chromedp.CSS(`#redispatch-go`)),
 		chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="`+id+`"][data-station="st-taiyang"]`)),
 	); err != nil {
 		t.Fatalf("re-dispatch: %v", err)
@@ -259,9 +267,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="`+id+`"][data-state="arrived"]`))); err != nil {
 		t.Fatalf("board after the station's taps: %v", err)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+` td.state`))); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('timeline').textContent.includes('王五@st-taiyang')`)); err != nil {
 		t.Errorf("timeline of the alarm: %v", err)
 	}
@@ -285,4 +290,94 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	screenshot(t, ctx, "console-phone")
+}
+
+// TestConsoleScale: the console with 10,000 devices in the ledger and 500
+// open alarms: how long from signing in to the board with every alarm
+// drawn, and how long one live update takes to render. The issue's goal is
+// under 1 s to first paint; the test fails above 5 s (a loaded CI machine)
+// and logs the numbers for docs/console.md.
+func TestConsoleScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	const nDevices, nAlarms = 10000, 500
+	// A receiver that only answers: newReceiver's queue holds 100 pushes.
+	rcv := &receiver{Server: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))}
+	t.Cleanup(rcv.Close)
+	var b strings.Builder
+	fmt.Fprintf(&b, "places:\n  \"450204\": 柳州市柳南区\n  \"450204101\": 太阳村镇\nstations:\n")
+	for i := range 20 {
+		fmt.Fprintf(&b, "  - {id: st-%02d, name: 第%d微型消防站, grids: [\"450204101%03d\"], endpoint: \"%s/dispatch/st-%02d\", lat: %.4f, lon: %.4f}\n",
+			i, i+1, 200+i, rcv.URL, i, 24.2+float64(i%5)*0.02, 109.3+float64(i/5)*0.02)
+	}
+	b.WriteString("devices:\n")
+	for i := range nDevices {
+		fmt.Fprintf(&b, "  - {id: sm-%05d, kind: smoke, grid: \"450204101%03d\", address: 第%d号, lat: %.5f, lon: %.5f}\n",
+			i, 200+i%20, i, 24.2+float64(i%100)*0.001, 109.3+float64(i/100)*0.001)
+	}
+	ledger := filepath.Join(t.TempDir(), "ledger.yaml")
+	if err := os.WriteFile(ledger, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, url, secret := embeddedService(t, rcv, func(c *Config) {
+		c.Ledger = ledger
+		c.Alarms.StormWindow = 0
+		c.HTTP.Tokens = "duty:operator:operator-secret-0123456789"
+	})
+	c := mqttClient(t, url, "bridge", "bridge", secret)
+	now := time.Now().UnixMilli()
+	for i := range nAlarms {
+		publish(t, c, fmt.Sprintf("fw/v1/up/sm-%05d/event", i*(nDevices/nAlarms)+i%20), fmt.Sprintf(`{"ts":%d,"seq":1,"event":"smoke_alarm"}`, now))
+	}
+	testenv.WaitFor(t, 60*time.Second, "500 alarms raised", func() bool {
+		return metric(t, s, `firewatch_alarms_raised_total{severity="fire"}`) == nAlarms
+	})
+
+	ctx := newBrowser(t, 3*time.Minute)
+	// Sign in once, then load the console afresh as a duty officer's
+	// browser does with the token in its tab: navigation to the board of
+	// 500 alarms over 10,000 devices drawn.
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1366, 900),
+		chromedp.Navigate(s.httpURL()+"/console"),
+		chromedp.SendKeys(chromedp.CSS(`#token`), "operator-secret-0123456789"),
+		chromedp.Click(chromedp.CSS(`#login-go`)),
+		chromedp.WaitVisible(chromedp.CSS(`#board[data-loaded="1"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	var loads []float64
+	for range 3 {
+		if err := chromedp.Do(ctx, chromedp.Navigate(s.httpURL()+"/console")); err != nil {
+			t.Fatal(err)
+		}
+		ms, err := chromedp.Run(ctx, chromedp.Poll[float64](
+			`document.querySelectorAll('#board tbody tr').length === 500 && performance.now()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loads = append(loads, ms)
+	}
+	slices.Sort(loads)
+	loaded := loads[1]
+	t.Logf("console: navigation to a board of %d alarms over %d devices drawn, 3 loads: %.0f ms (median), all %.0f", nAlarms, nDevices, loaded, loads)
+	// One more alarm: the board and map are drawn again.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('live').textContent === '实时更新中'`)); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	publish(t, c, "fw/v1/up/sm-00001/event", fmt.Sprintf(`{"ts":%d,"seq":1,"event":"smoke_alarm"}`, time.Now().UnixMilli()))
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="alm-000501"]`))); err != nil {
+		t.Fatalf("live update: %v", err)
+	}
+	render, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`window.fwRenderMs`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("live update: device publish to the row on the board %v; its render (one row, stations, map) %.0f ms", time.Since(t0).Round(time.Millisecond), render)
+	screenshot(t, ctx, "console-desktop-500-alarms")
+	if loaded > 5000 || render > 5000 {
+		t.Errorf("too slow: board %.0f ms, render %.0f ms (goal under 1 s)", loaded, render)
+	}
 }

@@ -9,6 +9,7 @@
   const alarms = new Map(); // id → alarm
   let ledger = { devices: [], stations: [], places: {} };
   const stationName = {};
+  const deviceByID = {};
   const stateZH = { raised: '已报警', pushed: '已推送', received: '已接收', acknowledged: '已接警', dispatched: '已出动',
     arrived: '已到场', resolved: '已处置', false_alarm: '误报', test: '测试', auto_cleared: '已自动恢复' };
   const dutyZH = { on_duty: '在岗', busy: '出动中', off_duty: '离线', '': '未上报' };
@@ -67,35 +68,40 @@
     return td(fmtDur(since), since > target ? 'late' : '');
   }
 
+  function boardRow(a) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = a.id; tr.dataset.state = a.state; tr.dataset.station = a.station;
+    tr.className = 'sev-' + a.severity;
+    tr.append(td(a.id + (a.incident ? ' · ' + a.incident : '')), td(a.severity_zh),
+      td(a.device + ' ' + (ledger.places[a.grid] || a.grid)), td(stationName[a.station] || a.station || '未指定', 'station'),
+      td(stateZH[a.state] || a.state, 'state'), clockCell(a, 1, 60), clockCell(a, 3, 180));
+    tr.addEventListener('click', () => timeline(a.id));
+    return tr;
+  }
+
+  // renderBoard draws every open alarm; update (a live event) redraws one
+  // row only, so that a board of hundreds of alarms stays quick.
   function renderBoard() {
-    const tb = $('board').querySelector('tbody');
+    const t0 = performance.now();
     const open = [...alarms.values()].filter((a) => a.open).sort((x, y) => (x.raised_at < y.raised_at ? 1 : -1));
+    $('board').querySelector('tbody').replaceChildren(...open.map(boardRow));
     $('count').textContent = open.length + ' 起';
-    const rows = [];
-    for (const a of open) {
-      const tr = document.createElement('tr');
-      tr.dataset.id = a.id; tr.dataset.state = a.state; tr.dataset.station = a.station;
-      tr.className = 'sev-' + a.severity;
-      tr.append(td(a.id + (a.incident ? ' · ' + a.incident : '')), td(a.severity_zh),
-        td(a.device + ' ' + (ledger.places[a.grid] || a.grid)), td(stationName[a.station] || a.station || '未指定', 'station'),
-        td(stateZH[a.state] || a.state, 'state'), clockCell(a, 1, 60), clockCell(a, 3, 180));
-      const c = document.createElement('td');
-      const sel = document.createElement('select'); sel.className = 'redispatch';
-      for (const s of ledger.stations) {
-        if (s.id === a.station) continue;
-        const o = document.createElement('option'); o.value = s.id; o.textContent = s.name; sel.append(o);
-      }
-      const b = document.createElement('button'); b.type = 'button'; b.className = 'btn small redispatch-go'; b.textContent = '改派';
-      b.addEventListener('click', (e) => { e.stopPropagation(); redispatch(a.id, sel.value); });
-      sel.addEventListener('click', (e) => e.stopPropagation());
-      c.append(sel, b); tr.append(c);
-      tr.addEventListener('click', () => timeline(a.id));
-      rows.push(tr);
-    }
-    tb.replaceChildren(...rows);
     $('board').dataset.loaded = '1';
     renderStations();
     drawMap();
+    window.fwRenderMs = performance.now() - t0; // read by the browser test
+  }
+  function update(a) {
+    const t0 = performance.now();
+    alarms.set(a.id, a);
+    const tb = $('board').querySelector('tbody');
+    const old = tb.querySelector('tr[data-id="' + CSS.escape(a.id) + '"]');
+    if (!a.open) { if (old) old.remove(); } else if (old) old.replaceWith(boardRow(a)); else tb.prepend(boardRow(a));
+    $('count').textContent = tb.children.length + ' 起';
+    renderStations();
+    drawMap();
+    if ($('tl-id').dataset.id === a.id) timeline(a.id);
+    window.fwRenderMs = performance.now() - t0;
   }
 
   async function redispatch(id, station) {
@@ -103,7 +109,7 @@
     try {
       const a = await json('/console/api/alarms/' + encodeURIComponent(id) + '/redispatch', {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ station: station }) });
-      alarms.set(a.id, a); renderBoard(); timeline(a.id);
+      update(a); timeline(a.id);
     } catch (e) { if (e.message !== '401') showError('改派失败：' + e.message); }
   }
 
@@ -111,6 +117,13 @@
     try {
       const a = await json('/api/v1/alarms/' + encodeURIComponent(id));
       $('tl-id').textContent = a.id + ' ' + a.message;
+      $('tl-id').dataset.id = a.id;
+      const sel = $('redispatch-station'); sel.replaceChildren();
+      for (const s of ledger.stations) {
+        if (s.id === a.station) continue;
+        const o = document.createElement('option'); o.value = s.id; o.textContent = s.name; sel.append(o);
+      }
+      $('redispatch').hidden = !a.open;
       const ol = $('timeline'); ol.replaceChildren();
       for (const h of a.history || []) {
         const li = document.createElement('li');
@@ -160,8 +173,7 @@
     for (const d of ledger.devices) ctx.fillRect(x(d.lon) - 1, y(d.lat) - 1, 2, 2);
     ctx.fillStyle = '#165dff';
     for (const s of ledger.stations) if (s.lat || s.lon) ctx.fillRect(x(s.lon) - 5, y(s.lat) - 5, 10, 10);
-    const byID = {};
-    for (const d of ledger.devices) byID[d.id] = d;
+    const byID = deviceByID;
     ctx.strokeStyle = '#d4380d'; ctx.lineWidth = 2;
     for (const a of alarms.values()) {
       const d = byID[a.device];
@@ -195,6 +207,7 @@
     } catch (e) { if (e.message !== '401') showError('统计失败：' + e.message); }
   }
   $('stats-load').addEventListener('click', loadStats);
+  $('redispatch-go').addEventListener('click', () => redispatch($('tl-id').dataset.id, $('redispatch-station').value));
   $('csv').addEventListener('click', async () => {
     const r = await api('/console/api/stats.csv?' + statsQuery());
     if (!r.ok) { showError('导出失败'); return; }
@@ -228,7 +241,7 @@
               const ev = buf.slice(0, i); buf = buf.slice(i + 2);
               const m = /^event: (\w+)\ndata: (.*)$/m.exec(ev);
               if (!m) continue;
-              if (m[1] === 'alarm') { const a = JSON.parse(m[2]); alarms.set(a.id, a); renderBoard(); }
+              if (m[1] === 'alarm') update(JSON.parse(m[2]));
               if (m[1] === 'reload') loadAll();
             }
           }
@@ -247,6 +260,7 @@
     try {
       ledger = await json('/console/api/map');
       for (const s of ledger.stations) stationName[s.id] = s.name;
+      for (const d of ledger.devices) deviceByID[d.id] = d;
       await loadAll();
       loadStats();
       live();
@@ -258,7 +272,11 @@
   function renderClocks() {
     for (const tr of $('board').querySelectorAll('tbody tr')) {
       const a = alarms.get(tr.dataset.id); if (!a) continue;
-      tr.children[5].replaceWith(clockCell(a, 1, 60)); tr.children[6].replaceWith(clockCell(a, 3, 180));
+      for (const [i, n, target] of [[5, 1, 60], [6, 3, 180]]) {
+        const c = clockCell(a, n, target), old = tr.children[i];
+        if (old.textContent !== c.textContent) old.textContent = c.textContent;
+        if (old.className !== c.className) old.className = c.className;
+      }
     }
   }
   window.addEventListener('resize', drawMap);
