@@ -269,3 +269,88 @@ func TestResponderRateLimit(t *testing.T) {
 		t.Errorf("%d of 80 requests limited, metric %v", limited, metric(t, s, "firewatch_responder_rate_limited_total"))
 	}
 }
+
+// consoleCall makes a console API request with a bearer token.
+func consoleCall(t *testing.T, method, url, bearer, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestConsoleAPI: re-dispatch needs an operator, a known station and an
+// open alarm; the 考核 CSV is UTF-8 with a BOM and a row per station.
+func TestConsoleAPI(t *testing.T) {
+	rcv := newReceiver(t)
+	s, c := responderService(t, rcv, nil)
+	p := raiseSmoke(t, rcv, c, "sm-1", 1)
+	id := p["alarm_id"].(string)
+	u := s.httpURL() + "/console/api/alarms/" + id + "/redispatch"
+	const op, viewer = "operator-secret-0123456789", "viewer-secret-0123456789"
+	for _, c := range []struct {
+		name, bearer, body string
+		want               int
+	}{
+		{"no token", "", `{"station":"st-taiyang"}`, 401},
+		{"viewer", viewer, `{"station":"st-taiyang"}`, 403},
+		{"unknown station", op, `{"station":"st-nowhere"}`, 400},
+		{"bad body", op, `{"station":1}`, 400},
+		{"unknown alarm", op, `{"station":"st-taiyang"}`, 0},
+	} {
+		url := u
+		if c.want == 0 {
+			url, c.want = s.httpURL()+"/console/api/alarms/alm-999999/redispatch", 404
+		}
+		if code, body := consoleCall(t, "POST", url, c.bearer, c.body); code != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, code, body, c.want)
+		}
+	}
+	if code, body := consoleCall(t, "POST", u, op, `{"station":"st-taiyang","note":"山湾村站人员外出"}`); code != 200 {
+		t.Fatalf("redispatch: %d %s", code, body)
+	}
+	// Again to the same station: nothing new.
+	if code, _ := consoleCall(t, "POST", u, op, `{"station":"st-taiyang"}`); code != 200 {
+		t.Errorf("redispatch to the alarm's own station: %d", code)
+	}
+	a := apiAlarm(t, s, id)
+	n := 0
+	for _, h := range a.History {
+		if strings.HasPrefix(h.Note, "改派至") {
+			n++
+			if h.Note != "改派至 太阳村镇微型消防站（原 山湾村微型消防站）：山湾村站人员外出" {
+				t.Errorf("note %q", h.Note)
+			}
+		}
+	}
+	if n != 1 || a.Station != "st-taiyang" {
+		t.Errorf("station %s after %d redispatches, want st-taiyang once", a.Station, n)
+	}
+	page, tok := linkOf(t, p)
+	if r := linkCall(t, "POST", page+"/tap", tok, `{"action":"close","name":"张三","cause":"test"}`); r.status != 200 {
+		t.Fatalf("close: %d %v", r.status, r.body)
+	}
+	if code, _ := consoleCall(t, "POST", u, op, `{"station":"st-shanwan"}`); code != http.StatusConflict {
+		t.Errorf("redispatch of a closed alarm: %d, want 409", code)
+	}
+
+	code, csv := consoleCall(t, "GET", s.httpURL()+"/console/api/stats.csv?grid=450204", viewer, "")
+	lines := strings.Split(strings.TrimSpace(csv), "\n")
+	if code != 200 || !strings.HasPrefix(csv, "\ufeff微型消防站,站点编号,所属街道/乡镇,报警数") || len(lines) != 3 ||
+		!strings.HasPrefix(lines[2], "太阳村镇微型消防站,st-taiyang,太阳村镇,1,0,") {
+		t.Errorf("CSV %d:\n%s", code, csv)
+	}
+	if code, _ := consoleCall(t, "GET", s.httpURL()+"/console/api/stats.csv?since=yesterday", viewer, ""); code != 400 {
+		t.Errorf("bad since: %d", code)
+	}
+}
