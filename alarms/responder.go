@@ -137,15 +137,22 @@ func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte 
 	if m.cfg.ResponderLink == nil {
 		return row.body
 	}
-	var station string
+	// The link is for the station the push goes to (a helper station of
+	// an escalation, a re-dispatch), which the outbox row names; robots
+	// get the alarm's station.
+	var station, pushStation string
 	var open bool
-	if err := m.store.r.QueryRowContext(ctx, `SELECT station_id, is_open FROM alarms WHERE id = ?`, row.alarmID).
-		Scan(&station, &open); err != nil || !open {
+	if err := m.store.r.QueryRowContext(ctx, `SELECT a.station_id, a.is_open, o.station_id FROM alarms a, outbox o
+		WHERE a.id = ? AND o.id = ?`, row.alarmID, row.id).Scan(&station, &open, &pushStation); err != nil || !open {
 		return row.body
 	}
 	robot := strings.HasPrefix(row.target, "robot:")
 	switch {
-	case robot, row.target == "station":
+	case robot:
+	case row.target == "station":
+		if pushStation != "" {
+			station = pushStation
+		}
 	case row.target == "brigade":
 		station = RecipientBrigade
 	case strings.HasPrefix(row.target, "station:"):

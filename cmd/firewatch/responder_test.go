@@ -354,3 +354,25 @@ func TestConsoleAPI(t *testing.T) {
 		t.Errorf("bad since: %d", code)
 	}
 }
+
+// TestResponderLinkOfEscalation: a station asked for help by an escalation
+// gets a link of its own: its member's tap is recorded for that station,
+// not for the station the alarm first went to.
+func TestResponderLinkOfEscalation(t *testing.T) {
+	rcv := newReceiver(t)
+	s, c := responderService(t, rcv, func(c *Config) { c.Alarms.RespondWithin = time.Second })
+	p := raiseSmoke(t, rcv, c, "sm-1", 1)
+	esc, _ := rcv.nextPush(t, 20*time.Second, "escalation to the town's station", func(b map[string]any) bool {
+		st, _ := b["station"].(map[string]any)
+		return b["alarm_id"] == p["alarm_id"] && b["transition"] == "escalated" && st["id"] == "st-taiyang"
+	})
+	page, tok := linkOf(t, esc)
+	if r := linkCall(t, "POST", page+"/tap", tok, `{"action":"ack","name":"王五"}`); r.status != 200 {
+		t.Fatalf("ack: %d %v", r.status, r.body)
+	}
+	for _, h := range apiAlarm(t, s, p["alarm_id"].(string)).History {
+		if h.To == alarms.StateAcknowledged && h.Actor != "王五@st-taiyang" {
+			t.Errorf("acknowledged by %q, want 王五@st-taiyang", h.Actor)
+		}
+	}
+}
