@@ -1,7 +1,6 @@
 package responder
 
 import (
-	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -587,6 +586,3 @@ func (l *limiter) allow(key string, now time.Time) bool {
 	b.tokens--
 	return true
 }
-
-// ctxDone reports whether ctx is done, for loops.
-func ctxDone(ctx context.Context) bool { return ctx.Err() != nil }
