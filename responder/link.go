@@ -85,8 +85,8 @@ func (s *Signer) mac(key []byte, payload string) []byte {
 // TTL from now; "" without a key or base URL. It has the signature of
 // alarms.Config.ResponderLink.
 func (s *Signer) Link(alarm, station string) string {
-	if len(s.Keys) == 0 || s.BaseURL == "" {
-		return ""
+	if len(s.Keys) == 0 || s.BaseURL == "" || alarm == "" || station == "" {
+		return "" // no station (a grid nobody covers): nobody to act for
 	}
 	t := s.Token(Claims{Alarm: alarm, Station: station, Expires: s.now().Add(s.TTL)})
 	return s.BaseURL + "/r/" + alarm + "#t=" + t

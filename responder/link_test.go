@@ -56,7 +56,7 @@ func TestLinkToken(t *testing.T) {
 			t.Errorf("%s: %v (reason %s), want %v (%s)", c.name, err, reason(err), c.want, c.reason)
 		}
 	}
-	if NewSigner("", 0, []byte("x")).Link("alm-1", "st") != "" || NewSigner("http://h", 0).Link("alm-1", "st") != "" {
+	if NewSigner("", 0, []byte("x")).Link("alm-1", "st") != "" || NewSigner("http://h", 0).Link("alm-1", "st") != "" || NewSigner("http://h", 0, []byte("x")).Link("alm-1", "") != "" {
 		t.Error("a link without base URL or key")
 	}
 }

@@ -487,7 +487,18 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request, c Claims) {
 	case errors.Is(err, alarms.ErrIllegalTransition), errors.Is(err, alarms.ErrConflict):
 		s.met.taps.WithLabelValues(action, "conflict").Inc()
 		cur, _ := s.cfg.Alarms.Alarm(r.Context(), c.Alarm)
-		writeJSON(w, http.StatusConflict, map[string]any{"error": "当前状态为“" + StateZH(cur.State) + "”，不能" + actionZH[action], "view": s.makeView(cur, c)})
+		msg := "当前状态为“" + StateZH(cur.State) + "”，不能" + actionZH[action]
+		if cur.Open {
+			switch next := steps[cur.State] + 1; {
+			case next == 1:
+				msg += "：请先点击“接警”"
+			case next == 2 && action != "close":
+				msg += "：请先点击“出动”"
+			case next == 3:
+				msg += "：请先点击“到场”"
+			}
+		}
+		writeJSON(w, http.StatusConflict, map[string]any{"error": msg, "view": s.makeView(cur, c)})
 	case err != nil:
 		s.met.taps.WithLabelValues(action, "error").Inc()
 		s.alarmError(w, c.Alarm, err)

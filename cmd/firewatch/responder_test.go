@@ -231,6 +231,14 @@ func TestResponderLinks(t *testing.T) {
 	if r := linkCall(t, "POST", page1+"/tap", tok1, `{"action":"close","name":"张三","cause":"maybe"}`); r.status != http.StatusBadRequest {
 		t.Errorf("unknown cause: %d", r.status)
 	}
+	// 真实火情 needs 到场 once dispatched (the lifecycle): refused with a hint.
+	if r := linkCall(t, "POST", page1+"/tap", tok1, `{"action":"dispatch","name":"张三"}`); r.status != 200 {
+		t.Fatalf("dispatch: %d %v", r.status, r.body)
+	}
+	if r := linkCall(t, "POST", page1+"/tap", tok1, `{"action":"close","name":"张三","cause":"fire"}`); r.status != http.StatusConflict ||
+		!strings.Contains(fmt.Sprint(r.body["error"]), "请先点击“到场”") {
+		t.Errorf("fire closed while dispatched: %d %v", r.status, r.body["error"])
+	}
 }
 
 // TestResponderLinkExpires: a link older than its TTL is refused and
