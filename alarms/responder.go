@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -203,4 +204,37 @@ func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte 
 		return row.body
 	}
 	return out
+}
+
+// Member is a person who acted on alarms through a responder link: their
+// name, the station of the link, how many changes they made since the
+// time asked for, and the last one.
+type Member struct {
+	Name    string    `json:"name"`
+	Station string    `json:"station"`
+	Changes int       `json:"changes"`
+	Last    time.Time `json:"last"`
+}
+
+// Members lists the people who acted through responder links (actors
+// "name@station") since the given time, most recent first, at most limit.
+func (m *Manager) Members(ctx context.Context, since time.Time, limit int) ([]Member, error) {
+	rows, err := m.store.r.QueryContext(ctx, `SELECT actor, COUNT(*), MAX(at_ms) FROM alarm_history
+		WHERE at_ms >= ? AND actor LIKE '%@%' GROUP BY actor ORDER BY MAX(at_ms) DESC LIMIT ?`, since.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read members: %w", err)
+	}
+	defer rows.Close()
+	var out []Member
+	for rows.Next() {
+		var actor string
+		var n int
+		var last int64
+		if err := rows.Scan(&actor, &n, &last); err != nil {
+			return nil, fmt.Errorf("read members: %w", err)
+		}
+		i := strings.LastIndexByte(actor, '@')
+		out = append(out, Member{Name: actor[:i], Station: actor[i+1:], Changes: n, Last: msTime(last)})
+	}
+	return out, rows.Err()
 }

@@ -146,3 +146,18 @@ func (s *Server) serveRedispatch(w http.ResponseWriter, r *http.Request, actor s
 		writeJSON(w, http.StatusOK, a)
 	}
 }
+
+// serveMembers lists who acted through responder links in the last 7 days:
+// GET /console/api/members.
+func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request, _ string) {
+	ms, err := s.cfg.Alarms.Members(r.Context(), time.Now().Add(-7*24*time.Hour), 500)
+	if err != nil {
+		s.log.Error("console: members failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "读取处置人员失败")
+		return
+	}
+	if ms == nil {
+		ms = []alarms.Member{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+}

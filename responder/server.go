@@ -134,6 +134,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /console", s.page("static/console.html"))
 	mux.HandleFunc("GET /console/events", m.RequireActor(alarms.RoleViewer, s.serveConsoleEvents))
 	mux.HandleFunc("GET /console/api/map", m.RequireActor(alarms.RoleViewer, s.serveMap))
+	mux.HandleFunc("GET /console/api/members", m.RequireActor(alarms.RoleViewer, s.serveMembers))
 	mux.HandleFunc("GET /console/api/stats.csv", m.RequireActor(alarms.RoleViewer, s.serveStatsCSV))
 	mux.HandleFunc("POST /console/api/alarms/{id}/redispatch", m.RequireActor(alarms.RoleOperator, s.serveRedispatch))
 }

@@ -270,6 +270,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('timeline').textContent.includes('王五@st-taiyang')`)); err != nil {
 		t.Errorf("timeline of the alarm: %v", err)
 	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('#stations tr[data-station="st-taiyang"] td.members').textContent === '王五'`)); err != nil {
+		t.Errorf("the station's members who acted: %v", err)
+	}
 
 	// 考核: the table counts the alarm for the station it ended with.
 	if err := chromedp.Do(ctx,

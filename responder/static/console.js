@@ -101,6 +101,7 @@
     renderStations();
     drawMap();
     if ($('tl-id').dataset.id === a.id) timeline(a.id);
+    loadMembers();
     window.fwRenderMs = performance.now() - t0;
   }
 
@@ -134,6 +135,16 @@
   }
 
   let stationStatus = [];
+  let members = [];
+  let membersTimer = null;
+  // loadMembers reads who acted through responder links, at most every 2 s.
+  function loadMembers() {
+    if (membersTimer) return;
+    membersTimer = setTimeout(async () => {
+      membersTimer = null;
+      try { members = (await json('/console/api/members')).members; renderStations(); } catch (e) { /* next time */ }
+    }, 300);
+  }
   function renderStations() {
     const tb = $('stations').querySelector('tbody'); const rows = [];
     const active = {};
@@ -147,7 +158,7 @@
       const busy = [...alarms.values()].some((a) => a.open && a.station === s.station && step[a.state] >= 2);
       if (busy) duty = '出动中';
       tr.append(td(s.name || s.station), td(duty, busy ? 'late' : (s.ready ? 'ok' : '')), td(String(s.people || 0)),
-        td(String(active[s.station] || 0)));
+        td(String(active[s.station] || 0)), td(members.filter((m) => m.station === s.station).map((m) => m.name).join('、'), 'members'));
       rows.push(tr);
     }
     tb.replaceChildren(...rows);
@@ -222,6 +233,7 @@
     for (const a of list.alarms) alarms.set(a.id, a);
     stationStatus = st.stations;
     renderBoard();
+    loadMembers();
   }
 
   async function live() {
