@@ -1,6 +1,7 @@
 package responder
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"sync"
@@ -44,6 +45,9 @@ func (s *Server) Notify(a alarms.Alarm) {
 	a.History, a.Pushes, a.Commands, a.Response = nil, nil, nil, nil
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
+	if a.State == alarms.StateRaised && a.Open && len(s.hub.subs) > 0 {
+		s.followDelivery(a.ID)
+	}
 	for x := range s.hub.subs {
 		if x.alarm != "" && x.alarm != a.ID {
 			continue
@@ -119,4 +123,40 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, alarm string) {
 			return
 		}
 	}
+}
+
+// followDelivery watches a raised alarm until its push is delivered and
+// tells the streams of it: the outbox records the delivery (raised →
+// pushed) without calling OnTransition, and a duty officer must see
+// whether the station was reached. It reads the alarm a few times over
+// about 30 s; shutdown (Close) ends it. The hub's lock is held.
+func (s *Server) followDelivery(id string) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.follow.Add(1)
+	go func() {
+		defer s.follow.Done()
+		for _, d := range []time.Duration{300 * time.Millisecond, time.Second, 3 * time.Second, 10 * time.Second, 15 * time.Second} {
+			t := time.NewTimer(d)
+			select {
+			case <-s.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			a, err := s.cfg.Alarms.Alarm(ctx, id)
+			cancel()
+			if err != nil || !a.Open {
+				return
+			}
+			if a.State != alarms.StateRaised {
+				s.Notify(a)
+				return
+			}
+		}
+	}()
 }

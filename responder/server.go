@@ -58,6 +58,8 @@ type Server struct {
 	// done ends the live-update streams at shutdown.
 	done     chan struct{}
 	doneOnce sync.Once
+	// follow counts the goroutines of followDelivery; Close waits for them.
+	follow sync.WaitGroup
 }
 
 type metrics struct {
@@ -118,7 +120,14 @@ func New(cfg Config) (*Server, error) {
 
 // Close ends every live-update stream (http.Server.Shutdown does not
 // cancel requests in flight: register Close with RegisterOnShutdown).
-func (s *Server) Close() { s.doneOnce.Do(func() { close(s.done) }) }
+func (s *Server) Close() {
+	// Under the hub's lock: Notify starts followers under it, and only
+	// while done is open, so none starts once Wait has begun.
+	s.hub.mu.Lock()
+	s.doneOnce.Do(func() { close(s.done) })
+	s.hub.mu.Unlock()
+	s.follow.Wait()
+}
 
 // Register adds the routes: the responder page under /r/, the console
 // under /console, their files under /ui/.

@@ -231,6 +231,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row))); err != nil {
 		t.Fatalf("new alarm on the board: %v", err)
 	}
+	// The delivery to the station shows too (raised → pushed).
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="`+id+`"][data-state="pushed"]`))); err != nil {
+		t.Fatalf("delivery on the board: %v", err)
+	}
 	screenshot(t, ctx, "console-desktop-new-alarm")
 
 	// Re-dispatch to 太阳村镇微型消防站: click the alarm, pick the station.
