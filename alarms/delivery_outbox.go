@@ -166,7 +166,7 @@ func (o *outbox) sleep(d time.Duration) bool {
 func (o *outbox) deliver(endpoint string, row *outboxRow) (int, error) {
 	ctx, cancel := context.WithTimeout(o.ctx, o.m.cfg.PushTimeout)
 	defer cancel()
-	return o.m.post(ctx, endpoint, strings.HasPrefix(row.target, "robot:"), row.key, row.body)
+	return o.m.post(ctx, endpoint, strings.HasPrefix(row.target, "robot:"), row.key, o.m.withResponderLink(ctx, row)) // issue 16
 }
 
 // post makes one signed POST of body to endpoint (a group robot's, with

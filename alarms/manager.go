@@ -86,6 +86,8 @@ type Config struct {
 	// DigestCheck how often due digests are looked for (default 1m).
 	Digest                string
 	DigestAt, DigestCheck time.Duration
+	// ResponderLink, if set, makes the responder page link (issue 16) that each push and robot message carries (alarms/responder.go).
+	ResponderLink func(alarmID, station string) string
 }
 
 // Defaults of Config.

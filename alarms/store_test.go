@@ -30,6 +30,7 @@ var storeSuite = []struct {
 	f    func(*testing.T)
 }{
 	{"Lifecycle", TestLifecycle},
+	{"ResponderSupport", TestResponderSupport}, // issue 16
 	{"FireNotAutoClosed", TestFireNotAutoClosed},
 	{"Retry", TestRetry},
 	{"Restart", TestRestart},

@@ -30,6 +30,8 @@ type Device struct {
 	Lon     float64
 	// Unit is the owning unit (责任单位) responsible for the device.
 	Unit string
+	// Phone is the responsible person's phone (责任人电话), for responders.
+	Phone string
 	// Station is the covering micro fire station: the one named in the
 	// ledger entry, or else the station whose coverage is the longest prefix
 	// of the device's grid.
@@ -206,6 +208,7 @@ type deviceEntry struct {
 	Lat     float64 `yaml:"lat"`
 	Lon     float64 `yaml:"lon"`
 	Unit    string  `yaml:"unit"`
+	Phone   string  `yaml:"phone"`
 	Station string  `yaml:"station"`
 	Gateway string  `yaml:"gateway"`
 	// Channels and Rules see Device.
@@ -408,7 +411,7 @@ func (p *ledgerParser) device(n *yaml.Node, e *deviceEntry) Device {
 	return Device{
 		Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
 		Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
-		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(),
+		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(), Phone: e.Phone,
 		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: e.Rules, Line: n.Line,
 	}
 }

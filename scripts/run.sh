@@ -17,6 +17,9 @@ GB26875_LISTEN=${GB26875_LISTEN:-127.0.0.1:9026}
 DEVICES=${DEVICES:-300}
 RATE=${RATE:-100}
 export FIREWATCH_ALARMS_SECRET=${FIREWATCH_ALARMS_SECRET:-demo-secret-change-me}
+# API tokens of the demo (issue 16: the console signs in with one).
+DEMO_TOKEN=${DEMO_TOKEN:-demo-duty-officer-token}
+export FIREWATCH_HTTP_TOKENS=${FIREWATCH_HTTP_TOKENS:-duty:operator:$DEMO_TOKEN}
 mkdir -p "$VAR/influxdb"
 
 # Children run in their own sessions (setsid), so that Ctrl-C reaches only this
@@ -91,7 +94,8 @@ fi
 # its fire alarm controller over GB/T 26875.3 (docs/gb26875.md).
 "$BIN/firesim" uitd -ledger "$VAR/ledger.yaml" -o "$VAR/ledger-firewatch.yaml"
 
-setsid "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET" &
+# -respond: a simulated station member taps 接警, 出动, 到场 on each fire's responder link (issue 16).
+setsid "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET" -respond "${RESPOND:-20s}" &
 pids+=($!)
 
 # The embedded broker checks credentials (docs/security.md). The simulated
@@ -127,7 +131,10 @@ cat <<BANNER
   ---------------------------------------------------------------------------------
   MQTT broker (embedded)   tcp://$MQTT_LISTEN      topics fw/v1/up/#   (docs/mqtt.md)
   GB/T 26875.3 (UITDs)     tcp://$GB26875_LISTEN   (docs/gb26875.md)
-  alarms API               http://$HTTP_LISTEN/api/v1/alarms
+  alarms API               http://$HTTP_LISTEN/api/v1/alarms   (curl -H 'Authorization: Bearer $DEMO_TOKEN')
+  可视化运管 console         http://$HTTP_LISTEN/console   sign in with the token $DEMO_TOKEN
+  responder pages          each push below ends with its link (一键处置：http://$HTTP_LISTEN/r/alm-…#t=…);
+                           a simulated member taps 接警/出动/到场 on fires every ${RESPOND:-20s}
   health / metrics         http://$HTTP_LISTEN/healthz   http://$HTTP_LISTEN/metrics
   InfluxDB                 $INFLUX_URL   database firewatch
       curl -G '$INFLUX_URL/query?db=firewatch' --data-urlencode 'q=SELECT count(*) FROM electrical'

@@ -41,6 +41,7 @@ func cmdReceiver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		stderr)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
 	secret := fs.String("secret", "", "HMAC key of the dispatch pushes (default $FIREWATCH_DISPATCH_SECRET; a flag is visible in ps)")
+	respond := fs.Duration("respond", 0, "play a station member: tap 接警, 出动, 到场 through each fire push's responder link, one step every this long (0: off)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -50,6 +51,10 @@ func cmdReceiver(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return errUsage
 	}
 	rc := newReceiver([]byte(key), stdout)
+	if *respond > 0 { // issue 16: simulated responders (responder.go)
+		sr := newSimResponder(ctx, *respond, stdout, func(f string, a ...any) { rc.mu.Lock(); fmt.Fprintf(stdout, f, a...); rc.mu.Unlock() })
+		rc.onPush = sr.onPush
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
@@ -83,6 +88,7 @@ type receiver struct {
 	seen   map[string]struct{}
 	order  []string // seen keys, oldest first
 	counts receiverStats
+	onPush func(body []byte) // an accepted push; must not block (rc.mu is held)
 }
 
 type receiverStats struct{ accepted, duplicates, rejected int }
@@ -169,6 +175,9 @@ func (rc *receiver) dispatch(w http.ResponseWriter, r *http.Request) {
 	default:
 		rc.remember(key)
 		rc.counts.accepted++
+		if rc.onPush != nil {
+			rc.onPush(body)
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"received": true})
 	}
 }

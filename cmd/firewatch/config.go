@@ -85,6 +85,9 @@ type Config struct {
 		WriteTimeout   time.Duration `yaml:"write_timeout" help:"bound on handling a request and writing its response (also the longest /debug/pprof/profile)"`
 		IdleTimeout    time.Duration `yaml:"idle_timeout" help:"how long an idle keep-alive connection is kept"`
 		MaxConnections int           `yaml:"max_connections" help:"open HTTP connections at most; more wait to be accepted"`
+
+		// PublicURL: issue 16's responder links (cmd/firewatch/responder.go).
+		PublicURL string `yaml:"public_url" help:"base URL at which phones reach this HTTP server, for the responder links in pushes (default: http:// and http.listen)"`
 	} `yaml:"http"`
 
 	Log struct {

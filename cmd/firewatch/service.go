@@ -94,6 +94,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
+	rw, err := newResponderWiring(cfg) // issue 16: responder page and console (responder.go)
+	if err != nil {
+		return nil, err
+	}
 	s.alarms, err = alarms.NewManager(alarms.Config{
 		DBPath: cfg.Alarms.DB, Secret: []byte(cfg.Alarms.Secret), BrigadeEndpoint: cfg.Alarms.BrigadeEndpoint,
 		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
@@ -102,7 +106,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots, SMS: sms,
 		Digest: cfg.Alarms.Digest, DigestAt: cfg.Alarms.DigestAt,
 		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
+		ResponderLink: rw.link,
 		OnTransition: func(a alarms.Alarm) {
+			rw.notify(a)
 			p, ok := s.alarmPoint(a)
 			if !ok {
 				return
@@ -198,6 +204,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes: 64 << 10}
 	if err := s.startNBIoT(mux, reg); err != nil { // nbiot.go
+		return nil, err
+	}
+	if err := rw.register(s, mux, reg, log); err != nil { // issue 16
 		return nil, err
 	}
 	return s, nil
