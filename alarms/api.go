@@ -1,6 +1,7 @@
 package alarms
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -286,7 +287,12 @@ func (m *Manager) reply(w http.ResponseWriter, err error, failed string, logArgs
 		writeError(w, st, err)
 		return
 	}
-	m.log.Error("alarm API: "+failed, append(logArgs, "err", err)...)
+	if errors.Is(err, context.Canceled) {
+		// The client went away (a page navigated on): nothing failed.
+		m.log.Debug("alarm API: "+failed, append(logArgs, "err", err)...)
+	} else {
+		m.log.Error("alarm API: "+failed, append(logArgs, "err", err)...)
+	}
 	writeError(w, st, errors.New(failed))
 }
 
