@@ -171,8 +171,9 @@ const (
 	flagSeq
 	flagClockFault // the clock fault (时钟异常) is raised
 	flagBehind     // the device's clock is behind: skew applies
-	// bits 4..5: wrong-clock messages in a row, up to ClockFaultAfter
-	clockShift = 4
+	flagEra        // the device's times were moved back (Engine.eras)
+	// bits 5..6: wrong-clock messages in a row, up to ClockFaultAfter
+	clockShift = 5
 	clockMask  = uint16(3) << clockShift
 )
 
@@ -195,6 +196,10 @@ type Engine struct {
 	states    []uint32
 	// clockRules are the rules of clock faults, per kind (ClockRuleID).
 	clockRules [devices.NumKinds]*Rule
+	// eras holds, for the devices whose clock lost a lead over the
+	// receive time (flagEra), how far their times were moved back: see
+	// handBack. Touched only off the fast path.
+	eras map[devices.Index]era
 }
 
 // ClockRuleID is the rule id of the clock fault (时钟异常) of kind k, e.g.
@@ -467,7 +472,7 @@ func (e *Engine) AdmitStamp(dev devices.Index, s *Stamp, out []Event) (Verdict, 
 	// with the next seqs (or none), on a device whose clock is right and
 	// counts no wrong message. It is what admitSlow does for such a
 	// message, without the branches that cannot apply.
-	if s.Trusted && !s.Suspect && ds.last != 0 && ds.flags&(flagBehind|clockMask|flagClockFault) == 0 {
+	if s.Trusted && !s.Suspect && ds.last != 0 && ds.flags&(flagBehind|clockMask|flagClockFault|flagEra) == 0 {
 		t := s.Time
 		if rel := t - ds.base; rel >= int64(ds.last)-1 && rel <= maxRel {
 			if s.HasSeq {
@@ -514,11 +519,15 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 	skewed := false
 	if ds.last != 0 {
 		lastAbs := ds.base + int64(ds.last) - 1
-		if s.Trusted && ds.flags&flagBehind != 0 && ds.skew >= minSkew && lastAbs-t > int64(ds.skew)/2 {
+		if s.Trusted && ds.flags&flagEra != 0 {
+			t = e.fromEra(dev, ds, s, lastAbs)
+		}
+		if s.Trusted && ds.flags&flagBehind != 0 && ds.skew >= minSkew && min(lastAbs, s.Recv)-t > int64(ds.skew)/2 {
 			// While the clock is behind, a ts about as far behind as it
 			// was found to be is read on the receive clock, so that a
 			// reordering after the step is still judged by time. A ts
-			// near the newest is the clock set right again.
+			// near the newest, or near the receive time when the newest
+			// is ahead of it, is the clock set right again.
 			t += int64(ds.skew)
 			skewed = true
 		}
@@ -532,8 +541,20 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 				// Never seen, sent before the newest, but when is
 				// unknown.
 				v.Admission, t = Unordered, lastAbs
+			case s.Trusted && s.Replay && (!s.HasSeq || ds.flags&flagSeq == 0) && !skewed && leadDropped(s, lastAbs):
+				// A gateway's message without seq, behind the newest,
+				// whose ts is nearer the receive time than the clock's
+				// lead was: the clock set right, or a replay of what it
+				// sent while ahead; nothing tells which. When in doubt,
+				// alarm: it may raise an event, not clear one.
+				v.Admission, t = Unordered, lastAbs
 			case s.Trusted && (oldSeq || e.older(ds, s, t, lastAbs)):
 				v.Admission = Late
+			case s.Trusted && !skewed && lastAbs > s.Recv && e.handBack(dev, ds, s, &lastAbs) && t >= lastAbs:
+				// A new message behind a newest that is ahead of the
+				// receive time: a clock that ran ahead, set right. The
+				// device's times moved back by the lead it lost, and it
+				// stands at its ts.
 			default:
 				// A new message behind the newest: a clock that went
 				// back (or a receive time behind a clock that was ahead).
@@ -596,14 +617,116 @@ func (e *Engine) recvTime(ds *devState, recv, lastAbs int64) int64 {
 	return t
 }
 
+// era is what handBack did to a device's times: every time the engine held
+// was moved back by shift; mark is the newest of them before the move, on
+// the clock that was ahead.
+type era struct {
+	mark, shift int64
+	// seq is the device's newest seq when the times moved (hasSeq: it
+	// had one): a seq at or before it was sent on the clock that was
+	// ahead, a newer one after.
+	seq    uint32
+	hasSeq bool
+}
+
+// eraLife is how long after its mark an era is kept: a replay older than
+// that is older than baseLag anyway.
+const eraLife = baseLag
+
+// leadDropped reports whether s's ts is nearer the receive time than to
+// the device's newest (lastAbs), which is at least minSkew ahead of the
+// receive time: a clock that ran ahead and was set right, rather than a
+// message reordered in transit.
+func leadDropped(s *Stamp, lastAbs int64) bool {
+	ahead := lastAbs - s.Recv
+	return ahead >= minSkew && s.Time-s.Recv <= ahead/2
+}
+
+// handBack moves the device's times back when a new message's ts (s.Time)
+// is behind the newest (*lastAbs) and the newest is ahead of the receive
+// time: the device's clock ran ahead (within ingest.max_future, so its ts
+// were believed; or a lagging clock stepped forward, read on the receive
+// clock) and was set right, or less ahead. Everything the engine holds
+// moves with it (durations keep counting, an event's newest report stays
+// the newest), so that the message stands at its own ts, and the
+// receive-clock lead (rskew) becomes the clock's lead now. The newest moves
+// back to the message's ts, but not behind the receive time by more than
+// minSkew (transit); a clock further behind is then judged as one that
+// went back, against the receive time rather than the old lead. The move is
+// remembered (Engine.eras) so that a replay of what the clock sent while
+// ahead is read back onto the moved times (fromEra). It reports whether it
+// moved anything.
+func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *int64) bool {
+	lead := s.Time - s.Recv
+	d := min(*lastAbs-s.Time, *lastAbs-s.Recv+min(max(-lead, 0), minSkew))
+	if d <= 0 {
+		return false
+	}
+	ds.base -= d
+	ds.rskew = int32(max(min(lead, math.MaxInt32), 0))
+	if e.eras == nil {
+		e.eras = make(map[devices.Index]era)
+	}
+	er := era{mark: *lastAbs, shift: d, seq: ds.seq, hasSeq: ds.flags&flagSeq != 0}
+	if old, ok := e.eras[dev]; ok && ds.flags&flagEra != 0 {
+		// An earlier move still in force: one era holds both, their
+		// sum and the later mark. A replay from between the two is
+		// then read back further than it should (judged older), never
+		// less.
+		er.shift += old.shift
+		er.mark = max(er.mark, old.mark)
+	}
+	e.eras[dev] = er
+	ds.flags |= flagEra
+	*lastAbs -= d
+	return true
+}
+
+// fromEra returns the time of a trusted message on the device's moved
+// times (handBack): a ts at or before the era's mark that is evidently old
+// (a lead over the receive time nearer the old lead than the clock's lead
+// now; with a seq at most 64 before the newest when the times moved, any
+// lead beyond the clock's now by minSkew; never with a seq after it) was
+// read on the clock
+// that was ahead, and is moved back with the rest. A new message keeps its
+// ts. It drops an era older than eraLife.
+func (e *Engine) fromEra(dev devices.Index, ds *devState, s *Stamp, lastAbs int64) int64 {
+	er, ok := e.eras[dev]
+	if !ok || lastAbs-er.mark > eraLife {
+		delete(e.eras, dev)
+		ds.flags &^= flagEra
+		return s.Time
+	}
+	if s.Time > er.mark {
+		return s.Time
+	}
+	lead := s.Time - s.Recv - int64(ds.rskew) // beyond the clock's lead now
+	old := lead > er.shift/2
+	if s.HasSeq && er.hasSeq {
+		if d := int32(s.Seq - er.seq); d > 0 && d < 1<<20 {
+			old = false // sent after the move
+		} else if d <= 0 && d > -64 {
+			// Sent before the move, unless its ts reads as the clock
+			// does now: a counter that restarted since.
+			old = lead > min(er.shift/2, minSkew)
+		}
+	}
+	if old {
+		return s.Time - er.shift
+	}
+	return s.Time
+}
+
 // older reports whether a message whose time t is behind the device's
 // newest (lastAbs) is an older message rather than a new one from a wrong
 // clock.
 func (e *Engine) older(ds *devState, s *Stamp, t, lastAbs int64) bool {
 	if !s.HasSeq || ds.flags&flagSeq == 0 {
 		// Without seq a replay and a clock step look alike: a gateway's
-		// is a replay, a device's own one only if it is a little late.
-		return s.Replay || lastAbs-t <= ReorderTolerance
+		// is a replay, a device's own one only if it is a little late
+		// and its ts is not nearer the receive time than the clock's
+		// lead (a clock that was ahead, set right).
+		return s.Replay || lastAbs-t <= ReorderTolerance && !leadDropped(s, lastAbs)
 	}
 	d := int32(s.Seq - ds.seq)
 	if s.Replay {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -18,7 +20,12 @@ import (
 // metric and comparison, so that a checkpoint taken before the ledger or the
 // rules changed still restores what it can.
 
-const stateMagic = "FWRULES2"
+// stateMagic heads a checkpoint; FWRULES3 added the moved clocks (eras)
+// after the devices. A FWRULES2 checkpoint is read without them.
+const (
+	stateMagic   = "FWRULES3"
+	stateMagicV2 = "FWRULES2"
+)
 
 // Snapshot is a copy of an engine's per-device state.
 type Snapshot struct {
@@ -26,6 +33,7 @@ type Snapshot struct {
 	ids    []string
 	dev    []devState
 	states []uint32
+	eras   map[devices.Index]era
 }
 
 // Snapshot copies the engine's state into s (reusing its buffers) and
@@ -38,6 +46,13 @@ func (e *Engine) Snapshot(s *Snapshot, l *devices.Ledger) *Snapshot {
 	s.e = e
 	s.dev = append(s.dev[:0], e.dev...)
 	s.states = append(s.states[:0], e.states...)
+	clear(s.eras)
+	for i, er := range e.eras {
+		if s.eras == nil {
+			s.eras = make(map[devices.Index]era, len(e.eras))
+		}
+		s.eras[i] = er
+	}
 	if len(s.ids) != len(l.Devices) {
 		s.ids = make([]string, len(l.Devices))
 		for i := range l.Devices {
@@ -94,6 +109,20 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		}
 		cw.Write(b)
 	}
+	b = le.AppendUint32(b[:0], uint32(len(s.eras)))
+	for _, i := range slices.Sorted(maps.Keys(s.eras)) {
+		er := s.eras[i]
+		b = appendString(b, s.ids[i])
+		b = le.AppendUint64(b, uint64(er.mark))
+		b = le.AppendUint64(b, uint64(er.shift))
+		b = le.AppendUint32(b, er.seq)
+		hs := byte(0)
+		if er.hasSeq {
+			hs = 1
+		}
+		b = append(b, hs)
+	}
+	cw.Write(b)
 	sum := cw.crc
 	cw.Write(le.AppendUint32(b[:0], sum))
 	if cw.err == nil {
@@ -110,7 +139,7 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	cr := &crcReader{r: bufio.NewReaderSize(r, 1<<16)}
 	magic := make([]byte, len(stateMagic))
 	cr.full(magic)
-	if cr.err == nil && string(magic) != stateMagic {
+	if cr.err == nil && string(magic) != stateMagic && string(magic) != stateMagicV2 {
 		return 0, errors.New("restore rule state: not a rule state checkpoint")
 	}
 	old := &Engine{}
@@ -185,6 +214,19 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 		}
 		old.dev[j] = d
 		n++
+	}
+	if string(magic) == stateMagic {
+		ne := cr.u32()
+		for i := uint32(0); i < ne && cr.err == nil; i++ {
+			id := cr.str()
+			er := era{mark: int64(cr.u64()), shift: int64(cr.u64()), seq: cr.u32(), hasSeq: cr.u8() != 0}
+			if dv, ok := l.LookupID(id); ok && int(dv.Index) < len(old.dev) && cr.err == nil {
+				if old.eras == nil {
+					old.eras = make(map[devices.Index]era)
+				}
+				old.eras[dv.Index] = er
+			}
+		}
 	}
 	sum := cr.crc
 	if got := cr.u32(); cr.err == nil && got != sum {
