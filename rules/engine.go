@@ -652,10 +652,10 @@ func leadDropped(s *Stamp, lastAbs int64) bool {
 // receive-clock lead (rskew) becomes the clock's lead now. The newest moves
 // back to the message's ts, but not behind the receive time by more than
 // minSkew (transit); a clock further behind is then judged as one that
-// went back, against the receive time rather than the old lead. The move is
-// remembered (Engine.eras) so that a replay of what the clock sent while
-// ahead is read back onto the moved times (fromEra). It reports whether it
-// moved anything.
+// went back, against the receive time rather than the old lead. A move of
+// minSkew or more is remembered (Engine.eras) so that a replay of what the
+// clock sent while ahead is read back onto the moved times (fromEra). It
+// reports whether it moved anything.
 func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *int64) bool {
 	lead := s.Time - s.Recv
 	d := min(*lastAbs-s.Time, *lastAbs-s.Recv+min(max(-lead, 0), minSkew))
@@ -664,10 +664,17 @@ func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *in
 	}
 	ds.base -= d
 	ds.rskew = int32(max(min(lead, math.MaxInt32), 0))
+	*lastAbs -= d
+	if d < minSkew && ds.flags&flagEra == 0 {
+		// A small step (NTP trimming a clock a little ahead): a replay
+		// from before it is misread by less than transit jitter, and
+		// the device keeps the fast path.
+		return true
+	}
 	if e.eras == nil {
 		e.eras = make(map[devices.Index]era)
 	}
-	er := era{mark: *lastAbs, shift: d, seq: ds.seq, hasSeq: ds.flags&flagSeq != 0}
+	er := era{mark: *lastAbs + d, shift: d, seq: ds.seq, hasSeq: ds.flags&flagSeq != 0}
 	if old, ok := e.eras[dev]; ok && ds.flags&flagEra != 0 {
 		// An earlier move still in force: one era holds both, their
 		// sum and the later mark. A replay from between the two is
@@ -678,7 +685,6 @@ func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *in
 	}
 	e.eras[dev] = er
 	ds.flags |= flagEra
-	*lastAbs -= d
 	return true
 }
 
