@@ -139,12 +139,16 @@ type layout struct {
 	size   uint32
 }
 
-// devState is the fixed per-device part of the state: 56 bytes. What a
-// message without seq touches on the common path (AdmitStamp's fast path,
-// Eval) comes first, in 24 bytes, so that it mostly lies in one cache line;
-// a message with seq touches all but skew and three digests.
+// devState is the fixed per-device part of the state: 48 bytes, 4-byte
+// aligned (no 64-bit field). What a message without seq touches on the
+// common path (AdmitStamp's fast path, Eval) comes first, in 20 bytes, so
+// that it mostly lies in one cache line; a message with seq touches all
+// but three digests. What only a clock that went back needs (its lag) is
+// in a side table (Engine.skews), as are moved clocks (Engine.eras).
 type devState struct {
-	base int64  // device time (Unix ms) that relative times count from
+	// base is the device time that relative times count from, in units of
+	// 1<<baseShift ms (baseMs).
+	base int32
 	last uint32 // newest evaluated device time, relative (0 = none yet)
 	// rskew (ms) is the receive clock's lead over the receive time: the
 	// device's clock's lead when it was last right, or what it took to
@@ -154,17 +158,25 @@ type devState struct {
 	slot   uint32
 	layout uint16
 	flags  uint16
-	seen   uint64 // sequence window: bit i set = seq-i was evaluated
-	seq    uint32 // newest sequence number
+	seq    uint32    // newest sequence number
+	seen   [2]uint32 // sequence window, low and high half: bit i set = seq-i was evaluated
 	// dig holds the digest of the last message of each seq modulo 4: a
 	// message is an exact duplicate when its seq is in the window and its
 	// digest is the one remembered for it.
 	dig [4]uint32
-	// skew (ms) is how far behind the device's clock was found when it
-	// last went back (receive time minus ts): a ts about that far behind
-	// is read on the receive clock.
-	skew int32
 }
+
+// baseShift: a device's base is kept in units of 65,536 ms (int32: ±4,000
+// years around 1970), so that the device state holds no 64-bit field.
+const baseShift = 16
+
+// baseMs is the device's base in Unix ms.
+func (ds *devState) baseMs() int64 { return int64(ds.base) << baseShift }
+
+// window is the sequence window as one word.
+func (ds *devState) window() uint64 { return uint64(ds.seen[0]) | uint64(ds.seen[1])<<32 }
+
+func (ds *devState) setWindow(w uint64) { ds.seen[0], ds.seen[1] = uint32(w), uint32(w>>32) }
 
 const (
 	flagBase uint16 = 1 << iota
@@ -196,6 +208,11 @@ type Engine struct {
 	states    []uint32
 	// clockRules are the rules of clock faults, per kind (ClockRuleID).
 	clockRules [devices.NumKinds]*Rule
+	// skews holds, for the devices whose clock is behind (flagBehind),
+	// how far behind it was found when it last went back (receive time
+	// minus ts, ms): a ts about that far behind is read on the receive
+	// clock. Touched only off the fast path.
+	skews map[devices.Index]int32
 	// eras holds, for the devices whose clock lost a lead over the
 	// receive time (flagEra), how far their times were moved back: see
 	// handBack. Touched only off the fast path.
@@ -474,13 +491,14 @@ func (e *Engine) AdmitStamp(dev devices.Index, s *Stamp, out []Event) (Verdict, 
 	// message, without the branches that cannot apply.
 	if s.Trusted && !s.Suspect && ds.last != 0 && ds.flags&(flagBehind|clockMask|flagClockFault|flagEra) == 0 {
 		t := s.Time
-		if rel := t - ds.base; rel >= int64(ds.last)-1 && rel <= maxRel {
+		if rel := t - ds.baseMs(); rel >= int64(ds.last)-1 && rel <= maxRel {
 			if s.HasSeq {
 				d := int32(s.Seq - ds.seq)
 				if ds.flags&flagSeq == 0 || d <= 0 || d >= 64 {
 					return e.admitSlow(dev, ds, s, out)
 				}
-				ds.seq, ds.seen = s.Seq, ds.seen<<uint(d)|1
+				ds.seq = s.Seq
+				ds.setWindow(ds.window()<<uint(d) | 1)
 				ds.dig[s.Seq&3] = s.Digest
 			}
 			ds.rskew = int32(max(min(t-s.Recv, math.MaxInt32), 0))
@@ -496,14 +514,14 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 	if s.HasSeq && ds.flags&flagSeq != 0 {
 		// Without ts two messages of a restarted counter can be identical:
 		// then only a repeat of the newest is taken for a duplicate.
-		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && (s.HasTS || d == 0) && ds.seen&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
+		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && (s.HasTS || d == 0) && ds.window()&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
 			return Verdict{Admission: Duplicate, Time: s.Time}, out
 		}
 	}
 	t := s.Time
 	v := Verdict{Admission: Fresh}
 	if ds.flags&flagBase == 0 {
-		ds.base = t - baseLag
+		ds.base = int32((t - baseLag) >> baseShift)
 		ds.flags |= flagBase
 	}
 	// In a gateway's batches seq order wins within the window: the gateway
@@ -518,22 +536,22 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 	}
 	skewed := false
 	if ds.last != 0 {
-		lastAbs := ds.base + int64(ds.last) - 1
+		lastAbs := ds.baseMs() + int64(ds.last) - 1
 		if s.Trusted && ds.flags&flagEra != 0 {
 			t = e.fromEra(dev, ds, s, lastAbs)
 		}
-		if s.Trusted && ds.flags&flagBehind != 0 && ds.skew >= minSkew && min(lastAbs, s.Recv)-t > int64(ds.skew)/2 {
+		if s.Trusted && ds.flags&flagBehind != 0 && e.skewed(dev, s, t, lastAbs) {
 			// While the clock is behind, a ts about as far behind as it
 			// was found to be is read on the receive clock, so that a
 			// reordering after the step is still judged by time. A ts
 			// near the newest, or near the receive time when the newest
 			// is ahead of it, is the clock set right again.
-			t += int64(ds.skew)
+			t += int64(e.skews[dev])
 			skewed = true
 		}
 		if t < lastAbs || oldSeq {
 			switch {
-			case oldSeq && ds.seen&(uint64(1)<<uint(ds.seq-s.Seq)) != 0:
+			case oldSeq && ds.window()&(uint64(1)<<uint(ds.seq-s.Seq)) != 0:
 				// Evaluated before: a gateway's replay (a gateway does
 				// not reuse a seq), whatever its ts now reads as.
 				v.Admission = Superseded
@@ -566,7 +584,10 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 				v.Behind = s.Trusted
 				t = e.recvTime(ds, s.Recv, lastAbs)
 				if s.Trusted {
-					ds.skew = int32(max(min(t-s.Time, math.MaxInt32), 0))
+					if e.skews == nil {
+						e.skews = make(map[devices.Index]int32)
+					}
+					e.skews[dev] = int32(max(min(t-s.Time, math.MaxInt32), 0))
 				}
 			}
 		} else if !s.Trusted {
@@ -577,14 +598,17 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 		ds.flags |= flagBehind
 	}
 	if v.Admission == Fresh && s.Trusted && !skewed && !v.Behind {
-		ds.flags &^= flagBehind
+		if ds.flags&flagBehind != 0 {
+			ds.flags &^= flagBehind
+			delete(e.skews, dev)
+		}
 		// A clock a little ahead of the receive time (within MaxFuture):
 		// the receive clock keeps that lead, so that a message without a
 		// believable ts that follows is not behind it.
 		ds.rskew = int32(max(min(s.Time-s.Recv, math.MaxInt32), 0))
 	}
-	if t-ds.base > maxRel {
-		e.rebase(ds, t-baseLag)
+	if b := ds.baseMs(); t-b > maxRel {
+		e.moveBase(ds, b, t-baseLag)
 	}
 	v.Time = t
 	if s.HasSeq && v.Admission != Superseded {
@@ -598,6 +622,15 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 		out = e.clock(dev, ds, s, wrong, out)
 	}
 	return v, out
+}
+
+// skewed reports whether a trusted ts (t) of a device whose clock is
+// behind is about as far behind as the clock was found to be: not nearer
+// the newest (lastAbs) or, when the newest is ahead of it, the receive
+// time, than half the lag.
+func (e *Engine) skewed(dev devices.Index, s *Stamp, t, lastAbs int64) bool {
+	sk := int64(e.skews[dev])
+	return sk >= minSkew && min(lastAbs, s.Recv)-t > sk/2
 }
 
 // minSkew is the least lag of a clock that went back for which its later
@@ -662,7 +695,8 @@ func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *in
 	if d <= 0 {
 		return false
 	}
-	ds.base -= d
+	b := ds.baseMs() - d
+	e.moveBase(ds, b, b)
 	ds.rskew = int32(max(min(lead, math.MaxInt32), 0))
 	*lastAbs -= d
 	if d < minSkew && ds.flags&flagEra == 0 {
@@ -738,7 +772,7 @@ func (e *Engine) older(ds *devState, s *Stamp, t, lastAbs int64) bool {
 	if s.Replay {
 		return d <= 0 // a newer seq with an older ts: the gateway's clock went back
 	}
-	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.seen&(uint64(1)<<uint(-d)) == 0
+	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.window()&(uint64(1)<<uint(-d)) == 0
 }
 
 // window records s's seq in the device's sequence window.
@@ -746,18 +780,19 @@ func (e *Engine) window(ds *devState, s *Stamp, fresh bool) {
 	d := int32(s.Seq - ds.seq)
 	switch {
 	case ds.flags&flagSeq == 0 || d >= 64 || (d <= -64 && fresh):
-		ds.seq, ds.seen, ds.dig = s.Seq, 1, [4]uint32{}
+		ds.seq, ds.seen, ds.dig = s.Seq, [2]uint32{1, 0}, [4]uint32{}
 		ds.flags |= flagSeq
 	case d > 0:
-		ds.seq, ds.seen = s.Seq, ds.seen<<uint(d)|1
+		ds.seq = s.Seq
+		ds.setWindow(ds.window()<<uint(d) | 1)
 	case d > -64:
 		bit := uint64(1) << uint(-d)
-		if ds.seen&bit != 0 && fresh {
+		if ds.window()&bit != 0 && fresh {
 			// A seq seen before with other content, and new: the device
 			// restarted its counter.
-			ds.seq, ds.seen, ds.dig = s.Seq, 1, [4]uint32{}
+			ds.seq, ds.seen, ds.dig = s.Seq, [2]uint32{1, 0}, [4]uint32{}
 		} else {
-			ds.seen |= bit
+			ds.setWindow(ds.window() | bit)
 		}
 	default:
 		return // an old message beyond the window
@@ -799,7 +834,7 @@ func (e *Engine) clock(dev devices.Index, ds *devState, s *Stamp, wrong bool, ou
 
 // rel is t relative to the device's base, plus one, clamped to a slot.
 func (e *Engine) rel(ds *devState, t int64) uint32 {
-	r := t - ds.base + 1
+	r := t - ds.baseMs() + 1
 	if r < 1 {
 		return 1
 	}
@@ -809,20 +844,23 @@ func (e *Engine) rel(ds *devState, t int64) uint32 {
 	return uint32(r)
 }
 
-// rebase moves a device's base forward to nb, shifting every time it holds.
-func (e *Engine) rebase(ds *devState, nb int64) {
-	shift := nb - ds.base
+// moveBase makes the relative times the device holds count from nb
+// (rounded down to the base's unit) instead of from (Unix ms): from the
+// base to move it forward (the same times), from a time before the base to
+// move every time back by the difference (handBack).
+func (e *Engine) moveBase(ds *devState, from, nb int64) {
+	nu := int32(nb >> baseShift)
+	shift := int64(nu)<<baseShift - from
+	ds.base = nu
+	if shift == 0 {
+		return
+	}
 	move := func(v uint32) uint32 {
 		if v == 0 {
 			return 0
 		}
-		r := int64(v) - shift
-		if r < 1 {
-			return 1
-		}
-		return uint32(r)
+		return uint32(min(max(int64(v)-shift, 1), int64(timeMask)))
 	}
-	ds.base = nb
 	ds.last = move(ds.last)
 	lay := &e.layouts[ds.layout]
 	for _, p := range lay.places {
@@ -882,7 +920,7 @@ func (e *Engine) Eval(r devices.Reading, adm Admission, out []Event) []Event {
 		if t != 0 {
 			out = append(out, Event{
 				Rule: c.rule, Device: r.Device, Channel: evCh, Transition: t,
-				Value: r.Value, Ref: ref, Since: ds.base + int64(since) - 1, Time: r.Time, Seq: r.Seq,
+				Value: r.Value, Ref: ref, Since: ds.baseMs() + int64(since) - 1, Time: r.Time, Seq: r.Seq,
 			})
 		}
 	}

@@ -34,6 +34,7 @@ type Snapshot struct {
 	dev    []devState
 	states []uint32
 	eras   map[devices.Index]era
+	skews  map[devices.Index]int32
 }
 
 // Snapshot copies the engine's state into s (reusing its buffers) and
@@ -46,13 +47,8 @@ func (e *Engine) Snapshot(s *Snapshot, l *devices.Ledger) *Snapshot {
 	s.e = e
 	s.dev = append(s.dev[:0], e.dev...)
 	s.states = append(s.states[:0], e.states...)
-	clear(s.eras)
-	for i, er := range e.eras {
-		if s.eras == nil {
-			s.eras = make(map[devices.Index]era, len(e.eras))
-		}
-		s.eras[i] = er
-	}
+	s.eras = copyMap(s.eras, e.eras)
+	s.skews = copyMap(s.skews, e.skews)
 	if len(s.ids) != len(l.Devices) {
 		s.ids = make([]string, len(l.Devices))
 		for i := range l.Devices {
@@ -91,11 +87,11 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	for i := range s.dev {
 		d := &s.dev[i]
 		b = appendString(b[:0], s.ids[i])
-		b = le.AppendUint64(b, uint64(d.base))
-		b = le.AppendUint64(b, d.seen)
+		b = le.AppendUint64(b, uint64(d.baseMs()))
+		b = le.AppendUint64(b, d.window())
 		b = le.AppendUint32(b, d.last)
 		b = le.AppendUint32(b, d.seq)
-		b = le.AppendUint32(b, uint32(d.skew))
+		b = le.AppendUint32(b, uint32(s.skews[devices.Index(i)]))
 		b = le.AppendUint32(b, uint32(d.rskew))
 		for _, g := range d.dig {
 			b = le.AppendUint32(b, g)
@@ -187,8 +183,11 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	for i := uint32(0); i < nd && cr.err == nil; i++ {
 		id := cr.str()
 		var d devState
-		d.base, d.seen = int64(cr.u64()), cr.u64()
-		d.last, d.seq, d.skew, d.rskew = cr.u32(), cr.u32(), int32(cr.u32()), int32(cr.u32())
+		base := int64(cr.u64())
+		d.setWindow(cr.u64())
+		d.last, d.seq = cr.u32(), cr.u32()
+		skew := int32(cr.u32())
+		d.rskew = int32(cr.u32())
 		for k := range d.dig {
 			d.dig[k] = cr.u32()
 		}
@@ -204,6 +203,9 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 		for k := uint32(0); k < size; k++ {
 			old.states = append(old.states, cr.u32())
 		}
+		// The base in the file is in ms; here it is in coarser units,
+		// and the times held count from it rounded down.
+		old.moveBase(&d, base, base)
 		j := int(i) // the same ledger: the same order
 		if j >= len(l.Devices) || l.Devices[j].ID != id {
 			dv, ok := l.LookupID(id)
@@ -213,6 +215,12 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 			j = int(dv.Index)
 		}
 		old.dev[j] = d
+		if skew != 0 {
+			if old.skews == nil {
+				old.skews = make(map[devices.Index]int32)
+			}
+			old.skews[devices.Index(j)] = skew
+		}
 		n++
 	}
 	if string(magic) == stateMagic {
@@ -237,6 +245,19 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	}
 	e.Adopt(old)
 	return n, nil
+}
+
+// copyMap copies src into dst (cleared, or made if nil and src is not
+// empty).
+func copyMap[V any](dst, src map[devices.Index]V) map[devices.Index]V {
+	clear(dst)
+	for k, v := range src {
+		if dst == nil {
+			dst = make(map[devices.Index]V, len(src))
+		}
+		dst[k] = v
+	}
+	return dst
 }
 
 func appendString(b []byte, s string) []byte {
