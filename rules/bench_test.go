@@ -31,10 +31,12 @@ func BenchmarkEval(b *testing.B) {
 			out := make([]Event, 0, 8)
 			r := devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: 1, Value: 40}
 			b.ReportAllocs()
+			done := cpuMetric(b)
 			for i := 0; b.Loop(); i++ {
 				r.Time, r.Seq = int64(i), uint32(i)
 				out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, true), out[:0])
 			}
+			done(b.N, "op")
 		})
 	}
 }
@@ -91,6 +93,7 @@ func benchMixed(b *testing.B, fresh, seq bool) {
 	}
 	out := make([]Event, 0, 16)
 	b.ReportAllocs()
+	done := cpuMetric(b)
 	b.ResetTimer()
 	var shift int64
 	var pass uint32
@@ -107,6 +110,7 @@ func benchMixed(b *testing.B, fresh, seq bool) {
 		}
 		pass++
 	}
+	done(b.N*nReadings, "reading")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*nReadings), "ns/reading")
 }
 
