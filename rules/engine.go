@@ -559,7 +559,7 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 				// Never seen, sent before the newest, but when is
 				// unknown.
 				v.Admission, t = Unordered, lastAbs
-			case s.Trusted && s.Replay && (!s.HasSeq || ds.flags&flagSeq == 0) && !skewed && leadDropped(s, lastAbs):
+			case s.Trusted && s.Replay && (!s.HasSeq || ds.flags&flagSeq == 0) && t == s.Time && leadDropped(s, lastAbs):
 				// A gateway's message without seq, behind the newest,
 				// whose ts is nearer the receive time than the clock's
 				// lead was: the clock set right, or a replay of what it
@@ -568,8 +568,9 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 				v.Admission, t = Unordered, lastAbs
 			case s.Trusted && (oldSeq || e.older(ds, s, t, lastAbs)):
 				v.Admission = Late
-			case s.Trusted && !skewed && lastAbs > s.Recv && e.handBack(dev, ds, s, &lastAbs) && t >= lastAbs:
-				// A new message behind a newest that is ahead of the
+			case s.Trusted && t == s.Time && lastAbs > s.Recv && e.handBack(dev, ds, s, &lastAbs) && t >= lastAbs:
+				// A new message (its ts not read back by an era nor
+				// forward by a lag) behind a newest that is ahead of the
 				// receive time: a clock that ran ahead, set right. The
 				// device's times moved back by the lead it lost, and it
 				// stands at its ts.
@@ -727,9 +728,8 @@ func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *in
 // (a lead over the receive time nearer the old lead than the clock's lead
 // now; with a seq at most 64 before the newest when the times moved, any
 // lead beyond the clock's now by minSkew; never with a seq after it) was
-// read on the clock
-// that was ahead, and is moved back with the rest. A new message keeps its
-// ts. It drops an era older than eraLife.
+// read on the clock that was ahead, and is moved back with the rest. A new
+// message keeps its ts. It drops an era older than eraLife.
 func (e *Engine) fromEra(dev devices.Index, ds *devState, s *Stamp, lastAbs int64) int64 {
 	er, ok := e.eras[dev]
 	if !ok || lastAbs-er.mark > eraLife {
