@@ -271,3 +271,34 @@ func TestStateV2Checkpoint(t *testing.T) {
 		t.Fatalf("the restored tilt raised again:%s", transitionsOf(evs))
 	}
 }
+
+// After a clock that ran ahead was set right, the detector reboots: its
+// counter restarts at a seq the engine saw while the clock was ahead. Its
+// messages read as the clock does now, so they are new (not read back as
+// replays of the time ahead): at their ts, no clock fault, a smoke alarm
+// raised. (Found by the field model: the restarted seqs were taken for
+// replays and the clock fault was raised.)
+func TestClockAheadThenReboot(t *testing.T) {
+	const t0 = int64(1_795_420_800_000)
+	c := newClockDev(t, "sm-1")
+	recv := t0
+	for range 40 {
+		recv += 20_000
+		c.send(recv+5*60_000, recv, "battery_pct", 90, false, 0, false)
+	}
+	for range 5 { // set right
+		recv += 20_000
+		c.send(recv-100, recv, "battery_pct", 90, false, 0, false)
+	}
+	for i := uint32(1); i <= 5; i++ { // rebooted: seq 1, 2, …
+		recv += 20_000
+		v, evs := c.send(recv-100, recv, "battery_pct", 80, false, i, false)
+		if v.Admission != Fresh || v.Behind || v.Time != recv-100 || len(evs) != 0 {
+			t.Fatalf("seq %d after the reboot: %+v%s, want fresh at its ts", i, v, transitionsOf(evs))
+		}
+	}
+	recv += 20_000
+	if _, evs := c.send(recv-100, recv, "smoke_alarm", 1, false, 6, false); len(evs) != 1 || evs[0].Transition != Raise {
+		t.Fatalf("smoke after the reboot:%s", transitionsOf(evs))
+	}
+}
