@@ -83,6 +83,7 @@ type fieldModel struct {
 	rng    *rand.Rand
 	p      *Pipeline
 	events *fakeEvents
+	lines  *fakeLines
 	live   *devices.Liveness
 	devs   []*simDev
 	now    int64
@@ -133,8 +134,8 @@ func newFieldModel(t *testing.T, seed uint64) *fieldModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := &fakeEvents{}
-	p := newPipeline(l, eng, &fakeLines{}, events, ingest.NewStats(nil, discardLogger()), prometheus.NewRegistry())
+	events, lines := &fakeEvents{}, &fakeLines{}
+	p := newPipeline(l, eng, lines, events, ingest.NewStats(nil, discardLogger()), prometheus.NewRegistry())
 	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = ingest.DefaultMaxFuture, ingest.DefaultMaxAge, ingest.DefaultMinTime
 	lc := devices.LivenessConfig{Tick: time.Second}
 	lc.Heartbeat[devices.KindSmoke] = 30 * time.Second
@@ -146,7 +147,7 @@ func newFieldModel(t *testing.T, seed uint64) *fieldModel {
 		t.Fatal(err)
 	}
 	p.live = live
-	return &fieldModel{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), p: p, events: events, live: live,
+	return &fieldModel{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), p: p, events: events, lines: lines, live: live,
 		devs: devs, now: modelEpoch, open: map[string]bool{}, known: map[string]knownReport{}}
 }
 
@@ -199,6 +200,40 @@ func (m *fieldModel) deliver(topic, payload string) {
 	}
 }
 
+// rightClock says d's clock has been right (within 2 s) for its last
+// reports.
+func (d *simDev) rightClock() bool {
+	return !d.noTS && d.resetAt == 0 && d.offset > -2000 && d.offset < 2000 && d.sinceStep >= 4
+}
+
+// deliverNew delivers a payload sent now (or held back a second by the
+// gateway, or repeated at once), not a replay, and checks the times its
+// readings were stored at: a device whose clock is right has them stored
+// at about the true time (a clock that ran ahead and was set right is not
+// stored in the future).
+func (m *fieldModel) deliverNew(topic, payload string) {
+	from := len(m.lines.b)
+	m.deliver(topic, payload)
+	for _, line := range strings.Split(string(m.lines.b[from:]), "\n") {
+		i := strings.Index(line, ",device=")
+		j := strings.LastIndexByte(line, ' ')
+		if i < 0 || j < 0 {
+			continue
+		}
+		id := line[i+8:]
+		id = id[:strings.IndexAny(id, ", ")]
+		ts, err := strconv.ParseInt(line[j+1:], 10, 64)
+		if err != nil {
+			m.fail("line %q: %v", line, err)
+		}
+		for _, d := range m.devs {
+			if d.id == id && d.rightClock() && (ts > m.now+5000 || ts < m.now-5000) {
+				m.fail("%s, whose clock is right, stored a reading at %+d ms from the true time: %s", id, ts-m.now, line)
+			}
+		}
+	}
+}
+
 func (m *fieldModel) ownDev(topic string) string {
 	if strings.HasPrefix(topic, "fw/v1/up/gw/") {
 		return ""
@@ -224,6 +259,10 @@ func (m *fieldModel) step() {
 			d.resetAt = m.now // battery swap: 2000-01-01
 		case x < 0.008:
 			d.offset, d.resetAt = 0, 0 // NTP sets it right
+		case x < 0.010:
+			// It runs ahead, within ingest.max_future (believed): NTP
+			// sets it right later (above).
+			d.offset, d.resetAt = int64(10_000+r.IntN(9*60_000)), 0
 		default:
 			goto stepDone
 		}
@@ -248,7 +287,7 @@ func (m *fieldModel) step() {
 			}
 			for _, msg := range msgs {
 				topic := "fw/v1/up/" + d.id + "/event"
-				m.deliver(topic, msg)
+				m.deliverNew(topic, msg)
 				d.lastHeard = m.now
 				if r.Float64() < 0.05 {
 					m.deliver(topic, msg) // QoS 1 redelivery
@@ -282,12 +321,14 @@ func (m *fieldModel) step() {
 	}
 	// The gateway: this second's batch, then its faults.
 	for _, d := range m.devs {
-		if _, ok := d.clock(m.now); d.kind != devices.KindSmoke && (d.sinceStep < 3 || d.resetAt > 0 || !ok) {
+		ahead := d.offset > ingest.DefaultMaxFuture.Milliseconds()-5000
+		if _, ok := d.clock(m.now); d.kind != devices.KindSmoke && (d.sinceStep < 3 || d.resetAt > 0 || !ok || ahead) {
 			// Not reordered across a clock step, nor without a
-			// believable clock: a reordering across a change of a
-			// lagging clock's lag, and one that no clock can place, are
-			// known limits (docs/rules.md, "Clocks"; the latter raises
-			// but does not clear).
+			// believable clock (reset, none, too far ahead): a
+			// reordering across a change of a lagging clock's lag,
+			// and one that no clock can place, are known limits
+			// (docs/rules.md, "Clocks"; the latter raises but does
+			// not clear).
 			holdable = false
 		}
 	}
@@ -296,7 +337,7 @@ func (m *fieldModel) step() {
 	}
 	const topic = "fw/v1/up/gw/gw-1/batch"
 	if m.held != "" && !holdable {
-		m.deliver(topic, m.held) // not past a clock step
+		m.deliverNew(topic, m.held) // not past a clock step
 		m.history = append(m.history, m.held)
 		m.held = ""
 	}
@@ -306,12 +347,12 @@ func (m *fieldModel) step() {
 			m.held = b // sent after the next one
 			continue
 		case x < 0.08:
-			m.deliver(topic, b) // delivered twice
+			m.deliverNew(topic, b) // delivered twice
 		}
-		m.deliver(topic, b)
+		m.deliverNew(topic, b)
 		m.history = append(m.history, b)
 		if m.held != "" {
-			m.deliver(topic, m.held)
+			m.deliverNew(topic, m.held)
 			m.history = append(m.history, m.held)
 			m.held = ""
 		}
@@ -363,6 +404,9 @@ func (m *fieldModel) check() {
 			if open := m.open[fmt.Sprintf("%d/%s/0", d.idx, rule)]; open != kn.active {
 				m.fail("%s on %s: alarm open %v, but the newest report received (#%d) says active %v", rule, d.id, open, kn.order, kn.active)
 			}
+		}
+		if d.rightClock() && m.open[fmt.Sprintf("%d/%s/0", d.idx, rules.ClockRuleID(d.kind))] {
+			m.fail("%s: clock right for %d reports, clock fault still open", d.id, d.sinceStep)
 		}
 		if d.kind == devices.KindElectrical {
 			open := m.open[fmt.Sprintf("%d/electrical.residual_current.alarm/0", d.idx)]

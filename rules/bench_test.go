@@ -31,10 +31,12 @@ func BenchmarkEval(b *testing.B) {
 			out := make([]Event, 0, 8)
 			r := devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: 1, Value: 40}
 			b.ReportAllocs()
+			done := cpuMetric(b)
 			for i := 0; b.Loop(); i++ {
 				r.Time, r.Seq = int64(i), uint32(i)
 				out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, true), out[:0])
 			}
+			done(b.N, "op")
 		})
 	}
 }
@@ -53,14 +55,19 @@ func fleet(n int) *devices.Ledger {
 // 100,000 devices of all kinds and every metric of the catalog, with values
 // that sometimes cross thresholds. Every pass replays the same times: after
 // the first, the readings are late (only event rules see them).
-func BenchmarkEvalMixed(b *testing.B) { benchMixed(b, false) }
+func BenchmarkEvalMixed(b *testing.B) { benchMixed(b, false, false) }
 
 // BenchmarkEvalMixedFresh is BenchmarkEvalMixed with the stream's times
 // moved forward on every pass, so that every reading is fresh and seen by
 // every rule: the common path.
-func BenchmarkEvalMixedFresh(b *testing.B) { benchMixed(b, true) }
+func BenchmarkEvalMixedFresh(b *testing.B) { benchMixed(b, true, false) }
 
-func benchMixed(b *testing.B, fresh bool) {
+// BenchmarkEvalMixedSeq is BenchmarkEvalMixedFresh with a seq on every
+// message, the next of its device's (as devices send them): the seq window
+// and digests are touched too.
+func BenchmarkEvalMixedSeq(b *testing.B) { benchMixed(b, true, true) }
+
+func benchMixed(b *testing.B, fresh, seq bool) {
 	set, err := Defaults()
 	if err != nil {
 		b.Fatal(err)
@@ -72,6 +79,7 @@ func benchMixed(b *testing.B, fresh bool) {
 		b.Fatal(err)
 	}
 	stream := make([]devices.Reading, nReadings)
+	count := make([]uint32, nDev) // messages per device in the stream
 	rng := uint64(1)
 	next := func() uint64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
 	for i := range stream {
@@ -80,21 +88,29 @@ func benchMixed(b *testing.B, fresh bool) {
 		m := ms[next()%uint64(len(ms))]
 		info := m.Info()
 		v := info.Min + float64(next()%1000)/1000*(info.Max-info.Min)/4
-		stream[i] = devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: uint8(next() % uint64(info.Channels+1)), Value: v, Time: int64(i) * 10}
+		count[d.Index]++
+		stream[i] = devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: uint8(next() % uint64(info.Channels+1)), Value: v, Time: int64(i) * 10, Seq: count[d.Index]}
 	}
 	out := make([]Event, 0, 16)
 	b.ReportAllocs()
+	done := cpuMetric(b)
 	b.ResetTimer()
 	var shift int64
+	var pass uint32
 	for b.Loop() {
 		for _, r := range stream {
 			r.Time += shift
-			out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, false), out[:0])
+			if seq {
+				r.Seq += pass * count[r.Device]
+			}
+			out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, seq), out[:0])
 		}
 		if fresh {
 			shift += nReadings * 10
 		}
+		pass++
 	}
+	done(b.N*nReadings, "reading")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*nReadings), "ns/reading")
 }
 

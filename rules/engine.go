@@ -139,12 +139,16 @@ type layout struct {
 	size   uint32
 }
 
-// devState is the fixed per-device part of the state: 56 bytes. What a
-// message without seq touches on the common path (AdmitStamp's fast path,
-// Eval) comes first, in 24 bytes, so that it mostly lies in one cache line;
-// a message with seq touches all but skew and three digests.
+// devState is the fixed per-device part of the state: 48 bytes, 4-byte
+// aligned (no 64-bit field). What a message without seq touches on the
+// common path (AdmitStamp's fast path, Eval) comes first, in 20 bytes, so
+// that it mostly lies in one cache line; a message with seq touches all
+// but three digests. What only a clock that went back needs (its lag) is
+// in a side table (Engine.skews), as are moved clocks (Engine.eras).
 type devState struct {
-	base int64  // device time (Unix ms) that relative times count from
+	// base is the device time that relative times count from, in units of
+	// 1<<baseShift ms (baseMs).
+	base int32
 	last uint32 // newest evaluated device time, relative (0 = none yet)
 	// rskew (ms) is the receive clock's lead over the receive time: the
 	// device's clock's lead when it was last right, or what it took to
@@ -154,25 +158,34 @@ type devState struct {
 	slot   uint32
 	layout uint16
 	flags  uint16
-	seen   uint64 // sequence window: bit i set = seq-i was evaluated
-	seq    uint32 // newest sequence number
+	seq    uint32    // newest sequence number
+	seen   [2]uint32 // sequence window, low and high half: bit i set = seq-i was evaluated
 	// dig holds the digest of the last message of each seq modulo 4: a
 	// message is an exact duplicate when its seq is in the window and its
 	// digest is the one remembered for it.
 	dig [4]uint32
-	// skew (ms) is how far behind the device's clock was found when it
-	// last went back (receive time minus ts): a ts about that far behind
-	// is read on the receive clock.
-	skew int32
 }
+
+// baseShift: a device's base is kept in units of 65,536 ms (int32: ±4,000
+// years around 1970), so that the device state holds no 64-bit field.
+const baseShift = 16
+
+// baseMs is the device's base in Unix ms.
+func (ds *devState) baseMs() int64 { return int64(ds.base) << baseShift }
+
+// window is the sequence window as one word.
+func (ds *devState) window() uint64 { return uint64(ds.seen[0]) | uint64(ds.seen[1])<<32 }
+
+func (ds *devState) setWindow(w uint64) { ds.seen[0], ds.seen[1] = uint32(w), uint32(w>>32) }
 
 const (
 	flagBase uint16 = 1 << iota
 	flagSeq
 	flagClockFault // the clock fault (时钟异常) is raised
 	flagBehind     // the device's clock is behind: skew applies
-	// bits 4..5: wrong-clock messages in a row, up to ClockFaultAfter
-	clockShift = 4
+	flagEra        // the device's times were moved back (Engine.eras)
+	// bits 5..6: wrong-clock messages in a row, up to ClockFaultAfter
+	clockShift = 5
 	clockMask  = uint16(3) << clockShift
 )
 
@@ -195,6 +208,15 @@ type Engine struct {
 	states    []uint32
 	// clockRules are the rules of clock faults, per kind (ClockRuleID).
 	clockRules [devices.NumKinds]*Rule
+	// skews holds, for the devices whose clock is behind (flagBehind),
+	// how far behind it was found when it last went back (receive time
+	// minus ts, ms): a ts about that far behind is read on the receive
+	// clock. Touched only off the fast path.
+	skews map[devices.Index]int32
+	// eras holds, for the devices whose clock lost a lead over the
+	// receive time (flagEra), how far their times were moved back: see
+	// handBack. Touched only off the fast path.
+	eras map[devices.Index]era
 }
 
 // ClockRuleID is the rule id of the clock fault (时钟异常) of kind k, e.g.
@@ -467,15 +489,16 @@ func (e *Engine) AdmitStamp(dev devices.Index, s *Stamp, out []Event) (Verdict, 
 	// with the next seqs (or none), on a device whose clock is right and
 	// counts no wrong message. It is what admitSlow does for such a
 	// message, without the branches that cannot apply.
-	if s.Trusted && !s.Suspect && ds.last != 0 && ds.flags&(flagBehind|clockMask|flagClockFault) == 0 {
+	if s.Trusted && !s.Suspect && ds.last != 0 && ds.flags&(flagBehind|clockMask|flagClockFault|flagEra) == 0 {
 		t := s.Time
-		if rel := t - ds.base; rel >= int64(ds.last)-1 && rel <= maxRel {
+		if rel := t - ds.baseMs(); rel >= int64(ds.last)-1 && rel <= maxRel {
 			if s.HasSeq {
 				d := int32(s.Seq - ds.seq)
 				if ds.flags&flagSeq == 0 || d <= 0 || d >= 64 {
 					return e.admitSlow(dev, ds, s, out)
 				}
-				ds.seq, ds.seen = s.Seq, ds.seen<<uint(d)|1
+				ds.seq = s.Seq
+				ds.setWindow(ds.window()<<uint(d) | 1)
 				ds.dig[s.Seq&3] = s.Digest
 			}
 			ds.rskew = int32(max(min(t-s.Recv, math.MaxInt32), 0))
@@ -491,14 +514,14 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 	if s.HasSeq && ds.flags&flagSeq != 0 {
 		// Without ts two messages of a restarted counter can be identical:
 		// then only a repeat of the newest is taken for a duplicate.
-		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && (s.HasTS || d == 0) && ds.seen&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
+		if d := int32(s.Seq - ds.seq); d <= 0 && d > -64 && (s.HasTS || d == 0) && ds.window()&(uint64(1)<<uint(-d)) != 0 && ds.dig[s.Seq&3] == s.Digest {
 			return Verdict{Admission: Duplicate, Time: s.Time}, out
 		}
 	}
 	t := s.Time
 	v := Verdict{Admission: Fresh}
 	if ds.flags&flagBase == 0 {
-		ds.base = t - baseLag
+		ds.base = int32((t - baseLag) >> baseShift)
 		ds.flags |= flagBase
 	}
 	// In a gateway's batches seq order wins within the window: the gateway
@@ -513,18 +536,22 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 	}
 	skewed := false
 	if ds.last != 0 {
-		lastAbs := ds.base + int64(ds.last) - 1
-		if s.Trusted && ds.flags&flagBehind != 0 && ds.skew >= minSkew && lastAbs-t > int64(ds.skew)/2 {
+		lastAbs := ds.baseMs() + int64(ds.last) - 1
+		if s.Trusted && ds.flags&flagEra != 0 {
+			t = e.fromEra(dev, ds, s, lastAbs)
+		}
+		if s.Trusted && ds.flags&flagBehind != 0 && e.skewed(dev, s, t, lastAbs) {
 			// While the clock is behind, a ts about as far behind as it
 			// was found to be is read on the receive clock, so that a
 			// reordering after the step is still judged by time. A ts
-			// near the newest is the clock set right again.
-			t += int64(ds.skew)
+			// near the newest, or near the receive time when the newest
+			// is ahead of it, is the clock set right again.
+			t += int64(e.skews[dev])
 			skewed = true
 		}
 		if t < lastAbs || oldSeq {
 			switch {
-			case oldSeq && ds.seen&(uint64(1)<<uint(ds.seq-s.Seq)) != 0:
+			case oldSeq && ds.window()&(uint64(1)<<uint(ds.seq-s.Seq)) != 0:
 				// Evaluated before: a gateway's replay (a gateway does
 				// not reuse a seq), whatever its ts now reads as.
 				v.Admission = Superseded
@@ -532,8 +559,21 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 				// Never seen, sent before the newest, but when is
 				// unknown.
 				v.Admission, t = Unordered, lastAbs
+			case s.Trusted && s.Replay && (!s.HasSeq || ds.flags&flagSeq == 0) && t == s.Time && leadDropped(s, lastAbs):
+				// A gateway's message without seq, behind the newest,
+				// whose ts is nearer the receive time than the clock's
+				// lead was: the clock set right, or a replay of what it
+				// sent while ahead; nothing tells which. When in doubt,
+				// alarm: it may raise an event, not clear one.
+				v.Admission, t = Unordered, lastAbs
 			case s.Trusted && (oldSeq || e.older(ds, s, t, lastAbs)):
 				v.Admission = Late
+			case s.Trusted && t == s.Time && lastAbs > s.Recv && e.handBack(dev, ds, s, &lastAbs) && t >= lastAbs:
+				// A new message (its ts not read back by an era nor
+				// forward by a lag) behind a newest that is ahead of the
+				// receive time: a clock that ran ahead, set right. The
+				// device's times moved back by the lead it lost, and it
+				// stands at its ts.
 			default:
 				// A new message behind the newest: a clock that went
 				// back (or a receive time behind a clock that was ahead).
@@ -545,7 +585,10 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 				v.Behind = s.Trusted
 				t = e.recvTime(ds, s.Recv, lastAbs)
 				if s.Trusted {
-					ds.skew = int32(max(min(t-s.Time, math.MaxInt32), 0))
+					if e.skews == nil {
+						e.skews = make(map[devices.Index]int32)
+					}
+					e.skews[dev] = int32(max(min(t-s.Time, math.MaxInt32), 0))
 				}
 			}
 		} else if !s.Trusted {
@@ -556,14 +599,17 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 		ds.flags |= flagBehind
 	}
 	if v.Admission == Fresh && s.Trusted && !skewed && !v.Behind {
-		ds.flags &^= flagBehind
+		if ds.flags&flagBehind != 0 {
+			ds.flags &^= flagBehind
+			delete(e.skews, dev)
+		}
 		// A clock a little ahead of the receive time (within MaxFuture):
 		// the receive clock keeps that lead, so that a message without a
 		// believable ts that follows is not behind it.
 		ds.rskew = int32(max(min(s.Time-s.Recv, math.MaxInt32), 0))
 	}
-	if t-ds.base > maxRel {
-		e.rebase(ds, t-baseLag)
+	if b := ds.baseMs(); t-b > maxRel {
+		e.moveBase(ds, b, t-baseLag)
 	}
 	v.Time = t
 	if s.HasSeq && v.Admission != Superseded {
@@ -577,6 +623,15 @@ func (e *Engine) admitSlow(dev devices.Index, ds *devState, s *Stamp, out []Even
 		out = e.clock(dev, ds, s, wrong, out)
 	}
 	return v, out
+}
+
+// skewed reports whether a trusted ts (t) of a device whose clock is
+// behind is about as far behind as the clock was found to be: not nearer
+// the newest (lastAbs) or, when the newest is ahead of it, the receive
+// time, than half the lag.
+func (e *Engine) skewed(dev devices.Index, s *Stamp, t, lastAbs int64) bool {
+	sk := int64(e.skews[dev])
+	return sk >= minSkew && min(lastAbs, s.Recv)-t > sk/2
 }
 
 // minSkew is the least lag of a clock that went back for which its later
@@ -596,20 +651,128 @@ func (e *Engine) recvTime(ds *devState, recv, lastAbs int64) int64 {
 	return t
 }
 
+// era is what handBack did to a device's times: every time the engine held
+// was moved back by shift; mark is the newest of them before the move, on
+// the clock that was ahead.
+type era struct {
+	mark, shift int64
+	// seq is the device's newest seq when the times moved (hasSeq: it
+	// had one): a seq at or before it was sent on the clock that was
+	// ahead, a newer one after.
+	seq    uint32
+	hasSeq bool
+}
+
+// eraLife is how long after its mark an era is kept: a replay older than
+// that is older than baseLag anyway.
+const eraLife = baseLag
+
+// leadDropped reports whether s's ts is nearer the receive time than to
+// the device's newest (lastAbs), which is at least minSkew ahead of the
+// receive time: a clock that ran ahead and was set right, rather than a
+// message reordered in transit.
+func leadDropped(s *Stamp, lastAbs int64) bool {
+	ahead := lastAbs - s.Recv
+	return ahead >= minSkew && s.Time-s.Recv <= ahead/2
+}
+
+// handBack moves the device's times back when a new message's ts (s.Time)
+// is behind the newest (*lastAbs) and the newest is ahead of the receive
+// time: the device's clock ran ahead (within ingest.max_future, so its ts
+// were believed; or a lagging clock stepped forward, read on the receive
+// clock) and was set right, or less ahead. Everything the engine holds
+// moves with it (durations keep counting, an event's newest report stays
+// the newest), so that the message stands at its own ts, and the
+// receive-clock lead (rskew) becomes the clock's lead now. The newest moves
+// back to the message's ts, but not behind the receive time by more than
+// minSkew (transit); a clock further behind is then judged as one that
+// went back, against the receive time rather than the old lead. A move of
+// minSkew or more is remembered (Engine.eras) so that a replay of what the
+// clock sent while ahead is read back onto the moved times (fromEra). It
+// reports whether it moved anything.
+func (e *Engine) handBack(dev devices.Index, ds *devState, s *Stamp, lastAbs *int64) bool {
+	lead := s.Time - s.Recv
+	d := min(*lastAbs-s.Time, *lastAbs-s.Recv+min(max(-lead, 0), minSkew))
+	if d <= 0 {
+		return false
+	}
+	b := ds.baseMs() - d
+	e.moveBase(ds, b, b)
+	ds.rskew = int32(max(min(lead, math.MaxInt32), 0))
+	*lastAbs -= d
+	if d < minSkew && ds.flags&flagEra == 0 {
+		// A small step (NTP trimming a clock a little ahead): a replay
+		// from before it is misread by less than transit jitter, and
+		// the device keeps the fast path.
+		return true
+	}
+	if e.eras == nil {
+		e.eras = make(map[devices.Index]era)
+	}
+	er := era{mark: *lastAbs + d, shift: d, seq: ds.seq, hasSeq: ds.flags&flagSeq != 0}
+	if old, ok := e.eras[dev]; ok && ds.flags&flagEra != 0 {
+		// An earlier move still in force: one era holds both, their
+		// sum and the later mark. A replay from between the two is
+		// then read back further than it should (judged older), never
+		// less.
+		er.shift += old.shift
+		er.mark = max(er.mark, old.mark)
+	}
+	e.eras[dev] = er
+	ds.flags |= flagEra
+	return true
+}
+
+// fromEra returns the time of a trusted message on the device's moved
+// times (handBack): a ts at or before the era's mark that is evidently old
+// (a lead over the receive time nearer the old lead than the clock's lead
+// now; with a seq at most 64 before the newest when the times moved, any
+// lead beyond the clock's now by minSkew; never with a seq after it) was
+// read on the clock that was ahead, and is moved back with the rest. A new
+// message keeps its ts. It drops an era older than eraLife.
+func (e *Engine) fromEra(dev devices.Index, ds *devState, s *Stamp, lastAbs int64) int64 {
+	er, ok := e.eras[dev]
+	if !ok || lastAbs-er.mark > eraLife {
+		delete(e.eras, dev)
+		ds.flags &^= flagEra
+		return s.Time
+	}
+	if s.Time > er.mark {
+		return s.Time
+	}
+	lead := s.Time - s.Recv - int64(ds.rskew) // beyond the clock's lead now
+	old := lead > er.shift/2
+	if s.HasSeq && er.hasSeq {
+		if d := int32(s.Seq - er.seq); d > 0 && d < 1<<20 {
+			old = false // sent after the move
+		} else if d <= 0 && d > -64 {
+			// Sent before the move, unless its ts reads as the clock
+			// does now: a counter that restarted since.
+			old = lead > min(er.shift/2, minSkew)
+		}
+	}
+	if old {
+		return s.Time - er.shift
+	}
+	return s.Time
+}
+
 // older reports whether a message whose time t is behind the device's
 // newest (lastAbs) is an older message rather than a new one from a wrong
 // clock.
 func (e *Engine) older(ds *devState, s *Stamp, t, lastAbs int64) bool {
 	if !s.HasSeq || ds.flags&flagSeq == 0 {
 		// Without seq a replay and a clock step look alike: a gateway's
-		// is a replay, a device's own one only if it is a little late.
-		return s.Replay || lastAbs-t <= ReorderTolerance
+		// is a replay, a device's own one only if it is a little late
+		// and its ts is not nearer the receive time than the clock's
+		// lead (a clock that was ahead, set right).
+		return s.Replay || lastAbs-t <= ReorderTolerance && !leadDropped(s, lastAbs)
 	}
 	d := int32(s.Seq - ds.seq)
 	if s.Replay {
 		return d <= 0 // a newer seq with an older ts: the gateway's clock went back
 	}
-	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.seen&(uint64(1)<<uint(-d)) == 0
+	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.window()&(uint64(1)<<uint(-d)) == 0
 }
 
 // window records s's seq in the device's sequence window.
@@ -617,18 +780,19 @@ func (e *Engine) window(ds *devState, s *Stamp, fresh bool) {
 	d := int32(s.Seq - ds.seq)
 	switch {
 	case ds.flags&flagSeq == 0 || d >= 64 || (d <= -64 && fresh):
-		ds.seq, ds.seen, ds.dig = s.Seq, 1, [4]uint32{}
+		ds.seq, ds.seen, ds.dig = s.Seq, [2]uint32{1, 0}, [4]uint32{}
 		ds.flags |= flagSeq
 	case d > 0:
-		ds.seq, ds.seen = s.Seq, ds.seen<<uint(d)|1
+		ds.seq = s.Seq
+		ds.setWindow(ds.window()<<uint(d) | 1)
 	case d > -64:
 		bit := uint64(1) << uint(-d)
-		if ds.seen&bit != 0 && fresh {
+		if ds.window()&bit != 0 && fresh {
 			// A seq seen before with other content, and new: the device
 			// restarted its counter.
-			ds.seq, ds.seen, ds.dig = s.Seq, 1, [4]uint32{}
+			ds.seq, ds.seen, ds.dig = s.Seq, [2]uint32{1, 0}, [4]uint32{}
 		} else {
-			ds.seen |= bit
+			ds.setWindow(ds.window() | bit)
 		}
 	default:
 		return // an old message beyond the window
@@ -670,7 +834,7 @@ func (e *Engine) clock(dev devices.Index, ds *devState, s *Stamp, wrong bool, ou
 
 // rel is t relative to the device's base, plus one, clamped to a slot.
 func (e *Engine) rel(ds *devState, t int64) uint32 {
-	r := t - ds.base + 1
+	r := t - ds.baseMs() + 1
 	if r < 1 {
 		return 1
 	}
@@ -680,20 +844,23 @@ func (e *Engine) rel(ds *devState, t int64) uint32 {
 	return uint32(r)
 }
 
-// rebase moves a device's base forward to nb, shifting every time it holds.
-func (e *Engine) rebase(ds *devState, nb int64) {
-	shift := nb - ds.base
+// moveBase makes the relative times the device holds count from nb
+// (rounded down to the base's unit) instead of from (Unix ms): from the
+// base to move it forward (the same times), from a time before the base to
+// move every time back by the difference (handBack).
+func (e *Engine) moveBase(ds *devState, from, nb int64) {
+	nu := int32(nb >> baseShift)
+	shift := int64(nu)<<baseShift - from
+	ds.base = nu
+	if shift == 0 {
+		return
+	}
 	move := func(v uint32) uint32 {
 		if v == 0 {
 			return 0
 		}
-		r := int64(v) - shift
-		if r < 1 {
-			return 1
-		}
-		return uint32(r)
+		return uint32(min(max(int64(v)-shift, 1), int64(timeMask)))
 	}
-	ds.base = nb
 	ds.last = move(ds.last)
 	lay := &e.layouts[ds.layout]
 	for _, p := range lay.places {
@@ -753,7 +920,7 @@ func (e *Engine) Eval(r devices.Reading, adm Admission, out []Event) []Event {
 		if t != 0 {
 			out = append(out, Event{
 				Rule: c.rule, Device: r.Device, Channel: evCh, Transition: t,
-				Value: r.Value, Ref: ref, Since: ds.base + int64(since) - 1, Time: r.Time, Seq: r.Seq,
+				Value: r.Value, Ref: ref, Since: ds.baseMs() + int64(since) - 1, Time: r.Time, Seq: r.Seq,
 			})
 		}
 	}

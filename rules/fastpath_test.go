@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -104,7 +105,7 @@ func TestAdmitFastPath(t *testing.T) {
 		sf, ss := s, s
 		vf, evF := fast.AdmitStamp(devices.Index(dev), &sf, outF[:0])
 		vs, evS := slow.admitSlow(devices.Index(dev), &slow.dev[dev], &ss, outS[:0])
-		if vf != vs || len(evF) != len(evS) || fast.dev[dev] != slow.dev[dev] {
+		if vf != vs || len(evF) != len(evS) || fast.dev[dev] != slow.dev[dev] || fast.skews[devices.Index(dev)] != slow.skews[devices.Index(dev)] || fast.eras[devices.Index(dev)] != slow.eras[devices.Index(dev)] {
 			t.Fatalf("seed %d (RULES_FASTPATH_SEED), step %d, device %d, stamp %+v:\nAdmitStamp %+v %d events %+v\nadmitSlow  %+v %d events %+v",
 				seed, step, dev, s, vf, len(evF), fast.dev[dev], vs, len(evS), slow.dev[dev])
 		}
@@ -123,5 +124,13 @@ func TestAdmitFastPath(t *testing.T) {
 	t.Logf("seed %d: fast path conditions held for %d of 50000 messages", seed, fastTaken)
 	if fastTaken < 10_000 {
 		t.Fatalf("seed %d: the fast path's conditions held only %d times", seed, fastTaken)
+	}
+}
+
+// The fixed per-device state stays at 48 bytes and 4-byte aligned: the
+// charger's whole state (default rules) is then under the 256-byte budget.
+func TestDevStateSize(t *testing.T) {
+	if n, a := unsafe.Sizeof(devState{}), unsafe.Alignof(devState{}); n != 48 || a != 4 {
+		t.Fatalf("devState is %d bytes, aligned to %d: want 48, 4", n, a)
 	}
 }

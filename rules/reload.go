@@ -39,6 +39,7 @@ func (e *Engine) Adopt(old *Engine) {
 		plans[p] = s
 		return s
 	}
+	e.eras, e.skews = old.eras, old.skews // side tables, by device index
 	for i := range e.dev {
 		od, nd := &old.dev[i], &e.dev[i]
 		slot, layout := nd.slot, nd.layout

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -18,7 +20,12 @@ import (
 // metric and comparison, so that a checkpoint taken before the ledger or the
 // rules changed still restores what it can.
 
-const stateMagic = "FWRULES2"
+// stateMagic heads a checkpoint; FWRULES3 added the moved clocks (eras)
+// after the devices. A FWRULES2 checkpoint is read without them.
+const (
+	stateMagic   = "FWRULES3"
+	stateMagicV2 = "FWRULES2"
+)
 
 // Snapshot is a copy of an engine's per-device state.
 type Snapshot struct {
@@ -26,6 +33,8 @@ type Snapshot struct {
 	ids    []string
 	dev    []devState
 	states []uint32
+	eras   map[devices.Index]era
+	skews  map[devices.Index]int32
 }
 
 // Snapshot copies the engine's state into s (reusing its buffers) and
@@ -38,6 +47,8 @@ func (e *Engine) Snapshot(s *Snapshot, l *devices.Ledger) *Snapshot {
 	s.e = e
 	s.dev = append(s.dev[:0], e.dev...)
 	s.states = append(s.states[:0], e.states...)
+	s.eras = copyMap(s.eras, e.eras)
+	s.skews = copyMap(s.skews, e.skews)
 	if len(s.ids) != len(l.Devices) {
 		s.ids = make([]string, len(l.Devices))
 		for i := range l.Devices {
@@ -76,11 +87,11 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	for i := range s.dev {
 		d := &s.dev[i]
 		b = appendString(b[:0], s.ids[i])
-		b = le.AppendUint64(b, uint64(d.base))
-		b = le.AppendUint64(b, d.seen)
+		b = le.AppendUint64(b, uint64(d.baseMs()))
+		b = le.AppendUint64(b, d.window())
 		b = le.AppendUint32(b, d.last)
 		b = le.AppendUint32(b, d.seq)
-		b = le.AppendUint32(b, uint32(d.skew))
+		b = le.AppendUint32(b, uint32(s.skews[devices.Index(i)]))
 		b = le.AppendUint32(b, uint32(d.rskew))
 		for _, g := range d.dig {
 			b = le.AppendUint32(b, g)
@@ -94,6 +105,20 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		}
 		cw.Write(b)
 	}
+	b = le.AppendUint32(b[:0], uint32(len(s.eras)))
+	for _, i := range slices.Sorted(maps.Keys(s.eras)) {
+		er := s.eras[i]
+		b = appendString(b, s.ids[i])
+		b = le.AppendUint64(b, uint64(er.mark))
+		b = le.AppendUint64(b, uint64(er.shift))
+		b = le.AppendUint32(b, er.seq)
+		hs := byte(0)
+		if er.hasSeq {
+			hs = 1
+		}
+		b = append(b, hs)
+	}
+	cw.Write(b)
 	sum := cw.crc
 	cw.Write(le.AppendUint32(b[:0], sum))
 	if cw.err == nil {
@@ -110,7 +135,7 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	cr := &crcReader{r: bufio.NewReaderSize(r, 1<<16)}
 	magic := make([]byte, len(stateMagic))
 	cr.full(magic)
-	if cr.err == nil && string(magic) != stateMagic {
+	if cr.err == nil && string(magic) != stateMagic && string(magic) != stateMagicV2 {
 		return 0, errors.New("restore rule state: not a rule state checkpoint")
 	}
 	old := &Engine{}
@@ -158,8 +183,11 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	for i := uint32(0); i < nd && cr.err == nil; i++ {
 		id := cr.str()
 		var d devState
-		d.base, d.seen = int64(cr.u64()), cr.u64()
-		d.last, d.seq, d.skew, d.rskew = cr.u32(), cr.u32(), int32(cr.u32()), int32(cr.u32())
+		base := int64(cr.u64())
+		d.setWindow(cr.u64())
+		d.last, d.seq = cr.u32(), cr.u32()
+		skew := int32(cr.u32())
+		d.rskew = int32(cr.u32())
 		for k := range d.dig {
 			d.dig[k] = cr.u32()
 		}
@@ -175,6 +203,9 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 		for k := uint32(0); k < size; k++ {
 			old.states = append(old.states, cr.u32())
 		}
+		// The base in the file is in ms; here it is in coarser units,
+		// and the times held count from it rounded down.
+		old.moveBase(&d, base, base)
 		j := int(i) // the same ledger: the same order
 		if j >= len(l.Devices) || l.Devices[j].ID != id {
 			dv, ok := l.LookupID(id)
@@ -184,7 +215,26 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 			j = int(dv.Index)
 		}
 		old.dev[j] = d
+		if skew != 0 {
+			if old.skews == nil {
+				old.skews = make(map[devices.Index]int32)
+			}
+			old.skews[devices.Index(j)] = skew
+		}
 		n++
+	}
+	if string(magic) == stateMagic {
+		ne := cr.u32()
+		for i := uint32(0); i < ne && cr.err == nil; i++ {
+			id := cr.str()
+			er := era{mark: int64(cr.u64()), shift: int64(cr.u64()), seq: cr.u32(), hasSeq: cr.u8() != 0}
+			if dv, ok := l.LookupID(id); ok && int(dv.Index) < len(old.dev) && cr.err == nil {
+				if old.eras == nil {
+					old.eras = make(map[devices.Index]era)
+				}
+				old.eras[dv.Index] = er
+			}
+		}
 	}
 	sum := cr.crc
 	if got := cr.u32(); cr.err == nil && got != sum {
@@ -195,6 +245,19 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	}
 	e.Adopt(old)
 	return n, nil
+}
+
+// copyMap copies src into dst (cleared, or made if nil and src is not
+// empty).
+func copyMap[V any](dst, src map[devices.Index]V) map[devices.Index]V {
+	clear(dst)
+	for k, v := range src {
+		if dst == nil {
+			dst = make(map[devices.Index]V, len(src))
+		}
+		dst[k] = v
+	}
+	return dst
 }
 
 func appendString(b []byte, s string) []byte {
