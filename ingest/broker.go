@@ -14,6 +14,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/firewatch-iot/firewatch/internal/netbuf"
 )
 
 // BrokerConfig configures the embedded broker.
@@ -201,6 +203,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			}
 			continue
 		}
+		// Buffered writes (issue 19): a burst of PUBACKs is one write.
+		// mochi reads through its own bufio.Reader, so no read buffer.
+		conn = netbuf.New(conn, netbuf.Options{})
 		conn.SetDeadline(time.Now().Add(l.c.timeout))
 		l.c.accepted.Add(1)
 		return &limitConn{Conn: conn, c: l.c}, nil
