@@ -69,6 +69,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	profile := fs.String("profile", "", "save a CPU profile of firewatch for each step as PREFIX.<step>.pprof")
 	compare := fs.String("compare", "", "instead of -steps: rates (messages/s, e.g. 5000,10000,20000) at which firewatch on Mosquitto, Telegraf on Mosquitto and the embedded broker are measured in turn (bin/telegraf)")
 	rounds := fs.Int("rounds", 3, "interleaved rounds of -compare")
+	idle := fs.Int("idle", 0, "instead of -steps: memory per idle connection with this many clients, Mosquitto and the embedded broker")
 	compareOld := fs.String("compare-old", "", "with -compare: also measure this (older) firewatch binary, on Mosquitto and embedded, in the same rounds")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -86,6 +87,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer b.stopAll()
 	if err := b.start(ctx, *nDevices); err != nil {
 		return err
+	}
+	if *idle > 0 {
+		table, err := b.runIdle(ctx, *idle)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "\n"+table)
+		return writeMarked(*out, "idle", table)
 	}
 	if *compare != "" {
 		b.oldFirewatch = *compareOld

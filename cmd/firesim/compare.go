@@ -382,11 +382,18 @@ func (b *bench) compareMain(ctx context.Context, spec string, rounds int, out st
 		return err
 	}
 	fmt.Fprintln(b.out, "\n"+table)
-	if out == "" {
+	return writeMarked(out, "compare", table)
+}
+
+// writeMarked replaces the text between <!-- bench:NAME:begin --> and
+// <!-- bench:NAME:end --> in path (appends both when missing); path ""
+// writes nothing.
+func writeMarked(path, name, table string) error {
+	if path == "" {
 		return nil
 	}
-	const begin, end = "<!-- bench:compare:begin -->", "<!-- bench:compare:end -->"
-	raw, err := os.ReadFile(out)
+	begin, end := "<!-- bench:"+name+":begin -->", "<!-- bench:"+name+":end -->"
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
@@ -397,5 +404,5 @@ func (b *bench) compareMain(ctx context.Context, spec string, rounds int, out st
 	} else {
 		s = s[:i+len(begin)] + "\n" + table + s[j:]
 	}
-	return os.WriteFile(out, []byte(s), 0o644)
+	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -32,6 +32,7 @@ type loadOptions struct {
 	probeEvery               time.Duration
 	progress                 time.Duration
 	json                     bool
+	stall                    func() // tests: called after every pacing round, to stall the publisher
 }
 
 // loadResult is what `firesim load -json` prints at the end.
@@ -294,6 +295,9 @@ func runLoad(ctx context.Context, l *devices.Ledger, o loadOptions, out io.Write
 			}
 		}
 		time.Sleep(time.Millisecond)
+		if o.stall != nil {
+			o.stall()
+		}
 	}
 	close(pending)
 	wg.Wait()
