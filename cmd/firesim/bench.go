@@ -50,6 +50,7 @@ type benchRow struct {
 	fwCPU, nullCPU, mqCPU float64 // CPU-seconds during the step
 	rssMiB                float64
 	fwSys, mqSys          int64   // read+write system calls during the step (issue 19)
+	fwAllSys, mqAllSys    int64   // all system calls (perf), -1 unknown; -compare only
 	mqRSSMiB              float64 // Mosquitto's peak
 	p50, p99              time.Duration
 	probes                int
@@ -365,6 +366,14 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 	b.rcv.reset()
 	fw0, null0, mq0 := cpuSeconds(fw), cpuSeconds(null), cpuSeconds(b.mosquitto)
 	fws0, mqs0 := ioSyscalls(fw), ioSyscalls(b.mosquitto)
+	var counter *syscallCounter
+	if st.noNull { // -compare: every system call, not only reads and writes
+		mq := b.mosquitto
+		if st.embedded {
+			mq = nil
+		}
+		counter = b.countSyscalls(db, fw, mq)
+	}
 	if b.profile != "" {
 		go saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(b.duration.Seconds()*0.8)),
 			fmt.Sprintf("%s.%s.%.0f.pprof", b.profile, strings.ReplaceAll(st.label(), " ", ""), st.rate))
@@ -413,6 +422,10 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 	}
 	row.fwCPU, row.nullCPU, row.mqCPU = cpuSeconds(fw)-fw0, cpuSeconds(null)-null0, cpuSeconds(b.mosquitto)-mq0
 	row.fwSys, row.mqSys, row.mqRSSMiB = ioSyscalls(fw)-fws0, ioSyscalls(b.mosquitto)-mqs0, rssMiB(b.mosquitto)
+	if counter != nil {
+		n := counter.stop()
+		row.fwAllSys, row.mqAllSys = n[0], n[1]
+	}
 	if st.embedded {
 		row.mqCPU = 0
 	}

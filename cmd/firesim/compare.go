@@ -58,6 +58,7 @@ type compareRow struct {
 	ownCPU, mqCPU    float64 // CPU-seconds during the step: the system's own process, Mosquitto
 	ownSys           int64   // read+write system calls of the system's own process
 	mqSys            int64
+	ownAll, mqAll    int64 // all system calls (perf), -1 unknown
 	rssMiB, mqRSSMiB float64
 	p99              time.Duration // firewatch only: probe alarm latency
 }
@@ -67,6 +68,9 @@ func (r compareRow) mqPerM() float64  { return perM(r.mqCPU, r.sent) }
 
 // sysPerMsg is read and write system calls per message.
 func sysPerMsg(n, msgs int64) float64 {
+	if n < 0 {
+		return -1
+	}
 	if msgs == 0 {
 		return 0
 	}
@@ -119,14 +123,14 @@ func (b *bench) runCompare(ctx context.Context, rates []float64, rounds int) (st
 					}
 					br, err = b.step(ctx, step, st)
 					r = compareRow{sent: br.sent, stored: br.stored, ownCPU: br.fwCPU, mqCPU: br.mqCPU, ownSys: br.fwSys, mqSys: br.mqSys,
-						rssMiB: br.rssMiB, mqRSSMiB: br.mqRSSMiB, p99: br.p99}
+						ownAll: br.fwAllSys, mqAll: br.mqAllSys, rssMiB: br.rssMiB, mqRSSMiB: br.mqRSSMiB, p99: br.p99}
 				}
 				if err != nil {
 					return "", fmt.Errorf("round %d, %v at %.0f/s: %w", round, sys, rate, err)
 				}
 				r.sys, r.rate = sys, rate
-				fmt.Fprintf(b.out, "%v: sent %d, stored %d; own %.2f CPU-s/M, %.2f syscalls/msg, RSS %.0f MiB; Mosquitto %.2f CPU-s/M, %.2f syscalls/msg\n",
-					sys, r.sent, r.stored, r.ownPerM(), sysPerMsg(r.ownSys, r.sent), r.rssMiB, r.mqPerM(), sysPerMsg(r.mqSys, r.sent))
+				fmt.Fprintf(b.out, "%v: sent %d, stored %d; own %.2f CPU-s/M, %.2f read+write syscalls/msg (%.2f all), RSS %.0f MiB; Mosquitto %.2f CPU-s/M, %.2f syscalls/msg (%.2f all)\n",
+					sys, r.sent, r.stored, r.ownPerM(), sysPerMsg(r.ownSys, r.sent), sysPerMsg(r.ownAll, r.sent), r.rssMiB, r.mqPerM(), sysPerMsg(r.mqSys, r.sent), sysPerMsg(r.mqAll, r.sent))
 				rows = append(rows, r)
 			}
 		}
@@ -151,16 +155,17 @@ func (b *bench) compareTable(rows []compareRow, rates []float64, rounds int) str
 	fmt.Fprintf(&sb, "Measured %s by `make bench` (`firesim bench -compare`) on %d cores (%s), %s, InfluxDB 1.8.10, Mosquitto, Telegraf %s;\n"+
 		"%d devices, single-reading QoS 1 messages from one publisher, %v per step, %d interleaved rounds (firewatch + Mosquitto,\n"+
 		"Telegraf + Mosquitto, embedded broker in turn at each rate); medians of the rounds. CPU-seconds per million messages from\n"+
-		"/proc/PID/stat; system calls per message are reads and writes (/proc/PID/io syscr + syscw, all threads); RSS is the peak (VmHWM).\n\n",
+		"/proc/PID/stat; system calls per message: reads and writes from /proc/PID/io (syscr + syscw), and in brackets all of them\n"+
+		"(perf stat -e raw_syscalls:sys_enter -p PID: epoll, futex, nanosleep… too), all threads; RSS is the peak (VmHWM).\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), cpuModel(), runtime.Version(), telegrafVersion(b.bin),
 		len(b.ledgerL.Devices), b.duration, rounds)
-	sb.WriteString("| rate/s | system | stored/sent | own CPU-s/M | Mosquitto CPU-s/M | total CPU-s/M | own syscalls/msg | Mosquitto syscalls/msg | RSS MiB | alarm p99 |\n")
+	sb.WriteString("| rate/s | system | stored/sent | own CPU-s/M | Mosquitto CPU-s/M | total CPU-s/M | own syscalls/msg: read+write (all) | Mosquitto syscalls/msg: read+write (all) | RSS MiB | alarm p99 |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
-	type med struct{ own, mq, total, sys, mqSys, rss, p99, stored, sent float64 }
+	type med struct{ own, mq, total, sys, mqSys, all, mqAll, rss, p99, stored, sent float64 }
 	meds := map[[2]int]med{}
 	for ri, rate := range rates {
 		for _, sys := range b.systems() {
-			var own, mq, total, sc, msc, rss, p99, stored, sent []float64
+			var own, mq, total, sc, msc, all, mqAll, rss, p99, stored, sent []float64
 			for _, r := range rows {
 				if r.sys != sys || r.rate != rate {
 					continue
@@ -174,22 +179,24 @@ func (b *bench) compareTable(rows []compareRow, rates []float64, rounds int) str
 				total = append(total, r.ownPerM()+mqv)
 				sc = append(sc, sysPerMsg(r.ownSys, r.sent))
 				msc = append(msc, sysPerMsg(r.mqSys, r.sent))
+				all = append(all, sysPerMsg(r.ownAll, r.sent))
+				mqAll = append(mqAll, sysPerMsg(r.mqAll, r.sent))
 				rss = append(rss, r.rssMiB)
 				p99 = append(p99, float64(r.p99))
 				stored = append(stored, float64(r.stored))
 				sent = append(sent, float64(r.sent))
 			}
-			m := med{median(own), median(mq), median(total), median(sc), median(msc), median(rss), median(p99), median(stored), median(sent)}
+			m := med{median(own), median(mq), median(total), median(sc), median(msc), median(all), median(mqAll), median(rss), median(p99), median(stored), median(sent)}
 			meds[[2]int{ri, int(sys)}] = m
-			mqCol, mqSys, p := fmt.Sprintf("%.1f", m.mq), fmt.Sprintf("%.2f", m.mqSys), "–"
+			mqCol, mqSys, p := fmt.Sprintf("%.1f", m.mq), fmt.Sprintf("%.2f (%s)", m.mqSys, allCol(m.mqAll)), "–"
 			if sys.embedded() {
 				mqCol, mqSys = "–", "–"
 			}
 			if sys != sysTelegraf {
 				p = time.Duration(m.p99).Round(100 * time.Microsecond).String()
 			}
-			fmt.Fprintf(&sb, "| %.0f | %v | %.0f/%.0f | %.1f | %s | %.1f | %.2f | %s | %.0f | %s |\n",
-				rate, sys, m.stored, m.sent, m.own, mqCol, m.total, m.sys, mqSys, m.rss, p)
+			fmt.Fprintf(&sb, "| %.0f | %v | %.0f/%.0f | %.1f | %s | %.1f | %.2f (%s) | %s | %.0f | %s |\n",
+				rate, sys, m.stored, m.sent, m.own, mqCol, m.total, m.sys, allCol(m.all), mqSys, m.rss, p)
 		}
 	}
 	sb.WriteString("\nRatios of the medians (goals of issue 19: firewatch's own CPU ≤ ½ of Telegraf's on the same Mosquitto; the embedded\n" +
@@ -214,6 +221,15 @@ func (b *bench) compareTable(rows []compareRow, rates []float64, rounds int) str
 		sb.WriteString("\n")
 	}
 	return sb.String()
+}
+
+// allCol is a count of all system calls per message, "–" when perf could
+// not count them.
+func allCol(v float64) string {
+	if v < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 func ratio(a, b float64) float64 {
@@ -303,6 +319,7 @@ func (b *bench) telegrafStep(ctx context.Context, i int, rate float64) (compareR
 	}
 	time.Sleep(time.Second) // the subscription follows the connect; nothing signals it
 	tg0, mq0, tgs0, mqs0 := cpuSeconds(tg), cpuSeconds(b.mosquitto), ioSyscalls(tg), ioSyscalls(b.mosquitto)
+	counter := b.countSyscalls(db, tg, b.mosquitto)
 	load := loadOptions{broker: b.mqURL, clientID: "load-" + db, rate: rate, duration: b.duration,
 		shape: "single", batch: 100, clients: 2, progress: 10 * time.Second}
 	res, err := runLoad(ctx, b.ledgerL, load, b.out)
@@ -325,6 +342,8 @@ func (b *bench) telegrafStep(ctx context.Context, i int, rate float64) (compareR
 	}
 	row.ownCPU, row.mqCPU = cpuSeconds(tg)-tg0, cpuSeconds(b.mosquitto)-mq0
 	row.ownSys, row.mqSys = ioSyscalls(tg)-tgs0, ioSyscalls(b.mosquitto)-mqs0
+	n := counter.stop()
+	row.ownAll, row.mqAll = n[0], n[1]
 	row.rssMiB, row.mqRSSMiB = rssMiB(tg), rssMiB(b.mosquitto)
 	return row, nil
 }
@@ -394,7 +413,7 @@ func writeMarked(path, name, table string) error {
 	}
 	begin, end := "<!-- bench:"+name+":begin -->", "<!-- bench:"+name+":end -->"
 	raw, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	s := string(raw)
