@@ -58,6 +58,11 @@ type Conn struct {
 	rmu        sync.Mutex
 	rbuf       *[]byte // pooled; nil while empty
 	rpos, rend int
+	// The state of one raw read (raw_unix.go), under rmu.
+	readFn      func(fd uintptr) bool
+	rp          []byte
+	rn          int
+	rerr, rwerr error
 
 	wmu    sync.Mutex
 	wbuf   *[]byte // pooled; nil while empty

@@ -17,33 +17,13 @@ const rawReadSupported = true
 // before it waits, so that a waiting connection holds no buffer. Deadlines
 // apply as they do to Read.
 func (c *Conn) rawRead(p []byte) (int, error) {
-	var n int
-	var rerr, werr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		dst := p
-		if dst == nil {
-			if c.rbuf == nil {
-				c.rbuf = getBuf(c.rsize)
-			}
-			dst = *c.rbuf
-		}
-		for {
-			n, rerr = syscall.Read(int(fd), dst)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			n, rerr = 0, nil
-			if p == nil {
-				c.releaseRead()
-			}
-			// Closing the connection here would wait for this read to end.
-			werr = c.flushBeforeWaitNoClose()
-			return werr != nil
-		}
-		return true
-	})
+	if c.readFn == nil {
+		c.readFn = c.readOnce // one closure per connection, not one per read
+	}
+	c.rp, c.rn, c.rerr, c.rwerr = p, 0, nil, nil
+	err := c.raw.Read(c.readFn)
+	n, rerr, werr := c.rn, c.rerr, c.rwerr
+	c.rp, c.rerr, c.rwerr = nil, nil, nil
 	if n <= 0 && p == nil && c.rbuf != nil {
 		c.releaseRead()
 	}
@@ -59,4 +39,33 @@ func (c *Conn) rawRead(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readOnce is rawRead's callback: it reads into c.rp (or the pooled
+// buffer) and reports whether the read is done; on EAGAIN it gives the
+// buffer back and flushes before the wait.
+func (c *Conn) readOnce(fd uintptr) bool {
+	dst := c.rp
+	if dst == nil {
+		if c.rbuf == nil {
+			c.rbuf = getBuf(c.rsize)
+		}
+		dst = *c.rbuf
+	}
+	for {
+		c.rn, c.rerr = syscall.Read(int(fd), dst)
+		if c.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if c.rerr == syscall.EAGAIN {
+		c.rn, c.rerr = 0, nil
+		if c.rp == nil {
+			c.releaseRead()
+		}
+		// Closing the connection here would wait for this read to end.
+		c.rwerr = c.flushBeforeWaitNoClose()
+		return c.rwerr != nil
+	}
+	return true
 }
