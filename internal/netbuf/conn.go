@@ -63,6 +63,7 @@ type Conn struct {
 	rp          []byte
 	rn          int
 	rerr, rwerr error
+	rbusy       bool // the reader is between a wake-up and its next wait (mirrors busy)
 
 	wmu    sync.Mutex
 	wbuf   *[]byte // pooled; nil while empty
@@ -72,6 +73,12 @@ type Conn struct {
 	werr   error // sticky: the first write error, or net.ErrClosed after Close
 
 	wdeadline atomic.Int64 // unix nanoseconds of the write deadline, 0 for none
+	// busy is set while the reader (raw path) is handling what it read and
+	// will come back to wait, when it sends what is buffered: a write then
+	// needs no timer. pending is when the oldest buffered byte was written
+	// (unix nanoseconds, 0 for none), for the reader's check of the bound.
+	busy    atomic.Bool
+	pending atomic.Int64
 }
 
 // New wraps c.
@@ -104,6 +111,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if p := c.pending.Load(); p != 0 && c.raw != nil && time.Now().UnixNano()-p >= int64(c.delay) {
+		// A reader busy for longer than the delay sends what waits.
+		c.Flush()
+	}
 	if c.rbuf != nil {
 		n := copy(p, (*c.rbuf)[c.rpos:c.rend])
 		c.rpos += n
@@ -167,31 +178,58 @@ func (c *Conn) readErr(err error) error {
 	return err
 }
 
-// flushBeforeWait sends what is buffered for writing before a read waits,
-// and closes the connection on a write error.
+// flushBeforeWait sends what is buffered for writing before a read waits
+// (the fallback path, without the file descriptor), and closes the
+// connection on a write error.
 func (c *Conn) flushBeforeWait() {
-	if err := c.flushBeforeWaitNoClose(); err != nil {
+	if !c.wmu.TryLock() {
+		return // that writer, or the timer, sends it within the delay
+	}
+	var err error
+	if c.wbuf != nil && c.werr == nil {
+		err = c.flushLocked()
+	}
+	c.wmu.Unlock()
+	if err != nil {
 		c.Conn.Close()
 	}
 }
 
-// flushBeforeWaitNoClose sends what is buffered for writing, unless a
-// writer holds the buffer (then that writer, or the timer, sends it within
-// the delay). It returns a write error; the caller closes the connection.
-func (c *Conn) flushBeforeWaitNoClose() error {
-	if !c.wmu.TryLock() {
-		return nil
-	}
+// park is the raw reader's step before it waits: it is no longer busy, so
+// later writes arm the timer, and what is buffered goes out now. It returns
+// a write error; the caller closes the connection.
+func (c *Conn) park() error {
+	c.wmu.Lock()
+	c.busy.Store(false)
 	var err error
 	if c.wbuf != nil && c.werr == nil {
-		if c.armed {
-			c.timer.Stop()
-			c.armed = false
-		}
 		err = c.flushLocked()
 	}
 	c.wmu.Unlock()
 	return err
+}
+
+// unbusy is the raw reader's step when it stops reading (an error): writes
+// buffered meanwhile get the timer.
+func (c *Conn) unbusy() {
+	c.wmu.Lock()
+	c.busy.Store(false)
+	if c.wbuf != nil && c.werr == nil && !c.closed {
+		c.armLocked()
+	}
+	c.wmu.Unlock()
+}
+
+func (c *Conn) armLocked() {
+	if c.armed {
+		return
+	}
+	c.armed = true
+	if c.timer == nil {
+		c.timer = time.AfterFunc(c.delay, c.onTimer)
+	} else {
+		c.timer.Reset(c.delay)
+	}
 }
 
 // Write buffers p and makes sure it is sent within the flush delay. A write
@@ -228,15 +266,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.wbuf == nil {
 		c.wbuf = getBuf(c.wsize)
 		*c.wbuf = (*c.wbuf)[:0]
+		c.pending.Store(time.Now().UnixNano())
 	}
 	*c.wbuf = append(*c.wbuf, p...)
-	if !c.armed {
-		c.armed = true
-		if c.timer == nil {
-			c.timer = time.AfterFunc(c.delay, c.onTimer)
-		} else {
-			c.timer.Reset(c.delay)
-		}
+	// A busy reader sends it when it next waits, or on its next Read once
+	// the delay is up; otherwise the timer does. The timer is not stopped
+	// when something else sends first: arming it costs more than its
+	// firing in vain.
+	if !c.busy.Load() {
+		c.armLocked()
 	}
 	c.wmu.Unlock()
 	return len(p), nil
@@ -273,10 +311,6 @@ func (c *Conn) Flush() error {
 	}
 	var err error
 	if c.wbuf != nil {
-		if c.armed {
-			c.timer.Stop()
-			c.armed = false
-		}
 		err = c.flushLocked()
 	}
 	c.wmu.Unlock()
@@ -308,6 +342,7 @@ func (c *Conn) sendLocked(p []byte) error {
 	if c.wbuf != nil {
 		putBuf(c.wsize, c.wbuf)
 		c.wbuf = nil
+		c.pending.Store(0)
 	}
 	if err != nil {
 		c.werr = err

@@ -583,3 +583,79 @@ func TestRandomInterleavings(t *testing.T) {
 }
 
 var _ syscall.Conn = (*countingConn)(nil)
+
+// A write from another goroutine while the reader waits for the peer goes
+// out by the timer: the waiting reader does not hold it back.
+func TestWriteWhileReaderWaits(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a, Options{ReadBuffer: 4096})
+	// The reader reads once (so it has been busy), then waits.
+	b.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	go c.Read(make([]byte, 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for c.busy.Load() { // wait until it parks
+		if time.Now().After(deadline) {
+			t.Fatal("reader never waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 20 {
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 1)
+		b.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(b, got); err != nil || got[0] != byte(i) {
+			t.Fatalf("write %d: peer got %v, %v", i, got, err)
+		}
+	}
+	c.Close()
+}
+
+// A reader that stays busy (it always finds data, so it never waits) still
+// sends what others wrote once the delay is up, on its next Read.
+func TestBusyReaderKeepsTheBound(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a, Options{ReadBuffer: 16})
+	stop := make(chan struct{})
+	go func() { // the peer keeps the reader supplied
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := b.Write(make([]byte, 64)); err != nil {
+				return
+			}
+		}
+	}()
+	defer close(stop)
+	go func() {
+		buf := make([]byte, 1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.busy.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("reader never busy")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := c.Write([]byte("ack")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3)
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "ack" {
+		t.Fatalf("peer got %q, %v", got, err)
+	}
+	c.Close()
+}

@@ -27,6 +27,10 @@ func (c *Conn) rawRead(p []byte) (int, error) {
 	if n <= 0 && p == nil && c.rbuf != nil {
 		c.releaseRead()
 	}
+	if n <= 0 && c.rbusy { // the reader stops here: no later wait sends the writes
+		c.rbusy = false
+		c.unbusy()
+	}
 	switch {
 	case werr != nil:
 		c.Conn.Close()
@@ -45,6 +49,10 @@ func (c *Conn) rawRead(p []byte) (int, error) {
 // buffer) and reports whether the read is done; on EAGAIN it gives the
 // buffer back and flushes before the wait.
 func (c *Conn) readOnce(fd uintptr) bool {
+	if !c.rbusy {
+		c.rbusy = true
+		c.busy.Store(true)
+	}
 	dst := c.rp
 	if dst == nil {
 		if c.rbuf == nil {
@@ -64,7 +72,8 @@ func (c *Conn) readOnce(fd uintptr) bool {
 			c.releaseRead()
 		}
 		// Closing the connection here would wait for this read to end.
-		c.rwerr = c.flushBeforeWaitNoClose()
+		c.rbusy = false
+		c.rwerr = c.park()
 		return c.rwerr != nil
 	}
 	return true
