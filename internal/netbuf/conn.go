@@ -48,6 +48,14 @@ type Options struct {
 // Conn is a net.Conn with buffered reads and coalesced writes. It is safe
 // for concurrent use as a net.Conn is: one reader and any number of writers
 // at once, Close from anywhere.
+//
+// A write waits at most the flush delay while the connection's reader
+// waits for the peer (the timer sends it), or while the reader keeps
+// reading (it sends what is buffered before it waits, or on its next Read
+// once the delay is up). A reader that stops for longer inside its own
+// handling of what it read — between two Reads — holds the writes of its
+// connection back that long: MQTT clients and brokers read continuously,
+// and a connection that is never read always has the timer.
 type Conn struct {
 	net.Conn
 	raw   syscall.RawConn // nil when the connection has no file descriptor
@@ -111,7 +119,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if p := c.pending.Load(); p != 0 && c.raw != nil && time.Now().UnixNano()-p >= int64(c.delay) {
+	if since := c.pending.Load(); since != 0 && c.raw != nil && time.Now().UnixNano()-since >= int64(c.delay) {
 		// A reader busy for longer than the delay sends what waits.
 		c.Flush()
 	}
