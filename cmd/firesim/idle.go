@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,15 +165,24 @@ type idleRow struct {
 	n              int
 	before, after  float64 // KiB
 	perConnKiB     float64
+	afterGC        float64 // KiB after garbage collections, 0 when not measured
+	perConnGCKiB   float64
 	connectSeconds float64
 }
 
 // measureIdle connects n idle clients to addr and reads proc's memory
-// before and after they settled.
-func (b *bench) measureIdle(name string, proc *exec.Cmd, addr string, n int) (idleRow, error) {
+// before and after they settled; with gc (firewatch's pprof endpoint) also
+// after four garbage collections, the steady state of a connection idle for
+// minutes: the Go runtime collects at least every 2 minutes, and each
+// collection halves the goroutine stacks that use less than a quarter.
+func (b *bench) measureIdle(name string, proc *exec.Cmd, addr string, n int, metrics, gc string) (idleRow, error) {
 	row := idleRow{name: name, n: n}
 	time.Sleep(2 * time.Second) // let the process settle after start: nothing to wait on
 	row.before = vmRSSKiB(proc)
+	var m0 map[string]float64
+	if metrics != "" {
+		m0, _ = scrapeMetrics(metrics)
+	}
 	t0 := time.Now()
 	conns, err := b.openIdle(addr, n)
 	if err != nil {
@@ -183,8 +193,28 @@ func (b *bench) measureIdle(name string, proc *exec.Cmd, addr string, n int) (id
 	time.Sleep(5 * time.Second) // idle: the figure is what an idle connection keeps
 	row.after = vmRSSKiB(proc)
 	row.perConnKiB = (row.after - row.before) / float64(n)
-	fmt.Fprintf(b.out, "%s: %d idle connections: RSS %.0f → %.0f MiB, %.1f KiB per connection (connected in %.1f s)\n",
-		name, n, row.before/1024, row.after/1024, row.perConnKiB, row.connectSeconds)
+	if m1, err := scrapeMetrics(metrics); metrics != "" && err == nil && m0 != nil {
+		for _, k := range []string{"go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_goroutines"} {
+			fmt.Fprintf(b.out, "%s: %s %.0f → %.0f, %.1f per connection\n", name, k, m0[k], m1[k], (m1[k]-m0[k])/float64(n))
+		}
+	}
+	if gc != "" {
+		for range 4 {
+			if resp, err := http.Get(gc); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+		row.afterGC = vmRSSKiB(proc)
+		row.perConnGCKiB = (row.afterGC - row.before) / float64(n)
+		if m2, err := scrapeMetrics(metrics); err == nil && m0 != nil {
+			for _, k := range []string{"go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes"} {
+				fmt.Fprintf(b.out, "%s: after GC %s %.1f per connection\n", name, k, (m2[k]-m0[k])/float64(n))
+			}
+		}
+	}
+	fmt.Fprintf(b.out, "%s: %d idle connections: RSS %.0f → %.0f MiB, %.1f KiB per connection (connected in %.1f s); after GC %.0f MiB, %.1f KiB\n",
+		name, n, row.before/1024, row.after/1024, row.perConnKiB, row.connectSeconds, row.afterGC/1024, row.perConnGCKiB)
 	return row, nil
 }
 
@@ -192,7 +222,7 @@ func (b *bench) measureIdle(name string, proc *exec.Cmd, addr string, n int) (id
 // table.
 func (b *bench) runIdle(ctx context.Context, n int) (string, error) {
 	var rows []idleRow
-	r, err := b.measureIdle("Mosquitto", b.mosquitto, strings.TrimPrefix(b.mqURL, "tcp://"), n)
+	r, err := b.measureIdle("Mosquitto", b.mosquitto, strings.TrimPrefix(b.mqURL, "tcp://"), n, "", "")
 	if err != nil {
 		return "", err
 	}
@@ -205,7 +235,7 @@ func (b *bench) runIdle(ctx context.Context, n int) (string, error) {
 	}
 	fw, err := b.spawn(filepath.Join(b.bin, "firewatch"), "idle.firewatch.log", "-ledger", b.ledger, "-http.listen", httpAddr,
 		"-influx.url", b.influxURL, "-influx.bucket", db+"/autogen", "-alarms.db", filepath.Join(b.dir, "idle.alarms.db"),
-		"-alarms.secret", "bench-secret-0123456789", "-log.level", "warn", "-mqtt.listen", listen, "-mqtt.auth", "none")
+		"-alarms.secret", "bench-secret-0123456789", "-log.level", "warn", "-mqtt.listen", listen, "-mqtt.auth", "none", "-http.pprof")
 	if err != nil {
 		return "", err
 	}
@@ -213,7 +243,8 @@ func (b *bench) runIdle(ctx context.Context, n int) (string, error) {
 	if err := waitHTTP(ctx, "http://"+httpAddr+"/healthz", 30*time.Second); err != nil {
 		return "", fmt.Errorf("firewatch: %w (log %s)", err, filepath.Join(b.dir, "idle.firewatch.log"))
 	}
-	if r, err = b.measureIdle("firewatch, embedded broker", fw, listen, n); err != nil {
+	if r, err = b.measureIdle("firewatch, embedded broker", fw, listen, n, "http://"+httpAddr+"/metrics",
+		"http://"+httpAddr+"/debug/pprof/heap?gc=1"); err != nil {
 		return "", err
 	}
 	rows = append(rows, r)
@@ -223,11 +254,16 @@ func (b *bench) runIdle(ctx context.Context, n int) (string, error) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "Memory per idle connection, measured %s by `firesim bench -idle %d`: %d MQTT clients connect (clean session,\n"+
 		"keepalive %d s), each publishes one QoS 1 reading as its device and then stays silent; resident memory (VmRSS) of the\n"+
-		"broker's process 2 s after its start and 5 s after the last client connected, divided by the clients.\n\n",
+		"broker's process 2 s after its start and 5 s after the last client connected, divided by the clients; for firewatch also\n"+
+		"after four garbage collections (through its pprof endpoint), as the Go runtime's periodic collections leave it.\n\n",
 		time.Now().UTC().Format("2006-01-02"), n, n, idleConnKeepalive)
-	sb.WriteString("| broker | connections | RSS before MiB | RSS after MiB | KiB per idle connection |\n|---|---|---|---|---|\n")
+	sb.WriteString("| broker | connections | RSS before MiB | RSS after MiB | KiB per idle connection | after 4 GCs |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&sb, "| %s | %d | %.0f | %.0f | %.1f |\n", r.name, r.n, r.before/1024, r.after/1024, r.perConnKiB)
+		gc := "–"
+		if r.afterGC > 0 {
+			gc = fmt.Sprintf("%.1f", r.perConnGCKiB)
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %.0f | %.0f | %.1f | %s |\n", r.name, r.n, r.before/1024, r.after/1024, r.perConnKiB, gc)
 	}
 	return sb.String(), nil
 }
