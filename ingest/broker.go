@@ -62,7 +62,7 @@ const (
 
 // ClientWritesPending bounds the packets waiting to be written to one client
 // of the embedded broker; beyond it mochi drops what is published to that
-// client (QoS 1 stays in its session). The ACLs let a device or gateway
+// client (QoS 1 too). The ACLs let a device or gateway
 // subscribe to its own commands only, which come a few at a time.
 const ClientWritesPending = 1024
 
