@@ -79,6 +79,9 @@ type Conn struct {
 	armed  bool
 	closed bool
 	werr   error // sticky: the first write error, or net.ErrClosed after Close
+	// lastSend is when the connection was last written to (unix
+	// nanoseconds): a write more than the delay after it goes out at once.
+	lastSend int64
 
 	wdeadline atomic.Int64 // unix nanoseconds of the write deadline, 0 for none
 	// busy is set while the reader (raw path) is handling what it read and
@@ -271,17 +274,31 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
+	busy := c.busy.Load()
 	if c.wbuf == nil {
+		now := time.Now().UnixNano()
+		if !busy && !c.armed && now-c.lastSend >= int64(c.delay) {
+			// A quiet connection: nothing to coalesce with, and a timer
+			// would cost more than the write (arming it wakes the Go
+			// network poller). Send now.
+			err := c.sendLocked(p)
+			c.wmu.Unlock()
+			if err != nil {
+				c.Conn.Close()
+				return 0, err
+			}
+			return len(p), nil
+		}
 		c.wbuf = getBuf(c.wsize)
 		*c.wbuf = (*c.wbuf)[:0]
-		c.pending.Store(time.Now().UnixNano())
+		c.pending.Store(now)
 	}
 	*c.wbuf = append(*c.wbuf, p...)
 	// A busy reader sends it when it next waits, or on its next Read once
 	// the delay is up; otherwise the timer does. The timer is not stopped
 	// when something else sends first: arming it costs more than its
 	// firing in vain.
-	if !c.busy.Load() {
+	if !busy {
 		c.armLocked()
 	}
 	c.wmu.Unlock()
@@ -337,6 +354,7 @@ func (c *Conn) flushLocked() error {
 // sendLocked writes the buffer and then p, in one system call where the
 // connection can (writev), and gives the buffer back.
 func (c *Conn) sendLocked(p []byte) error {
+	c.lastSend = time.Now().UnixNano()
 	var err error
 	switch {
 	case c.wbuf == nil:
