@@ -49,7 +49,9 @@ type Options struct {
 // for concurrent use as a net.Conn is: one reader and any number of writers
 // at once, Close from anywhere.
 //
-// A write waits at most the flush delay while the connection's reader
+// A write on a quiet connection (nothing written for the flush delay, the
+// reader waiting or absent) goes out at once. Otherwise a write waits at
+// most the flush delay while the connection's reader
 // waits for the peer (the timer sends it), or while the reader keeps
 // reading (it sends what is buffered before it waits, or on its next Read
 // once the delay is up). A reader that stops for longer inside its own

@@ -2,7 +2,7 @@
 // writes are coalesced: a burst of small writes (MQTT acknowledgements) goes
 // out in one system call after at most a short, bounded delay (FlushDelay,
 // at most MaxFlushDelay = 1 ms), and at once when the reading side is about
-// to wait for the peer. It sits under the MQTT clients (paho) and the
+// to wait for the peer; a write on a quiet connection goes out at once. It sits under the MQTT clients (paho) and the
 // embedded broker's client connections, where one write per PUBACK and
 // several unbuffered reads per packet used to cost more than the pipeline.
 //
