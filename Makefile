@@ -4,6 +4,9 @@ GO ?= go
 BIN := $(CURDIR)/bin
 INFLUXD := $(BIN)/influxd
 INFLUXD_VERSION := v1.8.10
+# Telegraf for the comparison of `make bench` (issue 19), built with only the plugins it uses.
+TELEGRAF := $(BIN)/telegraf
+TELEGRAF_VERSION := v1.37.2
 PKGS := ./...
 # FUZZTIME bounds each fuzz target of `make fuzz` (CI runs FUZZTIME=10s).
 FUZZTIME ?= 30s
@@ -44,11 +47,21 @@ test: lint tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## bench: Go benchmarks of the hot path (5 runs, var/bench-go.txt), then the end-to-end bench through real
-##        Mosquitto, InfluxDB and firewatch at rising loads (firesim bench), whose table goes into docs/performance.md
-bench: build tools
+##        Mosquitto, InfluxDB and firewatch at rising loads (firesim bench), whose table goes into docs/performance.md,
+##        then firewatch beside Telegraf (firesim bench -compare: same publisher, Mosquitto and InfluxDB, 3 interleaved rounds),
+##        then memory per idle MQTT connection, Mosquitto and the embedded broker (firesim bench -idle)
+bench: build tools $(TELEGRAF)
 	@mkdir -p var
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee var/bench-go.txt
 	$(BIN)/firesim bench -out docs/performance.md
+	$(BIN)/firesim bench -compare 5000,10000,20000 -rounds 3 -duration 10s -out docs/performance.md
+	$(BIN)/firesim bench -idle 10000 -out docs/performance.md
+
+# Telegraf with only the plugins the comparison uses (a custom build: a few minutes the first time, not hundreds of modules).
+$(TELEGRAF):
+	@echo "building Telegraf $(TELEGRAF_VERSION) (mqtt_consumer, json_v2, influxdb_v2 only) into bin/"
+	GOBIN=$(BIN) $(GO) install -tags custom,inputs.mqtt_consumer,outputs.influxdb_v2,parsers.json_v2 \
+	  github.com/influxdata/telegraf/cmd/telegraf@$(TELEGRAF_VERSION)
 
 ## fuzz: run each fuzz target for a bounded time (scripts/fuzz1.sh: a bare deadline race of Go 1.26 is run again)
 fuzz:

@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/firewatch-iot/firewatch/ingest"
+	"github.com/firewatch-iot/firewatch/internal/netbuf"
 )
 
 // Config configures the embedded broker.
@@ -60,6 +61,12 @@ const (
 	MaxSessionExpiry = time.Hour
 )
 
+// ClientWritesPending bounds the packets waiting to be written to one client
+// of the embedded broker; beyond it mochi drops what is published to that
+// client (QoS 1 too). The ACLs let a device or gateway
+// subscribe to its own commands only, which come a few at a time.
+const ClientWritesPending = 1024
+
 // MaxPacket is the largest MQTT packet the embedded broker takes; a client
 // sending a larger one is disconnected. It is above MaxPayload so that the
 // decoder still counts payloads between the two as too_large.
@@ -92,6 +99,12 @@ func Start(cfg Config) (*mochi.Server, error) {
 		maxConns = DefaultMaxConnections
 	}
 	opts.Capabilities.MaximumClients = int64(maxConns)
+	// Memory per connection (issue 19): mochi makes each client's outbound
+	// queue up front (8 bytes a slot, 8,192 slots by default: 64 KiB of
+	// heap per connection) and keeps its read buffer for the connection's
+	// life; netbuf below holds a larger one only while data waits in it.
+	opts.Capabilities.MaximumClientWritesPending = ClientWritesPending
+	opts.ClientNetReadBufferSize = 512
 	connectTimeout := cfg.ConnectTimeout
 	if connectTimeout <= 0 {
 		connectTimeout = DefaultConnectTimeout
@@ -203,6 +216,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			}
 			continue
 		}
+		// Buffered writes (issue 19): a burst of PUBACKs is one write;
+		// reads fill a pooled buffer, given back while the client is idle.
+		conn = netbuf.New(conn, netbuf.Options{ReadBuffer: 4096})
 		conn.SetDeadline(time.Now().Add(l.c.timeout))
 		l.c.accepted.Add(1)
 		return &limitConn{Conn: conn, c: l.c}, nil

@@ -23,6 +23,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/gateway/modbus"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
+	"github.com/firewatch-iot/firewatch/internal/pahoconn"
 	"github.com/firewatch-iot/firewatch/spool"
 )
 
@@ -211,7 +212,8 @@ func (g *Gateway) connectMQTT() {
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(g.cfg.MQTT.ReconnectMax).
 		SetConnectTimeout(10*time.Second).SetOrderMatters(false).
-		SetWill(g.topic("status"), `{"online":false}`, 1, true)
+		SetWill(g.topic("status"), `{"online":false}`, 1, true).
+		SetCustomOpenConnectionFn(pahoconn.Open) // buffered reads, coalesced writes (issue 19)
 	o.SetOnConnectHandler(func(c paho.Client) {
 		g.connected.Store(true)
 		g.log.Info("uplink connected", "broker", g.cfg.MQTT.Broker)

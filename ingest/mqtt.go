@@ -6,6 +6,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/firewatch-iot/firewatch/internal/pahoconn"
 )
 
 // TopicPrefix begins every v1 uplink topic.
@@ -75,6 +77,7 @@ func (s *Source) Run(ctx context.Context) error {
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(5 * time.Second).
 		SetKeepAlive(30 * time.Second).
+		SetCustomOpenConnectionFn(pahoconn.Open). // buffered reads, coalesced PUBACKs (issue 19)
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			s.log.Warn("mqtt connection lost; reconnecting", "broker", s.cfg.Broker, "err", err)
 		}).

@@ -28,14 +28,17 @@ import (
 	"github.com/firewatch-iot/firewatch/devices"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
 	"github.com/firewatch-iot/firewatch/internal/influxd"
+	"github.com/firewatch-iot/firewatch/internal/pahoconn"
 )
 
 // benchStep is one load level of `firesim bench`.
 type benchStep struct {
-	shape    string // single | batch
-	embedded bool   // firewatch's embedded broker instead of Mosquitto
-	outage   bool   // InfluxDB stopped for bench.outage in the middle of the load
-	rate     float64
+	shape     string // single | batch
+	embedded  bool   // firewatch's embedded broker instead of Mosquitto
+	outage    bool   // InfluxDB stopped for bench.outage in the middle of the load
+	noNull    bool   // no null subscriber beside firewatch (the comparison of -compare)
+	firewatch string // another firewatch binary than bin/firewatch (-compare-old)
+	rate      float64
 }
 
 // benchRow is what one step measured.
@@ -46,6 +49,9 @@ type benchRow struct {
 	seconds               float64
 	fwCPU, nullCPU, mqCPU float64 // CPU-seconds during the step
 	rssMiB                float64
+	fwSys, mqSys          int64   // read+write system calls during the step (issue 19)
+	fwAllSys, mqAllSys    int64   // all system calls (perf), -1 unknown; -compare only
+	mqRSSMiB              float64 // Mosquitto's peak
 	p50, p99              time.Duration
 	probes                int
 }
@@ -62,6 +68,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "", "write the table into this Markdown file between <!-- bench:e2e:begin --> and <!-- bench:e2e:end -->")
 	probe := fs.Duration("probe-every", time.Second, "probe alarm interval, for alarm latency")
 	profile := fs.String("profile", "", "save a CPU profile of firewatch for each step as PREFIX.<step>.pprof")
+	compare := fs.String("compare", "", "instead of -steps: rates (messages/s, e.g. 5000,10000,20000) at which firewatch on Mosquitto, Telegraf on Mosquitto and the embedded broker are measured in turn (bin/telegraf)")
+	rounds := fs.Int("rounds", 3, "interleaved rounds of -compare")
+	idle := fs.Int("idle", 0, "instead of -steps: memory per idle connection with this many clients, Mosquitto and the embedded broker")
+	compareOld := fs.String("compare-old", "", "with -compare: also measure this (older) firewatch binary, on Mosquitto and embedded, in the same rounds")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +88,18 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer b.stopAll()
 	if err := b.start(ctx, *nDevices); err != nil {
 		return err
+	}
+	if *idle > 0 {
+		table, err := b.runIdle(ctx, *idle)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "\n"+table)
+		return writeMarked(*out, "idle", table)
+	}
+	if *compare != "" {
+		b.oldFirewatch = *compareOld
+		return b.compareMain(ctx, *compare, *rounds, *out)
 	}
 	var rows []benchRow
 	for i, st := range plan {
@@ -151,6 +173,8 @@ type bench struct {
 	probe    time.Duration
 	profile  string
 	outage   time.Duration
+
+	oldFirewatch string // -compare-old
 
 	influxd     *exec.Cmd
 	influxdConf string
@@ -319,7 +343,11 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 	} else {
 		args = append(args, "-mqtt.broker", b.mqURL)
 	}
-	fw, err := b.spawn(filepath.Join(b.bin, "firewatch"), db+".firewatch.log", args...)
+	fwBin := filepath.Join(b.bin, "firewatch")
+	if st.firewatch != "" {
+		fwBin = st.firewatch
+	}
+	fw, err := b.spawn(fwBin, db+".firewatch.log", args...)
 	if err != nil {
 		return row, err
 	}
@@ -328,7 +356,7 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 		return row, fmt.Errorf("firewatch: %w (log %s)", err, filepath.Join(b.dir, db+".firewatch.log"))
 	}
 	var null *exec.Cmd
-	if !st.embedded {
+	if !st.embedded && !st.noNull {
 		if null, err = b.spawn(os.Args[0], db+".nullsub.log", "nullsub", "-broker", b.mqURL, "-client-id", "null-"+db); err != nil {
 			return row, err
 		}
@@ -337,6 +365,15 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 	}
 	b.rcv.reset()
 	fw0, null0, mq0 := cpuSeconds(fw), cpuSeconds(null), cpuSeconds(b.mosquitto)
+	fws0, mqs0 := ioSyscalls(fw), ioSyscalls(b.mosquitto)
+	var counter *syscallCounter
+	if st.noNull { // -compare: every system call, not only reads and writes
+		mq := b.mosquitto
+		if st.embedded {
+			mq = nil
+		}
+		counter = b.countSyscalls(db, fw, mq)
+	}
 	if b.profile != "" {
 		go saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, int(b.duration.Seconds()*0.8)),
 			fmt.Sprintf("%s.%s.%.0f.pprof", b.profile, strings.ReplaceAll(st.label(), " ", ""), st.rate))
@@ -384,6 +421,11 @@ func (b *bench) step(ctx context.Context, i int, st benchStep) (benchRow, error)
 		time.Sleep(200 * time.Millisecond)
 	}
 	row.fwCPU, row.nullCPU, row.mqCPU = cpuSeconds(fw)-fw0, cpuSeconds(null)-null0, cpuSeconds(b.mosquitto)-mq0
+	row.fwSys, row.mqSys, row.mqRSSMiB = ioSyscalls(fw)-fws0, ioSyscalls(b.mosquitto)-mqs0, rssMiB(b.mosquitto)
+	if counter != nil {
+		n := counter.stop()
+		row.fwAllSys, row.mqAllSys = n[0], n[1]
+	}
 	if st.embedded {
 		row.mqCPU = 0
 	}
@@ -667,6 +709,7 @@ func cmdNullSub(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var n int64
 	var mu sync.Mutex
 	opts := mqtt.NewClientOptions().AddBroker(*broker).SetClientID(*id).SetCleanSession(false).SetOrderMatters(true).
+		SetCustomOpenConnectionFn(pahoconn.Open). // the same connection layer as firewatch's
 		SetOnConnectHandler(func(c mqtt.Client) {
 			c.Subscribe("fw/v1/up/#", 1, func(mqtt.Client, mqtt.Message) { mu.Lock(); n++; mu.Unlock() })
 		})
