@@ -10,6 +10,7 @@
 // The package is in four parts, each in its own files:
 //
 //   - The lifecycle core, which decides: manager.go (Config, Manager, Run),
+//     settings.go (the alarms section of firewatch's configuration file),
 //     events.go (rule events to alarms), lifecycle.go (the state machine),
 //     transition.go (changes made by people, closing pushes), escalation.go,
 //     flap.go, storm.go (incidents), routing.go (station readiness),

@@ -3,7 +3,6 @@ package main
 import (
 	"net"
 	"net/netip"
-	"time"
 )
 
 // loopback reports whether a listen address binds only the loopback
@@ -18,13 +17,4 @@ func loopback(listen string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
-}
-
-// stormWindow maps the config's "0s: no grouping" to the alarms package's
-// negative window.
-func stormWindow(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }

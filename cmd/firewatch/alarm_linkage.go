@@ -9,6 +9,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/firewatch-iot/firewatch/ingest"
 )
 
 // downlink publishes linkage commands (fw/v1/down/{device_id}/command) for
@@ -29,12 +31,14 @@ func newInlineDownlink(s *mochi.Server) *downlink {
 
 var errCommandExpired = errors.New("command expired before it was published")
 
-func newDownlink(broker, clientID, username, password string) *downlink {
+// newDownlink connects to the external broker of sc with a client of its
+// own, client id sc.ClientID+"-downlink".
+func newDownlink(sc ingest.SourceConfig) *downlink {
 	c := paho.NewClient(paho.NewClientOptions().
-		AddBroker(broker).
-		SetClientID(clientID).
-		SetUsername(username).
-		SetPassword(password).
+		AddBroker(sc.Broker).
+		SetClientID(sc.ClientID + "-downlink").
+		SetUsername(sc.Username).
+		SetPassword(sc.Password).
 		SetCleanSession(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).

@@ -30,22 +30,9 @@ type Config struct {
 	// Rules is the rule file; empty means the built-in defaults.
 	Rules string `yaml:"rules" help:"rule file (YAML); empty: built-in rules/defaults.yaml"`
 
-	MQTT struct {
-		// Broker is an external broker URL; empty runs the embedded one.
-		Broker   string `yaml:"broker" help:"external MQTT broker URL (tcp://host:1883); empty: run the embedded broker"`
-		Listen   string `yaml:"listen" help:"address of the embedded broker"`
-		ClientID string `yaml:"client_id" help:"MQTT client id (fixed: it names the persistent session)"`
-		Username string `yaml:"username" help:"MQTT username"`
-		Password string `yaml:"password" help:"MQTT password" secret:"true"`
-		// Auth, TLS and Bridge apply to the embedded broker (docs/security.md).
-		Auth             string `yaml:"auth" help:"embedded broker authentication: ledger (per-device credentials and topic ACLs) or none"`
-		TLSListen        string `yaml:"tls_listen" help:"address of the embedded broker's MQTT-over-TLS listener; empty: none"`
-		TLSCert          string `yaml:"tls_cert" help:"PEM certificate (chain) of the TLS listener"`
-		TLSKey           string `yaml:"tls_key" help:"PEM private key of the TLS listener"`
-		BridgeUser       string `yaml:"bridge_user" help:"user name of a trusted upstream that may publish for any ledger device (NB-IoT platform forwarder, demo simulator); empty: none"`
-		BridgeSecretHash string `yaml:"bridge_secret_hash" help:"argon2id hash of the bridge's secret (firewatch hash-secret)" secret:"true"`
-		MaxConnections   int    `yaml:"max_connections" help:"open client connections of the embedded broker at most, authenticated or not; more are closed at once"`
-	} `yaml:"mqtt"`
+	// MQTT is the broker section: an external broker or the embedded one
+	// (broker/settings.go).
+	MQTT broker.Settings `yaml:"mqtt"`
 
 	// The pipeline's sections (pipeline/config.go).
 	Ingest   pipeline.IngestConfig   `yaml:"ingest"`
@@ -54,25 +41,8 @@ type Config struct {
 	// Influx is the InfluxDB writer's own configuration (ingest/influx).
 	Influx influx.Config `yaml:"influx"`
 
-	Alarms struct {
-		DB              string        `yaml:"db" help:"SQLite file of the alarm store and outbox, or a postgres:// URL" secret:"true"`
-		Secret          string        `yaml:"secret" help:"HMAC-SHA256 key that signs dispatch pushes, at least 16 characters; each receiver gets a key derived from it (firewatch push-key)" secret:"true"`
-		SecretPrevious  string        `yaml:"secret_previous" help:"the previous alarms.secret while it is being rotated: pushes are signed with both" secret:"true"`
-		LegacySignature bool          `yaml:"legacy_signature" help:"also send the v1 signature keyed with alarms.secret itself, for receivers not yet given their own key; turn off once all verify v2"`
-		BrigadeEndpoint string        `yaml:"brigade_endpoint" help:"dispatch webhook of the fire rescue brigade (消防救援大队); fire alarms also go here"`
-		RetryMin        time.Duration `yaml:"retry_min" help:"first retry delay of a failed push"`
-		RetryMax        time.Duration `yaml:"retry_max" help:"longest retry delay of a failed push"`
-		RespondWithin   time.Duration `yaml:"respond_within" help:"an alarm nobody acknowledged within this is escalated to the next level and re-pushed"`
-		StormWindow     time.Duration `yaml:"storm_window" help:"a station's alarms this close together are grouped into one incident push; 0s: no grouping"`
-		StormHold       time.Duration `yaml:"storm_hold" help:"an incident push waits until no alarm joined for this long"`
-		Robots          string        `yaml:"robots" help:"WeCom/DingTalk group robots, comma-separated grid=kind:url[#secret] (kind wecom or dingtalk)" secret:"true"`
-		CommandRetry    time.Duration `yaml:"command_retry" help:"a linkage command (cut_power) unacknowledged this long is sent again, 3 times in all"`
-		Digest          string        `yaml:"digest" help:"schedule of the digests (预警提示) to the robots of towns and counties: daily, weekly, monthly or off"`
-		DigestAt        time.Duration `yaml:"digest_at" help:"a digest goes out this long after its period ends at midnight CST (8h: 08:00)"`
-		// SMS and voice to a detector's responsible person (alarms/sms.go, docs/nbiot.md).
-		SMSGateway  string `yaml:"sms_gateway" help:"SMS/voice gateway webhook: a fire of a device whose ledger entry names a mobile (nbiot.mobile) goes there as an SMS and a voice call, other alarms as an SMS; empty: none" secret:"true"`
-		SMSTemplate string `yaml:"sms_template" help:"JSON body template of a gateway message (Go text/template over .Mobile .Name .Channel .Text .AlarmID .Severity .Device .Address; json quotes); empty: the generic one"`
-	} `yaml:"alarms"`
+	// Alarms is the alarm manager's section (alarms/settings.go).
+	Alarms alarms.Settings `yaml:"alarms"`
 
 	HTTP struct {
 		Listen string `yaml:"listen" help:"address of the HTTP API, /metrics and /healthz"`
@@ -108,25 +78,13 @@ type Config struct {
 func defaults() Config {
 	var c Config
 	c.Ledger = "devices.yaml"
-	c.MQTT.Listen = "127.0.0.1:1883"
-	c.MQTT.ClientID = "firewatch"
-	c.MQTT.Auth = "ledger"
-	c.MQTT.MaxConnections = broker.DefaultMaxConnections
+	c.MQTT = broker.DefaultSettings()
 	c.Ingest = pipeline.DefaultIngest()
 	c.State = pipeline.DefaultState()
 	c.Liveness = pipeline.DefaultLiveness()
 	c.Influx.URL = "http://127.0.0.1:8086"
 	c.Influx.SetDefaults()
-	c.Alarms.DB = "var/alarms.db"
-	c.Alarms.RetryMin = 500 * time.Millisecond
-	c.Alarms.RetryMax = 30 * time.Second
-	c.Alarms.RespondWithin = alarms.DefaultRespondWithin
-	c.Alarms.StormWindow = alarms.DefaultStormWindow
-	c.Alarms.StormHold = alarms.DefaultStormHold
-	c.Alarms.CommandRetry = alarms.DefaultCommandRetry
-	c.Alarms.LegacySignature = true
-	c.Alarms.Digest = alarms.DigestMonthly
-	c.Alarms.DigestAt = alarms.DefaultDigestAt
+	c.Alarms = alarms.DefaultSettings()
 	c.HTTP.Listen = "127.0.0.1:9090"
 	c.HTTP.ReadTimeout = 30 * time.Second
 	c.HTTP.WriteTimeout = time.Minute
@@ -145,14 +103,7 @@ func (c *Config) Validate() error {
 	if c.Ledger == "" {
 		errs = append(errs, errors.New("ledger: a ledger file is required"))
 	}
-	if c.Alarms.Secret == "" {
-		errs = append(errs, errors.New("alarms.secret: set a signing key for dispatch pushes (FIREWATCH_ALARMS_SECRET)"))
-	} else if len(c.Alarms.Secret) < alarms.MinSecretLen {
-		errs = append(errs, fmt.Errorf("alarms.secret: at least %d characters (a random one: openssl rand -hex 32)", alarms.MinSecretLen))
-	}
-	if p := c.Alarms.SecretPrevious; p != "" && (len(p) < alarms.MinSecretLen || p == c.Alarms.Secret) {
-		errs = append(errs, fmt.Errorf("alarms.secret_previous: at least %d characters, and not alarms.secret", alarms.MinSecretLen))
-	}
+	errs = append(errs, c.Alarms.Validate(), c.MQTT.Validate())
 	if c.Influx.BatchLines <= 0 || c.Influx.MaxPending <= 0 || c.Influx.FlushInterval <= 0 {
 		errs = append(errs, errors.New("influx: batch_lines, max_pending and flush_interval must be positive"))
 	}
@@ -162,50 +113,9 @@ func (c *Config) Validate() error {
 	if c.Influx.ContentEncoding != "gzip" && c.Influx.ContentEncoding != "identity" {
 		errs = append(errs, fmt.Errorf("influx.content_encoding: %q is not gzip or identity", c.Influx.ContentEncoding))
 	}
-	if c.Alarms.RetryMin <= 0 || c.Alarms.RetryMax < c.Alarms.RetryMin {
-		errs = append(errs, errors.New("alarms: retry_min must be positive and retry_max at least retry_min"))
-	}
-	if c.Alarms.RespondWithin <= 0 {
-		errs = append(errs, errors.New("alarms.respond_within must be positive"))
-	}
-	if _, err := alarms.ParseRobots(c.Alarms.Robots); err != nil {
-		errs = append(errs, fmt.Errorf("alarms.robots: %w", err))
-	}
-	if !alarms.ValidDigest(c.Alarms.Digest) {
-		errs = append(errs, fmt.Errorf("alarms.digest: %q is not daily, weekly, monthly or off", c.Alarms.Digest))
-	}
-	if c.Alarms.DigestAt <= 0 || c.Alarms.DigestAt >= 24*time.Hour {
-		errs = append(errs, errors.New("alarms.digest_at must be within a day (1s to 23h59m)"))
-	}
-	if c.Alarms.SMSGateway != "" { // alarms/sms.go
-		if _, err := alarms.NewSMSGateway(c.Alarms.SMSGateway, c.Alarms.SMSTemplate); err != nil {
-			errs = append(errs, fmt.Errorf("alarms.sms_gateway: %w", err))
-		}
-	}
-	if c.Alarms.CommandRetry <= 0 {
-		errs = append(errs, errors.New("alarms.command_retry must be positive"))
-	}
-	if c.Alarms.StormWindow < 0 || c.Alarms.StormHold <= 0 {
-		errs = append(errs, errors.New("alarms: storm_window must not be negative, storm_hold must be positive"))
-	}
-	switch c.MQTT.Auth {
-	case "ledger", "none":
-	default:
-		errs = append(errs, fmt.Errorf("mqtt.auth: %q is not ledger or none", c.MQTT.Auth))
-	}
-	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
-		errs = append(errs, errors.New("mqtt.tls_listen: set mqtt.tls_cert and mqtt.tls_key"))
-	}
-	errs = append(errs, c.State.Validate())
-	if (c.MQTT.BridgeUser == "") != (c.MQTT.BridgeSecretHash == "") {
-		errs = append(errs, errors.New("mqtt.bridge_user and mqtt.bridge_secret_hash go together"))
-	}
-	errs = append(errs, c.Ingest.Validate(), c.Liveness.Validate())
+	errs = append(errs, c.State.Validate(), c.Ingest.Validate(), c.Liveness.Validate())
 	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 || c.HTTP.MaxConnections <= 0 {
 		errs = append(errs, errors.New("http: read_timeout, write_timeout, idle_timeout and max_connections must be positive"))
-	}
-	if c.MQTT.MaxConnections <= 0 {
-		errs = append(errs, errors.New("mqtt.max_connections must be positive"))
 	}
 	if _, err := alarms.ParseTokens(c.HTTP.Tokens); err != nil {
 		errs = append(errs, fmt.Errorf("http.tokens: %w", err))

@@ -78,18 +78,14 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http.tokens: %w", err)
 	}
-	robots, err := alarms.ParseRobots(cfg.Alarms.Robots)
-	if err != nil {
-		return nil, fmt.Errorf("alarms.robots: %w", err)
-	}
 	if cfg.Alarms.LegacySignature {
 		log.Warn("dispatch pushes also carry the v1 signature keyed with alarms.secret itself: once every receiver verifies v2 with its own key (firewatch push-key), set alarms.legacy_signature false and rotate alarms.secret (docs/dispatch.md)")
 	}
-	var sms *alarms.SMSGateway // alarms/sms.go
-	if cfg.Alarms.SMSGateway != "" {
-		if sms, err = alarms.NewSMSGateway(cfg.Alarms.SMSGateway, cfg.Alarms.SMSTemplate); err != nil {
-			return nil, fmt.Errorf("alarms.sms_gateway: %w", err)
-		}
+	// The alarms section as the manager's Config (alarms/settings.go), with
+	// the runtime parts added below.
+	ac, err := cfg.Alarms.Config()
+	if err != nil {
+		return nil, err
 	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
@@ -98,38 +94,30 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.alarms, err = alarms.NewManager(alarms.Config{
-		DBPath: cfg.Alarms.DB, Secret: []byte(cfg.Alarms.Secret), BrigadeEndpoint: cfg.Alarms.BrigadeEndpoint,
-		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
-		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
-		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
-		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots, SMS: sms,
-		Digest: cfg.Alarms.Digest, DigestAt: cfg.Alarms.DigestAt,
-		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
-		ResponderLink: rw.link,
-		OnTransition: func(a alarms.Alarm) {
-			rw.notify(a)
-			p, ok := s.alarmPoint(a)
-			if !ok {
-				return
-			}
-			annMu.Lock()
-			defer annMu.Unlock()
-			annBuf = annotations.AppendAlarm(annBuf[:0], p)
-			s.writer.Write(annBuf)
-		},
-		OnClosed: func(a alarms.Alarm) {
-			p, ok := s.responsePoint(a)
-			if !ok {
-				return
-			}
-			annMu.Lock()
-			defer annMu.Unlock()
-			annBuf = annotations.AppendResponse(annBuf[:0], p)
-			s.writer.Write(annBuf)
-		},
-	}, s.ledger)
-	if err != nil {
+	ac.Publish, ac.Logger, ac.Registerer, ac.Tokens = s.publishCommand, log.With("component", "alarms"), reg, tokens
+	ac.ResponderLink = rw.link
+	ac.OnTransition = func(a alarms.Alarm) {
+		rw.notify(a)
+		p, ok := s.alarmPoint(a)
+		if !ok {
+			return
+		}
+		annMu.Lock()
+		defer annMu.Unlock()
+		annBuf = annotations.AppendAlarm(annBuf[:0], p)
+		s.writer.Write(annBuf)
+	}
+	ac.OnClosed = func(a alarms.Alarm) {
+		p, ok := s.responsePoint(a)
+		if !ok {
+			return
+		}
+		annMu.Lock()
+		defer annMu.Unlock()
+		annBuf = annotations.AppendResponse(annBuf[:0], p)
+		s.writer.Write(annBuf)
+	}
+	if s.alarms, err = alarms.NewManager(ac, s.ledger); err != nil {
 		return nil, err
 	}
 
@@ -149,24 +137,27 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		return nil, err
 	}
 
-	s.brokerURL = cfg.MQTT.Broker
-	if s.brokerURL == "" {
+	s.brokerURL = cfg.MQTT.URL()
+	if cfg.MQTT.Embedded() {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (broker.InlineSource);
-		// per-device credentials and topic ACLs in auth_broker.go.
+		// per-device credentials and topic ACLs from the ledger
+		// (broker/settings.go).
 		inline := broker.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
-		if s.broker, err = startEmbeddedBroker(cfg, s.ledger, reg, log, inline); err != nil {
+		bc, err := cfg.MQTT.Config(s.ledger, reg, log)
+		if err != nil {
 			return nil, err
 		}
-		s.brokerURL = "tcp://" + cfg.MQTT.Listen
+		bc.Hooks = []mochi.Hook{inline}
+		if s.broker, err = broker.Start(bc); err != nil {
+			return nil, err
+		}
 		s.downlink = newInlineDownlink(s.broker)
 		s.source = inline
 	} else {
-		s.downlink = newDownlink(s.brokerURL, cfg.MQTT.ClientID+"-downlink", cfg.MQTT.Username, cfg.MQTT.Password)
-		s.source = ingest.NewSource(ingest.SourceConfig{
-			Broker: s.brokerURL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
-			Logger: log.With("component", "mqtt"),
-		}, pipeline.Handler(s.pipe, pipeline.OriginMQTT))
+		sc := cfg.MQTT.Source(log.With("component", "mqtt"))
+		s.downlink = newDownlink(sc)
+		s.source = ingest.NewSource(sc, pipeline.Handler(s.pipe, pipeline.OriginMQTT))
 	}
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
