@@ -87,7 +87,9 @@ type Config struct {
 	Digest                string
 	DigestAt, DigestCheck time.Duration
 	// ResponderLink, if set, makes the responder page link (issue 16) that each push and robot message carries (alarms/responder.go).
-	ResponderLink func(alarmID, station string) string
+	// issued is when the push was queued: the link's expiry counts from it,
+	// so that every delivery attempt of a push carries the same body.
+	ResponderLink func(alarmID, station string, issued time.Time) string
 }
 
 // Defaults of Config.

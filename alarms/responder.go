@@ -150,7 +150,7 @@ func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte 
 	default:
 		return row.body
 	}
-	link := m.cfg.ResponderLink(formatID(row.alarmID), station)
+	link := m.cfg.ResponderLink(formatID(row.alarmID), station, msTime(row.created))
 	if link == "" {
 		return row.body
 	}

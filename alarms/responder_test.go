@@ -16,7 +16,9 @@ import (
 func TestResponderSupport(t *testing.T) {
 	tanxi, other := newReceiver(t), newReceiver(t)
 	cfg := testConfig(t)
-	cfg.ResponderLink = func(alarm, station string) string { return "https://fw.example/r/" + alarm + "#t=" + station }
+	cfg.ResponderLink = func(alarm, station string, _ time.Time) string {
+		return "https://fw.example/r/" + alarm + "#t=" + station
+	}
 	m := start(t, cfg, testLedger(t, tanxi.srv.URL, other.srv.URL))
 	r := newTestRules(t)
 	ctx := context.Background()

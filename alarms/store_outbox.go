@@ -21,6 +21,7 @@ type outboxRow struct {
 	transition string
 	body       []byte
 	attempts   int
+	created    int64 // when it was queued, Unix ms
 }
 
 // nextPending returns the oldest undelivered push for endpoint, or nil.
@@ -28,9 +29,9 @@ func (s *store) nextPending(ctx context.Context, endpoint string) (*outboxRow, e
 	var r outboxRow
 	var body string
 	err := s.r.QueryRowContext(ctx, `SELECT id, alarm_id, idempotency_key, target, transition, body, attempts,
-		incident_id, incident_upto FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL
+		incident_id, incident_upto, created_at_ms FROM outbox WHERE endpoint = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL
 		ORDER BY id LIMIT 1`, endpoint).
-		Scan(&r.id, &r.alarmID, &r.key, &r.target, &r.transition, &body, &r.attempts, &r.incident, &r.upto)
+		Scan(&r.id, &r.alarmID, &r.key, &r.target, &r.transition, &body, &r.attempts, &r.incident, &r.upto, &r.created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

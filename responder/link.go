@@ -84,11 +84,15 @@ func (s *Signer) mac(key []byte, payload string) []byte {
 // Link returns the responder page link of alarm for station, valid for
 // TTL from now; "" without a key or base URL. It has the signature of
 // alarms.Config.ResponderLink.
-func (s *Signer) Link(alarm, station string) string {
+//
+// The link expires TTL after issued, the time its push was queued: every
+// delivery attempt of one push then carries the same link, so that a
+// retried push is byte for byte the push first sent (docs/dispatch.md).
+func (s *Signer) Link(alarm, station string, issued time.Time) string {
 	if len(s.Keys) == 0 || s.BaseURL == "" || alarm == "" || station == "" {
 		return "" // no station (a grid nobody covers): nobody to act for
 	}
-	t := s.Token(Claims{Alarm: alarm, Station: station, Expires: s.now().Add(s.TTL)})
+	t := s.Token(Claims{Alarm: alarm, Station: station, Expires: issued.Add(s.TTL)})
 	return s.BaseURL + "/r/" + alarm + "#t=" + t
 }
 

@@ -12,7 +12,7 @@ func TestLinkToken(t *testing.T) {
 	now := time.Date(2026, 11, 23, 18, 0, 0, 0, time.UTC)
 	s := NewSigner("https://fw.example.cn/", time.Hour, []byte("new-secret-0123456789"), []byte("old-secret-0123456789"))
 	s.now = func() time.Time { return now }
-	link := s.Link("alm-000007", "st-tanxi")
+	link := s.Link("alm-000007", "st-tanxi", s.now())
 	prefix := "https://fw.example.cn/r/alm-000007#t="
 	if !strings.HasPrefix(link, prefix) {
 		t.Fatalf("link %q: want the token in the fragment after %s", link, prefix)
@@ -56,7 +56,7 @@ func TestLinkToken(t *testing.T) {
 			t.Errorf("%s: %v (reason %s), want %v (%s)", c.name, err, reason(err), c.want, c.reason)
 		}
 	}
-	if NewSigner("", 0, []byte("x")).Link("alm-1", "st") != "" || NewSigner("http://h", 0).Link("alm-1", "st") != "" || NewSigner("http://h", 0, []byte("x")).Link("alm-1", "") != "" {
+	if NewSigner("", 0, []byte("x")).Link("alm-1", "st", time.Now()) != "" || NewSigner("http://h", 0).Link("alm-1", "st", time.Now()) != "" || NewSigner("http://h", 0, []byte("x")).Link("alm-1", "", time.Now()) != "" {
 		t.Error("a link without base URL or key")
 	}
 }
@@ -85,5 +85,29 @@ func TestCheckName(t *testing.T) {
 		if _, got := checkName(n); got != ok {
 			t.Errorf("checkName(%q) = %v", n, got)
 		}
+	}
+}
+
+// TestLinkSameOnRetry: every delivery attempt of one push carries the same
+// link (its expiry counts from when the push was queued), so that a retried
+// push is the same bytes as the first; the link still expires TTL after
+// the push was queued.
+func TestLinkSameOnRetry(t *testing.T) {
+	queued := time.Date(2026, 11, 23, 18, 0, 0, 0, time.UTC)
+	now := queued
+	s := NewSigner("https://fw.example.cn", time.Hour, []byte("new-secret-0123456789"))
+	s.now = func() time.Time { return now }
+	first := s.Link("alm-000007", "st-tanxi", queued)
+	now = queued.Add(17 * time.Minute) // a retry after the receiver was down
+	if again := s.Link("alm-000007", "st-tanxi", queued); again != first {
+		t.Fatalf("retry carries another link:\n%s\n%s", first, again)
+	}
+	tok := first[strings.Index(first, "#t=")+3:]
+	if _, err := s.Check(tok, "alm-000007"); err != nil {
+		t.Fatalf("within the TTL of its queueing: %v", err)
+	}
+	now = queued.Add(time.Hour)
+	if _, err := s.Check(tok, "alm-000007"); err == nil {
+		t.Fatal("a link is good past TTL after its push was queued")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,7 +37,9 @@ func newResponderWiring(cfg *Config) (*responderWiring, error) {
 }
 
 // link is alarms.Config.ResponderLink.
-func (w *responderWiring) link(alarm, station string) string { return w.signer.Link(alarm, station) }
+func (w *responderWiring) link(alarm, station string, issued time.Time) string {
+	return w.signer.Link(alarm, station, issued)
+}
 
 // notify passes an alarm change to the open pages (alarms.Config.OnTransition).
 func (w *responderWiring) notify(a alarms.Alarm) {
