@@ -580,8 +580,13 @@ func influxQL(base, q string) error {
 
 // countStored counts the readings the load generator writes, per kind.
 func countStored(base, db string) (int64, error) {
-	q := "SELECT count(residual_current_ma) FROM electrical; SELECT count(battery_pct) FROM smoke; " +
-		"SELECT count(pressure_mpa) FROM hydrant; SELECT count(slot_temp_c) FROM charger"
+	return countQuery(base, db, "SELECT count(residual_current_ma) FROM electrical; SELECT count(battery_pct) FROM smoke; "+
+		"SELECT count(pressure_mpa) FROM hydrant; SELECT count(slot_temp_c) FROM charger")
+}
+
+// countQuery runs count queries q in InfluxDB 1.x database db and returns
+// the sum of the counts.
+func countQuery(base, db, q string) (int64, error) {
 	resp, err := http.Get(base + "/query?" + url.Values{"db": {db}, "q": {q}}.Encode())
 	if err != nil {
 		return 0, err

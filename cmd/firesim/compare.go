@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"debug/buildinfo"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -350,36 +347,7 @@ func (b *bench) telegrafStep(ctx context.Context, i int, rate float64) (compareR
 
 // countTelegraf counts the readings Telegraf stored.
 func countTelegraf(base, db string) (int64, error) {
-	resp, err := http.Get(base + "/query?" + url.Values{"db": {db}, "q": {"SELECT count(seq) FROM reading"}}.Encode())
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Results []struct {
-			Series []struct {
-				Values [][]any `json:"values"`
-			} `json:"series"`
-			Error string `json:"error"`
-		} `json:"results"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, res := range r.Results {
-		if res.Error != "" {
-			return 0, errors.New(res.Error)
-		}
-		for _, s := range res.Series {
-			for _, v := range s.Values {
-				if f, ok := v[1].(float64); ok {
-					n += int64(f)
-				}
-			}
-		}
-	}
-	return n, nil
+	return countQuery(base, db, "SELECT count(seq) FROM reading")
 }
 
 // compareMain runs -compare and writes its table between the
