@@ -36,7 +36,7 @@ func (s *service) startNBIoT(mux *http.ServeMux, reg prometheus.Registerer) erro
 		s.log.Warn("NB-IoT pushes on a public address without TLS: the CTWing and GB/T 45839 path tokens travel in clear text; set nbiot.tls_cert and nbiot.tls_key", "listen", l)
 	}
 	b, err := bridge.New(s.cfg.NBIoT, bridge.Options{
-		Ledger: s.ledger, Handle: s.nbiotHandle, Registerer: reg, Logger: s.log.With("component", "nbiot"),
+		Ledger: s.ledger, Handle: s.nbiotHandle, Registerer: reg, Logger: s.log.With("component", "nbiot"), Vitals: s.vitals,
 	})
 	if err != nil {
 		return err

@@ -50,6 +50,7 @@ type service struct {
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
+	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -91,6 +92,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			return nil, fmt.Errorf("alarms.sms_gateway: %w", err)
 		}
 	}
+	centre, err := s.nbiotCentre() // nbiot_forward.go
+	if err != nil {
+		return nil, err
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
@@ -103,7 +108,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		SecretPrevious: []byte(cfg.Alarms.SecretPrevious), NoLegacySignature: !cfg.Alarms.LegacySignature,
 		RetryMin: cfg.Alarms.RetryMin, RetryMax: cfg.Alarms.RetryMax, RespondWithin: cfg.Alarms.RespondWithin,
 		StormWindow: stormWindow(cfg.Alarms.StormWindow), StormHold: cfg.Alarms.StormHold,
-		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots, SMS: sms,
+		Publish: s.publishCommand, CommandRetry: cfg.Alarms.CommandRetry, Robots: robots, SMS: sms, Centre: centre,
 		Digest: cfg.Alarms.Digest, DigestAt: cfg.Alarms.DigestAt,
 		Logger: log.With("component", "alarms"), Registerer: reg, Tokens: tokens,
 		ResponderLink: rw.link,
