@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -161,5 +163,28 @@ func checkClosing(t *testing.T, body string, status int, cst *time.Location) {
 		`,"signalStrength":-97,"batteryPercentage":74,"datetime":"` + dt + `"}`
 	if body != want {
 		t.Errorf("closing report\n got %s\nwant %s", body, want)
+	}
+}
+
+// TestNBIoTForwardCheck: with nbiot.forward on, firewatch check refuses a
+// bound serial that is not an Appendix B id, naming its device.
+func TestNBIoTForwardCheck(t *testing.T) {
+	good := nbiotLedger(t, "http://127.0.0.1:1")
+	b, _ := os.ReadFile(good)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(string(b), `serial: "ABCD01250601SN00000010A1F2E"`, `serial: "abcd01250601SN00000010A1F2E"`, 1)), 0o600)
+	t.Setenv("FIREWATCH_ALARMS_SECRET", e2eSecret)
+	t.Setenv("FIREWATCH_NBIOT_FORWARD_URL", "https://centre.example/gb45839/t0ken/status_info")
+	t.Setenv("FIREWATCH_NBIOT_FORWARD_COMPANY", "ABCD")
+	for _, c := range []struct {
+		ledger string
+		code   int
+		want   string
+	}{{good, 0, "OK"}, {bad, 1, `device "sm-nb-gb": `}} {
+		var out, errb strings.Builder
+		code := cli([]string{"check", "-ledger", c.ledger}, &out, &errb)
+		if code != c.code || !strings.Contains(out.String()+errb.String(), c.want) {
+			t.Errorf("check %s: %d %s %s, want %d and %q", filepath.Base(c.ledger), code, out.String(), errb.String(), c.code, c.want)
+		}
 	}
 }
