@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -186,5 +187,37 @@ func TestNBIoTForwardCheck(t *testing.T) {
 		if code != c.code || !strings.Contains(out.String()+errb.String(), c.want) {
 			t.Errorf("check %s: %d %s %s, want %d and %q", filepath.Base(c.ledger), code, out.String(), errb.String(), c.code, c.want)
 		}
+	}
+}
+
+// TestNBIoTForwardRestart: a report the centre refused while firewatch
+// ran is still delivered after a restart (the outbox row outlives the
+// process), once.
+func TestNBIoTForwardRestart(t *testing.T) {
+	centre, got, down, tries := newCentre(t)
+	rcv := newReceiver(t)
+	cfg := embeddedConfig(t, rcv)
+	cfg.Ledger = nbiotLedger(t, rcv.URL)
+	cfg.NBIoT.GB45839.Token = gb45839Token
+	cfg.NBIoT.Forward.URL = centre.URL + "/gb45839/centre-token-7f3a/status_info"
+	cfg.NBIoT.Forward.Company = "ABCD"
+	s, stop := runService(t, &cfg, slog.LevelError)
+	down.Store(true)
+	dt := time.Now().In(time.FixedZone("CST", 8*3600)).Format("2006-01-02 15:04:05")
+	fire := `{"company":"ABCD","serial":"ABCD01250601SN00000010A1F2E","status":2,"signalStrength":-99,"batteryPercentage":76,"datetime":"` + dt + `"}`
+	if code, body := post(t, s.httpURL()+"/nbiot/gb45839/"+gb45839Token+"/status_info", fire); code != 200 {
+		t.Fatalf("status_info: %d %s", code, body)
+	}
+	testenv.WaitFor(t, 10*time.Second, "a refused attempt at the centre", func() bool { return tries.Load() >= 1 })
+	stop()
+	down.Store(false)
+	runService(t, &cfg, slog.LevelError)
+	if r := nextReport(t, got, "fire report after the restart"); r.body != fire {
+		t.Fatalf("fire report after the restart\n got %s\nwant %s", r.body, fire)
+	}
+	select {
+	case r := <-got:
+		t.Errorf("the report came twice: %s", r.body)
+	case <-time.After(500 * time.Millisecond): // a duplicate would follow at once
 	}
 }
