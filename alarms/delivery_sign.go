@@ -155,6 +155,9 @@ func (m *Manager) recipient(endpoint string) string {
 	if m.cfg.SMS != nil && endpoint == m.cfg.SMS.URL { // sms.go
 		return RecipientSMS
 	}
+	if m.cfg.Centre != nil && endpoint == m.cfg.Centre.URL { // delivery_centre.go
+		return RecipientCentre
+	}
 	for _, st := range m.ledger.Stations {
 		if st.Endpoint == endpoint {
 			return st.ID

@@ -253,6 +253,11 @@ func (m *Manager) raise(ctx context.Context, tx *storeTx, ev rules.Event, now ti
 	if err != nil {
 		return nil, err
 	}
+	centre, err := m.enqueueCentre(ctx, tx, id, &a, d, now) // delivery_centre.go
+	if err != nil {
+		return nil, err
+	}
+	sms = append(sms, centre...)
 	inc, err := m.joinIncident(ctx, tx, a.Station, id, a.Severity)
 	if err != nil {
 		return nil, err

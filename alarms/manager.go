@@ -73,6 +73,9 @@ type Config struct {
 	// SMS, if set, is the SMS/voice gateway that tells a device's
 	// responsible person of its alarms (sms.go).
 	SMS *SMSGateway
+	// Centre, if set, is the 中心级 platform told of NB-IoT detectors'
+	// alarms and faults (delivery_centre.go).
+	Centre *Centre
 	// CommandRetry is how long to wait for a device's acknowledgement
 	// before sending a command again (default 3s).
 	CommandRetry time.Duration

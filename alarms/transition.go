@@ -189,8 +189,12 @@ func (m *Manager) closeReceivers(ctx context.Context, tx *storeTx, id int64, a *
 func (m *Manager) enqueueClose(ctx context.Context, tx *storeTx, id int64, a *Alarm, now time.Time, base *Push,
 	change func(p *Push)) ([]string, error) {
 	rcv, raised, err := m.closeReceivers(ctx, tx, id, a)
-	if err != nil || len(rcv) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	centre, err := m.enqueueCentreClose(ctx, tx, id, a, now) // delivery_centre.go
+	if err != nil || len(rcv) == 0 {
+		return centre, err
 	}
 	var p Push
 	switch {
@@ -206,7 +210,8 @@ func (m *Manager) enqueueClose(ctx context.Context, tx *storeTx, id int64, a *Al
 	if change != nil {
 		change(&p)
 	}
-	return m.queuePush(ctx, tx, id, a.Grid, &p, rcv, now)
+	eps, err := m.queuePush(ctx, tx, id, a.Grid, &p, rcv, now)
+	return append(eps, centre...), err
 }
 
 // alarmPush makes the fields of a push from a stored alarm, for an alarm

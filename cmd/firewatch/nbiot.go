@@ -11,6 +11,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/gb45839"
 )
 
 // NB-IoT detectors through CTWing, OneNET and GB/T 45839 peers
@@ -36,7 +37,7 @@ func (s *service) startNBIoT(mux *http.ServeMux, reg prometheus.Registerer) erro
 		s.log.Warn("NB-IoT pushes on a public address without TLS: the CTWing and GB/T 45839 path tokens travel in clear text; set nbiot.tls_cert and nbiot.tls_key", "listen", l)
 	}
 	b, err := bridge.New(s.cfg.NBIoT, bridge.Options{
-		Ledger: s.ledger, Handle: s.nbiotHandle, Registerer: reg, Logger: s.log.With("component", "nbiot"),
+		Ledger: s.ledger, Handle: s.nbiotHandle, Registerer: reg, Logger: s.log.With("component", "nbiot"), Vitals: s.vitals,
 	})
 	if err != nil {
 		return err
@@ -119,5 +120,8 @@ func (s *service) warnNBIoTLiveness() {
 // (firewatch check, and a start without a platform).
 func checkNBIoT(cfg *Config, l *devices.Ledger) error {
 	_, _, err := bridge.CheckLedger(cfg.NBIoT, l)
+	if err == nil && cfg.NBIoT.Forward.Enabled() { // nbiot_forward.go
+		_, err = gb45839.CheckForward(l)
+	}
 	return err
 }

@@ -50,6 +50,7 @@ type service struct {
 	// downlink publishes linkage commands (alarm_linkage.go).
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
+	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -87,6 +88,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err != nil {
 		return nil, err
 	}
+	centre, err := s.nbiotCentre() // nbiot_forward.go
+	if err != nil {
+		return nil, err
+	}
 	annotations := influx.NewEncoder(s.ledger)
 	var annMu sync.Mutex
 	var annBuf []byte
@@ -96,6 +101,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 	ac.Publish, ac.Logger, ac.Registerer, ac.Tokens = s.publishCommand, log.With("component", "alarms"), reg, tokens
 	ac.ResponderLink = rw.link
+	ac.Centre = centre // nbiot_forward.go
 	ac.OnTransition = func(a alarms.Alarm) {
 		rw.notify(a)
 		p, ok := s.alarmPoint(a)

@@ -35,6 +35,9 @@ type Options struct {
 	// Registerer takes the bridge's metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// Vitals keeps the detectors' last signal and battery (vitals.go);
+	// nil: the bridge's own.
+	Vitals *Vitals
 }
 
 // Bridge turns platform reports into pipeline messages. Submit is safe for
@@ -55,6 +58,8 @@ type Bridge struct {
 	stopping atomic.Bool
 
 	srv *server // own listener (nbiot.listen), or nil
+
+	vitals *Vitals // last signal and battery per detector (vitals.go)
 }
 
 type metrics struct {
@@ -129,6 +134,9 @@ func New(cfg Config, opt Options) (*Bridge, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bridge{cfg: cfg, ledger: opt.Ledger, index: idx, codecs: codecs, handle: opt.Handle, log: log}
+	if b.vitals = opt.Vitals; b.vitals == nil { // vitals.go
+		b.vitals = NewVitals(opt.Ledger)
+	}
 	b.met = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firewatch_nbiot_requests_total",
@@ -222,6 +230,7 @@ func (b *Bridge) Submit(ctx context.Context, reports []nbiot.Report) error {
 				b.log.Debug("nbiot payload does not fit its codec", "device", d.ID, "product", c.Product, "err", err)
 			}
 		}
+		b.vitals.note(d, r) // vitals.go: before the alarm it may raise is reported
 		var err error
 		if msg, err = b.deliver(d, r, msg); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/ingest/nbiot/gb45839"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/onenet"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 	GB45839 struct {
 		Token string `yaml:"token" help:"GB/T 45839 Appendix D peer path token (at least 12 characters): https://host/nbiot/gb45839/{token}/status_info and /Install_info; empty: off" secret:"true"`
 	} `yaml:"gb45839"`
+	Forward gb45839.Forward `yaml:"forward"` // to a 中心级 platform (gb45839/forward.go)
 }
 
 // Defaults for zero values.
@@ -80,6 +82,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBody < 0 || c.Rate < 0 || c.Dedupe < 0 || c.Pending < 0 || c.LostWithin < 0 {
 		errs = append(errs, errors.New("nbiot: max_body, rate, dedupe, pending and lost_within must not be negative (0: default, or no cap)"))
+	}
+	if err := c.Forward.Validate(); err != nil { // gb45839/forward.go
+		errs = append(errs, err)
 	}
 	if t := c.CTWing.Token; t != "" {
 		if len(t) < 16 {
