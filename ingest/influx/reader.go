@@ -19,7 +19,7 @@ import (
 // to show, never retried here.
 type Reader struct {
 	client influxdb2.Client
-	query  api.QueryAPI
+	org    string
 	bucket string
 	// Timeout bounds one query (default 2 s).
 	Timeout time.Duration
@@ -40,7 +40,7 @@ func NewReader(cfg Config) *Reader {
 	tr.MaxIdleConnsPerHost = 2
 	opts := influxdb2.DefaultOptions().SetHTTPClient(&http.Client{Transport: tr})
 	c := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
-	return &Reader{client: c, query: c.QueryAPI(cfg.Org), bucket: cfg.Bucket, Timeout: 2 * time.Second}
+	return &Reader{client: c, org: cfg.Org, bucket: cfg.Bucket, Timeout: 2 * time.Second}
 }
 
 // Close releases the Reader's connections.
@@ -112,7 +112,11 @@ func (r *Reader) run(ctx context.Context, q string, each func(recordLike)) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, t)
 	defer cancel()
-	res, err := r.query.Query(ctx, q)
+	// A QueryAPI per query: influxdb-client-go v2.14 caches the query URL
+	// in it without a lock on the read (a data race between two queries
+	// of one QueryAPI); making one is an allocation, not a connection.
+	var qa api.QueryAPI = r.client.QueryAPI(r.org)
+	res, err := qa.Query(ctx, q)
 	if err != nil {
 		return fmt.Errorf("influx query: %w", err)
 	}
