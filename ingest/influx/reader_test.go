@@ -25,7 +25,7 @@ func TestReaderAgainstInfluxDB(t *testing.T) {
 	fmt.Fprintf(&lines, "electrical,device=el-1,kind=electrical residual_current_ma=180 %d\n", ms(-20*time.Minute))
 	fmt.Fprintf(&lines, "electrical,device=el-1,kind=electrical residual_current_ma=330 %d\n", ms(-20*time.Minute+10*time.Second))
 	fmt.Fprintf(&lines, "electrical,ch=3,device=el-1,kind=electrical cable_temp_c=99 %d\n", ms(-10*time.Minute))
-	fmt.Fprintf(&lines, "electrical,device=el-1,kind=electrical residual_current_ma=999 %d\n", ms(-2*time.Hour)) // before the hour
+	fmt.Fprintf(&lines, "electrical,device=el-1,kind=electrical residual_current_ma=999 %d\n", ms(-2*time.Hour))   // before the hour
 	fmt.Fprintf(&lines, "electrical,device=el-2,kind=electrical residual_current_ma=777 %d\n", ms(-5*time.Minute)) // another device
 	fmt.Fprintf(&lines, "electrical,device=%s,kind=electrical residual_current_ma=5 %d\n", odd, ms(-5*time.Minute))
 	fmt.Fprintf(&lines, "hydrant,device=hy-1,kind=hydrant pressure_mpa=0.31 %d\n", ms(-30*time.Minute))
