@@ -94,7 +94,7 @@ func hull(ps [][2]float64) [][2]float64 {
 		h = append(h, q)
 	}
 	h = h[:len(h)-1] // the first point again
-	if len(h) < 3 { // all on one line: its two ends
+	if len(h) < 3 {  // all on one line: its two ends
 		return [][2]float64{p[0], p[len(p)-1]}
 	}
 	return h

@@ -434,7 +434,7 @@ func TestConsoleScale(t *testing.T) {
 func waitRisk(t *testing.T, ctx context.Context, grid, risk string) {
 	t.Helper()
 	sel := `#map-grids [data-grid="` + grid + `"]`
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const e = document.querySelector('` + sel + `'); return !!e && e.dataset.risk === '` + risk + `'; })()`,
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const e = document.querySelector('`+sel+`'); return !!e && e.dataset.risk === '`+risk+`'; })()`,
 		chromedp.WithPollingTimeout(20*time.Second))); err != nil {
 		got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => { const e = document.querySelector('`+sel+`'); return e ? e.outerHTML : 'none'; })()`))
 		t.Fatalf("grid %s on the map: want %s, have %s: %v", grid, risk, got, err)
