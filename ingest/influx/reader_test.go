@@ -53,8 +53,18 @@ func TestReaderAgainstInfluxDB(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].V != 5 {
 		t.Errorf("device %q: %+v, %v", odd, got, err)
 	}
+	// The page runs both queries at once (the client library's query
+	// object once raced with itself: -race checks it here).
+	seriesDone := make(chan error, 1)
+	go func() {
+		_, err := r.Series(ctx, "electrical", "el-1", "residual_current_ma", 0, now.Add(-time.Hour), time.Minute)
+		seriesDone <- err
+	}()
 	last, err := r.Last(ctx, "hydrant", []string{"hy-1", "hy-2", "hy-9"}, "pressure_mpa", now.Add(-time.Hour))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-seriesDone; err != nil {
 		t.Fatal(err)
 	}
 	if p, ok := last["hy-1"]; len(last) != 1 || !ok || p.V != 0.285 || !p.T.Equal(now.Add(-3*time.Minute)) {
