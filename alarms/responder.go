@@ -188,11 +188,38 @@ func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte 
 	mb, _ := json.Marshal(msg + "一键处置：" + link)
 	lb, _ := json.Marshal(link)
 	p["message"], p["responder_url"] = mb, lb
+	if raw, ok := p["alarms"]; ok && row.transition == TransitionIncident {
+		if al, ok := m.incidentLinks(raw, station); ok {
+			p["alarms"] = al
+		}
+	}
 	out, err := json.Marshal(p)
 	if err != nil {
 		return row.body
 	}
 	return out
+}
+
+// incidentLinks gives each alarm an incident push lists (at most
+// MaxIncidentAlarms) its own responder link for station, when the alarm
+// was open as listed: the station acts on each alarm of a storm from the
+// push, not only on the first.
+func (m *Manager) incidentLinks(raw json.RawMessage, station string) (json.RawMessage, bool) {
+	var as []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &as); err != nil {
+		return nil, false
+	}
+	for _, a := range as {
+		var id, state string
+		if json.Unmarshal(a["alarm_id"], &id) != nil || json.Unmarshal(a["state"], &state) != nil || !State(state).Open() {
+			continue
+		}
+		if link := m.cfg.ResponderLink(id, station); link != "" {
+			a["responder_url"], _ = json.Marshal(link)
+		}
+	}
+	out, err := json.Marshal(as)
+	return out, err == nil
 }
 
 // Member is a person who acted on alarms through a responder link: their

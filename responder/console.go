@@ -18,6 +18,8 @@ type mapView struct {
 	Devices  []mapDevice       `json:"devices"`
 	Stations []mapStation      `json:"stations"`
 	Places   map[string]string `json:"places"`
+	// Grids outlines and counts the devices of each grid (grids.go).
+	Grids []mapGrid `json:"grids"`
 }
 
 type mapDevice struct {
@@ -49,6 +51,7 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, _ string) {
 	for _, st := range l.Stations {
 		v.Stations = append(v.Stations, mapStation{ID: st.ID, Name: st.Name, Grids: st.Grids, Lat: st.Lat, Lon: st.Lon})
 	}
+	v.Grids = grids(l)
 	writeJSON(w, http.StatusOK, v)
 }
 

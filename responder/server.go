@@ -37,6 +37,9 @@ type Config struct {
 	Alarms *alarms.Manager
 	Ledger *devices.Ledger
 	Signer *Signer
+	// Readings reads the device's last hour and the hydrants' pressure
+	// from InfluxDB (issue 16); nil: the page says there is no data.
+	Readings Readings
 	// Rate and Burst limit the requests per client address on the link
 	// endpoints (/r/...): Rate per second, bursts of Burst (defaults 2, 40).
 	Rate  float64
@@ -69,6 +72,8 @@ type metrics struct {
 	streams     prometheus.Gauge
 	redispatch  prometheus.Counter
 	dropUpdates prometheus.Counter
+	// readingsFailed: issue 16, readings.go.
+	readingsFailed prometheus.Counter
 }
 
 // New returns a Server. Register its routes with Register, tell it of
@@ -105,8 +110,10 @@ func New(cfg Config) (*Server, error) {
 		dropUpdates: prometheus.NewCounter(prometheus.CounterOpts{Name: "firewatch_responder_updates_dropped_total",
 			Help: "Live updates not sent to a slow stream (it is told to reload instead)."}),
 	}
+	s.met.readingsFailed = prometheus.NewCounter(prometheus.CounterOpts{Name: "firewatch_responder_readings_failed_total",
+		Help: "Responder pages whose device chart or hydrant pressures InfluxDB did not answer (the page shows the alarm without them)."})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.met.refused, s.met.taps, s.met.limited, s.met.streams, s.met.redispatch, s.met.dropUpdates} {
+		for _, c := range []prometheus.Collector{s.met.refused, s.met.taps, s.met.limited, s.met.streams, s.met.redispatch, s.met.dropUpdates, s.met.readingsFailed} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("responder metrics: %w", err)
 			}
@@ -137,6 +144,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /r/{id}/state", s.limited(s.link(s.serveState)))
 	mux.HandleFunc("POST /r/{id}/tap", s.limited(s.link(s.serveTap)))
 	mux.HandleFunc("GET /r/{id}/events", s.limited(s.link(s.serveLinkEvents)))
+	mux.HandleFunc("GET /r/{id}/readings", s.limited(s.link(s.serveReadings)))
 	sub, _ := fs.Sub(staticFS, "static")
 	files := http.FileServerFS(sub)
 	mux.Handle("GET /ui/", http.StripPrefix("/ui/", secure(files)))

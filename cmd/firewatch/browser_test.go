@@ -224,12 +224,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// 三色预警: 山湾村 is green with nothing open; its outline is drawn.
+	waitRisk(t, ctx, "450204101201", "green")
+
 	// A fire, raised after the board was loaded, appears on it by itself.
 	p := raiseSmoke(t, rcv, c, "sm-1", 1)
 	id := p["alarm_id"].(string)
 	row := `#board tr[data-id="` + id + `"]`
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row))); err != nil {
 		t.Fatalf("new alarm on the board: %v", err)
+	}
+	// ... and turns its village red on the map and in the list.
+	waitRisk(t, ctx, "450204101201", "red")
+	if got, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#grid-risk tr[data-grid="450204101201"]`))); err != nil || got != "山湾村\t红\t1\t0\t5" {
+		t.Errorf("三色预警 row of 山湾村: %q, %v (want 山湾村, 红, 1 open alarm, none offline, 5 devices)", got, err)
 	}
 	// The delivery to the station shows too (raised → pushed).
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="`+id+`"][data-state="pushed"]`))); err != nil {
@@ -293,6 +301,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("考核 row %q: want the station, responded in time", cells)
 	}
 	screenshot(t, ctx, "console-desktop-redispatched")
+	// The station closes the fire: 山湾村 turns green again, live.
+	if r := linkCall(t, "POST", page+"/tap", tok, `{"action":"close","name":"王五","cause":"fire"}`); r.status != 200 {
+		t.Fatalf("close: %d %v", r.status, r.body)
+	}
+	waitRisk(t, ctx, "450204101201", "green")
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile)); err != nil {
 		t.Fatal(err)
 	}
@@ -313,15 +326,26 @@ func TestConsoleScale(t *testing.T) {
 	rcv := &receiver{Server: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))}
 	t.Cleanup(rcv.Close)
 	var b strings.Builder
-	fmt.Fprintf(&b, "places:\n  \"450204\": 柳州市柳南区\n  \"450204101\": 太阳村镇\nstations:\n")
-	for i := range 20 {
+	fmt.Fprintf(&b, "places:\n  \"450204\": 柳州市柳南区\n  \"450204101\": 太阳村镇\n")
+	for g := range 20 {
+		fmt.Fprintf(&b, "  \"450204101%03d\": 第%d村\n", 200+g, g+1)
+	}
+	b.WriteString("stations:\n")
+	// 100 × 100 devices, 0.001° apart; 20 villages of 20 × 25 devices,
+	// 5 rows of 4, each with a station at its middle.
+	grid := func(i int) int { return (i%100)/20*4 + (i/100)/25 }
+	for g := range 20 {
 		fmt.Fprintf(&b, "  - {id: st-%02d, name: 第%d微型消防站, grids: [\"450204101%03d\"], endpoint: \"%s/dispatch/st-%02d\", lat: %.4f, lon: %.4f}\n",
-			i, i+1, 200+i, rcv.URL, i, 24.2+float64(i%5)*0.02, 109.3+float64(i/5)*0.02)
+			g, g+1, 200+g, rcv.URL, g, 24.2+float64(g/4)*0.02+0.0095, 109.3+float64(g%4)*0.025+0.012)
 	}
 	b.WriteString("devices:\n")
+	var inRed []int // devices of the first 12 villages
 	for i := range nDevices {
 		fmt.Fprintf(&b, "  - {id: sm-%05d, kind: smoke, grid: \"450204101%03d\", address: 第%d号, lat: %.5f, lon: %.5f}\n",
-			i, 200+i%20, i, 24.2+float64(i%100)*0.001, 109.3+float64(i/100)*0.001)
+			i, 200+grid(i), i, 24.2+float64(i%100)*0.001, 109.3+float64(i/100)*0.001)
+		if grid(i) < 12 {
+			inRed = append(inRed, i)
+		}
 	}
 	ledger := filepath.Join(t.TempDir(), "ledger.yaml")
 	if err := os.WriteFile(ledger, []byte(b.String()), 0o600); err != nil {
@@ -334,11 +358,22 @@ func TestConsoleScale(t *testing.T) {
 	})
 	c := mqttClient(t, url, "bridge", "bridge", secret)
 	now := time.Now().UnixMilli()
+	// Fires in the first 12 villages (red), spread over them (7919 is
+	// prime to their 6,000 devices; sm-00001, alarmed live below, is not
+	// among them), a low battery (a fault) in 3 more (yellow), the last 5
+	// quiet (green).
 	for i := range nAlarms {
-		publish(t, c, fmt.Sprintf("fw/v1/up/sm-%05d/event", i*(nDevices/nAlarms)+i%20), fmt.Sprintf(`{"ts":%d,"seq":1,"event":"smoke_alarm"}`, now))
+		publish(t, c, fmt.Sprintf("fw/v1/up/sm-%05d/event", inRed[i*7919%len(inRed)]), fmt.Sprintf(`{"ts":%d,"seq":1,"event":"smoke_alarm"}`, now))
 	}
+	for i := range nDevices {
+		if g := grid(i); g >= 12 && g < 15 && i%100%20 == 10 && i/100%25 == 12 {
+			publish(t, c, fmt.Sprintf("fw/v1/up/sm-%05d/event", i), fmt.Sprintf(`{"ts":%d,"seq":1,"event":"low_battery"}`, now))
+		}
+	}
+	const nFaults = 3
 	testenv.WaitFor(t, 60*time.Second, "500 alarms raised", func() bool {
-		return metric(t, s, `firewatch_alarms_raised_total{severity="fire"}`) == nAlarms
+		return metric(t, s, `firewatch_alarms_raised_total{severity="fire"}`) == nAlarms &&
+			metric(t, s, `firewatch_alarms_raised_total{severity="fault"}`) == nFaults
 	})
 
 	ctx := newBrowser(t, 3*time.Minute)
@@ -360,7 +395,7 @@ func TestConsoleScale(t *testing.T) {
 			t.Fatal(err)
 		}
 		ms, err := chromedp.Run(ctx, chromedp.Poll[float64](
-			`document.querySelectorAll('#board tbody tr').length === 500 && performance.now()`))
+			fmt.Sprintf(`document.querySelectorAll('#board tbody tr').length === %d && performance.now()`, nAlarms+nFaults)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,13 +404,20 @@ func TestConsoleScale(t *testing.T) {
 	slices.Sort(loads)
 	loaded := loads[1]
 	t.Logf("console: navigation to a board of %d alarms over %d devices drawn, 3 loads: %.0f ms (median), all %.0f", nAlarms, nDevices, loaded, loads)
+	risks, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]int](`[...document.querySelectorAll('#map-grids [data-grid]')].reduce((m, e) => (m[e.dataset.risk] = (m[e.dataset.risk] || 0) + 1, m), {})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if risks["red"] != 12 || risks["yellow"] != 3 || risks["green"] != 5 {
+		t.Errorf("三色预警 of the 20 villages: %v, want 12 red (fires), 3 yellow (a fault each), 5 green", risks)
+	}
 	// One more alarm: the board and map are drawn again.
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('live').textContent === '实时更新中'`)); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
 	publish(t, c, "fw/v1/up/sm-00001/event", fmt.Sprintf(`{"ts":%d,"seq":1,"event":"smoke_alarm"}`, time.Now().UnixMilli()))
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#board tr[data-id="alm-000501"]`))); err != nil {
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#board tr[data-id="alm-%06d"]`, nAlarms+nFaults+1)))); err != nil {
 		t.Fatalf("live update: %v", err)
 	}
 	render, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`window.fwRenderMs`))
@@ -386,5 +428,17 @@ func TestConsoleScale(t *testing.T) {
 	screenshot(t, ctx, "console-desktop-500-alarms")
 	if loaded > 5000 || render > 5000 {
 		t.Errorf("too slow: board %.0f ms, render %.0f ms (goal under 1 s)", loaded, render)
+	}
+}
+
+// waitRisk waits until the console's map outlines grid in the 三色预警
+// colour risk (red, yellow, green), as a polygon or ring with data-risk.
+func waitRisk(t *testing.T, ctx context.Context, grid, risk string) {
+	t.Helper()
+	sel := `#map-grids [data-grid="` + grid + `"]`
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const e = document.querySelector('`+sel+`'); return !!e && e.dataset.risk === '`+risk+`'; })()`,
+		chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => { const e = document.querySelector('`+sel+`'); return e ? e.outerHTML : 'none'; })()`))
+		t.Fatalf("grid %s on the map: want %s, have %s: %v", grid, risk, got, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/responder"
 )
 
@@ -54,11 +55,16 @@ func (w *responderWiring) register(s *service, mux *http.ServeMux, reg prometheu
 	if w.signer.BaseURL == "" {
 		w.signer.BaseURL = s.httpURL()
 	}
+	// The page's chart and hydrant pressures are read back from the
+	// InfluxDB the writer writes to (issue 16).
+	rd := influx.NewReader(s.cfg.Influx)
 	srv, err := responder.New(responder.Config{Alarms: s.alarms, Ledger: s.ledger, Signer: w.signer, Registerer: reg,
-		Logger: log.With("component", "responder")})
+		Logger: log.With("component", "responder"), Readings: rd})
 	if err != nil {
+		rd.Close()
 		return err
 	}
+	s.httpSrv.RegisterOnShutdown(rd.Close)
 	srv.Register(mux)
 	s.httpSrv.RegisterOnShutdown(srv.Close)
 	w.srv.Store(srv)

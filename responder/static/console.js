@@ -191,6 +191,75 @@
       if (!a.open || !d) continue;
       ctx.beginPath(); ctx.arc(x(d.lon), y(d.lat), a.severity === 'fire' ? 8 : 5, 0, 2 * Math.PI); ctx.stroke();
     }
+    drawGrids(w, h, x, y);
+  }
+
+  // 三色预警 per grid (docs/grafana.md, the same rule as the Grafana
+  // plugin's): red for an open fire or alarm, or 30 % of the devices
+  // offline; yellow for an open warning or fault, or 10 % offline; green
+  // otherwise. Offline devices are those with an open 离线 alarm.
+  const riskZH = { red: '红', yellow: '黄', green: '绿' };
+  const riskRank = { red: 0, yellow: 1, green: 2 };
+  const riskColour = { red: '#f5222d', yellow: '#faad14', green: '#52c41a' };
+  function gridRisks() {
+    const by = {};
+    for (const a of alarms.values()) {
+      if (!a.open) continue;
+      const r = by[a.grid] || (by[a.grid] = { open: {}, n: 0, off: new Set() });
+      if (a.severity === 'offline') r.off.add(a.device);
+      else { r.open[a.severity] = (r.open[a.severity] || 0) + 1; r.n++; }
+    }
+    return (ledger.grids || []).map((g) => {
+      const r = by[g.grid] || { open: {}, n: 0, off: new Set() };
+      const ratio = g.devices ? r.off.size / g.devices : 0;
+      let risk = 'green';
+      if (r.open.fire || r.open.alarm || ratio >= 0.3) risk = 'red';
+      else if (r.open.warning || r.open.fault || ratio >= 0.1) risk = 'yellow';
+      return { g: g, risk: risk, open: r.n, offline: r.off.size };
+    });
+  }
+
+  // drawGrids outlines each grid (the convex hull of its devices, pushed
+  // out a little so that the dots on its edge are inside; a ring where
+  // there are fewer than three) in its colour, over the canvas.
+  function drawGrids(w, h, x, y) {
+    const svg = $('map-grids'), NS = 'http://www.w3.org/2000/svg';
+    svg.setAttribute('viewBox', '0 0 ' + w + ' ' + h);
+    const els = [], rows = [];
+    const risks = gridRisks();
+    for (const r of risks) {
+      const pts = r.g.outline.map((p) => [x(p[1]), y(p[0])]);
+      if (!pts.length) continue;
+      const cx = pts.reduce((s, p) => s + p[0], 0) / pts.length, cy = pts.reduce((s, p) => s + p[1], 0) / pts.length;
+      let e;
+      if (pts.length >= 3) {
+        e = document.createElementNS(NS, 'polygon');
+        e.setAttribute('points', pts.map((p) => {
+          const dx = p[0] - cx, dy = p[1] - cy, l = Math.hypot(dx, dy) || 1;
+          return (p[0] + dx / l * 4).toFixed(1) + ',' + (p[1] + dy / l * 4).toFixed(1);
+        }).join(' '));
+      } else {
+        e = document.createElementNS(NS, 'circle');
+        e.setAttribute('cx', cx.toFixed(1)); e.setAttribute('cy', cy.toFixed(1));
+        e.setAttribute('r', (Math.max(...pts.map((p) => Math.hypot(p[0] - cx, p[1] - cy))) + 10).toFixed(1));
+      }
+      e.setAttribute('class', 'grid');
+      e.setAttribute('fill', riskColour[r.risk]); e.setAttribute('fill-opacity', r.risk === 'green' ? '0.08' : '0.2');
+      e.setAttribute('stroke', riskColour[r.risk]); e.setAttribute('stroke-width', '1.5');
+      e.dataset.grid = r.g.grid; e.dataset.risk = r.risk;
+      const tt = document.createElementNS(NS, 'title'); tt.textContent = (r.g.name || r.g.grid) + ' · ' + riskZH[r.risk]; e.append(tt);
+      els.push(e);
+    }
+    svg.replaceChildren(...els);
+    risks.sort((a, b) => riskRank[a.risk] - riskRank[b.risk] || (a.g.name || a.g.grid).localeCompare(b.g.name || b.g.grid));
+    for (const r of risks) {
+      const tr = document.createElement('tr'); tr.dataset.grid = r.g.grid; tr.dataset.risk = r.risk;
+      const badge = document.createElement('span'); badge.className = 'risk risk-' + r.risk; badge.textContent = riskZH[r.risk];
+      const c = td(''); c.append(badge);
+      tr.append(td(r.g.name || r.g.grid), c, td(String(r.open)), td(String(r.offline)), td(String(r.g.devices)));
+      rows.push(tr);
+    }
+    $('grid-risk').querySelector('tbody').replaceChildren(...rows);
   }
 
   function dayISO(d) { return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 10); }

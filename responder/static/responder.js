@@ -116,13 +116,17 @@
     }
     for (const h of v.hydrants) {
       const li = document.createElement('li');
+      li.dataset.id = h.id;
       const t = document.createElement('span');
       t.textContent = h.id + ' ' + (h.address || '') + ' · ' + h.distance_m + ' 米 ';
+      const pr = document.createElement('span');
+      pr.className = 'pressure muted';
       const n = document.createElement('a');
       n.href = h.nav.amap; n.target = '_blank'; n.rel = 'noopener noreferrer'; n.textContent = '导航';
-      li.append(t, n);
+      li.append(t, pr, document.createTextNode(' '), n);
       hy.append(li);
     }
+    renderPressures();
     const hl = $('history');
     hl.replaceChildren();
     for (const h of (a.history || [])) {
@@ -140,6 +144,106 @@
     set('btn-close', a.open, !a.open);
     if (!a.open) $('closeform').hidden = true;
     tick();
+  }
+
+  // Readings: the device's last hour and the hydrants' pressure, read from
+  // InfluxDB in a request of their own, so that the alarm and the buttons
+  // never wait for it; without them the page says so and works on.
+  let readings = null;
+  async function loadReadings() {
+    try {
+      const r = await call('/readings');
+      readings = r.status === 200 ? r.body : { available: false, error: r.body.error || '实时数据暂不可用', hydrants: {} };
+    } catch (e) {
+      readings = { available: false, error: '实时数据暂不可用（网络错误）', hydrants: {} };
+    }
+    renderChart();
+    renderPressures();
+  }
+
+  function renderPressures() {
+    if (!readings) return;
+    for (const li of $('hydrants').querySelectorAll('li[data-id]')) {
+      const pr = li.querySelector('.pressure'), p = readings.hydrants[li.dataset.id];
+      if (p) {
+        pr.textContent = '水压 ' + p.mpa.toFixed(3) + ' MPa' + (p.old ? '（' + fmtTime(p.at) + '，数据较旧）' : '');
+        pr.className = 'pressure ' + (p.old ? 'muted' : 'live');
+        pr.dataset.mpa = String(p.mpa);
+      } else {
+        pr.textContent = readings.available ? '水压 无近期数据' : '水压 暂不可用';
+        pr.className = 'pressure muted';
+        delete pr.dataset.mpa;
+      }
+    }
+  }
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  function svgEl(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (text != null) e.textContent = text;
+    return e;
+  }
+
+  // renderChart draws the last hour as an inline SVG: the peak of each
+  // minute as a line with dots, the rule's level as a dashed red line.
+  function renderChart() {
+    const box = $('chart'), note = $('chart-note'), c = readings && readings.chart;
+    box.replaceChildren();
+    if (!readings) return;
+    if (!c) {
+      note.textContent = readings.error || '该报警没有可绘制的读数';
+      return;
+    }
+    const unit = c.unit === 'event' ? '' : c.unit;
+    $('chart-title').textContent = c.metric_zh + (c.channel ? ' 第' + c.channel + '路' : '') + (unit ? '（' + unit + '）' : '');
+    if (!c.points.length) {
+      note.textContent = readings.error || '近一小时没有读数';
+      return;
+    }
+    const W = 340, H = 150, L = 44, R = 8, T = 10, B = 22;
+    const t0 = new Date(c.from).getTime(), t1 = new Date(c.to).getTime();
+    let lo = Infinity, hi = -Infinity;
+    for (const p of c.points) { lo = Math.min(lo, p.v); hi = Math.max(hi, p.v); }
+    if (c.threshold != null) { lo = Math.min(lo, c.threshold); hi = Math.max(hi, c.threshold); }
+    if (c.event) { lo = 0; hi = 1; }
+    if (lo > 0 && lo < hi * 0.5) lo = 0;
+    if (hi === lo) { hi += 1; lo = Math.max(0, lo - 1); }
+    const pad = (hi - lo) * 0.08; hi += pad; if (lo !== 0) lo -= pad;
+    const x = (t) => L + (Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0) * (W - L - R);
+    const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
+    const svg = svgEl('svg', { viewBox: '0 0 ' + W + ' ' + H, width: '100%', role: 'img', id: 'chart-svg',
+      'aria-label': '设备近一小时读数' });
+    svg.dataset.points = String(c.points.length);
+    svg.append(svgEl('rect', { x: L, y: T, width: W - L - R, height: H - T - B, fill: '#f7f8fa' }));
+    const fmt = (v) => fmtNum(v, c.unit);
+    for (const v of [lo, (lo + hi) / 2, hi]) {
+      svg.append(svgEl('text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 10, fill: '#86909c' }, fmt(v)));
+    }
+    for (const [t, label] of [[t0, '60 分钟前'], [(t0 + t1) / 2, '30 分钟前'], [t1, '现在']]) {
+      svg.append(svgEl('text', { x: x(t), y: H - 6, 'text-anchor': t === t0 ? 'start' : (t === t1 ? 'end' : 'middle'),
+        'font-size': 10, fill: '#86909c' }, label));
+    }
+    if (c.threshold != null) {
+      svg.append(svgEl('line', { x1: L, x2: W - R, y1: y(c.threshold), y2: y(c.threshold), stroke: '#d4380d',
+        'stroke-dasharray': '4 3', 'stroke-width': 1, class: 'threshold' }));
+      svg.append(svgEl('text', { x: W - R - 2, y: y(c.threshold) - 3, 'text-anchor': 'end', 'font-size': 10, fill: '#d4380d' },
+        '报警值 ' + fmt(c.threshold)));
+    }
+    const pts = c.points.map((p) => [x(new Date(p.t).getTime()), y(p.v)]);
+    svg.append(svgEl('polyline', { points: pts.map((p) => p[0].toFixed(1) + ',' + p[1].toFixed(1)).join(' '),
+      fill: 'none', stroke: '#165dff', 'stroke-width': 2, 'stroke-linejoin': 'round' }));
+    c.points.forEach((p, i) => {
+      const over = c.threshold != null && p.v >= c.threshold;
+      const dot = svgEl('circle', { cx: pts[i][0], cy: pts[i][1], r: 2.5, fill: over ? '#d4380d' : '#165dff', class: 'pt' });
+      dot.dataset.v = String(p.v);
+      dot.append(svgEl('title', {}, fmtTime(p.t) + ' ' + fmt(p.v) + (unit ? ' ' + unit : '')));
+      svg.append(dot);
+    });
+    box.append(svg);
+    const last = c.points[c.points.length - 1];
+    note.replaceChildren('最新 ', Object.assign(document.createElement('b'), { id: 'chart-last', textContent: fmt(last.v) + (unit ? ' ' + unit : '') }),
+      '（' + fmtTime(last.t) + '），每分钟取最大值' + (readings.error ? ' · ' + readings.error : ''));
   }
 
   function tick() {
@@ -249,7 +353,8 @@
     return;
   }
   if (!name()) askName();
-  load().then(live);
+  load().then(() => { loadReadings(); live(); });
   setInterval(tick, 1000);
   setInterval(load, 30000); // a safety net under the live stream
+  setInterval(loadReadings, 60000);
 })();
