@@ -189,7 +189,7 @@ func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte 
 	lb, _ := json.Marshal(link)
 	p["message"], p["responder_url"] = mb, lb
 	if raw, ok := p["alarms"]; ok && row.transition == TransitionIncident {
-		if al, ok := m.incidentLinks(raw, station); ok {
+		if al, ok := m.incidentLinks(raw, station, msTime(row.created)); ok {
 			p["alarms"] = al
 		}
 	}
@@ -204,7 +204,7 @@ func (m *Manager) withResponderLink(ctx context.Context, row *outboxRow) []byte 
 // MaxIncidentAlarms) its own responder link for station, when the alarm
 // was open as listed: the station acts on each alarm of a storm from the
 // push, not only on the first.
-func (m *Manager) incidentLinks(raw json.RawMessage, station string) (json.RawMessage, bool) {
+func (m *Manager) incidentLinks(raw json.RawMessage, station string, issued time.Time) (json.RawMessage, bool) {
 	var as []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &as); err != nil {
 		return nil, false
@@ -214,7 +214,7 @@ func (m *Manager) incidentLinks(raw json.RawMessage, station string) (json.RawMe
 		if json.Unmarshal(a["alarm_id"], &id) != nil || json.Unmarshal(a["state"], &state) != nil || !State(state).Open() {
 			continue
 		}
-		if link := m.cfg.ResponderLink(id, station); link != "" {
+		if link := m.cfg.ResponderLink(id, station, issued); link != "" {
 			a["responder_url"], _ = json.Marshal(link)
 		}
 	}

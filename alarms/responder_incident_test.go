@@ -22,7 +22,9 @@ func TestIncidentPushLinks(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.StormWindow = DefaultStormWindow
 	cfg.StormHold = time.Second
-	cfg.ResponderLink = func(alarm, station string) string { return "https://fw.example/r/" + alarm + "#t=" + station }
+	cfg.ResponderLink = func(alarm, station string, _ time.Time) string {
+		return "https://fw.example/r/" + alarm + "#t=" + station
+	}
 	m := start(t, cfg, l)
 	for i := range n {
 		m.Submit(raise(smokeAlarm, devices.Index(i), 0, 1, 0))
