@@ -322,17 +322,43 @@ func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Seen records that device d was heard from at now (Unix ms, receive time).
-// It is O(1) and does not allocate: one atomic swap, and only for a device
-// that was offline a note for the next Tick, which tells the sink.
-func (lv *Liveness) Seen(d Index, now int64) {
-	old := lv.words[d].Swap(uint64(now)&timeMask | seenBit)
-	if old&offlineBit == 0 {
-		return
+// It is O(1) and does not allocate: an atomic load and compare-and-swap,
+// and only for a device that was offline a note for the next Tick, which
+// tells the sink. Last-seen never moves backwards.
+func (lv *Liveness) Seen(d Index, now int64) { lv.SeenAt(d, now, now) }
+
+// SeenAt records that device d spoke at at (Unix ms: a reading's trusted
+// device time, capped at now), learnt at now: a gateway's replay of its
+// spool, an operator platform's retry. Last-seen becomes the later of the
+// two, never earlier (max semantics). An offline device is back only if at
+// is within its grace of now: a replay of what it said before it went
+// silent moves its last sighting but does not revive it (issue 14). Same
+// cost as Seen: nothing but a compare for a reading not newer than the last.
+func (lv *Liveness) SeenAt(d Index, at, now int64) {
+	at = min(at, now)
+	w := &lv.words[d]
+	old := w.Load()
+	for {
+		last := int64(old & timeMask)
+		if old&offlineBit == 0 {
+			nw := uint64(at)&timeMask | seenBit
+			if at < last || old == nw || w.CompareAndSwap(old, nw) {
+				return
+			}
+		} else if at+int64(lv.grace[d]) <= now {
+			// Too old to say the device is there now.
+			if at <= last || w.CompareAndSwap(old, uint64(at)&timeMask|seenBit|offlineBit) {
+				return
+			}
+		} else if w.CompareAndSwap(old, uint64(max(at, last))&timeMask|seenBit) {
+			lv.offline.Add(-1)
+			lv.backMu.Lock()
+			lv.back = append(lv.back, backEvent{d, last, at})
+			lv.backMu.Unlock()
+			return
+		}
+		old = w.Load()
 	}
-	lv.offline.Add(-1)
-	lv.backMu.Lock()
-	lv.back = append(lv.back, backEvent{d, int64(old & timeMask), now})
-	lv.backMu.Unlock()
 }
 
 // Vitals records the battery level and signal strength among a message's

@@ -53,6 +53,7 @@ type edgeFaults struct {
 	held        map[devices.Index]*busFault
 	heldSince   map[devices.Index]int64 // offline reports held back: last seen
 	rearm       []devices.Index         // held devices to re-arm once ef.mu is released
+	gws         map[string]*gwLive      // gateways' own liveness (gateway_liveness.go)
 }
 
 type sensorRuleKey struct {
@@ -99,6 +100,7 @@ func newEdgeFaults(l *devices.Ledger, sink Events, offline devices.LivenessSink,
 		heldSince:   map[devices.Index]int64{},
 		now:         func() int64 { return time.Now().UnixMilli() },
 	}
+	ef.initGateways(ef.now())
 	for i := range devices.Catalog {
 		m := devices.Metric(i)
 		info := m.Info()
@@ -202,8 +204,12 @@ func (ef *edgeFaults) Status(gw string, payload []byte, now int64) {
 			devs := ef.gatewayDevices(gw)
 			note := fmt.Sprintf("网关 %s 离线（断电或上行网络中断），其下 %d 台设备无法监测：%s", gw, len(devs), ef.names(devs))
 			events = ef.down(events, gw+"|*", gatewayRuleSuffix, devs, note, t, true)
+			ef.gatewayWill(gw)
+		} else {
+			events = ef.heardStatus(gw, now, events)
 		}
 	} else {
+		events = ef.heardStatus(gw, now, events)
 		events = ef.up(events, gw+"|*", t)
 		keys := make([]string, 0, len(st.Buses))
 		for _, b := range st.Buses {
@@ -369,7 +375,7 @@ func anchorMetric(k devices.Kind) devices.Metric {
 // Offline holds back the offline alarm of a device whose bus is down.
 func (ef *edgeFaults) Offline(d devices.Index, lastSeen, now int64) {
 	ef.mu.Lock()
-	if bf := ef.held[d]; bf != nil {
+	if bf := ef.heldOrSilent(d, now); bf != nil {
 		ef.heldSince[d] = lastSeen
 		var ev rules.Event
 		if !bf.raised {
