@@ -54,6 +54,7 @@ type edgeFaults struct {
 	heldSince   map[devices.Index]int64 // offline reports held back: last seen
 	rearm       []devices.Index         // held devices to re-arm once ef.mu is released
 	gws         map[string]*gwLive      // gateways' own liveness (gateway_liveness.go)
+	gwStart     int64
 }
 
 type sensorRuleKey struct {
@@ -375,7 +376,7 @@ func anchorMetric(k devices.Kind) devices.Metric {
 // Offline holds back the offline alarm of a device whose bus is down.
 func (ef *edgeFaults) Offline(d devices.Index, lastSeen, now int64) {
 	ef.mu.Lock()
-	if bf := ef.heldOrSilent(d, now); bf != nil {
+	if bf := ef.heldOrSilent(d, lastSeen, now); bf != nil {
 		ef.heldSince[d] = lastSeen
 		var ev rules.Event
 		if !bf.raised {

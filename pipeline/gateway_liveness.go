@@ -37,6 +37,7 @@ type gwLive struct {
 
 // initGateways tracks every gateway its devices name, heard at start.
 func (ef *edgeFaults) initGateways(start int64) {
+	ef.gwStart = start
 	ef.gws = map[string]*gwLive{}
 	for i := range ef.ledger.Devices {
 		if gw := ef.ledger.Devices[i].Gateway; gw != "" && ef.gws[gw] == nil {
@@ -115,8 +116,11 @@ func (ef *edgeFaults) firstNews(gw string, g *gwLive, now int64) []rules.Event {
 
 // heldOrSilent returns the fault that holds back device d's offline alarm:
 // its bus's or gateway's, or, when its gateway has been silent for d's
-// grace, the gateway's, made active here. ef.mu is held.
-func (ef *edgeFaults) heldOrSilent(d devices.Index, now int64) *busFault {
+// grace, the gateway's, made active here. A gateway not heard since start
+// is taken for silent only for a device not heard since start either: a
+// device that spoke on its own topic meanwhile did not need its gateway.
+// ef.mu is held.
+func (ef *edgeFaults) heldOrSilent(d devices.Index, lastSeen, now int64) *busFault {
 	if bf := ef.held[d]; bf != nil || ef.live == nil {
 		return bf
 	}
@@ -126,7 +130,7 @@ func (ef *edgeFaults) heldOrSilent(d devices.Index, now int64) *busFault {
 		return nil
 	}
 	heard := g.heard.Load()
-	if heard+ef.live.Status(d).Grace.Milliseconds() > now {
+	if heard+ef.live.Status(d).Grace.Milliseconds() > now || !g.known.Load() && lastSeen > ef.gwStart {
 		return nil // the gateway speaks: the device itself is silent
 	}
 	devs := ef.gatewayDevices(gw)
