@@ -122,11 +122,16 @@ type Liveness struct {
 	// offline cannot stall ingest.
 	backMu      sync.Mutex
 	back, spare []backEvent
+	// early are the devices brought back by a reading older than the
+	// moment it came (SeenAt): their deadline may come before the slot
+	// their entry waits in, so Tick checks them until it does not.
+	early []backEvent
 }
 
 type backEvent struct {
 	d             Index
 	lastSeen, now int64
+	recv          int64 // when the reading at now came (SeenAt)
 }
 
 // vitals are the last battery level and signal strength of a device and
@@ -353,7 +358,7 @@ func (lv *Liveness) SeenAt(d Index, at, now int64) {
 		} else if w.CompareAndSwap(old, uint64(max(at, last))&timeMask|seenBit) {
 			lv.offline.Add(-1)
 			lv.backMu.Lock()
-			lv.back = append(lv.back, backEvent{d, last, at})
+			lv.back = append(lv.back, backEvent{d, last, at, now})
 			lv.backMu.Unlock()
 			return
 		}
@@ -417,13 +422,16 @@ func (lv *Liveness) Tick(now int64) int {
 	lv.backMu.Unlock()
 	for _, b := range back {
 		lv.sink.Online(b.d, b.lastSeen, b.now)
+		if b.now < b.recv {
+			lv.early = append(lv.early, b)
+		}
 	}
 	lv.spare = back[:0]
+	raised := lv.checkEarly(now)
 	target := now / lv.tickMs
 	if target-lv.cur >= int64(len(lv.slots)) {
 		lv.cur = target - int64(len(lv.slots)) + 1 // each slot once
 	}
-	raised := 0
 	for ; lv.cur <= target; lv.cur++ {
 		s := lv.cur & lv.mask
 		e := lv.slots[s]
@@ -434,6 +442,32 @@ func (lv *Liveness) Tick(now int64) int {
 			e = nx
 		}
 	}
+	return raised
+}
+
+// checkEarly raises the devices of lv.early whose grace ended by now, and
+// forgets those whose wheel entry is no longer behind their deadline: they
+// went offline, or spoke since they came back. lv.mu is held.
+func (lv *Liveness) checkEarly(now int64) int {
+	raised := 0
+	keep := lv.early[:0]
+	for _, b := range lv.early {
+		w := lv.words[b.d].Load()
+		last := int64(w & timeMask)
+		switch {
+		case w&offlineBit != 0 || last >= b.recv:
+			// Offline again, or its deadline is at least its entry's.
+		case last+int64(lv.grace[b.d]) > now:
+			keep = append(keep, b)
+		case lv.words[b.d].CompareAndSwap(w, w|offlineBit):
+			lv.offline.Add(1)
+			lv.sink.Offline(b.d, last, now)
+			raised++
+		default:
+			keep = append(keep, b) // it spoke meanwhile: look again
+		}
+	}
+	lv.early = keep
 	return raised
 }
 
