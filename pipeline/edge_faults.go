@@ -300,7 +300,9 @@ func (ef *edgeFaults) down(events []rules.Event, key, suffix string, devs []devi
 	bf.rule = &rules.Rule{ID: anchor.Kind.String() + suffix, Kind: anchor.Kind, Metric: anchorMetric(anchor.Kind),
 		Op: rules.OpEvent, Severity: rules.SeverityFault, NoteZH: note}
 	for _, d := range devs {
-		ef.held[d] = bf
+		if ef.held[d] == nil { // a dead bus keeps its own hold (issue 14)
+			ef.held[d] = bf
+		}
 	}
 	ef.log.Warn("gateway bus down: one fault for its devices, their offline alarms held back", "bus", key, "devices", len(devs))
 	if deferred {

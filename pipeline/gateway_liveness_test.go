@@ -107,3 +107,40 @@ func TestGatewaySpeaksDeviceOffline(t *testing.T) {
 		t.Fatalf("el-1 events %q, want it back, then its own offline alarm while its gateway speaks", got)
 	}
 }
+
+// A dead bus keeps holding its devices when the whole gateway falls
+// silent and comes back with the bus still down: one bus fault and one
+// gateway fault, no offline alarm of the bus's device.
+func TestSilentGatewayKeepsBusHold(t *testing.T) {
+	var ef *edgeFaults
+	r := newReplayRig(t, func(p *Pipeline, events *fakeEvents) devices.LivenessSink {
+		ef = newEdgeFaults(p.ledger, events, newLivenessAlarms(p.ledger, events), discardLogger())
+		ef.now = p.clock.now
+		p.edge = ef
+		return ef
+	})
+	ef.live = r.live
+	status := func() {
+		r.p.handle("fw/v1/up/gw/gw-1/status", fmt.Appendf(nil,
+			`{"ts":%d,"online":true,"buses":[{"port":"/dev/ttyUSB0","ok":false,"error":"no device on the bus answers","devices":["el-1"]}]}`, r.now))
+	}
+	seq := 0
+	batch := func() {
+		seq++
+		r.p.handle("fw/v1/up/gw/gw-1/batch", fmt.Appendf(nil, `{"readings":[{"dev":"hy-1","ts":%d,"seq":%d,"m":{"rssi_dbm":-80}},{"dev":"ch-1","ts":%d,"seq":%d,"m":{"rssi_dbm":-80}}]}`, r.now, seq, r.now, seq))
+	}
+	status()
+	batch()
+	r.advance(10*time.Minute, nil) // the gateway falls silent
+	r.advance(5*time.Minute, func() { status(); batch() })
+	var all []string
+	for _, ev := range r.events.evs {
+		all = append(all, ev.Rule.ID+":"+ev.Transition.String())
+	}
+	got := strings.Join(all, " ")
+	// (The first clear is the first word's, of a previous run's fault.)
+	want := "electrical.gateway_offline:clear electrical.bus_fault:raise electrical.gateway_offline:raise electrical.gateway_offline:clear"
+	if got != want {
+		t.Fatalf("events\n%s\nwant\n%s", got, want)
+	}
+}
