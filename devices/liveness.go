@@ -94,9 +94,9 @@ const (
 // Liveness knows when every device was last heard from and raises the ones
 // that have been silent for longer than their grace. All devices share one
 // hashed timing wheel with a slot per tick up to the longest grace; Seen
-// does not touch the wheel (an atomic load and compare-and-swap), and the wheel reschedules an
-// entry lazily when its slot comes up and the device turns out to have
-// spoken meanwhile. A device therefore costs its state words (about 32
+// does not touch the wheel (an atomic load and compare-and-swap), and the
+// wheel reschedules an entry lazily when its slot comes up and the device
+// turns out to have spoken meanwhile. A device therefore costs its state words (about 32
 // bytes, with the vitals), not a goroutine or a timer.
 //
 // Seen and Vitals are called from the ingest pipeline's goroutine, Tick
