@@ -94,9 +94,9 @@ const (
 // Liveness knows when every device was last heard from and raises the ones
 // that have been silent for longer than their grace. All devices share one
 // hashed timing wheel with a slot per tick up to the longest grace; Seen
-// does not touch the wheel (one atomic swap), and the wheel reschedules an
-// entry lazily when its slot comes up and the device turns out to have
-// spoken meanwhile. A device therefore costs its state words (about 32
+// does not touch the wheel (an atomic load and compare-and-swap), and the
+// wheel reschedules an entry lazily when its slot comes up and the device
+// turns out to have spoken meanwhile. A device therefore costs its state words (about 32
 // bytes, with the vitals), not a goroutine or a timer.
 //
 // Seen and Vitals are called from the ingest pipeline's goroutine, Tick
@@ -122,11 +122,16 @@ type Liveness struct {
 	// offline cannot stall ingest.
 	backMu      sync.Mutex
 	back, spare []backEvent
+	// early are the devices brought back by a reading older than the
+	// moment it came (SeenAt): their deadline may come before the slot
+	// their entry waits in, so Tick checks them until it does not.
+	early []backEvent
 }
 
 type backEvent struct {
 	d             Index
 	lastSeen, now int64
+	recv          int64 // when the reading at now came (SeenAt)
 }
 
 // vitals are the last battery level and signal strength of a device and
@@ -322,17 +327,43 @@ func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Seen records that device d was heard from at now (Unix ms, receive time).
-// It is O(1) and does not allocate: one atomic swap, and only for a device
-// that was offline a note for the next Tick, which tells the sink.
-func (lv *Liveness) Seen(d Index, now int64) {
-	old := lv.words[d].Swap(uint64(now)&timeMask | seenBit)
-	if old&offlineBit == 0 {
-		return
+// It is O(1) and does not allocate: an atomic load and compare-and-swap,
+// and only for a device that was offline a note for the next Tick, which
+// tells the sink. Last-seen never moves backwards.
+func (lv *Liveness) Seen(d Index, now int64) { lv.SeenAt(d, now, now) }
+
+// SeenAt records that device d spoke at at (Unix ms: a reading's trusted
+// device time, capped at now), learnt at now: a gateway's replay of its
+// spool, an operator platform's retry. Last-seen becomes the later of the
+// two, never earlier (max semantics). An offline device is back only if at
+// is within its grace of now: a replay of what it said before it went
+// silent moves its last sighting but does not revive it (issue 14). Same
+// cost as Seen: nothing but a compare for a reading not newer than the last.
+func (lv *Liveness) SeenAt(d Index, at, now int64) {
+	at = min(at, now)
+	w := &lv.words[d]
+	old := w.Load()
+	for {
+		last := int64(old & timeMask)
+		if old&offlineBit == 0 {
+			nw := uint64(at)&timeMask | seenBit
+			if at < last || old == nw || w.CompareAndSwap(old, nw) {
+				return
+			}
+		} else if at+int64(lv.grace[d]) <= now {
+			// Too old to say the device is there now.
+			if at <= last || w.CompareAndSwap(old, uint64(at)&timeMask|seenBit|offlineBit) {
+				return
+			}
+		} else if w.CompareAndSwap(old, uint64(max(at, last))&timeMask|seenBit) {
+			lv.offline.Add(-1)
+			lv.backMu.Lock()
+			lv.back = append(lv.back, backEvent{d, last, at, now})
+			lv.backMu.Unlock()
+			return
+		}
+		old = w.Load()
 	}
-	lv.offline.Add(-1)
-	lv.backMu.Lock()
-	lv.back = append(lv.back, backEvent{d, int64(old & timeMask), now})
-	lv.backMu.Unlock()
 }
 
 // Vitals records the battery level and signal strength among a message's
@@ -391,13 +422,16 @@ func (lv *Liveness) Tick(now int64) int {
 	lv.backMu.Unlock()
 	for _, b := range back {
 		lv.sink.Online(b.d, b.lastSeen, b.now)
+		if b.now < b.recv {
+			lv.early = append(lv.early, b)
+		}
 	}
 	lv.spare = back[:0]
+	raised := lv.checkEarly(now)
 	target := now / lv.tickMs
 	if target-lv.cur >= int64(len(lv.slots)) {
 		lv.cur = target - int64(len(lv.slots)) + 1 // each slot once
 	}
-	raised := 0
 	for ; lv.cur <= target; lv.cur++ {
 		s := lv.cur & lv.mask
 		e := lv.slots[s]
@@ -408,6 +442,32 @@ func (lv *Liveness) Tick(now int64) int {
 			e = nx
 		}
 	}
+	return raised
+}
+
+// checkEarly raises the devices of lv.early whose grace ended by now, and
+// forgets those whose wheel entry is no longer behind their deadline: they
+// went offline, or spoke since they came back. lv.mu is held.
+func (lv *Liveness) checkEarly(now int64) int {
+	raised := 0
+	keep := lv.early[:0]
+	for _, b := range lv.early {
+		w := lv.words[b.d].Load()
+		last := int64(w & timeMask)
+		switch {
+		case w&offlineBit != 0 || last >= b.recv:
+			// Offline again, or its deadline is at least its entry's.
+		case last+int64(lv.grace[b.d]) > now:
+			keep = append(keep, b)
+		case lv.words[b.d].CompareAndSwap(w, w|offlineBit):
+			lv.offline.Add(1)
+			lv.sink.Offline(b.d, last, now)
+			raised++
+		default:
+			keep = append(keep, b) // it spoke meanwhile: look again
+		}
+	}
+	lv.early = keep
 	return raised
 }
 

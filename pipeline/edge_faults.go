@@ -53,6 +53,8 @@ type edgeFaults struct {
 	held        map[devices.Index]*busFault
 	heldSince   map[devices.Index]int64 // offline reports held back: last seen
 	rearm       []devices.Index         // held devices to re-arm once ef.mu is released
+	gws         map[string]*gwLive      // gateways' own liveness (gateway_liveness.go)
+	gwStart     int64
 }
 
 type sensorRuleKey struct {
@@ -99,6 +101,7 @@ func newEdgeFaults(l *devices.Ledger, sink Events, offline devices.LivenessSink,
 		heldSince:   map[devices.Index]int64{},
 		now:         func() int64 { return time.Now().UnixMilli() },
 	}
+	ef.initGateways(ef.now())
 	for i := range devices.Catalog {
 		m := devices.Metric(i)
 		info := m.Info()
@@ -202,8 +205,12 @@ func (ef *edgeFaults) Status(gw string, payload []byte, now int64) {
 			devs := ef.gatewayDevices(gw)
 			note := fmt.Sprintf("网关 %s 离线（断电或上行网络中断），其下 %d 台设备无法监测：%s", gw, len(devs), ef.names(devs))
 			events = ef.down(events, gw+"|*", gatewayRuleSuffix, devs, note, t, true)
+			ef.gatewayWill(gw)
+		} else {
+			events = ef.heardStatus(gw, now, events)
 		}
 	} else {
+		events = ef.heardStatus(gw, now, events)
 		events = ef.up(events, gw+"|*", t)
 		keys := make([]string, 0, len(st.Buses))
 		for _, b := range st.Buses {
@@ -293,7 +300,9 @@ func (ef *edgeFaults) down(events []rules.Event, key, suffix string, devs []devi
 	bf.rule = &rules.Rule{ID: anchor.Kind.String() + suffix, Kind: anchor.Kind, Metric: anchorMetric(anchor.Kind),
 		Op: rules.OpEvent, Severity: rules.SeverityFault, NoteZH: note}
 	for _, d := range devs {
-		ef.held[d] = bf
+		if ef.held[d] == nil { // a dead bus keeps its own hold (issue 14)
+			ef.held[d] = bf
+		}
 	}
 	ef.log.Warn("gateway bus down: one fault for its devices, their offline alarms held back", "bus", key, "devices", len(devs))
 	if deferred {
@@ -369,7 +378,7 @@ func anchorMetric(k devices.Kind) devices.Metric {
 // Offline holds back the offline alarm of a device whose bus is down.
 func (ef *edgeFaults) Offline(d devices.Index, lastSeen, now int64) {
 	ef.mu.Lock()
-	if bf := ef.held[d]; bf != nil {
+	if bf := ef.heldOrSilent(d, lastSeen, now); bf != nil {
 		ef.heldSince[d] = lastSeen
 		var ev rules.Event
 		if !bf.raised {

@@ -30,6 +30,13 @@ func TestGatewayWillDeferred(t *testing.T) {
 	ef := newEdgeFaults(l, events, off, slog.New(slog.DiscardHandler))
 	el, _ := l.LookupID("el-1")
 	hy, _ := l.LookupID("hy-1")
+	// The first word from the gateway clears a gateway fault a previous
+	// run may have left open (gateway_liveness.go).
+	ef.Status("gw-1", []byte(`{"online":true,"ts":1,"buses":[]}`), 1)
+	if len(events.evs) != 1 || events.evs[0].Transition != rules.Clear || events.evs[0].Rule.ID != "electrical.gateway_offline" {
+		t.Fatalf("first status: events %+v, want the gateway fault of a previous run cleared", events.evs)
+	}
+	events.evs = nil
 
 	ef.Status("gw-1", []byte(`{"online":false,"ts":5}`), 10) // clean stop
 	ef.Offline(el.Index, 1, 10)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -110,4 +111,45 @@ func newLiveness(cfg LivenessConfig, l *devices.Ledger, sink devices.LivenessSin
 	lc.Heartbeat[devices.KindCharger] = cfg.Charger
 	lc.LostWithin = cfg.LostWithin // NB-IoT detectors (GB/T 45839): cmd/firewatch/nbiot.go
 	return devices.NewLiveness(l, lc, sink, start)
+}
+
+// relayedAt is when a message that a gateway's batch or an operator
+// platform's push brought says its device spoke (Unix ms), 0 for "nothing
+// about now" (issue 14). A fresh message on the device's own topic is
+// proof of life at its receive time, whatever its clock says; anything an
+// intermediary brought may be late — a gateway replaying its spool, a
+// platform retrying a push — and counts at its device time, so that a
+// replay never marks a dead device alive:
+//
+//   - a fresh message at the rule engine's time for it (v.Time): its ts
+//     where the clock is believed, read on the receive clock where the
+//     engine found the clock behind, the receive time without a believable
+//     ts (the intermediary forwards it now);
+//   - on a platform's push, a ts older than ingest.max_age is a retry, not
+//     a wrong clock: it counts at that ts;
+//   - an older message (late, duplicate, a replay) says nothing that the
+//     newer one did not.
+func relayedAt(m *ingest.Message, v rules.Verdict, relayed bool, recv int64) int64 {
+	if relayed && m.Clock == ingest.ClockStale {
+		return min(m.DevTime, recv)
+	}
+	if v.Admission != rules.Fresh {
+		return 0
+	}
+	return min(v.Time, recv)
+}
+
+// heartbeatAt is relayedAt for a message without values (a heartbeat),
+// which the rule engine does not see: its ts where believed, or older
+// than ingest.max_age (as above), else its receive time.
+func heartbeatAt(m *ingest.Message, relayed bool, recv int64) int64 {
+	switch m.Clock {
+	case ingest.ClockDevice, ingest.ClockOld:
+		return min(m.DevTime, recv)
+	case ingest.ClockStale:
+		if relayed {
+			return min(m.DevTime, recv)
+		}
+	}
+	return recv
 }

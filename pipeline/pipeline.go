@@ -103,7 +103,11 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Event
 // the wait for stored alarms). When it returns, the message's readings are
 // in the InfluxDB writer's batch and its events in the alarm manager's
 // queue.
-func (p *Pipeline) handle(topic string, payload []byte) {
+func (p *Pipeline) handle(topic string, payload []byte) { p.handleFrom(topic, payload, false) }
+
+// handleFrom is handle; relayed says an intermediary pushed the message on
+// the device's behalf (Message.Relayed).
+func (p *Pipeline) handleFrom(topic string, payload []byte, relayed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.next.Swap(nil); e != nil {
@@ -118,6 +122,8 @@ func (p *Pipeline) handle(topic string, payload []byte) {
 	if p.edge != nil {
 		if gw, ok := isGatewayStatus(topic); ok {
 			p.edge.Status(gw, payload, recv)
+		} else if gw, ok := isGatewayBatch(topic); ok {
+			p.edge.Heard(gw, recv) // the gateway's own liveness
 		}
 	}
 	msgs, rejects := p.dec.Decode(topic, payload, recv)
@@ -133,8 +139,12 @@ func (p *Pipeline) handle(topic string, payload []byte) {
 			if absent := p.dec.Absent(m); len(absent) > 0 && p.edge != nil {
 				p.edge.Readings(m.Device, m.Channel, m.Time, nil, absent)
 			}
-			if p.live != nil {
-				p.live.Seen(m.Device.Index, recv) // a bare heartbeat
+			if p.live != nil { // a bare heartbeat
+				if !m.Batch && !relayed {
+					p.live.Seen(m.Device.Index, recv)
+				} else if at := heartbeatAt(m, relayed, recv); at > 0 {
+					p.live.SeenAt(m.Device.Index, at, recv)
+				}
 			}
 			continue
 		}
@@ -152,11 +162,16 @@ func (p *Pipeline) handle(topic string, payload []byte) {
 		} else if v.Behind {
 			p.clocksBehind.Inc()
 		}
-		if p.live != nil && (!m.Batch || v.Admission == rules.Fresh) {
-			// A message on the device's own topic is proof of life, whatever
-			// its clock says and even when it repeats one; a gateway's
-			// replay of older ones is not.
-			p.live.Seen(m.Device.Index, recv)
+		if p.live != nil {
+			// A message on the device's own topic is proof of life now,
+			// whatever its clock says and even when it repeats one; what a
+			// gateway or a platform brings counts at its device time
+			// (relayedAt, issue 14).
+			if !m.Batch && !relayed {
+				p.live.Seen(m.Device.Index, recv)
+			} else if at := relayedAt(m, v, relayed, recv); at > 0 {
+				p.live.SeenAt(m.Device.Index, at, recv)
+			}
 		}
 		switch v.Admission {
 		case rules.Duplicate:

@@ -67,6 +67,17 @@ func (p *Pipeline) Handle(topic string, payload []byte) {
 	p.alarms.Sync()
 }
 
+// handleRelayed is Handle for a message an intermediary pushed on a
+// device's behalf (Message.Relayed): telemetry, events and status only.
+func (p *Pipeline) handleRelayed(topic string, payload []byte) {
+	if strings.HasPrefix(topic, stationTopic) {
+		p.Handle(topic, payload)
+		return
+	}
+	p.handleFrom(topic, payload, true)
+	p.alarms.Sync()
+}
+
 // logBad rate-limits the logs of malformed station reports and
 // acknowledgements: at most one every 10 s.
 func (p *Pipeline) logBad() bool {

@@ -30,6 +30,10 @@ type Message struct {
 	// the return of Take (paho acknowledges when its callback returns, the
 	// embedded broker when its hook returns) leaves it nil.
 	Ack func()
+	// Relayed says an intermediary (an NB-IoT operator platform) pushed
+	// the message on the device's behalf and may retry it late: it proves
+	// the device alive at its ts, not now (liveness.go, heardAt).
+	Relayed bool
 }
 
 // Taker is what every source feeds. *Pipeline is one.
@@ -40,7 +44,11 @@ type Taker interface {
 
 // Take handles m (Handle) and then calls m.Ack.
 func (p *Pipeline) Take(m Message) {
-	p.Handle(m.Topic, m.Payload)
+	if m.Relayed {
+		p.handleRelayed(m.Topic, m.Payload)
+	} else {
+		p.Handle(m.Topic, m.Payload)
+	}
 	if m.Ack != nil {
 		m.Ack()
 	}

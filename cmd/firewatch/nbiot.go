@@ -61,7 +61,7 @@ func (s *service) startNBIoT(mux *http.ServeMux, reg prometheus.Registerer) erro
 // the readings are in the writer's batch and what the message raised is
 // stored (Pipeline.Handle).
 func (s *service) nbiotHandle(topic string, payload []byte) error {
-	s.pipe.Take(pipeline.Message{Origin: originNBIoT, Topic: topic, Payload: payload})
+	s.pipe.Take(pipeline.Message{Origin: originNBIoT, Topic: topic, Payload: payload, Relayed: true})
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -287,8 +288,18 @@ func TestNBIoTLost(t *testing.T) {
 		}
 	}
 	rcv.nextPush(t, 15*time.Second, "offline push of the silent detector", offline("raised"))
+	// A push of a report from before it went silent (the fixture's
+	// timestamp, hours ago: a platform's retry) says nothing of now; a
+	// report of now clears it (issue 14: counted at its device time).
 	normal := strings.Replace(ctwingSmoke, `"Alarm_Status":1`, `"Alarm_Status":0`, 1)
 	if code, body := post(t, s.httpURL()+"/nbiot/ctwing/"+ctwingToken, normal); code != 200 {
+		t.Fatalf("ctwing push: %d %s", code, body)
+	}
+	if d, _ := s.ledger.LookupID("sm-nb-ct"); s.live.Status(d.Index).Online {
+		t.Error("a retried report of hours ago revived the detector")
+	}
+	fresh := strings.Replace(strings.Replace(normal, `"timestamp":1796118000000`, fmt.Sprintf(`"timestamp":%d`, time.Now().UnixMilli()), 1), `"upDataSN":17`, `"upDataSN":18`, 1)
+	if code, body := post(t, s.httpURL()+"/nbiot/ctwing/"+ctwingToken, fresh); code != 200 {
 		t.Fatalf("ctwing push: %d %s", code, body)
 	}
 	rcv.nextPush(t, 10*time.Second, "offline cleared by the push", offline("cleared"))
