@@ -206,6 +206,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err := s.startNBIoT(mux, reg); err != nil { // nbiot.go
 		return nil, err
 	}
+	s.mountGB26875(mux) // gb26875.go
 	if err := rw.register(s, mux, reg, log); err != nil { // issue 16
 		return nil, err
 	}
