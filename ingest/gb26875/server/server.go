@@ -316,10 +316,10 @@ func (s *Server) clockSync(c *conn, h *gb26875.Header) error {
 	c.out = adu
 	// Not waited for: the UITD's 确认 is counted (answers_total); a missing one is not retried, the next
 	// frame of a clock still off tries again.
+	s.m.clockSyncs.Inc()
 	if err := c.send(h, label, adu); err != nil {
 		return err
 	}
-	s.m.clockSyncs.Inc()
 	if due && ok {
 		s.log.Debug("sending the centre's time (校时)", "uitd", c.st.id, "uitd_time", t.Format(time.DateTime))
 	} else {
