@@ -45,6 +45,7 @@ type link struct {
 	serial  uint16
 	hdr     gb26875.Header // the centre's frames: version, the centre's address as the UITD names it, the UITD's
 	pending map[uint16]chan gb26875.Command
+	reads   map[uint16]chan *ReadResult // reads waiting for their 应答 (read.go)
 	buf     []byte
 	closed  chan struct{}
 
@@ -52,7 +53,7 @@ type link struct {
 }
 
 func newLink() link {
-	return link{pending: map[uint16]chan gb26875.Command{}, closed: make(chan struct{})}
+	return link{pending: map[uint16]chan gb26875.Command{}, reads: map[uint16]chan *ReadResult{}, closed: make(chan struct{})}
 }
 
 // setWriter sets where the link writes; a net.Conn gets a write deadline of wt per write.

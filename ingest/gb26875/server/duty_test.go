@@ -331,3 +331,59 @@ func TestInspectScheduled(t *testing.T) {
 		t.Errorf("assessment %+v", a)
 	}
 }
+
+// TestRead: a read from the API (type 61, the state of system 1 address 1) reaches the UITD as the
+// standard's 请求 frame; denied once, it is sent again (same serial number); the UITD's 应答 comes back as
+// the API's answer and is evaluated like an upload (the system's fire alarm reaches the pipeline).
+func TestRead(t *testing.T) {
+	rec := &recorder{}
+	s, _ := startServer(t, nil, rec)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/uitds/{uitd}/read", s.ServeRead)
+	h := httptest.NewServer(mux)
+	defer h.Close()
+	c := connected(t, s)
+	type result struct {
+		code int
+		body []byte
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.Post(h.URL+"/api/v1/uitds/uitd-1/read", "application/json",
+			bytes.NewReader([]byte(`{"type":61,"systems":[{"type":1,"addr":1}]}`)))
+		if err != nil {
+			t.Error(err)
+			done <- result{}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- result{resp.StatusCode, b}
+	}()
+	want := hexFile(t, "centre_read_system.hex")
+	readFrame(t, c, want, "read")
+	write(t, c, hexFile(t, "uitd_deny_1.hex"))
+	readFrame(t, c, want, "read again after 否认")
+	write(t, c, hexFile(t, "uitd_reply_system_fire.hex"))
+	r := <-done
+	var res ReadResult
+	if err := json.Unmarshal(r.body, &res); err != nil || r.code != 200 {
+		t.Fatalf("POST read: %d %s", r.code, r.body)
+	}
+	if o := res.Objects; res.Type != 1 || len(o) != 1 || *o[0].SystemType != 1 || *o[0].SystemAddr != 1 ||
+		*o[0].Bits != 3 || !bytes.Contains([]byte(o[0].State), []byte("火警")) || o[0].Time != "2026-12-01T13:22:49+08:00" {
+		t.Errorf("read result %s", r.body)
+	}
+	if got := rec.last("uitd-1"); !bytes.Contains([]byte(got), []byte(`"fire_alarm":1`)) {
+		t.Errorf("the 应答 was not evaluated: %q", got)
+	}
+	// A bad read is refused before anything is sent.
+	resp, err := http.Post(h.URL+"/api/v1/uitds/uitd-1/read", "application/json", bytes.NewReader([]byte(`{"type":90}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("type 90 as a read: %d", resp.StatusCode)
+	}
+}

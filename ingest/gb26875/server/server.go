@@ -235,7 +235,13 @@ func (s *Server) newConn(remote netip.Addr) *conn {
 			c.st = st
 			return true
 		},
-		Commit: func(f *gb26875.Frame, up *gb26875.Upload) error { return s.commit(c.st, f, up) },
+		Commit: func(f *gb26875.Frame, up *gb26875.Upload) error {
+			err := s.commit(c.st, f, up)
+			if f.Command == gb26875.CmdReply {
+				c.replied(f, up) // read.go
+			}
+			return err
+		},
 		Answer: func(f *gb26875.Frame) { s.m.answer(f.Command); c.answered(f) },
 	}
 	return c
