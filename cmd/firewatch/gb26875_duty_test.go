@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -60,6 +61,18 @@ func TestGB26875Inspect(t *testing.T) {
 	if a.Asked != 1 || a.MedianAnswerSeconds == nil || a.Recent[0].Actor != "duty" {
 		t.Errorf("assessment %+v", a)
 	}
+	// A read of the UITD's clock (type 88), answered by the simulator (type 28).
+	req, _ := http.NewRequest(http.MethodPost, s.httpURL()+"/api/v1/uitds/uitd-1/read", strings.NewReader(`{"type":88}`))
+	req.Header.Set("Authorization", "Bearer "+operator)
+	rr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res gb26875server.ReadResult
+	if err := json.NewDecoder(rr.Body).Decode(&res); err != nil || rr.StatusCode != 200 || res.Type != 28 || len(res.Objects) != 1 || res.Objects[0].Time == "" {
+		t.Errorf("read of the UITD's time: %d %v %+v", rr.StatusCode, err, res)
+	}
+	rr.Body.Close()
 	resp, err := http.Get(s.httpURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
