@@ -196,7 +196,7 @@ func (s *Server) Read(ctx context.Context, a gb26875.Address, d *gb26875.Downlin
 		case r := <-reply:
 			t.Stop()
 			return r, nil
-		case <-denied: // a 确认 is no answer to a read: only 否认 comes here as one
+		case <-denied: // a 否认 (or a 确认, which is no answer to a read): send again
 			t.Stop()
 			last = ErrDenied
 		case <-t.C:
