@@ -387,3 +387,32 @@ func TestRead(t *testing.T) {
 		t.Errorf("type 90 as a read: %d", resp.StatusCode)
 	}
 }
+
+// TestInspectUDP: a UITD on UDP gets its 查岗 as one datagram to the address it sends from.
+func TestInspectUDP(t *testing.T) {
+	rec := &recorder{}
+	s, _ := startServer(t, nil, rec)
+	c, err := net.Dial("udp", s.UDPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	write(t, c, hexFile(t, "frames/keepalive.hex"))
+	readAnswer(t, c, 15, 3)
+	testenv.WaitFor(t, 10*time.Second, "the UITD attached", func() bool { return s.Connected(uitd1) })
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Inspect(context.Background(), uitd1, "api", "op")
+		done <- err
+	}()
+	readFrame(t, c, hexFile(t, "centre_duty_check.hex"), "查岗 over UDP")
+	write(t, c, hexFile(t, "uitd_confirm_1.hex"))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	write(t, c, hexFile(t, "frames/type24_uitd_duty.hex"))
+	readAnswer(t, c, 11, 3)
+	if a, _ := s.Assessment(uitd1); a.Answered != 1 {
+		t.Errorf("assessment %+v", a)
+	}
+}
