@@ -120,7 +120,7 @@ export FIREWATCH_ALARMS_SMS_TEMPLATE='{"to":{{json .Mobile}},"channel":{{json .C
 
 setsid "$BIN/firewatch" -ledger "$VAR/ledger-firewatch.yaml" -alarms.db "$VAR/alarms.db" \
   -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
-  -gb26875.listen "$GB26875_LISTEN" \
+  -gb26875.listen "$GB26875_LISTEN" -gb26875.inspect_every 10m \
   >"$VAR/firewatch.log" 2>&1 &
 pids+=($!)
 wait_http "http://$HTTP_LISTEN/healthz" firewatch 30

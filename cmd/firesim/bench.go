@@ -71,6 +71,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	compare := fs.String("compare", "", "instead of -steps: rates (messages/s, e.g. 5000,10000,20000) at which firewatch on Mosquitto, Telegraf on Mosquitto and the embedded broker are measured in turn (bin/telegraf)")
 	rounds := fs.Int("rounds", 3, "interleaved rounds of -compare")
 	idle := fs.Int("idle", 0, "instead of -steps: memory per idle connection with this many clients, Mosquitto and the embedded broker")
+	uitds := fs.Int("uitd", 0, "instead of -steps: this many GB/T 26875.3 UITDs over TCP, keep-alives every 60 s and a burst of 20 fire alarms (uitdbench.go)")
 	compareOld := fs.String("compare-old", "", "with -compare: also measure this (older) firewatch binary, on Mosquitto and embedded, in the same rounds")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -88,6 +89,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer b.stopAll()
 	if err := b.start(ctx, *nDevices); err != nil {
 		return err
+	}
+	if *uitds > 0 {
+		table, err := b.runUITD(ctx, *uitds)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "\n"+table)
+		return writeMarked(*out, "uitd", table)
 	}
 	if *idle > 0 {
 		table, err := b.runIdle(ctx, *idle)
@@ -626,6 +635,9 @@ type latencyReceiver struct {
 	url string
 	mu  sync.Mutex
 	lat []time.Duration
+
+	sent  map[string]time.Time // -uitd: fire alarms sent, by device id (uitdbench.go)
+	fired []time.Duration
 }
 
 func newLatencyReceiver() (*latencyReceiver, error) {
@@ -640,8 +652,12 @@ func newLatencyReceiver() (*latencyReceiver, error) {
 			Transition string `json:"transition"`
 			Rule       string `json:"rule"`
 			DeviceTime string `json:"device_time"`
+			Device     struct {
+				ID string `json:"id"`
+			} `json:"device"`
 		}
 		json.NewDecoder(req.Body).Decode(&p)
+		r.fire(p.Rule, p.Transition, p.Device.ID, now)
 		if t, err := time.Parse(time.RFC3339Nano, p.DeviceTime); err == nil && p.Rule == "charger.door_open" && p.Transition == "raised" {
 			r.mu.Lock()
 			r.lat = append(r.lat, now.Sub(t))

@@ -58,6 +58,7 @@ func cmdUITD(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	network := fs.String("network", "tcp", "tcp or udp")
 	fire := fs.Duration("fire", 20*time.Second, "send the fire alarm this long after connecting; 0: never")
 	keepalive := fs.Duration("keepalive", time.Minute, "interval of the keep-alives (巡检)")
+	duty := fs.Duration("duty-delay", 30*time.Second, "the operator answers a 查岗 (type 91) this long after it came; negative: never")
 	in := fs.String("ledger", "", "ledger to append the building to (with -o)")
 	out := fs.String("o", "", "write the ledger with the building here and exit")
 	if err := parseFlags(fs, args); err != nil {
@@ -66,7 +67,7 @@ func cmdUITD(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *out != "" {
 		return writeBuildingLedger(*in, *out, stderr)
 	}
-	u, err := uitd.Dial(ctx, *network, *centre, uitd.Config{Addr: gb26875.Address{1, 2, 3, 4, 5, 6}})
+	u, err := uitd.Dial(ctx, *network, *centre, uitd.Config{Addr: gb26875.Address{1, 2, 3, 4, 5, 6}, DutyDelay: *duty})
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/pipeline"
@@ -42,3 +44,15 @@ func (s *service) startGB26875(start func(string, func(context.Context) error) (
 
 // originGB26875 names the UITDs' frames among the pipeline's sources.
 const originGB26875 pipeline.Origin = "gb26875"
+
+// mountGB26875 adds the API of the centre's duties when the endpoint is on (docs/api.md): 查岗 and reads
+// for operators, the 考核 figures for viewers.
+func (s *service) mountGB26875(mux *http.ServeMux) {
+	if s.gb == nil {
+		return
+	}
+	mux.HandleFunc("POST /api/v1/uitds/{uitd}/inspect", s.alarms.RequireActor(alarms.RoleOperator, s.gb.ServeInspect))
+	mux.HandleFunc("POST /api/v1/uitds/{uitd}/read", s.alarms.Require(alarms.RoleOperator, s.gb.ServeRead))
+	mux.HandleFunc("GET /api/v1/uitds/inspections", s.alarms.Require(alarms.RoleViewer, s.gb.ServeAssessments))
+	mux.HandleFunc("GET /api/v1/uitds/{uitd}/inspections", s.alarms.Require(alarms.RoleViewer, s.gb.ServeAssessment))
+}

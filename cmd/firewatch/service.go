@@ -203,6 +203,8 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err := s.startNBIoT(mux, reg); err != nil { // nbiot.go
 		return nil, err
 	}
+	// The API of the GB/T 26875.3 centre's duties (gb26875.go).
+	s.mountGB26875(mux)
 	if err := rw.register(s, mux, reg, log); err != nil { // issue 16
 		return nil, err
 	}

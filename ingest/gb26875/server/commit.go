@@ -62,6 +62,9 @@ func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) err
 			if o.Ops&gb26875.UOpReset != 0 {
 				s.reset(st, nil)
 			}
+			if o.Ops&gb26875.UOpDutyAnswer != 0 {
+				s.dutyAnswer(st.u.Address, o.Operator, s.now()) // duty.go
+			}
 		}
 	}
 	// Any upload, a keep-alive too, is a sign of life of the UITD (巡检); now and then of its points.

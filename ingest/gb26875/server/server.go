@@ -75,6 +75,8 @@ type Server struct {
 	wg       sync.WaitGroup
 	m        *metrics
 	lastLog  atomic.Int64 // rate limit of refusal logs (Unix ms)
+
+	duties // the centre's duties: connections by UITD, 查岗 and its 考核 (duty.go)
 }
 
 // New opens the configured listeners. reg may be nil.
@@ -95,6 +97,7 @@ func New(cfg Config, l *devices.Ledger, h Handler, log *slog.Logger, reg prometh
 		}
 	}
 	s.m = newMetrics(s, reg)
+	s.initDuties(reg)
 	var err error
 	if cfg.Listen != "" {
 		if s.tcp, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -157,6 +160,11 @@ func (s *Server) Run(ctx context.Context) error {
 			s.serveUDP(ctx)
 		}()
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.schedule(ctx) // duty.go
+	}()
 	<-ctx.Done()
 	s.stopping.Store(true)
 	s.Close()
@@ -201,15 +209,16 @@ type conn struct {
 	remote   netip.Addr
 	st       *uitdState // once the first frame named a known UITD
 	network  bool       // the UITD was refused for the network it came from
-	serial   uint16     // the centre's own serial numbers (§6.4: the initiator's counter)
 	lastSync time.Time
 	out      []byte
 	sess     stream.Session
 	last     time.Time // UDP: last datagram
+
+	link // writes, shared with the centre's own commands (duty.go)
 }
 
 func (s *Server) newConn(remote netip.Addr) *conn {
-	c := &conn{remote: remote.Unmap()}
+	c := &conn{remote: remote.Unmap(), link: newLink()}
 	// Retransmissions are recognised per connection only: serial numbers start again with each connection
 	// (§6.4), so after a reconnect the same serial number and content may be a new event of a UITD whose
 	// clock does not run. Evaluating a retransmission again is harmless (states, not counts).
@@ -226,8 +235,14 @@ func (s *Server) newConn(remote netip.Addr) *conn {
 			c.st = st
 			return true
 		},
-		Commit: func(f *gb26875.Frame, up *gb26875.Upload) error { return s.commit(c.st, f, up) },
-		Answer: func(f *gb26875.Frame) { s.m.answer(f.Command) },
+		Commit: func(f *gb26875.Frame, up *gb26875.Upload) error {
+			err := s.commit(c.st, f, up)
+			if f.Command == gb26875.CmdReply {
+				c.replied(f, up) // read.go
+			}
+			return err
+		},
+		Answer: func(f *gb26875.Frame) { s.m.answer(f.Command); c.answered(f) },
 	}
 	return c
 }
@@ -240,16 +255,17 @@ func (s *Server) serveTCP(ctx context.Context, nc net.Conn) {
 		remote = ta.AddrPort().Addr()
 	}
 	c := s.newConn(remote)
+	c.setWriter(nc, s.cfg.WriteTimeout)
+	defer s.detach(c)
 	err := stream.Read(ctx, nc, stream.Options{IdleTimeout: s.cfg.IdleTimeout}, func(ev *stream.Event) error {
-		nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		if err := c.sess.Handle(ev, nc); err != nil {
+		if err := c.sess.Handle(ev, &c.link); err != nil {
 			return err
 		}
+		if ev.Err == nil && c.st != nil {
+			s.attach(c, &ev.Frame.Header)
+		}
 		if ev.Err == nil && c.st != nil && ev.Frame.Command == gb26875.CmdSend {
-			if b := s.clockSync(c, &ev.Frame.Header); b != nil {
-				_, err := nc.Write(b)
-				return err
-			}
+			return s.clockSync(c, &ev.Frame.Header)
 		}
 		return nil
 	})
@@ -279,33 +295,43 @@ func (s *Server) logRefusal(msg string, args ...any) {
 	s.log.Warn(msg+" (such messages at most every 10 s)", args...)
 }
 
-// clockSync returns the type 90 frame that sets the UITD's clock when the time label of h is off by more
-// than clock_skew (or is no time at all), at most every clockSyncEvery per connection; nil otherwise.
-func (s *Server) clockSync(c *conn, h *gb26875.Header) []byte {
+// clockSync sends the type 90 frame that sets the UITD's clock (校时) after the answer to h: on the
+// connection's first frame and then every clock_sync_every (when set), and whenever the time label of h is
+// off by more than clock_skew (or is no time at all), at most every clockSyncEvery per connection.
+func (s *Server) clockSync(c *conn, h *gb26875.Header) error {
 	now := s.now()
 	t, ok := h.Time.Time(cst)
-	if ok {
-		if d := now.Sub(t); d <= s.cfg.ClockSkew && d >= -s.cfg.ClockSkew {
+	due := s.cfg.ClockSyncEvery > 0 && (c.lastSync.IsZero() || now.Sub(c.lastSync) >= s.cfg.ClockSyncEvery)
+	if !due {
+		if ok {
+			if d := now.Sub(t); d <= s.cfg.ClockSkew && d >= -s.cfg.ClockSkew {
+				return nil
+			}
+		}
+		if !c.lastSync.IsZero() && now.Sub(c.lastSync) < clockSyncEvery {
 			return nil
 		}
 	}
-	if !c.lastSync.IsZero() && now.Sub(c.lastSync) < clockSyncEvery {
-		return nil
-	}
 	c.lastSync = now
-	c.serial++
 	label := gb26875.MakeTimeLabel(now.In(cst))
 	d := gb26875.Downlink{Type: gb26875.TypeSyncClock, Start: label}
-	adu, err := d.Append(nil)
+	adu, err := d.Append(c.out[:0])
 	if err != nil {
 		return nil
 	}
-	out := gb26875.Header{Serial: c.serial, Major: h.Major, User: h.User, Time: label, Src: h.Dst, Dst: h.Src,
-		Command: gb26875.TypeSyncClock.Command()}
-	c.out = gb26875.AppendFrame(c.out[:0], &out, adu)
+	c.out = adu
+	// Not waited for: the UITD's 确认 is counted (answers_total); a missing one is not retried, the next
+	// frame of a clock still off tries again.
 	s.m.clockSyncs.Inc()
-	s.log.Info("UITD clock off: sending the centre's time (校时)", "uitd", c.st.id, "uitd_time", t.Format(time.DateTime), "ok", ok)
-	return c.out
+	if err := c.send(h, label, adu); err != nil {
+		return err
+	}
+	if due && ok {
+		s.log.Debug("sending the centre's time (校时)", "uitd", c.st.id, "uitd_time", t.Format(time.DateTime))
+	} else {
+		s.log.Info("UITD clock off: sending the centre's time (校时)", "uitd", c.st.id, "uitd_time", t.Format(time.DateTime), "ok", ok)
+	}
+	return nil
 }
 
 // maxDatagram is the longest UDP datagram read: a frame is at most 1054 bytes.
@@ -336,6 +362,7 @@ func (s *Server) serveUDP(ctx context.Context) {
 			if len(peers) >= s.cfg.MaxConnections {
 				for k, p := range peers {
 					if now.Sub(p.last) > s.cfg.IdleTimeout {
+						s.detach(p)
 						delete(peers, k)
 					}
 				}
@@ -345,19 +372,20 @@ func (s *Server) serveUDP(ctx context.Context) {
 				continue
 			}
 			c = s.newConn(from.Addr())
+			c.setWriter(udpWriter{s.udp, from}, 0)
 			peers[from] = c
 		}
 		c.last = now
-		w := udpWriter{s.udp, from}
 		s.udp.SetWriteDeadline(now.Add(s.cfg.WriteTimeout))
-		if err := c.sess.HandleDatagram(buf[:n], w); err != nil {
+		if err := c.sess.HandleDatagram(buf[:n], &c.link); err != nil {
 			delete(peers, from) // an unknown UITD: asked again with its next datagram
 			s.ended(c, from.String(), err)
 			continue
 		}
-		if c.st != nil && gb26875.Parse(buf[:n], &f) == nil && f.Command == gb26875.CmdSend {
-			if b := s.clockSync(c, &f.Header); b != nil {
-				w.Write(b)
+		if c.st != nil && gb26875.Parse(buf[:n], &f) == nil {
+			s.attach(c, &f.Header)
+			if f.Command == gb26875.CmdSend {
+				s.clockSync(c, &f.Header)
 			}
 		}
 	}

@@ -105,6 +105,8 @@ func startServerStop(t *testing.T, tune func(*Config), rec *recorder) (*Server, 
 	}
 	cfg := DefaultConfig()
 	cfg.Listen, cfg.ListenUDP = "127.0.0.1:0", "127.0.0.1:0"
+	// No 校时 on connect: the tests read the answers they expect; TestClockSyncOnConnect turns it on.
+	cfg.ClockSyncEvery = 0
 	if tune != nil {
 		tune(&cfg)
 	}
