@@ -287,6 +287,7 @@ type duty struct {
 	times                                             []float64 // ring of answer times (s)
 	ti                                                int
 	recent                                            []Inspection // oldest first
+	history                                           history      // for the digests' figures (duty_period.go)
 }
 
 // Resolve finds a UITD by its 12-hex-digit address or its device id.
@@ -382,6 +383,7 @@ func (s *Server) finish(d *duty) {
 		d.recent = append(d.recent[:0], d.recent[1:]...)
 	}
 	d.recent = append(d.recent, *d.pending)
+	d.history.add(d.pending)
 	d.pending = nil
 }
 
