@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -264,6 +265,10 @@ func TestInspectUnanswered(t *testing.T) {
 	}
 	if n := metric(t, reg, "firewatch_gb26875_inspections_failed_total", InspectUnanswer, "uitd-1", "柳石家园物业"); n != 1 {
 		t.Errorf("failed metric %v", n)
+	}
+	// No answer yet: the median is NaN, but the series exists (the Grafana panel's).
+	if n := metric(t, reg, "firewatch_gb26875_inspection_answer_median_seconds"); !math.IsNaN(n) {
+		t.Errorf("median metric without answers %v, want NaN", n)
 	}
 }
 
