@@ -86,6 +86,8 @@ type PushDevice struct {
 	Lon    float64 `json:"lon"`
 	// Unit is the owning unit (责任单位).
 	Unit string `json:"unit"`
+	// Point names the building fire facility point of a UITD the device is (devices.Device.Point).
+	Point string `json:"point,omitempty"`
 }
 
 // PushGrid places the device in the grid hierarchy.
@@ -147,7 +149,7 @@ func buildPush(in pushInput) Push {
 		Rule:           r.ID,
 		Device: PushDevice{
 			ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
-			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit,
+			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit, Point: d.Point,
 		},
 		Grid: PushGrid{
 			Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(),
@@ -226,11 +228,7 @@ func writeHeading(b *strings.Builder, p *Push) {
 		b.WriteString("已恢复")
 	}
 	b.WriteString("】")
-	place := p.Grid.Place
-	if strings.HasPrefix(p.Device.Addr, place) {
-		place = "" // the ledger's address already names the place
-	}
-	for _, s := range []string{place, p.Device.Addr, p.Device.KindZH, p.Device.ID} {
+	for _, s := range deviceWords(&p.Device, p.Grid.Place) {
 		if s != "" {
 			b.WriteString(s)
 			b.WriteByte(' ')

@@ -68,6 +68,13 @@ type Digest struct {
 	// Response is the response-time accounting (考核) of the period's
 	// alarms against the targets.
 	Response StationStats `json:"response"`
+	// Inspections are the 查岗 考核 figures of the grid's networked units (GB/T 26875.3), the lowest answer
+	// rate first (at most 10; InspectionUnits counts all, InspectionsAsked/Answered sum them); none
+	// without UITDs (digest_inspections.go).
+	Inspections         []InspectionFigure `json:"inspections,omitempty"`
+	InspectionUnits     int                `json:"inspection_units,omitempty"`
+	InspectionsAsked    int                `json:"inspections_asked,omitempty"`
+	InspectionsAnswered int                `json:"inspections_answered,omitempty"`
 }
 
 // DigestAlarm is an open alarm as a digest lists it.
@@ -163,6 +170,7 @@ func (m *Manager) Digest(ctx context.Context, grid string, from, to time.Time) (
 			d.Response = s
 		}
 	}
+	m.inspections(&d, grid, from, to)
 	return d, nil
 }
 
@@ -234,6 +242,7 @@ func (d *Digest) Text() string {
 	}
 	line("确认", r.Acknowledge, r.RespondedInTime)
 	line("到场", r.Arrive, r.ArrivedInTime)
+	d.writeInspections(&b)
 	return b.String()
 }
 

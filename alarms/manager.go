@@ -93,6 +93,9 @@ type Config struct {
 	// issued is when the push was queued: the link's expiry counts from it,
 	// so that every delivery attempt of a push carries the same body.
 	ResponderLink func(alarmID, station string, issued time.Time) string
+	// Inspections, if set, gives the digests the 查岗 考核 figures of the UITDs within a grid over a period
+	// (digest_inspections.go; cmd/firewatch wires the GB/T 26875.3 endpoint).
+	Inspections func(grid string, from, to time.Time) []InspectionFigure
 }
 
 // Defaults of Config.

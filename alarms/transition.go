@@ -225,7 +225,7 @@ func (m *Manager) alarmPush(a *Alarm) Push {
 	}
 	if d, ok := m.ledger.LookupID(a.Device); ok {
 		p.Device = PushDevice{ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
-			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit}
+			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit, Point: d.Point}
 		p.Grid = PushGrid{Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(), Place: m.ledger.PlaceName(d.Grid)}
 		if mt, ok := devices.MetricByName(d.Kind, a.Metric); ok {
 			p.MetricZH = mt.Info().ZH
@@ -246,11 +246,7 @@ func (m *Manager) alarmPush(a *Alarm) Push {
 func closingMessage(p *Push, a *Alarm, actor, note string, at time.Time) string {
 	var b strings.Builder
 	b.WriteString("【" + p.SeverityZH + "·" + stateZH[a.State] + "】")
-	place := p.Grid.Place
-	if strings.HasPrefix(p.Device.Addr, place) {
-		place = ""
-	}
-	for _, s := range []string{place, p.Device.Addr, p.Device.KindZH, p.Device.ID} {
+	for _, s := range deviceWords(&p.Device, p.Grid.Place) {
 		if s != "" {
 			b.WriteString(s + " ")
 		}

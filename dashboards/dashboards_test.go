@@ -415,7 +415,7 @@ func TestPromQLMetricsExist(t *testing.T) {
 func scrapeFirewatch(t *testing.T) map[string]string {
 	t.Helper()
 	db := testenv.StartInfluxDB(t)
-	fw := testenv.StartFirewatch(t, "..", "-influx.url", db.URL, "-influx.bucket", db.Bucket)
+	fw := testenv.StartFirewatch(t, "..", append([]string{"-influx.url", db.URL, "-influx.bucket", db.Bucket}, withUITD(t)...)...)
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fw.URL + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)

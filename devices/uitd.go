@@ -103,8 +103,9 @@ type pointEntry struct {
 	System     *int    `yaml:"system"`
 	SystemAddr *int    `yaml:"system_addr"`
 	Addr       *uint32 `yaml:"addr"`
-	// Type is the component type (Table 5): documentation only, see FacilityPoint.
-	Type   int    `yaml:"type"`
+	// Type is the component type (Table 5): not part of the address (see FacilityPoint); it names the
+	// point in the dispatcher's text (Device.Point).
+	Type   *int   `yaml:"type"`
 	Device string `yaml:"device"`
 }
 
@@ -196,8 +197,17 @@ func (l *Ledger) parseUITDs(name string, nodes []yaml.Node) []Problem {
 				bad(n.Line, "uitd %s: point %d/%d/%#x listed twice", e.Address, k.SystemType, k.SystemAddr, k.Addr)
 				continue
 			}
-			if i, ok := device(n.Line, e.Address, p.Device); ok {
+			if p.Type != nil && (*p.Type < 0 || *p.Type > 255) {
+				bad(n.Line, "uitd %s: point of device %q: type %d is not 0…255", e.Address, p.Device, *p.Type)
+				continue
+			}
+			if i, pok := device(n.Line, e.Address, p.Device); pok {
 				u.Points[k] = i
+				var where string // where the controller is: the UITD's own device's address
+				if ok {
+					where = l.Devices[dev].Address
+				}
+				l.Devices[i].Point = pointName(where, k, p.Type)
 			}
 		}
 		if ok && l.Devices[dev].Heartbeat == 0 && u.Patrol > 0 {

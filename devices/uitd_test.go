@@ -63,6 +63,18 @@ func TestUITDLedger(t *testing.T) {
 	if _, ok := l.UITD([6]byte{1, 2, 3, 4, 5, 7}); ok {
 		t.Error("an unknown address was found")
 	}
+	// Listed points are named as the dispatcher reads them (the issue's example): where the controller
+	// is, the system, the component type and address.
+	for id, want := range map[string]string{
+		"fa-1":   "柳石家园 消防控制室 火灾报警系统1 点型光电感烟火灾探测器 0x00000105",
+		"fa-2":   "柳石家园 消防控制室 消火栓系统2",
+		"uitd-1": "",
+		"sm-1":   "",
+	} {
+		if d, _ := l.LookupID(id); d.Point != want {
+			t.Errorf("%s: Point %q, want %q", id, d.Point, want)
+		}
+	}
 }
 
 func TestUITDLedgerProblems(t *testing.T) {
@@ -76,6 +88,7 @@ func TestUITDLedgerProblems(t *testing.T) {
 		{`[{address: "010203040506", device: uitd-1, networks: [nonsense]}]`, "network"},
 		{`[{address: "010203040506", device: uitd-1, points: [{system: 1, device: fa-1}]}]`, "system and system_addr"},
 		{`[{address: "010203040506", device: uitd-1, points: [{system: 1, system_addr: 1, addr: 5, device: fa-1}, {system: 1, system_addr: 1, addr: 5, device: fa-2}]}]`, "listed twice"},
+		{`[{address: "010203040506", device: uitd-1, points: [{system: 1, system_addr: 1, type: 256, addr: 5, device: fa-1}]}]`, "type 256"},
 	} {
 		y := uitdLedger[:strings.Index(uitdLedger, "uitds:")] + "uitds: " + c.uitds + "\n"
 		_, err := ParseLedger("l.yaml", []byte(y))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -55,4 +56,24 @@ func (s *service) mountGB26875(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/uitds/{uitd}/read", s.alarms.Require(alarms.RoleOperator, s.gb.ServeRead))
 	mux.HandleFunc("GET /api/v1/uitds/inspections", s.alarms.Require(alarms.RoleViewer, s.gb.ServeAssessments))
 	mux.HandleFunc("GET /api/v1/uitds/{uitd}/inspections", s.alarms.Require(alarms.RoleViewer, s.gb.ServeAssessment))
+}
+
+// inspectionFigures gives the digests (alarms.Config.Inspections) the 查岗 考核 figures of the UITDs within
+// grid over [from, to); none when the endpoint is off. s.gb is set before the alarm manager runs.
+func (s *service) inspectionFigures(grid string, from, to time.Time) []alarms.InspectionFigure {
+	if s.gb == nil {
+		return nil
+	}
+	figs := s.gb.PeriodFigures(grid, from, to)
+	out := make([]alarms.InspectionFigure, len(figs))
+	for i, f := range figs {
+		addr := ""
+		if u, ok := s.ledger.LookupID(f.UITD); ok {
+			addr = u.Address
+		}
+		out[i] = alarms.InspectionFigure{UITD: f.UITD, Address: addr, Unit: f.Unit, Asked: f.Asked,
+			Answered: f.Answered, Unanswered: f.Unanswered, Undelivered: f.Undelivered, Offline: f.Offline,
+			MedianAnswerSeconds: f.MedianAnswerSeconds, Partial: f.Partial}
+	}
+	return out
 }

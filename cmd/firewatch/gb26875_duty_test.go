@@ -61,6 +61,13 @@ func TestGB26875Inspect(t *testing.T) {
 	if a.Asked != 1 || a.MedianAnswerSeconds == nil || a.Recent[0].Actor != "duty" {
 		t.Errorf("assessment %+v", a)
 	}
+	// The digest of the UITD's county names the unit's 考核 figure (alarms.Config.Inspections).
+	var dg struct{ Text string }
+	since, until := time.Now().Add(-time.Hour).UTC(), time.Now().Add(time.Hour).UTC()
+	getAs(t, viewer, s.httpURL()+"/api/v1/digest?grid=450204&since="+since.Format(time.RFC3339)+"&until="+until.Format(time.RFC3339), &dg)
+	if want := "- 柳石家园物业（uitd-1）：查岗 1 次，应答 1 次，应答率 100%，应答中位"; !strings.Contains(dg.Text, want) {
+		t.Errorf("digest lacks %q:\n%s", want, dg.Text)
+	}
 	// A read of the UITD's clock (type 88), answered by the simulator (type 28).
 	req, _ := http.NewRequest(http.MethodPost, s.httpURL()+"/api/v1/uitds/uitd-1/read", strings.NewReader(`{"type":88}`))
 	req.Header.Set("Authorization", "Bearer "+operator)

@@ -122,7 +122,9 @@ func TestGB26875EndToEnd(t *testing.T) {
 	}
 	push, _ := rcv.nextPush(t, 20*time.Second, "fire push", isFire("raised"))
 	msg, _ := push["message"].(string)
-	for _, want := range []string{"【火警】", "柳石家园 3号楼2层走廊", "建筑消防设施", "fa-1-0105", "火警", "潭西街道微型消防站"} {
+	// The building and the point as the example names them: where the controller is, the system,
+	// the component type and address, and the point's place.
+	for _, want := range []string{"【火警】", "柳石家园 消防控制室 火灾报警系统1 点型光电感烟火灾探测器 0x00000105 3号楼2层走廊", "fa-1-0105", "火警", "潭西街道微型消防站"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("push message %q lacks %q", msg, want)
 		}

@@ -123,6 +123,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		annBuf = annotations.AppendResponse(annBuf[:0], p)
 		s.writer.Write(annBuf)
 	}
+	ac.Inspections = s.inspectionFigures // gb26875.go: the 查岗 考核 figures in the digests
 	if s.alarms, err = alarms.NewManager(ac, s.ledger); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -287,6 +288,7 @@ type duty struct {
 	times                                             []float64 // ring of answer times (s)
 	ti                                                int
 	recent                                            []Inspection // oldest first
+	history                                           history      // for the digests' figures (duty_period.go)
 }
 
 // Resolve finds a UITD by its 12-hex-digit address or its device id.
@@ -382,6 +384,7 @@ func (s *Server) finish(d *duty) {
 		d.recent = append(d.recent[:0], d.recent[1:]...)
 	}
 	d.recent = append(d.recent, *d.pending)
+	d.history.add(d.pending)
 	d.pending = nil
 }
 
@@ -524,7 +527,7 @@ var (
 	descAsked    = prometheus.NewDesc("firewatch_gb26875_inspections_total", "查岗 (type 91) asked of the UITD's fire control room.", []string{"uitd", "unit"}, nil)
 	descAnswered = prometheus.NewDesc("firewatch_gb26875_inspections_answered_total", "查岗 answered (查岗应答) within gb26875.inspect_answer.", []string{"uitd", "unit"}, nil)
 	descFailed   = prometheus.NewDesc("firewatch_gb26875_inspections_failed_total", "查岗 that failed, by reason: unanswered, undelivered (no 确认 from the UITD), offline (not connected).", []string{"uitd", "unit", "reason"}, nil)
-	descMedian   = prometheus.NewDesc("firewatch_gb26875_inspection_answer_median_seconds", "Median time from a 查岗 to its answer over the UITD's last 64 answers.", []string{"uitd", "unit"}, nil)
+	descMedian   = prometheus.NewDesc("firewatch_gb26875_inspection_answer_median_seconds", "Median time from a 查岗 to its answer over the UITD's last 64 answers; NaN before the first.", []string{"uitd", "unit"}, nil)
 )
 
 func (c dutyCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -546,8 +549,10 @@ func (c dutyCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{InspectUnanswer, d.unanswered}, {InspectUndeliver, d.undelivered}, {InspectOffline, d.offline}} {
 			ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(r.v), d.id, d.unit, r.n)
 		}
-		if m, ok := median(d.times); ok {
-			ch <- prometheus.MustNewConstMetric(descMedian, prometheus.GaugeValue, m, d.id, d.unit)
+		m, ok := median(d.times)
+		if !ok {
+			m = math.NaN() // no answer yet: NaN, as a summary's quantile without observations
 		}
+		ch <- prometheus.MustNewConstMetric(descMedian, prometheus.GaugeValue, m, d.id, d.unit)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -217,6 +218,18 @@ func TestInspectAnswered(t *testing.T) {
 	if n := metric(t, reg, "firewatch_gb26875_inspection_answer_median_seconds"); n != 42 {
 		t.Errorf("median metric %v", n)
 	}
+	// The figure of a period (the digests'): the day's 查岗 within the UITD's grid; nothing before it.
+	day := time.Date(2026, 12, 1, 0, 0, 0, 0, cst)
+	if f := s.PeriodFigures("450204", day, day.AddDate(0, 0, 1)); len(f) != 1 || f[0].UITD != "uitd-1" || f[0].Asked != 1 ||
+		f[0].Answered != 1 || f[0].MedianAnswerSeconds == nil || *f[0].MedianAnswerSeconds != 42 || f[0].Partial {
+		t.Errorf("period figures %+v", f)
+	}
+	if f := s.PeriodFigures("", day.AddDate(0, 0, -1), day); len(f) != 1 || f[0].Asked != 0 || f[0].MedianAnswerSeconds != nil {
+		t.Errorf("the day before: %+v", f)
+	}
+	if f := s.PeriodFigures("110000", day, day.AddDate(0, 0, 1)); len(f) != 0 {
+		t.Errorf("another county: %+v", f)
+	}
 	// A late or second answer changes nothing.
 	clk.add(time.Minute)
 	write(t, c, hexFile(t, "frames/type24_uitd_duty.hex"))
@@ -252,6 +265,10 @@ func TestInspectUnanswered(t *testing.T) {
 	}
 	if n := metric(t, reg, "firewatch_gb26875_inspections_failed_total", InspectUnanswer, "uitd-1", "柳石家园物业"); n != 1 {
 		t.Errorf("failed metric %v", n)
+	}
+	// No answer yet: the median is NaN, but the series exists (the Grafana panel's).
+	if n := metric(t, reg, "firewatch_gb26875_inspection_answer_median_seconds"); !math.IsNaN(n) {
+		t.Errorf("median metric without answers %v, want NaN", n)
 	}
 }
 
