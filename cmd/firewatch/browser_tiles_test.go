@@ -222,6 +222,27 @@ func TestConsoleMapTiles(t *testing.T) {
 		t.Errorf("no tile edge inside the %gpx canvas", st.W)
 	}
 	screenshot(t, ctx, "console-desktop-tiles")
+
+	// The wheel zooms in one step about the middle, with the tiles of the
+	// next zoom; a double click returns to the fitted view.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('map').dispatchEvent(new WheelEvent('wheel', {deltaY: -100, cancelable: true}))`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`(() => { const d = document.getElementById('map').dataset;
+		return d.tileZoom === '%d' && +d.tilesWanted > 0 && d.tilesDrawn === d.tilesWanted; })()`, z+1), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("zoom in: %v", err)
+	}
+	mx, my := float64(ox)+st.W/2, float64(oy)+st.H/2 // the middle, at z
+	if k := [3]int{z + 1, int(2 * mx / 256), int(2 * my / 256)}; !ts.requested(k) {
+		t.Errorf("zoomed in, the tile %v under the middle was not requested", k)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('map').dispatchEvent(new MouseEvent('dblclick'))`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`(() => { const d = document.getElementById('map').dataset;
+		return d.tileZoom === '%d' && d.tileOrigin === '%d,%d'; })()`, z, ox, oy), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("double click back to the fitted view: %v", err)
+	}
 }
 
 func floorDiv(a, b int) int {
