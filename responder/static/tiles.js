@@ -80,7 +80,8 @@ window.fwTiles = (function () {
         if (!im) {
           im = new Image();
           im.onload = schedule;
-          im.onerror = () => { failed++; cv.dataset.tilesFailed = String(failed); };
+          // A tile that failed is asked for again at a redraw 30 s on.
+          im.onerror = () => { failed++; cv.dataset.tilesFailed = String(failed); setTimeout(() => cache.delete(url), 30000); };
           im.src = url;
           cache.set(url, im);
         }
