@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"image"
 	"image/color"
@@ -96,36 +97,14 @@ func TestConsoleMapTiles(t *testing.T) {
 		c.Console.MapTiles = ts.URL + "/{z}/{x}/{y}.png"
 		c.Console.MapAttribution = "© 测试瓦片 · WGS-84"
 	})
-	ctx := newBrowser(t, 2*time.Minute)
-	if err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(1366, 900),
-		chromedp.Navigate(s.httpURL()+"/console"),
-		chromedp.WaitVisible(chromedp.CSS(`#token`)),
-		chromedp.SendKeys(chromedp.CSS(`#token`), "viewer-secret-0123456789"),
-		chromedp.Click(chromedp.CSS(`#login-go`)),
-		chromedp.WaitVisible(chromedp.CSS(`#board[data-loaded="1"]`)),
-	); err != nil {
-		t.Fatalf("sign in: %v", err)
-	}
+	ctx := consoleSignIn(t, s)
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const d = document.getElementById('map').dataset;
 		return +d.tilesWanted > 0 && d.tilesDrawn === d.tilesWanted; })()`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		d, _ := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`Object.assign({}, document.getElementById('map').dataset)`))
 		t.Fatalf("tiles not all drawn: %v (map %v)", err, d)
 	}
-	type mapState struct {
-		Zoom, Origin, Wanted, Drawn string
-		W, H, Left, Top             float64
-		Attr                        string
-	}
-	st, err := chromedp.Run(ctx, chromedp.Evaluate[mapState](`(() => { const c = document.getElementById('map'), r = c.getBoundingClientRect();
-		return {Zoom: c.dataset.tileZoom, Origin: c.dataset.tileOrigin, Wanted: c.dataset.tilesWanted, Drawn: c.dataset.tilesDrawn,
-			W: c.clientWidth, H: c.clientHeight, Left: r.left, Top: r.top, Attr: document.getElementById('map-attr').hidden ? '' : document.getElementById('map-attr').textContent}; })()`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var z, ox, oy int
-	fmt.Sscan(st.Zoom, &z)
-	fmt.Sscanf(st.Origin, "%d,%d", &ox, &oy)
+	st := readMap(t, ctx)
+	z, ox, oy := st.z, st.ox, st.oy
 	t.Logf("map %+v", st)
 	if st.Attr != "© 测试瓦片 · WGS-84" {
 		t.Errorf("attribution %q", st.Attr)
@@ -162,40 +141,8 @@ func TestConsoleMapTiles(t *testing.T) {
 		t.Errorf("the page wants %s tiles and drew %s, want %d", st.Wanted, st.Drawn, want)
 	}
 
-	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := func(cx, cy float64) color.Color { return img.At(int(st.Left+cx), int(st.Top+cy)) }
+	at := stationsLand(t, ctx, st)
 
-	// The stations' blue squares (10 pixels) sit where web mercator puts
-	// them: blue at their middle, 3 pixels into each corner and 4 towards
-	// each side, not 8 pixels out (most of them: the grid's outline
-	// crosses the squares here).
-	blue := func(cx, cy float64) bool {
-		r, g, b, _ := at(cx, cy).RGBA()
-		return r>>8 < 80 && g>>8 > 60 && g>>8 < 130 && b>>8 > 200
-	}
-	for _, p := range [][2]float64{{24.2600, 109.3500}, {24.2700, 109.3600}} {
-		x, y := mercator(p[0], p[1], z)
-		cx, cy := x-float64(ox), y-float64(oy)
-		in, out := 0, 0
-		for _, d := range [][2]float64{{0, 0}, {-3, -3}, {3, -3}, {-3, 3}, {3, 3}, {-4, 0}, {4, 0}, {0, -4}, {0, 4}} {
-			if blue(cx+d[0], cy+d[1]) {
-				in++
-			}
-			if d != [2]float64{} && !blue(cx+d[0]*8/3, cy+d[1]*8/3) {
-				out++
-			}
-		}
-		if in < 5 || out < 6 {
-			t.Errorf("station at %v, canvas pixel (%.0f, %.0f): blue at %d of 9 points of its square, not blue at %d of 8 points around it", p, cx, cy, in, out)
-		}
-	}
 	// The tiles sit where their numbers say: left and right of each
 	// vertical tile edge inside the canvas, the colours of the tiles
 	// there (most of five rows: an outline may cross one).
@@ -245,10 +192,115 @@ func TestConsoleMapTiles(t *testing.T) {
 	}
 }
 
+// consoleSignIn opens the console of s at desktop size and signs in as
+// a viewer.
+func consoleSignIn(t *testing.T, s *service) context.Context {
+	t.Helper()
+	ctx := newBrowser(t, 2*time.Minute)
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1366, 900),
+		chromedp.Navigate(s.httpURL()+"/console"),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), "viewer-secret-0123456789"),
+		chromedp.Click(chromedp.CSS(`#login-go`)),
+		chromedp.WaitVisible(chromedp.CSS(`#board[data-loaded="1"]`)),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	return ctx
+}
+
+// mapState is what the console's map shows (tiles.js's data attributes)
+// and where the canvas is on the page.
+type mapState struct {
+	Zoom, Origin, Wanted, Drawn, Failed string
+	W, H, Left, Top                     float64
+	Attr                                string
+	z, ox, oy                           int
+}
+
+func readMap(t *testing.T, ctx context.Context) mapState {
+	t.Helper()
+	st, err := chromedp.Run(ctx, chromedp.Evaluate[mapState](`(() => { const c = document.getElementById('map'), r = c.getBoundingClientRect();
+		return {Zoom: c.dataset.tileZoom, Origin: c.dataset.tileOrigin, Wanted: c.dataset.tilesWanted, Drawn: c.dataset.tilesDrawn, Failed: c.dataset.tilesFailed || '0',
+			W: c.clientWidth, H: c.clientHeight, Left: r.left, Top: r.top, Attr: document.getElementById('map-attr').hidden ? '' : document.getElementById('map-attr').textContent}; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Sscan(st.Zoom, &st.z)
+	fmt.Sscanf(st.Origin, "%d,%d", &st.ox, &st.oy)
+	return st
+}
+
+// stationsLand checks in a screenshot that the stations' squares are where
+// web mercator puts them, and returns the screenshot's pixels by canvas
+// position.
+func stationsLand(t *testing.T, ctx context.Context, st mapState) func(cx, cy float64) color.Color {
+	t.Helper()
+	z, ox, oy := st.z, st.ox, st.oy
+	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(cx, cy float64) color.Color { return img.At(int(st.Left+cx), int(st.Top+cy)) }
+
+	// The stations' blue squares (10 pixels) sit where web mercator puts
+	// them: blue at their middle, 3 pixels into each corner and 4 towards
+	// each side, not 8 pixels out (most of them: the grid's outline
+	// crosses the squares here).
+	blue := func(cx, cy float64) bool {
+		r, g, b, _ := at(cx, cy).RGBA()
+		return r>>8 < 80 && g>>8 > 60 && g>>8 < 130 && b>>8 > 200
+	}
+	for _, p := range [][2]float64{{24.2600, 109.3500}, {24.2700, 109.3600}} {
+		x, y := mercator(p[0], p[1], z)
+		cx, cy := x-float64(ox), y-float64(oy)
+		in, out := 0, 0
+		for _, d := range [][2]float64{{0, 0}, {-3, -3}, {3, -3}, {-3, 3}, {3, 3}, {-4, 0}, {4, 0}, {0, -4}, {0, 4}} {
+			if blue(cx+d[0], cy+d[1]) {
+				in++
+			}
+			if d != [2]float64{} && !blue(cx+d[0]*8/3, cy+d[1]*8/3) {
+				out++
+			}
+		}
+		if in < 5 || out < 6 {
+			t.Errorf("station at %v, canvas pixel (%.0f, %.0f): blue at %d of 9 points of its square, not blue at %d of 8 points around it", p, cx, cy, in, out)
+		}
+	}
+	return at
+}
+
 func floorDiv(a, b int) int {
 	q := a / b
 	if a%b != 0 && (a < 0) != (b < 0) {
 		q--
 	}
 	return q
+}
+
+// TestConsoleMapTilesDown: with console.map_tiles set but its server
+// unreachable (no internet, a tile server down), the map still shows the
+// stations where they belong, over a blank ground, and counts the failed
+// tiles.
+func TestConsoleMapTilesDown(t *testing.T) {
+	ts := newTileServer(t)
+	url := ts.URL
+	ts.Close() // connection refused from here on
+	rcv := newReceiver(t)
+	s, _ := responderService(t, rcv, func(c *Config) { c.Console.MapTiles = url + "/{z}/{x}/{y}.png" })
+	ctx := consoleSignIn(t, s)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => { const d = document.getElementById('map').dataset;
+		return +d.tilesWanted > 0 && +d.tilesFailed >= +d.tilesWanted; })()`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("failed tiles not counted: %v", err)
+	}
+	st := readMap(t, ctx)
+	if st.Drawn != "0" {
+		t.Errorf("%s tiles drawn from a server that is down", st.Drawn)
+	}
+	stationsLand(t, ctx, st)
 }
