@@ -20,6 +20,10 @@ type mapView struct {
 	Places   map[string]string `json:"places"`
 	// Grids outlines and counts the devices of each grid (grids.go).
 	Grids []mapGrid `json:"grids"`
+	// Tiles and Attribution: console.map_tiles (tiles.go); empty: the
+	// plain projection.
+	Tiles       string `json:"tiles,omitempty"`
+	Attribution string `json:"attribution,omitempty"`
 }
 
 type mapDevice struct {
@@ -52,6 +56,7 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, _ string) {
 		v.Stations = append(v.Stations, mapStation{ID: st.ID, Name: st.Name, Grids: st.Grids, Lat: st.Lat, Lon: st.Lon})
 	}
 	v.Grids = grids(l)
+	v.Tiles, v.Attribution = s.cfg.Console.MapTiles, s.cfg.Console.MapAttribution
 	writeJSON(w, http.StatusOK, v)
 }
 

@@ -49,6 +49,8 @@ type Config struct {
 	Stream     time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // may be nil
+	// Console: the map's tiles (tiles.go).
+	Console ConsoleConfig
 }
 
 // Server serves the responder page and the console.
@@ -93,6 +95,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Console.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), limiter: newLimiter(cfg.Rate, cfg.Burst)}
 	s.hub.subs = map[*sub]struct{}{}
@@ -148,7 +153,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	sub, _ := fs.Sub(staticFS, "static")
 	files := http.FileServerFS(sub)
 	mux.Handle("GET /ui/", http.StripPrefix("/ui/", secure(files)))
-	mux.HandleFunc("GET /console", s.page("static/console.html"))
+	mux.HandleFunc("GET /console", s.consolePage())
 	mux.HandleFunc("GET /console/events", m.RequireActor(alarms.RoleViewer, s.serveConsoleEvents))
 	mux.HandleFunc("GET /console/api/map", m.RequireActor(alarms.RoleViewer, s.serveMap))
 	mux.HandleFunc("GET /console/api/members", m.RequireActor(alarms.RoleViewer, s.serveMembers))
@@ -156,12 +161,16 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/api/alarms/{id}/redispatch", m.RequireActor(alarms.RoleOperator, s.serveRedispatch))
 }
 
+// csp is the pages' Content-Security-Policy (the console's adds the tile
+// host to img-src: tiles.go).
+const csp = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
 // secure sets the headers every page and file gets: no inline script, no
 // framing, no referrer, not cached (a page shows a live alarm).
 func secure(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+		hd.Set("Content-Security-Policy", csp)
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("Cache-Control", "no-store")

@@ -226,6 +226,10 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// 三色预警: 山湾村 is green with nothing open; its outline is drawn.
 	waitRisk(t, ctx, "450204101201", "green")
+	// With no console.map_tiles: the plain projection, no tiles (issue 16).
+	if plain, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('map').dataset.tileZoom === undefined && document.getElementById('map-title').textContent === '网格地图（离线）' && document.getElementById('map-attr').hidden`)); err != nil || !plain {
+		t.Errorf("the map without console.map_tiles is not the plain projection: %v", err)
+	}
 
 	// A fire, raised after the board was loaded, appears on it by itself.
 	p := raiseSmoke(t, rcv, c, "sm-1", 1)

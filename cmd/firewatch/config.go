@@ -18,6 +18,7 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"github.com/firewatch-iot/firewatch/pipeline"
+	"github.com/firewatch-iot/firewatch/responder"
 )
 
 // Config is firewatch's one configuration file. Every key can also be set
@@ -72,6 +73,8 @@ type Config struct {
 
 	// GB26875 is the GB/T 26875.3 endpoint for UITDs (gb26875.go).
 	GB26875 gb26875server.Config `yaml:"gb26875"`
+
+	Console responder.ConsoleConfig `yaml:"console"` // the console's map tiles (docs/console.md)
 }
 
 // defaults sets every default in one place.
@@ -128,6 +131,7 @@ func (c *Config) Validate() error {
 	if err := c.GB26875.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Console.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

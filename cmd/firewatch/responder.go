@@ -59,7 +59,7 @@ func (w *responderWiring) register(s *service, mux *http.ServeMux, reg prometheu
 	// InfluxDB the writer writes to (issue 16).
 	rd := influx.NewReader(s.cfg.Influx)
 	srv, err := responder.New(responder.Config{Alarms: s.alarms, Ledger: s.ledger, Signer: w.signer, Registerer: reg,
-		Logger: log.With("component", "responder"), Readings: rd})
+		Logger: log.With("component", "responder"), Readings: rd, Console: s.cfg.Console})
 	if err != nil {
 		rd.Close()
 		return err

@@ -176,10 +176,17 @@
     if (!pts.length) return;
     let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
     for (const p of pts) { minLat = Math.min(minLat, p.lat); maxLat = Math.max(maxLat, p.lat); minLon = Math.min(minLon, p.lon); maxLon = Math.max(maxLon, p.lon); }
-    const k = Math.cos((minLat + maxLat) / 2 * Math.PI / 180);
-    const sx = (maxLon - minLon) * k || 1e-3, sy = (maxLat - minLat) || 1e-3;
-    const sc = Math.min((w - 40) / sx, (h - 40) / sy);
-    const x = (lon) => 20 + (lon - minLon) * k * sc, y = (lat) => h - 20 - (lat - minLat) * sc;
+    let x, y;
+    if (ledger.tiles) {
+      // console.map_tiles: web mercator over XYZ tiles (tiles.js).
+      const v = window.fwTiles.view(ledger.tiles, ledger.attribution || '', ctx, cv, w, h, minLat, maxLat, minLon, maxLon, drawMap);
+      x = v.x; y = v.y;
+    } else {
+      const k = Math.cos((minLat + maxLat) / 2 * Math.PI / 180);
+      const sx = (maxLon - minLon) * k || 1e-3, sy = (maxLat - minLat) || 1e-3;
+      const sc = Math.min((w - 40) / sx, (h - 40) / sy);
+      x = (lon) => 20 + (lon - minLon) * k * sc; y = (lat) => h - 20 - (lat - minLat) * sc;
+    }
     ctx.fillStyle = '#a9aeb8';
     for (const d of ledger.devices) ctx.fillRect(x(d.lon) - 1, y(d.lat) - 1, 2, 2);
     ctx.fillStyle = '#165dff';
