@@ -126,10 +126,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	table := b.table(rows)
 	fmt.Fprintln(stdout, "\n"+table)
-	if *out != "" {
-		return writeBetweenMarkers(*out, table)
-	}
-	return nil
+	return writeMarked(*out, "e2e", table)
 }
 
 func (s benchStep) label() string {
@@ -697,23 +694,6 @@ func saveProfile(u, path string) {
 		io.Copy(f, resp.Body)
 		f.Close()
 	}
-}
-
-// writeBetweenMarkers replaces the text between the bench markers of a file.
-func writeBetweenMarkers(path, table string) error {
-	const begin, end = "<!-- bench:e2e:begin -->", "<!-- bench:e2e:end -->"
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		s += "\n" + begin + "\n" + table + end + "\n"
-	} else {
-		s = s[:i+len(begin)] + "\n" + table + s[j:]
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 // cmdNullSub is the I/O baseline of the bench: a paho subscriber on the
