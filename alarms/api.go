@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/httpjson"
 	"github.com/firewatch-iot/firewatch/rules"
 )
 
@@ -297,11 +298,7 @@ func (m *Manager) reply(w http.ResponseWriter, err error, failed string, logArgs
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	httpjson.Write(w, status, v)
 }
 
 func writeError(w http.ResponseWriter, status int, err error) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/httpjson"
 )
 
 //go:embed static
@@ -569,12 +570,8 @@ func StateZH(st alarms.State) string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	httpjson.Write(w, status, v)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -1,9 +1,10 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
+
+	"github.com/firewatch-iot/firewatch/internal/httpjson"
 )
 
 // The HTTP API of the centre's duties (docs/api.md). The caller mounts the handlers behind its
@@ -53,11 +54,7 @@ func (s *Server) ServeAssessments(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	httpjson.Write(w, status, v)
 }
 
 // writeError writes {"error": …} (the alarm API's shape), with the inspection concerned when there is one.
