@@ -17,7 +17,7 @@ func IOCalls(t *testing.T) int64 {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/io")
 	if err != nil {
-		t.Skipf("no /proc/self/io: %v", err)
+		Skip(t, "no /proc/self/io: %v", err)
 	}
 	var n int64
 	for _, line := range strings.Split(string(b), "\n") {
