@@ -314,23 +314,15 @@ func (p *mapParser) point(n *yaml.Node) (pt Point, ok bool) {
 	if e.Scale != nil {
 		pt.Scale = *e.Scale
 	}
-	kind := p.m.Kind
-	metric, ok := devices.MetricByName(kind, e.Metric)
+	metric, problems, ok := devices.MapTarget(p.m.Kind, e.Metric, e.Unit, e.Ch)
+	for _, msg := range problems {
+		bad(n.Line, "%s", msg)
+	}
 	if !ok {
-		bad(n.Line, "metric %q is not in the catalog for kind %s (see docs/mqtt.md)", e.Metric, kind)
 		return pt, false
 	}
 	pt.Metric = metric
 	info := metric.Info()
-	if e.Unit != info.Unit {
-		bad(n.Line, "%s: unit %q, but the catalog's unit is %q: convert with scale", e.Metric, e.Unit, info.Unit)
-	}
-	switch {
-	case info.Channels == 1 && e.Ch != 0:
-		bad(n.Line, "%s has no channels: remove ch", e.Metric)
-	case e.Ch < 0 || e.Ch > int(info.Channels):
-		bad(n.Line, "%s: ch %d outside 1…%d", e.Metric, e.Ch, info.Channels)
-	}
 	if prev, dup := p.seen[slot{metric, e.Ch}]; dup {
 		bad(n.Line, "%s ch %d is already mapped at line %d", e.Metric, e.Ch, prev)
 	}

@@ -231,22 +231,15 @@ func ParseCodec(name string, b []byte) (*Codec, error) {
 			continue
 		}
 		fd := Field{Ch: e.Ch, Bit: -1, Scale: 1, Offset0: e.Add, Line: n.Line, Active: e.Active, Inactive: e.Inactive, Sentinels: e.Sentinel}
-		m, ok := devices.MetricByName(kind, e.Metric)
+		m, problems, ok := devices.MapTarget(kind, e.Metric, e.Unit, e.Ch)
+		for _, msg := range problems {
+			bad(n.Line, "%s", msg)
+		}
 		if !ok {
-			bad(n.Line, "metric %q is not in the catalog for kind %s (see docs/mqtt.md)", e.Metric, kind)
 			continue
 		}
 		fd.Metric = m
 		info := m.Info()
-		if e.Unit != info.Unit {
-			bad(n.Line, "%s: unit %q, but the catalog's unit is %q: convert with scale", e.Metric, e.Unit, info.Unit)
-		}
-		switch {
-		case info.Channels == 1 && e.Ch != 0:
-			bad(n.Line, "%s has no channels: remove ch", e.Metric)
-		case e.Ch < 0 || e.Ch > int(info.Channels):
-			bad(n.Line, "%s: ch %d outside 1…%d", e.Metric, e.Ch, info.Channels)
-		}
 		if e.Scale != nil {
 			fd.Scale = *e.Scale
 		}
