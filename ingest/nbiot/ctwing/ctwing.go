@@ -28,18 +28,9 @@ type flexInt struct {
 
 func (f *flexInt) UnmarshalJSON(b []byte) error {
 	f.v, f.set = -1, true
-	if bytes.Equal(b, []byte("null")) {
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		if s == "" {
-			return nil
-		}
-		b = []byte(s)
+	b, empty, err := nbiot.NumberText(b)
+	if err != nil || empty {
+		return err
 	}
 	n, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil {

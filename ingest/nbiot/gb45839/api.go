@@ -1,7 +1,6 @@
 package gb45839
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -59,18 +58,9 @@ type number struct {
 }
 
 func (n *number) UnmarshalJSON(b []byte) error {
-	if bytes.Equal(b, []byte("null")) {
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		if s == "" {
-			return nil
-		}
-		b = []byte(s)
+	b, empty, err := nbiot.NumberText(b)
+	if err != nil || empty {
+		return err
 	}
 	v, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
