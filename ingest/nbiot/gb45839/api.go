@@ -77,6 +77,24 @@ func (n number) int() (int, bool) {
 	return int(n.v), true
 }
 
+// decodeBody unmarshals the body of an interface into v and checks the
+// device serial it names (*serial, a field of v): the report of type t for
+// that device, or an error wrapping a sentinel of package nbiot.
+func decodeBody(body []byte, v any, serial *string, t nbiot.Type) (nbiot.Report, error) {
+	r := nbiot.Report{Platform: nbiot.PlatformGB45839, Type: t, Seq: -1}
+	if err := json.Unmarshal(body, v); err != nil {
+		return r, fmt.Errorf("%w: %v", nbiot.ErrMalformed, err)
+	}
+	if *serial == "" {
+		return r, fmt.Errorf("%w: serial missing", nbiot.ErrNoDevice)
+	}
+	if _, err := ParseSerial(*serial); err != nil {
+		return r, err
+	}
+	r.Device.Serial = *serial
+	return r, nil
+}
+
 type statusInfo struct {
 	Company  string `json:"company"`
 	Serial   string `json:"serial"`
@@ -93,17 +111,10 @@ type statusInfo struct {
 // standard gives no unit. Errors wrap the sentinels of package nbiot.
 func DecodeStatus(body []byte) (nbiot.Report, error) {
 	var s statusInfo
-	r := nbiot.Report{Platform: nbiot.PlatformGB45839, Type: nbiot.TypeStatus, Seq: -1}
-	if err := json.Unmarshal(body, &s); err != nil {
-		return r, fmt.Errorf("%w: %v", nbiot.ErrMalformed, err)
-	}
-	if s.Serial == "" {
-		return r, fmt.Errorf("%w: serial missing", nbiot.ErrNoDevice)
-	}
-	if _, err := ParseSerial(s.Serial); err != nil {
+	r, err := decodeBody(body, &s, &s.Serial, nbiot.TypeStatus)
+	if err != nil {
 		return r, err
 	}
-	r.Device.Serial = s.Serial
 	st, ok := s.Status.int()
 	if !s.Status.set {
 		return r, fmt.Errorf("%w: status missing", nbiot.ErrMalformed)
@@ -170,17 +181,10 @@ type installInfo struct {
 // the standard). Nothing in it is trusted: it becomes a pending ledger entry.
 func DecodeInstall(body []byte) (nbiot.Report, error) {
 	var s installInfo
-	r := nbiot.Report{Platform: nbiot.PlatformGB45839, Type: nbiot.TypeInstall, Seq: -1}
-	if err := json.Unmarshal(body, &s); err != nil {
-		return r, fmt.Errorf("%w: %v", nbiot.ErrMalformed, err)
-	}
-	if s.Serial == "" {
-		return r, fmt.Errorf("%w: serial missing", nbiot.ErrNoDevice)
-	}
-	if _, err := ParseSerial(s.Serial); err != nil {
+	r, err := decodeBody(body, &s, &s.Serial, nbiot.TypeInstall)
+	if err != nil {
 		return r, err
 	}
-	r.Device.Serial = s.Serial
 	if s.Longitude.set != s.Latitude.set {
 		return r, fmt.Errorf("%w: longitude and latitude come together", nbiot.ErrBadValue)
 	}
