@@ -50,10 +50,10 @@ type simDev struct {
 	// lagFromStart: behind by more than its offline grace since its first
 	// report, so no report ever showed the engine the clock's lag.
 	lagFromStart bool
-	noTS            bool
-	seq             uint32
-	sent            int // send order of the device's reports
-	sinceStep       int // reports since its clock last stepped
+	noTS         bool
+	seq          uint32
+	sent         int // send order of the device's reports
+	sinceStep    int // reports since its clock last stepped
 	// physical state
 	smoke, tilt  bool
 	ma           float64
