@@ -100,7 +100,9 @@ type DigestDevice struct {
 // Digest computes the digest of grid (an administrative code prefix) over
 // [from, to); the open alarms and offline devices are those of now.
 func (m *Manager) Digest(ctx context.Context, grid string, from, to time.Time) (Digest, error) {
-	d := Digest{Grid: grid, Place: m.placeName(grid), From: from.In(cst), To: to.In(cst), BySeverity: map[string]int{}}
+	// Empty lists are [] in the API's JSON, not null (issue 18).
+	d := Digest{Grid: grid, Place: m.placeName(grid), From: from.In(cst), To: to.In(cst), BySeverity: map[string]int{},
+		Open: []DigestAlarm{}, Offline: []DigestDevice{}, FalseRatio: []DigestDevice{}}
 	period, err := m.store.list(ctx, Filter{Grid: grid, Since: from, Until: to, all: true})
 	if err != nil {
 		return d, err
