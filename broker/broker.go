@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/firewatch-iot/firewatch/ingest"
 	"github.com/firewatch-iot/firewatch/internal/netbuf"
@@ -44,6 +45,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// MaxMessageExpiry overrides MaxMessageExpiry (tests).
 	MaxMessageExpiry time.Duration
+	// Registerer, when set, gets firewatch_broker_dropped_total (dropped.go).
+	Registerer prometheus.Registerer
 }
 
 // Limits of the embedded broker (docs/security.md, docs/mqtt.md).
@@ -63,9 +66,14 @@ const (
 
 // ClientWritesPending bounds the packets waiting to be written to one client
 // of the embedded broker; beyond it mochi drops what is published to that
-// client (QoS 1 too). The ACLs let a device or gateway
-// subscribe to its own commands only, which come a few at a time.
-const ClientWritesPending = 1024
+// client (QoS 1 too; counted in firewatch_broker_dropped_total). The ACLs
+// let a device subscribe to its own commands only, which come a few at a
+// time, and a gateway to those of its devices: 256 holds one command for
+// each of the 247 addresses of a Modbus bus even while the gateway's link
+// is stalled. mochi allocates the queue up front for every client, 8 bytes
+// a slot: 2 KiB here, 8 KiB at the former 1,024 (issue 19, idle
+// connections).
+const ClientWritesPending = 256
 
 // MaxPacket is the largest MQTT packet the embedded broker takes; a client
 // sending a larger one is disconnected. It is above MaxPayload so that the
@@ -118,6 +126,9 @@ func Start(cfg Config) (*mochi.Server, error) {
 	}
 	if err == nil {
 		err = s.AddHook(new(noRetain), nil)
+	}
+	if err == nil {
+		err = addDropCounter(s, cfg.Registerer, log)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)

@@ -90,7 +90,7 @@ func (s Settings) Source(log *slog.Logger) ingest.SourceConfig {
 // process. With mqtt.auth none it warns on log that every client is
 // admitted. The caller adds the Hooks.
 func (s Settings) Config(l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger) (Config, error) {
-	c := Config{Addr: s.Listen, TLSAddr: s.TLSListen, Logger: log, MaxConnections: s.MaxConnections}
+	c := Config{Addr: s.Listen, TLSAddr: s.TLSListen, Logger: log, MaxConnections: s.MaxConnections, Registerer: reg}
 	if s.TLSListen != "" {
 		cert, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
 		if err != nil {
