@@ -69,7 +69,9 @@ func (w *fakeWriter) got() []string {
 	return append([]string(nil), w.lines...)
 }
 
-func line(i int) []byte { return fmt.Appendf(nil, "electrical,device=d%d seq=%di %d\n", i%7, i, 1_700_000_000_000+i) }
+func line(i int) []byte {
+	return fmt.Appendf(nil, "electrical,device=d%d seq=%di %d\n", i%7, i, 1_700_000_000_000+i)
+}
 
 func runLog(t *testing.T, l *Log) (stop func()) {
 	t.Helper()

@@ -49,7 +49,7 @@ type Source struct {
 	// ackHandle, if set instead of handle, acknowledges messages itself
 	// (paho's manual acknowledgements).
 	ackHandle AckHandler
-	log    *slog.Logger
+	log       *slog.Logger
 	// ready is closed after the first successful subscription.
 	ready chan struct{}
 }
