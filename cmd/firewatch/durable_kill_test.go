@@ -188,7 +188,7 @@ func storedTimes(t *testing.T, db *testenv.InfluxDB, t0 int64) map[string]map[in
 // rawPublisher is one device's MQTT 3.1.1 connection, packets built by hand
 // (3.1 CONNECT, 3.3 PUBLISH QoS 1, 3.4 PUBACK): it records every PUBACK.
 type rawPublisher struct {
-	t      *testing.T
+	t      testing.TB
 	device string
 	c      net.Conn
 	w      *bufio.Writer
@@ -207,7 +207,7 @@ type pubRec struct {
 	at  time.Time
 }
 
-func dialRawPublisher(t *testing.T, addr, device string) *rawPublisher {
+func dialRawPublisher(t testing.TB, addr, device string) *rawPublisher {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -317,4 +317,18 @@ func (p *rawPublisher) latencies() []time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.lat)
+}
+
+// reset forgets the acknowledgements so far.
+func (p *rawPublisher) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.acked, p.lat = nil, nil
+}
+
+// outstanding is the number of messages sent and not yet acknowledged.
+func (p *rawPublisher) outstanding() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
 }
