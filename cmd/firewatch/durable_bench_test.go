@@ -20,12 +20,12 @@ import (
 
 // BenchmarkDurableAck (issue 15) measures what acknowledging only once
 // durable costs: the firewatch binary with its embedded broker and a real
-// InfluxDB takes QoS 1 telemetry (4 readings a message) from 50 devices at
+// InfluxDB takes QoS 1 telemetry (4 readings a message) from 500 devices at
 // a fixed rate for 4 s, once with durability.mode wal and once with off,
 // in alternating order from one run to the next (go test -count N gives N
 // interleaved rounds; take medians). Reported: the firewatch process's
 // CPU-seconds per million readings and the devices' PUBACK latency
-// (publish → PUBACK) p50 and p99, by mode. The timed loads ignore b.N.
+// (publish → PUBACK) p50 and p99, by mode. The timed loads ignore b.N. 500 devices take turns, each sending one message every 100 ms at 20,000 readings/s.
 func BenchmarkDurableAck(b *testing.B) {
 	db := testenv.StartInfluxDB(b)
 	bin := buildFirewatchB(b)
@@ -68,7 +68,7 @@ type loadResult struct {
 // durableLoad runs one timed load against a fresh firewatch in mode.
 func durableLoad(b *testing.B, bin string, db *testenv.InfluxDB, mode string, rate int, d time.Duration) loadResult {
 	b.Helper()
-	const devices = 50
+	const devices = 500
 	dir := b.TempDir()
 	ledger := filepath.Join(dir, "ledger.yaml")
 	if err := os.WriteFile(ledger, []byte(killLedger(devices)), 0o600); err != nil {
@@ -80,7 +80,7 @@ func durableLoad(b *testing.B, bin string, db *testenv.InfluxDB, mode string, ra
 		"-ledger", ledger, "-mqtt.listen", brokerAddr, "-mqtt.auth", "none",
 		"-influx.url", db.URL, "-influx.bucket", db.Bucket,
 		"-alarms.db", filepath.Join(dir, "alarms.db"), "-alarms.secret", e2eSecret,
-		"-http.listen", httpAddr, "-log.level", "warn", "-durability.mode", mode,
+		"-http.listen", httpAddr, "-log.level", "warn", "-durability.mode", mode, "-http.pprof",
 	}}
 	fw.start()
 	defer fw.stop()
@@ -88,17 +88,21 @@ func durableLoad(b *testing.B, bin string, db *testenv.InfluxDB, mode string, ra
 	for i := range pubs {
 		pubs[i] = dialRawPublisher(b, brokerAddr, fmt.Sprintf("el-k-%03d", i))
 	}
-	msgs := rate / 4 // messages/s: each device one per tick
-	every := time.Second * devices / time.Duration(msgs)
+	// Every 10 ms the next rate/400 devices in turn send one message of
+	// 4 readings: each device one message every devices*400/rate seconds.
 	t0 := time.Now().Add(-time.Minute).UnixMilli()
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	seq := 0
+	seqs := make([]int, devices)
+	next, due := 0, 0.0
 	send := func() {
 		<-tick.C
-		seq++
-		for i, p := range pubs {
-			p.publish(seq, fmt.Sprintf(`{"ts":%d,"seq":%d,"m":{"residual_current_ma":%d,"cable_temp_c":31.5,"phase_current_a":12,"voltage_v":221}}`,
+		for due += float64(rate) / 400; due >= 1; due-- {
+			i := next
+			next = (next + 1) % devices
+			seqs[i]++
+			seq := seqs[i]
+			pubs[i].publish(seq, fmt.Sprintf(`{"ts":%d,"seq":%d,"m":{"residual_current_ma":%d,"cable_temp_c":31.5,"phase_current_a":12,"voltage_v":221}}`,
 				t0+int64(seq), seq, 20+(i+seq)%30))
 		}
 	}
@@ -111,6 +115,18 @@ func durableLoad(b *testing.B, bin string, db *testenv.InfluxDB, mode string, ra
 		p.reset()
 	}
 	cpu0 := cpuOf(fw)
+	if dir := os.Getenv("FW_BENCH_PROFILE"); dir != "" {
+		go func() {
+			resp, err := http.Get(fw.api + "/debug/pprof/profile?seconds=3")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			f, _ := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", mode, rate)))
+			io.Copy(f, resp.Body)
+			f.Close()
+		}()
+	}
 	start := time.Now()
 	for time.Since(start) < d {
 		send()
