@@ -269,11 +269,16 @@ func (l *Log) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// From now on Write passes lines to the writer only and Await
+			// acks at once (the sources stopped before); what is pending
+			// is committed and its waiters acked.
+			l.mu.Lock()
+			l.closed = true
+			l.mu.Unlock()
 			acks = l.commit(acks)
 			<-done
 			l.truncate()
 			l.mu.Lock()
-			l.closed = true
 			acks = l.waiting.pop(math.MaxUint64, acks)
 			l.mu.Unlock()
 			fire(acks)
