@@ -90,6 +90,8 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzCommit ./ingest/gb26875/server/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseMap ./gateway/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzFieldModel ./pipeline/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzReplay ./durable/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzDecodeRecord ./durable/ $(FUZZTIME)
 
 ## lint: gofmt and go vet
 lint:

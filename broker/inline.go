@@ -17,7 +17,10 @@ import (
 // check and before the broker acknowledges it (PUBACK) to the device, so
 // the device's own QoS 1 retry covers a firewatch that dies before the
 // handler returned; and a device cannot publish faster than firewatch
-// takes its messages. Handlers run one at a time, as with Source. Last
+// takes its messages. Handlers of different connections run at the same
+// time (the pipeline orders them), so that one device's wait for its
+// readings to be durable (durability.mode wal: a group commit) does not
+// hold back the others; a connection's messages are handled in order. Last
 // wills on uplink topics (a gateway's status) are handled when sent; mochi
 // does not check a will against the ACL when it sends it, so Auth checks
 // it at CONNECT.
@@ -29,7 +32,9 @@ type InlineSource struct {
 	mochi.HookBase
 	handle ingest.Handler
 
-	mu      sync.Mutex
+	// mu is held for reading while a handler runs, for writing to start
+	// and stop.
+	mu      sync.RWMutex
 	running bool
 	ready   chan struct{}
 }
@@ -65,8 +70,8 @@ func (s *InlineSource) OnWillSent(_ *mochi.Client, pk packets.Packet) {
 }
 
 func (s *InlineSource) take(pk packets.Packet) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if !s.running {
 		return false
 	}

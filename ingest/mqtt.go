@@ -34,12 +34,22 @@ type SourceConfig struct {
 // keep payload after returning.
 type Handler func(topic string, payload []byte)
 
+// AckHandler receives every message on the subscription, one at a time, in
+// broker order, and calls ack once the message may be acknowledged to the
+// broker, possibly after it returned (from another goroutine); the acks of
+// successive messages must come in their order, as MQTT wants PUBACKs in
+// the order of the PUBLISHes. It must not keep payload after returning.
+type AckHandler func(topic string, payload []byte, ack func())
+
 // Source subscribes to the v1 uplink topics with QoS 1 and a persistent
 // session.
 type Source struct {
 	cfg    SourceConfig
 	handle Handler
-	log    *slog.Logger
+	// ackHandle, if set instead of handle, acknowledges messages itself
+	// (paho's manual acknowledgements).
+	ackHandle AckHandler
+	log       *slog.Logger
 	// ready is closed after the first successful subscription.
 	ready chan struct{}
 }
@@ -53,6 +63,19 @@ func NewSource(cfg SourceConfig, h Handler) *Source {
 		cfg.Logger = slog.Default()
 	}
 	return &Source{cfg: cfg, handle: h, log: cfg.Logger, ready: make(chan struct{})}
+}
+
+// NewAckSource returns a source that passes messages to h, which
+// acknowledges each when it is durable: paho's automatic acknowledgement
+// is off, and the broker keeps a message unacknowledged until h's ack
+// (redelivered after a reconnect if it never comes). The callback does not
+// wait for the ack, so messages are not serialised behind an fsync; the
+// broker's in-flight window (Mosquitto's max_inflight_messages) bounds how
+// many wait.
+func NewAckSource(cfg SourceConfig, h AckHandler) *Source {
+	s := NewSource(cfg, nil)
+	s.ackHandle = h
+	return s
 }
 
 // Ready is closed once the source has subscribed for the first time.
@@ -72,6 +95,7 @@ func (s *Source) Run(ctx context.Context) error {
 		SetPassword(s.cfg.Password).
 		SetCleanSession(false).
 		SetOrderMatters(true).
+		SetAutoAckDisabled(s.ackHandle != nil).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
@@ -83,6 +107,10 @@ func (s *Source) Run(ctx context.Context) error {
 		}).
 		SetOnConnectHandler(func(c paho.Client) {
 			tok := c.Subscribe(Topic, 1, func(_ paho.Client, m paho.Message) {
+				if s.ackHandle != nil {
+					s.ackHandle(m.Topic(), m.Payload(), m.Ack)
+					return
+				}
 				s.handle(m.Topic(), m.Payload())
 			})
 			// The subscribe ack arrives on paho's own goroutines; do not

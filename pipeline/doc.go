@@ -15,20 +15,27 @@
 //		Origin  Origin // "mqtt", "broker", or a new source's name
 //		Topic   string // a v1 uplink topic, fw/v1/up/... (docs/mqtt.md)
 //		Payload []byte // not kept after Take returns
-//		Ack     func() // called once the message may be acknowledged; nil: when Take returns
+//		Ack     func() // called once the message may be acknowledged, possibly after Take returned; nil: Take returns then
 //	}
 //	type Taker interface{ Take(m Message) } // *Pipeline
 //
-// When Take (or the plain entry point Handle(topic, payload)) returns, the
-// message's readings are in the writer's batch and the alarm events it
-// caused are stored, so it may be acknowledged to its sender: a firewatch
-// killed at any moment either stored them or gets the message again. Both
-// are safe to call from several goroutines; messages are handled one at a
-// time. The MQTT source through paho (ingest.Source) and the embedded
-// broker's in-process hook (broker.InlineSource) are adapters of it
-// (Handler); a protocol server (GB/T 26875.3 over TCP, NB-IoT platform
-// pushes over HTTP) maps its frames onto v1 topics and payloads and calls
-// Handle or Take from its connection goroutines.
+// When Handle returns, the message's readings are in the writer's batch
+// and the alarm events it caused are stored. A message may be acknowledged
+// to its sender once its readings are durable too (issue 15): with
+// Options.Durability (package durable: a group-committed write-ahead log
+// by default, or "written to InfluxDB or its spool" for a stream source)
+// Take calls m.Ack only then — after it returned, from the tracker's
+// goroutine, in the order of the Take calls — so that a source with
+// asynchronous acknowledgements (paho's manual acks, a JetStream consumer)
+// does not wait one fsync per message; a Take without Ack returns only
+// then. A firewatch killed at any moment either has the acknowledged
+// readings on disk or gets the message again. Both are safe to call from
+// several goroutines; messages are handled one at a time. The MQTT source
+// through paho (ingest.NewAckSource, AckHandler) and the embedded broker's
+// in-process hook (broker.InlineSource, Handler) are adapters of it; a
+// protocol server (GB/T 26875.3 over TCP, NB-IoT platform pushes over
+// HTTP) maps its frames onto v1 topics and payloads and calls Take from its
+// connection goroutines.
 //
 // Hot path: handle in pipeline.go; it allocates nothing per message
 // (BenchmarkPipeline).

@@ -21,6 +21,11 @@ type Options struct {
 	RulesFile string
 	// Lines takes the line protocol (the InfluxDB writer).
 	Lines Lines
+	// Durability, if set, tells when the lines written to Lines are
+	// durable, and Take acknowledges messages only then (package durable:
+	// Lines and Durability are then the same tracker). nil: once they are
+	// in Lines.
+	Durability Durability
 	// Alarms takes the events and the alarm manager's topics.
 	Alarms Alarms
 	// Ingest and Liveness are the configuration's sections of those names.
@@ -67,6 +72,7 @@ func New(o Options) (*Pipeline, error) {
 	stats := ingest.NewStats(o.Registerer, log.With("component", "ingest"))
 	p := newPipeline(o.Ledger, eng, o.Lines, o.Alarms, stats, o.Registerer)
 	p.reload = newRulesReloader(o.RulesFile, o.Ledger, p, log.With("component", "rules"), o.Registerer)
+	p.durable = o.Durability
 	p.live, p.edge, p.alarms, p.log, p.tick = live, edge, o.Alarms, log.With("component", "alarms"), o.Liveness.Tick
 	if o.StateFile != "" {
 		p.ckpt = &checkpoint{path: o.StateFile, every: o.StateInterval, ledger: o.Ledger, pipe: p, live: live, log: stateLog}

@@ -60,6 +60,9 @@ type Pipeline struct {
 	ledger *devices.Ledger
 	tick   time.Duration // liveness tick
 
+	// durable, if set, tells Take when a message's readings are durable.
+	durable Durability
+
 	// mu is held while a message is handled, so that the checkpoint can
 	// copy the engine's state between two messages.
 	mu sync.Mutex

@@ -43,7 +43,8 @@ type OpenAlarm struct {
 // batch and the alarm events it caused are stored (Alarms.Sync), so that a
 // firewatch killed at any moment either stored them or gets the message
 // again. It is safe to call from several goroutines (messages are handled
-// one at a time); it must not keep payload.
+// one at a time); it must not keep payload. With Options.Durability the
+// readings are durable only later: sources acknowledge through Take.
 //
 // Station duty reports (fw/v1/up/station/{id}/status) and linkage command
 // acknowledgements (fw/v1/up/{device_id}/ack) go to the alarm manager (the

@@ -1,6 +1,9 @@
 package pipeline
 
-import "context"
+import (
+	"context"
+	"sync"
+)
 
 // Origin names the kind of source a message came from, for logs and
 // metrics: OriginMQTT, OriginBroker, or a future source's own name.
@@ -26,9 +29,14 @@ type Message struct {
 	// returns.
 	Payload []byte
 	// Ack, if not nil, is called once the message may be acknowledged to
-	// its sender, before Take returns. A source whose acknowledgement is
-	// the return of Take (paho acknowledges when its callback returns, the
-	// embedded broker when its hook returns) leaves it nil.
+	// its sender: once its alarm events are stored and its readings are
+	// durable (Options.Durability: in the fsynced write-ahead log, or
+	// written to InfluxDB or the writer's on-disk spool). It may be called
+	// after Take returned, from another goroutine, so that a source does
+	// not wait for one fsync per message; acks come in the order of the
+	// Take calls. A source whose acknowledgement is the return of Take (the
+	// embedded broker acknowledges when its hook returns) leaves it nil:
+	// Take then returns only once the message may be acknowledged.
 	Ack func()
 	// Relayed says an intermediary (an NB-IoT operator platform) pushed
 	// the message on the device's behalf and may retry it late: it proves
@@ -42,17 +50,50 @@ type Taker interface {
 	Take(m Message)
 }
 
-// Take handles m (Handle) and then calls m.Ack.
+// Take handles m (Handle) and calls m.Ack once the message may be
+// acknowledged, possibly after Take returned; with m.Ack nil, Take returns
+// only then.
 func (p *Pipeline) Take(m Message) {
 	if m.Relayed {
 		p.handleRelayed(m.Topic, m.Payload)
 	} else {
 		p.Handle(m.Topic, m.Payload)
 	}
-	if m.Ack != nil {
-		m.Ack()
+	switch {
+	case p.durable == nil:
+		if m.Ack != nil {
+			m.Ack()
+		}
+	case m.Ack != nil:
+		p.durable.Await(m.Ack)
+	default:
+		w := waiters.Get().(*waiter)
+		p.durable.Await(w.done)
+		<-w.c
+		waiters.Put(w)
 	}
 }
+
+// Durability tells when the lines the pipeline wrote are durable
+// (durable.Log, durable.Written).
+type Durability interface {
+	// Await calls ack once every line written before the call is
+	// durable: at once or later, from another goroutine; in call order.
+	Await(ack func())
+}
+
+// waiter is the ack of a Take that waits: its done is made once, so a
+// waiting Take allocates nothing.
+type waiter struct {
+	c    chan struct{}
+	done func()
+}
+
+var waiters = sync.Pool{New: func() any {
+	w := &waiter{c: make(chan struct{}, 1)}
+	w.done = func() { w.c <- struct{}{} }
+	return w
+}}
 
 var _ Taker = (*Pipeline)(nil)
 
@@ -64,10 +105,20 @@ type Source interface {
 }
 
 // Handler adapts t to a source that calls a function per message and
-// acknowledges the message when the function returns, as ingest.Source
-// (paho) and broker.InlineSource (the embedded broker's hook) do.
+// acknowledges the message when the function returns, as
+// broker.InlineSource (the embedded broker's hook) and the GB/T 26875.3
+// server do: the function returns once the message may be acknowledged.
 func Handler(t Taker, o Origin) func(topic string, payload []byte) {
 	return func(topic string, payload []byte) {
 		t.Take(Message{Origin: o, Topic: topic, Payload: payload})
+	}
+}
+
+// AckHandler adapts t to a source that acknowledges a message when ack is
+// called, possibly after the function returned, as ingest.Source (paho
+// with manual acknowledgements) does.
+func AckHandler(t Taker, o Origin) func(topic string, payload []byte, ack func()) {
+	return func(topic string, payload []byte, ack func()) {
+		t.Take(Message{Origin: o, Topic: topic, Payload: payload, Ack: ack})
 	}
 }

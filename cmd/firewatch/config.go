@@ -13,6 +13,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
+	"github.com/firewatch-iot/firewatch/durable"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
@@ -75,6 +76,9 @@ type Config struct {
 	GB26875 gb26875server.Config `yaml:"gb26875"`
 
 	Console responder.ConsoleConfig `yaml:"console"` // the console's map tiles (docs/console.md)
+
+	// Durability: when a device's message is acknowledged (durable/, issue 15; durability.go).
+	Durability durable.Config `yaml:"durability"`
 }
 
 // defaults sets every default in one place.
@@ -97,6 +101,7 @@ func defaults() Config {
 	c.Log.Format = "text"
 	c.NBIoT = bridge.DefaultConfig()
 	c.GB26875 = gb26875server.DefaultConfig()
+	c.Durability = durable.DefaultConfig()
 	return c
 }
 
@@ -132,6 +137,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Console.Validate())
+	errs = append(errs, c.Durability.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

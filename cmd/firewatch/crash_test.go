@@ -164,7 +164,7 @@ func newFWProcess(t *testing.T, bin, ledger string, mq *testenv.Mosquitto, db *t
 
 // fwProcess is the firewatch binary, started and killed by the test.
 type fwProcess struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	args []string
 	api  string

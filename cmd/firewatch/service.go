@@ -21,6 +21,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/durable"
 	"github.com/firewatch-iot/firewatch/ingest"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
@@ -37,6 +38,7 @@ type service struct {
 	ledger *devices.Ledger
 
 	writer  *influx.Writer
+	durable durable.Tracker // durability.go; nil in mode off
 	alarms  *alarms.Manager
 	broker  *mochi.Server
 	live    *devices.Liveness
@@ -132,8 +134,16 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	// checkpoint of rule state (pipeline/).
 	live := cfg.Liveness
 	live.LostWithin = cfg.NBIoT.LostWithin // nbiot.go: GB/T 45839's lost-within bound
+	// Acknowledged once durable (durability.go, issue 15).
+	var lines pipeline.Lines = s.writer
+	var durability pipeline.Durability
+	if s.durable, err = s.newTracker(s.writer, reg); err != nil {
+		return nil, err
+	} else if s.durable != nil {
+		lines, durability = s.durable, s.durable
+	}
 	if s.pipe, err = pipeline.New(pipeline.Options{
-		Ledger: s.ledger, RulesFile: cfg.Rules, Lines: s.writer, Alarms: alarmPort{s.alarms},
+		Ledger: s.ledger, RulesFile: cfg.Rules, Lines: lines, Durability: durability, Alarms: alarmPort{s.alarms},
 		Ingest: cfg.Ingest, Liveness: live, StateFile: cfg.stateFile(), StateInterval: cfg.State.Interval,
 		Logger: log, Registerer: reg,
 	}); err != nil {
@@ -164,7 +174,8 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	} else {
 		sc := cfg.MQTT.Source(log.With("component", "mqtt"))
 		s.downlink = newDownlink(sc)
-		s.source = ingest.NewSource(sc, pipeline.Handler(s.pipe, pipeline.OriginMQTT))
+		// Acknowledged by the pipeline once durable (paho's manual acks).
+		s.source = ingest.NewAckSource(sc, pipeline.AckHandler(s.pipe, pipeline.OriginMQTT))
 	}
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
@@ -245,6 +256,10 @@ func (s *service) run(ctx context.Context) error {
 		return cancel, done
 	}
 	stopWriter, writerDone := start("influx", s.writer.Run)
+	stopDurable, durableDone := context.CancelFunc(func() {}), (<-chan struct{})(closedChan)
+	if s.durable != nil {
+		stopDurable, durableDone = start("durability", s.durable.Run)
+	}
 	stopAlarms, alarmsDone := start("alarms", s.alarms.Run)
 	s.pipe.Restore(ctx, s.log)
 	stopPipe, pipeDone := start("pipeline", s.pipe.Run)
@@ -283,6 +298,9 @@ func (s *service) run(ctx context.Context) error {
 	<-alarmsDone
 	stopWriter()
 	<-writerDone
+	// After the writer: the log commits out what its shutdown wrote.
+	stopDurable()
+	<-durableDone
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.httpSrv.Shutdown(sctx)

@@ -114,6 +114,9 @@ type Writer struct {
 	// (Config.DeadLetterPath); "" logs and counts them only.
 	deadLetter string
 	dlMu       sync.Mutex
+	// lostAt, once not 0, freezes Durable at lostAt-1: batches from it on
+	// were dropped at shutdown (durable.go).
+	lostAt uint64
 	// probed is the hash of the second spooled batch when a probe sent it
 	// ahead of the head; 0 when none. Only the sender uses it.
 	probed uint64
@@ -220,9 +223,13 @@ func countLines(b []byte) int { return bytes.Count(b, newline) }
 // added if the last is missing), to the current batch. A full batch is
 // handed to the sender. Write copies lines and never blocks on InfluxDB; it
 // is safe for concurrent use.
-func (w *Writer) Write(lines []byte) {
+func (w *Writer) Write(lines []byte) { w.WriteSeq(lines) }
+
+// WriteSeq is Write, and returns the sequence number of the batch the
+// lines went into (0 for none): they are durable once Durable reaches it.
+func (w *Writer) WriteSeq(lines []byte) uint64 {
 	if len(lines) == 0 {
-		return
+		return 0
 	}
 	n := bytes.Count(lines, newline)
 	noNL := lines[len(lines)-1] != '\n'
@@ -234,8 +241,9 @@ func (w *Writer) Write(lines []byte) {
 		w.dropped += uint64(n)
 		w.mu.Unlock()
 		w.m.droppedClosed.Add(float64(n))
-		return
+		return 0
 	}
+	seq := w.nextSeq // the current batch's, once it is handed on
 	b := append(*w.cur, lines...)
 	if noNL {
 		b = append(b, '\n')
@@ -250,6 +258,7 @@ func (w *Writer) Write(lines []byte) {
 	if full {
 		w.signal()
 	}
+	return seq
 }
 
 var newline = []byte{'\n'}
@@ -407,6 +416,7 @@ func (w *Writer) shutdown(parent context.Context) error {
 			if err := w.spillOne(b); err != nil {
 				w.log.Error("influx spool failed at shutdown; batch lost", "err", err, "lines", b.lines)
 				w.mu.Lock()
+				w.loseLocked()
 				w.inflight, w.spilling = 0, 0
 				w.dropped += uint64(b.lines)
 				w.m.droppedShutdown.Add(float64(b.lines))
@@ -935,6 +945,7 @@ func (w *Writer) dropLocked(b batch) {
 func (w *Writer) dropAll() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.loseLocked()
 	lines := 0
 	for w.n > 0 {
 		b := w.popLocked()

@@ -40,6 +40,8 @@ var rules = []rule{
 		why: "the embedded broker authenticates devices and hands uplink to a function; it knows nothing of alarms"},
 	{pkg: "pipeline", forbid: []string{"alarms"},
 		why: "the pipeline reaches the alarm manager only through its Alarms interface (adapter in cmd/firewatch)"},
+	{pkg: "durable", forbid: []string{""}, allow: []string{"spool", "internal"},
+		why: "durable acknowledgement knows the spool and an interface of the InfluxDB writer, nothing of the pipeline or alarms"},
 	{pkg: "gateway", forbid: []string{"alarms", "pipeline"},
 		why: "edge code (firegate's) carries nothing of the server"},
 	{pkg: "firmware-sim", forbid: []string{"alarms", "pipeline"},
