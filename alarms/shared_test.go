@@ -44,7 +44,7 @@ func TestSharedStore(t *testing.T) {
 // testSharedMigrate: instances started together on an empty database all
 // open it (the migrations run one after the other).
 func testSharedMigrate(t *testing.T, p *testenv.Postgres) {
-	for round := range 3 {
+	for round := range 2 {
 		url := p.NewDatabase(t)
 		errs := make(chan error, 4)
 		for range 4 {
