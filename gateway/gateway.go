@@ -222,6 +222,7 @@ func (g *Gateway) connectMQTT() {
 		trying.Store(broker.Redacted())
 		return tc
 	})
+	o.SetStore(pahoconn.NewStore()) // a batch in flight at a failover: see NewStore
 	o.SetClientID(id).
 		SetUsername(g.cfg.MQTT.Username).SetPassword(g.cfg.MQTT.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).

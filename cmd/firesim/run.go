@@ -17,6 +17,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/devices"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
+	"github.com/firewatch-iot/firewatch/internal/pahoconn"
 )
 
 // scenarioList is the repeatable -scenario flag.
@@ -167,6 +168,7 @@ func connect(broker, clientID, username, password string, log io.Writer) (mqtt.C
 		trying.Store(u.Redacted())
 		return tc
 	})
+	opts.SetStore(pahoconn.NewStore()) // messages in flight at a failover: see NewStore
 	opts.SetClientID(clientID).
 		SetUsername(username).
 		SetPassword(password).
