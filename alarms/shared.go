@@ -64,10 +64,13 @@ func (m *Manager) leaseLoop(ctx context.Context, ob *outbox) {
 	defer t.Stop()
 	for {
 		m.renewDuty(ctx)
-		if eps, _, err := m.store.pendingEndpoints(ctx); err == nil {
+		if eps, pending, err := m.store.pendingEndpoints(ctx); err == nil {
 			for _, ep := range eps {
 				ob.wake(ep)
 			}
+			// The instances deliver each other's pushes: the gauge counts
+			// the store's, not what this one queued minus what it sent.
+			m.met.pending.Set(float64(pending))
 		}
 		select {
 		case <-ctx.Done():

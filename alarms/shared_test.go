@@ -38,6 +38,7 @@ func TestSharedStore(t *testing.T) {
 	t.Run("OutboxKill", func(t *testing.T) { testSharedOutboxKill(t, p) })
 	t.Run("DutySingleton", func(t *testing.T) { testSharedDuty(t, p) })
 	t.Run("Commands", func(t *testing.T) { testSharedCommands(t, p) })
+	t.Run("Digests", func(t *testing.T) { testSharedDigests(t, p) })
 	t.Run("PostgresRestart", func(t *testing.T) { testSharedRestart(t, p) }) // last: stops the cluster
 }
 
@@ -422,6 +423,42 @@ func testSharedCommands(t *testing.T, p *testenv.Postgres) {
 	}
 	if got := int(sent.Load()); got != commands*CommandAttempts {
 		t.Errorf("%d publishes of %d commands attempted %d times each", got, commands, CommandAttempts)
+	}
+}
+
+// testSharedDigests: instances whose digest checks all find the same
+// digest due send it once between them.
+func testSharedDigests(t *testing.T, p *testenv.Postgres) {
+	db := p.NewDatabase(t)
+	rc := newShareReceiver(t, 0)
+	l := testLedger(t, rc.srv.URL, rc.srv.URL+"/other")
+	town := newDigestRobot(t)
+	robots, err := ParseRobots("450204001=wecom:" + town.url + "/send?key=k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ticks atomic.Int32
+	var ms []*Manager
+	for range 3 {
+		cfg := sharedConfig(db)
+		cfg.Digest, cfg.DigestCheck, cfg.Robots = DigestDaily, 10*time.Millisecond, robots
+		cfg.EscalationCheck = 10 * time.Millisecond
+		m, err := NewManager(cfg, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.onDuty = func() { ticks.Add(1) }
+		ms = append(ms, m)
+	}
+	for _, m := range ms { // together: their first checks at the same moment
+		runManager(t, m)
+	}
+	testenv.WaitFor(t, wait, "the digest", func() bool { return len(town.digests()) > 0 })
+	// Many more checks of every instance (the leader's ticks count them).
+	from := ticks.Load()
+	testenv.WaitFor(t, wait, "50 more checks", func() bool { return ticks.Load() >= from+50 })
+	if n := len(town.digests()); n != 1 {
+		t.Errorf("the digest was sent %d times by three instances, want once", n)
 	}
 }
 
