@@ -39,6 +39,7 @@ func TestSharedStore(t *testing.T) {
 	t.Run("DutySingleton", func(t *testing.T) { testSharedDuty(t, p) })
 	t.Run("Commands", func(t *testing.T) { testSharedCommands(t, p) })
 	t.Run("Digests", func(t *testing.T) { testSharedDigests(t, p) })
+	t.Run("Randomized", func(t *testing.T) { testSharedRandomized(t, p) })   // shared_random_test.go
 	t.Run("PostgresRestart", func(t *testing.T) { testSharedRestart(t, p) }) // last: stops the cluster
 }
 
@@ -501,8 +502,8 @@ func testSharedRestart(t *testing.T, p *testenv.Postgres) {
 		t.Fatalf("Sync of instance %d returned while PostgreSQL was down", i)
 	default:
 	}
-	back := time.Now()
 	p.Start()
+	back := time.Now() // accepting connections
 	for range 2 {
 		select {
 		case <-synced:
