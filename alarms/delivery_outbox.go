@@ -59,16 +59,30 @@ func (o *outbox) run(endpoint string, wake <-chan struct{}) {
 	m := o.m
 	failures := 0
 	for {
-		row, err := m.store.nextPending(o.ctx, endpoint)
+		row, busy, err := m.nextPush(o.ctx, endpoint)
 		if o.ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			failures++
 			m.log.Error("outbox read failed", "endpoint", redact(endpoint), "err", err)
-			if !o.sleep(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)) {
+			if !o.sleep(m.storeBackoff(failures)) {
 				return
 			}
+			continue
+		}
+		if row == nil && busy > 0 {
+			// Another instance on the shared store holds the oldest push
+			// (shared.go): look again when its lease lapses, or sooner.
+			t := time.NewTimer(busy)
+			select {
+			case <-wake:
+			case <-t.C:
+			case <-o.ctx.Done():
+				t.Stop()
+				return
+			}
+			t.Stop()
 			continue
 		}
 		if row == nil {
@@ -118,6 +132,7 @@ func (o *outbox) run(endpoint string, wake <-chan struct{}) {
 			m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", merr)
 		}
 		wait := backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)
+		m.holdFailed(context.WithoutCancel(o.ctx), row, wait)
 		// Log the first failures and then every tenth, so a dead endpoint
 		// does not flood the log.
 		if failures <= 3 || failures%10 == 0 {
@@ -143,7 +158,7 @@ func (o *outbox) markDelivered(row *outboxRow, at time.Time) bool {
 			return true
 		}
 		o.m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", err)
-		if !o.sleep(backoff(o.m.cfg.RetryMin, o.m.cfg.RetryMax, failures)) {
+		if !o.sleep(o.m.storeBackoff(failures)) {
 			return false
 		}
 	}
@@ -255,7 +270,7 @@ func (o *outbox) park(row *outboxRow, at time.Time, status int, cause error) boo
 			return true
 		}
 		m.log.Error("outbox update failed", "alarm", formatID(row.alarmID), "err", err)
-		if !o.sleep(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures)) {
+		if !o.sleep(m.storeBackoff(failures)) {
 			return false
 		}
 	}

@@ -352,7 +352,9 @@ func (m *Manager) digestLoop(ctx context.Context) {
 	t := time.NewTicker(m.cfg.DigestCheck)
 	defer t.Stop()
 	for {
-		if _, err := m.SendDueDigests(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		if !m.leading() {
+			// another instance on the shared store sends them (shared.go)
+		} else if _, err := m.SendDueDigests(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			m.log.Warn("digest not sent; retrying at the next check", "err", err, "next", m.cfg.DigestCheck)
 		}
 		select {

@@ -34,6 +34,12 @@ func (m *Manager) escalateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if !m.leading() {
+			continue // another instance on the shared store runs them (shared.go)
+		}
+		if m.onDuty != nil {
+			m.onDuty()
+		}
 		now := m.now()
 		if err := m.escalateDue(ctx, now); err != nil && ctx.Err() == nil {
 			m.log.Error("escalation check failed", "err", err)

@@ -42,8 +42,9 @@ func (m *Manager) commit(giveUp context.Context, batch []rules.Event) (lost int)
 		return lost
 	}
 	for failures := 1; ; failures++ {
+		m.storeFailures.Add(1)
 		m.logEvent(slog.LevelError, "alarm event failed to commit, retrying", batch[0], "attempt", failures, "err", err)
-		t := time.NewTimer(backoff(m.cfg.RetryMin, m.cfg.RetryMax, failures))
+		t := time.NewTimer(m.storeBackoff(failures))
 		select {
 		case <-t.C:
 		case <-giveUp.Done():

@@ -108,8 +108,10 @@ func (m *Manager) sendCommands(ctx context.Context, now time.Time) error {
 			payload, _ := json.Marshal(command{Cmd: c.cmd, ID: c.key, Ch: c.ch, TS: c.created, Exp: exp})
 			// The attempt is recorded before it is made: a device may answer
 			// before Publish returns, and its ack reports the attempts.
-			if err := m.store.write.commandAttempt(ctx, c.id, now); err != nil {
+			if ok, err := m.store.write.commandAttempt(ctx, c.id, c.attempts, now); err != nil {
 				return fmt.Errorf("record command %s: %w", c.key, err)
+			} else if !ok {
+				continue // another instance on the shared store sent this attempt
 			}
 			var perr error
 			if m.cfg.Publish == nil {

@@ -96,6 +96,11 @@ type Config struct {
 	// Inspections, if set, gives the digests the 查岗 考核 figures of the UITDs within a grid over a period
 	// (digest_inspections.go; cmd/firewatch wires the GB/T 26875.3 endpoint).
 	Inspections func(grid string, from, to time.Time) []InspectionFigure
+	// Lease, on PostgreSQL shared by several instances (shared.go), is how
+	// long an instance's claim on a push or on the periodic duties lasts
+	// unless renewed: how soon another instance takes over from one that
+	// died (default PushTimeout + 5s; it must exceed PushTimeout).
+	Lease time.Duration
 }
 
 // Defaults of Config.
@@ -153,6 +158,16 @@ type Manager struct {
 	// now is the clock of alarm times, windows and escalations (time.Now;
 	// the model test steps its own).
 	now func() time.Time
+	// instance names this process in the PostgreSQL leases; leadUntil is
+	// when its duty lease lapses (shared.go).
+	instance  string
+	leadMu    sync.Mutex
+	leadUntil time.Time
+	// onDuty, if set (tests), is called at each periodic check this
+	// instance runs.
+	onDuty func()
+	// storeFailures counts failed commits of rule events.
+	storeFailures atomic.Uint64
 }
 
 // NewManager opens (creating and migrating if needed) the alarm store at
@@ -175,6 +190,7 @@ func NewManager(cfg Config, ledger *devices.Ledger) (*Manager, error) {
 		commandWake: make(chan struct{}, 1),
 		stopping:    make(chan struct{}),
 		now:         time.Now,
+		instance:    newInstanceID(),
 	}
 	if cfg.Publish != nil {
 		m.console = make(chan Alarm, consoleQueue)
@@ -215,6 +231,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("RetryMax %s is below RetryMin %s", c.RetryMax, c.RetryMin)
 	}
 	positive(&c.PushTimeout, DefaultPushTimeout)
+	positive(&c.Lease, c.PushTimeout+DefaultLeaseMargin)
+	if c.Lease <= c.PushTimeout {
+		return fmt.Errorf("Lease %s must exceed PushTimeout %s", c.Lease, c.PushTimeout)
+	}
 	positive(&c.RespondWithin, DefaultRespondWithin)
 	positive(&c.EscalationCheck, DefaultEscalationCheck)
 	if c.StormWindow == 0 { // negative: grouping off
@@ -357,6 +377,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		ob.wake(ep)
 	}
 	escDone, linkDone, consoleDone, digestDone := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	if m.store.pg {
+		leaseDone := make(chan struct{})
+		go func() {
+			defer close(leaseDone)
+			m.leaseLoop(ctx, ob)
+		}()
+		defer func() { <-leaseDone }()
+	}
 	go func() {
 		defer close(digestDone)
 		m.digestLoop(ctx)

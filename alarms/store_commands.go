@@ -37,11 +37,12 @@ func (q queries) pendingCommands(ctx context.Context) ([]pendingCommand, error) 
 	})
 }
 
-// commandAttempt records an attempt to send pending command id.
-func (q queries) commandAttempt(ctx context.Context, id int64, now time.Time) error {
-	_, err := q.db.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ''
-		WHERE id = ? AND state = ?`, now.UnixMilli(), id, CommandPending)
-	return err
+// commandAttempt records attempt attempts+1 to send pending command id,
+// if no one recorded it yet: of several instances sharing the store, the
+// one that records it sends it.
+func (q queries) commandAttempt(ctx context.Context, id int64, attempts int, now time.Time) (bool, error) {
+	return changed(q.db.ExecContext(ctx, `UPDATE commands SET attempts = attempts + 1, last_sent_ms = ?, last_error = ''
+		WHERE id = ? AND state = ? AND attempts = ?`, now.UnixMilli(), id, CommandPending, attempts))
 }
 
 // commandError records why pending command id could not be sent.

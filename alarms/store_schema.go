@@ -159,21 +159,42 @@ var migrations = []string{
 	ALTER TABLE outbox ADD COLUMN parked_at_ms BIGINT;
 	DROP INDEX outbox_pending;
 	CREATE INDEX outbox_pending ON outbox (endpoint, id) WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL;`,
+	// 8: several instances on one PostgreSQL (issue 15, store_lease.go):
+	// the instance delivering a push holds it until lease_until_ms (the
+	// database's clock), and a periodic duty is held in duties.
+	`ALTER TABLE outbox ADD COLUMN lease_owner TEXT;
+	ALTER TABLE outbox ADD COLUMN lease_until_ms BIGINT;
+	CREATE TABLE duties (
+		name     TEXT PRIMARY KEY,
+		owner    TEXT NOT NULL,
+		until_ms BIGINT NOT NULL
+	);`,
 }
+
+// migrateLock is the PostgreSQL advisory lock key of the migrations
+// ("fwalarms" in ASCII).
+const migrateLock int64 = 0x6677616c61726d73
 
 func (s *store) migrate() error {
 	ctx := context.Background()
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version       INTEGER PRIMARY KEY,
-		applied_at_ms BIGINT NOT NULL
-	)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
+	// Instances starting together on one PostgreSQL migrate one after the
+	// other: without the lock both create the tables and one fails.
+	if s.pg {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, migrateLock); err != nil {
+			return fmt.Errorf("migrate: lock: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version       INTEGER PRIMARY KEY,
+		applied_at_ms BIGINT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	var have int
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("migrate: read version: %w", err)

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -16,10 +18,16 @@ type Config struct {
 	// GatewayID names the gateway in topics: fw/v1/up/gw/{gateway_id}/…
 	GatewayID string `yaml:"gateway_id"`
 	MQTT      struct {
-		Broker   string `yaml:"broker"`
-		ClientID string `yaml:"client_id"`
-		Username string `yaml:"username"`
-		Password string `yaml:"password"`
+		// Broker is firewatch's broker; it may list several,
+		// comma-separated, as Brokers does.
+		Broker string `yaml:"broker"`
+		// Brokers, if set, are the brokers to fail over between (the
+		// nodes of a cluster, docs/cluster.md), in order of preference;
+		// Broker is then ignored. BrokerURLs has the list in effect.
+		Brokers  []string `yaml:"brokers"`
+		ClientID string   `yaml:"client_id"`
+		Username string   `yaml:"username"`
+		Password string   `yaml:"password"`
 		// BatchRecords bounds the readings of one batch message.
 		BatchRecords int `yaml:"batch_records"`
 		// PublishTimeout bounds the wait for the broker's PUBACK.
@@ -132,8 +140,13 @@ func (c *Config) Validate(maps Maps) error {
 	if err := devices.CheckID(c.GatewayID); err != nil {
 		bad("gateway_id: %v", err)
 	}
-	if c.MQTT.Broker == "" {
+	if len(c.BrokerURLs()) == 0 {
 		bad("mqtt.broker is missing")
+	}
+	for _, b := range c.BrokerURLs() {
+		if u, err := url.Parse(b); err != nil || u.Host == "" || !brokerSchemes[u.Scheme] {
+			bad("mqtt.broker %q: want a broker URL such as tcp://host:1883 (tcp, ssl, tls, mqtt, ws, wss)", b)
+		}
 	}
 	if c.MQTT.BatchRecords <= 0 {
 		bad("mqtt.batch_records must be positive")
@@ -217,6 +230,25 @@ func joinLines(s []string) string {
 			out += "\n  "
 		}
 		out += x
+	}
+	return out
+}
+
+// brokerSchemes are the URL schemes paho connects with.
+var brokerSchemes = map[string]bool{"tcp": true, "ssl": true, "tls": true, "mqtt": true, "mqtts": true, "ws": true, "wss": true}
+
+// BrokerURLs returns the brokers the gateway connects to, in order of
+// preference: mqtt.brokers, or else mqtt.broker split at commas.
+func (c *Config) BrokerURLs() []string {
+	list := c.MQTT.Brokers
+	if len(list) == 0 {
+		list = strings.Split(c.MQTT.Broker, ",")
+	}
+	var out []string
+	for _, b := range list {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -207,7 +209,21 @@ func (g *Gateway) connectMQTT() {
 	if id == "" {
 		id = g.cfg.GatewayID
 	}
-	o := paho.NewClientOptions().AddBroker(g.cfg.MQTT.Broker).SetClientID(id).
+	// With several brokers paho tries them in order at every (re)connect
+	// and stays on the first that answers: on the loss of a node the
+	// gateway moves to the next, and the spool keeps every batch not yet
+	// acknowledged, which is sent again there.
+	o := paho.NewClientOptions()
+	for _, b := range g.cfg.BrokerURLs() {
+		o.AddBroker(b)
+	}
+	var trying atomic.Value // the broker of the latest connection attempt
+	o.SetConnectionAttemptHandler(func(broker *url.URL, tc *tls.Config) *tls.Config {
+		trying.Store(broker.Redacted())
+		return tc
+	})
+	o.SetStore(pahoconn.NewStore()) // a batch in flight at a failover: see NewStore
+	o.SetClientID(id).
 		SetUsername(g.cfg.MQTT.Username).SetPassword(g.cfg.MQTT.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(g.cfg.MQTT.ReconnectMax).
@@ -216,7 +232,7 @@ func (g *Gateway) connectMQTT() {
 		SetCustomOpenConnectionFn(pahoconn.Open) // buffered reads, coalesced writes (issue 19)
 	o.SetOnConnectHandler(func(c paho.Client) {
 		g.connected.Store(true)
-		g.log.Info("uplink connected", "broker", g.cfg.MQTT.Broker)
+		g.log.Info("uplink connected", "broker", trying.Load())
 		for _, b := range g.buses {
 			for _, d := range b.devices {
 				b, d := b, d

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/firewatch-iot/firewatch/gateway"
@@ -116,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-cha
 			fmt.Fprintf(stderr, "firegate: %v\n", err)
 			return 1
 		}
-		log.Info("firegate running", "gateway", cfg.GatewayID, "broker", cfg.MQTT.Broker, "buses", len(cfg.Buses))
+		log.Info("firegate running", "gateway", cfg.GatewayID, "brokers", strings.Join(cfg.BrokerURLs(), ","), "buses", len(cfg.Buses))
 		gctx, stopGateway := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- g.Run(gctx) }()

@@ -50,7 +50,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("firesim load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o loadOptions
-	fs.StringVar(&o.broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	fs.StringVar(&o.broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL; several, comma-separated, to fail over between")
 	fs.StringVar(&o.ledger, "ledger", "var/ledger.yaml", "ledger whose devices publish")
 	fs.StringVar(&o.clientID, "client-id", "firesim-load", "MQTT client id prefix (one client per -clients)")
 	fs.StringVar(&o.username, "username", "", "MQTT username")
@@ -318,7 +318,11 @@ func connectLoad(o loadOptions, i int) (mqtt.Client, error) {
 	if o.clients == 1 && o.username != "" {
 		id = o.username // an authenticating broker wants client id = user name
 	}
-	opts := mqtt.NewClientOptions().AddBroker(o.broker).SetClientID(id).
+	opts := mqtt.NewClientOptions()
+	for _, b := range brokerList(o.broker) {
+		opts.AddBroker(b)
+	}
+	opts.SetClientID(id).
 		SetUsername(o.username).SetPassword(o.password).SetCleanSession(true).
 		SetKeepAlive(30 * time.Second).SetConnectTimeout(10 * time.Second).SetOrderMatters(false)
 	c := mqtt.NewClient(opts)

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/devices"
 	sim "github.com/firewatch-iot/firewatch/firmware-sim"
+	"github.com/firewatch-iot/firewatch/internal/pahoconn"
 )
 
 // scenarioList is the repeatable -scenario flag.
@@ -65,7 +68,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"  firesim run -ledger var/ledger.yaml -rate 100 -scenario fire:450204002003\n"+
 			"  firesim run -rate 20000 -duration 1m -scenario charger-overheat -scenario hydrant-pressure-loss:hy-330326-0004\n",
 		stderr)
-	broker := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp://, ssl://, ws://)")
+	broker := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp://, ssl://, ws://); several, comma-separated, to fail over between (a cluster's nodes)")
 	ledgerPath := fs.String("ledger", "var/ledger.yaml", "ledger file (write one with 'firesim ledger')")
 	rate := fs.Float64("rate", 100, "messages per second, all devices together")
 	var scenarios scenarioList
@@ -138,12 +141,35 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return err
 }
 
+// brokerList splits a -broker flag into its URLs.
+func brokerList(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 // connect opens the MQTT session. The session is persistent (clean
 // session off) so that QoS 1 messages in flight survive a broker restart.
 func connect(broker, clientID, username, password string, log io.Writer) (mqtt.Client, error) {
-	opts := mqtt.NewClientOptions().
-		AddBroker(broker).
-		SetClientID(clientID).
+	// Several brokers: paho tries them in order at every (re)connect and
+	// stays on the first that answers; the persistent session's
+	// unacknowledged messages are sent again to the one it reaches.
+	opts := mqtt.NewClientOptions()
+	for _, b := range brokerList(broker) {
+		opts.AddBroker(b)
+	}
+	var trying atomic.Value // the broker of the latest connection attempt
+	trying.Store(broker)
+	opts.SetConnectionAttemptHandler(func(u *url.URL, tc *tls.Config) *tls.Config {
+		trying.Store(u.Redacted())
+		return tc
+	})
+	opts.SetStore(pahoconn.NewStore()) // messages in flight at a failover: see NewStore
+	opts.SetClientID(clientID).
 		SetUsername(username).
 		SetPassword(password).
 		SetCleanSession(false).
@@ -152,11 +178,11 @@ func connect(broker, clientID, username, password string, log io.Writer) (mqtt.C
 		SetAutoReconnect(true).
 		SetMaxReconnectInterval(10 * time.Second).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			fmt.Fprintf(log, "%s connection to %s lost: %v; reconnecting (与代理断开，正在重连)\n", time.Now().Format(time.TimeOnly), broker, err)
+			fmt.Fprintf(log, "%s connection to %s lost: %v; reconnecting (与代理断开，正在重连)\n", time.Now().Format(time.TimeOnly), trying.Load(), err)
 		}).
 		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {}).
 		SetOnConnectHandler(func(mqtt.Client) {
-			fmt.Fprintf(log, "%s connected to %s as %s\n", time.Now().Format(time.TimeOnly), broker, clientID)
+			fmt.Fprintf(log, "%s connected to %s as %s\n", time.Now().Format(time.TimeOnly), trying.Load(), clientID)
 		})
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()

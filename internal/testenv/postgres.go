@@ -80,9 +80,7 @@ func StartPostgres(t testing.TB) *Postgres {
 	// then pg_ctl fails and a new port is tried.
 	for attempt := 0; ; attempt++ {
 		p.Port = FreePort(t)
-		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50",
-			p.Port, dir)
-		out, err := p.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "-o", opts, "start")
+		out, err := p.start()
 		if err == nil {
 			break
 		}
@@ -150,4 +148,30 @@ func postgresBin() (string, bool) {
 func versionOf(dir string) int {
 	v, _ := strconv.Atoi(strings.Split(filepath.Base(filepath.Dir(dir)), ".")[0])
 	return v
+}
+
+// start starts the server on p.Port.
+func (p *Postgres) start() ([]byte, error) {
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50",
+		p.Port, p.dir)
+	return p.run("pg_ctl", "-D", filepath.Join(p.dir, "data"), "-l", filepath.Join(p.dir, "log"), "-w", "-t", "60", "-o", opts, "start")
+}
+
+// Stop stops the server (pg_ctl -m fast: every client's connection is cut,
+// as in a restart), keeping its data for Start. Not "-m immediate": the
+// cluster runs with synchronous_commit=off, so that would lose committed
+// transactions, which a production server does not.
+func (p *Postgres) Stop() {
+	p.t.Helper()
+	if out, err := p.run("pg_ctl", "-D", filepath.Join(p.dir, "data"), "-m", "fast", "-w", "-t", "30", "stop"); err != nil {
+		p.t.Fatalf("postgres: pg_ctl stop: %v\n%s", err, out)
+	}
+}
+
+// Start starts the server again after Stop, on the same port.
+func (p *Postgres) Start() {
+	p.t.Helper()
+	if out, err := p.start(); err != nil {
+		p.t.Fatalf("postgres: pg_ctl start: %v\n%s", err, out)
+	}
 }
