@@ -59,6 +59,8 @@ type Pipeline struct {
 	ckpt   *checkpoint // nil without a state file
 	ledger *devices.Ledger
 	tick   time.Duration // liveness tick
+	// reg follows live registry changes (registry.go).
+	reg registryState
 
 	// mu is held while a message is handled, so that the checkpoint can
 	// copy the engine's state between two messages.
@@ -85,6 +87,7 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Event
 		buf:    make([]byte, 0, 64<<10),
 		events: make([]rules.Event, 0, 16),
 	}
+	p.reg.set, p.reg.ledger, p.reg.eng = eng.Set(), l, eng // registry.go
 	clocks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firewatch_ingest_clock_fallbacks_total",
 		Help: "Messages with a ts that was not believed, stored and evaluated at their receive time, by why: ahead, reset (before 2020), stale (older than ingest.max_age on the device's own topic), behind (older than the device's newest, yet new).",

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+// followRegistry makes every consumer of the registry follow s.registry
+// (issue 18): a change applied to it (devices.Live.Apply) is in force
+// everywhere when Apply returns. The order matters, subscribers run in
+// it:
+//
+//  1. the InfluxDB annotations' tags (setAnnotations), so that a new
+//     device's first alarm is annotated;
+//  2. the pipeline, which adopts the change between two messages: a new
+//     device's messages are decoded and evaluated from then on, a removed
+//     device's rejected as unknown, its liveness stopped;
+//  3. the alarm manager, which reads the snapshot in force on every use
+//     (a new station is routable at once), then closes the removed
+//     devices' open alarms — after the pipeline, so that nothing it still
+//     raised is left open — and sends the pushes waiting for a station to
+//     its new endpoint;
+//  4. the embedded broker's authentication, after the pipeline: a new
+//     device is admitted once its messages are taken, a removed one's
+//     connection closed;
+//  5. the NB-IoT bridge's index of bound detectors.
+//
+// The responder, the devices API and the service's own lookups read the
+// snapshot in force (s.registry.Load()) on each request. The GB/T 26875.3
+// server's UITD table is not part of a registry change (devices.Change has
+// no UITDs): it changes with a restart; the devices it maps to are
+// resolved by the pipeline, which rejects a removed one.
+func (s *service) followRegistry(setAnnotations func(*devices.Ledger)) {
+	s.registry.Subscribe(func(_, l *devices.Ledger, d *devices.Diff) {
+		if len(d.Added) > 0 || len(d.Edited) > 0 {
+			setAnnotations(l)
+		}
+	})
+	s.pipe.Follow(s.registry)
+	s.alarms.Follow(s.registry)
+	if s.brokerAuth != nil && s.broker != nil {
+		s.brokerAuth.Follow(s.registry, s.broker)
+	}
+	if s.nbiot != nil {
+		s.registry.Subscribe(func(_, l *devices.Ledger, _ *devices.Diff) {
+			if err := s.nbiot.Adopt(l); err != nil {
+				s.log.Error("registry change: NB-IoT bindings not in force (the bridge keeps the previous ones)", "err", err)
+			}
+		})
+	}
+}
