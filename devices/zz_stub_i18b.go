@@ -55,7 +55,7 @@ type Live struct {
 	subs []func(old, new *Ledger, d *Diff)
 }
 
-func NewLive(l *Ledger) *Live  { lv := &Live{}; lv.cur.Store(l); return lv }
+func NewLive(l *Ledger) *Live { lv := &Live{}; lv.cur.Store(l); return lv }
 func (lv *Live) Load() *Ledger { return lv.cur.Load() }
 func (lv *Live) Apply(c *Change) (*Ledger, *Diff, error) {
 	lv.mu.Lock()
