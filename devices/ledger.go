@@ -58,7 +58,6 @@ type Device struct {
 	// Point names the building fire facility point a UITD reports the device as (uitd.go), e.g.
 	// "柳石家园 消防控制室 火灾报警系统1 点型光电感烟火灾探测器 0x00000105"; empty for other devices.
 	Point string
-	Removed bool // TEMPORARY stub (i18a)
 }
 
 // Gateway is a gateway box (firegate) that forwards the readings of the
