@@ -193,7 +193,7 @@ func TestLedgerChangeKeepsPendingFor(t *testing.T) {
 	r.send("el-1", rt0, `"m":{"residual_current_ma":350}`)
 	r.send("el-2", rt0, `"m":{"residual_current_ma":350}`)
 	l, d := r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{
-		elEntry("el-1", "鹅山路12号之一"), // an address: rule state stays
+		elEntry("el-1", "鹅山路12号之一"),                                                            // an address: rule state stays
 		{ID: "el-2", Kind: "electrical", Grid: "450204002003", Address: "鹅山路14号", Channels: 2}, // channels: reset
 	}})
 	if len(d.Edited) != 2 || len(d.Reset) != 1 {
@@ -318,6 +318,7 @@ func TestLedgerChangeModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x5bd1e995))
 	type devModel struct {
 		kind     string
+		channels int
 		overFrom int64 // device time the current run above 300 mA began, 0 none
 		firing   bool
 	}
@@ -328,18 +329,32 @@ func TestLedgerChangeModel(t *testing.T) {
 	for step := range 400 {
 		id := ids[rng.IntN(len(ids))]
 		m := model[id]
-		switch op := rng.IntN(10); {
-		case op == 0: // remove
+		op := rng.IntN(10)
+		if os.Getenv("FW_REGISTRY_TRACE") != "" {
+			t.Logf("step %d op %d %s %+v", step, op, id, m)
+		}
+		switch {
+		case op == 0 && m != nil: // remove
 			r.apply(&devices.Change{DeleteDevices: []string{id}})
 			delete(model, id)
-		case op == 1: // add or edit the address
-			r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{elEntry(id, "地址"+strconv.Itoa(step))}})
+		case op == 1: // add, or edit the address only
+			e := elEntry(id, "地址"+strconv.Itoa(step))
+			if m != nil && m.kind == "electrical" {
+				e.Channels = m.channels
+			}
+			r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{e}})
 			if m == nil || m.kind != "electrical" {
 				model[id] = &devModel{kind: "electrical"}
 			}
 		case op == 2 && m != nil && m.kind == "electrical": // channels: rule state restarts
-			r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{{ID: id, Kind: "electrical", Grid: "450204002003", Channels: 1 + rng.IntN(4)}}})
-			m.overFrom, m.firing = 0, false
+			ch := m.channels + 1 + rng.IntN(3)
+			if ch > 4 {
+				ch = 0
+			}
+			e := elEntry(id, "地址"+strconv.Itoa(step))
+			e.Channels = ch
+			r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{e}})
+			m.channels, m.overFrom, m.firing = ch, 0, false
 		default: // a message
 			ts += int64(1000 + rng.IntN(6000))
 			ma := 250 + rng.IntN(100)
