@@ -43,8 +43,10 @@ type registryState struct {
 	set    *rules.Set
 	ledger *devices.Ledger
 	eng    *rules.Engine
-	// adopted counts registry changes in force.
+	// adopted counts registry changes in force; stall is how long the
+	// last one held the messages back (the hand-over under p.mu), in ns.
 	adopted atomic.Uint64
+	stall   atomic.Int64
 }
 
 // Follow subscribes the pipeline to lv, whose current snapshot must be the
@@ -98,30 +100,41 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 	defer p.reg.mu.Unlock()
 	// Off the hot path: the engine for the new snapshot, with the newest
 	// rule set (a reload waiting to be adopted included), and the tags.
-	eng, err := rules.NewEngineLenient(p.reg.set, l)
-	if eng == nil {
-		// Not a device's overrides: the arena would overflow. The change
-		// is in the registry already; keep evaluating the devices known.
-		p.log.Error("registry change NOT in force in the pipeline: the rule engine cannot be compiled for it; restart firewatch", "err", err)
-		return
-	}
-	if err != nil {
-		p.log.Error("registry change in force, but some devices' own rule overrides do not compile against the rules in force: those devices are evaluated with the rules of their kind", "err", err)
+	// An edit that resets no rule state and adds no device (a phone, an
+	// address, a station, a removal) keeps the engine: its rule state is
+	// by device index, which the change keeps.
+	var eng *rules.Engine
+	if len(d.Added) > 0 || len(d.Reset) > 0 {
+		var err error
+		eng, err = rules.NewEngineLenient(p.reg.set, l)
+		if eng == nil {
+			// Not a device's overrides: the arena would overflow. The
+			// change is in the registry already; keep evaluating the
+			// devices known.
+			p.log.Error("registry change NOT in force in the pipeline: the rule engine cannot be compiled for it; restart firewatch", "err", err)
+			return
+		}
+		if err != nil {
+			p.log.Error("registry change in force, but some devices' own rule overrides do not compile against the rules in force: those devices are evaluated with the rules of their kind", "err", err)
+		}
 	}
 	var enc *influx.Encoder
-	if len(d.Added) > 0 || len(d.Edited) > 0 {
+	if TagsChanged(p.reg.ledger, l, d) {
 		enc = influx.NewEncoder(l)
 	}
 	compiled := time.Since(start)
 
 	p.mu.Lock() // between two messages
+	held := time.Now()
 	now := p.clock.now()
-	eng.AdoptLedger(p.eng, d.Reset)
-	p.eng = eng
-	// A reloaded engine still waiting was compiled for the old snapshot;
-	// eng has its rules.
-	if p.next.Swap(nil) != nil && p.swapped != nil {
-		p.swapped(eng)
+	if eng != nil {
+		eng.AdoptLedger(p.eng, d.Reset)
+		p.eng = eng
+		// A reloaded engine still waiting was compiled for the old
+		// snapshot; eng has its rules.
+		if p.next.Swap(nil) != nil && p.swapped != nil {
+			p.swapped(eng)
+		}
 	}
 	p.dec.SetLedger(l)
 	if enc != nil {
@@ -136,14 +149,38 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 		liveErr = p.live.Adopt(l, d.Edited, d.Removed, now)
 	}
 	p.mu.Unlock()
+	stall := time.Since(held)
 
-	p.reg.ledger, p.reg.eng = l, eng
+	p.reg.ledger = l
+	if eng != nil {
+		p.reg.eng = eng
+	}
+	p.reg.stall.Store(int64(stall))
 	p.reg.adopted.Add(1)
 	if liveErr != nil {
 		p.log.Error("registry change: liveness of an added or edited device not tracked", "err", liveErr)
 	}
 	p.log.Info("registry change in force", "version", l.Version(), "added", len(d.Added), "edited", len(d.Edited),
-		"reset", len(d.Reset), "removed", len(d.Removed), "compile", compiled, "took", time.Since(start))
+		"reset", len(d.Reset), "removed", len(d.Removed), "compile", compiled, "stall", stall, "took", time.Since(start))
+}
+
+// TagsChanged reports whether change d, which made l from old, changes
+// the InfluxDB tags of a device (its id, kind or grid) or adds one: then
+// the line-protocol encoder must be made again.
+func TagsChanged(old, l *devices.Ledger, d *devices.Diff) bool {
+	if len(d.Added) > 0 {
+		return true
+	}
+	for _, i := range d.Edited {
+		if int(i) >= len(old.Devices) {
+			return true
+		}
+		o, n := &old.Devices[i], &l.Devices[i]
+		if o.ID != n.ID || o.Kind != n.Kind || o.Grid != n.Grid {
+			return true
+		}
+	}
+	return false
 }
 
 // LedgerChanges is how many registry changes are in force since start.

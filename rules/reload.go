@@ -1,6 +1,10 @@
 package rules
 
-import "github.com/firewatch-iot/firewatch/devices"
+import (
+	"math"
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
 
 // Adopt takes over the state of old, an engine of an earlier rule set over
 // the same ledger, so that a reload neither loses a pending `for` nor
@@ -72,6 +76,9 @@ func (e *Engine) adopt(old *Engine, reset map[devices.Index]bool) {
 		return s
 	}
 	e.eras, e.skews = old.eras, old.skews // side tables, by device index
+	// Most devices share a layout pair: remember the last plan rather
+	// than look it up per device.
+	last, lastPlan := pair{math.MaxUint16, math.MaxUint16}, []span(nil)
 	for i := range old.dev {
 		od, nd := &old.dev[i], &e.dev[i]
 		slot, layout := nd.slot, nd.layout
@@ -80,7 +87,10 @@ func (e *Engine) adopt(old *Engine, reset map[devices.Index]bool) {
 		if reset[devices.Index(i)] {
 			continue
 		}
-		for _, s := range plan(pair{od.layout, layout}) {
+		if k := (pair{od.layout, layout}); k != last {
+			last, lastPlan = k, plan(k)
+		}
+		for _, s := range lastPlan {
 			copy(e.states[slot+s.to:slot+s.to+s.n], old.states[od.slot+s.from:od.slot+s.from+s.n])
 		}
 	}

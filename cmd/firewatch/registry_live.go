@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/pipeline"
 )
 
 // followRegistry makes every consumer of the registry follow s.registry
@@ -30,8 +31,8 @@ import (
 // no UITDs): it changes with a restart; the devices it maps to are
 // resolved by the pipeline, which rejects a removed one.
 func (s *service) followRegistry(setAnnotations func(*devices.Ledger)) {
-	s.registry.Subscribe(func(_, l *devices.Ledger, d *devices.Diff) {
-		if len(d.Added) > 0 || len(d.Edited) > 0 {
+	s.registry.Subscribe(func(old, l *devices.Ledger, d *devices.Diff) {
+		if pipeline.TagsChanged(old, l, d) {
 			setAnnotations(l)
 		}
 	})
