@@ -59,39 +59,46 @@ func (lv *Liveness) Adopt(l *Ledger, edited, removed []Index, now int64) error {
 	}
 	if n := len(l.Devices); n > len(lv.words) {
 		old := len(lv.words)
-		grace := make([]uint32, n)
 		for i := old; i < n; i++ {
-			g, err := lv.cfg.Grace(&l.Devices[i])
-			if err != nil {
+			if _, err := lv.cfg.Grace(&l.Devices[i]); err != nil {
 				return err
 			}
-			grace[i] = uint32(g.Milliseconds())
 		}
-		words := make([]atomic.Uint64, n)
-		vital := make([]vitals, n)
-		for i := range old {
-			words[i].Store(lv.words[i].Load())
-			v, w := &lv.vital[i], &vital[i]
-			w.battery.Store(v.battery.Load())
-			w.batteryAvg.Store(v.batteryAvg.Load())
-			w.rssi.Store(v.rssi.Load())
-			w.rssiAvg.Store(v.rssiAvg.Load())
+		lv.growMu.Lock()
+		if n > cap(lv.words) || n > cap(lv.vital) || n > cap(lv.grace) {
+			// Room for more: a registry grows one change after another,
+			// and each copy holds the messages back.
+			c := n + n/4 + 64
+			words := make([]atomic.Uint64, n, c)
+			vital := make([]vitals, n, c)
+			for i := range old {
+				words[i].Store(lv.words[i].Load())
+				v, w := &lv.vital[i], &vital[i]
+				w.battery.Store(v.battery.Load())
+				w.batteryAvg.Store(v.batteryAvg.Load())
+				w.rssi.Store(v.rssi.Load())
+				w.rssiAvg.Store(v.rssiAvg.Load())
+			}
+			grace := make([]uint32, n, c)
+			copy(grace, lv.grace)
+			lv.words, lv.vital, lv.grace = words, vital, grace
+		} else {
+			lv.words, lv.vital, lv.grace = lv.words[:n], lv.vital[:n], lv.grace[:n]
 		}
 		for i := old; i < n; i++ {
-			words[i].Store(uint64(now) & timeMask)
-			v := &vital[i]
+			g, _ := lv.cfg.Grace(&l.Devices[i])
+			lv.grace[i] = uint32(g.Milliseconds())
+			lv.words[i].Store(uint64(now) & timeMask)
+			v := &lv.vital[i]
 			v.battery.Store(nan32)
 			v.batteryAvg.Store(nan32)
 			v.rssi.Store(nan32)
 			v.rssiAvg.Store(nan32)
 		}
-		lv.growMu.Lock()
-		copy(grace, lv.grace)
-		lv.words, lv.vital, lv.grace = words, vital, grace
 		lv.next = append(lv.next, make([]uint32, n-old)...)
 		lv.growMu.Unlock()
 		for i := old; i < n; i++ {
-			lv.insert(uint32(i), now+int64(grace[i]))
+			lv.insert(uint32(i), now+int64(lv.grace[i]))
 		}
 	}
 	for _, d := range removed {

@@ -194,12 +194,14 @@ func (ef *edgeFaults) adoptLedger(l *devices.Ledger, d *devices.Diff, now int64)
 	if la, ok := ef.offline.(*livenessAlarms); ok {
 		la.ledger.Store(l)
 	}
-	if n := len(l.Devices); n > len(ef.openDev) {
-		od := make([]atomic.Int32, n)
+	if n := len(l.Devices); n > cap(ef.openDev) {
+		od := make([]atomic.Int32, n, n+n/4+64) // room for the next changes
 		for i := range ef.openDev {
 			od[i].Store(ef.openDev[i].Load())
 		}
 		ef.openDev = od
+	} else if n > len(ef.openDev) {
+		ef.openDev = ef.openDev[:n]
 	}
 	// Gateways new to the registry, or newly named by a device: heard now.
 	for _, is := range [][]devices.Index{d.Added, d.Edited} {
