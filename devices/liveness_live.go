@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -45,25 +46,28 @@ func (cfg LivenessConfig) Grace(d *Device) (time.Duration, error) {
 func (lv *Liveness) Adopt(l *Ledger, edited, removed []Index, now int64) error {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	var errs []error
+	// A grace that cannot be (a heartbeat beyond MaxGrace) is reported and
+	// capped: the device is tracked all the same.
+	grace := func(d *Device) time.Duration {
+		g, err := lv.cfg.Grace(d)
+		if err != nil {
+			errs = append(errs, err)
+			return MaxGrace
+		}
+		return g
+	}
 	for _, d := range edited {
 		if int(d) >= len(lv.grace) {
 			continue // added too: below
 		}
-		g, err := lv.cfg.Grace(l.Device(d))
-		if err != nil {
-			return err
-		}
+		g := grace(l.Device(d))
 		lv.growMu.Lock()
 		lv.grace[d] = uint32(g.Milliseconds())
 		lv.growMu.Unlock()
 	}
 	if n := len(l.Devices); n > len(lv.words) {
 		old := len(lv.words)
-		for i := old; i < n; i++ {
-			if _, err := lv.cfg.Grace(&l.Devices[i]); err != nil {
-				return err
-			}
-		}
 		lv.growMu.Lock()
 		if n > cap(lv.words) || n > cap(lv.vital) || n > cap(lv.grace) {
 			// Room for more: a registry grows one change after another,
@@ -86,8 +90,7 @@ func (lv *Liveness) Adopt(l *Ledger, edited, removed []Index, now int64) error {
 			lv.words, lv.vital, lv.grace = lv.words[:n], lv.vital[:n], lv.grace[:n]
 		}
 		for i := old; i < n; i++ {
-			g, _ := lv.cfg.Grace(&l.Devices[i])
-			lv.grace[i] = uint32(g.Milliseconds())
+			lv.grace[i] = uint32(grace(&l.Devices[i]).Milliseconds())
 			lv.words[i].Store(uint64(now) & timeMask)
 			v := &lv.vital[i]
 			v.battery.Store(nan32)
@@ -122,7 +125,7 @@ func (lv *Liveness) Adopt(l *Ledger, edited, removed []Index, now int64) error {
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Tracked is how many device slots liveness tracks (Ledger.Len of the

@@ -103,8 +103,14 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 	// An edit that resets no rule state and adds no device (a phone, an
 	// address, a station, a removal) keeps the engine: its rule state is
 	// by device index, which the change keeps.
+	// A change that only adds devices grows the engine in place, between
+	// two messages (rules.Engine.Grow: the added devices only); one that
+	// resets a device's rule state (its layout may change), or that meets
+	// a reload waiting to be adopted (compiled for the old snapshot),
+	// compiles a new engine here.
 	var eng *rules.Engine
-	if len(d.Added) > 0 || len(d.Reset) > 0 {
+	grow := len(d.Added) > 0 && len(d.Reset) == 0 && p.next.Load() == nil
+	if len(d.Reset) > 0 || len(d.Added) > 0 && !grow {
 		var err error
 		eng, err = rules.NewEngineLenient(p.reg.set, l)
 		if eng == nil {
@@ -119,7 +125,7 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 		}
 	}
 	var enc *influx.Encoder
-	if TagsChanged(p.reg.ledger, l, d) {
+	if TagsEdited(p.reg.ledger, l, d) {
 		enc = influx.NewEncoder(l)
 	}
 	compiled := time.Since(start)
@@ -127,6 +133,10 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 	p.mu.Lock() // between two messages
 	held := time.Now()
 	now := p.clock.now()
+	var growErr error
+	if grow { // p.next is still nil: the reloader stores it under p.reg.mu
+		growErr = p.eng.Grow(l)
+	}
 	if eng != nil {
 		eng.AdoptLedger(p.eng, d.Reset)
 		p.eng = eng
@@ -139,6 +149,8 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 	p.dec.SetLedger(l)
 	if enc != nil {
 		p.enc = enc
+	} else if len(d.Added) > 0 {
+		p.enc.Grow(l) // the added devices' tags only
 	}
 	p.ledger = l
 	if p.edge != nil {
@@ -157,6 +169,9 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 	}
 	p.reg.stall.Store(int64(stall))
 	p.reg.adopted.Add(1)
+	if growErr != nil {
+		p.log.Error("registry change in force, but some added devices' own rule overrides do not compile against the rules in force: those devices are evaluated with the rules of their kind", "err", growErr)
+	}
 	if liveErr != nil {
 		p.log.Error("registry change: liveness of an added or edited device not tracked", "err", liveErr)
 	}
@@ -164,13 +179,11 @@ func (p *Pipeline) AdoptLedger(l *devices.Ledger, d *devices.Diff) {
 		"reset", len(d.Reset), "removed", len(d.Removed), "compile", compiled, "stall", stall, "took", time.Since(start))
 }
 
-// TagsChanged reports whether change d, which made l from old, changes
-// the InfluxDB tags of a device (its id, kind or grid) or adds one: then
-// the line-protocol encoder must be made again.
-func TagsChanged(old, l *devices.Ledger, d *devices.Diff) bool {
-	if len(d.Added) > 0 {
-		return true
-	}
+// TagsEdited reports whether change d, which made l from old, changes
+// the InfluxDB tags of a device it edits (its kind or grid): then the
+// line-protocol encoder is made again (influx.NewEncoder); devices it
+// only adds are added to it (Encoder.Grow).
+func TagsEdited(old, l *devices.Ledger, d *devices.Diff) bool {
 	for _, i := range d.Edited {
 		if int(i) >= len(old.Devices) {
 			return true

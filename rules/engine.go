@@ -217,6 +217,9 @@ type Engine struct {
 	// receive time (flagEra), how far their times were moved back: see
 	// handBack. Touched only off the fast path.
 	eras map[devices.Index]era
+	// comp keeps the compiler's shared variants and layouts, for Grow
+	// (ledger.go).
+	comp *compiler
 }
 
 // ClockRuleID is the rule id of the clock fault (时钟异常) of kind k, e.g.
@@ -286,6 +289,7 @@ func newEngine(set *Set, l *devices.Ledger, lenient bool) (*Engine, error) {
 		return nil, &devices.LoadError{Problems: probs}
 	}
 	e.states = make([]uint32, total)
+	e.comp = &c
 	if len(probs) > 0 {
 		return e, &devices.LoadError{Problems: probs}
 	}

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"errors"
+	"fmt"
+	"math"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -39,4 +41,49 @@ func (e *Engine) CheckDevice(d *devices.Device) error {
 		return le
 	}
 	return err
+}
+
+// Grow adds state for the devices of l beyond those the engine knows: l is
+// a newer snapshot of the registry whose device indices extend the one the
+// engine was compiled for (devices.Ledger.Apply keeps them stable), and
+// whose other devices kept their kind, channels, model and overrides (no
+// devices.Diff.Reset). It costs the added devices only, amortized, where
+// compiling a new engine and adopting its state costs every device. A new
+// device whose overrides do not compile gets the rules of its kind and
+// model, and the *devices.LoadError naming it is returned.
+//
+// Grow must run on the goroutine that calls Eval, between two messages.
+func (e *Engine) Grow(l *devices.Ledger) error {
+	c := e.comp
+	if c == nil {
+		return errors.New("rules: engine cannot grow")
+	}
+	var probs []devices.Problem
+	for i := len(e.dev); i < len(l.Devices); i++ {
+		d := &l.Devices[i]
+		li, err := c.layoutOf(d)
+		if err != nil {
+			var le *devices.LoadError
+			if !errors.As(err, &le) {
+				return err
+			}
+			for _, p := range le.Problems {
+				p.File = l.File
+				probs = append(probs, p)
+			}
+			if li, err = c.plainLayout(d); err != nil {
+				return err
+			}
+		}
+		total, size := uint64(len(e.states)), e.layouts[li].size
+		if total+uint64(size) > math.MaxUint32 {
+			return fmt.Errorf("compile rules: %d state slots exceed the arena's 32-bit index", total+uint64(size))
+		}
+		e.dev = append(e.dev, devState{slot: uint32(total), layout: li})
+		e.states = append(e.states, make([]uint32, size)...)
+	}
+	if len(probs) > 0 {
+		return &devices.LoadError{Problems: probs}
+	}
+	return nil
 }

@@ -10,7 +10,7 @@ import (
 // everywhere when Apply returns. The order matters, subscribers run in
 // it:
 //
-//  1. the InfluxDB annotations' tags (setAnnotations), so that a new
+//  1. the InfluxDB annotations' tags (annotations), so that a new
 //     device's first alarm is annotated;
 //  2. the pipeline, which adopts the change between two messages: a new
 //     device's messages are decoded and evaluated from then on, a removed
@@ -30,10 +30,10 @@ import (
 // server's UITD table is not part of a registry change (devices.Change has
 // no UITDs): it changes with a restart; the devices it maps to are
 // resolved by the pipeline, which rejects a removed one.
-func (s *service) followRegistry(setAnnotations func(*devices.Ledger)) {
+func (s *service) followRegistry(annotations func(l *devices.Ledger, remake bool)) {
 	s.registry.Subscribe(func(old, l *devices.Ledger, d *devices.Diff) {
-		if pipeline.TagsChanged(old, l, d) {
-			setAnnotations(l)
+		if remake := pipeline.TagsEdited(old, l, d); remake || len(d.Added) > 0 {
+			annotations(l, remake)
 		}
 	})
 	s.pipe.Follow(s.registry)

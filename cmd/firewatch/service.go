@@ -222,11 +222,14 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 
 	// Issue 18: every consumer follows the live registry, in this order
 	// (registry_live.go).
-	s.followRegistry(func(l *devices.Ledger) {
-		enc := influx.NewEncoder(l)
+	s.followRegistry(func(l *devices.Ledger, remake bool) {
 		annMu.Lock()
-		annotations = enc
-		annMu.Unlock()
+		defer annMu.Unlock()
+		if remake {
+			annotations = influx.NewEncoder(l)
+		} else {
+			annotations.Grow(l)
+		}
 	})
 	return s, nil
 }
