@@ -13,16 +13,22 @@ import (
 
 // Live registry changes (issue 18). A change of the registry
 // (devices.Live.Apply) is adopted between two messages, as a rule reload
-// is: what takes time — compiling the rule engine for the new snapshot, the
-// line-protocol tags of the devices — is done off the hot path by the
-// goroutine that applies the change; then, holding the pipeline's message
-// lock (p.mu, which every message holds while it is handled), the engine
-// takes over the old one's state (rules.Engine.AdoptLedger), the decoder,
-// the encoder, liveness and the edge faults take the new snapshot, and the
-// lock is released. No message is handled half with the old registry and
-// half with the new, none is lost or evaluated twice, and the hot path
-// pays nothing per message for it: the adoption waits for the message in
-// progress instead of each message checking for a change.
+// is, by the goroutine that applies it: it takes the pipeline's message
+// lock (p.mu, which every message holds while it is handled), the decoder,
+// encoder, rule engine, liveness and edge faults take the new snapshot,
+// and the lock is released. No message is handled half with the old
+// registry and half with the new, none is lost or evaluated twice, and the
+// hot path pays nothing per message for it: the adoption waits for the
+// message in progress instead of each message checking for a change.
+//
+// What the messages wait for is kept small: a change that edits or removes
+// devices keeps the rule engine (its state is by device index, which the
+// change keeps); one that adds devices grows the engine, the encoder and
+// the per-device tables in place, for the added devices only (amortized);
+// only a change that resets a device's rule state, or one that meets a
+// rule reload waiting to be adopted, compiles a new engine — off the hot
+// path — which takes the old one's state under the lock
+// (rules.Engine.AdoptLedger: a copy of every device's state, as a reload).
 //
 //   - an added device is decoded, evaluated and tracked for liveness from
 //     the next message (heard "now", as at start);
