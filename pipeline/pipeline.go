@@ -59,8 +59,6 @@ type Pipeline struct {
 	ckpt   *checkpoint // nil without a state file
 	ledger *devices.Ledger
 	tick   time.Duration // liveness tick
-	// reg follows live registry changes (registry.go).
-	reg registryState
 
 	// mu is held while a message is handled, so that the checkpoint can
 	// copy the engine's state between two messages.
@@ -69,6 +67,10 @@ type Pipeline struct {
 	buf    []byte
 	events []rules.Event
 	stamp  rules.Stamp
+
+	// reg follows live registry changes (registry.go); last, so that the
+	// hot path's fields keep their places.
+	reg registryState
 }
 
 func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Events, stats *ingest.Stats, reg prometheus.Registerer) *Pipeline {

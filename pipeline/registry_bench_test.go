@@ -13,7 +13,7 @@ import (
 // electrical monitors, as the registry's API makes it: Live.Apply through
 // to the pipeline's adoption. edit changes one device's address (the
 // engine stays), add adds a device (the engine is compiled again and takes
-// the old one's state). stall-ms is how long the pipeline held messages
+// the old one's state). stall-µs is how long the pipeline held messages
 // back for it (the hand-over between two messages); the rest is off the
 // hot path.
 func BenchmarkLedgerChange(b *testing.B) {
@@ -49,7 +49,7 @@ func BenchmarkLedgerChange(b *testing.B) {
 				}
 				stall += time.Duration(p.reg.stall.Load())
 			}
-			b.ReportMetric(float64(stall.Milliseconds())/float64(b.N), "stall-ms/op")
+			b.ReportMetric(float64(stall.Microseconds())/float64(b.N), "stall-µs/op")
 		})
 	}
 }
