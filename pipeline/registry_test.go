@@ -446,3 +446,38 @@ func TestLedgerChangeWithRuleReloads(t *testing.T) {
 		t.Errorf("%v messages rejected as unknown", n)
 	}
 }
+
+// TestLedgerChangeCheckDevices: a device's own rule overrides are checked
+// against the rules in force before a change is committed; one that got
+// through anyway is evaluated with the rules of its kind, not left
+// unwatched.
+func TestLedgerChangeCheckDevices(t *testing.T) {
+	r := newRegistryRig(t)
+	bad := elEntry("el-bad", "地址")
+	bad.Rules = "electrical.no_such_rule: {above: 1}\n"
+	good := elEntry("el-good", "地址")
+	good.Rules = "electrical.residual_current.alarm: {above: 100}\n"
+	for _, c := range []struct {
+		e    devices.DeviceEntry
+		fail bool
+	}{{bad, true}, {good, false}} {
+		l, d, err := r.live.Load().Apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{c.e}})
+		if err != nil {
+			t.Fatalf("%s: %v", c.e.ID, err)
+		}
+		if err := r.p.CheckDevices(l, d); (err != nil) != c.fail {
+			t.Errorf("%s: CheckDevices = %v", c.e.ID, err)
+		}
+	}
+	r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{bad, good}})
+	r.send("el-good", rt0, `"m":{"residual_current_ma":150}`)
+	r.send("el-good", rt0+10_000, `"m":{"residual_current_ma":150}`)
+	r.send("el-bad", rt0, `"m":{"residual_current_ma":350}`)
+	r.send("el-bad", rt0+10_000, `"m":{"residual_current_ma":350}`)
+	got := r.alarms.take(r.live.Load())
+	for _, want := range []string{"el-good electrical.residual_current.alarm raise", "el-bad electrical.residual_current.alarm raise"} {
+		if !contains(got, want) {
+			t.Errorf("events %q: want %q", got, want)
+		}
+	}
+}

@@ -49,3 +49,12 @@ func (s *service) followRegistry(annotations func(l *devices.Ledger, remake bool
 		})
 	}
 }
+
+// checkRegistryChange is what a registry change must pass, beyond
+// devices.Ledger.Apply's validation, before it is committed (for the
+// registry's store: validate, check, write, Live.Apply): the devices it
+// adds or edits have rule overrides that compile against the rules in
+// force. l and d are what Live.Load().Apply returned.
+func (s *service) checkRegistryChange(l *devices.Ledger, d *devices.Diff) error {
+	return s.pipe.CheckDevices(l, d)
+}
