@@ -481,3 +481,26 @@ func TestLedgerChangeCheckDevices(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerChangeKindResets: a device whose kind changes (and changes
+// back) restarts its rule state: a `for` pending before starts again.
+func TestLedgerChangeKindResets(t *testing.T) {
+	r := newRegistryRig(t)
+	r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{elEntry("el-k", "地址")}})
+	r.send("el-k", rt0, `"m":{"residual_current_ma":350}`)
+	for _, kind := range []string{"charger", "electrical"} {
+		e := elEntry("el-k", "地址")
+		e.Kind = kind
+		if _, d := r.apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{e}}); len(d.Reset) != 1 {
+			t.Fatalf("kind %s: diff %+v, want a reset", kind, d)
+		}
+	}
+	r.send("el-k", rt0+10_000, `"m":{"residual_current_ma":350}`)
+	if got := r.alarms.take(r.live.Load()); contains(got, "el-k electrical.residual_current.alarm raise") {
+		t.Fatalf("events %q: the pending for survived a kind change", got)
+	}
+	r.send("el-k", rt0+20_000, `"m":{"residual_current_ma":350}`)
+	if got := r.alarms.take(r.live.Load()); !contains(got, "el-k electrical.residual_current.alarm raise") {
+		t.Fatalf("events %q: no alarm once the restarted for passed", got)
+	}
+}
