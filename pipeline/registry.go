@@ -66,8 +66,8 @@ func (p *Pipeline) Follow(lv *devices.Live) {
 
 // CheckDevices reports the devices of l that Diff d adds or edits whose own
 // rule overrides do not compile against the rules in force (a rule id of
-// another kind, a malformed override), as a *devices.LoadError; nil if
-// none. The registry's validation cannot know the rule set: call it before
+// another kind, a malformed override), as a *devices.LoadError whose
+// problems name the device and the field "rules"; nil if none. The registry's validation cannot know the rule set: call it before
 // a change is committed.
 func (p *Pipeline) CheckDevices(l *devices.Ledger, d *devices.Diff) error {
 	p.reg.mu.Lock()
@@ -79,13 +79,17 @@ func (p *Pipeline) CheckDevices(l *devices.Ledger, d *devices.Diff) error {
 			if int(i) >= len(l.Devices) || l.Devices[i].Removed {
 				continue
 			}
-			err := eng.CheckDevice(&l.Devices[i])
+			dv := &l.Devices[i]
+			err := eng.CheckDevice(dv)
 			var le *devices.LoadError
 			switch {
 			case errors.As(err, &le):
-				probs = append(probs, le.Problems...)
+				for _, pr := range le.Problems {
+					pr.File, pr.Section, pr.Index, pr.ID, pr.Field = l.File, "devices", -1, dv.ID, "rules"
+					probs = append(probs, pr)
+				}
 			case err != nil:
-				probs = append(probs, devices.Problem{File: l.File, Reason: err.Error()})
+				probs = append(probs, devices.Problem{File: l.File, Reason: err.Error(), Section: "devices", Index: -1, ID: dv.ID, Field: "rules"})
 			}
 		}
 	}

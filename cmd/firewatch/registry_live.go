@@ -1,6 +1,10 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/pipeline"
 )
@@ -54,7 +58,37 @@ func (s *service) followRegistry(annotations func(l *devices.Ledger, remake bool
 // devices.Ledger.Apply's validation, before it is committed (for the
 // registry's store: validate, check, write, Live.Apply): the devices it
 // adds or edits have rule overrides that compile against the rules in
-// force. l and d are what Live.Load().Apply returned.
+// force, and every secret_hash it sets is a well-formed hash (the embedded
+// broker could not admit the entry otherwise). l and d are what
+// Live.Load().Apply returned; the problems come as one *devices.LoadError.
 func (s *service) checkRegistryChange(l *devices.Ledger, d *devices.Diff) error {
-	return s.pipe.CheckDevices(l, d)
+	var probs []devices.Problem
+	var le *devices.LoadError
+	if err := s.pipe.CheckDevices(l, d); errors.As(err, &le) {
+		probs = append(probs, le.Problems...)
+	} else if err != nil {
+		return err
+	}
+	for _, is := range [][]devices.Index{d.Added, d.Edited} {
+		for _, i := range is {
+			if dv := &l.Devices[i]; !dv.Removed && dv.SecretHash != "" {
+				if err := broker.CheckSecretHash(dv.SecretHash); err != nil {
+					probs = append(probs, devices.Problem{File: l.File, Reason: fmt.Sprintf("device %q: secret_hash: %v", dv.ID, err),
+						Section: "devices", Index: -1, ID: dv.ID, Field: "secret_hash"})
+				}
+			}
+		}
+	}
+	for _, id := range d.Gateways {
+		if g := l.Gateways[id]; g != nil && g.SecretHash != "" {
+			if err := broker.CheckSecretHash(g.SecretHash); err != nil {
+				probs = append(probs, devices.Problem{File: l.File, Reason: fmt.Sprintf("gateway %q: secret_hash: %v", id, err),
+					Section: "gateways", Index: -1, ID: id, Field: "secret_hash"})
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return &devices.LoadError{Problems: probs}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -119,5 +120,43 @@ func TestRegistryLiveUnderLoad(t *testing.T) {
 	}
 	if got := m["firewatch_ingest_duplicates_total"]; got != 0 {
 		t.Errorf("duplicates %v, want 0", got)
+	}
+}
+
+// TestCheckRegistryChange: a change whose device override names no rule,
+// or whose secret_hash is not a hash, is refused before it is committed,
+// each problem naming the entry and the field.
+func TestCheckRegistryChange(t *testing.T) {
+	rcv := newReceiver(t)
+	s, _, _ := embeddedService(t, rcv, nil)
+	l, d, err := s.registry.Load().Apply(&devices.Change{
+		UpsertDevices: []devices.DeviceEntry{
+			{ID: "el-x", Kind: "electrical", Grid: "450204002003", Rules: "electrical.nope: {above: 1}\n"},
+			{ID: "el-y", Kind: "electrical", Grid: "450204002003", SecretHash: "not-a-hash"},
+		},
+		UpsertGateways: []devices.GatewayEntry{{ID: "gw-9", SecretHash: "nor-this"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.checkRegistryChange(l, d)
+	var le *devices.LoadError
+	if !errors.As(err, &le) || len(le.Problems) != 3 {
+		t.Fatalf("check: %v, want three problems", err)
+	}
+	for i, want := range []string{"el-x/rules", "el-y/secret_hash", "gw-9/secret_hash"} {
+		p := le.Problems[i]
+		got := p.ID
+		if p.Field != "" {
+			got += "/" + p.Field
+		}
+		if got != want {
+			t.Errorf("problem %d: %s (%s), want %s", i, got, p.Reason, want)
+		}
+	}
+	if l, d, err := s.registry.Load().Apply(&devices.Change{UpsertDevices: []devices.DeviceEntry{{ID: "el-z", Kind: "electrical", Grid: "450204002003"}}}); err != nil {
+		t.Fatal(err)
+	} else if err := s.checkRegistryChange(l, d); err != nil {
+		t.Errorf("a good change refused: %v", err)
 	}
 }
