@@ -74,8 +74,11 @@ func (m *Manager) AdoptLedger(ctx context.Context, old, new *devices.Ledger, d *
 	}
 	if len(d.Removed) > 0 {
 		// The events the pipeline submitted before it adopted the change
-		// are stored first, so that none reopens what is closed here.
-		m.Sync()
+		// are stored first, so that none reopens what is closed here
+		// (not before Run: Sync would wait for it).
+		if m.running.Load() {
+			m.Sync()
+		}
 		for _, i := range d.Removed {
 			id := ""
 			switch {
