@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -94,6 +95,16 @@ func TestRegistryLiveUnderLoad(t *testing.T) {
 		return b["alarm_id"] == raised["alarm_id"] && b["transition"] == "auto_cleared"
 	})
 	send("el-gone", 3, base+11_000, 350) // rejected: not in the registry
+	// The devices API follows: the new device is listed, the removed one
+	// is not.
+	if st := getDevice(t, s, "el-new"); st["id"] != "el-new" || st["online"] != true {
+		t.Errorf("devices API, el-new: %v", st)
+	}
+	if resp, err := http.Get(s.httpURL() + "/api/v1/devices/el-gone"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("devices API, removed el-gone: %v %v", resp.Status, err)
+	} else {
+		resp.Body.Close()
+	}
 	send("el-edit", 2, base+10_000, 350)
 	rcv.nextPush(t, 15*time.Second, "the edited device's alarm on time", isRaised("el-edit"))
 	send("el-reset", 2, base+10_000, 350)
