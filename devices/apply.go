@@ -66,7 +66,7 @@ func (l *Ledger) Apply(c *Change) (*Ledger, *Diff, error) {
 	if n.idx == nil {
 		n.idx = newIDIndexCap(0)
 	}
-	b := &builder{name: l.File, l: n}
+	b := &builder{name: l.File, l: n, text: arena{chunk: 4 << 10}}
 	d := &Diff{}
 	n.applyPlaces(b, c)
 	n.applyGateways(b, l, c, d)

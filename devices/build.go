@@ -54,6 +54,8 @@ type builder struct {
 	// strs interns the strings many devices repeat (model, unit, grid,
 	// phone, station), so that a million devices hold one copy of each.
 	strs map[string]string
+	// text holds the devices' strings (arena.go).
+	text arena
 }
 
 func newBuilder(name string, devices int) *builder {
@@ -65,7 +67,7 @@ func newBuilder(name string, devices int) *builder {
 		gatewayID: map[string]string{},
 		idx:       newIDIndexCap(devices),
 		version:   1,
-	}, strs: map[string]string{}}
+	}, strs: map[string]string{}, text: arena{chunk: arenaChunk}}
 }
 
 func (b *builder) problem(p Problem, format string, args ...any) {
@@ -188,14 +190,18 @@ func (b *builder) covering(g Grid) *Station {
 }
 
 func (b *builder) intern(s string) string {
-	if s == "" || b.strs == nil {
-		return s
+	if s == "" {
+		return ""
+	}
+	if b.strs == nil {
+		return b.text.str(s)
 	}
 	if c, ok := b.strs[s]; ok {
 		return c
 	}
-	b.strs[s] = s
-	return s
+	c := b.text.str(s)
+	b.strs[c] = c
+	return c
 }
 
 // device checks one device entry (position i), reporting every problem,
@@ -262,15 +268,24 @@ func (b *builder) device(i int, e *DeviceEntry, rules map[string]yaml.Node) Devi
 		}
 	}
 	d := Device{
-		ID: e.ID, Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
-		Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: b.intern(e.Unit), Station: st, Gateway: gw,
-		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(), Phone: b.intern(e.Phone),
+		ID: b.text.str(e.ID), Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
+		Address: b.text.str(e.Address), Lat: e.Lat, Lon: e.Lon, Unit: b.intern(e.Unit), Station: st, Gateway: gw,
+		Heartbeat: e.Heartbeat, SecretHash: b.text.str(e.SecretHash), NBIoT: b.nbiot(e.NBIoT), Phone: b.intern(e.Phone),
 		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: rules, Line: e.Line,
 	}
 	if e.Station != "" {
 		d.flags |= stationNamed
 	}
 	return d
+}
+
+// nbiot returns the binding of an entry, its strings in the arena.
+func (b *builder) nbiot(n NBIoT) *NBIoT {
+	if n == (NBIoT{}) {
+		return nil
+	}
+	return &NBIoT{IMEI: b.text.str(n.IMEI), PlatformID: b.text.str(n.PlatformID), Serial: b.text.str(n.Serial),
+		Product: b.intern(n.Product), Responsible: b.intern(n.Responsible), Mobile: b.text.str(n.Mobile)}
 }
 
 // Entries returns the registry as plain data: Build(l.Entries()) makes
