@@ -264,7 +264,7 @@ func (n *Ledger) applyDevices(b *builder, l *Ledger, c *Change, d *Diff, station
 			continue
 		}
 		upserted[e.ID] = true
-		dev := b.device(i, e, nil)
+		dev := b.newDevice(i, e, nil)
 		if old, ok := l.LookupID(e.ID); ok {
 			dev.Index = old.Index
 			n.Devices[old.Index] = dev
