@@ -250,7 +250,9 @@ func (s *ledgerSink) head(e *Entries, devices int) {
 	s.b.head(e, devices)
 }
 
-func (s *ledgerSink) device(pos int, e *DeviceEntry, rules map[string]yaml.Node) { s.b.device(pos, e, rules) }
+func (s *ledgerSink) device(pos int, e *DeviceEntry, rules map[string]yaml.Node) {
+	s.b.device(pos, e, rules)
+}
 
 // mappingValue returns the value of key in a YAML mapping node, or nil.
 func mappingValue(n *yaml.Node, key string) *yaml.Node {
