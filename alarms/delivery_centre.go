@@ -105,7 +105,7 @@ func (m *Manager) enqueueCentreClose(ctx context.Context, tx *storeTx, alarmID i
 	if err != nil || !told {
 		return nil, err
 	}
-	d, ok := m.ledger.LookupID(a.Device)
+	d, ok := m.led().LookupID(a.Device)
 	if !ok || d.NBIoT == nil {
 		return nil, nil
 	}

@@ -158,7 +158,7 @@ func (m *Manager) recipient(endpoint string) string {
 	if m.cfg.Centre != nil && endpoint == m.cfg.Centre.URL { // delivery_centre.go
 		return RecipientCentre
 	}
-	for _, st := range m.ledger.Stations {
+	for _, st := range m.led().Stations {
 		if st.Endpoint == endpoint {
 			return st.ID
 		}

@@ -177,17 +177,17 @@ func (m *Manager) Digest(ctx context.Context, grid string, from, to time.Time) (
 }
 
 func (m *Manager) placeName(grid string) string {
-	if n, ok := m.ledger.Places[grid]; ok {
+	if n, ok := m.led().Places[grid]; ok {
 		return n
 	}
 	if g, err := devices.ParseGrid(grid); err == nil {
-		return m.ledger.PlaceName(g)
+		return m.led().PlaceName(g)
 	}
 	return grid
 }
 
 func (m *Manager) address(device string) string {
-	if d, ok := m.ledger.LookupID(device); ok {
+	if d, ok := m.led().LookupID(device); ok {
 		return d.Address
 	}
 	return ""

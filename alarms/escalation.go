@@ -138,8 +138,8 @@ func (m *Manager) escalate(ctx context.Context, id int64, n int, now time.Time) 
 // else the brigade, or else a's station again. endpoint is "" when there is
 // none of them.
 func (m *Manager) nextLevel(a *Alarm, n int, p *Push) (target, station, endpoint, label string) {
-	if d, ok := m.ledger.LookupID(a.Device); ok {
-		cs := candidates(m.ledger, d)
+	if d, ok := m.led().LookupID(a.Device); ok {
+		cs := candidates(m.led(), d)
 		i := -1
 		for j, st := range cs {
 			if st.ID == a.Station {
@@ -154,7 +154,7 @@ func (m *Manager) nextLevel(a *Alarm, n int, p *Push) (target, station, endpoint
 	if m.cfg.BrigadeEndpoint != "" {
 		return "brigade", "", m.cfg.BrigadeEndpoint, "消防救援大队"
 	}
-	if st := m.ledger.Station(a.Station); st != nil && st.Endpoint != "" {
+	if st := m.led().Station(a.Station); st != nil && st.Endpoint != "" {
 		return "station", st.ID, st.Endpoint, st.Name + "（再次推送）"
 	}
 	return "", "", "", ""

@@ -65,8 +65,8 @@ func (m *Manager) logEvent(level slog.Level, msg string, ev rules.Event, args ..
 		rule = ev.Rule.ID
 	}
 	dev := fmt.Sprintf("index:%d", ev.Device)
-	if int(ev.Device) < len(m.ledger.Devices) {
-		dev = m.ledger.Device(ev.Device).ID
+	if int(ev.Device) < len(m.led().Devices) {
+		dev = m.led().Device(ev.Device).ID
 	}
 	m.log.Log(context.Background(), level, msg, append([]any{"device", dev, "rule", rule,
 		"channel", ev.Channel, "transition", ev.Transition.String(), "value", ev.Value, "time", ev.Time}, args...)...)
@@ -179,7 +179,7 @@ func (m *Manager) check(ev rules.Event) error {
 	switch {
 	case ev.Rule == nil:
 		return errors.New("event without rule")
-	case int(ev.Device) >= len(m.ledger.Devices):
+	case int(ev.Device) >= len(m.led().Devices):
 		return fmt.Errorf("device index %d not in ledger", ev.Device)
 	case ev.Transition != rules.Raise && ev.Transition != rules.Clear:
 		return fmt.Errorf("unknown transition %d", ev.Transition)
@@ -190,7 +190,7 @@ func (m *Manager) check(ev rules.Event) error {
 }
 
 func (m *Manager) raise(ctx context.Context, tx *storeTx, ev rules.Event, now time.Time) (*effect, error) {
-	d, r := m.ledger.Device(ev.Device), ev.Rule
+	d, r := m.led().Device(ev.Device), ev.Rule
 	id, found, err := tx.openAlarmID(ctx, d.ID, r.ID, ev.Channel)
 	if err != nil {
 		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
@@ -229,7 +229,7 @@ func (m *Manager) raise(ctx context.Context, tx *storeTx, ev rules.Event, now ti
 	if a.Flapping, err = m.flapping(ctx, tx, d.ID, r.ID, a.Channel, now); err != nil {
 		return nil, err
 	}
-	in := pushInput{alarm: &a, transition: TransitionRaised, ledger: m.ledger, device: d, station: st, rule: r, ev: ev, flapNote: m.flapNote}
+	in := pushInput{alarm: &a, transition: TransitionRaised, ledger: m.led(), device: d, station: st, rule: r, ev: ev, flapNote: m.flapNote}
 	// The message does not depend on the id, so it can be stored with the
 	// row; the push body, which does, is written after the insert.
 	a.Message = buildPush(in).Message
@@ -275,7 +275,7 @@ func (m *Manager) raise(ctx context.Context, tx *storeTx, ev rules.Event, now ti
 }
 
 func (m *Manager) clear(ctx context.Context, tx *storeTx, ev rules.Event, now time.Time) (*effect, error) {
-	d, r := m.ledger.Device(ev.Device), ev.Rule
+	d, r := m.led().Device(ev.Device), ev.Rule
 	a, found, err := tx.openAlarm(ctx, d.ID, r.ID, ev.Channel)
 	if err != nil {
 		return nil, fmt.Errorf("find open alarm device %s rule %s: %w", d.ID, r.ID, err)
@@ -311,11 +311,11 @@ func (m *Manager) clear(ctx context.Context, tx *storeTx, ev rules.Event, now ti
 	a.ClearedAt, a.ClosedAt = &cleared, &cleared
 	cv := finite(ev.Value)
 	a.ClearValue = &cv
-	st := m.ledger.Station(a.Station)
+	st := m.led().Station(a.Station)
 	if st == nil {
 		st = d.Station
 	}
-	in := pushInput{alarm: &a, transition: TransitionCleared, ledger: m.ledger, device: d, station: st, rule: r,
+	in := pushInput{alarm: &a, transition: TransitionCleared, ledger: m.led(), device: d, station: st, rule: r,
 		ev: ev, clearedAt: cleared}
 	// Tell every receiver that was told of the alarm (its raise, an
 	// escalation, an incident push listing it), at the endpoint it was told

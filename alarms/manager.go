@@ -125,6 +125,8 @@ const (
 type Manager struct {
 	cfg    Config
 	ledger *devices.Ledger
+	// live, if set, is the live registry (registry.go): led reads it.
+	live liveLedger
 	// digestMu makes SendDueDigests one at a time, so that a digest is
 	// not sent twice by two callers.
 	digestMu sync.Mutex
@@ -285,7 +287,7 @@ func newPushClient() *http.Client {
 // configuration name now (store.repoint) and returns how many are pending.
 func (m *Manager) repointOutbox() (pending int, err error) {
 	moved, err := m.store.repoint(context.Background(), func(id string) string {
-		if st := m.ledger.Station(id); st != nil {
+		if st := m.led().Station(id); st != nil {
 			return st.Endpoint
 		}
 		return ""

@@ -52,7 +52,7 @@ func (m *Manager) Redispatch(ctx context.Context, id, station, actor, note strin
 	if len(note) > MaxNote || !utf8.ValidString(note) {
 		return Alarm{}, fmt.Errorf("%w: note must be valid UTF-8 of at most %d bytes", ErrIllegalTransition, MaxNote)
 	}
-	st := m.ledger.Station(station)
+	st := m.led().Station(station)
 	if st == nil || st.Endpoint == "" {
 		return Alarm{}, fmt.Errorf("station %q: %w", station, ErrNoStation)
 	}
@@ -80,7 +80,7 @@ func (m *Manager) Redispatch(ctx context.Context, id, station, actor, note strin
 		return Alarm{}, fmt.Errorf("alarm %s: %w", a.ID, ErrConflict)
 	}
 	from := a.Station
-	if old := m.ledger.Station(a.Station); old != nil {
+	if old := m.led().Station(a.Station); old != nil {
 		from = old.Name
 	}
 	text := "改派至 " + st.Name + "（原 " + from + "）"

@@ -91,7 +91,7 @@ func parseStatus(b []byte) (statusReport, error) {
 // SetStationStatus records a duty report for station id (from MQTT,
 // by "mqtt", or the API, by a token name). The last report wins.
 func (m *Manager) SetStationStatus(ctx context.Context, id string, payload []byte, by string) (StationStatus, error) {
-	st := m.ledger.Station(id)
+	st := m.led().Station(id)
 	if st == nil {
 		return StationStatus{}, fmt.Errorf("station %q: %w", id, ErrNotFound)
 	}
@@ -124,8 +124,8 @@ func (m *Manager) SetStationStatus(ctx context.Context, id string, payload []byt
 
 // StationStatuses returns the status of every station in the ledger.
 func (m *Manager) StationStatuses(ctx context.Context) ([]StationStatus, error) {
-	out := make([]StationStatus, 0, len(m.ledger.Stations))
-	for _, st := range m.ledger.Stations {
+	out := make([]StationStatus, 0, len(m.led().Stations))
+	for _, st := range m.led().Stations {
 		s, err := stationStatus(ctx, m.store.read, st)
 		if err != nil {
 			return nil, err
@@ -187,7 +187,7 @@ func candidates(l *devices.Ledger, d *devices.Device) []*devices.Station {
 // not ready either: the fire goes to the next station up at once instead of
 // waiting in that station's queue (the brigade gets it in any case).
 func (m *Manager) route(ctx context.Context, tx *storeTx, d *devices.Device, fire bool) (*devices.Station, string, error) {
-	cs := candidates(m.ledger, d)
+	cs := candidates(m.led(), d)
 	if len(cs) == 0 {
 		return d.Station, "", nil
 	}

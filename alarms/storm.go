@@ -251,7 +251,7 @@ func (m *Manager) pushIncident(ctx context.Context, id int64, now time.Time) (*e
 	if err != nil {
 		return nil, fmt.Errorf("encode push %s: %w", p.IdempotencyKey, err)
 	}
-	rs := m.stationAndBrigade(m.ledger.Station(stationID), p.BySeverity[rules.SeverityFire.String()] > 0)
+	rs := m.stationAndBrigade(m.led().Station(stationID), p.BySeverity[rules.SeverityFire.String()] > 0)
 	upto, _ := parseID(members[len(members)-1].ID)
 	// The robots of every member's grid, not only the leader's: a village
 	// robot hears of its village's alarms whichever village led.
@@ -287,7 +287,7 @@ func (m *Manager) buildIncident(id int64, update int, stationID, first string, m
 		FirstRaisedAt: formatTime(members[0].RaisedAt), LastRaisedAt: formatTime(members[len(members)-1].RaisedAt),
 	}
 	p.IdempotencyKey = p.IncidentID + "-" + strconv.Itoa(update)
-	if st := m.ledger.Station(stationID); st != nil {
+	if st := m.led().Station(stationID); st != nil {
 		p.Station = PushStation{ID: st.ID, Name: st.Name}
 	}
 	top := rules.SeverityInvalid
@@ -306,7 +306,7 @@ func (m *Manager) buildIncident(id int64, update int, stationID, first string, m
 		}
 		ia := IncidentAlarm{AlarmID: a.ID, Device: a.Device, Kind: a.Kind, Village: a.Grid, Rule: a.Rule,
 			Metric: a.Metric, Severity: a.Severity, Value: a.Value, RaisedAt: formatTime(a.RaisedAt), State: string(a.State)}
-		if d, ok := m.ledger.LookupID(a.Device); ok {
+		if d, ok := m.led().LookupID(a.Device); ok {
 			ia.Address = d.Address
 		}
 		p.Alarms = append(p.Alarms, ia)
@@ -316,11 +316,11 @@ func (m *Manager) buildIncident(id int64, update int, stationID, first string, m
 	g := devices.Grid(members[0].Grid)
 	switch {
 	case len(common) >= 12:
-		p.Grid = PushGrid{Village: g.Village(), Town: g.Town(), County: g.County(), Place: m.ledger.PlaceName(g)}
+		p.Grid = PushGrid{Village: g.Village(), Town: g.Town(), County: g.County(), Place: m.led().PlaceName(g)}
 	case len(common) >= 9:
-		p.Grid = PushGrid{Town: g.Town(), County: g.County(), Place: m.ledger.Places[g.County()] + m.ledger.Places[g.Town()]}
+		p.Grid = PushGrid{Town: g.Town(), County: g.County(), Place: m.led().Places[g.County()] + m.led().Places[g.Town()]}
 	case len(common) >= 6:
-		p.Grid = PushGrid{County: g.County(), Place: m.ledger.Places[g.County()]}
+		p.Grid = PushGrid{County: g.County(), Place: m.led().Places[g.County()]}
 	}
 	p.Message = incidentMessage(&p, members)
 	return p

@@ -223,17 +223,17 @@ func (m *Manager) alarmPush(a *Alarm) Push {
 		Channel: a.Channel, Value: a.Value, Threshold: a.Threshold, DeviceTime: formatTime(a.DeviceTime),
 		RaisedAt: formatTime(a.RaisedAt), Action: a.Action, RouteNote: a.RouteNote, Message: a.Message,
 	}
-	if d, ok := m.ledger.LookupID(a.Device); ok {
+	if d, ok := m.led().LookupID(a.Device); ok {
 		p.Device = PushDevice{ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
 			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit, Point: d.Point}
-		p.Grid = PushGrid{Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(), Place: m.ledger.PlaceName(d.Grid)}
+		p.Grid = PushGrid{Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(), Place: m.led().PlaceName(d.Grid)}
 		if mt, ok := devices.MetricByName(d.Kind, a.Metric); ok {
 			p.MetricZH = mt.Info().ZH
 		}
 	} else {
 		p.Device = PushDevice{ID: a.Device, Kind: a.Kind}
 	}
-	if st := m.ledger.Station(a.Station); st != nil {
+	if st := m.led().Station(a.Station); st != nil {
 		p.Station = PushStation{ID: st.ID, Name: st.Name}
 	}
 	return p

@@ -75,6 +75,9 @@ type principal struct {
 // subscribes only under its own topics (docs/security.md).
 type Auth struct {
 	mochi.HookBase
+	// ledger and users follow live registry changes (auth_live.go): mu
+	// guards them (write-locked only while a change is adopted).
+	mu     sync.RWMutex
 	ledger *devices.Ledger
 	users  map[string]*principal
 	kdf    chan struct{} // bounds concurrent argon2id runs (CPU and memory)
@@ -176,7 +179,7 @@ func (a *Auth) Provides(b byte) bool {
 // id.
 func (a *Auth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
-	p := a.users[user]
+	p := a.user(user)
 	if p == nil {
 		a.refuse(cl, "unknown_user", "broker refused a connection: the user name is not a device, gateway or bridge of the ledger with a secret_hash", "user", user)
 		return false
@@ -310,7 +313,7 @@ var deviceLeaves = []string{"telemetry", "event", "status", "ack"}
 // OnACLCheck allows a publish (write) or a subscription or delivery (read)
 // on topic.
 func (a *Auth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	ok := a.allowed(a.users[string(cl.Properties.Username)], topic, write)
+	ok := a.allowed(a.user(string(cl.Properties.Username)), topic, write)
 	if !ok {
 		user := string(cl.Properties.Username)
 		if write {
@@ -343,8 +346,11 @@ func (a *Auth) forAssigned(gw, topic string, write bool) bool {
 	if !ok || write && leaf != "ack" || !write && leaf == "" {
 		return false
 	}
+	a.mu.RLock()
 	d, ok := a.ledger.LookupID(id)
-	return ok && d.Gateway == gw
+	ok = ok && d.Gateway == gw
+	a.mu.RUnlock()
+	return ok
 }
 
 func (p *principal) allows(topic string, write bool) bool {

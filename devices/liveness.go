@@ -126,6 +126,14 @@ type Liveness struct {
 	// moment it came (SeenAt): their deadline may come before the slot
 	// their entry waits in, so Tick checks them until it does not.
 	early []backEvent
+
+	// Live registry changes (liveness_live.go): cfg computes the grace of
+	// added and edited devices, growMu guards the per-device slices
+	// against Status and WriteState while Adopt grows them, gone (under
+	// mu) are the removed devices, dropped from the wheel.
+	cfg    LivenessConfig
+	growMu sync.RWMutex
+	gone   map[uint32]bool
 }
 
 type backEvent struct {
@@ -179,7 +187,9 @@ func NewLiveness(l *Ledger, cfg LivenessConfig, sink LivenessSink, start int64) 
 		grace:  make([]uint32, n),
 		vital:  make([]vitals, n),
 		next:   make([]uint32, n),
+		cfg:    cfg,
 	}
+	lv.cfg.Restored = nil
 	if lv.tickMs <= 0 {
 		return nil, fmt.Errorf("liveness: tick %v is shorter than a millisecond", cfg.Tick)
 	}
@@ -245,6 +255,8 @@ const livenessMagic = "FWLIVE01"
 // the end, for ReadLivenessState after a restart. It may run on any
 // goroutine.
 func (lv *Liveness) WriteState(w io.Writer, l *Ledger, now int64) error {
+	lv.growMu.RLock()
+	defer lv.growMu.RUnlock()
 	bw := bufio.NewWriterSize(w, 1<<16)
 	crc := uint32(0)
 	put := func(b []byte) {
@@ -452,6 +464,9 @@ func (lv *Liveness) checkEarly(now int64) int {
 	raised := 0
 	keep := lv.early[:0]
 	for _, b := range lv.early {
+		if lv.gone[uint32(b.d)] {
+			continue
+		}
 		w := lv.words[b.d].Load()
 		last := int64(w & timeMask)
 		switch {
@@ -474,6 +489,9 @@ func (lv *Liveness) checkEarly(now int64) int {
 // check looks at one entry whose slot came up: it raises the device if its
 // grace has ended and reschedules it in any case.
 func (lv *Liveness) check(e uint32, now int64) int {
+	if lv.gone[e] {
+		return 0 // removed from the registry: out of the wheel for good
+	}
 	g := int64(lv.grace[e])
 	for {
 		w := lv.words[e].Load()
@@ -525,6 +543,11 @@ type Status struct {
 
 // Status returns what is known of device d.
 func (lv *Liveness) Status(d Index) Status {
+	lv.growMu.RLock()
+	defer lv.growMu.RUnlock()
+	if int(d) >= len(lv.words) {
+		return Status{Online: true, Battery: math.NaN(), BatteryAvg: math.NaN(), RSSI: math.NaN(), RSSIAvg: math.NaN()}
+	}
 	w := lv.words[d].Load()
 	st := Status{Online: w&offlineBit == 0, Grace: time.Duration(lv.grace[d]) * time.Millisecond}
 	if w&seenBit != 0 {

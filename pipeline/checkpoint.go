@@ -87,7 +87,8 @@ func readCheckpoint(path string, l *devices.Ledger, eng *rules.Engine, start int
 // two messages for the copy) and of liveness, and writes the state file.
 func (c *checkpoint) write() error {
 	c.pipe.mu.Lock()
-	c.snap = c.pipe.eng.Snapshot(c.snap, c.ledger)
+	l := c.pipe.ledger // the registry snapshot in force (registry.go)
+	c.snap = c.pipe.eng.Snapshot(c.snap, l)
 	c.pipe.mu.Unlock()
 	var buf bytes.Buffer
 	buf.WriteString(checkpointMagic)
@@ -103,7 +104,7 @@ func (c *checkpoint) write() error {
 	if err := section(func(w io.Writer) error { _, err := c.snap.WriteTo(w); return err }); err != nil {
 		return err
 	}
-	if err := section(func(w io.Writer) error { return c.live.WriteState(w, c.ledger, time.Now().UnixMilli()) }); err != nil {
+	if err := section(func(w io.Writer) error { return c.live.WriteState(w, l, time.Now().UnixMilli()) }); err != nil {
 		return err
 	}
 	return writeFileAtomic(c.path, buf.Bytes())

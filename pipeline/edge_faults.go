@@ -261,7 +261,7 @@ func busReasonZH(reason string) string {
 func (ef *edgeFaults) gatewayDevices(gw string) []devices.Index {
 	var out []devices.Index
 	for i := range ef.ledger.Devices {
-		if d := &ef.ledger.Devices[i]; d.Gateway == gw {
+		if d := &ef.ledger.Devices[i]; d.Gateway == gw && !d.Removed {
 			out = append(out, d.Index)
 		}
 	}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -15,7 +16,8 @@ import (
 // any other alarm: stored, pushed to its station, cleared when it speaks.
 // devices does not import rules; this adapter is the glue.
 type livenessAlarms struct {
-	ledger *devices.Ledger
+	// ledger is the registry snapshot in force (it changes live: registry.go).
+	ledger atomic.Pointer[devices.Ledger]
 	rules  [devices.NumKinds]*rules.Rule
 	sink   Events
 }
@@ -25,7 +27,8 @@ type livenessAlarms struct {
 func offlineRuleID(k devices.Kind) string { return k.String() + ".offline" }
 
 func newLivenessAlarms(l *devices.Ledger, sink Events) *livenessAlarms {
-	la := &livenessAlarms{ledger: l, sink: sink}
+	la := &livenessAlarms{sink: sink}
+	la.ledger.Store(l)
 	for k := devices.KindElectrical; k < devices.NumKinds; k++ {
 		// The alarm path needs a metric of the kind: the heartbeat event
 		// where the kind has one, else the signal strength, which every
@@ -65,10 +68,11 @@ func (la *livenessAlarms) submit(d devices.Index, t rules.Transition, since, now
 var _ devices.LivenessSink = (*livenessAlarms)(nil)
 
 func (la *livenessAlarms) kindOf(d devices.Index) devices.Kind {
-	if la.ledger == nil || int(d) >= len(la.ledger.Devices) {
-		return devices.KindInvalid
+	l := la.ledger.Load()
+	if l == nil || int(d) >= len(l.Devices) || l.Devices[d].Removed {
+		return devices.KindInvalid // removed from the registry: no alarm
 	}
-	return la.ledger.Devices[d].Kind
+	return l.Devices[d].Kind
 }
 
 // runLiveness ticks lv until ctx is done.

@@ -70,6 +70,10 @@ type Pipeline struct {
 	buf    []byte
 	events []rules.Event
 	stamp  rules.Stamp
+
+	// reg follows live registry changes (registry.go); last, so that the
+	// hot path's fields keep their places.
+	reg registryState
 }
 
 func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Events, stats *ingest.Stats, reg prometheus.Registerer) *Pipeline {
@@ -88,6 +92,7 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Event
 		buf:    make([]byte, 0, 64<<10),
 		events: make([]rules.Event, 0, 16),
 	}
+	p.reg.set, p.reg.ledger, p.reg.eng = eng.Set(), l, eng // registry.go
 	clocks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "firewatch_ingest_clock_fallbacks_total",
 		Help: "Messages with a ts that was not believed, stored and evaluated at their receive time, by why: ahead, reset (before 2020), stale (older than ingest.max_age on the device's own topic), behind (older than the device's newest, yet new).",

@@ -102,8 +102,16 @@ func (r *rulesReloader) reload(why string) bool {
 	set, err := LoadRules(r.path)
 	if err == nil {
 		var e *rules.Engine
-		if e, err = rules.NewEngine(set, r.ledger); err == nil {
+		// Against the newest registry snapshot, and one change at a time
+		// with it (registry.go).
+		reg := &r.pipe.reg
+		reg.mu.Lock()
+		if e, err = rules.NewEngine(set, reg.ledger); err == nil {
+			reg.set, reg.eng = set, e
 			r.pipe.next.Store(e)
+		}
+		reg.mu.Unlock()
+		if err == nil {
 			r.log.Info("rules compiled; in force from the next message", "why", why, "rules", len(set.Rules))
 			return true
 		}

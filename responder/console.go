@@ -43,11 +43,11 @@ type mapStation struct {
 }
 
 func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, _ string) {
-	l := s.cfg.Ledger
+	l := s.led()
 	v := mapView{Devices: make([]mapDevice, 0, len(l.Devices)), Stations: []mapStation{}, Places: l.Places}
 	for i := range l.Devices {
 		d := &l.Devices[i]
-		if d.Lat == 0 && d.Lon == 0 {
+		if d.Removed || d.Lat == 0 && d.Lon == 0 {
 			continue
 		}
 		v.Devices = append(v.Devices, mapDevice{ID: d.ID, Kind: d.Kind.String(), Grid: string(d.Grid), Lat: d.Lat, Lon: d.Lon})
@@ -104,8 +104,8 @@ func (s *Server) serveStatsCSV(w http.ResponseWriter, r *http.Request, _ string)
 		name, town := "合计", ""
 		if st.Station != "" {
 			name = s.stationName(st.Station)
-			if ls := s.cfg.Ledger.Station(st.Station); ls != nil && len(ls.Grids) > 0 && len(ls.Grids[0]) >= 9 {
-				town = s.cfg.Ledger.Places[ls.Grids[0][:9]]
+			if ls := s.led().Station(st.Station); ls != nil && len(ls.Grids) > 0 && len(ls.Grids[0]) >= 9 {
+				town = s.led().Places[ls.Grids[0][:9]]
 			}
 		}
 		cw.Write([]string{name, st.Station, town, strconv.Itoa(st.Alarms), strconv.Itoa(st.FalseAlarms),

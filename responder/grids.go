@@ -27,6 +27,9 @@ func grids(l *devices.Ledger) []mapGrid {
 	pts := map[string][][2]float64{}
 	for i := range l.Devices {
 		d := &l.Devices[i]
+		if d.Removed {
+			continue
+		}
 		g := string(d.Grid)
 		mg := by[g]
 		if mg == nil {

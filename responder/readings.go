@@ -83,7 +83,7 @@ func (s *Server) serveReadings(w http.ResponseWriter, r *http.Request, c Claims)
 		writeJSON(w, http.StatusOK, v)
 		return
 	}
-	d, ok := s.cfg.Ledger.LookupID(a.Device)
+	d, ok := s.led().LookupID(a.Device)
 	if !ok {
 		v.Available = true
 		writeJSON(w, http.StatusOK, v)

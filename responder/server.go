@@ -37,7 +37,10 @@ const HeaderToken = "X-Responder-Token"
 type Config struct {
 	Alarms *alarms.Manager
 	Ledger *devices.Ledger
-	Signer *Signer
+	// Registry, if set, is the live registry (issue 18): its snapshot in
+	// force replaces Ledger.
+	Registry *devices.Live
+	Signer   *Signer
 	// Readings reads the device's last hour and the hydrants' pressure
 	// from InfluxDB (issue 16); nil: the page says there is no data.
 	Readings Readings
@@ -309,7 +312,7 @@ func (s *Server) stationName(id string) string {
 	if id == stationBrigade {
 		return brigadeNameZH
 	}
-	if st := s.cfg.Ledger.Station(id); st != nil {
+	if st := s.led().Station(id); st != nil {
 		return st.Name
 	}
 	return id
@@ -320,12 +323,12 @@ func (s *Server) makeView(a alarms.Alarm, c Claims) view {
 	v := view{Alarm: a, You: stationView{c.Station, s.stationName(c.Station)}, Station: stationView{a.Station, s.stationName(a.Station)},
 		StateZH: StateZH(a.State), RespondS: alarms.RespondTarget.Seconds(), ArriveS: alarms.ArriveTarget.Seconds(),
 		Expires: c.Expires, Now: time.Now(), Hydrants: []hydrantView{}}
-	d, ok := s.cfg.Ledger.LookupID(a.Device)
+	d, ok := s.led().LookupID(a.Device)
 	if !ok {
 		v.Device = deviceView{ID: a.Device}
 		return v
 	}
-	v.Device = deviceView{ID: d.ID, KindZH: d.Kind.ZH(), Model: d.Model, Address: d.Address, Place: s.cfg.Ledger.PlaceName(d.Grid),
+	v.Device = deviceView{ID: d.ID, KindZH: d.Kind.ZH(), Model: d.Model, Address: d.Address, Place: s.led().PlaceName(d.Grid),
 		Unit: d.Unit, Phone: d.Phone}
 	if mt, ok := devices.MetricByName(d.Kind, a.Metric); ok {
 		v.MetricZH = mt.Info().ZH
@@ -337,9 +340,9 @@ func (s *Server) makeView(a alarms.Alarm, c Claims) view {
 	v.Device.Lat, v.Device.Lon = &lat, &lon
 	n := nav(lat, lon, d.Address)
 	v.Nav = &n
-	for i := range s.cfg.Ledger.Devices {
-		h := &s.cfg.Ledger.Devices[i]
-		if h.Kind != devices.KindHydrant || (h.Lat == 0 && h.Lon == 0) {
+	for i := range s.led().Devices {
+		h := &s.led().Devices[i]
+		if h.Removed || h.Kind != devices.KindHydrant || (h.Lat == 0 && h.Lon == 0) {
 			continue
 		}
 		if m := distance(lat, lon, h.Lat, h.Lon); m <= hydrantRadiusM {
@@ -502,7 +505,7 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request, c Claims) {
 		if t.Accuracy != nil && *t.Accuracy > 0 && *t.Accuracy < 1e5 {
 			note += fmt.Sprintf("（精度 %.0f 米）", *t.Accuracy)
 		}
-		if d, ok := s.cfg.Ledger.LookupID(a.Device); ok && (d.Lat != 0 || d.Lon != 0) {
+		if d, ok := s.led().LookupID(a.Device); ok && (d.Lat != 0 || d.Lon != 0) {
 			note += fmt.Sprintf("，距设备 %.0f 米", distance(*t.Lat, *t.Lon, d.Lat, d.Lon))
 		}
 		if t.Note != "" {
@@ -620,4 +623,12 @@ func (l *limiter) allow(key string, now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// led is the registry snapshot in force.
+func (s *Server) led() *devices.Ledger {
+	if s.cfg.Registry != nil {
+		return s.cfg.Registry.Load()
+	}
+	return s.cfg.Ledger
 }

@@ -217,6 +217,9 @@ type Engine struct {
 	// receive time (flagEra), how far their times were moved back: see
 	// handBack. Touched only off the fast path.
 	eras map[devices.Index]era
+	// comp keeps the compiler's shared variants and layouts, for Grow
+	// (ledger.go).
+	comp *compiler
 }
 
 // ClockRuleID is the rule id of the clock fault (时钟异常) of kind k, e.g.
@@ -227,7 +230,12 @@ func ClockRuleID(k devices.Kind) string { return k.String() + ".clock" }
 // NewEngine compiles set for the devices of l, applying per-model
 // overrides of the set and per-device overrides of the ledger. A wrong
 // device override is reported with its ledger line.
-func NewEngine(set *Set, l *devices.Ledger) (*Engine, error) {
+func NewEngine(set *Set, l *devices.Ledger) (*Engine, error) { return newEngine(set, l, false) }
+
+// newEngine is NewEngine; lenient compiles a device whose overrides are
+// wrong with the rules of its kind and model, and still returns the
+// problems (NewEngineLenient).
+func newEngine(set *Set, l *devices.Ledger, lenient bool) (*Engine, error) {
 	_, off := time.Unix(0, 0).In(set.zone()).Zone()
 	e := &Engine{set: set, zoneMs: int64(off) * 1000, byMetric: make([][]uint16, devices.NumMetrics)}
 	for _, r := range set.Rules {
@@ -261,9 +269,15 @@ func NewEngine(set *Set, l *devices.Ledger) (*Engine, error) {
 					p.File = l.File
 					probs = append(probs, p)
 				}
-				continue
+				if !lenient {
+					continue
+				}
+				if li, err = c.plainLayout(d); err != nil {
+					return nil, err
+				}
+			} else {
+				return nil, err
 			}
-			return nil, err
 		}
 		e.dev[i] = devState{slot: uint32(total), layout: li}
 		total += uint64(e.layouts[li].size)
@@ -271,10 +285,14 @@ func NewEngine(set *Set, l *devices.Ledger) (*Engine, error) {
 			return nil, fmt.Errorf("compile rules: %d state slots exceed the arena's 32-bit index", total)
 		}
 	}
-	if len(probs) > 0 {
+	if len(probs) > 0 && !lenient {
 		return nil, &devices.LoadError{Problems: probs}
 	}
 	e.states = make([]uint32, total)
+	e.comp = &c
+	if len(probs) > 0 {
+		return e, &devices.LoadError{Problems: probs}
+	}
 	return e, nil
 }
 

@@ -71,6 +71,17 @@ func newDeviceStatus(d *devices.Device, st devices.Status) deviceStatus {
 type devicesAPI struct {
 	ledger *devices.Ledger
 	live   *devices.Liveness
+	// registry, if set, is the live registry: its snapshot in force
+	// replaces ledger (issue 18).
+	registry *devices.Live
+}
+
+// led is the registry snapshot in force.
+func (a *devicesAPI) led() *devices.Ledger {
+	if a.registry != nil {
+		return a.registry.Load()
+	}
+	return a.ledger
 }
 
 // register mounts the devices API; guard applies the API's bearer tokens
@@ -81,7 +92,7 @@ func (a *devicesAPI) register(mux *http.ServeMux, guard func(http.HandlerFunc) h
 }
 
 func (a *devicesAPI) one(w http.ResponseWriter, r *http.Request) {
-	d, ok := a.ledger.LookupID(r.PathValue("id"))
+	d, ok := a.led().LookupID(r.PathValue("id"))
 	if !ok {
 		writeDevicesJSON(w, http.StatusNotFound, map[string]string{"error": "unknown device"})
 		return
@@ -117,9 +128,10 @@ func (a *devicesAPI) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out := []deviceStatus{}
-	for i := range a.ledger.Devices {
-		d := &a.ledger.Devices[i]
-		if grid != "" && !d.Grid.Within(grid) {
+	l := a.led()
+	for i := range l.Devices {
+		d := &l.Devices[i]
+		if d.Removed || grid != "" && !d.Grid.Within(grid) {
 			continue
 		}
 		st := a.live.Status(d.Index)

@@ -58,7 +58,7 @@ func (w *responderWiring) register(s *service, mux *http.ServeMux, reg prometheu
 	// The page's chart and hydrant pressures are read back from the
 	// InfluxDB the writer writes to (issue 16).
 	rd := influx.NewReader(s.cfg.Influx)
-	srv, err := responder.New(responder.Config{Alarms: s.alarms, Ledger: s.ledger, Signer: w.signer, Registerer: reg,
+	srv, err := responder.New(responder.Config{Alarms: s.alarms, Ledger: s.ledger, Registry: s.registry, Signer: w.signer, Registerer: reg,
 		Logger: log.With("component", "responder"), Readings: rd, Console: s.cfg.Console})
 	if err != nil {
 		rd.Close()

@@ -53,6 +53,12 @@ type service struct {
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
+
+	// Issue 18: the live registry every consumer follows, and the
+	// embedded broker's authentication, which follows it too
+	// (registry_live.go).
+	registry   *devices.Live
+	brokerAuth *broker.Auth
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -67,6 +73,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if s.ledger, err = devices.LoadLedger(cfg.Ledger); err != nil {
 		return nil, err
 	}
+	// Issue 18: the registry changes live from here on (registry_live.go);
+	// s.ledger stays the snapshot loaded at start.
+	s.registry = devices.NewLive(s.ledger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
@@ -166,6 +175,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			return nil, err
 		}
 		bc.Hooks = []mochi.Hook{inline}
+		s.brokerAuth = bc.Auth // issue 18: follows the live registry
 		if s.broker, err = broker.Start(bc); err != nil {
 			return nil, err
 		}
@@ -203,7 +213,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		mux.HandleFunc("/debug/pprof/trace", guard(pprof.Trace))
 	}
 	mux.Handle("/api/v1/", s.alarms.Handler())
-	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
+	(&devicesAPI{ledger: s.ledger, live: s.live, registry: s.registry}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
 	// Timeouts against slow clients (slowloris): headers within 10 s,
@@ -220,6 +230,18 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if err := rw.register(s, mux, reg, log); err != nil { // issue 16
 		return nil, err
 	}
+
+	// Issue 18: every consumer follows the live registry, in this order
+	// (registry_live.go).
+	s.followRegistry(func(l *devices.Ledger, remake bool) {
+		annMu.Lock()
+		defer annMu.Unlock()
+		if remake {
+			annotations = influx.NewEncoder(l)
+		} else {
+			annotations.Grow(l)
+		}
+	})
 	return s, nil
 }
 
@@ -231,7 +253,7 @@ func (s *service) healthz(w http.ResponseWriter, _ *http.Request) {
 	case <-s.source.Ready():
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Firewatch-Version", version())
-		fmt.Fprintf(w, `{"status":"ok","version":%q,"devices":%d,"rules":%d}`+"\n", version(), len(s.ledger.Devices), s.pipe.RulesInForce())
+		fmt.Fprintf(w, `{"status":"ok","version":%q,"devices":%d,"rules":%d}`+"\n", version(), len(s.registry.Load().Devices), s.pipe.RulesInForce())
 	default:
 		http.Error(w, `{"status":"starting: not yet subscribed to MQTT"}`, http.StatusServiceUnavailable)
 	}
@@ -328,7 +350,7 @@ func (s *service) close() {
 // responsePoint turns a closed alarm into its response-time point (考核),
 // at the time it was closed.
 func (s *service) responsePoint(a alarms.Alarm) (influx.ResponsePoint, bool) {
-	d, ok := s.ledger.LookupID(a.Device)
+	d, ok := s.registry.Load().LookupID(a.Device)
 	if !ok || a.Response == nil {
 		return influx.ResponsePoint{}, false
 	}
@@ -353,7 +375,7 @@ func (s *service) responsePoint(a alarms.Alarm) (influx.ResponsePoint, bool) {
 // alarmPoint turns an alarm transition into its InfluxDB annotation, at the
 // device time of the reading that raised it or the time it was cleared.
 func (s *service) alarmPoint(a alarms.Alarm) (influx.AlarmPoint, bool) {
-	d, ok := s.ledger.LookupID(a.Device)
+	d, ok := s.registry.Load().LookupID(a.Device)
 	if !ok {
 		return influx.AlarmPoint{}, false
 	}

@@ -46,6 +46,7 @@ type Bridge struct {
 	cfg     Config
 	ledger  *devices.Ledger
 	index   *devices.NBIoTIndex
+	live    atomic.Pointer[liveIndex] // registry.go: replaces ledger and index
 	codecs  nbiot.Codecs
 	handle  HandleFunc
 	log     *slog.Logger
@@ -189,12 +190,16 @@ func (b *Bridge) Submit(ctx context.Context, reports []nbiot.Report) error {
 			b.keepPending(r)
 			continue
 		}
-		di, ok := b.index.Find(r.Device.IMEI, r.Device.PlatformID, r.Device.Serial)
+		l, index := b.registry()
+		di, ok := index.Find(r.Device.IMEI, r.Device.PlatformID, r.Device.Serial)
+		if ok && l.Device(di).Removed {
+			ok = false
+		}
 		if !ok {
 			b.keepPending(r)
 			continue
 		}
-		d := b.ledger.Device(di)
+		d := l.Device(di)
 		switch r.Type {
 		case nbiot.TypeCommand:
 			b.result(r.Platform, resultCommand)
