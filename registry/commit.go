@@ -22,6 +22,9 @@ type CommitOptions struct {
 	// "place/<code>" to the ETag the caller read; a mismatch fails the
 	// whole commit with a *ConflictError. "*" matches any existing entity.
 	IfMatch map[string]string
+	// Absent lists keys ("device/<id>", …) that must not exist: a create
+	// that finds one fails with a *ConflictError (Have set).
+	Absent []string
 	// Source says where the change came from, kept in the audit: "api",
 	// "xlsx import", "csv import", "ledger file <path>".
 	Source string
@@ -35,6 +38,9 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
+	if e.Want == "(none)" {
+		return fmt.Sprintf("%s: it exists already", e.Key)
+	}
 	if e.Have == "" {
 		return fmt.Sprintf("%s: it does not exist (If-Match %s)", e.Key, e.Want)
 	}
@@ -64,7 +70,7 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 		return nil, nil, err
 	}
 	if opt.DryRun {
-		if err := s.checkIfMatch(ctx, s.db, opt.IfMatch); err != nil {
+		if err := s.checkIfMatch(ctx, s.db, opt); err != nil {
 			return nil, nil, err
 		}
 		return next, diff, nil
@@ -86,7 +92,7 @@ func (s *Store) write(ctx context.Context, actor string, c *devices.Change, opt 
 	if err != nil {
 		return err
 	}
-	if err := s.checkIfMatch(ctx, tx, opt.IfMatch); err != nil {
+	if err := s.checkIfMatch(ctx, tx, opt); err != nil {
 		return err
 	}
 	if err := w.change(c); err != nil {
@@ -98,34 +104,50 @@ func (s *Store) write(ctx context.Context, actor string, c *devices.Change, opt 
 	return nil
 }
 
-func (s *Store) checkIfMatch(ctx context.Context, db querier, m map[string]string) error {
-	keys := make([]string, 0, len(m))
-	for k := range m {
+func (s *Store) checkIfMatch(ctx context.Context, db querier, opt CommitOptions) error {
+	keys := make([]string, 0, len(opt.IfMatch))
+	for k := range opt.IfMatch {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		want := m[k]
-		entity, id, _ := strings.Cut(k, "/")
-		t, ok := tables[entity]
-		if !ok {
-			return fmt.Errorf("if-match %q: unknown entity %q", k, entity)
-		}
-		var rev int64
-		have := ""
-		err := db.QueryRowContext(ctx, s.q(`SELECT rev FROM `+t.name+` WHERE `+t.key+` = ?`), id).Scan(&rev)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return fmt.Errorf("if-match %s: %w", k, err)
-		default:
-			have = ETag(rev)
+		want := opt.IfMatch[k]
+		have, err := s.etag(ctx, db, k)
+		if err != nil {
+			return err
 		}
 		if have == "" || (want != "*" && strings.TrimPrefix(want, "W/") != have) {
 			return &ConflictError{Key: k, Want: want, Have: have}
 		}
 	}
+	for _, k := range opt.Absent {
+		have, err := s.etag(ctx, db, k)
+		if err != nil {
+			return err
+		}
+		if have != "" {
+			return &ConflictError{Key: k, Want: "(none)", Have: have}
+		}
+	}
 	return nil
+}
+
+// etag returns the ETag of the entity key ("device/<id>"), "" when absent.
+func (s *Store) etag(ctx context.Context, db querier, key string) (string, error) {
+	entity, id, _ := strings.Cut(key, "/")
+	t, ok := tables[entity]
+	if !ok {
+		return "", fmt.Errorf("if-match %q: unknown entity %q", key, entity)
+	}
+	var rev int64
+	err := db.QueryRowContext(ctx, s.q(`SELECT rev FROM `+t.name+` WHERE `+t.key+` = ?`), id).Scan(&rev)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("if-match %s: %w", key, err)
+	}
+	return ETag(rev), nil
 }
 
 // table names an entity's table and key column.
@@ -351,14 +373,14 @@ func (w *writer) devices(ds []devices.DeviceEntry) error {
 	defer sel.Close()
 	ins, err := w.tx.PrepareContext(w.ctx, s.q(`INSERT INTO registry_devices (kind, model, grid, address, lat, lon, unit, phone,
 		station, gateway, channels, rules, heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile,
-		rev, seq, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+		line, rev, seq, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
 	if err != nil {
 		return err
 	}
 	defer ins.Close()
 	upd, err := w.tx.PrepareContext(w.ctx, s.q(`UPDATE registry_devices SET kind = ?, model = ?, grid = ?, address = ?, lat = ?,
 		lon = ?, unit = ?, phone = ?, station = ?, gateway = ?, channels = ?, rules = ?, heartbeat_ms = ?, secret_hash = ?,
-		imei = ?, platform_id = ?, serial = ?, product = ?, responsible = ?, mobile = ?, rev = ? WHERE id = ?`))
+		imei = ?, platform_id = ?, serial = ?, product = ?, responsible = ?, mobile = ?, line = ?, rev = ? WHERE id = ?`))
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,17 @@ func (s *Store) Startup(ctx context.Context, path string, log *slog.Logger) (*de
 	if err != nil {
 		return nil, err
 	}
-	return devices.Build(LedgerName, e)
+	return devices.Build(s.name(ctx), e)
+}
+
+// name is the name the registry's messages carry: the ledger file it was
+// last imported from, whose lines its devices keep, or LedgerName.
+func (s *Store) name(ctx context.Context) string {
+	var path string
+	if err := s.db.QueryRowContext(ctx, `SELECT path FROM registry_imports`).Scan(&path); err != nil || path == "" {
+		return LedgerName
+	}
+	return path
 }
 
 func hashOf(b []byte) string {
@@ -141,7 +151,7 @@ func (w *writer) insertAll(e *devices.Entries) error {
 	}
 	ins, err := tx.PrepareContext(ctx, s.q(`INSERT INTO registry_devices (kind, model, grid, address, lat, lon, unit, phone,
 		station, gateway, channels, rules, heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile,
-		rev, seq, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+		line, rev, seq, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
 	if err != nil {
 		return err
 	}

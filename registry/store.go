@@ -158,6 +158,7 @@ var migrations = []string{
 		product      TEXT NOT NULL,
 		responsible  TEXT NOT NULL,
 		mobile       TEXT NOT NULL,
+		line         INTEGER NOT NULL,
 		rev          BIGINT NOT NULL
 	);
 	CREATE TABLE registry_audit (
@@ -364,7 +365,7 @@ func closeRows(rows *sql.Rows) error {
 
 // deviceColumns are the columns scanDevice reads, in its order.
 const deviceColumns = `id, kind, model, grid, address, lat, lon, unit, phone, station, gateway, channels, rules,
-	heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile, rev`
+	heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile, line, rev`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -375,7 +376,7 @@ func scanDevice(sc scanner, d *devices.DeviceEntry, rev *int64) error {
 	}
 	err := sc.Scan(&d.ID, &d.Kind, &d.Model, &d.Grid, &d.Address, &d.Lat, &d.Lon, &d.Unit, &d.Phone, &d.Station,
 		&d.Gateway, &d.Channels, &d.Rules, &hb, &d.SecretHash, &d.NBIoT.IMEI, &d.NBIoT.PlatformID, &d.NBIoT.Serial,
-		&d.NBIoT.Product, &d.NBIoT.Responsible, &d.NBIoT.Mobile, rev)
+		&d.NBIoT.Product, &d.NBIoT.Responsible, &d.NBIoT.Mobile, &d.Line, rev)
 	d.Heartbeat = time.Duration(hb) * time.Millisecond
 	return err
 }
@@ -383,7 +384,7 @@ func scanDevice(sc scanner, d *devices.DeviceEntry, rev *int64) error {
 func deviceArgs(d *devices.DeviceEntry) []any {
 	return []any{d.Kind, d.Model, d.Grid, d.Address, d.Lat, d.Lon, d.Unit, d.Phone, d.Station, d.Gateway,
 		d.Channels, d.Rules, d.Heartbeat.Milliseconds(), d.SecretHash, d.NBIoT.IMEI, d.NBIoT.PlatformID, d.NBIoT.Serial,
-		d.NBIoT.Product, d.NBIoT.Responsible, d.NBIoT.Mobile}
+		d.NBIoT.Product, d.NBIoT.Responsible, d.NBIoT.Mobile, d.Line}
 }
 
 // splitGrids and joinGrids keep a station's grid prefixes in one column:
