@@ -73,6 +73,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./gateway/modbus/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseLedger ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzIDIndex ./devices/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzEntriesRoundTrip ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParse ./rules/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzCrash ./spool/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzVerifyFor ./alarms/ $(FUZZTIME)
