@@ -192,7 +192,7 @@ func TestAPIStationsGatewaysPlaces(t *testing.T) {
 	if pl.status != 200 || pl.etag == "" {
 		t.Fatalf("PUT place: %d %s", pl.status, pl.raw)
 	}
-	if bad := call(t, srv, "PUT", "/api/v1/registry/places/4502", "admin-token", `{"name":"x"}`); bad.status != http.StatusUnprocessableEntity {
+	if bad := call(t, srv, "PUT", "/api/v1/registry/places/45020", "admin-token", `{"name":"x"}`); bad.status != http.StatusUnprocessableEntity {
 		t.Fatalf("bad place: %d %s", bad.status, bad.raw)
 	}
 	if g := call(t, srv, "GET", "/api/v1/registry/places/450204003", "viewer-token", ""); g.body["name"] != "新村街道" {

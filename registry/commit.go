@@ -65,14 +65,17 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 	if s.live == nil {
 		return nil, nil, ErrNotAttached
 	}
+	// Preconditions first (RFC 9110 13.2.2): a stale or missing entity is
+	// a 412 (or 404) before the change's own problems are looked at. The
+	// transaction checks them again.
+	if err := s.checkIfMatch(ctx, s.db, opt); err != nil {
+		return nil, nil, err
+	}
 	next, diff, err := s.live.Load().Apply(c)
 	if err != nil {
 		return nil, nil, err
 	}
 	if opt.DryRun {
-		if err := s.checkIfMatch(ctx, s.db, opt); err != nil {
-			return nil, nil, err
-		}
 		return next, diff, nil
 	}
 	if err := s.write(ctx, actor, c, opt); err != nil {

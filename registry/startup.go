@@ -182,7 +182,7 @@ func (w *writer) setUITDs(u []devices.UITDEntry) error {
 
 func decodeUITDs(s string) ([]devices.UITDEntry, error) {
 	var u []devices.UITDEntry
-	if err := json.Unmarshal([]byte(s), &u); err != nil {
+	if err := json.Unmarshal([]byte(s), &u); err != nil || len(u) == 0 {
 		return nil, err
 	}
 	return u, nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,14 @@ func plain(e *devices.Entries) *devices.Entries {
 	for i, d := range e.Devices {
 		d.Line = 0
 		c.Devices[i] = d
+	}
+	c.Stations = slices.Clone(e.Stations)
+	for i := range c.Stations {
+		c.Stations[i].Line = 0
+	}
+	c.Gateways = slices.Clone(e.Gateways)
+	for i := range c.Gateways {
+		c.Gateways[i].Line = 0
 	}
 	if c.Places == nil {
 		c.Places = map[string]string{}
