@@ -206,7 +206,8 @@ func (w *writer) recordImport(path string, b []byte) error {
 }
 
 // lastImport returns the ledger file last imported from path and its
-// hash, or nil and "" when there was none. Imports are kept per path, so
+// hash; for a path never imported, the newest import of another file and
+// ""; nil and "" when there was none. Imports are kept per path, so
 // that a file imported by hand (firewatch registry import) is not undone by
 // the configured ledger file at the next start.
 func (s *Store) lastImport(ctx context.Context, path string) ([]byte, string, error) {
@@ -214,7 +215,14 @@ func (s *Store) lastImport(ctx context.Context, path string) ([]byte, string, er
 	var z []byte
 	err := s.db.QueryRowContext(ctx, s.q(`SELECT hash, body FROM registry_imports WHERE path = ?`), path).Scan(&hash, &z)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, "", nil
+		// A file never imported (the ledger setting names another file
+		// now): compare it with the newest import of any file, so that
+		// what that one had and this one has not goes.
+		hash = ""
+		err = s.db.QueryRowContext(ctx, `SELECT body FROM registry_imports ORDER BY at_ms DESC LIMIT 1`).Scan(&z)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, "", nil
+		}
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("registry: last import: %w", err)
