@@ -20,16 +20,16 @@ func (s *service) openRegistry() (*devices.Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.registry = st
+	s.regStore = st
 	return st.Startup(context.Background(), s.cfg.Ledger, s.log.With("component", "registry"))
 }
 
 // mountRegistry makes live the registry that the store's commits change
 // and serves the admin API under /api/v1/registry/.
 func (s *service) mountRegistry(mux *http.ServeMux, live *devices.Live) {
-	s.registry.Attach(live)
+	s.regStore.Attach(live)
 	(&registry.API{
-		Store: s.registry,
+		Store: s.regStore,
 		Read: func(h http.HandlerFunc) http.HandlerFunc {
 			return s.alarms.Require(alarms.RoleViewer, h)
 		},
@@ -40,7 +40,7 @@ func (s *service) mountRegistry(mux *http.ServeMux, live *devices.Live) {
 }
 
 func (s *service) closeRegistry() {
-	if s.registry != nil {
-		s.registry.Close()
+	if s.regStore != nil {
+		s.regStore.Close()
 	}
 }
