@@ -46,6 +46,8 @@ var rules = []rule{
 		why: "edge code (the simulated devices) carries nothing of the server"},
 	{pkg: "cmd/firegate", forbid: []string{"alarms", "pipeline"},
 		why: "firegate, and whatever it imports, carries nothing of the server"},
+	{pkg: "registry", forbid: []string{"alarms", "pipeline"},
+		why: "the registry keeps and serves the ledger's entries; the token check comes from cmd/firewatch, live adoption through devices.Live"},
 	{pkg: "dashboards/plugin", forbid: []string{""}, allow: []string{"dashboards/plugin"},
 		why: "the Grafana plugin is a module of its own that talks to firewatch over HTTP only"},
 }
