@@ -84,7 +84,14 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 	if err := s.write(ctx, actor, c, opt); err != nil {
 		return nil, nil, err
 	}
-	return s.live.Apply(c)
+	l, d, err := s.live.Apply(c)
+	if err != nil {
+		// Only if the live registry was changed by something else than
+		// this store since the validation above: the store has the change,
+		// the next start adopts it.
+		return nil, nil, fmt.Errorf("registry: the change is stored (version %d) but could not be made live: %w", next.Version(), err)
+	}
+	return l, d, nil
 }
 
 // write stores c and its audit records in one transaction.
