@@ -89,7 +89,7 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 		// Only if the live registry was changed by something else than
 		// this store since the validation above: the store has the change,
 		// the next start adopts it.
-		return nil, nil, fmt.Errorf("registry: the change is stored (version %d) but could not be made live: %w", next.Version(), err)
+		return nil, nil, fmt.Errorf("registry: the change is stored but could not be made live (a restart adopts it): %w", err)
 	}
 	return l, d, nil
 }
