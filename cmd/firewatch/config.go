@@ -19,6 +19,7 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"github.com/firewatch-iot/firewatch/pipeline"
+	"github.com/firewatch-iot/firewatch/registry"
 	"github.com/firewatch-iot/firewatch/responder"
 )
 
@@ -79,6 +80,7 @@ type Config struct {
 
 	// Durability: when a device's message is acknowledged (durable/, issue 15; durability.go).
 	Durability durable.Config `yaml:"durability"`
+	Registry registry.Settings `yaml:"registry"` // the registry's store (docs/registry.md)
 }
 
 // defaults sets every default in one place.

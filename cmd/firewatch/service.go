@@ -28,6 +28,7 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/pipeline"
+	"github.com/firewatch-iot/firewatch/registry"
 )
 
 // service is firewatch wired together: embedded broker (optional), MQTT
@@ -36,6 +37,8 @@ type service struct {
 	cfg    *Config
 	log    *slog.Logger
 	ledger *devices.Ledger
+
+	regStore *registry.Store // issue 18: the registry's store (registry.go)
 
 	writer  *influx.Writer
 	durable durable.Tracker // durability.go; nil in mode off
@@ -70,7 +73,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			s.close()
 		}
 	}()
-	if s.ledger, err = devices.LoadLedger(cfg.Ledger); err != nil {
+	if s.ledger, err = s.openRegistry(); err != nil { // registry.go: the store's registry, fed by the YAML ledger
 		return nil, err
 	}
 	// Issue 18: the registry changes live from here on (registry_live.go);
@@ -216,6 +219,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	(&devicesAPI{ledger: s.ledger, live: s.live, registry: s.registry}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
+	s.mountRegistry(mux, s.registry) // registry.go: the registry API, its commits made live through s.registry
 	// Timeouts against slow clients (slowloris): headers within 10 s,
 	// the whole request within read_timeout, the response within
 	// write_timeout; idle keep-alive connections closed after idle_timeout.
@@ -345,6 +349,7 @@ func (s *service) close() {
 	if s.httpLn != nil {
 		s.httpLn.Close()
 	}
+	s.closeRegistry() // registry.go
 }
 
 // responsePoint turns a closed alarm into its response-time point (考核),
