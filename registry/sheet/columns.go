@@ -199,8 +199,12 @@ func kindText(k string) string {
 	return k
 }
 
-// parseKind accepts a kind's code or its Chinese name.
+// parseKind accepts a kind's code or its Chinese name; an empty cell is
+// left to the registry's validation (a kind is required).
 func parseKind(v string) (string, bool) {
+	if v == "" {
+		return "", true
+	}
 	for k := devices.KindElectrical; k < devices.NumKinds; k++ {
 		if v == k.String() || v == k.ZH() || strings.EqualFold(v, k.String()) {
 			return k.String(), true

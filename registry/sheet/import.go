@@ -2,9 +2,7 @@ package sheet
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/csv"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime"
@@ -227,8 +225,9 @@ func (p *Parsed) secretsToMake(cur *devices.Ledger) []target {
 	return ts
 }
 
-// makeSecrets generates a secret for each target (crypto/rand: 16 bytes,
-// 32 hex digits) and sets its hash in c, hashing on every core.
+// makeSecrets generates a secret for each target (broker.GenerateSecret:
+// 128 bits from crypto/rand, base64url) and sets its hash in c, hashing on
+// every core.
 func (im *Importer) makeSecrets(c *devices.Change, ts []target) ([]Secret, error) {
 	hash := im.Hash
 	if hash == nil {
@@ -238,11 +237,7 @@ func (im *Importer) makeSecrets(c *devices.Change, ts []target) ([]Secret, error
 	hashes := make([]string, len(ts))
 	errs := make([]error, len(ts))
 	for i, t := range ts {
-		var raw [16]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return nil, err
-		}
-		out[i] = Secret{Kind: "device", Secret: hex.EncodeToString(raw[:])}
+		out[i] = Secret{Kind: "device", Secret: broker.GenerateSecret()}
 		if t.gateway {
 			out[i].Kind, out[i].ID = "gateway", c.UpsertGateways[t.i].ID
 		} else {

@@ -109,11 +109,11 @@ func TestParseXLSXProblems(t *testing.T) {
 		SheetDevices: {
 			devHeader,
 			{"sm-2", "独立式感烟火灾探测报警器", "JTY-GD", "450204002003", "鹅山路5号", 109.42, 24.32, "某超市", "13800000000", "", "", "", "6h"},
-			{"sm-3", "烟感器", "", "450204002003"}, // row 3: unknown kind
-			{"sm-4", "smoke", "", "450204002003", "", "一百零九", 24.3}, // row 4: longitude not a number
-			{"sm-2", "smoke", "", "450204002003"},                    // row 5: duplicate id
-			{"sm-5", "smoke", "", "450204002003", "", 109.4, 124.3},  // row 6: latitude out of range
-			{"", "smoke", "", "450204002003"},                        // row 7: no id
+			{"sm-3", "烟感器", "", "450204002003"},                                                     // row 3: unknown kind
+			{"sm-4", "smoke", "", "450204002003", "", "一百零九", 24.3},                                 // row 4: longitude not a number
+			{"sm-2", "smoke", "", "450204002003"},                                                   // row 5: duplicate id
+			{"sm-5", "smoke", "", "450204002003", "", 109.4, 124.3},                                 // row 6: latitude out of range
+			{"", "smoke", "", "450204002003"},                                                       // row 7: no id
 			{"el-9", "electrical", "", "450204002003", "", "", "", "", "", "", "gw-1", "五", "30分钟"}, // row 8: channels, heartbeat
 			{},
 			{"sm-1", "", "", "", "", "", "", "", "", "", "", "", "", "拆除"}, // row 10: unknown operation
@@ -153,10 +153,10 @@ func TestImportXLSXValidationProblems(t *testing.T) {
 		SheetDevices: {
 			devHeader,
 			{"sm-2", "smoke", "", "450204002003"},
-			{"sm-3", "smoke", "", "4502"},                                                 // row 3: short grid
-			{"sm-4", "smoke", "", "450204002003", "", "", "", "", "", "st-nowhere"},       // row 4: unknown station
-			{"sm-5", "smoke", "", "450204009001"},                                         // row 5: no station covers it
-			{"hy-1", "", "", "", "", "", "", "", "", "", "", "", "", "删除"},                 // row 6: fine
+			{"sm-3", "smoke", "", "4502"}, // row 3: short grid
+			{"sm-4", "smoke", "", "450204002003", "", "", "", "", "", "st-nowhere"},         // row 4: unknown station
+			{"sm-5", "smoke", "", "450204009001"},                                           // row 5: no station covers it
+			{"hy-1", "", "", "", "", "", "", "", "", "", "", "", "", "删除"},                  // row 6: fine
 			{"el-1", "electrical", "", "450204002003", "", "", "", "", "", "", "gw-bad id"}, // row 7: bad gateway id
 		},
 		SheetStations: {

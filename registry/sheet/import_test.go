@@ -1,0 +1,267 @@
+package sheet
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/firewatch-iot/firewatch/broker"
+	"github.com/firewatch-iot/firewatch/devices"
+	"golang.org/x/crypto/argon2"
+)
+
+func liveImporter(t testing.TB) (*Importer, *devices.Live) {
+	t.Helper()
+	lv := devices.NewLive(ledger(t))
+	return &Importer{Commit: LiveCommit(lv), Current: lv.Load}, lv
+}
+
+// verify checks secret against a PHC argon2id hash as the broker does.
+func verify(t *testing.T, hash, secret string) bool {
+	t.Helper()
+	if err := broker.CheckSecretHash(hash); err != nil {
+		t.Fatalf("hash %q: %v", hash, err)
+	}
+	f := strings.Split(hash, "$") // "", argon2id, v=19, m=…,t=…,p=…, salt, key
+	var m, tm uint32
+	var p uint8
+	fmt.Sscanf(f[3], "m=%d,t=%d,p=%d", &m, &tm, &p)
+	salt, _ := base64.RawStdEncoding.DecodeString(f[4])
+	key, _ := base64.RawStdEncoding.DecodeString(f[5])
+	return subtle.ConstantTimeCompare(argon2.IDKey([]byte(secret), salt, tm, m, p, uint32(len(key))), key) == 1
+}
+
+// One bad row: nothing is written, the rest of the file included; the
+// same file fixed applies as a whole.
+func TestImportAllOrNothing(t *testing.T) {
+	im, lv := liveImporter(t)
+	before := lv.Load()
+	bad := "设备编号,设备类型,行政区划代码,网关,操作\n" +
+		"sm-2,smoke,450204002003,gw-1,\n" +
+		"sm-3,smoke,450204002003,gw-1,\n" +
+		"hy-1,,,,删除\n" +
+		"sm-4,smoke,450204099001,gw-1,\n" // row 5: no station covers it
+	res, err := im.Import(context.Background(), "admin", CSV, []byte(bad), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProblems(t, res.Problems, []want{{SheetDevices, 5, "C", "no micro fire station covers"}})
+	if res.Applied || lv.Load() != before || res.Added+res.Removed != 0 {
+		t.Fatalf("applied %v added %d removed %d; registry changed: %v", res.Applied, res.Added, res.Removed, lv.Load() != before)
+	}
+	// Dry run of the fixed file: counts, nothing written.
+	good := strings.Replace(bad, "450204099001", "450204002001", 1)
+	res, err = im.Import(context.Background(), "admin", CSV, []byte(good), true)
+	if err != nil || len(res.Problems) > 0 {
+		t.Fatal(err, res.Problems)
+	}
+	if res.Applied || !res.DryRun || res.Added != 3 || res.Removed != 1 || lv.Load() != before {
+		t.Fatalf("dry run: %+v", res)
+	}
+	res, err = im.Import(context.Background(), "admin", CSV, []byte(good), false)
+	if err != nil || len(res.Problems) > 0 || !res.Applied || res.Added != 3 || res.Removed != 1 {
+		t.Fatalf("apply: %+v %v", res, err)
+	}
+	l := lv.Load()
+	for _, id := range []string{"sm-2", "sm-3", "sm-4"} {
+		if _, ok := l.LookupID(id); !ok {
+			t.Errorf("%s not added", id)
+		}
+	}
+	if _, ok := l.LookupID("hy-1"); ok {
+		t.Error("hy-1 not removed")
+	}
+}
+
+// Export of the registry in effect, imported into it, changes nothing.
+func TestExportImportNoChange(t *testing.T) {
+	im, lv := liveImporter(t)
+	for _, f := range []Format{XLSX, CSV} {
+		var b bytes.Buffer
+		write := WriteXLSX
+		if f == CSV {
+			write = WriteCSV
+		}
+		if err := write(&b, lv.Load().Entries()); err != nil {
+			t.Fatal(err)
+		}
+		res, err := im.Import(context.Background(), "admin", f, b.Bytes(), false)
+		if err != nil || len(res.Problems) > 0 {
+			t.Fatal(f, err, res.Problems)
+		}
+		if res.Added+res.Updated+res.Removed+res.Stations+res.Gateways+res.NewSecrets != 0 {
+			t.Errorf("%v: export → import changed %+v", f, res)
+		}
+	}
+	// And into an empty registry it builds the same one (but UITDs, which
+	// spreadsheets do not carry).
+	var b bytes.Buffer
+	want := lv.Load().Entries()
+	if err := WriteXLSX(&b, want); err != nil {
+		t.Fatal(err)
+	}
+	p := ParseXLSX(b.Bytes(), nil)
+	got := &devices.Entries{Places: p.Change.Places, Stations: p.Change.UpsertStations, Gateways: p.Change.UpsertGateways, Devices: p.Change.UpsertDevices}
+	for i := range want.Devices {
+		want.Devices[i].Line = 0
+	}
+	want.UITDs = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("export → import:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// Secrets: made for new devices that connect themselves, new gateways and
+// rows that ask (生成密钥 = 是); returned once, only the hash kept.
+func TestImportSecrets(t *testing.T) {
+	im, lv := liveImporter(t)
+	text := "设备编号,设备类型,行政区划代码,网关,IMEI,生成密钥\n" +
+		"sm-direct,smoke,450204002003,,,\n" + // new, connects itself: secret
+		"sm-gw,smoke,450204002003,gw-1,,\n" + // forwarded by gw-1: none
+		"sm-nb,smoke,450204002003,,861234567890124,\n" + // NB-IoT: none
+		"el-1,electrical,450204002003,gw-1,,是\n" // asked: a new one
+	res, err := im.Import(context.Background(), "admin", CSV, []byte(text), true)
+	if err != nil || len(res.Problems) > 0 || res.NewSecrets != 2 || len(res.Secrets) != 0 {
+		t.Fatalf("dry run %+v %v", res, err)
+	}
+	res, err = im.Import(context.Background(), "admin", CSV, []byte(text), false)
+	if err != nil || len(res.Problems) > 0 || !res.Applied {
+		t.Fatalf("%+v %v", res, err)
+	}
+	got := map[string]string{}
+	for _, s := range res.Secrets {
+		got[s.ID] = s.Secret
+	}
+	if len(got) != 2 || got["sm-direct"] == "" || got["el-1"] == "" {
+		t.Fatalf("secrets %+v", res.Secrets)
+	}
+	l := lv.Load()
+	for id, sec := range got {
+		d, _ := l.LookupID(id)
+		if d.SecretHash == sec || !verify(t, d.SecretHash, sec) {
+			t.Errorf("%s: stored %q does not verify its secret", id, d.SecretHash)
+		}
+	}
+	for _, id := range []string{"sm-gw", "sm-nb"} {
+		if d, _ := l.LookupID(id); d.SecretHash != "" {
+			t.Errorf("%s got a secret", id)
+		}
+	}
+	recs, err := csv.NewReader(strings.NewReader(res.SecretsCSV)).ReadAll()
+	if err != nil || len(recs) != 3 || recs[0][0] != "id" {
+		t.Fatalf("secrets CSV %q %v", res.SecretsCSV, err)
+	}
+	// The export carries the hash, never the secret; importing it again keeps the hashes.
+	var b bytes.Buffer
+	WriteCSV(&b, l.Entries())
+	if strings.Contains(b.String(), got["sm-direct"]) {
+		t.Fatal("export holds a secret")
+	}
+	res, err = im.Import(context.Background(), "admin", CSV, b.Bytes(), false)
+	if err != nil || res.NewSecrets != 0 || res.Updated != 0 {
+		t.Fatalf("re-import %+v %v", res, err)
+	}
+	// A new gateway without a hash gets one too.
+	wb := workbook(t, map[string][][]any{SheetGateways: {{"网关编号"}, {"gw-9"}}})
+	res, err = im.Import(context.Background(), "admin", XLSX, wb, false)
+	if err != nil || len(res.Secrets) != 1 || res.Secrets[0].ID != "gw-9" || res.Secrets[0].Kind != "gateway" {
+		t.Fatalf("gateway %+v %v", res, err)
+	}
+	if !verify(t, lv.Load().Gateways["gw-9"].SecretHash, res.Secrets[0].Secret) {
+		t.Fatal("gateway hash")
+	}
+}
+
+// The HTTP endpoints: admin only, template and export downloads, import as
+// raw body and multipart, 422 with located problems.
+func TestRoutes(t *testing.T) {
+	im, lv := liveImporter(t)
+	mux := http.NewServeMux()
+	admin := func(h func(w http.ResponseWriter, r *http.Request, actor string)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer admin" {
+				http.Error(w, "forbidden", http.StatusForbidden)
+				return
+			}
+			h(w, r, "admin")
+		}
+	}
+	Routes(mux, im, admin)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	do := func(method, path, ctype string, body io.Reader, auth bool) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, body)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if auth {
+			req.Header.Set("Authorization", "Bearer admin")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := do("GET", "/api/v1/registry/export.csv", "", nil, false); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("export without a token: %d", r.StatusCode)
+	}
+	for _, p := range []string{"template.xlsx", "template.csv", "export.xlsx", "export.csv"} {
+		r := do("GET", "/api/v1/registry/"+p, "", nil, true)
+		b, _ := io.ReadAll(r.Body)
+		if r.StatusCode != 200 || len(b) == 0 || !strings.Contains(r.Header.Get("Content-Disposition"), "attachment") {
+			t.Fatalf("%s: %d %q", p, r.StatusCode, r.Header)
+		}
+		if p == "export.xlsx" {
+			if pr := ParseXLSX(b, lv.Load()); len(pr.Problems) > 0 || len(pr.Change.UpsertDevices) != 3 {
+				t.Fatalf("export.xlsx reads as %+v", pr)
+			}
+		}
+	}
+	decode := func(r *http.Response) Result {
+		t.Helper()
+		var res Result
+		if err := json.NewDecoder(r.Body).Decode(&res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	before := lv.Load()
+	r := do("POST", "/api/v1/registry/import?dry_run=1", "text/csv", strings.NewReader("设备编号,设备类型,行政区划代码,网关\nsm-2,smoke,450204002003,gw-1\n"), true)
+	if res := decode(r); r.StatusCode != 200 || res.Applied || res.Added != 1 || lv.Load() != before {
+		t.Fatalf("dry run: %d %+v", r.StatusCode, res)
+	}
+	r = do("POST", "/api/v1/registry/import", "text/csv", strings.NewReader("设备编号,设备类型,行政区划代码\nsm-2,smoke,4502\n"), true)
+	if res := decode(r); r.StatusCode != http.StatusUnprocessableEntity || len(res.Problems) != 1 ||
+		res.Problems[0] != (Problem{Sheet: SheetDevices, Row: 2, Column: "C", Header: "行政区划代码", Reason: res.Problems[0].Reason}) {
+		t.Fatalf("bad grid: %d %+v", r.StatusCode, res)
+	}
+	var mb bytes.Buffer
+	mw := multipart.NewWriter(&mb)
+	fw, _ := mw.CreateFormFile("file", "台账.xlsx")
+	fw.Write(workbook(t, map[string][][]any{SheetDevices: {{"设备编号", "设备类型", "行政区划代码", "网关"}, {"sm-2", "烟感", "450204002003", "gw-1"}}}))
+	mw.Close()
+	r = do("POST", "/api/v1/registry/import", mw.FormDataContentType(), &mb, true)
+	if res := decode(r); r.StatusCode != http.StatusUnprocessableEntity || len(res.Problems) != 1 || res.Problems[0].Column != "B" {
+		t.Fatalf("multipart xlsx: %d %+v", r.StatusCode, res)
+	}
+	r = do("POST", "/api/v1/registry/import", TypeCSV, strings.NewReader("设备编号,设备类型,行政区划代码\nsm-2,smoke,450204002003\n"), true)
+	if res := decode(r); r.StatusCode != 200 || !res.Applied || res.Added != 1 || len(res.Secrets) != 1 || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("apply: %d %+v", r.StatusCode, res)
+	}
+	if _, ok := lv.Load().LookupID("sm-2"); !ok {
+		t.Fatal("sm-2 not added")
+	}
+}
