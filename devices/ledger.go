@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"gopkg.in/yaml.v3"
 )
 
@@ -58,6 +57,14 @@ type Device struct {
 	// Point names the building fire facility point a UITD reports the device as (uitd.go), e.g.
 	// "柳石家园 消防控制室 火灾报警系统1 点型光电感烟火灾探测器 0x00000105"; empty for other devices.
 	Point string
+	// Removed marks a tombstone: the device was deleted from the registry
+	// by a change (Ledger.Apply). Its slot keeps its Index so that arrays
+	// indexed by Index stay valid; Lookup and LookupID no longer find it.
+	Removed bool
+	// hbDerived: Heartbeat was set from its UITD's patrol, not entered.
+	hbDerived bool
+	// stationNamed: the entry named Station (else it covers the grid).
+	stationNamed bool
 }
 
 // Gateway is a gateway box (firegate) that forwards the readings of the
@@ -94,13 +101,13 @@ type Ledger struct {
 	// Gateways are the gateway boxes, by id.
 	Gateways map[string]*Gateway
 
-	byID map[string]Index // while loading; idx afterwards
-	idx  *idIndex
+	idx *idIndex
 	// gatewayID holds one copy of each gateway id that devices name, shared
 	// by their Device.Gateway fields (GatewayID).
 	gatewayID map[string]string
 	stationID map[string]*Station
 	uitds     *uitdTable // GB/T 26875.3 UITDs (uitd.go)
+	version   uint64     // Version
 }
 
 // Lookup returns the device with the given id. It does not allocate.
@@ -109,7 +116,7 @@ func (l *Ledger) Lookup(id []byte) (*Device, bool) {
 		return nil, false
 	}
 	i, ok := l.idx.lookup(id)
-	if !ok {
+	if !ok || l.Devices[i].Removed {
 		return nil, false
 	}
 	return &l.Devices[i], true
@@ -121,7 +128,7 @@ func (l *Ledger) LookupID(id string) (*Device, bool) {
 		return nil, false
 	}
 	i, ok := l.idx.lookupString(id)
-	if !ok {
+	if !ok || l.Devices[i].Removed {
 		return nil, false
 	}
 	return &l.Devices[i], true
@@ -164,6 +171,15 @@ type Problem struct {
 	File   string
 	Line   int
 	Reason string
+	// Section, Index, ID and Field locate the problem for an API answer
+	// or a spreadsheet row: the section of Entries or Change ("devices",
+	// "stations", "gateways", "places", "uitds"), the position in that
+	// slice (-1: none), the entry's id and the YAML key at fault ("grid",
+	// "kind", "station", …; "" for the entry as a whole).
+	Section string
+	Index   int
+	ID      string
+	Field   string
 }
 
 func (p Problem) String() string { return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Reason) }
@@ -180,49 +196,6 @@ func (e *LoadError) Error() string {
 	return strings.Join(s, "\n")
 }
 
-type ledgerFile struct {
-	Places   map[string]string `yaml:"places"`
-	Stations []yaml.Node       `yaml:"stations"`
-	Devices  []yaml.Node       `yaml:"devices"`
-	Gateways []yaml.Node       `yaml:"gateways"`
-	UITDs    []yaml.Node       `yaml:"uitds"` // uitd.go
-}
-
-type gatewayEntry struct {
-	ID         string `yaml:"id"`
-	SecretHash string `yaml:"secret_hash"`
-}
-
-type stationEntry struct {
-	ID       string   `yaml:"id"`
-	Name     string   `yaml:"name"`
-	Grids    []string `yaml:"grids"`
-	Endpoint string   `yaml:"endpoint"`
-	Lat      float64  `yaml:"lat"`
-	Lon      float64  `yaml:"lon"`
-}
-
-type deviceEntry struct {
-	ID      string  `yaml:"id"`
-	Kind    string  `yaml:"kind"`
-	Model   string  `yaml:"model"`
-	Grid    string  `yaml:"grid"`
-	Address string  `yaml:"address"`
-	Lat     float64 `yaml:"lat"`
-	Lon     float64 `yaml:"lon"`
-	Unit    string  `yaml:"unit"`
-	Phone   string  `yaml:"phone"`
-	Station string  `yaml:"station"`
-	Gateway string  `yaml:"gateway"`
-	// Channels and Rules see Device.
-	Channels int                  `yaml:"channels"`
-	Rules    map[string]yaml.Node `yaml:"rules"`
-	// Heartbeat is a duration such as 30m; SecretHash see Device.
-	Heartbeat  time.Duration `yaml:"heartbeat"`
-	SecretHash string        `yaml:"secret_hash"`
-	NBIoT      NBIoT         `yaml:"nbiot"` // nbiot.go
-}
-
 // LoadLedger reads a ledger file.
 func LoadLedger(path string) (*Ledger, error) {
 	b, err := os.ReadFile(path)
@@ -235,207 +208,22 @@ func LoadLedger(path string) (*Ledger, error) {
 // ParseLedger parses a ledger from b; name is used in error messages. Every
 // problem is reported with its line, as a *LoadError.
 func ParseLedger(name string, b []byte) (*Ledger, error) {
-	var f ledgerFile
-	if err := yamlfile.Decode(b, &f); err != nil {
-		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err)}}}
-	}
-	p := &ledgerParser{name: name, l: &Ledger{
-		File:      name,
-		Places:    map[string]string{},
-		byID:      make(map[string]Index, len(f.Devices)),
-		stationID: make(map[string]*Station, len(f.Stations)),
-		Gateways:  make(map[string]*Gateway, len(f.Gateways)),
-	}}
-	// Gateways and stations first: devices name them.
-	p.gateways(f.Gateways)
-	p.places(f.Places)
-	p.stations(f.Stations)
-	p.devices(f.Devices)
-	p.probs = append(p.probs, p.l.parseUITDs(name, f.UITDs)...) // uitd.go
-	if len(p.probs) > 0 {
-		slices.SortStableFunc(p.probs, func(a, b Problem) int { return a.Line - b.Line })
-		return nil, &LoadError{Problems: p.probs}
-	}
-	p.l.index()
-	return p.l, nil
-}
-
-// ledgerParser builds a Ledger from a ledger file's entries, collecting
-// every problem rather than stopping at the first.
-type ledgerParser struct {
-	name  string
-	l     *Ledger
-	probs []Problem
-}
-
-func (p *ledgerParser) bad(line int, format string, args ...any) {
-	p.probs = append(p.probs, Problem{File: p.name, Line: line, Reason: fmt.Sprintf(format, args...)})
-}
-
-func (p *ledgerParser) gateways(ns []yaml.Node) {
-	l := p.l
-	for i := range ns {
-		n := &ns[i]
-		var e gatewayEntry
-		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			p.bad(n.Line, "gateway: %v", err)
-			continue
-		}
-		if err := checkID(e.ID); err != nil {
-			p.bad(n.Line, "gateway: %v", err)
-			continue
-		}
-		if l.Gateways[e.ID] != nil {
-			p.bad(n.Line, "gateway %q: duplicate id", e.ID)
-			continue
-		}
-		l.Gateways[e.ID] = &Gateway{ID: e.ID, SecretHash: e.SecretHash, Line: n.Line}
-	}
-}
-
-func (p *ledgerParser) places(places map[string]string) {
-	for code, n := range places {
-		if _, err := ParsePrefix(code); err != nil {
-			p.bad(1, "places: %v", err)
-			continue
-		}
-		p.l.Places[code] = n
-	}
-}
-
-func (p *ledgerParser) stations(ns []yaml.Node) {
-	l := p.l
-	for i := range ns {
-		n := &ns[i]
-		var e stationEntry
-		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			p.bad(n.Line, "station: %v", err)
-			continue
-		}
-		if err := checkID(e.ID); err != nil {
-			p.bad(n.Line, "station: %v", err)
-			continue
-		}
-		if l.stationID[e.ID] != nil {
-			p.bad(n.Line, "station %q: duplicate id", e.ID)
-			continue
-		}
-		if e.Name == "" {
-			p.bad(n.Line, "station %q: name is missing", e.ID)
-		}
-		if len(e.Grids) == 0 {
-			p.bad(n.Line, "station %q: grids is empty: list the code prefixes it covers", e.ID)
-		}
-		for _, g := range e.Grids {
-			if _, err := ParsePrefix(g); err != nil {
-				p.bad(n.Line, "station %q: %v", e.ID, err)
-			}
-		}
-		if !strings.HasPrefix(e.Endpoint, "http://") && !strings.HasPrefix(e.Endpoint, "https://") {
-			p.bad(n.Line, "station %q: endpoint %q is not an http(s) URL", e.ID, e.Endpoint)
-		}
-		s := &Station{ID: e.ID, Name: e.Name, Grids: e.Grids, Endpoint: e.Endpoint, Lat: e.Lat, Lon: e.Lon}
-		l.Stations = append(l.Stations, s)
-		l.stationID[e.ID] = s
-	}
-}
-
-func (p *ledgerParser) devices(ns []yaml.Node) {
-	l := p.l
-	l.Devices = make([]Device, 0, len(ns))
-	for i := range ns {
-		n := &ns[i]
-		var e deviceEntry
-		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			p.bad(n.Line, "device: %v", err)
-			continue
-		}
-		if err := checkID(e.ID); err != nil {
-			p.bad(n.Line, "device: %v", err)
-			continue
-		}
-		if _, dup := l.byID[e.ID]; dup {
-			p.bad(n.Line, "device %q: duplicate id", e.ID)
-			continue
-		}
-		d := p.device(n, &e)
-		l.byID[e.ID] = d.Index
-		l.Devices = append(l.Devices, d)
-	}
-}
-
-// device checks one device entry of node n, reporting every problem, and
-// returns the device it describes.
-func (p *ledgerParser) device(n *yaml.Node, e *deviceEntry) Device {
-	l, bad := p.l, p.bad
-	kind, err := ParseKind(e.Kind)
+	p, err := parseEntries(name, b)
 	if err != nil {
-		bad(n.Line, "device %q: %v", e.ID, err)
+		return nil, err
 	}
-	grid, err := ParseGrid(e.Grid)
-	if err != nil {
-		bad(n.Line, "device %q: %v", e.ID, err)
+	bl := newBuilder(name, len(p.e.Devices))
+	bl.placesLine, bl.rules = 1, p.rules
+	bl.build(p.e)
+	for i := range bl.probs {
+		bl.probs[i].Index = p.at(bl.probs[i].Section, bl.probs[i].Index)
 	}
-	if e.Lat < -90 || e.Lat > 90 || e.Lon < -180 || e.Lon > 180 {
-		bad(n.Line, "device %q: coordinates %g,%g out of range", e.ID, e.Lat, e.Lon)
+	probs := append(p.probs, bl.probs...)
+	if len(probs) > 0 {
+		slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
+		return nil, &LoadError{Problems: probs}
 	}
-	if e.Gateway != "" {
-		if err := checkID(e.Gateway); err != nil {
-			bad(n.Line, "device %q: gateway: %v", e.ID, err)
-		}
-	}
-	if e.Heartbeat < 0 {
-		bad(n.Line, "device %q: heartbeat %v is negative", e.ID, e.Heartbeat)
-	}
-	if e.Channels < 0 || e.Channels > MaxChannels {
-		bad(n.Line, "device %q: channels %d is outside 0…%d", e.ID, e.Channels, MaxChannels)
-	}
-	if msg := e.NBIoT.check(); msg != "" { // nbiot.go
-		bad(n.Line, "device %q: %s", e.ID, msg)
-	}
-	var st *Station
-	switch {
-	case e.Station != "":
-		if st = l.stationID[e.Station]; st == nil {
-			bad(n.Line, "device %q: unknown station %q", e.ID, e.Station)
-		}
-	case grid != "":
-		if st = l.covering(grid); st == nil {
-			bad(n.Line, "device %q: no micro fire station covers grid %s; name one with station: or add the grid to a station", e.ID, grid)
-		}
-	}
-	// Take the override nodes from the file's own tree: those decoded
-	// above carry lines of a re-encoded copy.
-	if rn := mappingValue(n, "rules"); rn != nil && rn.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(rn.Content); i += 2 {
-			e.Rules[rn.Content[i].Value] = *rn.Content[i+1]
-		}
-	}
-	return Device{
-		Index: Index(len(l.Devices)), ID: e.ID, Kind: kind, Model: e.Model, Grid: grid,
-		Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: e.Unit, Station: st, Gateway: e.Gateway,
-		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(), Phone: e.Phone,
-		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: e.Rules, Line: n.Line,
-	}
-}
-
-// index builds the device id index of a ledger without problems, and
-// interns each gateway id so that its devices share one string.
-func (l *Ledger) index() {
-	ids := make([]string, len(l.Devices))
-	l.gatewayID = map[string]string{}
-	for i := range l.Devices {
-		d := &l.Devices[i]
-		ids[i] = d.ID
-		if d.Gateway != "" {
-			if g, ok := l.gatewayID[d.Gateway]; ok {
-				d.Gateway = g
-			} else {
-				l.gatewayID[d.Gateway] = d.Gateway
-			}
-		}
-	}
-	l.idx, l.byID = newIDIndex(ids), nil
+	return bl.l, nil
 }
 
 // mappingValue returns the value of key in a YAML mapping node, or nil.
@@ -449,20 +237,6 @@ func mappingValue(n *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
-}
-
-// covering returns the station whose coverage is the longest prefix of g.
-func (l *Ledger) covering(g Grid) *Station {
-	var best *Station
-	bestLen := 0
-	for _, s := range l.Stations {
-		for _, p := range s.Grids {
-			if len(p) > bestLen && g.Within(p) {
-				best, bestLen = s, len(p)
-			}
-		}
-	}
-	return best
 }
 
 // checkID accepts ids that are safe in MQTT topics, InfluxDB tags and URLs.

@@ -2,13 +2,8 @@ package devices
 
 import (
 	"encoding/hex"
-	"fmt"
 	"net/netip"
-	"slices"
 	"time"
-
-	"github.com/firewatch-iot/firewatch/internal/yamlfile"
-	"gopkg.in/yaml.v3"
 )
 
 // DefaultPatrol is a UITD's 巡检 period when its ledger entry names none: GB 50440 asks the monitoring
@@ -87,85 +82,63 @@ func (l *Ledger) UITD(addr [6]byte) (*UITD, bool) {
 }
 
 type uitdTable struct {
-	list   []*UITD
-	byAddr map[[6]byte]*UITD
+	list    []*UITD
+	byAddr  map[[6]byte]*UITD
+	entries []UITDEntry // as entered, for Entries and Apply
 }
 
-type uitdEntry struct {
-	Address  string        `yaml:"address"`
-	Device   string        `yaml:"device"`
-	Patrol   time.Duration `yaml:"patrol"`
-	Networks []string      `yaml:"networks"`
-	Points   []pointEntry  `yaml:"points"`
-}
-
-type pointEntry struct {
-	System     *int    `yaml:"system"`
-	SystemAddr *int    `yaml:"system_addr"`
-	Addr       *uint32 `yaml:"addr"`
-	// Type is the component type (Table 5): not part of the address (see FacilityPoint); it names the
-	// point in the dispatcher's text (Device.Point).
-	Type   *int   `yaml:"type"`
-	Device string `yaml:"device"`
-}
-
-// parseUITDs reads the uitds section once the devices are known. It sets the heartbeat of each UITD's
-// own device to its patrol period over DefaultMissed (unless the device names one).
-func (l *Ledger) parseUITDs(name string, nodes []yaml.Node) []Problem {
-	var probs []Problem
-	bad := func(line int, format string, args ...any) {
-		probs = append(probs, Problem{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
-	}
-	t := &uitdTable{byAddr: make(map[[6]byte]*UITD, len(nodes))}
+// uitds derives the UITD table from the entries once the devices are known. It sets the heartbeat of each
+// UITD's own device to its patrol period over DefaultMissed (unless the device names one), and the Point
+// name of each listed device. Problems are reported through b.
+func (b *builder) uitds(entries []UITDEntry) {
+	l := b.l
+	t := &uitdTable{byAddr: make(map[[6]byte]*UITD, len(entries)), entries: entries}
 	owner := map[Index]string{} // device → the UITD that reports it
-	device := func(line int, uitd, id string) (Index, bool) {
-		i, ok := l.byID[id]
-		switch {
-		case !ok:
-			bad(line, "uitd %s: unknown device %q", uitd, id)
-		case l.Devices[i].Kind != KindFacility:
-			bad(line, "uitd %s: device %q is of kind %s, want facility", uitd, id, l.Devices[i].Kind)
-			ok = false
-		case owner[i] != "" && owner[i] != uitd:
-			bad(line, "uitd %s: device %q is already reported by uitd %s", uitd, id, owner[i])
-			ok = false
+	for i := range entries {
+		e := &entries[i]
+		bad := func(field, format string, args ...any) {
+			b.problem(Problem{Line: e.Line, Section: "uitds", Index: i, ID: e.Address, Field: field}, format, args...)
 		}
-		if ok {
-			owner[i] = uitd
-		}
-		return i, ok
-	}
-	for i := range nodes {
-		n := &nodes[i]
-		var e uitdEntry
-		if err := yamlfile.DecodeNode(n, &e); err != nil {
-			bad(n.Line, "uitd: %v", err)
-			continue
+		device := func(field, id string) (Index, bool) {
+			d, ok := l.LookupID(id)
+			switch {
+			case !ok:
+				bad(field, "uitd %s: unknown device %q", e.Address, id)
+				return 0, false
+			case d.Kind != KindFacility:
+				bad(field, "uitd %s: device %q is of kind %s, want facility", e.Address, id, d.Kind)
+				return 0, false
+			case owner[d.Index] != "" && owner[d.Index] != e.Address:
+				bad(field, "uitd %s: device %q is already reported by uitd %s", e.Address, id, owner[d.Index])
+				return 0, false
+			}
+			owner[d.Index] = e.Address
+			return d.Index, true
 		}
 		var addr [6]byte
-		if b, err := hex.DecodeString(e.Address); err != nil || len(b) != 6 {
-			bad(n.Line, "uitd: address %q is not 12 hex digits (the 6 address bytes in wire order)", e.Address)
+		if h, err := hex.DecodeString(e.Address); err != nil || len(h) != 6 {
+			bad("address", "uitd: address %q is not 12 hex digits (the 6 address bytes in wire order)", e.Address)
 			continue
 		} else {
-			copy(addr[:], b)
+			copy(addr[:], h)
 		}
 		if t.byAddr[addr] != nil {
-			bad(n.Line, "uitd %s: duplicate address", e.Address)
+			bad("address", "uitd %s: duplicate address", e.Address)
 			continue
 		}
-		u := &UITD{Address: addr, Patrol: e.Patrol, Line: n.Line, Points: make(map[FacilityPoint]Index, len(e.Points))}
+		u := &UITD{Address: addr, Patrol: e.Patrol, Line: e.Line, Points: make(map[FacilityPoint]Index, len(e.Points))}
 		if u.Patrol == 0 {
 			u.Patrol = DefaultPatrol
 		}
 		if u.Patrol < 0 {
-			bad(n.Line, "uitd %s: patrol %v is negative", e.Address, e.Patrol)
+			bad("patrol", "uitd %s: patrol %v is negative", e.Address, e.Patrol)
 		}
 		var dev Index
 		ok := false
 		if e.Device == "" {
-			bad(n.Line, "uitd %s: device is missing: the UITD's own ledger device (kind facility)", e.Address)
+			bad("device", "uitd %s: device is missing: the UITD's own ledger device (kind facility)", e.Address)
 		} else {
-			dev, ok = device(n.Line, e.Address, e.Device)
+			dev, ok = device("device", e.Device)
 		}
 		u.Device = dev
 		for _, s := range e.Networks {
@@ -173,7 +146,7 @@ func (l *Ledger) parseUITDs(name string, nodes []yaml.Node) []Problem {
 			if err != nil {
 				a, aerr := netip.ParseAddr(s)
 				if aerr != nil {
-					bad(n.Line, "uitd %s: network %q is not an address or a prefix such as 10.8.0.0/16", e.Address, s)
+					bad("networks", "uitd %s: network %q is not an address or a prefix such as 10.8.0.0/16", e.Address, s)
 					continue
 				}
 				p = netip.PrefixFrom(a, a.BitLen())
@@ -181,12 +154,12 @@ func (l *Ledger) parseUITDs(name string, nodes []yaml.Node) []Problem {
 			u.Networks = append(u.Networks, p.Masked())
 		}
 		if len(e.Points) > maxUITDPoints {
-			bad(n.Line, "uitd %s: %d points, at most %d", e.Address, len(e.Points), maxUITDPoints)
+			bad("points", "uitd %s: %d points, at most %d", e.Address, len(e.Points), maxUITDPoints)
 			continue
 		}
 		for _, p := range e.Points {
 			if p.System == nil || p.SystemAddr == nil || *p.System < 0 || *p.System > 255 || *p.SystemAddr < 0 || *p.SystemAddr > 255 {
-				bad(n.Line, "uitd %s: point of device %q: system and system_addr (0…255) are required", e.Address, p.Device)
+				bad("points", "uitd %s: point of device %q: system and system_addr (0…255) are required", e.Address, p.Device)
 				continue
 			}
 			k := FacilityPoint{SystemType: byte(*p.System), SystemAddr: byte(*p.SystemAddr)}
@@ -194,14 +167,14 @@ func (l *Ledger) parseUITDs(name string, nodes []yaml.Node) []Problem {
 				k.Component, k.Addr = true, *p.Addr
 			}
 			if _, dup := u.Points[k]; dup {
-				bad(n.Line, "uitd %s: point %d/%d/%#x listed twice", e.Address, k.SystemType, k.SystemAddr, k.Addr)
+				bad("points", "uitd %s: point %d/%d/%#x listed twice", e.Address, k.SystemType, k.SystemAddr, k.Addr)
 				continue
 			}
 			if p.Type != nil && (*p.Type < 0 || *p.Type > 255) {
-				bad(n.Line, "uitd %s: point of device %q: type %d is not 0…255", e.Address, p.Device, *p.Type)
+				bad("points", "uitd %s: point of device %q: type %d is not 0…255", e.Address, p.Device, *p.Type)
 				continue
 			}
-			if i, pok := device(n.Line, e.Address, p.Device); pok {
+			if i, pok := device("points", p.Device); pok {
 				u.Points[k] = i
 				var where string // where the controller is: the UITD's own device's address
 				if ok {
@@ -210,13 +183,11 @@ func (l *Ledger) parseUITDs(name string, nodes []yaml.Node) []Problem {
 				l.Devices[i].Point = pointName(where, k, p.Type)
 			}
 		}
-		if ok && l.Devices[dev].Heartbeat == 0 && u.Patrol > 0 {
-			l.Devices[dev].Heartbeat = u.Patrol / DefaultMissed
+		if d := &l.Devices[dev]; ok && (d.Heartbeat == 0 || d.hbDerived) && u.Patrol > 0 {
+			d.Heartbeat, d.hbDerived = u.Patrol/DefaultMissed, true
 		}
 		t.byAddr[addr] = u
 		t.list = append(t.list, u)
 	}
-	slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
 	l.uitds = t
-	return probs
 }
