@@ -18,6 +18,7 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"github.com/firewatch-iot/firewatch/pipeline"
+	"github.com/firewatch-iot/firewatch/registry"
 	"github.com/firewatch-iot/firewatch/responder"
 )
 
@@ -75,6 +76,8 @@ type Config struct {
 	GB26875 gb26875server.Config `yaml:"gb26875"`
 
 	Console responder.ConsoleConfig `yaml:"console"` // the console's map tiles (docs/console.md)
+
+	Registry registry.Settings `yaml:"registry"` // the registry's store (docs/registry.md)
 }
 
 // defaults sets every default in one place.

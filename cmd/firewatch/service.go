@@ -27,6 +27,7 @@ import (
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/pipeline"
+	"github.com/firewatch-iot/firewatch/registry"
 )
 
 // service is firewatch wired together: embedded broker (optional), MQTT
@@ -51,6 +52,8 @@ type service struct {
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
+
+	registry *registry.Store // the registry's store (registry.go)
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -62,7 +65,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 			s.close()
 		}
 	}()
-	if s.ledger, err = devices.LoadLedger(cfg.Ledger); err != nil {
+	if s.ledger, err = s.openRegistry(); err != nil { // registry.go: the store's registry, fed by the YAML ledger
 		return nil, err
 	}
 
@@ -195,6 +198,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
+	s.mountRegistry(mux, devices.NewLive(s.ledger)) // registry.go (issue 18: i18b's wiring hands the service's Live here)
 	// Timeouts against slow clients (slowloris): headers within 10 s,
 	// the whole request within read_timeout, the response within
 	// write_timeout; idle keep-alive connections closed after idle_timeout.
@@ -305,6 +309,7 @@ func (s *service) close() {
 	if s.httpLn != nil {
 		s.httpLn.Close()
 	}
+	s.closeRegistry() // registry.go
 }
 
 // responsePoint turns a closed alarm into its response-time point (考核),

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/firewatch-iot/firewatch/alarms"
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/registry"
+)
+
+// The registry in the store (issue 18, docs/registry.md): firewatch starts
+// from the store's registry, which the YAML ledger seeds and feeds
+// (registry.Store.Startup), and the admin API changes it live.
+
+// openRegistry opens the registry's store and returns the registry to
+// start with.
+func (s *service) openRegistry() (*devices.Ledger, error) {
+	st, err := registry.Open(s.cfg.Registry.Location(s.cfg.Alarms.DB))
+	if err != nil {
+		return nil, err
+	}
+	s.registry = st
+	return st.Startup(context.Background(), s.cfg.Ledger, s.log.With("component", "registry"))
+}
+
+// mountRegistry makes live the registry that the store's commits change
+// and serves the admin API under /api/v1/registry/.
+func (s *service) mountRegistry(mux *http.ServeMux, live *devices.Live) {
+	s.registry.Attach(live)
+	(&registry.API{
+		Store: s.registry,
+		Read: func(h http.HandlerFunc) http.HandlerFunc {
+			return s.alarms.Require(alarms.RoleViewer, h)
+		},
+		Write: func(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+			return s.alarms.RequireActor(alarms.RoleAdmin, h)
+		},
+	}).Register(mux)
+}
+
+func (s *service) closeRegistry() {
+	if s.registry != nil {
+		s.registry.Close()
+	}
+}

@@ -1,0 +1,399 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/firewatch-iot/firewatch/devices"
+)
+
+// Store keeps the registry and its audit history in SQLite or PostgreSQL,
+// in tables of its own (registry_*). Changes go through Commit, which also
+// makes them take effect live once the store has them.
+type Store struct {
+	db *sql.DB
+	pg bool
+
+	// mu serializes Commit in this process: validation against the live
+	// snapshot, the transaction and the live adoption happen as one step.
+	mu   sync.Mutex
+	live *devices.Live
+	now  func() time.Time
+}
+
+// IsPostgres reports whether a store location is a PostgreSQL URL rather
+// than a SQLite file.
+func IsPostgres(location string) bool {
+	return strings.HasPrefix(location, "postgres://") || strings.HasPrefix(location, "postgresql://")
+}
+
+// Open opens the registry store at location: a SQLite file, created if
+// missing, or a postgres:// URL, and brings its schema up to date.
+func Open(location string) (*Store, error) {
+	s := &Store{now: time.Now}
+	if IsPostgres(location) {
+		cfg, err := pgx.ParseConfig(location)
+		if err != nil {
+			return nil, fmt.Errorf("open registry store: parse PostgreSQL URL: %w", err) // pgx redacts the password
+		}
+		s.db = sql.OpenDB(stdlib.GetConnector(*cfg))
+		s.db.SetMaxOpenConns(4)
+		s.pg = true
+	} else {
+		// One connection: SQLite has one writer at a time, and reads are
+		// rare (start-up, the admin API). synchronous(FULL) as the alarm
+		// store: an acknowledged change survives a power cut.
+		db, err := sql.Open("sqlite", location+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+		if err != nil {
+			return nil, fmt.Errorf("open registry store %s: %w", location, err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetConnMaxLifetime(0)
+		db.SetConnMaxIdleTime(0)
+		s.db = db
+	}
+	if err := s.migrate(context.Background()); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("open registry store: %w", err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Attach hands the store the live registry that Commit changes. Until it
+// is attached, Commit fails.
+func (s *Store) Attach(lv *devices.Live) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live = lv
+}
+
+// q turns the "?" placeholders of a statement into PostgreSQL's $1, $2, …
+// when the store is PostgreSQL. The registry's SQL has no "?" inside
+// string literals.
+func (s *Store) q(query string) string {
+	if !s.pg || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	return b.String()
+}
+
+// migrations are applied in order, each once, recorded in
+// registry_migrations. Never edit one that has shipped: append.
+//
+// Devices are kept in seq order (their order in the ledger; new ones at the
+// end) so that a restart builds the same indices. On SQLite seq is the
+// rowid, so the start-up scan reads the table in storage order. rev is the
+// registry version that last wrote the row: the entity's ETag. Times are
+// Unix milliseconds.
+var migrations = []string{
+	`CREATE TABLE registry_meta (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);
+	CREATE TABLE registry_places (
+		code TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		rev  BIGINT NOT NULL
+	);
+	CREATE TABLE registry_stations (
+		seq      INTEGER PRIMARY KEY,
+		id       TEXT NOT NULL UNIQUE,
+		name     TEXT NOT NULL,
+		grids    TEXT NOT NULL,
+		endpoint TEXT NOT NULL,
+		lat      DOUBLE PRECISION NOT NULL,
+		lon      DOUBLE PRECISION NOT NULL,
+		rev      BIGINT NOT NULL
+	);
+	CREATE TABLE registry_gateways (
+		seq         INTEGER PRIMARY KEY,
+		id          TEXT NOT NULL UNIQUE,
+		secret_hash TEXT NOT NULL,
+		rev         BIGINT NOT NULL
+	);
+	CREATE TABLE registry_devices (
+		seq          INTEGER PRIMARY KEY,
+		id           TEXT NOT NULL UNIQUE,
+		kind         TEXT NOT NULL,
+		model        TEXT NOT NULL,
+		grid         TEXT NOT NULL,
+		address      TEXT NOT NULL,
+		lat          DOUBLE PRECISION NOT NULL,
+		lon          DOUBLE PRECISION NOT NULL,
+		unit         TEXT NOT NULL,
+		phone        TEXT NOT NULL,
+		station      TEXT NOT NULL,
+		gateway      TEXT NOT NULL,
+		channels     INTEGER NOT NULL,
+		rules        TEXT NOT NULL,
+		heartbeat_ms BIGINT NOT NULL,
+		secret_hash  TEXT NOT NULL,
+		imei         TEXT NOT NULL,
+		platform_id  TEXT NOT NULL,
+		serial       TEXT NOT NULL,
+		product      TEXT NOT NULL,
+		responsible  TEXT NOT NULL,
+		mobile       TEXT NOT NULL,
+		line         INTEGER NOT NULL,
+		rev          BIGINT NOT NULL
+	);
+	CREATE TABLE registry_audit (
+		id        INTEGER PRIMARY KEY AUTOINCREMENT,
+		at_ms     BIGINT NOT NULL,
+		actor     TEXT NOT NULL,
+		source    TEXT NOT NULL,
+		version   BIGINT NOT NULL,
+		entity    TEXT NOT NULL,
+		entity_id TEXT NOT NULL,
+		action    TEXT NOT NULL,
+		before    TEXT NOT NULL,
+		after     TEXT NOT NULL
+	);
+	CREATE INDEX registry_audit_entity ON registry_audit (entity, entity_id, id);
+	CREATE TABLE registry_imports (
+		path  TEXT NOT NULL,
+		hash  TEXT NOT NULL,
+		at_ms BIGINT NOT NULL,
+		body  BYTEA NOT NULL
+	);`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS registry_migrations (
+		version       INTEGER PRIMARY KEY,
+		applied_at_ms BIGINT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create registry_migrations: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if s.pg {
+		// Two instances starting together on one PostgreSQL: one migrates.
+		if _, err := tx.ExecContext(ctx, `LOCK TABLE registry_migrations IN EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+	}
+	var have int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM registry_migrations`).Scan(&have); err != nil {
+		return err
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		for _, stmt := range s.statements(migrations[v-1]) {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %d: %w", v, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO registry_migrations (version, applied_at_ms) VALUES (?, ?)`), v, s.now().UnixMilli()); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// statements splits a migration into statements, adapting the one column
+// type SQLite and PostgreSQL spell differently.
+func (s *Store) statements(script string) []string {
+	if s.pg {
+		script = strings.ReplaceAll(script, "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+		script = strings.ReplaceAll(script, "seq      INTEGER PRIMARY KEY", "seq      BIGINT PRIMARY KEY")
+		script = strings.ReplaceAll(script, "seq         INTEGER PRIMARY KEY", "seq         BIGINT PRIMARY KEY")
+		script = strings.ReplaceAll(script, "seq          INTEGER PRIMARY KEY", "seq          BIGINT PRIMARY KEY")
+	} else {
+		script = strings.ReplaceAll(script, "BYTEA", "BLOB")
+	}
+	var out []string
+	for _, st := range strings.Split(script, ";") {
+		if st = strings.TrimSpace(st); st != "" {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Version is the registry's version: 0 while the store holds no registry,
+// then one more for every commit.
+func (s *Store) Version(ctx context.Context) (uint64, error) {
+	return metaVersion(ctx, s.db, s)
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func metaVersion(ctx context.Context, db querier, s *Store) (uint64, error) {
+	var v string
+	err := db.QueryRowContext(ctx, s.q(`SELECT value FROM registry_meta WHERE key = ?`), "version").Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("registry version: %w", err)
+	}
+	return strconv.ParseUint(v, 10, 64)
+}
+
+// Load reads the whole registry in one pass per table. It is the start-up
+// path: at a million devices every column is a plain value, nothing is
+// decoded per row but the rule overrides' text.
+func (s *Store) Load(ctx context.Context) (*devices.Entries, error) {
+	e := &devices.Entries{Places: map[string]string{}}
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: s.pg})
+	if err != nil {
+		return nil, fmt.Errorf("load registry: %w", err)
+	}
+	defer tx.Rollback()
+	if err := s.loadInto(ctx, tx, e); err != nil {
+		return nil, fmt.Errorf("load registry: %w", err)
+	}
+	return e, nil
+}
+
+func (s *Store) loadInto(ctx context.Context, tx *sql.Tx, e *devices.Entries) error {
+	rows, err := tx.QueryContext(ctx, `SELECT code, name FROM registry_places`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var code, name string
+		if err := rows.Scan(&code, &name); err != nil {
+			rows.Close()
+			return err
+		}
+		e.Places[code] = name
+	}
+	if err := closeRows(rows); err != nil {
+		return err
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT id, name, grids, endpoint, lat, lon FROM registry_stations ORDER BY seq`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var st devices.StationEntry
+		var grids string
+		if err := rows.Scan(&st.ID, &st.Name, &grids, &st.Endpoint, &st.Lat, &st.Lon); err != nil {
+			rows.Close()
+			return err
+		}
+		st.Grids = splitGrids(grids)
+		e.Stations = append(e.Stations, st)
+	}
+	if err := closeRows(rows); err != nil {
+		return err
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT id, secret_hash FROM registry_gateways ORDER BY seq`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var g devices.GatewayEntry
+		if err := rows.Scan(&g.ID, &g.SecretHash); err != nil {
+			rows.Close()
+			return err
+		}
+		e.Gateways = append(e.Gateways, g)
+	}
+	if err := closeRows(rows); err != nil {
+		return err
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM registry_devices`).Scan(&n); err != nil {
+		return err
+	}
+	e.Devices = make([]devices.DeviceEntry, 0, n)
+	rows, err = tx.QueryContext(ctx, `SELECT `+deviceColumns+` FROM registry_devices ORDER BY seq`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		e.Devices = append(e.Devices, devices.DeviceEntry{})
+		if err := scanDevice(rows, &e.Devices[len(e.Devices)-1], nil); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	if err := closeRows(rows); err != nil {
+		return err
+	}
+	var uitds string
+	err = tx.QueryRowContext(ctx, s.q(`SELECT value FROM registry_meta WHERE key = ?`), "uitds").Scan(&uitds)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return err
+	default:
+		if e.UITDs, err = decodeUITDs(uitds); err != nil {
+			return fmt.Errorf("uitds: %w", err)
+		}
+	}
+	return nil
+}
+
+func closeRows(rows *sql.Rows) error {
+	err := rows.Err()
+	return errors.Join(err, rows.Close())
+}
+
+// deviceColumns are the columns scanDevice reads, in its order.
+const deviceColumns = `id, kind, model, grid, address, lat, lon, unit, phone, station, gateway, channels, rules,
+	heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile, line, rev`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanDevice(sc scanner, d *devices.DeviceEntry, rev *int64) error {
+	var hb, r int64
+	if rev == nil {
+		rev = &r
+	}
+	err := sc.Scan(&d.ID, &d.Kind, &d.Model, &d.Grid, &d.Address, &d.Lat, &d.Lon, &d.Unit, &d.Phone, &d.Station,
+		&d.Gateway, &d.Channels, &d.Rules, &hb, &d.SecretHash, &d.NBIoT.IMEI, &d.NBIoT.PlatformID, &d.NBIoT.Serial,
+		&d.NBIoT.Product, &d.NBIoT.Responsible, &d.NBIoT.Mobile, &d.Line, rev)
+	d.Heartbeat = time.Duration(hb) * time.Millisecond
+	return err
+}
+
+func deviceArgs(d *devices.DeviceEntry) []any {
+	return []any{d.Kind, d.Model, d.Grid, d.Address, d.Lat, d.Lon, d.Unit, d.Phone, d.Station, d.Gateway,
+		d.Channels, d.Rules, d.Heartbeat.Milliseconds(), d.SecretHash, d.NBIoT.IMEI, d.NBIoT.PlatformID, d.NBIoT.Serial,
+		d.NBIoT.Product, d.NBIoT.Responsible, d.NBIoT.Mobile, d.Line}
+}
+
+// splitGrids and joinGrids keep a station's grid prefixes in one column:
+// prefixes are digits, so a comma cannot occur in one.
+func splitGrids(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func joinGrids(g []string) string { return strings.Join(g, ",") }
