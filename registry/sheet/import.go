@@ -11,6 +11,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/registry"
 )
 
 // Format is the kind of a spreadsheet file.
@@ -178,12 +179,10 @@ func (p *Parsed) locate(lp devices.Problem) Problem {
 		pr.Column, pr.Header = c.letter, c.header
 	} else if lp.Field != "" {
 		// "nbiot" for a binding: the first of its columns the sheet has.
-		for _, col := range deviceSpec.cols {
-			if strings.HasPrefix(col.key, lp.Field+".") {
-				if c, ok := loc.cols[col.key]; ok {
-					pr.Column, pr.Header = c.letter, c.header
-					break
-				}
+		for _, key := range []string{"imei", "platform_id", "serial", "product", "mobile", "responsible"} {
+			if c, ok := loc.cols[lp.Field+"."+key]; ok {
+				pr.Column, pr.Header = c.letter, c.header
+				break
 			}
 		}
 	}
@@ -291,4 +290,13 @@ func secretsCSV(s []Secret) string {
 	}
 	w.Flush()
 	return b.String()
+}
+
+// StoreCommit is the CommitFunc of the registry's store: a change is
+// validated, written with its audit (Source "xlsx import" or "csv import")
+// and made live in one step, or not at all.
+func StoreCommit(s *registry.Store) CommitFunc {
+	return func(ctx context.Context, actor string, c *devices.Change, dryRun bool, source string) (*devices.Ledger, *devices.Diff, error) {
+		return s.Commit(ctx, actor, c, registry.CommitOptions{DryRun: dryRun, Source: source})
+	}
 }

@@ -207,6 +207,10 @@ func TestParseCSVProblems(t *testing.T) {
 		t.Errorf("address %q", got)
 	}
 
+	// 责任人 on a device without an NB-IoT binding: said plainly.
+	p = ParseCSV([]byte("设备编号,设备类型,行政区划代码,责任单位,责任人,联系电话\nel-2,electrical,450204002003,潭西小学,张三,13800000000\n"), nil)
+	checkProblems(t, p.Problems, []want{{SheetDevices, 2, "E", "kept only for NB-IoT devices"}})
+
 	// A missing required header.
 	p = ParseCSV([]byte("设备类型,行政区划代码\nsmoke,450204002003\n"), nil)
 	checkProblems(t, p.Problems, []want{{SheetDevices, 1, "", "required column 设备编号 is missing"}})
