@@ -296,7 +296,11 @@ func parseDuration(v string) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
 	}
-	if n, err := parseInt(v); err == nil {
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n > 1e9 {
+			return 0, fmt.Errorf("heartbeat %q is too long", v)
+		}
 		return time.Duration(n) * time.Second, nil
 	}
 	d, err := time.ParseDuration(v)

@@ -89,6 +89,7 @@ type parser struct {
 	out   *Parsed
 	cur   *devices.Ledger
 	exact bool // cell values are exact (XLSX raw values), not as displayed (CSV)
+	hint  int  // about how many rows the next sheet has (0: unknown), to size slices and maps once
 	ents  *devices.Entries
 }
 
@@ -180,7 +181,7 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 			break
 		}
 	}
-	loc := &locator{sheet: sp.sheet, byID: map[string]int{}, cols: map[string]colRef{}}
+	loc := &locator{sheet: sp.sheet, byID: make(map[string]int, p.hint), upserts: make([]int, 0, p.hint), cols: map[string]colRef{}}
 	p.out.loc[sp.section] = loc
 	at := make([]int, len(sp.cols)) // column index of each spec column, -1 absent
 	for i := range at {
@@ -225,6 +226,8 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 	kOp := slices.IndexFunc(sp.cols, func(c column[T]) bool { return c.key == keyOp })
 	kGen := slices.IndexFunc(sp.cols, func(c column[T]) bool { return c.key == keyGen })
 	kHash := slices.IndexFunc(sp.cols, func(c column[T]) bool { return c.key == "secret_hash" })
+	var zero T
+	e := new(T) // one for every row: emit copies it
 	for {
 		row, cells, err := src.next()
 		if err == io.EOF {
@@ -264,9 +267,9 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 			del(id)
 			continue
 		}
-		var e T
+		*e = zero
 		if !complete {
-			e, _ = existing(id)
+			*e, _ = existing(id)
 		}
 		for k := 1; k < len(sp.cols); k++ {
 			c := &sp.cols[k]
@@ -285,11 +288,11 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 				}
 				v = w
 			}
-			if err := c.set(&e, v); err != nil {
+			if err := c.set(e, v); err != nil {
 				p.bad(sp.sheet, row, ref(k), "%s: %v", c.header, err)
 			}
 		}
-		if err := sp.cols[0].set(&e, id); err != nil {
+		if err := sp.cols[0].set(e, id); err != nil {
 			p.bad(sp.sheet, row, ref(0), "%v", err)
 		}
 		if kGen >= 0 && at[kGen] >= 0 {
@@ -300,17 +303,17 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 				p.out.Generate[sp.section] = append(p.out.Generate[sp.section], id)
 			}
 		}
-		if hash != nil && kHash >= 0 && at[kHash] >= 0 && *hash(&e) == "" {
+		if hash != nil && kHash >= 0 && at[kHash] >= 0 && *hash(e) == "" {
 			// An empty 密钥哈希 keeps the secret the entry has.
-			*hash(&e) = curHash(id)
+			*hash(e) = curHash(id)
 		}
 		if check != nil {
-			if key, msg := check(&e); msg != "" {
+			if key, msg := check(e); msg != "" {
 				p.bad(sp.sheet, row, loc.cols[key], "%s", msg)
 			}
 		}
 		loc.upserts = append(loc.upserts, row)
-		emit(e)
+		emit(*e)
 	}
 }
 
@@ -392,6 +395,9 @@ func (p *parser) existingPlace() func(code string) (place, bool) {
 // devicesSheet, … read one sheet of each section into the change.
 func (p *parser) devicesSheet(src rowSource) error {
 	c := &p.out.Change
+	if c.UpsertDevices == nil && p.hint > 0 {
+		c.UpsertDevices = make([]devices.DeviceEntry, 0, p.hint)
+	}
 	return parseSheet(p, &deviceSpec, src, p.existingDevice(),
 		func(e *devices.DeviceEntry) *string { return &e.SecretHash },
 		func(id string) string {

@@ -28,6 +28,7 @@ func ParseCSV(b []byte, cur *devices.Ledger) *Parsed {
 		p.bad(SheetDevices, 0, colRef{}, "%v", err)
 		return p.finish()
 	}
+	p.hint = bytes.Count(text, []byte{'\n'})
 	r := csv.NewReader(bytes.NewReader(text))
 	r.Comma = delimiter(text)
 	r.FieldsPerRecord = -1

@@ -1,0 +1,81 @@
+package sheet
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/registry"
+)
+
+// millionCSV is a CSV of n devices as a county's installers fill it in:
+// every column of the everyday template, all forwarded by gateway gw-1
+// (so no secrets are hashed: argon2id is slow on purpose).
+func millionCSV(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("\ufeff设备编号,设备类型,型号,行政区划代码,地址,经度,纬度,责任单位,联系电话,网关,通道数,心跳周期\n")
+	kinds := []string{"电气火灾监控探测器", "独立式感烟火灾探测报警器", "消火栓水压监测装置", "电动自行车充电柜"}
+	for i := range n {
+		fmt.Fprintf(&b, "dev-%07d,%s,MODEL-%d,4502040020%02d,柳南区鹅山路%d号,109.%06d,24.%06d,柳南区单位%d,0772-%07d,gw-1,%d,%s\n",
+			i, kinds[i%4], i%7, 1+i%60, i%5000, i%999999, (i*7)%999999, i%20000, i%9999999, 1+i%4, []string{"", "30m", "6h"}[i%3])
+	}
+	return b.Bytes()
+}
+
+// BenchmarkImportCSV1M imports a CSV of 1,000,000 new devices into a
+// registry in SQLite: parse, validate and commit (write the rows and the
+// audit, adopt the new snapshot). Issue 18 asks for under a minute.
+func BenchmarkImportCSV1M(b *testing.B) {
+	const n = 1_000_000
+	text := millionCSV(n)
+	dir := b.TempDir()
+	base := filepath.Join(dir, "ledger.yaml")
+	if err := os.WriteFile(base, []byte(baseLedger), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		st, err := registry.Open(filepath.Join(dir, fmt.Sprintf("registry-%d.db", i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		l, err := st.Startup(context.Background(), base, log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lv := devices.NewLive(l)
+		st.Attach(lv)
+		im := &Importer{Commit: StoreCommit(st), Current: lv.Load}
+		b.StartTimer()
+		res, err := im.Import(context.Background(), "bench", CSV, text, false)
+		b.StopTimer()
+		if err != nil || len(res.Problems) > 0 || res.Added != n {
+			b.Fatalf("import: %v %v added %d", err, res.Problems, res.Added)
+		}
+		st.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Seconds())/float64(b.N), "s/import")
+}
+
+// BenchmarkParseCSV1M is the parse alone of BenchmarkImportCSV1M's file.
+func BenchmarkParseCSV1M(b *testing.B) {
+	text := millionCSV(1_000_000)
+	l := ledger(b)
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if p := ParseCSV(text, l); len(p.Problems) > 0 {
+			b.Fatal(p.Problems[0])
+		}
+	}
+}
