@@ -55,7 +55,7 @@ func (s *Store) Startup(ctx context.Context, path string, log *slog.Logger) (*de
 		}
 		log.Info("registry seeded from the ledger file", "file", path)
 	case ferr == nil:
-		last, lastHash, err := s.lastImport(ctx)
+		last, lastHash, err := s.lastImport(ctx, path)
 		if err != nil {
 			return nil, err
 		}
@@ -80,7 +80,7 @@ func (s *Store) Startup(ctx context.Context, path string, log *slog.Logger) (*de
 // last imported from, whose lines its devices keep, or LedgerName.
 func (s *Store) name(ctx context.Context) string {
 	var path string
-	if err := s.db.QueryRowContext(ctx, `SELECT path FROM registry_imports`).Scan(&path); err != nil || path == "" {
+	if err := s.db.QueryRowContext(ctx, `SELECT path FROM registry_imports ORDER BY at_ms DESC LIMIT 1`).Scan(&path); err != nil || path == "" {
 		return LedgerName
 	}
 	return path
@@ -197,7 +197,7 @@ func (w *writer) recordImport(path string, b []byte) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM registry_imports`); err != nil {
+	if _, err := w.tx.ExecContext(w.ctx, w.s.q(`DELETE FROM registry_imports WHERE path = ?`), path); err != nil {
 		return err
 	}
 	_, err := w.tx.ExecContext(w.ctx, w.s.q(`INSERT INTO registry_imports (path, hash, at_ms, body) VALUES (?, ?, ?, ?)`),
@@ -205,14 +205,24 @@ func (w *writer) recordImport(path string, b []byte) error {
 	return err
 }
 
-// lastImport returns the ledger file last imported and its hash, or nil
-// and "" when there was none.
-func (s *Store) lastImport(ctx context.Context) ([]byte, string, error) {
+// lastImport returns the ledger file last imported from path and its
+// hash; for a path never imported, the newest import of another file and
+// ""; nil and "" when there was none. Imports are kept per path, so
+// that a file imported by hand (firewatch registry import) is not undone by
+// the configured ledger file at the next start.
+func (s *Store) lastImport(ctx context.Context, path string) ([]byte, string, error) {
 	var hash string
 	var z []byte
-	err := s.db.QueryRowContext(ctx, `SELECT hash, body FROM registry_imports`).Scan(&hash, &z)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT hash, body FROM registry_imports WHERE path = ?`), path).Scan(&hash, &z)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, "", nil
+		// A file never imported (the ledger setting names another file
+		// now): compare it with the newest import of any file, so that
+		// what that one had and this one has not goes.
+		hash = ""
+		err = s.db.QueryRowContext(ctx, `SELECT body FROM registry_imports ORDER BY at_ms DESC LIMIT 1`).Scan(&z)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, "", nil
+		}
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("registry: last import: %w", err)
@@ -284,6 +294,68 @@ func (s *Store) reimport(ctx context.Context, path string, last, b []byte) (int,
 	return Size(c), nil
 }
 
+// Import makes the registry in the store what the ledger file b (named
+// path) says: entries missing from it are removed. It is for a store that
+// no firewatch is running on (`firewatch registry import`); a running one
+// takes changes through Commit. With dryRun it validates only. It returns
+// the number of entries changed.
+func (s *Store) Import(ctx context.Context, actor, path string, b []byte, dryRun bool) (int, error) {
+	next, err := devices.ParseEntries(path, b)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := devices.Build(path, next); err != nil {
+		return 0, err
+	}
+	v, err := s.Version(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if v == 0 {
+		if dryRun {
+			return len(next.Places) + len(next.Stations) + len(next.Gateways) + len(next.Devices), nil
+		}
+		return len(next.Places) + len(next.Stations) + len(next.Gateways) + len(next.Devices), s.seed(ctx, path, b)
+	}
+	cur, err := s.Load(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c := ChangeBetween(cur, next, cur)
+	l, err := devices.Build(LedgerName, cur)
+	if err != nil {
+		return 0, fmt.Errorf("registry in the store: %w", err)
+	}
+	if _, _, err := l.Apply(c); err != nil {
+		return 0, err
+	}
+	if dryRun {
+		return Size(c), nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("registry import: %w", err)
+	}
+	defer tx.Rollback()
+	w, err := s.begin(ctx, tx, actor, sourceOf(path))
+	if err != nil {
+		return 0, err
+	}
+	if err := w.change(c); err != nil {
+		return 0, fmt.Errorf("registry import: %w", err)
+	}
+	if err := w.setUITDs(next.UITDs); err != nil {
+		return 0, err
+	}
+	if err := w.recordImport(path, b); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("registry import: %w", err)
+	}
+	return Size(c), nil
+}
+
 // Size is the number of entries a change touches.
 func Size(c *devices.Change) int {
 	return len(c.Places) + len(c.UpsertStations) + len(c.DeleteStations) + len(c.UpsertGateways) +
@@ -343,11 +415,14 @@ func changed[E any](old, next, cur []E, id func(E) string) (upsert []E, del []st
 
 // same compares two entries, ignoring where they stood in a file.
 func same[E any](a, b E) bool {
-	if da, ok := any(&a).(*devices.DeviceEntry); ok {
-		db := any(&b).(*devices.DeviceEntry)
-		x, y := *da, *db
-		x.Line, y.Line = 0, 0
-		return reflect.DeepEqual(x, y)
-	}
+	zeroLine(&a)
+	zeroLine(&b)
 	return reflect.DeepEqual(a, b)
+}
+
+// zeroLine clears the Line field of the entry p points to.
+func zeroLine(p any) {
+	if f := reflect.ValueOf(p).Elem().FieldByName("Line"); f.IsValid() && f.CanSet() && f.Kind() == reflect.Int {
+		f.SetInt(0)
+	}
 }

@@ -175,7 +175,7 @@ var migrations = []string{
 	);
 	CREATE INDEX registry_audit_entity ON registry_audit (entity, entity_id, id);
 	CREATE TABLE registry_imports (
-		path  TEXT NOT NULL,
+		path  TEXT PRIMARY KEY,
 		hash  TEXT NOT NULL,
 		at_ms BIGINT NOT NULL,
 		body  BYTEA NOT NULL

@@ -363,3 +363,35 @@ func TestStartupWithoutAnything(t *testing.T) {
 		t.Errorf("version %d after a refused seed", v)
 	}
 }
+
+// When the ledger setting names another file, that file is compared with
+// the one imported before: what the old file had and the new one has not
+// goes, and what was added through the API stays.
+func TestStartupLedgerMoved(t *testing.T) {
+	location := filepath.Join(t.TempDir(), "registry.db")
+	ctx := context.Background()
+	s, _ := started(t, location, ledgerFile(t, t.TempDir(), nil))
+	if _, _, err := s.Commit(ctx, "admin", &devices.Change{UpsertDevices: []devices.DeviceEntry{
+		{ID: "api-1", Kind: "smoke", Grid: "450204002003"}}}, CommitOptions{Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	moved := ledgerFile(t, t.TempDir(), func(s string) string {
+		i := strings.Index(s, "  - id: hy-1\n")
+		j := strings.Index(s[i+1:], "  - id:")
+		return s[:i] + s[i+1+j:]
+	})
+	s = open(t, location)
+	l, err := s.Startup(ctx, moved, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.LookupID("hy-1"); ok {
+		t.Error("hy-1, not in the new ledger file, is still registered")
+	}
+	for _, id := range []string{"el-1", "api-1"} {
+		if _, ok := l.LookupID(id); !ok {
+			t.Errorf("%s is gone", id)
+		}
+	}
+}

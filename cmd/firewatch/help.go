@@ -18,6 +18,8 @@ SYNOPSIS
     firewatch check [-config FILE] [-KEY VALUE ...]
     firewatch rules check FILE...
     firewatch hash-secret [-generate] < secret
+    firewatch registry export [-KEY VALUE ...] > ledger.yaml
+    firewatch registry import [-dry-run] FILE [-KEY VALUE ...]
     firewatch --version
     firewatch --help
 
@@ -34,6 +36,9 @@ COMMANDS
     rules check   validate rule files
     hash-secret   print the argon2id hash of a secret read from standard input,
                   for secret_hash in the ledger (-generate: make a random secret)
+    registry      export the device registry in the store as a YAML ledger, or
+                  import one into it (-dry-run: validate only); import is for a
+                  store no firewatch runs on: a running one takes the admin API
 
 OPTIONS
     Every configuration key is a flag named for its path and an environment

@@ -8,6 +8,7 @@
 //	firewatch rules check FILE                             validate a rule file
 //	firewatch hash-secret [-generate] < secret             argon2id hash for the ledger's secret_hash
 //	firewatch push-key RECIPIENT... < alarms.secret         a dispatch receiver's signing key (docs/dispatch.md)
+//	firewatch registry export | import [-dry-run] FILE       the registry in the store as a YAML ledger (docs/registry.md)
 //	firewatch --version | --help                           the stamped version; the man-style help
 package main
 
@@ -51,6 +52,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return hashSecret(args[1:], os.Stdin, stdout, stderr)
 	case len(args) >= 1 && args[0] == "push-key":
 		return pushKey(args[1:], os.Stdin, stdout, stderr)
+	case len(args) >= 1 && args[0] == "registry": // registry_cli.go
+		return registryCommand(args[1:], stdout, stderr)
 	}
 	cfg, err := loadConfig(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
