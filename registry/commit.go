@@ -75,6 +75,9 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := storable(c.UpsertDevices); err != nil {
+		return nil, nil, err
+	}
 	if opt.DryRun {
 		return next, diff, nil
 	}
@@ -374,16 +377,12 @@ func (w *writer) devices(ds []devices.DeviceEntry) error {
 		return err
 	}
 	defer sel.Close()
-	ins, err := w.tx.PrepareContext(w.ctx, s.q(`INSERT INTO registry_devices (kind, model, grid, address, lat, lon, unit, phone,
-		station, gateway, channels, rules, heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile,
-		line, rev, seq, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+	ins, err := w.tx.PrepareContext(w.ctx, s.q(insertDevice))
 	if err != nil {
 		return err
 	}
 	defer ins.Close()
-	upd, err := w.tx.PrepareContext(w.ctx, s.q(`UPDATE registry_devices SET kind = ?, model = ?, grid = ?, address = ?, lat = ?,
-		lon = ?, unit = ?, phone = ?, station = ?, gateway = ?, channels = ?, rules = ?, heartbeat_ms = ?, secret_hash = ?,
-		imei = ?, platform_id = ?, serial = ?, product = ?, responsible = ?, mobile = ?, line = ?, rev = ? WHERE id = ?`))
+	upd, err := w.tx.PrepareContext(w.ctx, s.q(updateDevice))
 	if err != nil {
 		return err
 	}

@@ -102,6 +102,9 @@ func (s *Store) seed(ctx context.Context, path string, b []byte) error {
 	if _, err := devices.Build(path, e); err != nil {
 		return err
 	}
+	if err := storable(e.Devices); err != nil {
+		return err
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("registry seed: %w", err)
@@ -149,9 +152,7 @@ func (w *writer) insertAll(e *devices.Entries) error {
 			return err
 		}
 	}
-	ins, err := tx.PrepareContext(ctx, s.q(`INSERT INTO registry_devices (kind, model, grid, address, lat, lon, unit, phone,
-		station, gateway, channels, rules, heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile,
-		line, rev, seq, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+	ins, err := tx.PrepareContext(ctx, s.q(insertDevice))
 	if err != nil {
 		return err
 	}
@@ -256,6 +257,9 @@ func (s *Store) reimport(ctx context.Context, path string, last, b []byte) (int,
 	if _, err := devices.Build(path, next); err != nil {
 		return 0, err
 	}
+	if err := storable(next.Devices); err != nil {
+		return 0, err
+	}
 	cur, err := s.Load(ctx)
 	if err != nil {
 		return 0, err
@@ -305,6 +309,9 @@ func (s *Store) Import(ctx context.Context, actor, path string, b []byte, dryRun
 		return 0, err
 	}
 	if _, err := devices.Build(path, next); err != nil {
+		return 0, err
+	}
+	if err := storable(next.Devices); err != nil {
 		return 0, err
 	}
 	v, err := s.Version(ctx)

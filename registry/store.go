@@ -139,25 +139,17 @@ var migrations = []string{
 		seq          INTEGER PRIMARY KEY,
 		id           TEXT NOT NULL UNIQUE,
 		kind         TEXT NOT NULL,
-		model        TEXT NOT NULL,
 		grid         TEXT NOT NULL,
-		address      TEXT NOT NULL,
-		lat          DOUBLE PRECISION NOT NULL,
-		lon          DOUBLE PRECISION NOT NULL,
-		unit         TEXT NOT NULL,
-		phone        TEXT NOT NULL,
 		station      TEXT NOT NULL,
 		gateway      TEXT NOT NULL,
+		info         TEXT NOT NULL,
+		lat          DOUBLE PRECISION NOT NULL,
+		lon          DOUBLE PRECISION NOT NULL,
 		channels     INTEGER NOT NULL,
 		rules        TEXT NOT NULL,
 		heartbeat_ms BIGINT NOT NULL,
 		secret_hash  TEXT NOT NULL,
-		imei         TEXT NOT NULL,
-		platform_id  TEXT NOT NULL,
-		serial       TEXT NOT NULL,
-		product      TEXT NOT NULL,
-		responsible  TEXT NOT NULL,
-		mobile       TEXT NOT NULL,
+		nbiot        TEXT NOT NULL,
 		line         INTEGER NOT NULL,
 		rev          BIGINT NOT NULL
 	);
@@ -334,12 +326,13 @@ func (s *Store) loadInto(ctx context.Context, tx *sql.Tx, e *devices.Entries) er
 	if err != nil {
 		return err
 	}
+	var ds deviceScan
 	for rows.Next() {
-		e.Devices = append(e.Devices, devices.DeviceEntry{})
-		if err := scanDevice(rows, &e.Devices[len(e.Devices)-1], nil); err != nil {
+		if err := ds.scan(rows); err != nil {
 			rows.Close()
 			return err
 		}
+		e.Devices = append(e.Devices, ds.d)
 	}
 	if err := closeRows(rows); err != nil {
 		return err
@@ -363,28 +356,122 @@ func closeRows(rows *sql.Rows) error {
 	return errors.Join(err, rows.Close())
 }
 
-// deviceColumns are the columns scanDevice reads, in its order.
-const deviceColumns = `id, kind, model, grid, address, lat, lon, unit, phone, station, gateway, channels, rules,
-	heartbeat_ms, secret_hash, imei, platform_id, serial, product, responsible, mobile, line, rev`
+// The devices table: one row per device, read whole at every start. The
+// free-text fields nothing selects by (model, address, unit, phone) share
+// one column, info, joined by a unit separator (0x1F), as do the six names
+// of an NB-IoT binding in nbiot ("" for none): each column scanned costs
+// the driver two allocations, and at a million devices the start-up scan
+// is what firewatch waits for.
+
+// deviceColumns are the columns deviceScan reads, in its order.
+const deviceColumns = `id, kind, grid, station, gateway, info, lat, lon, channels, rules, heartbeat_ms, secret_hash, nbiot, line, rev`
+
+// deviceWrite are the columns deviceArgs gives, in its order.
+var deviceWrite = []string{"kind", "grid", "station", "gateway", "info", "lat", "lon", "channels", "rules", "heartbeat_ms",
+	"secret_hash", "nbiot", "line"}
+
+// insertDevice and updateDevice take deviceArgs, then rev, seq and id
+// (insert) or rev and id (update).
+var (
+	insertDevice = `INSERT INTO registry_devices (` + strings.Join(deviceWrite, ", ") + `, rev, seq, id) VALUES (?` +
+		strings.Repeat(", ?", len(deviceWrite)+2) + `)`
+	updateDevice = `UPDATE registry_devices SET ` + strings.Join(deviceWrite, " = ?, ") + ` = ?, rev = ? WHERE id = ?`
+)
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanDevice(sc scanner, d *devices.DeviceEntry, rev *int64) error {
-	var hb, r int64
-	if rev == nil {
-		rev = &r
+	var ds deviceScan
+	err := ds.scan(sc)
+	*d = ds.d
+	if rev != nil {
+		*rev = ds.rev
 	}
-	err := sc.Scan(&d.ID, &d.Kind, &d.Model, &d.Grid, &d.Address, &d.Lat, &d.Lon, &d.Unit, &d.Phone, &d.Station,
-		&d.Gateway, &d.Channels, &d.Rules, &hb, &d.SecretHash, &d.NBIoT.IMEI, &d.NBIoT.PlatformID, &d.NBIoT.Serial,
-		&d.NBIoT.Product, &d.NBIoT.Responsible, &d.NBIoT.Mobile, &d.Line, rev)
-	d.Heartbeat = time.Duration(hb) * time.Millisecond
 	return err
 }
 
+// deviceScan scans device rows without an allocation per row of its own:
+// the destinations are set up once, and reused for every row.
+type deviceScan struct {
+	d                       devices.DeviceEntry
+	hb, channels, line, rev int64
+	info, nb                string
+	dest                    []any
+}
+
+func (ds *deviceScan) scan(sc scanner) error {
+	if ds.dest == nil {
+		d := &ds.d
+		ds.dest = []any{&d.ID, &d.Kind, &d.Grid, &d.Station, &d.Gateway, &ds.info, &d.Lat, &d.Lon, &ds.channels,
+			&d.Rules, &ds.hb, &d.SecretHash, &ds.nb, &ds.line, &ds.rev}
+	}
+	ds.d.NBIoT = devices.NBIoT{}
+	if err := sc.Scan(ds.dest...); err != nil {
+		return err
+	}
+	d := &ds.d
+	d.Heartbeat = time.Duration(ds.hb) * time.Millisecond
+	d.Channels, d.Line = int(ds.channels), int(ds.line)
+	// Substrings of the one column: no allocation each.
+	rest := ds.info
+	d.Model, rest, _ = strings.Cut(rest, unitSep)
+	d.Address, rest, _ = strings.Cut(rest, unitSep)
+	d.Unit, d.Phone, _ = strings.Cut(rest, unitSep)
+	if ds.nb != "" {
+		d.NBIoT = unpackNBIoT(ds.nb)
+	}
+	return nil
+}
+
 func deviceArgs(d *devices.DeviceEntry) []any {
-	return []any{d.Kind, d.Model, d.Grid, d.Address, d.Lat, d.Lon, d.Unit, d.Phone, d.Station, d.Gateway,
-		d.Channels, d.Rules, d.Heartbeat.Milliseconds(), d.SecretHash, d.NBIoT.IMEI, d.NBIoT.PlatformID, d.NBIoT.Serial,
-		d.NBIoT.Product, d.NBIoT.Responsible, d.NBIoT.Mobile, d.Line}
+	info := ""
+	if d.Model != "" || d.Address != "" || d.Unit != "" || d.Phone != "" {
+		info = d.Model + unitSep + d.Address + unitSep + d.Unit + unitSep + d.Phone
+	}
+	return []any{d.Kind, d.Grid, d.Station, d.Gateway, info, d.Lat, d.Lon, d.Channels, d.Rules,
+		d.Heartbeat.Milliseconds(), d.SecretHash, packNBIoT(d.NBIoT), d.Line}
+}
+
+// An NB-IoT binding is one column, its six names joined by a unit
+// separator (0x1F), "" for none: most rows of a million have none or are
+// read at every start, and one column is cheaper to scan than six.
+const unitSep = "\x1f"
+
+func packNBIoT(n devices.NBIoT) string {
+	if n == (devices.NBIoT{}) {
+		return ""
+	}
+	return strings.Join([]string{n.IMEI, n.PlatformID, n.Serial, n.Product, n.Responsible, n.Mobile}, unitSep)
+}
+
+// storable refuses the one thing the ledger allows and the store cannot
+// keep: a unit separator inside a field kept in a joined column.
+func storable(ds []devices.DeviceEntry) error {
+	var probs []devices.Problem
+	for i := range ds {
+		d := &ds[i]
+		n := d.NBIoT
+		for _, f := range [...]struct{ field, v string }{{"model", d.Model}, {"address", d.Address}, {"unit", d.Unit},
+			{"phone", d.Phone}, {"nbiot", n.IMEI + n.PlatformID + n.Serial + n.Product + n.Responsible + n.Mobile}} {
+			if strings.Contains(f.v, unitSep) {
+				p := problem("devices", d.ID, f.field, f.field+": has a control character (0x1F)")
+				p.Index, p.Line = i, d.Line
+				probs = append(probs, p)
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return &devices.LoadError{Problems: probs}
+	}
+	return nil
+}
+
+func unpackNBIoT(s string) devices.NBIoT {
+	f := strings.SplitN(s, unitSep, 6)
+	for len(f) < 6 {
+		f = append(f, "")
+	}
+	return devices.NBIoT{IMEI: f[0], PlatformID: f[1], Serial: f[2], Product: f[3], Responsible: f[4], Mobile: f[5]}
 }
 
 // splitGrids and joinGrids keep a station's grid prefixes in one column:

@@ -182,6 +182,11 @@ func TestCommitValidation(t *testing.T) {
 	if _, ok, _ := s.Device(ctx, "ok-1"); ok {
 		t.Error("the valid part of a refused change was stored")
 	}
+	// The one thing the store cannot keep: its column separator in a field.
+	c = &devices.Change{UpsertDevices: []devices.DeviceEntry{{ID: "ok-2", Kind: "smoke", Grid: "450204002003", Address: "a\x1fb"}}}
+	if _, _, err := s.Commit(ctx, "admin", c, CommitOptions{}); !errors.As(err, &le) || le.Problems[0].Field != "address" {
+		t.Errorf("address with 0x1F: %v", err)
+	}
 	// A dry run of a valid change writes nothing either.
 	c = &devices.Change{UpsertDevices: []devices.DeviceEntry{{ID: "ok-1", Kind: "smoke", Grid: "450204002003"}}}
 	if _, _, err := s.Commit(ctx, "admin", c, CommitOptions{DryRun: true}); err != nil {
