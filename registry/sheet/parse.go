@@ -164,22 +164,42 @@ func operation(v string) (del, ok bool) {
 // say better than the registry's validation (column key and reason).
 func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id string) (T, bool),
 	hash func(e *T) *string, curHash func(id string) string, check func(e *T) (key, msg string), emit func(e T), del func(id string)) error {
-	// The header is the first row that is not empty.
-	var hrow int
-	var header []string
-	for {
+	// The header is the first row that names the id column (设备编号),
+	// among the first few rows that are not empty: a title row above it
+	// (“柳南区电气火灾监控设备台账”, often merged across) is skipped. With none,
+	// the first row that is not empty is taken, and its headers reported.
+	isID := func(h string) bool {
+		h = strings.TrimSpace(h)
+		return h == sp.cols[0].header || strings.EqualFold(h, sp.cols[0].key) || slices.Contains(sp.cols[0].aliases, h)
+	}
+	var lead []bufRow
+	hdr := -1
+	for len(lead) < maxTitleRows && hdr < 0 {
 		row, cells, err := src.next()
 		if err == io.EOF {
-			p.bad(sp.sheet, 0, colRef{}, "the sheet is empty: its first row must be the column headers of the template")
-			return nil
+			break
 		}
 		if err != nil {
 			return err
 		}
-		if !blank(cells) {
-			hrow, header = row, slices.Clone(cells)
-			break
+		if blank(cells) {
+			continue
 		}
+		lead = append(lead, bufRow{row, slices.Clone(cells)})
+		if slices.ContainsFunc(cells, isID) {
+			hdr = len(lead) - 1
+		}
+	}
+	if len(lead) == 0 {
+		p.bad(sp.sheet, 0, colRef{}, "the sheet is empty: its first row must be the column headers of the template")
+		return nil
+	}
+	if hdr < 0 {
+		hdr = 0
+	}
+	hrow, header := lead[hdr].row, lead[hdr].cells
+	if rest := lead[hdr+1:]; len(rest) > 0 {
+		src = &replay{rows: rest, then: src}
 	}
 	loc := &locator{sheet: sp.sheet, byID: make(map[string]int, p.hint), upserts: make([]int, 0, p.hint), cols: map[string]colRef{}}
 	p.out.loc[sp.section] = loc
@@ -472,4 +492,28 @@ func checkDevice(e *devices.DeviceEntry) (string, string) {
 		return key, "责任人 and 通知手机 are kept only for NB-IoT devices (fill IMEI, 平台设备ID or 身份标识码); for other devices leave them empty and put the unit in 责任单位 and its phone in 联系电话"
 	}
 	return "", ""
+}
+
+// maxTitleRows is how many rows that are not empty may come before (and
+// including) the header row.
+const maxTitleRows = 5
+
+type bufRow struct {
+	row   int
+	cells []string
+}
+
+// replay yields rows read ahead, then the rest of its source.
+type replay struct {
+	rows []bufRow
+	then rowSource
+}
+
+func (r *replay) next() (int, []string, error) {
+	if len(r.rows) > 0 {
+		b := r.rows[0]
+		r.rows = r.rows[1:]
+		return b.row, b.cells, nil
+	}
+	return r.then.next()
 }

@@ -144,6 +144,46 @@ func TestParseXLSXProblems(t *testing.T) {
 	})
 }
 
+// A title row above the headers is skipped; codes typed as numbers are read
+// back as their digits.
+func TestParseXLSXTitleAndNumbers(t *testing.T) {
+	b := workbook(t, map[string][][]any{
+		SheetDevices: {
+			{"柳南区电气火灾监控设备台账（2026年12月）"},
+			{},
+			{"设备编号", "设备类型", "行政区划代码", "IMEI", "联系电话"},
+			{"sm-2", "smoke", 450204002003, 861234567890123, 13800000000},
+		},
+	})
+	p := ParseXLSX(b, nil)
+	if len(p.Problems) > 0 {
+		t.Fatal(p.Problems)
+	}
+	d := p.Change.UpsertDevices[0]
+	if d.Grid != "450204002003" || d.NBIoT.IMEI != "861234567890123" || d.Phone != "13800000000" {
+		t.Fatalf("%+v", d)
+	}
+	if got := p.loc["devices"].byID["sm-2"]; got != 4 {
+		t.Fatalf("sm-2 at row %d, want 4", got)
+	}
+	for in, want := range map[string]string{"4.50204002003E+11": "450204002003", "8.61234567890123E+14": "861234567890123"} {
+		if !sciNumber(in) {
+			t.Errorf("sciNumber(%s) = false", in)
+		}
+		if got, ok := integral(in); !ok || got != want {
+			t.Errorf("integral(%s) = %s, %v", in, got, ok)
+		}
+	}
+	if _, ok := integral("1.5E+0"); ok {
+		t.Error("1.5E+0 read as a whole code")
+	}
+	for _, in := range []string{"4.5E-3", "sm-1E+5", "abc", "450204002003"} {
+		if sciNumber(in) {
+			t.Errorf("sciNumber(%s) = true", in)
+		}
+	}
+}
+
 // Mistakes only the registry's validation finds are placed at the row of
 // the entry and the column of the field; the change applies nothing.
 func TestImportXLSXValidationProblems(t *testing.T) {
