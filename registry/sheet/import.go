@@ -90,12 +90,14 @@ func (im *Importer) Import(ctx context.Context, actor string, f Format, b []byte
 		p = ParseXLSX(b, cur)
 	}
 	res := &Result{DryRun: dryRun, Problems: p.Problems, Secrets: []Secret{}}
+	source := f.String() + " import"
 	if len(p.Problems) > 0 {
-		return res, nil
+		// Nothing will be written; the registry's validation of the rows
+		// without problems finds the rest, so that one pass shows all.
+		return res, im.alsoValidate(ctx, actor, p, res, source)
 	}
 	gen := p.secretsToMake(cur)
 	res.NewSecrets = len(gen)
-	source := f.String() + " import"
 	// Validate before making secrets: hashing is slow on purpose.
 	if dryRun || len(gen) > 0 {
 		_, d, err := im.Commit(ctx, actor, &p.Change, true, source)
@@ -122,6 +124,32 @@ func (im *Importer) Import(ctx context.Context, actor string, f Format, b []byte
 	res.count(d)
 	res.SecretsCSV = secretsCSV(res.Secrets)
 	return res, nil
+}
+
+// alsoValidate adds to res the problems the registry's validation finds in
+// the rows of p that have none of the sheet (not on rows that have).
+func (im *Importer) alsoValidate(ctx context.Context, actor string, p *Parsed, res *Result, source string) error {
+	q := p.sound()
+	_, _, err := im.Commit(ctx, actor, &q.Change, true, source)
+	if err == nil {
+		return nil
+	}
+	var more []Problem
+	if p.dropped > 0 {
+		more, res.Problems = res.Problems[len(res.Problems)-1:], res.Problems[:len(res.Problems)-1]
+	}
+	v := &Result{}
+	if err := q.located(v, err); err != nil {
+		return err
+	}
+	for _, pr := range v.Problems {
+		if pr.Row == 0 || !p.badRows[pr.Sheet][pr.Row] {
+			res.Problems = append(res.Problems, pr)
+		}
+	}
+	sortProblems(res.Problems)
+	res.Problems = append(res.Problems, more...)
+	return nil
 }
 
 func (r *Result) count(d *devices.Diff) {

@@ -84,6 +84,31 @@ func TestImportAllOrNothing(t *testing.T) {
 	}
 }
 
+// Problems of the sheet and of the registry's validation come in one pass;
+// a row with a problem of the sheet is not validated again (no echo).
+func TestImportAllProblemsInOnePass(t *testing.T) {
+	im, lv := liveImporter(t)
+	before := lv.Load()
+	text := "设备编号,设备类型,行政区划代码,经度,网关\n" +
+		"sm-2,smoke,450204002003,一百零九,gw-1\n" + // row 2: the sheet's problem
+		"sm-3,smoke,450204099001,109.4,gw-1\n" + // row 3: validation's problem
+		"sm-4,烟感,4502,,gw-1\n" + // row 4: the sheet's (kind); its bad grid is not echoed
+		"sm-5,smoke,450204002003,,gw-9 x\n" // row 5: validation's (gateway id)
+	res, err := im.Import(context.Background(), "admin", CSV, []byte(text), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProblems(t, res.Problems, []want{
+		{SheetDevices, 2, "D", "is not a number"},
+		{SheetDevices, 3, "C", "no micro fire station covers"},
+		{SheetDevices, 4, "B", "unknown device kind"},
+		{SheetDevices, 5, "E", "gateway"},
+	})
+	if lv.Load() != before {
+		t.Fatal("registry changed")
+	}
+}
+
 // Export of the registry in effect, imported into it, changes nothing.
 func TestExportImportNoChange(t *testing.T) {
 	im, lv := liveImporter(t)

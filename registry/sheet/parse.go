@@ -80,6 +80,7 @@ type Parsed struct {
 	Generate map[string][]string
 	loc      map[string]*locator // by section
 	dropped  int
+	badRows  map[string]map[int]bool // sheet → rows with a problem of the sheet
 }
 
 // parser reads sheets into a Parsed. cur is the registry the change will
@@ -94,10 +95,14 @@ type parser struct {
 }
 
 func newParser(cur *devices.Ledger, exact bool) *parser {
-	return &parser{cur: cur, exact: exact, out: &Parsed{Generate: map[string][]string{}, loc: map[string]*locator{}}}
+	return &parser{cur: cur, exact: exact, out: &Parsed{Generate: map[string][]string{}, loc: map[string]*locator{}, badRows: map[string]map[int]bool{}}}
 }
 
 func (p *parser) bad(sheet string, row int, c colRef, format string, args ...any) {
+	if p.out.badRows[sheet] == nil {
+		p.out.badRows[sheet] = map[int]bool{}
+	}
+	p.out.badRows[sheet][row] = true
 	if len(p.out.Problems) >= MaxProblems {
 		p.out.dropped++
 		return
@@ -119,15 +124,61 @@ func (p *parser) entries() *devices.Entries {
 
 // finish sorts the problems by sheet, row and column and notes those left out.
 func (p *parser) finish() *Parsed {
+	sortProblems(p.out.Problems)
+	if p.out.dropped > 0 {
+		p.out.Problems = append(p.out.Problems, p.out.more())
+	}
+	return p.out
+}
+
+func (p *Parsed) more() Problem {
+	return Problem{Reason: fmt.Sprintf("%d more problems not shown: fix those above and import again", p.dropped)}
+}
+
+func sortProblems(ps []Problem) {
 	order := map[string]int{SheetDevices: 1, SheetGateways: 2, SheetStations: 3, SheetPlaces: 4}
-	slices.SortStableFunc(p.out.Problems, func(a, b Problem) int {
+	slices.SortStableFunc(ps, func(a, b Problem) int {
 		return cmp.Or(cmp.Compare(order[a.Sheet], order[b.Sheet]), cmp.Compare(a.Sheet, b.Sheet), cmp.Compare(a.Row, b.Row),
 			cmp.Compare(len(a.Column), len(b.Column)), cmp.Compare(a.Column, b.Column))
 	})
-	if p.out.dropped > 0 {
-		p.out.Problems = append(p.out.Problems, Problem{Reason: fmt.Sprintf("%d more problems not shown: fix those above and import again", p.out.dropped)})
+}
+
+// sound returns p without the upserts of rows that have problems of the
+// sheet, for the registry's validation to find the problems of the rest
+// in the same pass.
+func (p *Parsed) sound() *Parsed {
+	q := &Parsed{loc: map[string]*locator{}, Generate: p.Generate}
+	c, qc := &p.Change, &q.Change
+	qc.Places, qc.DeleteDevices, qc.DeleteGateways, qc.DeleteStations = c.Places, c.DeleteDevices, c.DeleteGateways, c.DeleteStations
+	for section, loc := range p.loc {
+		l := *loc
+		l.upserts = nil
+		q.loc[section] = &l
 	}
-	return p.out
+	keep := func(section string, i int) bool {
+		loc := p.loc[section]
+		if p.badRows[loc.sheet][loc.upserts[i]] {
+			return false
+		}
+		q.loc[section].upserts = append(q.loc[section].upserts, loc.upserts[i])
+		return true
+	}
+	for i := range c.UpsertDevices {
+		if keep("devices", i) {
+			qc.UpsertDevices = append(qc.UpsertDevices, c.UpsertDevices[i])
+		}
+	}
+	for i := range c.UpsertGateways {
+		if keep("gateways", i) {
+			qc.UpsertGateways = append(qc.UpsertGateways, c.UpsertGateways[i])
+		}
+	}
+	for i := range c.UpsertStations {
+		if keep("stations", i) {
+			qc.UpsertStations = append(qc.UpsertStations, c.UpsertStations[i])
+		}
+	}
+	return q
 }
 
 func letter(i int) string {
