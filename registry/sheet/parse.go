@@ -311,6 +311,9 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 			continue
 		}
 		id := cell(cells, 0)
+		if !p.exact {
+			id = undefuse(id)
+		}
 		if id == "" {
 			p.bad(sp.sheet, row, ref(0), "%s is empty", sp.cols[0].header)
 			continue
@@ -350,6 +353,9 @@ func parseSheet[T any](p *parser, sp *spec[T], src rowSource, existing func(id s
 			v := cell(cells, k)
 			if c.raw && at[k] < len(cells) && v != "" {
 				v = cells[at[k]]
+			}
+			if !p.exact {
+				v = undefuse(v)
 			}
 			if c.text && sciNumber(v) {
 				w, ok := integral(v)

@@ -287,6 +287,7 @@ func roundTripEntries() *devices.Entries {
 				Rules: "residual_current: {above: 500}\n"},
 			{ID: "sm-1", Kind: "smoke", Grid: "450204002003", SecretHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5",
 				NBIoT: devices.NBIoT{IMEI: "861234567890123", PlatformID: "abc-1", Serial: "00012345", Product: "jt-smoke", Responsible: "张三", Mobile: "13800000000"}, Heartbeat: 6 * time.Hour},
+			{ID: "cab-1", Kind: "charger", Grid: "450204002003", Address: "=HYPERLINK(\"http://x\")", Unit: "@unit", Phone: "+86 772 3800001", Model: "-"},
 			{ID: "0042", Kind: "hydrant", Grid: "450204003001", Lat: -0.5, Lon: -179.25, Heartbeat: 45 * time.Second},
 		},
 	}
@@ -301,6 +302,9 @@ func TestExportImportIdentity(t *testing.T) {
 	}
 	if err := WriteCSV(&cb, e); err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(cb.String(), ",=HYPERLINK") || strings.Contains(cb.String(), ",\"=HYPERLINK") || !strings.Contains(cb.String(), "'@unit") {
+		t.Errorf("CSV export runs formulas: %s", cb.String())
 	}
 	px := ParseXLSX(xb.Bytes(), nil)
 	pc := ParseCSV(cb.Bytes(), nil)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/xuri/excelize/v2"
@@ -32,7 +33,7 @@ func WriteCSV(w io.Writer, e *devices.Entries) error {
 			for k, c := range cols {
 				rec[k] = ""
 				if c.get != nil {
-					rec[k] = c.get(&e.Devices[i])
+					rec[k] = defuse(c.get(&e.Devices[i]))
 				}
 			}
 			if err := cw.Write(rec); err != nil {
@@ -240,4 +241,25 @@ func writeHelp(f *excelize.File, st styles) error {
 		return err
 	}
 	return f.SetRowStyle(s, 9, 9, st.header)
+}
+
+// defuse keeps a spreadsheet program from running a CSV cell as a formula
+// (CSV injection): text that starts with =, +, -, @ and is not a number
+// gets a leading apostrophe, which the import takes off again (undefuse).
+func defuse(v string) string {
+	if v == "" || !strings.ContainsRune("=+-@", rune(v[0])) {
+		return v
+	}
+	if _, err := strconv.ParseFloat(v, 64); err == nil {
+		return v
+	}
+	return "'" + v
+}
+
+// undefuse takes off the apostrophe that defuse put before a formula character.
+func undefuse(v string) string {
+	if len(v) > 1 && v[0] == '\'' && strings.ContainsRune("=+-@", rune(v[1])) {
+		return v[1:]
+	}
+	return v
 }
