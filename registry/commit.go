@@ -84,7 +84,14 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 	if err := s.write(ctx, actor, c, opt); err != nil {
 		return nil, nil, err
 	}
-	return s.live.Apply(c)
+	l, d, err := s.live.Apply(c)
+	if err != nil {
+		// Only if the live registry was changed by something else than
+		// this store since the validation above: the store has the change,
+		// the next start adopts it.
+		return nil, nil, fmt.Errorf("registry: the change is stored but could not be made live (a restart adopts it): %w", err)
+	}
+	return l, d, nil
 }
 
 // write stores c and its audit records in one transaction.
@@ -104,7 +111,7 @@ func (s *Store) write(ctx context.Context, actor string, c *devices.Change, opt 
 	if err := w.change(c); err != nil {
 		return fmt.Errorf("registry commit: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := w.commit(); err != nil {
 		return fmt.Errorf("registry commit: %w", err)
 	}
 	return nil
@@ -175,7 +182,67 @@ type writer struct {
 	actor   string
 	source  string
 	at      int64
-	audit   *sql.Stmt
+	// Rows waiting for a multi-row INSERT (batch): audit records and new
+	// devices. flush writes them; commit flushes first.
+	audit, newDevices batch
+}
+
+// batch gathers the rows of one table for INSERTs of up to batchRows rows
+// each: a spreadsheet import writes a million devices and as many audit
+// records, and one statement per row costs more than the row.
+type batch struct {
+	head, row string // "INSERT INTO t (a, b) VALUES ", "(?, ?)"
+	args      []any
+	n         int
+	full      *sql.Stmt // the statement of a full batch, prepared once
+}
+
+const batchRows = 100
+
+func newBatch(head string, cols int) batch {
+	return batch{head: head, row: "(?" + strings.Repeat(", ?", cols-1) + ")"}
+}
+
+func (w *writer) add(b *batch, args ...any) error {
+	b.args = append(b.args, args...)
+	b.n++
+	if b.n < batchRows {
+		return nil
+	}
+	return w.flushBatch(b)
+}
+
+func (w *writer) flushBatch(b *batch) error {
+	if b.n == 0 {
+		return nil
+	}
+	q := w.s.q(b.head + b.row + strings.Repeat(", "+b.row, b.n-1))
+	var err error
+	switch {
+	case b.n < batchRows:
+		_, err = w.tx.ExecContext(w.ctx, q, b.args...)
+	case b.full == nil:
+		if b.full, err = w.tx.PrepareContext(w.ctx, q); err != nil {
+			return err
+		}
+		fallthrough
+	default:
+		_, err = b.full.ExecContext(w.ctx, b.args...)
+	}
+	clear(b.args)
+	b.args, b.n = b.args[:0], 0
+	return err
+}
+
+// commit writes what is batched and commits the transaction.
+func (w *writer) commit() error {
+	if err := w.flushBatch(&w.newDevices); err != nil {
+		return err
+	}
+	if err := w.flushBatch(&w.audit); err != nil {
+		return err
+	}
+	return w.tx.Commit()
 }
 
 // begin bumps the registry version inside tx. On PostgreSQL the update
@@ -201,10 +268,8 @@ func (s *Store) begin(ctx context.Context, tx *sql.Tx, actor, source string) (*w
 	if err != nil {
 		return nil, fmt.Errorf("registry version: %w", err)
 	}
-	if w.audit, err = tx.PrepareContext(ctx, s.q(`INSERT INTO registry_audit
-		(at_ms, actor, source, version, entity, entity_id, action, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)); err != nil {
-		return nil, err
-	}
+	w.audit = newBatch(`INSERT INTO registry_audit (at_ms, actor, source, version, entity, entity_id, action, before, after) VALUES `, 9)
+	w.newDevices = newBatch(`INSERT INTO registry_devices (`+strings.Join(deviceWrite, ", ")+`, rev, seq, id) VALUES `, len(deviceWrite)+3)
 	return w, nil
 }
 
@@ -226,8 +291,7 @@ func (w *writer) record(entity, id, action string, before, after any) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.audit.ExecContext(w.ctx, w.at, w.actor, w.source, w.version, entity, id, action, b, a)
-	return err
+	return w.add(&w.audit, w.at, w.actor, w.source, w.version, entity, id, action, b, a)
 }
 
 func (w *writer) nextSeq(table string) (int64, error) {
@@ -365,41 +429,42 @@ func (w *writer) gateway(g *devices.GatewayEntry) error {
 	return w.record("gateway", g.ID, "update", gatewayJSON(&b, 0), gatewayJSON(g, w.version))
 }
 
-// devices upserts ds with prepared statements: a spreadsheet import may
-// bring a million.
+// devices upserts ds: a spreadsheet import may bring a million. A device
+// the live registry does not have is inserted without looking for its row
+// first (batched); on a PostgreSQL shared by instances the unique id then
+// refuses a row another instance wrote meanwhile, and the commit fails.
 func (w *writer) devices(ds []devices.DeviceEntry) error {
 	if len(ds) == 0 {
 		return nil
 	}
 	s := w.s
-	sel, err := w.tx.PrepareContext(w.ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id = ?`))
-	if err != nil {
-		return err
+	var live *devices.Ledger
+	if s.live != nil {
+		live = s.live.Load()
 	}
-	defer sel.Close()
-	ins, err := w.tx.PrepareContext(w.ctx, s.q(insertDevice))
-	if err != nil {
-		return err
-	}
-	defer ins.Close()
-	upd, err := w.tx.PrepareContext(w.ctx, s.q(updateDevice))
-	if err != nil {
-		return err
-	}
-	defer upd.Close()
+	var sel, upd *sql.Stmt
 	seq, err := w.nextSeq("registry_devices")
 	if err != nil {
 		return err
 	}
 	for i := range ds {
 		d := &ds[i]
-		var b devices.DeviceEntry
-		err := scanDevice(sel.QueryRowContext(w.ctx, d.ID), &b, nil)
 		args := deviceArgs(d)
+		var b devices.DeviceEntry
+		err := sql.ErrNoRows
+		if live == nil || isLive(live, d.ID) {
+			if sel == nil {
+				if sel, err = w.tx.PrepareContext(w.ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id = ?`)); err != nil {
+					return err
+				}
+				defer sel.Close()
+			}
+			err = scanDevice(sel.QueryRowContext(w.ctx, d.ID), &b, nil)
+		}
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			if _, err := ins.ExecContext(w.ctx, append(args, w.version, seq, d.ID)...); err != nil {
-				return fmt.Errorf("device %s: %w", d.ID, err)
+			if err := w.add(&w.newDevices, append(args, w.version, seq, d.ID)...); err != nil {
+				return fmt.Errorf("devices: %w", err)
 			}
 			seq++
 			if err := w.record("device", d.ID, "create", nil, deviceJSON(d, w.version)); err != nil {
@@ -408,6 +473,12 @@ func (w *writer) devices(ds []devices.DeviceEntry) error {
 		case err != nil:
 			return fmt.Errorf("device %s: %w", d.ID, err)
 		default:
+			if upd == nil {
+				if upd, err = w.tx.PrepareContext(w.ctx, s.q(updateDevice)); err != nil {
+					return err
+				}
+				defer upd.Close()
+			}
 			if _, err := upd.ExecContext(w.ctx, append(args, w.version, d.ID)...); err != nil {
 				return fmt.Errorf("device %s: %w", d.ID, err)
 			}
@@ -416,7 +487,15 @@ func (w *writer) devices(ds []devices.DeviceEntry) error {
 			}
 		}
 	}
-	return nil
+	// Deletions follow in the same transaction: the new rows must be
+	// written before a later statement looks for them.
+	return w.flushBatch(&w.newDevices)
+}
+
+// isLive reports whether the live registry has device id (not removed).
+func isLive(l *devices.Ledger, id string) bool {
+	_, ok := l.LookupID(id)
+	return ok
 }
 
 func (w *writer) deleteDevice(id string) error {

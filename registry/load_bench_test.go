@@ -55,7 +55,7 @@ func seeded(b *testing.B, e *devices.Entries) *Store {
 	if err := w.insertAll(e); err != nil {
 		b.Fatal(err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := w.commit(); err != nil {
 		b.Fatal(err)
 	}
 	return s
@@ -117,4 +117,39 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRegistryCommitBulk is a spreadsheet import's commit: 100,000
+// new devices (FW_REGISTRY_DEVICES) in one Commit, audited each, into a
+// registry of 10 stations.
+func BenchmarkRegistryCommitBulk(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("FW_REGISTRY_DEVICES")); err == nil && v > 0 {
+		n = v
+	}
+	all := benchEntries(n)
+	ctx := context.Background()
+	b.ReportAllocs()
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		base := *all
+		base.Devices = nil
+		s := seeded(b, &base)
+		l, err := devices.Build("bench", &base)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Attach(devices.NewLive(l))
+		cpu0 := cpuTime()
+		b.StartTimer()
+		if _, _, err := s.Commit(ctx, "bench", &devices.Change{UpsertDevices: all.Devices}, CommitOptions{Source: "xlsx import"}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		cpu += cpuTime() - cpu0
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/device")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/device")
 }

@@ -128,7 +128,7 @@ func (s *Store) seed(ctx context.Context, path string, b []byte) error {
 	if err := w.recordImport(path, b); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return w.commit()
 }
 
 // insertAll inserts every entry of e into empty tables, without an audit
@@ -152,18 +152,13 @@ func (w *writer) insertAll(e *devices.Entries) error {
 			return err
 		}
 	}
-	ins, err := tx.PrepareContext(ctx, s.q(insertDevice))
-	if err != nil {
-		return err
-	}
-	defer ins.Close()
 	for i := range e.Devices {
 		d := &e.Devices[i]
-		if _, err := ins.ExecContext(ctx, append(deviceArgs(d), w.version, i+1, d.ID)...); err != nil {
-			return fmt.Errorf("device %s: %w", d.ID, err)
+		if err := w.add(&w.newDevices, append(deviceArgs(d), w.version, i+1, d.ID)...); err != nil {
+			return fmt.Errorf("devices: %w", err)
 		}
 	}
-	return nil
+	return w.flushBatch(&w.newDevices)
 }
 
 func (w *writer) setUITDs(u []devices.UITDEntry) error {
@@ -292,7 +287,7 @@ func (s *Store) reimport(ctx context.Context, path string, last, b []byte) (int,
 	if err := w.recordImport(path, b); err != nil {
 		return 0, err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := w.commit(); err != nil {
 		return 0, fmt.Errorf("registry re-import: %w", err)
 	}
 	return Size(c), nil
@@ -357,7 +352,7 @@ func (s *Store) Import(ctx context.Context, actor, path string, b []byte, dryRun
 	if err := w.recordImport(path, b); err != nil {
 		return 0, err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := w.commit(); err != nil {
 		return 0, fmt.Errorf("registry import: %w", err)
 	}
 	return Size(c), nil

@@ -24,7 +24,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/internal/buildinfo"
 	"github.com/firewatch-iot/firewatch/pipeline"
 	"github.com/firewatch-iot/firewatch/rules"
@@ -117,7 +116,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "config: %v\n", err)
 		return 1
 	}
-	l, err := devices.LoadLedger(cfg.Ledger)
+	l, err := checkLedger(cfg) // registry_cli.go: the ledger file, or the registry in the store without one
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

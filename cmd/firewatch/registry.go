@@ -21,16 +21,16 @@ func (s *service) openRegistry() (*devices.Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.registry = st
+	s.regStore = st
 	return st.Startup(context.Background(), s.cfg.Ledger, s.log.With("component", "registry"))
 }
 
 // mountRegistry makes live the registry that the store's commits change
 // and serves the admin API under /api/v1/registry/.
 func (s *service) mountRegistry(mux *http.ServeMux, live *devices.Live) {
-	s.registry.Attach(live)
+	s.regStore.Attach(live)
 	(&registry.API{
-		Store: s.registry,
+		Store: s.regStore,
 		Read: func(h http.HandlerFunc) http.HandlerFunc {
 			return s.alarms.Require(alarms.RoleViewer, h)
 		},
@@ -40,14 +40,14 @@ func (s *service) mountRegistry(mux *http.ServeMux, live *devices.Live) {
 	}).Register(mux)
 
 	// Spreadsheets (registry/sheet): template, export and import of XLSX and CSV, admin only.
-	sheet.Routes(mux, &sheet.Importer{Commit: sheet.StoreCommit(s.registry), Current: live.Load},
+	sheet.Routes(mux, &sheet.Importer{Commit: sheet.StoreCommit(s.regStore), Current: live.Load},
 		func(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 			return s.alarms.RequireActor(alarms.RoleAdmin, h)
 		})
 }
 
 func (s *service) closeRegistry() {
-	if s.registry != nil {
-		s.registry.Close()
+	if s.regStore != nil {
+		s.regStore.Close()
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -86,4 +88,32 @@ func registryCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "OK: %d entries changed\n", n)
 	}
 	return 0
+}
+
+// checkLedger is the registry `firewatch check` validates: the ledger file
+// as always, or, when there is none, the registry in the store (without
+// changing the store: check writes nothing).
+func checkLedger(cfg *Config) (*devices.Ledger, error) {
+	l, err := devices.LoadLedger(cfg.Ledger)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return l, err
+	}
+	loc := cfg.Registry.Location(cfg.Alarms.DB)
+	if _, serr := os.Stat(loc); !registry.IsPostgres(loc) && serr != nil {
+		return nil, err // no store either: the ledger file's error
+	}
+	st, serr := registry.Open(loc)
+	if serr != nil {
+		return nil, errors.Join(err, serr)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if v, verr := st.Version(ctx); verr != nil || v == 0 {
+		return nil, err
+	}
+	e, err := st.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return devices.Build(registry.LedgerName, e)
 }

@@ -54,6 +54,10 @@ func TestRegistryCLI(t *testing.T) {
 	if _, now, _ := run("registry", "export"); strings.Contains(now, "hy-1") {
 		t.Fatal("hy-1 still exported after the import without it")
 	}
+	// Without a ledger file, firewatch check validates the store's registry.
+	if code, out, stderr := run("check", "-ledger", filepath.Join(dir, "none.yaml"), "-alarms.secret", "0123456789abcdef0123"); code != 0 || !strings.HasPrefix(out, "OK: 3 devices") {
+		t.Fatalf("check of the store's registry: %d %q %s", code, out, stderr)
+	}
 	// A ledger with a mistake is refused with its line.
 	os.WriteFile(back, []byte(strings.Replace(exported, "kind: smoke", "kind: toaster", 1)), 0o600)
 	if code, _, stderr := run("registry", "import", back); code != 1 || !strings.Contains(stderr, "exported.yaml:") {

@@ -37,6 +37,8 @@ type service struct {
 	log    *slog.Logger
 	ledger *devices.Ledger
 
+	regStore *registry.Store // issue 18: the registry's store (registry.go)
+
 	writer  *influx.Writer
 	alarms  *alarms.Manager
 	broker  *mochi.Server
@@ -52,8 +54,6 @@ type service struct {
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
-
-	registry *registry.Store // the registry's store (registry.go)
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -198,7 +198,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
-	s.mountRegistry(mux, devices.NewLive(s.ledger)) // registry.go (issue 18: i18b's wiring hands the service's Live here)
+	s.mountRegistry(mux, devices.NewLive(s.ledger)) // registry.go; merged with i18b: pass s.registry, the service's Live
 	// Timeouts against slow clients (slowloris): headers within 10 s,
 	// the whole request within read_timeout, the response within
 	// write_timeout; idle keep-alive connections closed after idle_timeout.

@@ -48,6 +48,8 @@ var rules = []rule{
 		why: "firegate, and whatever it imports, carries nothing of the server"},
 	{pkg: "registry/sheet", forbid: []string{"alarms", "pipeline"},
 		why: "spreadsheets are a format of the registry: they reach the store through a commit function and the API's auth through a wrapper"},
+	{pkg: "registry", forbid: []string{"alarms", "pipeline"},
+		why: "the registry keeps and serves the ledger's entries; the token check comes from cmd/firewatch, live adoption through devices.Live"},
 	{pkg: "dashboards/plugin", forbid: []string{""}, allow: []string{"dashboards/plugin"},
 		why: "the Grafana plugin is a module of its own that talks to firewatch over HTTP only"},
 }
