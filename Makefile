@@ -75,6 +75,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzParseCSV ./registry/sheet/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzIDIndex ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzEntriesRoundTrip ./devices/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzChunkedParse ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParse ./rules/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzCrash ./spool/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzVerifyFor ./alarms/ $(FUZZTIME)

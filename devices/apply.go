@@ -287,7 +287,7 @@ func (n *Ledger) applyDevices(b *builder, l *Ledger, c *Change, d *Diff, station
 			}
 			var st *Station
 			at := Problem{Line: dv.Line, Section: "devices", Index: -1, ID: dv.ID}
-			if dv.stationNamed {
+			if dv.flags&stationNamed != 0 {
 				name := dv.Station.ID
 				if st = n.stationID[name]; st == nil {
 					at.Field = "station"
@@ -305,8 +305,8 @@ func (n *Ledger) applyDevices(b *builder, l *Ledger, c *Change, d *Diff, station
 	}
 	if n.uitds != nil && len(n.uitds.entries) > 0 {
 		for i := range n.Devices {
-			if n.Devices[i].hbDerived {
-				n.Devices[i].Heartbeat, n.Devices[i].hbDerived = 0, false
+			if d := &n.Devices[i]; d.flags&hbDerived != 0 {
+				d.Heartbeat, d.flags = 0, d.flags&^hbDerived
 			}
 		}
 		b.uitds(n.uitds.entries)
@@ -343,7 +343,7 @@ func deviceEqual(a, b *Device) bool {
 	}
 	return a.ID == b.ID && a.Kind == b.Kind && a.Model == b.Model && a.Grid == b.Grid && a.Address == b.Address &&
 		a.Lat == b.Lat && a.Lon == b.Lon && a.Unit == b.Unit && a.Phone == b.Phone && sa == sb &&
-		a.stationNamed == b.stationNamed && a.Gateway == b.Gateway && a.Channels == b.Channels &&
+		a.flags&stationNamed == b.flags&stationNamed && a.Gateway == b.Gateway && a.Channels == b.Channels &&
 		a.Heartbeat == b.Heartbeat && a.SecretHash == b.SecretHash && na == nb && a.Point == b.Point &&
 		a.Removed == b.Removed && rulesEqual(a, b)
 }

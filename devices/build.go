@@ -261,13 +261,16 @@ func (b *builder) device(i int, e *DeviceEntry, rules map[string]yaml.Node) Devi
 			l.gatewayID[gw] = gw
 		}
 	}
-	return Device{
-		ID: strings.Clone(e.ID), Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
+	d := Device{
+		ID: e.ID, Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
 		Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: b.intern(e.Unit), Station: st, Gateway: gw,
 		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(), Phone: b.intern(e.Phone),
 		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: rules, Line: e.Line,
-		stationNamed: e.Station != "",
 	}
+	if e.Station != "" {
+		d.flags |= stationNamed
+	}
+	return d
 }
 
 // Entries returns the registry as plain data: Build(l.Entries()) makes
@@ -304,10 +307,10 @@ func (d *Device) entry() DeviceEntry {
 	de := DeviceEntry{ID: d.ID, Kind: d.Kind.String(), Model: d.Model, Grid: string(d.Grid), Address: d.Address,
 		Lat: d.Lat, Lon: d.Lon, Unit: d.Unit, Phone: d.Phone, Gateway: d.Gateway, Channels: int(d.Channels),
 		Heartbeat: d.Heartbeat, SecretHash: d.SecretHash, Line: d.Line}
-	if d.hbDerived {
+	if d.flags&hbDerived != 0 {
 		de.Heartbeat = 0
 	}
-	if d.Station != nil && d.stationNamed {
+	if d.Station != nil && d.flags&stationNamed != 0 {
 		de.Station = d.Station.ID
 	}
 	if d.NBIoT != nil {

@@ -171,6 +171,22 @@ func ParseEntries(name string, b []byte) (*Entries, error) {
 }
 
 func parseEntries(name string, b []byte) (*parsed, error) {
+	p, ok := (*parsed)(nil), false
+	if len(b) >= chunkedFrom {
+		p, ok = parseChunked(name, b) // entries_chunked.go
+	}
+	if !ok {
+		var err error
+		if p, err = parseWhole(name, b); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(p.probs, func(a, b Problem) int { return a.Line - b.Line })
+	return p, nil
+}
+
+// parseWhole reads a ledger as one YAML document.
+func parseWhole(name string, b []byte) (*parsed, error) {
 	var f ledgerFile
 	if err := yamlfile.Decode(b, &f); err != nil {
 		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err), Index: -1}}}

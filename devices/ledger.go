@@ -18,10 +18,21 @@ var ErrUnknownDevice = errors.New("unknown device")
 type Index uint32
 
 // Device is one entry of the ledger (台账).
+//
+// Its small fields come first, packed in one word (a million devices: 24 MB
+// less than in declaration order of meaning; issue 18).
 type Device struct {
-	Index   Index
+	Index Index
+	Kind  Kind
+	// Channels caps the channels of channelled metrics (cable sensors,
+	// charging slots) the device has; 0 means the catalog's maximum.
+	Channels uint8
+	// Removed marks a tombstone: the device was deleted from the registry
+	// by a change (Ledger.Apply). Its slot keeps its Index so that arrays
+	// indexed by Index stay valid; Lookup and LookupID no longer find it.
+	Removed bool
+	flags   deviceFlags
 	ID      string
-	Kind    Kind
 	Model   string
 	Grid    Grid
 	Address string
@@ -37,9 +48,6 @@ type Device struct {
 	Station *Station
 	// Gateway is the gateway box that forwards for the device, if any.
 	Gateway string
-	// Channels caps the channels of channelled metrics (cable sensors,
-	// charging slots) the device has; 0 means the catalog's maximum.
-	Channels uint8
 	// Rules holds the device's own rule overrides as installers set them on
 	// site (rule id → {above: …, clear: …, for: …} or {off: true}); the
 	// rules package reads them.
@@ -57,15 +65,17 @@ type Device struct {
 	// Point names the building fire facility point a UITD reports the device as (uitd.go), e.g.
 	// "柳石家园 消防控制室 火灾报警系统1 点型光电感烟火灾探测器 0x00000105"; empty for other devices.
 	Point string
-	// Removed marks a tombstone: the device was deleted from the registry
-	// by a change (Ledger.Apply). Its slot keeps its Index so that arrays
-	// indexed by Index stay valid; Lookup and LookupID no longer find it.
-	Removed bool
-	// hbDerived: Heartbeat was set from its UITD's patrol, not entered.
-	hbDerived bool
-	// stationNamed: the entry named Station (else it covers the grid).
-	stationNamed bool
 }
+
+// deviceFlags say how a Device was entered, for Ledger.Entries.
+type deviceFlags uint8
+
+const (
+	// hbDerived: Heartbeat was set from its UITD's patrol, not entered.
+	hbDerived deviceFlags = 1 << iota
+	// stationNamed: the entry named Station (else it covers the grid).
+	stationNamed
+)
 
 // Gateway is a gateway box (firegate) that forwards the readings of the
 // devices whose ledger entry names it.

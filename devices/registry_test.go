@@ -363,7 +363,7 @@ func TestEntriesRoundTrip(t *testing.T) {
 		}
 		for i := range l.Devices {
 			a, b := &l.Devices[i], &l2.Devices[i]
-			if !deviceEqual(a, b) || a.Index != b.Index || a.hbDerived != b.hbDerived {
+			if !deviceEqual(a, b) || a.Index != b.Index || a.flags != b.flags {
 				t.Errorf("device %s differs after the round trip: %+v\n%+v", a.ID, *a, *b)
 			}
 		}

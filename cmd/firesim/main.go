@@ -23,6 +23,7 @@ const usage = `firesim — simulated firewatch devices, incident scenarios and a
 
 Usage:
   firesim ledger   [flags]   write a demo ledger (台账) of devices and micro fire stations
+  firesim registry [flags]   write a registry of many devices (YAML ledger, CSV) for scale tests
   firesim run      [flags]   publish the simulated fleet to an MQTT broker, with scenarios
   firesim receiver [flags]   receive and verify dispatch pushes (联勤联调 webhook)
   firesim modbus   [flags]   Modbus RTU slaves on a pseudo-terminal for firegate, with faults
@@ -59,6 +60,8 @@ func firesim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
+	case "registry":
+		err = cmdRegistry(args[1:], stdout, stderr)
 	case "ledger":
 		err = cmdLedger(args[1:], stdout, stderr)
 	case "run":

@@ -30,59 +30,96 @@ const maxMessage = 4096
 // state,] town, village), the order InfluxDB stores them in, which spares
 // the server a sort per point.
 type Encoder struct {
-	// arena holds, per device, "<kind>,county=C,device=D,kind=K,town=T,village=V";
-	// device i's entry is arena[off[i]:off[i+1]].
-	arena []byte
-	off   []uint32
-	// meas is the length of the measurement at the start of each entry, so
-	// that ",ch=N" can be inserted after it.
-	meas []uint8
-	// split is the offset within each entry of ",town=" (or its end), where
-	// the alarm tags rule, severity and state belong.
-	split []uint16
+	// ids holds every device's id, escaped as a tag value: device i's is
+	// ids[off[i]:off[i+1]].
+	ids []byte
+	off []uint32
+	// place is, per device, its entry in places: the devices of a kind in
+	// a village share one (a few thousand for a million devices), so that
+	// a device costs its id and 8 bytes (issue 18) while a line is still
+	// copied from precomputed bytes.
+	place  []uint32
+	places []placeTags
 	// fields holds the escaped field key and '=' of every catalog metric.
 	fields [][]byte
+}
+
+// placeTags are the measurement and tags shared by the devices of one kind
+// in one village: "<kind>,county=C" ",device=" "<id>" ",kind=K" ",town=T,village=V".
+type placeTags struct {
+	b []byte
+	// meas ends the measurement (",ch=N" goes after it), dev the county
+	// tag (",device=<id>" goes after it) and split the kind tag (the
+	// alarm tags rule, severity and state go after it).
+	meas, dev, split uint8
 }
 
 // NewEncoder precomputes the measurement and tags of every device of l.
 func NewEncoder(l *devices.Ledger) *Encoder {
 	e := &Encoder{
 		off:    make([]uint32, len(l.Devices)+1),
-		meas:   make([]uint8, len(l.Devices)),
-		split:  make([]uint16, len(l.Devices)),
+		place:  make([]uint32, len(l.Devices)),
 		fields: make([][]byte, len(devices.Catalog)),
 	}
 	size := 0
 	for i := range l.Devices {
-		size += 80 + 2*len(l.Devices[i].ID)
+		size += len(l.Devices[i].ID)
 	}
-	e.arena = make([]byte, 0, size)
+	e.ids = make([]byte, 0, size)
+	type key struct {
+		kind devices.Kind
+		grid devices.Grid
+	}
+	byPlace := map[key]uint32{}
 	for i := range l.Devices {
 		d := &l.Devices[i]
-		kind := d.Kind.String()
-		if d.Kind == devices.KindInvalid || d.Kind >= devices.NumKinds {
-			kind = "unknown" // a ledger never holds one; an empty name would be invalid
+		k := key{d.Kind, d.Grid}
+		pi, ok := byPlace[k]
+		if !ok {
+			pi = uint32(len(e.places))
+			byPlace[k] = pi
+			e.places = append(e.places, newPlaceTags(d.Kind, d.Grid))
 		}
-		start := len(e.arena)
-		e.arena = appendName(e.arena, kind)
-		e.meas[i] = uint8(len(e.arena) - start)
-		g := d.Grid
-		if len(g) == 12 {
-			e.arena = appendTag(e.arena, "county", g.County())
-		}
-		e.arena = appendTag(e.arena, "device", d.ID)
-		e.arena = appendTag(e.arena, "kind", kind)
-		e.split[i] = uint16(len(e.arena) - start)
-		if len(g) == 12 {
-			e.arena = appendTag(e.arena, "town", g.Town())
-			e.arena = appendTag(e.arena, "village", g.Village())
-		}
-		e.off[i+1] = uint32(len(e.arena))
+		e.place[i] = pi
+		e.ids = appendKey(e.ids, d.ID)
+		e.off[i+1] = uint32(len(e.ids))
 	}
 	for m := 1; m < len(devices.Catalog); m++ {
 		e.fields[m] = append(appendKey(nil, devices.Catalog[m].Name), '=')
 	}
 	return e
+}
+
+func newPlaceTags(k devices.Kind, g devices.Grid) placeTags {
+	kind := k.String()
+	if k == devices.KindInvalid || k >= devices.NumKinds {
+		kind = "unknown" // a ledger never holds one; an empty name would be invalid
+	}
+	var p placeTags
+	p.b = appendName(p.b, kind)
+	p.meas = uint8(len(p.b))
+	if len(g) == 12 {
+		p.b = appendTag(p.b, "county", g.County())
+	}
+	p.dev = uint8(len(p.b))
+	p.b = appendTag(p.b, "kind", kind)
+	p.split = uint8(len(p.b))
+	if len(g) == 12 {
+		p.b = appendTag(p.b, "town", g.Town())
+		p.b = appendTag(p.b, "village", g.Village())
+	}
+	return p
+}
+
+// appendTags appends the tags of device d from its county on: county,
+// device, kind, then extra (the alarm tags), then town and village.
+func (e *Encoder) appendTags(buf []byte, d devices.Index, p *placeTags) []byte {
+	buf = append(buf, p.b[p.meas:p.dev]...)
+	if id := e.ids[e.off[d]:e.off[d+1]]; len(id) > 0 {
+		buf = append(buf, ",device="...)
+		buf = append(buf, id...)
+	}
+	return append(buf, p.b[p.dev:p.split]...)
 }
 
 // AppendLine appends one line of line protocol, ending in '\n', for a message
@@ -93,18 +130,18 @@ func NewEncoder(l *devices.Ledger) *Encoder {
 // not a device of the ledger or ts lies outside the years 1677 to 2262 that
 // InfluxDB can store, nothing is appended.
 func (e *Encoder) AppendLine(buf []byte, d devices.Index, ch uint8, metrics []devices.Metric, values []float64, ts int64) []byte {
-	if int(d) >= len(e.meas) || ts > maxMillis || ts < -maxMillis {
+	if int(d) >= len(e.place) || ts > maxMillis || ts < -maxMillis {
 		return buf
 	}
 	start := len(buf)
-	entry := e.arena[e.off[d]:e.off[d+1]]
-	m := e.meas[d]
-	buf = append(buf, entry[:m]...)
+	p := &e.places[e.place[d]]
+	buf = append(buf, p.b[:p.meas]...)
 	if ch != 0 {
 		buf = append(buf, ",ch="...)
 		buf = strconv.AppendUint(buf, uint64(ch), 10)
 	}
-	buf = append(buf, entry[m:]...)
+	buf = e.appendTags(buf, d, p)
+	buf = append(buf, p.b[p.split:]...)
 	sep := byte(' ')
 	n := min(len(metrics), len(values))
 	for i := 0; i < n; i++ {
@@ -151,16 +188,16 @@ type AlarmPoint struct {
 // and message (strings). Nothing is appended when a.Device is not a device
 // of the ledger or a.Time is outside InfluxDB's range.
 func (e *Encoder) AppendAlarm(buf []byte, a AlarmPoint) []byte {
-	if int(a.Device) >= len(e.meas) || a.Time > maxMillis || a.Time < -maxMillis {
+	if int(a.Device) >= len(e.place) || a.Time > maxMillis || a.Time < -maxMillis {
 		return buf
 	}
-	entry := e.arena[e.off[a.Device]:e.off[a.Device+1]]
+	p := &e.places[e.place[a.Device]]
 	buf = append(buf, AlarmMeasurement...)
-	buf = append(buf, entry[e.meas[a.Device]:e.split[a.Device]]...)
+	buf = e.appendTags(buf, a.Device, p)
 	buf = appendTag(buf, "rule", a.Rule)
 	buf = appendTag(buf, "severity", a.Severity)
 	buf = appendTag(buf, "state", a.State)
-	buf = append(buf, entry[e.split[a.Device]:]...)
+	buf = append(buf, p.b[p.split:]...)
 	buf = append(buf, " alarm_id="...)
 	buf = appendString(buf, a.AlarmID)
 	if !math.IsNaN(a.Value) && !math.IsInf(a.Value, 0) {
@@ -222,17 +259,17 @@ const NumResponseFields = 7
 // is the share in time). Grafana computes medians, 90th percentiles and
 // shares per station or grid from them.
 func (e *Encoder) AppendResponse(buf []byte, p ResponsePoint) []byte {
-	if int(p.Device) >= len(e.meas) || p.Time > maxMillis || p.Time < -maxMillis {
+	if int(p.Device) >= len(e.place) || p.Time > maxMillis || p.Time < -maxMillis {
 		return buf
 	}
-	entry := e.arena[e.off[p.Device]:e.off[p.Device+1]]
+	pt := &e.places[e.place[p.Device]]
 	buf = append(buf, ResponseMeasurement...)
-	buf = append(buf, entry[e.meas[p.Device]:e.split[p.Device]]...)
+	buf = e.appendTags(buf, p.Device, pt)
 	buf = appendTag(buf, "outcome", p.Outcome)
 	buf = appendTag(buf, "rule", p.Rule)
 	buf = appendTag(buf, "severity", p.Severity)
 	buf = appendTag(buf, "station", p.Station)
-	buf = append(buf, entry[e.split[p.Device]:]...)
+	buf = append(buf, pt.b[pt.split:]...)
 	buf = append(buf, " alarm_id="...)
 	buf = appendString(buf, p.AlarmID)
 	for i, v := range p.Seconds {
