@@ -290,3 +290,37 @@ func TestRoutes(t *testing.T) {
 		t.Fatal("sm-2 not added")
 	}
 }
+
+// Stations, gateways and place names come in their own sheets, in one
+// change with the devices that need them.
+func TestImportOtherSheets(t *testing.T) {
+	im, lv := liveImporter(t)
+	hash := "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5"
+	wb := workbook(t, map[string][][]any{
+		SheetStations: {{"站点编号", "站点名称", "覆盖区划", "推送地址", "经度", "纬度"}, {"st-new", "鹅山微型消防站", "450204004、450204005001", "https://dispatch.example/st-new", 109.5, 24.2}},
+		SheetGateways: {{"网关编号", "密钥哈希"}, {"gw-2", hash}},
+		SheetPlaces:   {{"行政区划代码", "名称", "操作"}, {"450204004", "鹅山街道"}, {"450204", "", "删除"}},
+		SheetDevices:  {{"设备编号", "设备类型", "行政区划代码", "网关"}, {"el-9", "electrical", "450204004001", "gw-2"}},
+	})
+	res, err := im.Import(context.Background(), "admin", XLSX, wb, false)
+	if err != nil || len(res.Problems) > 0 || !res.Applied || res.NewSecrets != 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if res.Added != 1 || res.Stations != 1 || res.Gateways != 1 {
+		t.Errorf("counts %+v", res)
+	}
+	l := lv.Load()
+	d, ok := l.LookupID("el-9")
+	if !ok || d.Station == nil || d.Station.ID != "st-new" {
+		t.Fatalf("el-9 %+v", d)
+	}
+	if st := l.Station("st-new"); st == nil || !reflect.DeepEqual(st.Grids, []string{"450204004", "450204005001"}) || st.Lat != 24.2 {
+		t.Errorf("station %+v", st)
+	}
+	if g := l.Gateways["gw-2"]; g == nil || g.SecretHash != hash {
+		t.Errorf("gateway %+v", g)
+	}
+	if _, ok := l.Places["450204"]; ok || l.Places["450204004"] != "鹅山街道" {
+		t.Errorf("places %v", l.Places)
+	}
+}
