@@ -82,6 +82,24 @@ type Result struct {
 // they are in the Result, each at its sheet, row and column. The error is
 // for failures other than problems of the file (the store).
 func (im *Importer) Import(ctx context.Context, actor string, f Format, b []byte, dryRun bool) (*Result, error) {
+	// The file is read against the registry in effect (columns it lacks keep
+	// current values; "new" decides secrets): if another change lands
+	// meanwhile, read it again against that one rather than undo the change.
+	for attempt := 1; ; attempt++ {
+		res, err := im.importOnce(ctx, actor, f, b, dryRun, attempt < maxAttempts)
+		if err != errStale {
+			return res, err
+		}
+	}
+}
+
+// maxAttempts bounds the reads of a file against a registry that keeps
+// changing under it; the last one commits whatever happens meanwhile.
+const maxAttempts = 3
+
+var errStale = errors.New("the registry changed while the file was read")
+
+func (im *Importer) importOnce(ctx context.Context, actor string, f Format, b []byte, dryRun, retry bool) (*Result, error) {
 	cur := im.Current()
 	var p *Parsed
 	if f == CSV {
@@ -114,6 +132,9 @@ func (im *Importer) Import(ctx context.Context, actor string, f Format, b []byte
 		if res.Secrets, err = im.makeSecrets(&p.Change, gen); err != nil {
 			return res, err
 		}
+	}
+	if retry && im.Current() != cur {
+		return nil, errStale
 	}
 	_, d, err := im.Commit(ctx, actor, &p.Change, false, source)
 	if err != nil {
