@@ -16,7 +16,7 @@ import (
 
 // Devices returns up to limit devices with ids after after, in id order.
 func (s *Store) Devices(ctx context.Context, after string, limit int) ([]Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
+	rows, err := s.reader().QueryContext(ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
@@ -37,7 +37,7 @@ func (s *Store) Devices(ctx context.Context, after string, limit int) ([]Device,
 func (s *Store) Device(ctx context.Context, id string) (d Device, ok bool, err error) {
 	var e devices.DeviceEntry
 	var rev int64
-	err = scanDevice(s.db.QueryRowContext(ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id = ?`), id), &e, &rev)
+	err = scanDevice(s.reader().QueryRowContext(ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id = ?`), id), &e, &rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Device{}, false, nil
 	}
@@ -50,7 +50,7 @@ func (s *Store) Device(ctx context.Context, id string) (d Device, ok bool, err e
 // DeviceEntry returns the stored entry of device id, secret hash included.
 func (s *Store) DeviceEntry(ctx context.Context, id string) (e devices.DeviceEntry, etag string, ok bool, err error) {
 	var rev int64
-	err = scanDevice(s.db.QueryRowContext(ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id = ?`), id), &e, &rev)
+	err = scanDevice(s.reader().QueryRowContext(ctx, s.q(`SELECT `+deviceColumns+` FROM registry_devices WHERE id = ?`), id), &e, &rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return e, "", false, nil
 	}
@@ -62,7 +62,7 @@ func (s *Store) DeviceEntry(ctx context.Context, id string) (e devices.DeviceEnt
 
 // Gateways lists gateways as Devices lists devices.
 func (s *Store) Gateways(ctx context.Context, after string, limit int) ([]Gateway, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, secret_hash, rev FROM registry_gateways WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
+	rows, err := s.reader().QueryContext(ctx, s.q(`SELECT id, secret_hash, rev FROM registry_gateways WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list gateways: %w", err)
 	}
@@ -82,7 +82,7 @@ func (s *Store) Gateways(ctx context.Context, after string, limit int) ([]Gatewa
 // GatewayEntry returns the stored entry of gateway id.
 func (s *Store) GatewayEntry(ctx context.Context, id string) (g devices.GatewayEntry, etag string, ok bool, err error) {
 	var rev int64
-	err = s.db.QueryRowContext(ctx, s.q(`SELECT id, secret_hash, rev FROM registry_gateways WHERE id = ?`), id).Scan(&g.ID, &g.SecretHash, &rev)
+	err = s.reader().QueryRowContext(ctx, s.q(`SELECT id, secret_hash, rev FROM registry_gateways WHERE id = ?`), id).Scan(&g.ID, &g.SecretHash, &rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return g, "", false, nil
 	}
@@ -94,7 +94,7 @@ func (s *Store) GatewayEntry(ctx context.Context, id string) (g devices.GatewayE
 
 // Stations lists stations as Devices lists devices.
 func (s *Store) Stations(ctx context.Context, after string, limit int) ([]Station, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, name, grids, endpoint, lat, lon, rev FROM registry_stations WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
+	rows, err := s.reader().QueryContext(ctx, s.q(`SELECT id, name, grids, endpoint, lat, lon, rev FROM registry_stations WHERE id > ? ORDER BY id LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list stations: %w", err)
 	}
@@ -117,7 +117,7 @@ func (s *Store) Stations(ctx context.Context, after string, limit int) ([]Statio
 func (s *Store) StationEntry(ctx context.Context, id string) (st devices.StationEntry, etag string, ok bool, err error) {
 	var grids string
 	var rev int64
-	err = s.db.QueryRowContext(ctx, s.q(`SELECT id, name, grids, endpoint, lat, lon, rev FROM registry_stations WHERE id = ?`), id).
+	err = s.reader().QueryRowContext(ctx, s.q(`SELECT id, name, grids, endpoint, lat, lon, rev FROM registry_stations WHERE id = ?`), id).
 		Scan(&st.ID, &st.Name, &grids, &st.Endpoint, &st.Lat, &st.Lon, &rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, "", false, nil
@@ -131,7 +131,7 @@ func (s *Store) StationEntry(ctx context.Context, id string) (st devices.Station
 
 // Places lists places in code order.
 func (s *Store) Places(ctx context.Context, after string, limit int) ([]Place, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT code, name, rev FROM registry_places WHERE code > ? ORDER BY code LIMIT ?`), after, limit)
+	rows, err := s.reader().QueryContext(ctx, s.q(`SELECT code, name, rev FROM registry_places WHERE code > ? ORDER BY code LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list places: %w", err)
 	}
@@ -152,7 +152,7 @@ func (s *Store) Places(ctx context.Context, after string, limit int) ([]Place, e
 // Place returns the place code.
 func (s *Store) Place(ctx context.Context, code string) (p Place, ok bool, err error) {
 	var rev int64
-	err = s.db.QueryRowContext(ctx, s.q(`SELECT code, name, rev FROM registry_places WHERE code = ?`), code).Scan(&p.Code, &p.Name, &rev)
+	err = s.reader().QueryRowContext(ctx, s.q(`SELECT code, name, rev FROM registry_places WHERE code = ?`), code).Scan(&p.Code, &p.Name, &rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, false, nil
 	}
@@ -197,7 +197,7 @@ func (s *Store) Audit(ctx context.Context, entity, id string, before int64, limi
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	rows, err := s.reader().QueryContext(ctx, s.q(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("registry audit: %w", err)
 	}

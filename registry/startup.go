@@ -50,10 +50,12 @@ func (s *Store) Startup(ctx context.Context, path string, log *slog.Logger) (*de
 	case v == 0 && ferr != nil:
 		return nil, fmt.Errorf("registry: the store holds no registry and the ledger file cannot seed it: %w", ferr)
 	case v == 0:
-		if err := s.seed(ctx, path, b); err != nil {
+		l, err := s.seed(ctx, path, b)
+		if err != nil {
 			return nil, err
 		}
-		log.Info("registry seeded from the ledger file", "file", path)
+		log.Info("registry seeded from the ledger file", "file", path, "devices", len(l.Devices))
+		return l, nil // what was just written: no need to read it back
 	case ferr == nil:
 		last, lastHash, err := s.lastImport(ctx, path)
 		if err != nil {
@@ -93,42 +95,47 @@ func hashOf(b []byte) string {
 
 func sourceOf(path string) string { return "ledger file " + path }
 
-// seed writes a whole ledger file into an empty store.
-func (s *Store) seed(ctx context.Context, path string, b []byte) error {
+// seed writes a whole ledger file into an empty store and returns the
+// ledger it makes.
+func (s *Store) seed(ctx context.Context, path string, b []byte) (*devices.Ledger, error) {
 	e, err := devices.ParseEntries(path, b)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := devices.Build(path, e); err != nil {
-		return err
+	l, err := devices.Build(path, e)
+	if err != nil {
+		return nil, err
 	}
 	if err := storable(e.Devices); err != nil {
-		return err
+		return nil, err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("registry seed: %w", err)
+		return nil, fmt.Errorf("registry seed: %w", err)
 	}
 	defer tx.Rollback()
 	w, err := s.begin(ctx, tx, "firewatch", sourceOf(path))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := w.insertAll(e); err != nil {
-		return fmt.Errorf("registry seed: %w", err)
+		return nil, fmt.Errorf("registry seed: %w", err)
 	}
 	summary := map[string]int{"places": len(e.Places), "stations": len(e.Stations), "gateways": len(e.Gateways),
 		"devices": len(e.Devices), "uitds": len(e.UITDs)}
 	if err := w.record("registry", "", "import", nil, summary); err != nil {
-		return err
+		return nil, err
 	}
 	if err := w.setUITDs(e.UITDs); err != nil {
-		return err
+		return nil, err
 	}
 	if err := w.recordImport(path, b); err != nil {
-		return err
+		return nil, err
 	}
-	return w.commit()
+	if err := w.commit(); err != nil {
+		return nil, fmt.Errorf("registry seed: %w", err)
+	}
+	return l, nil
 }
 
 // insertAll inserts every entry of e into empty tables, without an audit
@@ -317,7 +324,8 @@ func (s *Store) Import(ctx context.Context, actor, path string, b []byte, dryRun
 		if dryRun {
 			return len(next.Places) + len(next.Stations) + len(next.Gateways) + len(next.Devices), nil
 		}
-		return len(next.Places) + len(next.Stations) + len(next.Gateways) + len(next.Devices), s.seed(ctx, path, b)
+		_, err := s.seed(ctx, path, b)
+		return len(next.Places) + len(next.Stations) + len(next.Gateways) + len(next.Devices), err
 	}
 	cur, err := s.Load(ctx)
 	if err != nil {

@@ -22,6 +22,10 @@ import (
 // makes them take effect live once the store has them.
 type Store struct {
 	db *sql.DB
+	// rd reads SQLite beside the writer (WAL), so that reads (the admin
+	// API, the start-up scan) neither wait for a long import's transaction
+	// nor take the write lock. nil on PostgreSQL (db reads).
+	rd *sql.DB
 	pg bool
 
 	// mu serializes Commit in this process: validation against the live
@@ -66,11 +70,33 @@ func Open(location string) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("open registry store: %w", err)
 	}
+	if !s.pg {
+		rd, err := sql.Open("sqlite", location+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)")
+		if err != nil {
+			s.db.Close()
+			return nil, fmt.Errorf("open registry store %s for reading: %w", location, err)
+		}
+		rd.SetMaxOpenConns(2)
+		s.rd = rd
+	}
 	return s, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.rd != nil {
+		s.rd.Close()
+	}
+	return s.db.Close()
+}
+
+// reader is the pool reads go to.
+func (s *Store) reader() *sql.DB {
+	if s.rd != nil {
+		return s.rd
+	}
+	return s.db
+}
 
 // Attach hands the store the live registry that Commit changes. Until it
 // is attached, Commit fails.
@@ -258,7 +284,7 @@ func metaVersion(ctx context.Context, db querier, s *Store) (uint64, error) {
 // decoded per row but the rule overrides' text.
 func (s *Store) Load(ctx context.Context) (*devices.Entries, error) {
 	e := &devices.Entries{Places: map[string]string{}}
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: s.pg})
+	tx, err := s.reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: s.pg})
 	if err != nil {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
@@ -321,20 +347,7 @@ func (s *Store) loadInto(ctx context.Context, tx *sql.Tx, e *devices.Entries) er
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM registry_devices`).Scan(&n); err != nil {
 		return err
 	}
-	e.Devices = make([]devices.DeviceEntry, 0, n)
-	rows, err = tx.QueryContext(ctx, `SELECT `+deviceColumns+` FROM registry_devices ORDER BY seq`)
-	if err != nil {
-		return err
-	}
-	var ds deviceScan
-	for rows.Next() {
-		if err := ds.scan(rows); err != nil {
-			rows.Close()
-			return err
-		}
-		e.Devices = append(e.Devices, ds.d)
-	}
-	if err := closeRows(rows); err != nil {
+	if e.Devices, err = s.loadDevices(ctx, tx, n); err != nil {
 		return err
 	}
 	var uitds string
@@ -349,6 +362,30 @@ func (s *Store) loadInto(ctx context.Context, tx *sql.Tx, e *devices.Entries) er
 		}
 	}
 	return nil
+}
+
+// loadDevices reads the n devices in seq order. (Reading the two halves on
+// two connections at once was tried: on this shared machine it measured no
+// faster, so it is not here.)
+func (s *Store) loadDevices(ctx context.Context, tx *sql.Tx, n int) ([]devices.DeviceEntry, error) {
+	return scanDevices(ctx, tx, make([]devices.DeviceEntry, 0, n), `SELECT `+deviceColumns+` FROM registry_devices ORDER BY seq`)
+}
+
+// scanDevices appends the devices query q returns to ds.
+func scanDevices(ctx context.Context, tx *sql.Tx, ds []devices.DeviceEntry, q string, args ...any) ([]devices.DeviceEntry, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var sc deviceScan
+	for rows.Next() {
+		if err := sc.scan(rows); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ds = append(ds, sc.d)
+	}
+	return ds, closeRows(rows)
 }
 
 func closeRows(rows *sql.Rows) error {

@@ -400,3 +400,34 @@ func TestStartupLedgerMoved(t *testing.T) {
 		}
 	}
 }
+
+// A ledger file edit that the store's registry cannot take (it removes the
+// station a device added through the API names) stops the start with the
+// problem, and changes nothing.
+func TestStartupReimportConflict(t *testing.T) {
+	location := filepath.Join(t.TempDir(), "registry.db")
+	dir := t.TempDir()
+	path := ledgerFile(t, dir, nil)
+	ctx := context.Background()
+	s, _ := started(t, location, path)
+	if _, _, err := s.Commit(ctx, "admin", &devices.Change{UpsertDevices: []devices.DeviceEntry{
+		{ID: "api-1", Kind: "smoke", Grid: "450204002003", Station: "st-tanxi"}}}, CommitOptions{Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	v0, _ := s.Version(ctx)
+	s.Close()
+	// The file moves its devices to a new station and drops st-tanxi.
+	ledgerFile(t, dir, func(s string) string {
+		s = strings.Replace(s, "  - id: st-tanxi\n", "  - id: st-new\n", 1)
+		return strings.ReplaceAll(s, "station: st-tanxi", "station: st-new")
+	})
+	s = open(t, location)
+	_, err := s.Startup(ctx, path, quiet)
+	var le *devices.LoadError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "re-import") || !strings.Contains(err.Error(), "api-1") {
+		t.Fatalf("err %v, want the re-import's problem with api-1", err)
+	}
+	if v, _ := s.Version(ctx); v != v0 {
+		t.Errorf("version %d after a refused re-import, want %d", v, v0)
+	}
+}
