@@ -114,6 +114,11 @@ func (im *Importer) importOnce(ctx context.Context, actor string, f Format, b []
 		// without problems finds the rest, so that one pass shows all.
 		return res, im.alsoValidate(ctx, actor, p, res, source)
 	}
+	if c := &p.Change; len(c.Places)+len(c.UpsertStations)+len(c.DeleteStations)+len(c.UpsertGateways)+
+		len(c.DeleteGateways)+len(c.UpsertDevices)+len(c.DeleteDevices) == 0 {
+		res.Problems = []Problem{{Reason: "the file has no rows to import: fill in the template's sheets below their headers"}}
+		return res, nil
+	}
 	gen := p.secretsToMake(cur)
 	res.NewSecrets = len(gen)
 	// Validate before making secrets: hashing is slow on purpose.
@@ -169,6 +174,9 @@ func (im *Importer) alsoValidate(ctx context.Context, actor string, p *Parsed, r
 		}
 	}
 	sortProblems(res.Problems)
+	if n := len(res.Problems) - MaxProblems; n > 0 {
+		res.Problems, more = res.Problems[:MaxProblems], []Problem{{Reason: fmt.Sprintf("%d more problems not shown: fix those above and import again", n+p.dropped)}}
+	}
 	res.Problems = append(res.Problems, more...)
 	return nil
 }

@@ -109,6 +109,18 @@ func TestImportAllProblemsInOnePass(t *testing.T) {
 	}
 }
 
+// The template as it is downloaded has nothing to import: said so.
+func TestImportEmpty(t *testing.T) {
+	im, lv := liveImporter(t)
+	before := lv.Load()
+	var b bytes.Buffer
+	WriteXLSX(&b, nil)
+	res, err := im.Import(context.Background(), "admin", XLSX, b.Bytes(), false)
+	if err != nil || res.Applied || len(res.Problems) != 1 || !strings.Contains(res.Problems[0].Reason, "no rows") || lv.Load() != before {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
 // Export of the registry in effect, imported into it, changes nothing.
 func TestExportImportNoChange(t *testing.T) {
 	im, lv := liveImporter(t)
