@@ -100,3 +100,35 @@ func BenchmarkParseCSV1M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkXLSX100k writes 100,000 devices as a workbook and reads it back
+// (WriteXLSX, ParseXLSX), the export and the parse of an XLSX import.
+func BenchmarkXLSX100k(b *testing.B) {
+	p := ParseCSV(millionCSV(100_000), ledger(b))
+	e := &devices.Entries{Devices: p.Change.UpsertDevices}
+	var buf bytes.Buffer
+	if err := WriteXLSX(&buf, e); err != nil {
+		b.Fatal(err)
+	}
+	file := bytes.Clone(buf.Bytes())
+	b.Run("write", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf.Reset()
+			if err := WriteXLSX(&buf, e); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(buf.Len()), "bytes/file")
+	})
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		c0 := cpuTime()
+		for b.Loop() {
+			if q := ParseXLSX(file, nil); len(q.Problems) > 0 || len(q.Change.UpsertDevices) != 100_000 {
+				b.Fatal(q.Problems)
+			}
+		}
+		b.ReportMetric((cpuTime()-c0).Seconds()/float64(b.N), "cpu-s/op")
+	})
+}
