@@ -118,7 +118,7 @@ var deviceSpec = spec[devices.DeviceEntry]{
 		coord("lon", "经度", "WGS-84 十进制度", 180, func(e *devices.DeviceEntry) *float64 { return &e.Lon }),
 		coord("lat", "纬度", "WGS-84 十进制度", 90, func(e *devices.DeviceEntry) *float64 { return &e.Lat }),
 		str("unit", "责任单位", "", func(e *devices.DeviceEntry) *string { return &e.Unit }),
-		str("nbiot.responsible", "责任人", "责任人姓名", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Responsible }, "responsible"),
+		str("nbiot.responsible", "责任人", "责任人姓名；仅用于 NB-IoT 设备（须同时填 IMEI、平台设备ID 或身份标识码）", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Responsible }, "responsible"),
 		code("phone", "联系电话", "责任人电话，推送给出警人员", func(e *devices.DeviceEntry) *string { return &e.Phone }),
 		str("station", "微型消防站", "站点编号；留空则按行政区划代码取覆盖该区划的站", func(e *devices.DeviceEntry) *string { return &e.Station }),
 		str("gateway", "网关", "转发该设备数据的网关编号；留空表示设备直连", func(e *devices.DeviceEntry) *string { return &e.Gateway }),
@@ -151,7 +151,7 @@ var deviceSpec = spec[devices.DeviceEntry]{
 		str("nbiot.platform_id", "平台设备ID", "NB-IoT 平台设备 ID（CTWing deviceId、OneNET dev_id）", func(e *devices.DeviceEntry) *string { return &e.NBIoT.PlatformID }),
 		code("nbiot.serial", "身份标识码", "GB/T 45839 设备身份标识码", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Serial }),
 		str("nbiot.product", "产品编解码", "NB-IoT 产品编解码名（ingest/nbiot/maps）", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Product }),
-		code("nbiot.mobile", "通知手机", "GB/T 45839 5.10.4 通知的手机号", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Mobile }),
+		code("nbiot.mobile", "通知手机", "GB/T 45839 5.10.4 通知的手机号；仅用于 NB-IoT 设备", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Mobile }),
 	}, extra[devices.DeviceEntry](true)...),
 }
 
@@ -186,7 +186,7 @@ var placeSpec = spec[place]{
 	sheet: SheetPlaces, section: "places",
 	id: func(e *place) string { return e.Code },
 	cols: append([]column[place]{
-		code("code", "行政区划代码", "必填；6、9 或 12 位", func(e *place) *string { return &e.Code }),
+		code("code", "行政区划代码", "必填；2、4、6、9 或 12 位", func(e *place) *string { return &e.Code }),
 		str("name", "名称", "必填；如 柳州市柳南区", func(e *place) *string { return &e.Name }),
 	}, extra[place](false)...),
 }
