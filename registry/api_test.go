@@ -202,3 +202,33 @@ func TestAPIStationsGatewaysPlaces(t *testing.T) {
 		t.Fatalf("DELETE place: %d", d.status)
 	}
 }
+
+// Two admins PUT the same device with the ETag they both read: exactly one
+// gets 200, the other 412.
+func TestAPIConcurrentWriters(t *testing.T) {
+	_, srv := testAPI(t)
+	g := call(t, srv, "GET", "/api/v1/registry/devices/el-1", "viewer-token", "")
+	if g.etag == "" {
+		t.Fatalf("no ETag: %s", g.raw)
+	}
+	codes := make(chan int, 2)
+	for _, addr := range []string{"鹅山路12号东", "鹅山路12号西"} {
+		go func() {
+			body := `{"kind":"electrical","grid":"450204002003","gateway":"gw-1","address":"` + addr + `"}`
+			req, _ := http.NewRequest("PUT", srv.URL+"/api/v1/registry/devices/el-1", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer admin-token")
+			req.Header.Set("If-Match", g.etag)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	a, b := <-codes, <-codes
+	if !(a == 200 && b == 412 || a == 412 && b == 200) {
+		t.Fatalf("answers %d and %d, want one 200 and one 412", a, b)
+	}
+}

@@ -364,6 +364,8 @@ func (w *writer) place(code, name string) error {
 			return err
 		}
 		return w.record("place", code, "delete", bv, nil)
+	case name == before:
+		return nil
 	case exists:
 		if _, err := w.tx.ExecContext(w.ctx, s.q(`UPDATE registry_places SET name = ?, rev = ? WHERE code = ?`), name, w.version, code); err != nil {
 			return err
@@ -398,6 +400,9 @@ func (w *writer) station(st *devices.StationEntry) error {
 		return err
 	}
 	b.Grids = splitGrids(grids)
+	if same(b, *st) || (len(b.Grids) == 0 && len(st.Grids) == 0 && same(noGrids(b), noGrids(*st))) {
+		return nil
+	}
 	if _, err := w.tx.ExecContext(w.ctx, s.q(`UPDATE registry_stations SET name = ?, grids = ?, endpoint = ?, lat = ?, lon = ?, rev = ?
 		WHERE id = ?`), st.Name, joinGrids(st.Grids), st.Endpoint, st.Lat, st.Lon, w.version, st.ID); err != nil {
 		return err
@@ -422,6 +427,9 @@ func (w *writer) gateway(g *devices.GatewayEntry) error {
 		return w.record("gateway", g.ID, "create", nil, gatewayJSON(g, w.version))
 	case err != nil:
 		return err
+	}
+	if b.SecretHash == g.SecretHash {
+		return nil
 	}
 	if _, err := w.tx.ExecContext(w.ctx, s.q(`UPDATE registry_gateways SET secret_hash = ?, rev = ? WHERE id = ?`), g.SecretHash, w.version, g.ID); err != nil {
 		return err
@@ -472,6 +480,8 @@ func (w *writer) devices(ds []devices.DeviceEntry) error {
 			}
 		case err != nil:
 			return fmt.Errorf("device %s: %w", d.ID, err)
+		case same(b, *d):
+			continue // unchanged: no write, no audit record (a spreadsheet imported again)
 		default:
 			if upd == nil {
 				if upd, err = w.tx.PrepareContext(w.ctx, s.q(updateDevice)); err != nil {
@@ -490,6 +500,13 @@ func (w *writer) devices(ds []devices.DeviceEntry) error {
 	// Deletions follow in the same transaction: the new rows must be
 	// written before a later statement looks for them.
 	return w.flushBatch(&w.newDevices)
+}
+
+// noGrids is st without its grids, to compare a nil and an empty list as
+// the same.
+func noGrids(st devices.StationEntry) devices.StationEntry {
+	st.Grids = nil
+	return st
 }
 
 // isLive reports whether the live registry has device id (not removed).

@@ -431,3 +431,25 @@ func TestStartupReimportConflict(t *testing.T) {
 		t.Errorf("version %d after a refused re-import, want %d", v, v0)
 	}
 }
+
+// An upsert identical to what is stored writes nothing and leaves no
+// audit record: a spreadsheet imported twice is audited once.
+func TestCommitUnchangedNotAudited(t *testing.T) {
+	s, _ := started(t, filepath.Join(t.TempDir(), "registry.db"), ledgerFile(t, t.TempDir(), nil))
+	ctx := context.Background()
+	e, etag, _, _ := s.DeviceEntry(ctx, "el-1")
+	st, _, _, _ := s.StationEntry(ctx, "st-tanxi")
+	g, _, _, _ := s.GatewayEntry(ctx, "gw-1")
+	e.Line = 0
+	c := &devices.Change{Places: map[string]string{"450204": "柳州市柳南区"}, UpsertDevices: []devices.DeviceEntry{e},
+		UpsertStations: []devices.StationEntry{st}, UpsertGateways: []devices.GatewayEntry{g}}
+	if _, _, err := s.Commit(ctx, "admin", c, CommitOptions{Source: "xlsx import"}); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := s.Audit(ctx, "", "", 0, 10); len(recs) != 1 || recs[0].Action != "import" {
+		t.Errorf("audit after an unchanged upsert: %+v", recs)
+	}
+	if _, now, _, _ := s.DeviceEntry(ctx, "el-1"); now != etag {
+		t.Errorf("ETag %s after an unchanged upsert, want %s", now, etag)
+	}
+}

@@ -54,6 +54,10 @@ type service struct {
 	downlink *downlink
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
+
+	// Issue 18: the live registry that the registry API's commits change
+	// (i18b: every consumer follows it).
+	registry *devices.Live
 }
 
 // newService loads the ledger and rules and opens every listener, so that
@@ -68,6 +72,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	if s.ledger, err = s.openRegistry(); err != nil { // registry.go: the store's registry, fed by the YAML ledger
 		return nil, err
 	}
+	// Issue 18: the registry changes live from here on (registry_live.go);
+	// s.ledger stays the snapshot loaded at start.
+	s.registry = devices.NewLive(s.ledger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
@@ -198,7 +205,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	(&devicesAPI{ledger: s.ledger, live: s.live}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
-	s.mountRegistry(mux, devices.NewLive(s.ledger)) // registry.go; merged with i18b: pass s.registry, the service's Live
+	s.mountRegistry(mux, s.registry) // registry.go: the registry API, its commits made live through s.registry
 	// Timeouts against slow clients (slowloris): headers within 10 s,
 	// the whole request within read_timeout, the response within
 	// write_timeout; idle keep-alive connections closed after idle_timeout.
