@@ -66,7 +66,7 @@ func (l *Ledger) Apply(c *Change) (*Ledger, *Diff, error) {
 	if n.idx == nil {
 		n.idx = newIDIndexCap(0)
 	}
-	b := &builder{name: l.File, l: n}
+	b := &builder{name: l.File, l: n, text: arena{chunk: 4 << 10}}
 	d := &Diff{}
 	n.applyPlaces(b, c)
 	n.applyGateways(b, l, c, d)
@@ -264,7 +264,7 @@ func (n *Ledger) applyDevices(b *builder, l *Ledger, c *Change, d *Diff, station
 			continue
 		}
 		upserted[e.ID] = true
-		dev := b.device(i, e, nil)
+		dev := b.newDevice(i, e, nil)
 		if old, ok := l.LookupID(e.ID); ok {
 			dev.Index = old.Index
 			n.Devices[old.Index] = dev

@@ -44,9 +44,6 @@ type builder struct {
 	// placesLine is the line places problems are reported at (1 for a
 	// file: the section has no line of its own per code).
 	placesLine int
-	// rules are the override nodes of devices read from a file, by
-	// position in Entries.Devices (their lines are the file's).
-	rules map[int]map[string]yaml.Node
 	// cover maps each grid prefix a station covers to the first station
 	// that lists it: the covering station of a grid is that of its
 	// longest listed prefix.
@@ -54,6 +51,8 @@ type builder struct {
 	// strs interns the strings many devices repeat (model, unit, grid,
 	// phone, station), so that a million devices hold one copy of each.
 	strs map[string]string
+	// text holds the devices' strings (arena.go).
+	text arena
 }
 
 func newBuilder(name string, devices int) *builder {
@@ -65,7 +64,7 @@ func newBuilder(name string, devices int) *builder {
 		gatewayID: map[string]string{},
 		idx:       newIDIndexCap(devices),
 		version:   1,
-	}, strs: map[string]string{}}
+	}, strs: map[string]string{}, text: arena{chunk: arenaChunk}}
 }
 
 func (b *builder) problem(p Problem, format string, args ...any) {
@@ -75,7 +74,15 @@ func (b *builder) problem(p Problem, format string, args ...any) {
 }
 
 func (b *builder) build(e *Entries) {
-	// Gateways and stations first: devices name them.
+	b.head(e, len(e.Devices))
+	for i := range e.Devices {
+		b.device(i, &e.Devices[i], nil)
+	}
+	b.tail(e.UITDs)
+}
+
+// head builds the sections that devices name: gateways, places, stations.
+func (b *builder) head(e *Entries, devices int) {
 	for i := range e.Gateways {
 		b.gateway(i, &e.Gateways[i])
 	}
@@ -86,23 +93,36 @@ func (b *builder) build(e *Entries) {
 		b.station(i, &e.Stations[i])
 	}
 	b.indexStations()
+	b.l.Devices = make([]Device, 0, devices)
+}
+
+// device adds device entry i (its position in Entries, or in the file's
+// list), with rules its override nodes if read from a file.
+func (b *builder) device(i int, de *DeviceEntry, rules map[string]yaml.Node) {
 	l := b.l
-	l.Devices = make([]Device, 0, len(e.Devices))
-	for i := range e.Devices {
-		de := &e.Devices[i]
-		if err := checkID(de.ID); err != nil {
-			b.problem(Problem{Line: de.Line, Section: "devices", Index: i, ID: de.ID, Field: "id"}, "device: %v", err)
-			continue
-		}
-		if _, fresh := l.idx.insert(de.ID, Index(len(l.Devices))); !fresh {
-			b.problem(Problem{Line: de.Line, Section: "devices", Index: i, ID: de.ID, Field: "id"}, "device %q: duplicate id", de.ID)
-			continue
-		}
-		d := b.device(i, de, b.rules[i])
-		d.Index = Index(len(l.Devices))
-		l.Devices = append(l.Devices, d)
+	if err := checkID(de.ID); err != nil {
+		b.problem(Problem{Line: de.Line, Section: "devices", Index: i, ID: de.ID, Field: "id"}, "device: %v", err)
+		return
 	}
-	b.uitds(slices.Clone(e.UITDs)) // uitd.go
+	if l.idx.full(1) { // more devices than said: grow (never when the count is right)
+		idx := newIDIndexCap(2 * (l.idx.count + 1))
+		for j := range l.Devices {
+			idx.set(l.Devices[j].ID, Index(j))
+		}
+		l.idx = idx
+	}
+	if _, fresh := l.idx.insert(de.ID, Index(len(l.Devices))); !fresh {
+		b.problem(Problem{Line: de.Line, Section: "devices", Index: i, ID: de.ID, Field: "id"}, "device %q: duplicate id", de.ID)
+		return
+	}
+	d := b.newDevice(i, de, rules)
+	d.Index = Index(len(l.Devices))
+	l.Devices = append(l.Devices, d)
+}
+
+// tail reads the UITDs, which name devices, and ends the build.
+func (b *builder) tail(uitds []UITDEntry) {
+	b.uitds(slices.Clone(uitds)) // uitd.go
 	b.strs = nil
 }
 
@@ -188,21 +208,25 @@ func (b *builder) covering(g Grid) *Station {
 }
 
 func (b *builder) intern(s string) string {
-	if s == "" || b.strs == nil {
-		return s
+	if s == "" {
+		return ""
+	}
+	if b.strs == nil {
+		return b.text.str(s)
 	}
 	if c, ok := b.strs[s]; ok {
 		return c
 	}
-	b.strs[s] = s
-	return s
+	c := b.text.str(s)
+	b.strs[c] = c
+	return c
 }
 
-// device checks one device entry (position i), reporting every problem,
+// newDevice checks one device entry (position i), reporting every problem,
 // and returns the device it describes. rules, when the entry was read from
 // a file, are its override nodes from the file's own tree (their lines are
 // the file's); otherwise the entry's Rules text is parsed.
-func (b *builder) device(i int, e *DeviceEntry, rules map[string]yaml.Node) Device {
+func (b *builder) newDevice(i int, e *DeviceEntry, rules map[string]yaml.Node) Device {
 	l := b.l
 	bad := func(field, format string, args ...any) {
 		b.problem(Problem{Line: e.Line, Section: "devices", Index: i, ID: e.ID, Field: field}, format, args...)
@@ -262,15 +286,24 @@ func (b *builder) device(i int, e *DeviceEntry, rules map[string]yaml.Node) Devi
 		}
 	}
 	d := Device{
-		ID: e.ID, Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
-		Address: e.Address, Lat: e.Lat, Lon: e.Lon, Unit: b.intern(e.Unit), Station: st, Gateway: gw,
-		Heartbeat: e.Heartbeat, SecretHash: e.SecretHash, NBIoT: e.NBIoT.bound(), Phone: b.intern(e.Phone),
+		ID: b.text.str(e.ID), Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
+		Address: b.text.str(e.Address), Lat: e.Lat, Lon: e.Lon, Unit: b.intern(e.Unit), Station: st, Gateway: gw,
+		Heartbeat: e.Heartbeat, SecretHash: b.text.str(e.SecretHash), NBIoT: b.nbiot(e.NBIoT), Phone: b.intern(e.Phone),
 		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: rules, Line: e.Line,
 	}
 	if e.Station != "" {
 		d.flags |= stationNamed
 	}
 	return d
+}
+
+// nbiot returns the binding of an entry, its strings in the arena.
+func (b *builder) nbiot(n NBIoT) *NBIoT {
+	if n == (NBIoT{}) {
+		return nil
+	}
+	return &NBIoT{IMEI: b.text.str(n.IMEI), PlatformID: b.text.str(n.PlatformID), Serial: b.text.str(n.Serial),
+		Product: b.intern(n.Product), Responsible: b.intern(n.Responsible), Mobile: b.text.str(n.Mobile)}
 }
 
 // Entries returns the registry as plain data: Build(l.Entries()) makes

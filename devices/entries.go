@@ -141,12 +141,43 @@ type parsed struct {
 	pos map[string][]int
 }
 
+// deviceSink takes a ledger's devices in file order as they are read:
+// ParseLedger builds each at once, so that a million DeviceEntry values
+// never exist together (issue 18).
+type deviceSink interface {
+	// head takes the sections devices name (places, stations, gateways),
+	// before the first device, and how many device items there are. It is
+	// called again when a read in batches gives up and the file is read
+	// whole: the sink starts afresh.
+	head(e *Entries, devices int)
+	// device takes the device at position pos of the file's list, with its
+	// override nodes from the file's own tree.
+	device(pos int, e *DeviceEntry, rules map[string]yaml.Node)
+}
+
 // at is the position in the file of entry i of section.
 func (p *parsed) at(section string, i int) int {
 	if ps := p.pos[section]; i >= 0 && i < len(ps) {
 		return ps[i]
 	}
 	return i
+}
+
+// add takes the device at position pos of the file: to the sink, or into
+// the entries.
+func (p *parsed) add(sink deviceSink, pos int, e *DeviceEntry, rules map[string]yaml.Node) {
+	if sink != nil {
+		sink.device(pos, e, rules)
+		return
+	}
+	if rules != nil {
+		if p.rules == nil {
+			p.rules = map[int]map[string]yaml.Node{}
+		}
+		p.rules[len(p.e.Devices)] = rules
+	}
+	p.kept("devices", pos)
+	p.e.Devices = append(p.e.Devices, *e)
 }
 
 func (p *parsed) kept(section string, i int) {
@@ -160,7 +191,7 @@ func (p *parsed) kept(section string, i int) {
 // form of each entry (known keys, types) but not the registry's rules:
 // Build does. Problems come back as a *LoadError with lines.
 func ParseEntries(name string, b []byte) (*Entries, error) {
-	p, err := parseEntries(name, b)
+	p, err := parseEntries(name, b, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -170,14 +201,16 @@ func ParseEntries(name string, b []byte) (*Entries, error) {
 	return p.e, nil
 }
 
-func parseEntries(name string, b []byte) (*parsed, error) {
+// parseEntries reads a ledger; with a sink its devices go to the sink, not
+// into the entries.
+func parseEntries(name string, b []byte, sink deviceSink) (*parsed, error) {
 	p, ok := (*parsed)(nil), false
 	if len(b) >= chunkedFrom {
-		p, ok = parseChunked(name, b) // entries_chunked.go
+		p, ok = parseChunked(name, b, sink) // entries_chunked.go
 	}
 	if !ok {
 		var err error
-		if p, err = parseWhole(name, b); err != nil {
+		if p, err = parseWhole(name, b, sink); err != nil {
 			return nil, err
 		}
 	}
@@ -186,7 +219,7 @@ func parseEntries(name string, b []byte) (*parsed, error) {
 }
 
 // parseWhole reads a ledger as one YAML document.
-func parseWhole(name string, b []byte) (*parsed, error) {
+func parseWhole(name string, b []byte, sink deviceSink) (*parsed, error) {
 	var f ledgerFile
 	if err := yamlfile.Decode(b, &f); err != nil {
 		return nil, &LoadError{Problems: []Problem{{File: name, Line: yamlfile.Line(err), Reason: yamlfile.Reason(err), Index: -1}}}
@@ -221,7 +254,11 @@ func parseWhole(name string, b []byte) (*parsed, error) {
 		p.kept("stations", i)
 		p.e.Stations = append(p.e.Stations, e)
 	}
-	p.e.Devices = make([]DeviceEntry, 0, len(f.Devices))
+	if sink != nil {
+		sink.head(p.e, len(f.Devices))
+	} else {
+		p.e.Devices = make([]DeviceEntry, 0, len(f.Devices))
+	}
 	for i := range f.Devices {
 		n := &f.Devices[i]
 		line := n.Line
@@ -235,14 +272,7 @@ func parseWhole(name string, b []byte) (*parsed, error) {
 				Section: "devices", Index: i, ID: e.ID})
 			continue
 		}
-		if rules != nil {
-			if p.rules == nil {
-				p.rules = map[int]map[string]yaml.Node{}
-			}
-			p.rules[len(p.e.Devices)] = rules
-		}
-		p.kept("devices", i)
-		p.e.Devices = append(p.e.Devices, e)
+		p.add(sink, i, &e, rules)
 	}
 	for i := range f.UITDs {
 		n := &f.UITDs[i]

@@ -3,7 +3,7 @@ package devices
 import (
 	"bytes"
 	"runtime"
-	"sync"
+	"sync/atomic"
 
 	"github.com/firewatch-iot/firewatch/internal/yamlfile"
 	"gopkg.in/yaml.v3"
@@ -95,7 +95,7 @@ func deviceSection(b []byte) (keyAt, start, end int, items []int, ok bool) {
 
 // parseChunked reads a ledger with its devices in batches, or returns
 // false to have it read the ordinary way.
-func parseChunked(name string, b []byte) (*parsed, bool) {
+func parseChunked(name string, b []byte, sink deviceSink) (*parsed, bool) {
 	keyAt, start, end, items, ok := deviceSection(b)
 	if !ok {
 		return nil, false
@@ -105,7 +105,7 @@ func parseChunked(name string, b []byte) (*parsed, bool) {
 	rest = append(rest, b[:start]...)
 	rest = append(rest, bytes.Repeat([]byte{'\n'}, bytes.Count(b[start:end], []byte{'\n'}))...)
 	rest = append(rest, b[end:]...)
-	p, err := parseWhole(name, rest)
+	p, err := parseWhole(name, rest, nil)
 	if err != nil || len(p.e.Devices) > 0 || len(p.probs) > 0 && hasSection(p.probs, "devices") {
 		return nil, false
 	}
@@ -136,12 +136,13 @@ func parseChunked(name string, b []byte) (*parsed, bool) {
 		pos      []int                        // item position of each of devs
 		probs    []Problem
 		failed   bool
+		done     chan struct{}
 	}
 	var batches []*batch
 	line := firstLine
 	for i := 0; i < len(items); i += chunkItems {
 		to := min(i+chunkItems, len(items))
-		bt := &batch{from: i, to: to, line: line}
+		bt := &batch{from: i, to: to, line: line, done: make(chan struct{})}
 		batches = append(batches, bt)
 		bEnd := end
 		if to < len(items) {
@@ -178,42 +179,54 @@ func parseChunked(name string, b []byte) (*parsed, bool) {
 			bt.devs = append(bt.devs, e)
 		}
 	}
+	// Batches are parsed by the workers, at most window ahead of the
+	// one taken, and taken in file order.
+	workers := max(1, runtime.GOMAXPROCS(0))
+	window := make(chan struct{}, 2*workers)
 	jobs := make(chan *batch)
-	var wg sync.WaitGroup
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
+	var stop atomic.Bool
+	go func() {
+		for _, bt := range batches {
+			window <- struct{}{}
+			jobs <- bt
+		}
+		close(jobs)
+	}()
+	for range workers {
 		go func() {
-			defer wg.Done()
 			for bt := range jobs {
-				work(bt)
+				if stop.Load() {
+					bt.failed = true
+				} else {
+					work(bt)
+				}
+				close(bt.done)
 			}
 		}()
 	}
-	for _, bt := range batches {
-		jobs <- bt
-	}
-	close(jobs)
-	wg.Wait()
-
-	p.e.Devices = make([]DeviceEntry, 0, len(items))
 	delete(p.pos, "devices")
+	if sink != nil {
+		sink.head(p.e, len(items))
+	} else {
+		p.e.Devices = make([]DeviceEntry, 0, len(items))
+	}
 	var devProbs []Problem
+	failed := false
 	for _, bt := range batches {
-		if bt.failed {
-			return nil, false
+		<-bt.done
+		<-window
+		if failed = failed || bt.failed; failed {
+			stop.Store(true) // the rest are skipped; the file is read whole
+			continue
 		}
 		for k := range bt.devs {
-			if r := bt.rules[k]; r != nil {
-				if p.rules == nil {
-					p.rules = map[int]map[string]yaml.Node{}
-				}
-				p.rules[len(p.e.Devices)] = r
-			}
-			p.e.Devices = append(p.e.Devices, bt.devs[k])
-			p.kept("devices", bt.pos[k])
+			p.add(sink, bt.pos[k], &bt.devs[k], bt.rules[k])
 		}
 		devProbs = append(devProbs, bt.probs...)
-		bt.devs = nil
+		bt.devs, bt.rules = nil, nil
+	}
+	if failed {
+		return nil, false
 	}
 	p.probs = append(p.probs, devProbs...)
 	return p, true

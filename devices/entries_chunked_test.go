@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -12,8 +13,8 @@ import (
 // and says whether the batches were used.
 func parseBoth(t testing.TB, b []byte) (chunked, whole *parsed, werr error, used bool) {
 	t.Helper()
-	whole, werr = parseWhole("l.yaml", b)
-	chunked, used = parseChunked("l.yaml", b)
+	whole, werr = parseWhole("l.yaml", b, nil)
+	chunked, used = parseChunked("l.yaml", b, nil)
 	if werr == nil {
 		sortProbs(whole)
 	}
@@ -28,6 +29,91 @@ func sortProbs(p *parsed) {
 	for i := 1; i < len(p.probs); i++ {
 		for j := i; j > 0 && p.probs[j].Line < p.probs[j-1].Line; j-- {
 			p.probs[j], p.probs[j-1] = p.probs[j-1], p.probs[j]
+		}
+	}
+}
+
+// bigLedger has 3 batches and a bit of devices, some with mistakes.
+func bigLedger(withMistakes bool) []byte {
+	var b strings.Builder
+	b.WriteString("# big\nplaces:\n  \"450204\": 柳南区\nstations:\n  - {id: st-1, name: 一站, grids: [\"4502\"], endpoint: \"http://x/y\"}\n")
+	b.WriteString("devices:   # every device\n\n  # the first\n")
+	for i := range 3*chunkItems + 17 {
+		switch {
+		case withMistakes && i%97 == 5:
+			fmt.Fprintf(&b, "  - {id: d%d, kind: smoke, grid: \"450204002003\", adress: x}\n", i) // unknown key
+		case i%101 == 7:
+			fmt.Fprintf(&b, "  - id: d%d\n    kind: electrical\n    grid: \"450204002003\"\n    rules:\n      electrical.residual_current: {above: %d}\n", i, 300+i)
+		case withMistakes && i%89 == 3:
+			fmt.Fprintf(&b, "  # a comment\n\n  - id: d%d\n    kind: hydrant\n    channels: x\n", i) // a type mistake
+		case withMistakes && i%83 == 4:
+			fmt.Fprintf(&b, "  - {id: d%d, kind: fog, grid: \"450204002003\"}\n", i) // a mistake Build finds
+		default:
+			fmt.Fprintf(&b, "  - id: d%d\n    kind: smoke\n    grid: \"450204002003\"\n    address: |\n      多行\n      地址 %d\n", i, i)
+		}
+	}
+	b.WriteString("# after\ngateways:\n  - {id: gw-1}\nuitds:\n  - {address: \"010203040506\", device: nope}\n")
+	return []byte(b.String())
+}
+
+// ParseLedger builds the devices as the batches come (no DeviceEntry for
+// all of them at once): the same ledger, the same problems, as read whole.
+func TestParseLedgerInBatches(t *testing.T) {
+	was := chunkedFrom
+	t.Cleanup(func() { chunkedFrom = was })
+	for _, mistakes := range []bool{false, true} {
+		text := bigLedger(mistakes)
+		chunkedFrom = 1 << 30
+		_, errw := ParseLedger("l.yaml", text)
+		chunkedFrom = 0
+		_, errc := ParseLedger("l.yaml", text)
+		if fmt.Sprint(errw) != fmt.Sprint(errc) {
+			t.Fatalf("problems differ:\n%v\n%v", errc, errw)
+		}
+		var lew, lec *LoadError
+		if errors.As(errw, &lew) && errors.As(errc, &lec) && !reflect.DeepEqual(lew.Problems, lec.Problems) {
+			t.Fatalf("problem locators differ:\n%+v\n%+v", lec.Problems, lew.Problems)
+		}
+		if mistakes {
+			if errc == nil {
+				t.Fatal("no problems found")
+			}
+			continue
+		}
+		t.Logf("no mistakes: %v", errw)
+	}
+	// A batch that cannot be read on its own after others were built: the
+	// file is read whole, and the ledger is the whole read's.
+	cross := strings.Replace(string(bigLedger(false)), "  - id: d0\n", "  - id: &first d0\n", 1)
+	cross = strings.Replace(cross, "  - id: d700\n", "  - id: d700\n    model: *first\n", 1)
+	chunkedFrom = 1 << 30
+	_, errw := ParseLedger("l.yaml", []byte(cross))
+	chunkedFrom = 0
+	_, errc := ParseLedger("l.yaml", []byte(cross))
+	if !strings.Contains(cross, "*first") || fmt.Sprint(errw) != fmt.Sprint(errc) {
+		t.Fatalf("after a batch fails: %v, want %v", errc, errw)
+	}
+	// Without the bad uitd, a ledger.
+	text := bigLedger(false)
+	text = text[:strings.LastIndex(string(text), "uitds:")]
+	chunkedFrom = 1 << 30
+	lw, err := ParseLedger("l.yaml", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunkedFrom = 0
+	lc, err := ParseLedger("l.yaml", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(lw.Entries(), lc.Entries()) || lc.Len() != 3*chunkItems+17 {
+		t.Fatal("ledgers differ")
+	}
+	for i := range lw.Devices {
+		for id, n := range lw.Devices[i].Rules {
+			if lc.Devices[i].Rules[id].Line != n.Line {
+				t.Errorf("%s override at line %d, want %d", lw.Devices[i].ID, lc.Devices[i].Rules[id].Line, n.Line)
+			}
 		}
 	}
 }

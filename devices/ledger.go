@@ -218,15 +218,17 @@ func LoadLedger(path string) (*Ledger, error) {
 // ParseLedger parses a ledger from b; name is used in error messages. Every
 // problem is reported with its line, as a *LoadError.
 func ParseLedger(name string, b []byte) (*Ledger, error) {
-	p, err := parseEntries(name, b)
+	s := &ledgerSink{name: name}
+	p, err := parseEntries(name, b, s)
 	if err != nil {
 		return nil, err
 	}
-	bl := newBuilder(name, len(p.e.Devices))
-	bl.placesLine, bl.rules = 1, p.rules
-	bl.build(p.e)
+	bl := s.b
+	bl.tail(p.e.UITDs)
 	for i := range bl.probs {
-		bl.probs[i].Index = p.at(bl.probs[i].Section, bl.probs[i].Index)
+		if bl.probs[i].Section != "devices" { // devices come with their position in the file
+			bl.probs[i].Index = p.at(bl.probs[i].Section, bl.probs[i].Index)
+		}
 	}
 	probs := append(p.probs, bl.probs...)
 	if len(probs) > 0 {
@@ -234,6 +236,22 @@ func ParseLedger(name string, b []byte) (*Ledger, error) {
 		return nil, &LoadError{Problems: probs}
 	}
 	return bl.l, nil
+}
+
+// ledgerSink builds each device of a file as it is read.
+type ledgerSink struct {
+	name string
+	b    *builder
+}
+
+func (s *ledgerSink) head(e *Entries, devices int) {
+	s.b = newBuilder(s.name, devices)
+	s.b.placesLine = 1
+	s.b.head(e, devices)
+}
+
+func (s *ledgerSink) device(pos int, e *DeviceEntry, rules map[string]yaml.Node) {
+	s.b.device(pos, e, rules)
 }
 
 // mappingValue returns the value of key in a YAML mapping node, or nil.

@@ -72,6 +72,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rounds := fs.Int("rounds", 3, "interleaved rounds of -compare")
 	idle := fs.Int("idle", 0, "instead of -steps: memory per idle connection with this many clients, Mosquitto and the embedded broker")
 	uitds := fs.Int("uitd", 0, "instead of -steps: this many GB/T 26875.3 UITDs over TCP, keep-alives every 60 s and a burst of 20 fire alarms (uitdbench.go)")
+	registry := fs.Int("registry", 0, "instead of -steps: start firewatch twice on a generated registry of this many devices; time to /healthz, CPU and memory (registrybench.go)")
 	compareOld := fs.String("compare-old", "", "with -compare: also measure this (older) firewatch binary, on Mosquitto and embedded, in the same rounds")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,6 +90,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer b.stopAll()
 	if err := b.start(ctx, *nDevices); err != nil {
 		return err
+	}
+	if *registry > 0 {
+		table, err := b.runRegistry(ctx, *registry)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "\n"+table)
+		return writeMarked(*out, "registry", table)
 	}
 	if *uitds > 0 {
 		table, err := b.runUITD(ctx, *uitds)

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -69,6 +70,12 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "firewatch: %v\n", err)
 		return 1
 	}
+	// Loading a large registry leaves garbage several times its size (a
+	// YAML ledger's parse, the entries read from the store): return it to
+	// the system now rather than at the runtime's pace, so that the
+	// resident memory is what the registry holds (issue 18; a soft limit
+	// is GOMEMLIMIT's, docs/performance.md).
+	debug.FreeOSMemory()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := s.run(ctx); err != nil {

@@ -45,12 +45,14 @@ type Encoder struct {
 }
 
 // placeTags are the measurement and tags shared by the devices of one kind
-// in one village: "<kind>,county=C" ",device=" "<id>" ",kind=K" ",town=T,village=V".
+// in one village, "<kind>,county=C,device=,kind=K,town=T,village=V", into
+// which a line puts the device's id (and its channel): a line without a
+// channel is three copies.
 type placeTags struct {
 	b []byte
-	// meas ends the measurement (",ch=N" goes after it), dev the county
-	// tag (",device=<id>" goes after it) and split the kind tag (the
-	// alarm tags rule, severity and state go after it).
+	// meas ends the measurement (",ch=N" goes after it), dev ",device="
+	// (the id goes after it) and split the kind tag (the alarm tags rule,
+	// severity and state go after it).
 	meas, dev, split uint8
 }
 
@@ -101,6 +103,7 @@ func newPlaceTags(k devices.Kind, g devices.Grid) placeTags {
 	if len(g) == 12 {
 		p.b = appendTag(p.b, "county", g.County())
 	}
+	p.b = append(p.b, ",device="...)
 	p.dev = uint8(len(p.b))
 	p.b = appendTag(p.b, "kind", kind)
 	p.split = uint8(len(p.b))
@@ -111,15 +114,20 @@ func newPlaceTags(k devices.Kind, g devices.Grid) placeTags {
 	return p
 }
 
-// appendTags appends the tags of device d from its county on: county,
-// device, kind, then extra (the alarm tags), then town and village.
+// appendTags appends the tags of device d from its county to its kind:
+// county, device, kind (the alarm tags go after them, then town and
+// village).
 func (e *Encoder) appendTags(buf []byte, d devices.Index, p *placeTags) []byte {
-	buf = append(buf, p.b[p.meas:p.dev]...)
+	return append(e.appendDevice(append(buf, p.b[p.meas:p.dev]...), d), p.b[p.dev:p.split]...)
+}
+
+// appendDevice appends d's id after ",device=" at the end of buf, or takes
+// the ",device=" back for a device without one (no line has an empty tag).
+func (e *Encoder) appendDevice(buf []byte, d devices.Index) []byte {
 	if id := e.ids[e.off[d]:e.off[d+1]]; len(id) > 0 {
-		buf = append(buf, ",device="...)
-		buf = append(buf, id...)
+		return append(buf, id...)
 	}
-	return append(buf, p.b[p.dev:p.split]...)
+	return buf[:len(buf)-len(",device=")]
 }
 
 // AppendLine appends one line of line protocol, ending in '\n', for a message
@@ -135,13 +143,16 @@ func (e *Encoder) AppendLine(buf []byte, d devices.Index, ch uint8, metrics []de
 	}
 	start := len(buf)
 	p := &e.places[e.place[d]]
-	buf = append(buf, p.b[:p.meas]...)
-	if ch != 0 {
+	if ch == 0 {
+		buf = append(buf, p.b[:p.dev]...)
+	} else {
+		buf = append(buf, p.b[:p.meas]...)
 		buf = append(buf, ",ch="...)
 		buf = strconv.AppendUint(buf, uint64(ch), 10)
+		buf = append(buf, p.b[p.meas:p.dev]...)
 	}
-	buf = e.appendTags(buf, d, p)
-	buf = append(buf, p.b[p.split:]...)
+	buf = e.appendDevice(buf, d)
+	buf = append(buf, p.b[p.dev:]...)
 	sep := byte(' ')
 	n := min(len(metrics), len(values))
 	for i := 0; i < n; i++ {
