@@ -126,6 +126,9 @@ func upload(w http.ResponseWriter, r *http.Request) ([]byte, Format, error) {
 	if len(b) == 0 {
 		return nil, 0, errors.New("empty file")
 	}
+	if bytes.HasPrefix(b, []byte{0xD0, 0xCF, 0x11, 0xE0}) {
+		return nil, 0, errors.New("an Excel 97-2003 workbook (.xls) or a password-protected one: save it as an Excel workbook (.xlsx) without a password, or as CSV UTF-8")
+	}
 	return b, format(ctype, name, b), nil
 }
 

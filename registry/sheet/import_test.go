@@ -294,6 +294,10 @@ func TestRoutes(t *testing.T) {
 	if res := decode(r); r.StatusCode != http.StatusUnprocessableEntity || len(res.Problems) != 1 || res.Problems[0].Column != "B" {
 		t.Fatalf("multipart xlsx: %d %+v", r.StatusCode, res)
 	}
+	r = do("POST", "/api/v1/registry/import", "application/vnd.ms-excel", strings.NewReader("\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1"), true)
+	if b, _ := io.ReadAll(r.Body); r.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), ".xls") {
+		t.Fatalf("xls: %d %s", r.StatusCode, b)
+	}
 	r = do("POST", "/api/v1/registry/import", TypeCSV, strings.NewReader("设备编号,设备类型,行政区划代码\nsm-2,smoke,450204002003\n"), true)
 	if res := decode(r); r.StatusCode != 200 || !res.Applied || res.Added != 1 || len(res.Secrets) != 1 || r.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("apply: %d %+v", r.StatusCode, res)
