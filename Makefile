@@ -72,6 +72,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz1.sh FuzzEval ./rules/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzDecode ./gateway/modbus/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzParseLedger ./devices/ $(FUZZTIME)
+	GO=$(GO) scripts/fuzz1.sh FuzzParseCSV ./registry/sheet/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzIDIndex ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzEntriesRoundTrip ./devices/ $(FUZZTIME)
 	GO=$(GO) scripts/fuzz1.sh FuzzChunkedParse ./devices/ $(FUZZTIME)

@@ -30,7 +30,7 @@ type Store struct {
 
 	// mu serializes Commit in this process: validation against the live
 	// snapshot, the transaction and the live adoption happen as one step.
-	mu   sync.Mutex
+	mu    sync.Mutex
 	live  *devices.Live
 	check func(*devices.Ledger, *devices.Diff) error // SetCheck; nil: none
 	now   func() time.Time

@@ -79,8 +79,8 @@ type Config struct {
 	Console responder.ConsoleConfig `yaml:"console"` // the console's map tiles (docs/console.md)
 
 	// Durability: when a device's message is acknowledged (durable/, issue 15; durability.go).
-	Durability durable.Config `yaml:"durability"`
-	Registry registry.Settings `yaml:"registry"` // the registry's store (docs/registry.md)
+	Durability durable.Config    `yaml:"durability"`
+	Registry   registry.Settings `yaml:"registry"` // the registry's store (docs/registry.md)
 }
 
 // defaults sets every default in one place.

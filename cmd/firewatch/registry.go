@@ -7,6 +7,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/registry"
+	"github.com/firewatch-iot/firewatch/registry/sheet"
 )
 
 // The registry in the store (issue 18, docs/registry.md): firewatch starts
@@ -38,6 +39,12 @@ func (s *service) mountRegistry(mux *http.ServeMux, live *devices.Live) {
 			return s.alarms.RequireActor(alarms.RoleAdmin, h)
 		},
 	}).Register(mux)
+
+	// Spreadsheets (registry/sheet): template, export and import of XLSX and CSV, admin only.
+	sheet.Routes(mux, &sheet.Importer{Commit: sheet.StoreCommit(s.regStore), Current: live.Load},
+		func(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+			return s.alarms.RequireActor(alarms.RoleAdmin, h)
+		})
 }
 
 func (s *service) closeRegistry() {
