@@ -275,6 +275,10 @@ func (c *limitConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Unwrap returns the connection within (a netbuf.Conn): InlineSource
+// flushes it.
+func (c *limitConn) Unwrap() net.Conn { return c.Conn }
+
 func (c *limitConn) Close() error {
 	c.begin()
 	c.once.Do(func() { c.c.open.Add(-1) })

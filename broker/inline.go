@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -36,6 +38,7 @@ type InlineSource struct {
 	// and stop.
 	mu      sync.RWMutex
 	running bool
+	waits   atomic.Bool // HandlerWaits
 	ready   chan struct{}
 }
 
@@ -44,6 +47,13 @@ type InlineSource struct {
 func NewInlineSource(h ingest.Handler) *InlineSource {
 	return &InlineSource{handle: h, ready: make(chan struct{})}
 }
+
+// HandlerWaits says that the handler may wait before it returns
+// (durability.mode wal: for the next group commit of the write-ahead log):
+// the PUBACK of a connection's previous message is then sent before the
+// handler of its next one runs, instead of being coalesced with later
+// writes, which would hold it for that wait.
+func (s *InlineSource) HandlerWaits() { s.waits.Store(true) }
 
 // ID names the hook.
 func (s *InlineSource) ID() string { return "firewatch-inline-source" }
@@ -56,10 +66,32 @@ func (s *InlineSource) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, ingest.TopicPrefix) {
 		return pk, nil // firewatch's own publishes (downlink, consoles), or not uplink
 	}
+	if s.waits.Load() {
+		// What this connection has written — the PUBACK of its last
+		// message, held by the coalescing connection while its reader is
+		// busy (internal/netbuf) — goes out before the handler waits, not
+		// after.
+		flush(cl.Net.Conn)
+	}
 	if !s.take(pk) {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// flush sends what c, or a connection it wraps, holds in its write buffer.
+func flush(c net.Conn) {
+	for c != nil {
+		if f, ok := c.(interface{ Flush() error }); ok {
+			f.Flush()
+			return
+		}
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.Unwrap()
+	}
 }
 
 // OnWillSent handles a last will on an uplink topic.

@@ -173,6 +173,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		// per-device credentials and topic ACLs from the ledger
 		// (broker/settings.go).
 		inline := broker.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
+		if s.durable != nil {
+			inline.HandlerWaits() // for the durability tracker (durability.go)
+		}
 		bc, err := cfg.MQTT.Config(s.ledger, reg, log)
 		if err != nil {
 			return nil, err
