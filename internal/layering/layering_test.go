@@ -40,6 +40,8 @@ var rules = []rule{
 		why: "the embedded broker authenticates devices and hands uplink to a function; it knows nothing of alarms"},
 	{pkg: "pipeline", forbid: []string{"alarms"},
 		why: "the pipeline reaches the alarm manager only through its Alarms interface (adapter in cmd/firewatch)"},
+	{pkg: "cluster", forbid: []string{"alarms", "broker"},
+		why: "cluster mode feeds the pipeline from NATS JetStream like any source; alarms reach it only through the pipeline"},
 	{pkg: "gateway", forbid: []string{"alarms", "pipeline"},
 		why: "edge code (firegate's) carries nothing of the server"},
 	{pkg: "firmware-sim", forbid: []string{"alarms", "pipeline"},

@@ -1,0 +1,465 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/firewatch-iot/firewatch/pipeline"
+)
+
+// Origin is the pipeline origin of messages taken from the stream.
+const Origin pipeline.Origin = "nats"
+
+// group is the priority group every instance pulls in; the consumer pins
+// one instance per partition (PriorityPolicyPinned).
+const group = "firewatch"
+
+// Source takes the partitioned uplink from the JetStream stream and hands
+// each message to the pipeline, partition by partition in stream order. It
+// is a pipeline.Source.
+type Source struct {
+	cfg   Config
+	taker pipeline.Taker
+	log   *slog.Logger
+	ready chan struct{}
+
+	owned    *prometheus.GaugeVec
+	acquired *prometheus.GaugeVec
+	handled  *prometheus.CounterVec
+	takeover prometheus.Histogram
+}
+
+// NewSource returns a source for cfg that feeds t. reg may be nil.
+func NewSource(cfg Config, t pipeline.Taker, reg prometheus.Registerer, log *slog.Logger) *Source {
+	s := &Source{cfg: cfg, taker: t, log: log, ready: make(chan struct{}),
+		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "firewatch_cluster_partition_owned",
+			Help: "1 while this instance is handling the partition's messages"}, []string{"partition"}),
+		acquired: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "firewatch_cluster_partition_acquired_unixms",
+			Help: "when this instance last began handling the partition (Unix ms of its first message handled)"}, []string{"partition"}),
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "firewatch_cluster_messages_total",
+			Help: "messages handled per partition"}, []string{"partition"}),
+		takeover: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firewatch_cluster_takeover_wait_seconds",
+			Help:    "time a newly acquired partition waited for the previous owner's unacknowledged messages",
+			Buckets: []float64{0.01, 0.1, 0.5, 1, 2, 3, 5, 10, 30}}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.owned, s.acquired, s.handled, s.takeover)
+	}
+	return s
+}
+
+// Ready is closed once the stream and every partition's consumer exist and
+// this instance pulls from all of them.
+func (s *Source) Ready() <-chan struct{} { return s.ready }
+
+// Run connects to NATS, ensures the stream and the consumers, and consumes
+// until ctx ends. Messages not yet handled stay unacknowledged in the
+// stream for the next owner.
+func (s *Source) Run(ctx context.Context) error {
+	name := s.cfg.instance()
+	nc, err := nats.Connect(s.cfg.URLs, nats.Name("firewatch "+name),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+		nats.PingInterval(2*time.Second), nats.MaxPingsOutstanding(2),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "server", c.ConnectedUrl()) }))
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	var stream jetstream.Stream
+	if err := retry(ctx, s.log, "stream "+s.cfg.Stream, func(c context.Context) (err error) {
+		stream, err = js.CreateOrUpdateStream(c, s.streamConfig())
+		return err
+	}); err != nil {
+		return err
+	}
+	parts := make([]*partition, s.cfg.Partitions)
+	for n := range parts {
+		var cons jetstream.Consumer
+		if err := retry(ctx, s.log, "consumer of partition "+strconv.Itoa(n), func(c context.Context) (err error) {
+			cons, err = stream.CreateOrUpdateConsumer(c, s.consumerConfig(n))
+			return err
+		}); err != nil {
+			return err
+		}
+		parts[n] = s.newPartition(n, cons)
+	}
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		if err := p.start(ctx, &wg); err != nil {
+			for _, q := range parts {
+				q.stop()
+			}
+			wg.Wait()
+			return err
+		}
+	}
+	s.log.Info("cluster mode: consuming", "instance", name, "stream", s.cfg.Stream, "partitions", s.cfg.Partitions,
+		"server", nc.ConnectedUrl())
+	close(s.ready)
+	<-ctx.Done()
+	for _, p := range parts {
+		p.stop()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Source) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        s.cfg.Stream,
+		Description: "firewatch uplink, partitioned by device or gateway (fwp.{partition}.fw.v1.up...)",
+		Subjects:    []string{SubjectPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+		MaxAge:      s.cfg.MaxAge,
+		MaxBytes:    int64(s.cfg.MaxMB) << 20,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  2 * time.Minute,
+	}
+}
+
+func (s *Source) consumerConfig(n int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        "fw-p" + strconv.Itoa(n),
+		Description:    "firewatch partition " + strconv.Itoa(n) + ", pinned to one instance at a time",
+		FilterSubject:  partitionFilter(n),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        s.cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  s.cfg.MaxAckPending,
+		MaxWaiting:     512,
+		Replicas:       s.cfg.Replicas,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{group},
+		PinnedTTL:      s.cfg.PinnedTTL,
+	}
+}
+
+// retry calls f until it succeeds or ctx ends: at start the cluster may
+// still be electing its leaders.
+func retry(ctx context.Context, log *slog.Logger, what string, f func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := f(c)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if attempt%10 == 0 {
+			log.Warn("cluster mode: retrying", "what", what, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// partition is one partition's consumer on this instance: the NATS client
+// hands its messages to a channel, one goroutine takes them into the
+// pipeline in order.
+type partition struct {
+	s     *Source
+	n     int
+	label string
+	cons  jetstream.Consumer
+	ch    chan jetstream.Msg
+	cc    jetstream.ConsumeContext
+	lost  chan struct{} // a signal: the server gave the pin to another instance
+	quit  chan struct{}
+
+	mu       sync.Mutex
+	inflight map[uint64]inflight // stream sequence → taken, not yet acknowledged
+}
+
+type inflight struct {
+	msg   jetstream.Msg
+	since time.Time
+}
+
+// pullBatch is how many messages a partition asks for at a time.
+const pullBatch = 256
+
+func (s *Source) newPartition(n int, cons jetstream.Consumer) *partition {
+	return &partition{s: s, n: n, label: strconv.Itoa(n), cons: cons,
+		ch: make(chan jetstream.Msg, 2*pullBatch), lost: make(chan struct{}, 1), quit: make(chan struct{}),
+		inflight: map[uint64]inflight{}}
+}
+
+func (p *partition) start(ctx context.Context, wg *sync.WaitGroup) error {
+	cc, err := p.cons.Consume(func(m jetstream.Msg) {
+		select {
+		case p.ch <- m:
+		case <-p.quit:
+		}
+	},
+		jetstream.PullPriorityGroup(group),
+		jetstream.PullMaxMessages(pullBatch),
+		// A pull request lives 1 s: the pinned owner renews its pin at least
+		// that often, well within pinned_ttl.
+		jetstream.PullExpiry(time.Second),
+		jetstream.PullHeartbeat(500*time.Millisecond),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrPinIDMismatch) {
+				select {
+				case p.lost <- struct{}{}:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", p.n, err)
+	}
+	p.cc = cc
+	wg.Add(2)
+	go func() { defer wg.Done(); p.run(ctx) }()
+	go func() { defer wg.Done(); p.keepAlive() }()
+	return nil
+}
+
+func (p *partition) stop() {
+	if p.cc != nil {
+		p.cc.Stop()
+	}
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+}
+
+// run takes the partition's messages into the pipeline one at a time.
+//
+// Every message carries the pin of the instance it was delivered to
+// (Nats-Pin-Id). A message with a pin other than the one this instance
+// works under starts an acquisition (acquire). When the server gives the
+// pin to another instance (this instance's next pull fails with a pin
+// mismatch), the messages still buffered here are handed back (Nak) for
+// the new owner instead of being handled by two instances at once.
+func (p *partition) run(ctx context.Context) {
+	pin := ""
+	for {
+		var m jetstream.Msg
+		select {
+		case <-p.quit:
+			return
+		case <-p.lost:
+			if pin != "" {
+				p.s.log.Warn("cluster mode: partition taken over by another instance", "partition", p.n)
+			}
+			pin = ""
+			p.s.owned.WithLabelValues(p.label).Set(0)
+			p.handBack()
+			continue
+		case m = <-p.ch:
+		}
+		if mp := m.Headers().Get(pinHeader); mp == pin && pin != "" {
+			p.take(m)
+			continue
+		}
+		held, newPin, ok := p.acquire(ctx, m)
+		if !ok {
+			return
+		}
+		if newPin == "" {
+			continue // not the owner after all: handed back
+		}
+		pin = newPin
+		p.s.owned.WithLabelValues(p.label).Set(1)
+		p.s.acquired.WithLabelValues(p.label).Set(float64(time.Now().UnixMilli()))
+		p.s.log.Info("cluster mode: partition acquired", "partition", p.n, "held", len(held))
+		for _, h := range held {
+			p.take(h)
+		}
+	}
+}
+
+// pinHeader carries the pin a message was delivered under.
+const pinHeader = "Nats-Pin-Id"
+
+// handBack returns every buffered message to the stream at once.
+func (p *partition) handBack() {
+	for {
+		select {
+		case m := <-p.ch:
+			m.Nak()
+		default:
+			return
+		}
+	}
+}
+
+// acquire is called with the first message delivered under a new pin. The
+// previous owner's unacknowledged messages come back (after ack_wait, or at
+// once when it handed them back) later than the new messages the consumer
+// delivers at once; so acquire holds what arrives until every message the
+// consumer counts as pending is here (the previous owner acknowledged or
+// returned the rest), and returns them in stream order with the pin. When
+// the consumer's pin is not this message's (another instance owns the
+// partition), it hands everything back and returns pin "". ok is false
+// when the source stops.
+func (p *partition) acquire(ctx context.Context, first jetstream.Msg) (msgs []jetstream.Msg, pin string, ok bool) {
+	start := time.Now()
+	pin = first.Headers().Get(pinHeader)
+	held := map[uint64]jetstream.Msg{}
+	add := func(m jetstream.Msg) {
+		if md, err := m.Metadata(); err == nil {
+			held[md.Sequence.Stream] = m
+		} else {
+			m.Term() // not a JetStream message: cannot be ordered or acknowledged
+		}
+	}
+	add(first)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	lastKeep := time.Now()
+	// Beyond this the previous owner's messages should long have come back;
+	// rather than wait for ever (a consumer state we do not understand),
+	// go on in the order we have.
+	giveUp := start.Add(2*p.s.cfg.AckWait + p.s.cfg.PinnedTTL + 5*time.Second)
+	for {
+	drain:
+		for {
+			select {
+			case m := <-p.ch:
+				add(m)
+			default:
+				break drain
+			}
+		}
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := p.cons.Info(c)
+		cancel()
+		if err == nil {
+			current := ""
+			for _, g := range info.PriorityGroups {
+				if g.Group == group {
+					current = g.PinnedClientID
+				}
+			}
+			if current != "" && current != pin {
+				for _, m := range held {
+					m.Nak()
+				}
+				p.handBack()
+				return nil, "", true
+			}
+			if info.NumAckPending <= len(held) {
+				break
+			}
+		}
+		if time.Now().After(giveUp) {
+			p.s.log.Warn("cluster mode: the previous owner's messages did not come back; going on", "partition", p.n,
+				"held", len(held))
+			break
+		}
+		if time.Since(lastKeep) > p.s.cfg.AckWait/3 {
+			for _, m := range held {
+				m.InProgress() // ours stay ours while we wait
+			}
+			lastKeep = time.Now()
+		}
+		select {
+		case <-p.quit:
+			return nil, "", false
+		case <-p.lost:
+			for _, m := range held {
+				m.Nak()
+			}
+			p.handBack()
+			return nil, "", true
+		case m := <-p.ch:
+			add(m)
+		case <-tick.C:
+		}
+	}
+	seqs := make([]uint64, 0, len(held))
+	for q := range held {
+		seqs = append(seqs, q)
+	}
+	slices.Sort(seqs)
+	msgs = make([]jetstream.Msg, len(seqs))
+	for i, q := range seqs {
+		msgs[i] = held[q]
+	}
+	p.s.takeover.Observe(time.Since(start).Seconds())
+	return msgs, pin, true
+}
+
+// take hands m to the pipeline. Its acknowledgement goes to the stream when
+// the pipeline calls Ack.
+func (p *partition) take(m jetstream.Msg) {
+	topic, _, ok := TopicOf(m.Subject())
+	if !ok {
+		p.s.log.Warn("cluster mode: a message on an unexpected subject; dropped", "subject", m.Subject())
+		m.Term()
+		return
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		m.Term()
+		return
+	}
+	seq := md.Sequence.Stream
+	p.mu.Lock()
+	p.inflight[seq] = inflight{msg: m, since: time.Now()}
+	p.mu.Unlock()
+	// Until issue 15's durable acknowledgement (helper i15a: Message.Ack
+	// called once the readings are in InfluxDB or the spool) is merged, the
+	// pipeline calls Ack when Take returns (readings in the writer's batch,
+	// alarms committed), as for the external MQTT broker.
+	p.s.taker.Take(pipeline.Message{Origin: Origin, Topic: topic, Payload: m.Data(), Ack: func() {
+		p.mu.Lock()
+		delete(p.inflight, seq)
+		p.mu.Unlock()
+		m.Ack()
+	}})
+	p.s.handled.WithLabelValues(p.label).Inc()
+}
+
+// keepAlive tells the server that messages taken and not yet acknowledged
+// are still being worked on, so that a slow write does not make the stream
+// deliver them again (to this or another instance) while they are handled.
+func (p *partition) keepAlive() {
+	every := p.s.cfg.AckWait / 3
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.quit:
+			return
+		case <-tick.C:
+		}
+		var old []jetstream.Msg
+		p.mu.Lock()
+		for _, f := range p.inflight {
+			if time.Since(f.since) >= every {
+				old = append(old, f.msg)
+			}
+		}
+		p.mu.Unlock()
+		for _, m := range old {
+			m.InProgress()
+		}
+	}
+}

@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/firewatch-iot/firewatch/internal/testenv"
+	"github.com/firewatch-iot/firewatch/pipeline"
+)
+
+func TestTopicOf(t *testing.T) {
+	for _, c := range []struct {
+		subject, topic string
+		partition      int
+		ok             bool
+	}{
+		{"fwp.3.fw.v1.up.sm-1.event", "fw/v1/up/sm-1/event", 3, true},
+		{"fwp.15.fw.v1.up.gw.gw-7.batch", "fw/v1/up/gw/gw-7/batch", 15, true},
+		// A '.' in the device id arrives as "//" (nats-server's MQTT conversion).
+		{"fwp.0.fw.v1.up.el//450204//1.telemetry", "fw/v1/up/el.450204.1/telemetry", 0, true},
+		{"fw.v1.up.sm-1.event", "", 0, false},
+		{"fwp.x.fw.v1.up.sm-1.event", "", 0, false},
+		{"fwp.1.other.sm-1", "", 0, false},
+		{"fwp.1.fw.v1.up..event", "", 0, false},
+	} {
+		topic, n, ok := TopicOf(c.subject)
+		if topic != c.topic || n != c.partition || ok != c.ok {
+			t.Errorf("TopicOf(%q) = %q, %d, %v; want %q, %d, %v", c.subject, topic, n, ok, c.topic, c.partition, c.ok)
+		}
+	}
+}
+
+// recorder is a pipeline.Taker that records what it took, per device.
+type recorder struct {
+	mu    sync.Mutex
+	seqs  map[string][]int // topic → seq of each message taken, in order
+	n     int
+	last  time.Time
+	first time.Time
+}
+
+func newRecorder() *recorder { return &recorder{seqs: map[string][]int{}} }
+
+func (r *recorder) Take(m pipeline.Message) {
+	var seq int
+	fmt.Sscanf(string(m.Payload), `{"seq":%d}`, &seq)
+	r.mu.Lock()
+	r.seqs[m.Topic] = append(r.seqs[m.Topic], seq)
+	r.n++
+	now := time.Now()
+	if r.first.IsZero() {
+		r.first = now
+	}
+	r.last = now
+	r.mu.Unlock()
+	if m.Ack != nil {
+		m.Ack()
+	}
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+func testConfig(urls string, p int, name string) Config {
+	c := DefaultConfig()
+	c.Enabled, c.URLs, c.Partitions, c.Instance = true, urls, p, name
+	c.MaxMB = 256
+	return c
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestClusterTakeover runs two sources against a real 3-node NATS cluster,
+// publishes over MQTT to all three nodes, stops the instance that owns the
+// partitions mid-stream and checks that the other takes every message over,
+// each device's messages in order, none lost, and measures the takeover.
+func TestClusterTakeover(t *testing.T) {
+	const parts = 4
+	nc := testenv.StartNATSCluster(t, ServerMappings(parts))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	ra, rb := newRecorder(), newRecorder()
+	a := NewSource(testConfig(nc.URLs(), parts, "a"), ra, nil, quiet())
+	ctxA, stopA := context.WithCancel(ctx)
+	doneA := make(chan error, 1)
+	go func() { doneA <- a.Run(ctxA) }()
+	select {
+	case <-a.Ready():
+	case err := <-doneA:
+		t.Fatalf("source a: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("source a not ready within 60 s")
+	}
+	b := NewSource(testConfig(nc.URLs(), parts, "b"), rb, nil, quiet())
+	doneB := make(chan error, 1)
+	go func() { doneB <- b.Run(ctx) }()
+	select {
+	case <-b.Ready():
+	case err := <-doneB:
+		t.Fatalf("source b: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("source b not ready within 60 s")
+	}
+
+	// One publisher per node, 8 devices each, QoS 1.
+	const devices, perDevice = 24, 60
+	var pubs []mqtt.Client
+	for i, n := range nc.Nodes {
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID(fmt.Sprintf("pub-%d", i)).
+			SetCleanSession(true).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("mqtt connect %s: %v", n.MQTT, tok.Error())
+		}
+		defer c.Disconnect(100)
+		pubs = append(pubs, c)
+	}
+	publish := func(from, to int) {
+		var toks []mqtt.Token
+		for s := from; s < to; s++ {
+			for d := range devices {
+				topic := fmt.Sprintf("fw/v1/up/sm.%02d/event", d)
+				toks = append(toks, pubs[d%3].Publish(topic, 1, false, fmt.Sprintf(`{"seq":%d}`, s)))
+			}
+		}
+		for _, tok := range toks {
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatalf("publish: %v", tok.Error())
+			}
+		}
+	}
+	publish(0, perDevice/2)
+	testenv.WaitFor(t, 30*time.Second, "first half taken", func() bool { return ra.count()+rb.count() >= devices*perDevice/2 })
+	if rb.count() != 0 {
+		t.Logf("b took %d messages before the takeover (partitions were shared)", rb.count())
+	}
+	// The owner goes away without acknowledging what is in flight.
+	stopA()
+	<-doneA
+	stopped := time.Now()
+	publish(perDevice/2, perDevice)
+	testenv.WaitFor(t, 30*time.Second, "every message taken", func() bool {
+		ra.mu.Lock()
+		defer ra.mu.Unlock()
+		rb.mu.Lock()
+		defer rb.mu.Unlock()
+		for d := range devices {
+			topic := fmt.Sprintf("fw/v1/up/sm.%02d/event", d)
+			if !complete(ra.seqs[topic], rb.seqs[topic], perDevice) {
+				return false
+			}
+		}
+		return true
+	})
+	rb.mu.Lock()
+	t.Logf("takeover: the survivor took its first message of the second half %v after the owner stopped; a took %d, b %d",
+		rb.first.Sub(stopped).Round(time.Millisecond), ra.count(), rb.n)
+	for topic, seqs := range rb.seqs {
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] < seqs[i-1] {
+				t.Errorf("%s: b took seq %d after %d (out of order): %v", topic, seqs[i], seqs[i-1], seqs)
+				break
+			}
+		}
+		if !strings.HasPrefix(topic, "fw/v1/up/sm.") {
+			t.Errorf("topic %q", topic)
+		}
+	}
+	rb.mu.Unlock()
+}
+
+// complete reports whether a and b together hold every seq 0…n-1.
+func complete(a, b []int, n int) bool {
+	seen := make([]bool, n)
+	for _, s := range append(append([]int(nil), a...), b...) {
+		if s >= 0 && s < n {
+			seen[s] = true
+		}
+	}
+	for _, ok := range seen {
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
