@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -178,12 +179,38 @@ func (n *NATSNode) waitHealthy() error {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("GET /healthz: %s", resp.Status)
 		}
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return fmt.Errorf("mqtt listener: %w", err)
-		}
-		return conn.Close()
+		return mqttConnect(addr)
 	})
+}
+
+// mqttConnect sends an MQTT 3.1.1 CONNECT (clean session, client id
+// "testenv-ready", keep-alive 10 s; MQTT 3.1.1, 3.1) and expects CONNACK
+// return code 0 (3.2): nats-server answers it only once its MQTT streams
+// exist in JetStream, which a bare TCP connect does not show.
+func mqttConnect(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return fmt.Errorf("mqtt listener: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	id := "testenv-ready"
+	var p []byte
+	p = append(p, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x0a)
+	p = append(p, byte(len(id)>>8), byte(len(id)))
+	p = append(p, id...)
+	if _, err := conn.Write(append([]byte{0x10, byte(len(p))}, p...)); err != nil {
+		return fmt.Errorf("mqtt connect: %w", err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		return fmt.Errorf("mqtt connack: %w", err)
+	}
+	if ack[0] != 0x20 || ack[1] != 0x02 || ack[3] != 0 {
+		return fmt.Errorf("mqtt connack % x", ack)
+	}
+	conn.Write([]byte{0xe0, 0x00}) // DISCONNECT
+	return nil
 }
 
 // kill sends SIGKILL to the process group and waits for it to exit. It is
