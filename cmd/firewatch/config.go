@@ -13,6 +13,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
+	"github.com/firewatch-iot/firewatch/cluster"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
@@ -75,6 +76,8 @@ type Config struct {
 	GB26875 gb26875server.Config `yaml:"gb26875"`
 
 	Console responder.ConsoleConfig `yaml:"console"` // the console's map tiles (docs/console.md)
+
+	Cluster cluster.Config `yaml:"cluster"` // issue 15: cluster mode on NATS JetStream (docs/cluster.md)
 }
 
 // defaults sets every default in one place.
@@ -97,6 +100,7 @@ func defaults() Config {
 	c.Log.Format = "text"
 	c.NBIoT = bridge.DefaultConfig()
 	c.GB26875 = gb26875server.DefaultConfig()
+	c.Cluster = cluster.DefaultConfig()
 	return c
 }
 
@@ -132,6 +136,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Console.Validate())
+	errs = append(errs, c.Cluster.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

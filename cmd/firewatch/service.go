@@ -20,6 +20,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
+	"github.com/firewatch-iot/firewatch/cluster"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
@@ -145,7 +146,13 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 
 	s.brokerURL = cfg.MQTT.URL()
-	if cfg.MQTT.Embedded() {
+	if cfg.Cluster.Enabled {
+		// Issue 15: uplink from the NATS JetStream stream, partitions shared
+		// with the other instances (docs/cluster.md); no MQTT here, and no
+		// linkage downlink yet.
+		s.brokerURL = "nats " + cfg.Cluster.URLs
+		s.source = cluster.NewSource(cfg.Cluster, s.pipe, reg, log.With("component", "cluster"))
+	} else if cfg.MQTT.Embedded() {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (broker.InlineSource);
 		// per-device credentials and topic ACLs from the ledger
