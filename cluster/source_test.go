@@ -11,6 +11,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
 
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/pipeline"
@@ -145,6 +146,34 @@ func testTakeover(t *testing.T, noAckAfter int) {
 		defer c.Disconnect(100)
 		pubs = append(pubs, c)
 	}
+	// The servers' mapping puts each device where PartitionOf says.
+	sub, err := nats.Connect(nc.Nodes[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	got := make(chan *nats.Msg, 64)
+	if _, err := sub.ChanSubscribe(SubjectPrefix+".>", got); err != nil {
+		t.Fatal(err)
+	}
+	sub.Flush()
+	for _, id := range []string{"sm-1", "el.450204.7", "gw/gw-3"} {
+		topic := "fw/v1/up/" + id + "/status"
+		if tok := pubs[1].Publish(topic, 1, false, `{}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		select {
+		case m := <-got:
+			tp, n, ok := TopicOf(m.Subject)
+			want := PartitionOf(strings.TrimPrefix(id, "gw/"), parts)
+			if !ok || tp != topic || n != want {
+				t.Errorf("%s arrived as %s: partition %d, want %d (topic %q)", topic, m.Subject, n, want, tp)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: nothing on %s.>", topic, SubjectPrefix)
+		}
+	}
+	sub.Close()
 	publish := func(from, to int) {
 		var toks []mqtt.Token
 		for s := from; s < to; s++ {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -61,4 +62,13 @@ func TopicOf(subject string) (topic string, partition int, ok bool) {
 		b.WriteString(strings.ReplaceAll(tok, "//", "."))
 	}
 	return b.String(), n, true
+}
+
+// PartitionOf returns the partition of p that the servers' mapping gives
+// the device, gateway or station id: nats-server's partition function, the
+// FNV-1a hash of the subject token (a '.' of the id is "//" there) modulo p.
+func PartitionOf(id string, p int) int {
+	h := fnv.New32a()
+	h.Write([]byte(strings.ReplaceAll(id, ".", "//")))
+	return int(h.Sum32() % uint32(p))
 }
