@@ -82,6 +82,14 @@ func (s *Source) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	// The stream takes the uplink from the servers' own MQTT message
+	// stream through a durable consumer (mqttSource): see streamConfig.
+	if err := retry(ctx, s.log, "the source consumer on "+MQTTStream, func(c context.Context) error {
+		_, err := js.CreateOrUpdatePushConsumer(c, MQTTStream, s.sourceConsumerConfig())
+		return err
+	}); err != nil {
+		return err
+	}
 	var stream jetstream.Stream
 	if err := retry(ctx, s.log, "stream "+s.cfg.Stream, func(c context.Context) (err error) {
 		stream, err = js.CreateOrUpdateStream(c, s.streamConfig())
@@ -121,18 +129,64 @@ func (s *Source) Run(ctx context.Context) error {
 	return nil
 }
 
+// MQTTStream is the stream in which nats-server stores every QoS 1 and 2
+// message an MQTT client publishes, under $MQTT.msgs.{subject}, before it
+// sends the PUBACK (interest retention, replicated: mqtt.stream_replicas).
+const MQTTStream = "$MQTT_msgs"
+
+// mqttPrefix is the subject prefix of MQTTStream.
+const mqttPrefix = "$MQTT.msgs."
+
+// sourceConsumer is the durable consumer on MQTTStream through which the
+// uplink stream sources the partitioned uplink.
+func (s *Source) sourceConsumer() string { return s.cfg.Stream + "_SOURCE" }
+
+func (s *Source) sourceDeliver() string { return "_FW.source." + s.cfg.Stream }
+
+// sourceConsumerConfig is the durable consumer on MQTTStream of the
+// partitioned uplink: acknowledged by flow control once the uplink stream
+// stored what it delivered, so that MQTTStream (interest retention) keeps
+// every PUBACKed message until the uplink stream has it.
+func (s *Source) sourceConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        s.sourceConsumer(),
+		Description:    "firewatch: the partitioned uplink, sourced into " + s.cfg.Stream,
+		DeliverSubject: s.sourceDeliver(),
+		FilterSubject:  mqttPrefix + SubjectPrefix + ".>",
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckFlowControlPolicy,
+		FlowControl:    true,
+		IdleHeartbeat:  time.Second,
+		Replicas:       s.cfg.Replicas,
+	}
+}
+
+// streamConfig is the uplink stream. Its messages come from MQTTStream,
+// not from the uplink subjects themselves: nats-server acknowledges a
+// device's QoS 1 PUBLISH once the message is stored in MQTTStream, not in
+// a stream that captures its subject, so a stream capturing fwp.> could
+// miss messages the devices were told are safe (the uplink stream's leader
+// killed, or electing, when they arrive). Durable sourcing (nats-server
+// 2.14) copies them in order and acknowledges them on MQTTStream only once
+// stored here. Uplink over plain NATS or MQTT QoS 0 is not taken.
 func (s *Source) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        s.cfg.Stream,
 		Description: "firewatch uplink, partitioned by device or gateway (fwp.{partition}.fw.v1.up...)",
-		Subjects:    []string{SubjectPrefix + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.cfg.Replicas,
-		MaxAge:      s.cfg.MaxAge,
-		MaxBytes:    int64(s.cfg.MaxMB) << 20,
-		Discard:     jetstream.DiscardOld,
-		Duplicates:  2 * time.Minute,
+		Sources: []*jetstream.StreamSource{{
+			Name:     MQTTStream,
+			Consumer: &jetstream.StreamConsumerSource{Name: s.sourceConsumer(), DeliverSubject: s.sourceDeliver()},
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{
+				Source: mqttPrefix + SubjectPrefix + ".>", Destination: SubjectPrefix + ".>",
+			}},
+		}},
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		Replicas:   s.cfg.Replicas,
+		MaxAge:     s.cfg.MaxAge,
+		MaxBytes:   int64(s.cfg.MaxMB) << 20,
+		Discard:    jetstream.DiscardOld,
+		Duplicates: 2 * time.Minute,
 	}
 }
 
