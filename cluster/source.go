@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +38,38 @@ type Source struct {
 	acquired *prometheus.GaugeVec
 	handled  *prometheus.CounterVec
 	takeover prometheus.Histogram
+
+	mu    sync.Mutex
+	parts []*partition
+}
+
+// Pulling returns how many partitions this instance pulls from now (all of
+// them but those it released to another instance a moment ago).
+func (s *Source) Pulling() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, p := range s.parts {
+		p.mu.Lock()
+		if p.cc != nil {
+			n++
+		}
+		p.mu.Unlock()
+	}
+	return n
+}
+
+// Owned returns the partitions this instance holds now.
+func (s *Source) Owned() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for _, p := range s.parts {
+		if p.owned() {
+			out = append(out, p.n)
+		}
+	}
+	return out
 }
 
 // NewSource returns a source for cfg that feeds t. reg may be nil.
@@ -97,6 +130,10 @@ func (s *Source) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	kv, err := s.instances(ctx, js)
+	if err != nil {
+		return err
+	}
 	parts := make([]*partition, s.cfg.Partitions)
 	for n := range parts {
 		var cons jetstream.Consumer
@@ -108,24 +145,43 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		parts[n] = s.newPartition(n, cons)
 	}
+	s.mu.Lock()
+	s.parts = parts
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range parts {
-		if err := p.start(ctx, &wg); err != nil {
-			for _, q := range parts {
-				q.stop()
-			}
-			wg.Wait()
+		p.startWorkers(ctx, &wg)
+	}
+	stopAll := func() {
+		// An orderly stop hands each owned partition over at once
+		// (release: unpin) instead of making a survivor wait out the pin.
+		var rel sync.WaitGroup
+		for _, p := range parts {
+			rel.Go(func() { p.release(stream) })
+		}
+		rel.Wait()
+		for _, p := range parts {
+			p.stop()
+		}
+		wg.Wait()
+	}
+	for _, p := range parts {
+		if err := p.consume(); err != nil {
+			stopAll()
 			return err
 		}
 	}
 	s.log.Info("cluster mode: consuming", "instance", name, "stream", s.cfg.Stream, "partitions", s.cfg.Partitions,
 		"server", nc.ConnectedUrl())
 	close(s.ready)
+	balanced := make(chan struct{})
+	go func() {
+		defer close(balanced)
+		s.balance(ctx, kv, stream, name, parts)
+	}()
 	<-ctx.Done()
-	for _, p := range parts {
-		p.stop()
-	}
-	wg.Wait()
+	<-balanced
+	stopAll()
 	return nil
 }
 
@@ -238,13 +294,25 @@ type partition struct {
 	label string
 	cons  jetstream.Consumer
 	ch    chan jetstream.Msg
-	cc    jetstream.ConsumeContext
 	lost  chan struct{} // a signal: the server gave the pin to another instance
 	quit  chan struct{}
+	// releasing: this instance is giving the partition up; what still
+	// arrives is handed back.
+	releasing atomic.Bool
+	pin       atomic.Pointer[string] // the pin this instance works under; nil or "": not the owner
 
 	mu       sync.Mutex
+	cc       jetstream.ConsumeContext
 	inflight map[uint64]inflight // stream sequence → taken, not yet acknowledged
 }
+
+// owned reports whether this instance holds the partition's pin.
+func (p *partition) owned() bool {
+	pin := p.pin.Load()
+	return pin != nil && *pin != ""
+}
+
+func (p *partition) setPin(pin string) { p.pin.Store(&pin) }
 
 type inflight struct {
 	msg   jetstream.Msg
@@ -260,7 +328,17 @@ func (s *Source) newPartition(n int, cons jetstream.Consumer) *partition {
 		inflight: map[uint64]inflight{}}
 }
 
-func (p *partition) start(ctx context.Context, wg *sync.WaitGroup) error {
+// startWorkers starts the goroutine that takes the partition's messages
+// and the one that keeps them alive while they are handled.
+func (p *partition) startWorkers(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(2)
+	go func() { defer wg.Done(); p.run(ctx) }()
+	go func() { defer wg.Done(); p.keepAlive() }()
+}
+
+// consume starts pulling the partition's messages.
+func (p *partition) consume() error {
+	p.releasing.Store(false)
 	cc, err := p.cons.Consume(func(m jetstream.Msg) {
 		select {
 		case p.ch <- m:
@@ -284,16 +362,60 @@ func (p *partition) start(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: %w", p.n, err)
 	}
+	p.mu.Lock()
 	p.cc = cc
-	wg.Add(2)
-	go func() { defer wg.Done(); p.run(ctx) }()
-	go func() { defer wg.Done(); p.keepAlive() }()
+	p.mu.Unlock()
 	return nil
 }
 
+// release gives the partition up: no more pulls, what is buffered handed
+// back, the acknowledgements of what is being handled awaited (at most
+// ack_wait), and then, if this instance held the pin, the pin released so
+// that another instance takes the partition at once.
+func (p *partition) release(stream jetstream.Stream) {
+	p.releasing.Store(true)
+	p.mu.Lock()
+	cc := p.cc
+	p.cc = nil
+	p.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+	}
+	select {
+	case p.lost <- struct{}{}: // the worker hands back what it has
+	default:
+	}
+	owned := p.owned()
+	deadline := time.Now().Add(p.s.cfg.AckWait)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		n := len(p.inflight)
+		p.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // polling the acknowledgements, which have no signal of their own
+	}
+	if !owned {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := stream.UnpinConsumer(ctx, "fw-p"+p.label, group); err != nil && !errors.Is(err, context.Canceled) {
+		p.s.log.Warn("cluster mode: partition not unpinned; another instance takes it when the pin expires",
+			"partition", p.n, "err", err)
+		return
+	}
+	p.s.log.Info("cluster mode: partition released", "partition", p.n)
+}
+
 func (p *partition) stop() {
-	if p.cc != nil {
-		p.cc.Stop()
+	p.mu.Lock()
+	cc := p.cc
+	p.cc = nil
+	p.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
 	}
 	select {
 	case <-p.quit:
@@ -318,14 +440,19 @@ func (p *partition) run(ctx context.Context) {
 		case <-p.quit:
 			return
 		case <-p.lost:
-			if pin != "" {
+			if pin != "" && !p.releasing.Load() {
 				p.s.log.Warn("cluster mode: partition taken over by another instance", "partition", p.n)
 			}
 			pin = ""
+			p.setPin("")
 			p.s.owned.WithLabelValues(p.label).Set(0)
 			p.handBack()
 			continue
 		case m = <-p.ch:
+		}
+		if p.releasing.Load() {
+			m.Nak() // given up: for the next owner
+			continue
 		}
 		if mp := m.Headers().Get(pinHeader); mp == pin && pin != "" {
 			p.take(m)
@@ -339,6 +466,7 @@ func (p *partition) run(ctx context.Context) {
 			continue // not the owner after all: handed back
 		}
 		pin = newPin
+		p.setPin(pin)
 		p.s.owned.WithLabelValues(p.label).Set(1)
 		p.s.acquired.WithLabelValues(p.label).Set(float64(time.Now().UnixMilli()))
 		p.s.log.Info("cluster mode: partition acquired", "partition", p.n, "held", len(held))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -86,7 +87,12 @@ func testConfig(urls string, p int, name string) Config {
 	return c
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger {
+	if os.Getenv("FW_CLUSTER_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 // TestClusterTakeover runs two sources against a real 3-node NATS cluster,
 // publishes over MQTT to all three nodes, stops the instance that owns the
@@ -242,4 +248,117 @@ func complete(a, b []int, n int) bool {
 		}
 	}
 	return true
+}
+
+// TestClusterBalance runs two instances under steady traffic on every
+// partition: the second to start gets about half of the partitions from the
+// first (the first releases its excess), and when one stops in order the
+// other has every partition at once (no wait for the pin to expire); every
+// message is taken, each device's in order.
+func TestClusterBalance(t *testing.T) {
+	const parts, devices = 8, 32
+	nc := testenv.StartNATSCluster(t, ServerMappings(parts))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(name string, r *recorder) (*Source, context.CancelFunc, chan error) {
+		c, stop := context.WithCancel(ctx)
+		s := NewSource(testConfig(nc.URLs(), parts, name), r, nil, quiet())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(c) }()
+		select {
+		case <-s.Ready():
+		case err := <-done:
+			t.Fatalf("source %s: %v", name, err)
+		case <-time.After(60 * time.Second):
+			t.Fatalf("source %s not ready within 60 s", name)
+		}
+		return s, stop, done
+	}
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(nc.Nodes[0].MQTT).SetClientID("pub").SetCleanSession(true))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("mqtt connect: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+
+	ra, rb := newRecorder(), newRecorder()
+	a, _, _ := start("a", ra)
+	var mu sync.Mutex
+	seq := 0
+	stop := make(chan struct{})
+	var pubDone sync.WaitGroup
+	pubDone.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			mu.Lock()
+			s := seq
+			seq++
+			mu.Unlock()
+			for d := range devices {
+				tok := pub.Publish(fmt.Sprintf("fw/v1/up/sm-%02d/event", d), 1, false, fmt.Sprintf(`{"seq":%d}`, s))
+				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+					t.Errorf("publish: %v", tok.Error())
+					return
+				}
+			}
+		}
+	})
+	testenv.WaitFor(t, 30*time.Second, "a owning every partition", func() bool { return len(a.Owned()) == parts })
+	b, stopB, doneB := start("b", rb)
+	testenv.WaitFor(t, 30*time.Second, "the partitions shared", func() bool {
+		return len(a.Owned()) == parts/2 && len(b.Owned()) == parts/2
+	})
+	t.Logf("shared: a %v, b %v", a.Owned(), b.Owned())
+	// a pulls again from what it released (after twice the pin's expiry),
+	// as a standby; then b stops in order and hands its partitions over.
+	testenv.WaitFor(t, 30*time.Second, "a pulling every partition again", func() bool { return a.Pulling() == parts })
+	stopB()
+	stopped := time.Now()
+	if err := <-doneB; err != nil {
+		t.Fatal(err)
+	}
+	returned := time.Since(stopped)
+	testenv.WaitFor(t, 30*time.Second, "a owning every partition again", func() bool { return len(a.Owned()) == parts })
+	took := time.Since(stopped)
+	t.Logf("after b's orderly stop (its Run returned %v after the cancel), a owned every partition %v after it",
+		returned.Round(time.Millisecond), took.Round(time.Millisecond))
+	if took > DefaultPinnedTTL/2 {
+		t.Errorf("a took b's partitions %v after b's orderly stop; an unpinned partition should not wait for the pin's expiry (%v)", took, DefaultPinnedTTL)
+	}
+	close(stop)
+	pubDone.Wait()
+	mu.Lock()
+	n := seq
+	mu.Unlock()
+	testenv.WaitFor(t, 30*time.Second, "every message taken", func() bool {
+		ra.mu.Lock()
+		defer ra.mu.Unlock()
+		rb.mu.Lock()
+		defer rb.mu.Unlock()
+		for d := range devices {
+			topic := fmt.Sprintf("fw/v1/up/sm-%02d/event", d)
+			if !complete(ra.seqs[topic], rb.seqs[topic], n) {
+				return false
+			}
+		}
+		return true
+	})
+	// Order per device: across both instances, by the time each took it.
+	for _, r := range []*recorder{ra, rb} {
+		r.mu.Lock()
+		for topic, seqs := range r.seqs {
+			for i := 1; i < len(seqs); i++ {
+				if seqs[i] < seqs[i-1] {
+					t.Errorf("%s: took seq %d after %d", topic, seqs[i], seqs[i-1])
+					break
+				}
+			}
+		}
+		r.mu.Unlock()
+	}
 }
