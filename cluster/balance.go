@@ -11,15 +11,19 @@ import (
 // Balancing: every instance pulls every partition and the server pins one
 // per partition, so the first instance to pull gets them all. Each instance
 // announces itself in a KV bucket (a key per instance, expiring when it
-// stops announcing); an instance owning more than its share, ceil(P/N) for
+// stops announcing, deleted when it stops in order); an instance owning more than its share, ceil(P/N) for
 // N live instances, releases the excess (release: unpin) and pulls them
 // again only after twice the pin's expiry, by when an instance waiting for
 // them has them. Partitions thus spread when an instance joins and move
 // back when one returns.
 
-// balanceEvery is how often an instance announces itself and checks its
-// share.
-const balanceEvery = time.Second
+// The instances' keys expire after three quarters of the pin's expiry, so
+// that a dead instance no longer counts when the survivors take its
+// partitions (they would otherwise release them again, to nobody); an
+// instance announces itself three times per expiry.
+func (s *Source) instanceTTL() time.Duration { return s.cfg.PinnedTTL * 3 / 4 }
+
+func (s *Source) balanceEvery() time.Duration { return s.instanceTTL() / 3 }
 
 // instancesBucket is the KV bucket of live instances.
 func (s *Source) instancesBucket() string { return "fw_instances_" + s.cfg.Stream }
@@ -29,7 +33,7 @@ func (s *Source) instances(ctx context.Context, js jetstream.JetStream) (kv jets
 	err = retry(ctx, s.log, "KV bucket "+s.instancesBucket(), func(c context.Context) (err error) {
 		kv, err = js.CreateOrUpdateKeyValue(c, jetstream.KeyValueConfig{
 			Bucket: s.instancesBucket(), Description: "live firewatch instances (cluster mode)",
-			TTL: 5 * balanceEvery, Replicas: s.cfg.Replicas, Storage: jetstream.FileStorage,
+			TTL: s.instanceTTL(), Replicas: s.cfg.Replicas, Storage: jetstream.FileStorage,
 		})
 		return err
 	})
@@ -37,7 +41,7 @@ func (s *Source) instances(ctx context.Context, js jetstream.JetStream) (kv jets
 }
 
 func (s *Source) balance(ctx context.Context, kv jetstream.KeyValue, stream jetstream.Stream, name string, parts []*partition) {
-	tick := time.NewTicker(balanceEvery)
+	tick := time.NewTicker(s.balanceEvery())
 	defer tick.Stop()
 	resume := map[int]time.Time{} // partition released → when to pull it again
 	for {
@@ -81,7 +85,7 @@ func (s *Source) balance(ctx context.Context, kv jetstream.KeyValue, stream jets
 				done := make(chan struct{}, excess)
 				for _, n := range owned[:excess] {
 					go func() { parts[n].release(stream); done <- struct{}{} }()
-					resume[n] = time.Now().Add(2*s.cfg.PinnedTTL + balanceEvery)
+					resume[n] = time.Now().Add(2*s.cfg.PinnedTTL + s.balanceEvery())
 				}
 				for range excess {
 					<-done
@@ -93,6 +97,11 @@ func (s *Source) balance(ctx context.Context, kv jetstream.KeyValue, stream jets
 			for n := range resume { // stopping: the final release handles them
 				parts[n].releasing.Store(true)
 			}
+			// No longer counted, before the partitions are handed over:
+			// the others must not release them again at once.
+			c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			kv.Delete(c, name)
+			cancel()
 			return
 		case <-tick.C:
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/pipeline"
 )
 
@@ -41,6 +42,10 @@ type Source struct {
 
 	mu    sync.Mutex
 	parts []*partition
+
+	live   atomic.Pointer[[]*partition] // parts, for Owns without the lock
+	partOf []int32                      // device index → partition
+	devsOf [][]devices.Index            // partition → its devices
 }
 
 // Pulling returns how many partitions this instance pulls from now (all of
@@ -72,8 +77,16 @@ func (s *Source) Owned() []int {
 	return out
 }
 
-// NewSource returns a source for cfg that feeds t. reg may be nil.
-func NewSource(cfg Config, t pipeline.Taker, reg prometheus.Registerer, log *slog.Logger) *Source {
+// Adopter is told when this instance begins to handle the devices of a
+// partition, before their messages (*pipeline.Pipeline: their liveness).
+type Adopter interface {
+	Adopt(ctx context.Context, devs []devices.Index) error
+}
+
+// NewSource returns a source for cfg that feeds t; when t is an Adopter it
+// is told of each partition acquired. l, if not nil, maps devices to
+// partitions for Owns and Adopt. reg may be nil.
+func NewSource(cfg Config, t pipeline.Taker, l *devices.Ledger, reg prometheus.Registerer, log *slog.Logger) *Source {
 	s := &Source{cfg: cfg, taker: t, log: log, ready: make(chan struct{}),
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "firewatch_cluster_partition_owned",
 			Help: "1 while this instance is handling the partition's messages"}, []string{"partition"}),
@@ -88,7 +101,31 @@ func NewSource(cfg Config, t pipeline.Taker, reg prometheus.Registerer, log *slo
 	if reg != nil {
 		reg.MustRegister(s.owned, s.acquired, s.handled, s.takeover)
 	}
+	if l != nil {
+		s.partOf = make([]int32, len(l.Devices))
+		s.devsOf = make([][]devices.Index, cfg.Partitions)
+		for i := range l.Devices {
+			d := &l.Devices[i]
+			id := d.ID
+			if d.Gateway != "" {
+				id = d.Gateway // the mapping partitions a gateway's topics by the gateway's id
+			}
+			n := PartitionOf(id, cfg.Partitions)
+			s.partOf[i] = int32(n)
+			s.devsOf[n] = append(s.devsOf[n], devices.Index(i))
+		}
+	}
 	return s
+}
+
+// Owns reports whether this instance handles device d now: whether it
+// holds the pin of d's partition (pipeline.Options.Owns).
+func (s *Source) Owns(d devices.Index) bool {
+	parts := s.live.Load()
+	if parts == nil || int(d) >= len(s.partOf) {
+		return false
+	}
+	return (*parts)[s.partOf[d]].owned()
 }
 
 // Ready is closed once the stream and every partition's consumer exist and
@@ -148,6 +185,7 @@ func (s *Source) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.parts = parts
 	s.mu.Unlock()
+	s.live.Store(&parts)
 	var wg sync.WaitGroup
 	for _, p := range parts {
 		p.startWorkers(ctx, &wg)
@@ -464,6 +502,14 @@ func (p *partition) run(ctx context.Context) {
 		}
 		if newPin == "" {
 			continue // not the owner after all: handed back
+		}
+		if a, ok := p.s.taker.(Adopter); ok && p.s.devsOf != nil {
+			// Before the pin is ours: the adopter re-arms the devices'
+			// liveness while Owns is still false for them.
+			if err := a.Adopt(ctx, p.s.devsOf[p.n]); err != nil {
+				p.s.log.Warn("cluster mode: open offline alarms of the partition not restored; they clear by hand",
+					"partition", p.n, "err", err)
+			}
 		}
 		pin = newPin
 		p.setPin(pin)

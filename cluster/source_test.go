@@ -118,7 +118,7 @@ func testTakeover(t *testing.T, noAckAfter int) {
 	// messages before the stream gives back the old owner's.
 	ca, cb := testConfig(nc.URLs(), parts, "a"), testConfig(nc.URLs(), parts, "b")
 	ca.AckWait, cb.AckWait = 6*time.Second, 6*time.Second
-	a := NewSource(ca, ra, nil, quiet())
+	a := NewSource(ca, ra, nil, nil, quiet())
 	ctxA, stopA := context.WithCancel(ctx)
 	doneA := make(chan error, 1)
 	go func() { doneA <- a.Run(ctxA) }()
@@ -129,7 +129,7 @@ func testTakeover(t *testing.T, noAckAfter int) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("source a not ready within 60 s")
 	}
-	b := NewSource(cb, rb, nil, quiet())
+	b := NewSource(cb, rb, nil, nil, quiet())
 	doneB := make(chan error, 1)
 	go func() { doneB <- b.Run(ctx) }()
 	select {
@@ -153,7 +153,9 @@ func testTakeover(t *testing.T, noAckAfter int) {
 		pubs = append(pubs, c)
 	}
 	// The servers' mapping puts each device where PartitionOf says.
-	sub, err := nats.Connect(nc.Nodes[0].URL)
+	// On the publisher's node: interest reaches the other nodes over the
+	// routes a moment later than Flush returns.
+	sub, err := nats.Connect(nc.Nodes[1].URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +264,7 @@ func TestClusterBalance(t *testing.T) {
 	defer cancel()
 	start := func(name string, r *recorder) (*Source, context.CancelFunc, chan error) {
 		c, stop := context.WithCancel(ctx)
-		s := NewSource(testConfig(nc.URLs(), parts, name), r, nil, quiet())
+		s := NewSource(testConfig(nc.URLs(), parts, name), r, nil, nil, quiet())
 		done := make(chan error, 1)
 		go func() { done <- s.Run(c) }()
 		select {

@@ -133,10 +133,15 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	// checkpoint of rule state (pipeline/).
 	live := cfg.Liveness
 	live.LostWithin = cfg.NBIoT.LostWithin // nbiot.go: GB/T 45839's lost-within bound
+	var src *cluster.Source                // issue 15: liveness of the devices this instance handles now
+	var owns func(devices.Index) bool
+	if cfg.Cluster.Enabled {
+		owns = func(d devices.Index) bool { return src.Owns(d) }
+	}
 	if s.pipe, err = pipeline.New(pipeline.Options{
 		Ledger: s.ledger, RulesFile: cfg.Rules, Lines: s.writer, Alarms: alarmPort{s.alarms},
 		Ingest: cfg.Ingest, Liveness: live, StateFile: cfg.stateFile(), StateInterval: cfg.State.Interval,
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, Owns: owns,
 	}); err != nil {
 		return nil, err
 	}
@@ -151,7 +156,8 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		// with the other instances (docs/cluster.md); no MQTT here, and no
 		// linkage downlink yet.
 		s.brokerURL = "nats " + cfg.Cluster.URLs
-		s.source = cluster.NewSource(cfg.Cluster, s.pipe, reg, log.With("component", "cluster"))
+		src = cluster.NewSource(cfg.Cluster, s.pipe, s.ledger, reg, log.With("component", "cluster"))
+		s.source = src
 	} else if cfg.MQTT.Embedded() {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (broker.InlineSource);
