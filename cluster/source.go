@@ -154,6 +154,11 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	// The stream takes the uplink from the servers' own MQTT message
 	// stream through a durable consumer (mqttSource): see streamConfig.
+	if err := retry(ctx, s.log, "stream "+MQTTStream, func(c context.Context) error {
+		return s.ensureMQTTStream(c, js)
+	}); err != nil {
+		return err
+	}
 	if err := retry(ctx, s.log, "the source consumer on "+MQTTStream, func(c context.Context) error {
 		_, err := js.CreateOrUpdatePushConsumer(c, MQTTStream, s.sourceConsumerConfig())
 		return err
@@ -230,6 +235,27 @@ const MQTTStream = "$MQTT_msgs"
 
 // mqttPrefix is the subject prefix of MQTTStream.
 const mqttPrefix = "$MQTT.msgs."
+
+// ensureMQTTStream creates MQTTStream as nats-server would when the first
+// MQTT client connects (it uses one that exists), so that cluster mode can
+// start before any device has connected.
+func (s *Source) ensureMQTTStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.Stream(ctx, MQTTStream)
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:      MQTTStream,
+		Subjects:  []string{mqttPrefix + ">"},
+		Storage:   jetstream.FileStorage,
+		Retention: jetstream.InterestPolicy,
+		Replicas:  s.cfg.Replicas,
+	})
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return nil // an MQTT client came first
+	}
+	return err
+}
 
 // sourceConsumer is the durable consumer on MQTTStream through which the
 // uplink stream sources the partitioned uplink.

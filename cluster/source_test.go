@@ -13,6 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/pipeline"
@@ -363,4 +364,45 @@ func TestClusterBalance(t *testing.T) {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// TestClusterBeforeAnyDevice starts cluster mode on servers no MQTT client
+// has connected to yet (their MQTT message stream does not exist): the
+// source creates it as the servers would, becomes ready, and takes what
+// the first device then publishes.
+func TestClusterBeforeAnyDevice(t *testing.T) {
+	const parts = 2
+	nc := testenv.StartNATSCluster(t, ServerMappings(parts))
+	// testenv's readiness check connected over MQTT: remove what that made.
+	conn, err := nats.Connect(nc.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	js, _ := jetstream.New(conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := js.DeleteStream(ctx, MQTTStream); err != nil {
+		t.Fatalf("delete %s: %v", MQTTStream, err)
+	}
+	r := newRecorder()
+	s := NewSource(testConfig(nc.URLs(), parts, "a"), r, nil, nil, quiet())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("source: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not ready within 30 s without an MQTT client having connected")
+	}
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(nc.Nodes[2].MQTT).SetClientID("first").SetCleanSession(true))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("mqtt connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Publish("fw/v1/up/sm-1/event", 1, false, `{"seq":7}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	testenv.WaitFor(t, 20*time.Second, "the first device's message taken", func() bool { return r.count() == 1 })
 }
