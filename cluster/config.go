@@ -14,6 +14,9 @@ import (
 type Config struct {
 	Enabled bool   `yaml:"enabled" help:"cluster mode: take uplink from a NATS JetStream stream shared with other firewatch instances instead of MQTT (docs/cluster.md)"`
 	URLs    string `yaml:"urls" help:"NATS client URLs of the cluster's nodes, comma-separated (nats://10.0.0.1:4222,nats://10.0.0.2:4222,...)"`
+	// MQTT is where linkage commands and the console fan-out go in cluster
+	// mode: the nodes' MQTT listeners.
+	MQTT string `yaml:"mqtt" help:"MQTT URLs of the cluster's nodes (tcp://10.0.0.1:1883,...) for linkage commands (fw/v1/down/...) and the console fan-out; empty: neither is sent"`
 	// Instance names this firewatch in NATS (connection name, logs).
 	Instance   string        `yaml:"instance" help:"this instance's name in NATS and the logs (default: the host name)"`
 	Partitions int           `yaml:"partitions" help:"number of partitions P of the uplink; must equal the P of the servers' subject mapping (docs/cluster.md)"`
@@ -78,6 +81,9 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// InstanceName is the instance's name: Instance, or the host name.
+func (c *Config) InstanceName() string { return c.instance() }
 
 func (c *Config) instance() string {
 	if c.Instance != "" {

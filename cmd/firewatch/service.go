@@ -153,11 +153,12 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	s.brokerURL = cfg.MQTT.URL()
 	if cfg.Cluster.Enabled {
 		// Issue 15: uplink from the NATS JetStream stream, partitions shared
-		// with the other instances (docs/cluster.md); no MQTT here, and no
-		// linkage downlink yet.
+		// with the other instances (docs/cluster.md); linkage commands and
+		// the console fan-out to the nodes' MQTT (cluster_downlink.go).
 		s.brokerURL = "nats " + cfg.Cluster.URLs
 		src = cluster.NewSource(cfg.Cluster, s.pipe, s.ledger, reg, log.With("component", "cluster"))
 		s.source = src
+		s.downlink = newClusterDownlink(cfg.Cluster)
 	} else if cfg.MQTT.Embedded() {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (broker.InlineSource);
