@@ -36,7 +36,8 @@ func (s ownedSink) Online(d devices.Index, lastSeen, now int64) {
 
 // Adopt is called when this instance begins to handle devs (a partition
 // acquired), while Owns is still false for them and before their messages.
-// What this instance knows of their liveness is stale (another instance
+// Their rule state is forgotten (rules.Engine.Forget). What this instance
+// knows of their liveness is stale (another instance
 // heard them): each starts a fresh grace now, without an event, and those
 // whose offline alarm is open in the alarm store are marked offline again,
 // so that it clears when they speak and is not raised twice. A device that
@@ -47,6 +48,16 @@ func (p *Pipeline) Adopt(ctx context.Context, devs []devices.Index) error {
 	if len(devs) == 0 {
 		return nil
 	}
+	// What this instance's rule engine remembers of them dates from when it
+	// last handled them (or from its start): forget it rather than let a
+	// stale "firing" swallow a new alarm or a stale pending for raise one
+	// early. Alarms the previous owner left open stay open in the store; a
+	// new raise of one counts as its repeat, and it clears by hand or when
+	// it is raised and cleared again (as after a restart without a
+	// checkpoint).
+	p.mu.Lock()
+	p.eng.Forget(devs)
+	p.mu.Unlock()
 	now := p.clock.now()
 	for _, d := range devs {
 		p.live.Seen(d, now)

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,5 +41,30 @@ func TestOwnershipLiveness(t *testing.T) {
 	r.advance(5*time.Minute, nil)
 	if got := r.of("el-1"); got != "electrical.offline:raise" {
 		t.Errorf("el-1: %q, want one offline alarm a grace after the takeover", got)
+	}
+}
+
+// Adopt forgets the rule state of the devices taken over: a smoke alarm
+// this instance saw firing when it last handled the device is raised again
+// when the device reports smoke after the takeover (without Adopt it would
+// be swallowed as already firing).
+func TestAdoptForgetsRuleState(t *testing.T) {
+	r := newReplayRig(t, nil)
+	p, events := r.p, r.events
+	smoke := func() {
+		p.handle("fw/v1/up/sm-1/event", fmt.Appendf(nil, `{"ts":%d,"event":"smoke_alarm"}`, p.clock.now()))
+	}
+	smoke()
+	if got := transitions(events.evs); got != "smoke.smoke_alarm:raise" {
+		t.Fatalf("first smoke: %q", got)
+	}
+	d, _ := p.ledger.LookupID("sm-1")
+	if err := p.Adopt(context.Background(), []devices.Index{d.Index}); err != nil {
+		t.Fatal(err)
+	}
+	events.evs = nil
+	smoke()
+	if got := transitions(events.evs); got != "smoke.smoke_alarm:raise" {
+		t.Errorf("smoke after the takeover: %q, want the alarm raised (again)", got)
 	}
 }
