@@ -443,7 +443,15 @@ func (p *partition) release(stream jetstream.Stream) {
 	p.cc = nil
 	p.mu.Unlock()
 	if cc != nil {
-		cc.Stop()
+		// Drain, not Stop: what the server already sent comes to the
+		// worker, which hands it back at once; dropped here, it would come
+		// back to the next owner only after ack_wait.
+		cc.Drain()
+		select {
+		case <-cc.Closed():
+		case <-time.After(2 * time.Second):
+			cc.Stop()
+		}
 	}
 	select {
 	case p.lost <- struct{}{}: // the worker hands back what it has
