@@ -4,6 +4,9 @@ GO ?= go
 BIN := $(CURDIR)/bin
 INFLUXD := $(BIN)/influxd
 INFLUXD_VERSION := v1.8.10
+# NATS with JetStream and MQTT for cluster mode's tests (issue 15, docs/cluster.md).
+NATS_SERVER := $(BIN)/nats-server
+NATS_SERVER_VERSION := v2.15.2
 # Telegraf for the comparison of `make bench` (issue 19), built with only the plugins it uses.
 TELEGRAF := $(BIN)/telegraf
 TELEGRAF_VERSION := v1.37.2
@@ -102,14 +105,18 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## tools: install the local InfluxDB $(INFLUXD_VERSION) into bin/ (about 3 minutes the first time) and check for mosquitto
-tools: $(INFLUXD)
+## tools: install the local InfluxDB $(INFLUXD_VERSION) and nats-server $(NATS_SERVER_VERSION) into bin/ (about 3 minutes the first time) and check for mosquitto
+tools: $(INFLUXD) $(NATS_SERVER)
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 	  echo "note: mosquitto is not installed; integration tests skip without it (Debian: apt-get install mosquitto)"
 
 $(INFLUXD):
 	@echo "installing InfluxDB $(INFLUXD_VERSION) into bin/ (first time only, a few minutes)"
 	GOBIN=$(BIN) $(GO) install github.com/influxdata/influxdb/cmd/influxd@$(INFLUXD_VERSION)
+
+$(NATS_SERVER):
+	@echo "installing nats-server $(NATS_SERVER_VERSION) into bin/ (first time only)"
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
 clean:
 	rm -rf var/ dist/

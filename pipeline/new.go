@@ -37,6 +37,10 @@ type Options struct {
 	StateInterval time.Duration
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
+	// Owns, if not nil, says which devices this instance handles now
+	// (cluster mode, ownership.go): liveness raises and clears the offline
+	// alarms of those only.
+	Owns func(devices.Index) bool
 }
 
 // New loads the rules, restores the checkpoint of the last run if there is
@@ -64,7 +68,11 @@ func New(o Options) (*Pipeline, error) {
 	start := time.Now().UnixMilli()
 	stateLog := log.With("component", "state")
 	restored := readCheckpoint(o.StateFile, o.Ledger, eng, start, stateLog)
-	live, err := newLiveness(o.Liveness, o.Ledger, edge, start, restored)
+	var sink devices.LivenessSink = edge
+	if o.Owns != nil {
+		sink = ownedSink{next: edge, owns: o.Owns} // ownership.go
+	}
+	live, err := newLiveness(o.Liveness, o.Ledger, sink, start, restored)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/durable"
+	"github.com/firewatch-iot/firewatch/cluster"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
@@ -81,6 +82,7 @@ type Config struct {
 	// Durability: when a device's message is acknowledged (durable/, issue 15; durability.go).
 	Durability durable.Config    `yaml:"durability"`
 	Registry   registry.Settings `yaml:"registry"` // the registry's store (docs/registry.md)
+	Cluster cluster.Config `yaml:"cluster"` // issue 15: cluster mode on NATS JetStream (docs/cluster.md)
 }
 
 // defaults sets every default in one place.
@@ -104,6 +106,7 @@ func defaults() Config {
 	c.NBIoT = bridge.DefaultConfig()
 	c.GB26875 = gb26875server.DefaultConfig()
 	c.Durability = durable.DefaultConfig()
+	c.Cluster = cluster.DefaultConfig()
 	return c
 }
 
@@ -140,6 +143,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Console.Validate())
 	errs = append(errs, c.Durability.Validate())
+	errs = append(errs, c.Cluster.Validate())
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -20,6 +20,7 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
+	"github.com/firewatch-iot/firewatch/cluster"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/durable"
 	"github.com/firewatch-iot/firewatch/ingest"
@@ -154,10 +155,15 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	} else if s.durable != nil {
 		lines, durability = s.durable, s.durable
 	}
+	var src *cluster.Source // issue 15: liveness of the devices this instance handles now
+	var owns func(devices.Index) bool
+	if cfg.Cluster.Enabled {
+		owns = func(d devices.Index) bool { return src.Owns(d) }
+	}
 	if s.pipe, err = pipeline.New(pipeline.Options{
 		Ledger: s.ledger, RulesFile: cfg.Rules, Lines: lines, Durability: durability, Alarms: alarmPort{s.alarms},
 		Ingest: cfg.Ingest, Liveness: live, StateFile: cfg.stateFile(), StateInterval: cfg.State.Interval,
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, Owns: owns,
 	}); err != nil {
 		return nil, err
 	}
@@ -167,7 +173,15 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	}
 
 	s.brokerURL = cfg.MQTT.URL()
-	if cfg.MQTT.Embedded() {
+	if cfg.Cluster.Enabled {
+		// Issue 15: uplink from the NATS JetStream stream, partitions shared
+		// with the other instances (docs/cluster.md); linkage commands and
+		// the console fan-out to the nodes' MQTT (cluster_downlink.go).
+		s.brokerURL = "nats " + cfg.Cluster.URLs
+		src = cluster.NewSource(cfg.Cluster, s.pipe, s.ledger, reg, log.With("component", "cluster"))
+		s.source = src
+		s.downlink = newClusterDownlink(cfg.Cluster)
+	} else if cfg.MQTT.Embedded() {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (broker.InlineSource);
 		// per-device credentials and topic ACLs from the ledger

@@ -42,6 +42,8 @@ var rules = []rule{
 		why: "the pipeline reaches the alarm manager only through its Alarms interface (adapter in cmd/firewatch)"},
 	{pkg: "durable", forbid: []string{""}, allow: []string{"spool", "internal"},
 		why: "durable acknowledgement knows the spool and an interface of the InfluxDB writer, nothing of the pipeline or alarms"},
+	{pkg: "cluster", forbid: []string{"alarms", "broker"},
+		why: "cluster mode feeds the pipeline from NATS JetStream like any source; alarms reach it only through the pipeline"},
 	{pkg: "gateway", forbid: []string{"alarms", "pipeline"},
 		why: "edge code (firegate's) carries nothing of the server"},
 	{pkg: "firmware-sim", forbid: []string{"alarms", "pipeline"},

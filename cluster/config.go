@@ -1,0 +1,96 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the `cluster:` section of firewatch's configuration (issue 15).
+// Off by default: firewatch then runs as one process with its embedded
+// broker or an external MQTT broker.
+type Config struct {
+	Enabled bool   `yaml:"enabled" help:"cluster mode: take uplink from a NATS JetStream stream shared with other firewatch instances instead of MQTT (docs/cluster.md)"`
+	URLs    string `yaml:"urls" help:"NATS client URLs of the cluster's nodes, comma-separated (nats://10.0.0.1:4222,nats://10.0.0.2:4222,...)"`
+	// MQTT is where linkage commands and the console fan-out go in cluster
+	// mode: the nodes' MQTT listeners.
+	MQTT string `yaml:"mqtt" help:"MQTT URLs of the cluster's nodes (tcp://10.0.0.1:1883,...) for linkage commands (fw/v1/down/...) and the console fan-out; empty: neither is sent"`
+	// Instance names this firewatch in NATS (connection name, logs).
+	Instance   string        `yaml:"instance" help:"this instance's name in NATS and the logs (default: the host name)"`
+	Partitions int           `yaml:"partitions" help:"number of partitions P of the uplink; must equal the P of the servers' subject mapping (docs/cluster.md)"`
+	Stream     string        `yaml:"stream" help:"name of the JetStream stream that captures the partitioned uplink"`
+	Replicas   int           `yaml:"replicas" help:"replicas of the stream and its consumers (3 for a 3-node cluster)"`
+	MaxAge     time.Duration `yaml:"max_age" help:"the stream keeps a message at most this long, handled or not"`
+	MaxMB      int           `yaml:"max_mb" help:"the stream keeps at most this many MB; beyond it the oldest messages go"`
+	// Ownership and redelivery (docs/cluster.md, "Failover").
+	PinnedTTL     time.Duration `yaml:"pinned_ttl" help:"a partition's owner that has not asked for messages this long loses it to another instance (the takeover time)"`
+	AckWait       time.Duration `yaml:"ack_wait" help:"a message delivered and not acknowledged this long is delivered again (messages being handled are kept alive)"`
+	MaxAckPending int           `yaml:"max_ack_pending" help:"messages of one partition delivered and not yet acknowledged at most"`
+}
+
+// Defaults of Config.
+const (
+	DefaultPartitions    = 16
+	DefaultStream        = "FW_UPLINK"
+	DefaultReplicas      = 3
+	DefaultMaxAge        = 72 * time.Hour
+	DefaultMaxMB         = 10 << 10
+	DefaultPinnedTTL     = 2 * time.Second
+	DefaultAckWait       = 3 * time.Second
+	DefaultMaxAckPending = 1000
+)
+
+// DefaultConfig is the configuration with every default set, cluster mode off.
+func DefaultConfig() Config {
+	return Config{Partitions: DefaultPartitions, Stream: DefaultStream, Replicas: DefaultReplicas,
+		MaxAge: DefaultMaxAge, MaxMB: DefaultMaxMB, PinnedTTL: DefaultPinnedTTL, AckWait: DefaultAckWait,
+		MaxAckPending: DefaultMaxAckPending}
+}
+
+// Validate returns every problem with an enabled configuration.
+func (c *Config) Validate() error {
+	if !c.Enabled {
+		return nil
+	}
+	var errs []error
+	if strings.TrimSpace(c.URLs) == "" {
+		errs = append(errs, errors.New("cluster.urls: the NATS URLs are required in cluster mode"))
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("cluster.partitions: %d is not between 1 and 1024", c.Partitions))
+	}
+	if c.Stream == "" || strings.ContainsAny(c.Stream, ". *>") {
+		errs = append(errs, fmt.Errorf("cluster.stream: %q is not a stream name (no '.', ' ', '*', '>')", c.Stream))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("cluster.replicas: %d is not between 1 and 5", c.Replicas))
+	}
+	if c.MaxAge <= 0 || c.MaxMB <= 0 {
+		errs = append(errs, errors.New("cluster.max_age and cluster.max_mb must be positive"))
+	}
+	if c.PinnedTTL < time.Second {
+		errs = append(errs, fmt.Errorf("cluster.pinned_ttl: %v is below 1s", c.PinnedTTL))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("cluster.ack_wait: %v is below 1s", c.AckWait))
+	}
+	if c.MaxAckPending < 1 {
+		errs = append(errs, errors.New("cluster.max_ack_pending must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// InstanceName is the instance's name: Instance, or the host name.
+func (c *Config) InstanceName() string { return c.instance() }
+
+func (c *Config) instance() string {
+	if c.Instance != "" {
+		return c.Instance
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "firewatch"
+}
