@@ -13,8 +13,8 @@ import (
 
 	"github.com/firewatch-iot/firewatch/alarms"
 	"github.com/firewatch-iot/firewatch/broker"
-	"github.com/firewatch-iot/firewatch/durable"
 	"github.com/firewatch-iot/firewatch/cluster"
+	"github.com/firewatch-iot/firewatch/durable"
 	gb26875server "github.com/firewatch-iot/firewatch/ingest/gb26875/server"
 	"github.com/firewatch-iot/firewatch/ingest/influx"
 	"github.com/firewatch-iot/firewatch/ingest/nbiot/bridge"
@@ -82,7 +82,7 @@ type Config struct {
 	// Durability: when a device's message is acknowledged (durable/, issue 15; durability.go).
 	Durability durable.Config    `yaml:"durability"`
 	Registry   registry.Settings `yaml:"registry"` // the registry's store (docs/registry.md)
-	Cluster cluster.Config `yaml:"cluster"` // issue 15: cluster mode on NATS JetStream (docs/cluster.md)
+	Cluster    cluster.Config    `yaml:"cluster"`  // issue 15: cluster mode on NATS JetStream (docs/cluster.md)
 }
 
 // defaults sets every default in one place.
