@@ -54,7 +54,9 @@ test: lint tools
 ##        Mosquitto, InfluxDB and firewatch at rising loads (firesim bench), whose table goes into docs/performance.md,
 ##        then firewatch beside Telegraf (firesim bench -compare: same publisher, Mosquitto and InfluxDB, 3 interleaved rounds),
 ##        then memory per idle MQTT connection, Mosquitto and the embedded broker (firesim bench -idle),
-##        then 10,000 GB/T 26875.3 UITDs with keep-alives and a burst of 20 fire alarms (firesim bench -uitd)
+##        then 10,000 GB/T 26875.3 UITDs with keep-alives and a burst of 20 fire alarms (firesim bench -uitd),
+##        then firewatch started twice on a registry of 1,000,000 devices (firesim bench -registry; the Go
+##        benchmarks BenchmarkBuildLedger1M and BenchmarkApply1M are in the first line)
 bench: build tools $(TELEGRAF)
 	@mkdir -p var
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee var/bench-go.txt
@@ -62,6 +64,7 @@ bench: build tools $(TELEGRAF)
 	$(BIN)/firesim bench -compare 5000,10000,20000 -rounds 3 -duration 10s -out docs/performance.md
 	$(BIN)/firesim bench -idle 10000 -out docs/performance.md
 	$(BIN)/firesim bench -uitd 10000 -out docs/performance.md
+	$(BIN)/firesim bench -registry 1000000 -out docs/performance.md
 
 # Telegraf with only the plugins the comparison uses (a custom build: a few minutes the first time, not hundreds of modules).
 $(TELEGRAF):

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -57,31 +58,52 @@ func CheckSecretHash(h string) error {
 }
 
 func parseSecretHash(h string) (secretHash, error) {
+	// By hand, not with fmt.Sscanf: a registry of a million devices has
+	// hundreds of thousands of hashes to read at start (issue 18).
 	var p secretHash
 	parts := strings.Split(h, "$")
 	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
 		return p, errHashFormat
 	}
-	var v int
-	if _, err := fmt.Sscanf(parts[2], "v=%d", &v); err != nil || v != argon2.Version {
+	if v, ok := hashParam(parts[2], "v="); !ok || v != argon2.Version {
 		return p, errHashFormat
 	}
-	var threads uint32
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.memory, &p.time, &threads); err != nil {
+	m, mRest, _ := strings.Cut(parts[3], ",")
+	t, tp, _ := strings.Cut(mRest, ",")
+	memory, okM := hashParam(m, "m=")
+	time, okT := hashParam(t, "t=")
+	threads, okP := hashParam(tp, "p=")
+	if !okM || !okT || !okP {
 		return p, errHashFormat
 	}
-	if p.time < 1 || p.time > 16 || threads < 1 || threads > 16 || p.memory < 8*threads || p.memory > maxArgonMemory {
-		return p, fmt.Errorf("secret_hash parameters m=%d,t=%d,p=%d out of bounds (m ≤ %d KiB, t and p 1…16)", p.memory, p.time, threads, maxArgonMemory)
+	if time < 1 || time > 16 || threads < 1 || threads > 16 || memory < 8*threads || memory > maxArgonMemory {
+		return p, fmt.Errorf("secret_hash parameters m=%d,t=%d,p=%d out of bounds (m ≤ %d KiB, t and p 1…16)", memory, time, threads, maxArgonMemory)
 	}
-	p.threads = uint8(threads)
-	var err error
-	if p.salt, err = base64.RawStdEncoding.DecodeString(parts[4]); err != nil || len(p.salt) < 8 {
+	p.memory, p.time, p.threads = uint32(memory), uint32(time), uint8(threads)
+	// Salt and key in one allocation.
+	enc := base64.RawStdEncoding
+	buf := make([]byte, enc.DecodedLen(len(parts[4]))+enc.DecodedLen(len(parts[5])))
+	ns, err := enc.Decode(buf, []byte(parts[4]))
+	if err != nil || ns < 8 {
 		return p, errHashFormat
 	}
-	if p.key, err = base64.RawStdEncoding.DecodeString(parts[5]); err != nil || len(p.key) < 16 {
+	nk, err := enc.Decode(buf[ns:], []byte(parts[5]))
+	if err != nil || nk < 16 {
 		return p, errHashFormat
 	}
+	p.salt, p.key = buf[:ns:ns], buf[ns:ns+nk:ns+nk]
 	return p, nil
+}
+
+// hashParam reads "name=digits" (name given with its '='), as uint64
+// within uint32.
+func hashParam(s, name string) (uint64, bool) {
+	v, ok := strings.CutPrefix(s, name)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	return n, err == nil
 }
 
 // verify reports whether secret matches the hash, in constant time.

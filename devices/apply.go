@@ -203,7 +203,8 @@ func stationEqual(a, b *Station) bool {
 }
 
 func (n *Ledger) applyDevices(b *builder, l *Ledger, c *Change, d *Diff, stationsChanged bool) {
-	n.Devices = slices.Grow(slices.Clone(l.Devices), len(c.UpsertDevices))
+	n.Devices = make([]Device, len(l.Devices), len(l.Devices)+len(c.UpsertDevices)) // one copy, not Clone then Grow
+	copy(n.Devices, l.Devices)
 	deleted := map[string]bool{}
 	for _, id := range c.DeleteDevices {
 		at := Problem{Section: "devices", Index: -1, ID: id, Field: "id"}

@@ -30,7 +30,7 @@ type Entries struct {
 type StationEntry struct {
 	ID       string   `yaml:"id"`
 	Name     string   `yaml:"name"`
-	Grids    []string `yaml:"grids"`
+	Grids    []string `yaml:"grids,omitempty"`
 	Endpoint string   `yaml:"endpoint"`
 	Lat      float64  `yaml:"lat,omitempty"`
 	Lon      float64  `yaml:"lon,omitempty"`

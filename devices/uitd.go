@@ -183,8 +183,10 @@ func (b *builder) uitds(entries []UITDEntry) {
 				l.Devices[i].Point = pointName(where, k, p.Type)
 			}
 		}
-		if d := &l.Devices[dev]; ok && (d.Heartbeat == 0 || d.flags&hbDerived != 0) && u.Patrol > 0 {
-			d.Heartbeat, d.flags = u.Patrol/DefaultMissed, d.flags|hbDerived
+		if ok {
+			if d := &l.Devices[dev]; (d.Heartbeat == 0 || d.flags&hbDerived != 0) && u.Patrol > 0 {
+				d.Heartbeat, d.flags = u.Patrol/DefaultMissed, d.flags|hbDerived
+			}
 		}
 		t.byAddr[addr] = u
 		t.list = append(t.list, u)
