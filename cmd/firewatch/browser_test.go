@@ -210,6 +210,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	rcv := newReceiver(t)
 	s, c := responderService(t, rcv, nil)
 	ctx := newBrowser(t, 2*time.Minute)
+	// A browser 20 hours behind China Standard Time (its date is the day
+	// before CST's except from 20:00 to 24:00 CST): the 考核 dates must be
+	// CST days, not the browser's (the table missed today's alarms from
+	// 16:00 UTC on for a browser on UTC).
+	if _, err := chromedp.Call(ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Etc/GMT+12"}); err != nil {
+		t.Fatalf("time zone: %v", err)
+	}
 	if err := chromedp.Do(ctx,
 		chromedp.EmulateViewport(1366, 900),
 		chromedp.Navigate(s.httpURL()+"/console"),

@@ -269,7 +269,9 @@
     $('grid-risk').querySelector('tbody').replaceChildren(...rows);
   }
 
-  function dayISO(d) { return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 10); }
+  // The 考核 dates are days of China Standard Time (the query appends +08:00), whatever the browser's zone is:
+  // a browser on UTC after 16:00 would otherwise ask "until yesterday" and miss today's alarms.
+  function dayISO(d) { return new Date(d.getTime() + 8 * 3600000).toISOString().slice(0, 10); }
   function statsQuery() {
     const q = new URLSearchParams();
     if ($('since').value) q.set('since', $('since').value + 'T00:00:00+08:00');
