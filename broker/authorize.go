@@ -80,11 +80,17 @@ func (a *Auth) Authorize(user, clientID, remote string, password []byte) (Grant,
 
 // FollowLive makes the authentication follow lv (Adopt) where there is no
 // embedded broker to close connections on (cluster mode): a removed device
-// or gateway, or one whose secret changed, is refused at its next CONNECT.
-func (a *Auth) FollowLive(lv *devices.Live) {
+// or gateway, or one whose secret changed, is refused at its next CONNECT,
+// and kick, if not nil, is called (in a goroutine of its own) with their
+// user names, to close the connections they hold.
+func (a *Auth) FollowLive(lv *devices.Live, kick func(ids []string)) {
 	lv.Subscribe(func(_, l *devices.Ledger, d *devices.Diff) {
-		if _, err := a.Adopt(l, d); err != nil && a.log != nil {
+		ids, err := a.Adopt(l, d)
+		if err != nil && a.log != nil {
 			a.log.Error("registry change: some entries cannot connect", "err", err)
+		}
+		if len(ids) > 0 && kick != nil {
+			go kick(ids)
 		}
 	})
 }

@@ -52,7 +52,7 @@ func TestAuthorize(t *testing.T) {
 	}
 	// Following the live registry: a removed device is refused.
 	live := devices.NewLive(l)
-	a.FollowLive(live)
+	a.FollowLive(live, nil)
 	if _, _, err := live.Apply(&devices.Change{DeleteDevices: []string{"sm-1"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func TestClusterCallout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth.FollowLive(live)
+	auth.FollowLive(live, nil)
 	cfg := testConfig(nc.URLs(), parts, "a")
 	cfg.User, cfg.Password = nc.Callout.User, nc.Callout.Password
 	cfg.CalloutSeed, cfg.CalloutAccount = nc.Callout.SeedFile, nc.Callout.Account

@@ -34,3 +34,14 @@ func clusterAuth(c cluster.Config, src *cluster.Source, l *devices.Ledger, reg p
 	src.Authorize(co)
 	return auth, nil
 }
+
+// kickRemoved closes, through the nodes' MQTT, the connections of devices
+// and gateways removed from the registry or whose secret changed (cluster
+// mode with the auth callout).
+func kickRemoved(c cluster.Config, log *slog.Logger) func([]string) {
+	return func(ids []string) {
+		if n := cluster.Kick(c, ids, log); n > 0 {
+			log.Info("registry change: connections of removed devices or gateways, or of changed secrets, closed", "clients", n)
+		}
+	}
+}

@@ -24,7 +24,8 @@ import (
 // connects at once with it, its overheating telemetry raises the alarm,
 // the cut_power command reaches it through firewatch's MQTT client (the
 // service user) and its acknowledgement comes back; removed from the
-// registry, it is refused at its next CONNECT; a wrong secret always is.
+// registry, its connection is closed and it is refused at its next CONNECT;
+// a wrong secret always is.
 func TestClusterCredentials(t *testing.T) {
 	const parts = 4
 	nc := testenv.StartNATSCluster(t, cluster.ServerMappings(parts), testenv.WithAuthCallout())
@@ -108,10 +109,12 @@ func TestClusterCredentials(t *testing.T) {
 		return false
 	})
 
-	cab.Disconnect(100)
+	// Removed while connected: its connection is closed (Kick: a session
+	// takeover by firewatch's service user), its reconnect refused.
 	if _, _, err := s.registry.Apply(&devices.Change{DeleteDevices: []string{"ch-9"}}); err != nil {
 		t.Fatal(err)
 	}
+	testenv.WaitFor(t, 15*time.Second, "the removed cabinet's connection closed", func() bool { return !cab.IsConnectionOpen() })
 	if c, err := connect(0, "ch9-secret"); err == nil {
 		c.Disconnect(0)
 		t.Fatal("ch-9 connected after its removal from the registry")
