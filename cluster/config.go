@@ -28,6 +28,16 @@ type Config struct {
 	PinnedTTL     time.Duration `yaml:"pinned_ttl" help:"a partition's owner that has not asked for messages this long loses it to another instance (the takeover time)"`
 	AckWait       time.Duration `yaml:"ack_wait" help:"a message delivered and not acknowledged this long is delivered again (messages being handled are kept alive)"`
 	MaxAckPending int           `yaml:"max_ack_pending" help:"messages of one partition delivered and not yet acknowledged at most"`
+	// Credentials and the auth callout (callout.go, docs/cluster.md
+	// "Credentials"): firewatch's own user on the nodes, for NATS and for
+	// its MQTT client, and the key that signs the devices' users.
+	User     string `yaml:"user" help:"firewatch's service user on the NATS nodes (one of the auth callout's auth_users); empty: connect without credentials"`
+	Password string `yaml:"password" help:"the service user's password" secret:"true"`
+	// CalloutSeed is the file of the callout issuer's account nkey seed
+	// (SA…); set, every instance answers the servers' authorization
+	// requests for MQTT devices and gateways from the registry.
+	CalloutSeed    string `yaml:"callout_seed" help:"file holding the auth callout issuer's account nkey seed (SA...); set: firewatch authorizes the devices and gateways connecting to the nodes (docs/cluster.md)"`
+	CalloutAccount string `yaml:"callout_account" help:"the NATS account devices and gateways are placed in (the account of the stream and of the service user)"`
 }
 
 // Defaults of Config.
@@ -75,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("cluster.ack_wait: %v is below 1s", c.AckWait))
+	}
+	if c.CalloutSeed != "" && (c.CalloutAccount == "" || c.User == "") {
+		errs = append(errs, errors.New("cluster.callout_seed needs cluster.callout_account and cluster.user (the callout's auth user)"))
 	}
 	if c.MaxAckPending < 1 {
 		errs = append(errs, errors.New("cluster.max_ack_pending must be positive"))

@@ -34,6 +34,9 @@ type Source struct {
 	taker pipeline.Taker
 	log   *slog.Logger
 	ready chan struct{}
+	// callout, when set (Authorize), answers the servers' authorization
+	// requests while Run runs (callout.go).
+	callout *Callout
 
 	owned    *prometheus.GaugeVec
 	acquired *prometheus.GaugeVec
@@ -143,11 +146,19 @@ func (s *Source) Run(ctx context.Context) error {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			s.log.Warn("NATS disconnected", "err", err)
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "server", c.ConnectedUrl()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "server", c.ConnectedUrl()) }),
+		s.cfg.userInfo())
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
 	defer nc.Close()
+	if s.callout != nil {
+		go func() {
+			if err := s.callout.Run(ctx); err != nil {
+				s.log.Error("auth callout stopped: devices cannot connect", "err", err)
+			}
+		}()
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

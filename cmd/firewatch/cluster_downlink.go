@@ -21,6 +21,9 @@ func newClusterDownlink(c cluster.Config) *downlink {
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(5 * time.Second)
+	if c.User != "" { // the service user, past the auth callout (cluster_auth.go)
+		o.SetUsername(c.User).SetPassword(c.Password)
+	}
 	n := 0
 	for _, u := range strings.Split(c.MQTT, ",") {
 		if u = strings.TrimSpace(u); u != "" {

@@ -15,6 +15,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/firewatch-iot/firewatch/broker"
 	"github.com/firewatch-iot/firewatch/cluster"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
@@ -40,7 +41,10 @@ func TestClusterFailover(t *testing.T) {
 		every      = 100 * time.Millisecond // 20 × 10 readings every 100 ms: 2,000 readings/s
 		fireDev    = "sm-fire"
 	)
-	nc := testenv.StartNATSCluster(t, cluster.ServerMappings(parts))
+	// With the auth callout (docs/cluster.md "Credentials"): each gateway
+	// and the detector connect with their own secrets, which the instances
+	// check, the survivor alone after the first kill.
+	nc := testenv.StartNATSCluster(t, cluster.ServerMappings(parts), testenv.WithAuthCallout())
 	db := testenv.StartInfluxDB(t)
 	pg := testenv.StartPostgres(t)
 	dsn := pg.NewDatabase(t)
@@ -49,6 +53,17 @@ func TestClusterFailover(t *testing.T) {
 
 	dir := t.TempDir()
 	var l strings.Builder
+	secretHash := func(secret string) string {
+		h, err := broker.HashSecret([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	fmt.Fprintf(&l, "gateways:\n")
+	for g := range gateways {
+		fmt.Fprintf(&l, "  - id: gw-%02d\n    secret_hash: %q\n", g, secretHash(fmt.Sprintf("secret-gw-%02d", g)))
+	}
 	fmt.Fprintf(&l, "places:\n  \"450204\": 柳州市柳南区\n  \"450204002\": 潭西街道\nstations:\n"+
 		"  - id: st-f\n    name: 潭西街道微型消防站\n    grids: [\"450204002\"]\n    endpoint: %s/st-f\ndevices:\n", rcv.url())
 	for g := range gateways {
@@ -57,7 +72,7 @@ func TestClusterFailover(t *testing.T) {
 				g, d, g, g*perGateway+d)
 		}
 	}
-	fmt.Fprintf(&l, "  - id: %s\n    kind: smoke\n    model: JTY-GD-NB\n    grid: \"450204002001\"\n    address: 鹅山小区1栋\n", fireDev)
+	fmt.Fprintf(&l, "  - id: %s\n    kind: smoke\n    model: JTY-GD-NB\n    grid: \"450204002001\"\n    address: 鹅山小区1栋\n    secret_hash: %q\n", fireDev, secretHash("secret-"+fireDev))
 	ledger := filepath.Join(dir, "ledger.yaml")
 	if err := os.WriteFile(ledger, []byte(l.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -78,6 +93,8 @@ func TestClusterFailover(t *testing.T) {
 			"-ledger", ledger,
 			"-cluster.enabled", "-cluster.urls", nc.URLs(), "-cluster.instance", name,
 			"-cluster.partitions", strconv.Itoa(parts), "-cluster.max_mb", "512",
+			"-cluster.user", nc.Callout.User, "-cluster.password", nc.Callout.Password,
+			"-cluster.callout_seed", nc.Callout.SeedFile, "-cluster.callout_account", nc.Callout.Account,
 			"-influx.url", db.URL, "-influx.bucket", db.Bucket, "-influx.flush_interval", "100ms",
 			"-influx.spool_dir", filepath.Join(dir, name+"-spool"),
 			"-state.file", filepath.Join(dir, name+".state"),
@@ -93,14 +110,15 @@ func TestClusterFailover(t *testing.T) {
 	fwA.start()
 	fwB.start()
 
-	// One MQTT publisher per node; gateway g publishes through node g%3.
-	// A publisher whose connection drops (its node killed, or the node
-	// closing MQTT connections while its streams elect leaders) reconnects
-	// to any node, as firegate does; what was in flight then counts as not
-	// acknowledged.
-	pubs := make([]paho.Client, 3)
-	for i, n := range nc.Nodes {
-		o := paho.NewClientOptions().AddBroker(n.MQTT).SetClientID(fmt.Sprintf("fleet-%d", i)).
+	// One MQTT connection per gateway, with its own secret; gateway g
+	// connects to node g%3. A gateway whose connection drops (its node
+	// killed, or the node closing MQTT connections while its streams elect
+	// leaders) reconnects to any node, as firegate does; what was in flight
+	// then counts as not acknowledged.
+	dial := func(i int, user string) paho.Client {
+		n := nc.Nodes[i%3]
+		o := paho.NewClientOptions().AddBroker(n.MQTT).SetClientID(user).
+			SetUsername(user).SetPassword("secret-" + user).
 			SetCleanSession(true).SetOrderMatters(false).
 			SetAutoReconnect(true).SetMaxReconnectInterval(500 * time.Millisecond)
 		for _, other := range nc.Nodes {
@@ -110,10 +128,14 @@ func TestClusterFailover(t *testing.T) {
 		}
 		c := paho.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect to %s: %v", n.MQTT, tok.Error())
+			t.Fatalf("%s: connect to %s: %v", user, n.MQTT, tok.Error())
 		}
 		t.Cleanup(func() { c.Disconnect(100) })
-		pubs[i] = c
+		return c
+	}
+	pubs := make([]paho.Client, gateways)
+	for g := range pubs {
+		pubs[g] = dial(g, fmt.Sprintf("gw-%02d", g))
 	}
 	type reading struct {
 		dev string
@@ -124,7 +146,7 @@ func TestClusterFailover(t *testing.T) {
 		acked   = map[reading]bool{}
 		sent    int
 		failed  int
-		perPub  [3]int // readings acknowledged per publisher
+		perPub  [3]int // readings acknowledged per node first connected to
 		stop    = make(chan struct{})
 		loadEnd sync.WaitGroup
 	)
@@ -146,7 +168,8 @@ func TestClusterFailover(t *testing.T) {
 				}
 				ts := max(time.Now().UnixMilli(), last+1) // a millisecond per batch: InfluxDB keeps one point per series and time
 				last = ts
-				for g := p; g < gateways; g += len(pubs) {
+				{
+					g := p
 					var b strings.Builder
 					b.WriteString(`{"readings":[`)
 					batch := make([]reading, perGateway)
@@ -174,7 +197,7 @@ func TestClusterFailover(t *testing.T) {
 						for _, r := range batch {
 							acked[r] = true
 						}
-						perPub[p] += len(batch)
+						perPub[p%3] += len(batch)
 					})
 				}
 			}
@@ -187,8 +210,9 @@ func TestClusterFailover(t *testing.T) {
 	firePart := cluster.PartitionOf(fireDev, parts)
 	owned := fmt.Sprintf(`firewatch_cluster_partition_owned{partition="%d"}`, firePart)
 	acquired := fmt.Sprintf(`firewatch_cluster_partition_acquired_unixms{partition="%d"}`, firePart)
+	detector := dial(1, fireDev)
 	publish := func(topic, payload string) {
-		tok := pubs[1].Publish(topic, 1, false, payload)
+		tok := detector.Publish(topic, 1, false, payload)
 		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish %s: %v", topic, tok.Error())
 		}
@@ -209,6 +233,10 @@ func TestClusterFailover(t *testing.T) {
 	// 1. SIGKILL the owner; the detector reports a fire at once.
 	owner.kill()
 	killed := time.Now()
+	// It connects anew: the survivor alone answers the node's
+	// authorization request.
+	detector.Disconnect(0)
+	detector = dial(2, fireDev)
 	publish("fw/v1/up/"+fireDev+"/event", fmt.Sprintf(`{"ts":%d,"seq":1,"event":"smoke_alarm"}`, time.Now().UnixMilli()))
 	fired := time.Now()
 	var pushedAt time.Time

@@ -44,6 +44,8 @@ func (s *service) followRegistry(annotations func(l *devices.Ledger, remake bool
 	s.alarms.Follow(s.registry)
 	if s.brokerAuth != nil && s.broker != nil {
 		s.brokerAuth.Follow(s.registry, s.broker)
+	} else if s.brokerAuth != nil { // cluster mode's auth callout (cluster_auth.go)
+		s.brokerAuth.FollowLive(s.registry, kickRemoved(s.cfg.Cluster, s.log))
 	}
 	if s.nbiot != nil {
 		s.registry.Subscribe(func(_, l *devices.Ledger, _ *devices.Diff) {

@@ -181,6 +181,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		src = cluster.NewSource(cfg.Cluster, s.pipe, s.ledger, reg, log.With("component", "cluster"))
 		s.source = src
 		s.downlink = newClusterDownlink(cfg.Cluster)
+		if s.brokerAuth, err = clusterAuth(cfg.Cluster, src, s.ledger, reg, log); err != nil { // cluster_auth.go
+			return nil, err
+		}
 	} else if cfg.MQTT.Embedded() {
 		// The embedded broker hands uplink to the pipeline in process,
 		// before it acknowledges each message to the device (broker.InlineSource);

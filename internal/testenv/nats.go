@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 // Issue 15: a real 3-node NATS cluster with JetStream and MQTT for the
@@ -36,8 +40,36 @@ type NATSNode struct {
 // directory under t.TempDir()) and an MQTT listener.
 type NATSCluster struct {
 	Nodes []*NATSNode
-	t     testing.TB
+	// Callout is the auth callout's keys and service user, nil without
+	// WithAuthCallout.
+	Callout *NATSCallout
+	t       testing.TB
 }
+
+// NATSCallout is the auth callout of a cluster started WithAuthCallout
+// (issue 15, docs/cluster.md "Credentials"): every node sends the
+// authorization of each connection but the service user's to
+// $SYS.REQ.USER.AUTH, where firewatch answers with user JWTs signed by
+// the issuer's account key.
+type NATSCallout struct {
+	// Account holds the service user, the devices' users, the subject
+	// mappings and the streams.
+	Account string
+	// User and Password are firewatch's service user (the callout's
+	// auth_users), for its NATS and MQTT clients.
+	User, Password string
+	// SeedFile holds the issuer's account seed (SA…); Issuer is its
+	// public key (A…).
+	SeedFile, Issuer string
+}
+
+// NATSOption is an option of StartNATSCluster.
+type NATSOption func(*natsOptions)
+
+type natsOptions struct{ callout bool }
+
+// WithAuthCallout turns the nodes' auth callout on (NATSCluster.Callout).
+func WithAuthCallout() NATSOption { return func(o *natsOptions) { o.callout = true } }
 
 // natsReadyTimeout bounds a node's start: JetStream on a cluster waits for
 // a meta leader, which needs two of the three nodes.
@@ -69,11 +101,19 @@ func NATSServerBinary(t testing.TB) string {
 // appended to every node's configuration (subject mappings: the cluster
 // mode's partitioning is server configuration). The nodes stop when the
 // test ends.
-func StartNATSCluster(t testing.TB, extra string) *NATSCluster {
+func StartNATSCluster(t testing.TB, extra string, opts ...NATSOption) *NATSCluster {
 	t.Helper()
 	bin := NATSServerBinary(t)
 	dir := t.TempDir()
 	c := &NATSCluster{t: t}
+	var o natsOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.callout {
+		c.Callout = newNATSCallout(t, dir)
+		extra = c.Callout.config(extra)
+	}
 	routes := make([]int, 3)
 	for i := range routes {
 		routes[i] = FreePort(t)
@@ -126,11 +166,49 @@ func StartNATSCluster(t testing.TB, extra string) *NATSCluster {
 		}
 	}
 	for _, n := range c.Nodes {
-		if err := n.waitHealthy(); err != nil {
+		if err := c.waitHealthy(n); err != nil {
 			t.Fatalf("nats-server %s: %v\n%s", n.Name, err, n.proc.output())
 		}
 	}
 	return c
+}
+
+// newNATSCallout makes the issuer's account key (its seed in a file of
+// dir) and the service user's password.
+func newNATSCallout(t testing.TB, dir string) *NATSCallout {
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatalf("nkeys: %v", err)
+	}
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	f := filepath.Join(dir, "callout.nk")
+	if err := os.WriteFile(f, seed, 0o600); err != nil {
+		t.Fatalf("nkeys: %v", err)
+	}
+	pw := make([]byte, 12)
+	rand.Read(pw)
+	return &NATSCallout{Account: "FIREWATCH", User: "firewatch", Password: hex.EncodeToString(pw), SeedFile: f, Issuer: pub}
+}
+
+// config is the nodes' accounts and authorization, with extra (mappings)
+// inside the account: a mapping applies to one account.
+func (co *NATSCallout) config(extra string) string {
+	return fmt.Sprintf(`accounts {
+  %s {
+    jetstream: enabled
+    users: [ { user: %q, password: %q } ]
+%s
+  }
+}
+authorization {
+  auth_callout {
+    issuer: %s
+    auth_users: [ %q ]
+    account: %s
+  }
+}
+`, co.Account, co.User, co.Password, extra, co.Issuer, co.User, co.Account)
 }
 
 // URLs returns the client URLs of every node, comma-separated as NATS
@@ -159,7 +237,7 @@ func (c *NATSCluster) Start(i int) {
 	if err := n.proc.start(); err != nil {
 		c.t.Fatalf("nats-server %s: %v", n.Name, err)
 	}
-	if err := n.waitHealthy(); err != nil {
+	if err := c.waitHealthy(n); err != nil {
 		c.t.Fatalf("nats-server %s: %v\n%s", n.Name, err, n.proc.output())
 	}
 }
@@ -167,7 +245,11 @@ func (c *NATSCluster) Start(i int) {
 // Output returns what node i wrote so far.
 func (c *NATSCluster) Output(i int) string { return c.Nodes[i].proc.output() }
 
-func (n *NATSNode) waitHealthy() error {
+func (c *NATSCluster) waitHealthy(n *NATSNode) error {
+	var user, pass string
+	if c.Callout != nil {
+		user, pass = c.Callout.User, c.Callout.Password
+	}
 	client := &http.Client{Timeout: 2 * time.Second}
 	addr := strings.TrimPrefix(n.MQTT, "tcp://")
 	return waitReady(n.proc, natsReadyTimeout, func() error {
@@ -179,7 +261,7 @@ func (n *NATSNode) waitHealthy() error {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("GET /healthz: %s", resp.Status)
 		}
-		return mqttConnect(addr)
+		return mqttConnect(addr, user, pass)
 	})
 }
 
@@ -187,7 +269,7 @@ func (n *NATSNode) waitHealthy() error {
 // "testenv-ready", keep-alive 10 s; MQTT 3.1.1, 3.1) and expects CONNACK
 // return code 0 (3.2): nats-server answers it only once its MQTT streams
 // exist in JetStream, which a bare TCP connect does not show.
-func mqttConnect(addr string) error {
+func mqttConnect(addr, user, pass string) error {
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return fmt.Errorf("mqtt listener: %w", err)
@@ -196,9 +278,18 @@ func mqttConnect(addr string) error {
 	conn.SetDeadline(time.Now().Add(2 * time.Second))
 	id := "testenv-ready"
 	var p []byte
-	p = append(p, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x0a)
-	p = append(p, byte(len(id)>>8), byte(len(id)))
-	p = append(p, id...)
+	flags := byte(0x02) // clean session
+	if user != "" {
+		flags |= 0xc0 // user name, password (3.1.2.8, 3.1.2.9)
+	}
+	p = append(p, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, flags, 0x00, 0x0a)
+	for _, f := range []string{id, user, pass} {
+		if f == "" && f != id {
+			continue
+		}
+		p = append(p, byte(len(f)>>8), byte(len(f)))
+		p = append(p, f...)
+	}
 	if _, err := conn.Write(append([]byte{0x10, byte(len(p))}, p...)); err != nil {
 		return fmt.Errorf("mqtt connect: %w", err)
 	}
