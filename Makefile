@@ -45,6 +45,12 @@ build:
 run: build tools
 	./scripts/run.sh
 
+## cluster: cluster mode on one machine (issue 15, docs/cluster.md): 3 NATS nodes, PostgreSQL, InfluxDB, two firewatch
+##          instances, the receiver and a fleet; prints who owns which partitions and what to kill -9 to watch a failover
+.PHONY: cluster
+cluster: build tools
+	./scripts/cluster.sh
+
 ## test: lint, then every test with the race detector (integration tests need `make tools`)
 test: lint tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
