@@ -30,9 +30,11 @@ import (
 // readings and their ratio (cluster/single, measured in the same round),
 // and the takeover time: two instances under load, kill -9 of the owner of
 // a partition → the survivor's first message of it handled
-// (firewatch_cluster_partition_acquired_unixms). The NATS servers' own CPU
-// is not in the cluster figure: it is the broker's, as the embedded
-// broker's is part of the single-process figure. The timed loads ignore b.N.
+// (firewatch_cluster_partition_acquired_unixms). The single-process figure
+// includes the embedded broker's work; the cluster figure is firewatch's
+// alone, and the three NATS servers' CPU over the same load (the broker,
+// the stream's three replicas, the consumers) is reported beside it
+// (nats3-cpu-s/M-readings, cluster+nats3/single). The timed loads ignore b.N.
 func BenchmarkCluster(b *testing.B) {
 	const parts = 16
 	nc := testenv.StartNATSCluster(b, cluster.ServerMappings(parts))
@@ -47,17 +49,19 @@ func BenchmarkCluster(b *testing.B) {
 			slices.Reverse(modes)
 		}
 		for range b.N {
-			var single, clustered float64
+			var single, clustered, natsCPU float64
 			for _, mode := range modes {
 				if mode == "single" {
 					single = durableLoad(b, bin, db, "written", rate, 4*time.Second).cpuPerM
 				} else {
-					clustered = clusterLoad(b, bin, nc, db, pg.NewDatabase(b), parts, rate, 4*time.Second)
+					clustered, natsCPU = clusterLoad(b, bin, nc, db, pg.NewDatabase(b), parts, rate, 4*time.Second)
 				}
 			}
 			b.ReportMetric(single, "single-cpu-s/M-readings")
 			b.ReportMetric(clustered, "cluster-cpu-s/M-readings")
 			b.ReportMetric(clustered/single, "cluster/single")
+			b.ReportMetric(natsCPU, "nats3-cpu-s/M-readings")
+			b.ReportMetric((clustered+natsCPU)/single, "cluster+nats3/single")
 			b.ReportMetric(clusterTakeover(b, bin, nc, db, pg.NewDatabase(b), parts).Seconds(), "takeover-s")
 		}
 	})
@@ -123,8 +127,9 @@ func (f *benchFleet) close() {
 
 // clusterLoad runs one timed load through the NATS nodes' MQTT listeners
 // against one fresh firewatch instance in cluster mode (it owns every
-// partition) and returns its CPU-seconds per million readings handled.
-func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.InfluxDB, dsn string, parts, rate int, d time.Duration) float64 {
+// partition) and returns its CPU-seconds per million readings handled, and
+// that of the three NATS servers together over the same time.
+func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.InfluxDB, dsn string, parts, rate int, d time.Duration) (fwCPU, natsCPU float64) {
 	b.Helper()
 	ledger := filepath.Join(b.TempDir(), "ledger.yaml")
 	if err := os.WriteFile(ledger, []byte(killLedger(500)), 0o600); err != nil {
@@ -155,14 +160,34 @@ func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.
 	}
 	waitAcked(b, f.pubs)
 	h0 := handled(f.published)
-	cpu0 := cpuOf(fw)
+	natsOf := func() float64 {
+		sum := 0.0
+		for _, n := range nc.Nodes {
+			sum += cpuOfPid(n.Pid())
+		}
+		return sum
+	}
+	cpu0, nats0 := cpuOf(fw), natsOf()
 	start := time.Now()
 	for time.Since(start) < d {
 		f.send()
 	}
 	waitAcked(b, f.pubs)
 	h := handled(f.published) - h0
-	return (cpuOf(fw) - cpu0) / (4 * h) * 1e6
+	return (cpuOf(fw) - cpu0) / (4 * h) * 1e6, (natsOf() - nats0) / (4 * h) * 1e6
+}
+
+// cpuOfPid is a process's user+system CPU-seconds (/proc/PID/stat).
+func cpuOfPid(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
 
 // clusterTakeover runs two instances under a load of 1,000 readings/s,
