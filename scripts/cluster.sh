@@ -226,5 +226,10 @@ BANNER
 # Print each push as it arrives, as make run does.
 tail -n +1 -f "$VAR/receiver.log" &
 tailpid=$!
-wait "$(pid_of fleet)" || true
+rc=0
+wait "$(pid_of fleet)" || rc=$?
 kill "$tailpid" 2>/dev/null || true
+if [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ]; then
+  echo "the fleet stopped (exit $rc); the end of var/cluster/fleet.log:" >&2
+  tail -n 5 "$VAR/fleet.log" >&2
+fi
