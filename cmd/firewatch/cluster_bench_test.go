@@ -49,12 +49,12 @@ func BenchmarkCluster(b *testing.B) {
 			slices.Reverse(modes)
 		}
 		for range b.N {
-			var single, clustered, natsCPU float64
+			var single, clustered, natsCPU, natsIdle float64
 			for _, mode := range modes {
 				if mode == "single" {
 					single = durableLoad(b, bin, db, "written", rate, 4*time.Second).cpuPerM
 				} else {
-					clustered, natsCPU = clusterLoad(b, bin, nc, db, pg.NewDatabase(b), parts, rate, 4*time.Second)
+					clustered, natsCPU, natsIdle = clusterLoad(b, bin, nc, db, pg.NewDatabase(b), parts, rate, 4*time.Second)
 				}
 			}
 			b.ReportMetric(single, "single-cpu-s/M-readings")
@@ -62,6 +62,7 @@ func BenchmarkCluster(b *testing.B) {
 			b.ReportMetric(clustered/single, "cluster/single")
 			b.ReportMetric(natsCPU, "nats3-cpu-s/M-readings")
 			b.ReportMetric((clustered+natsCPU)/single, "cluster+nats3/single")
+			b.ReportMetric(natsIdle, "nats3-idle-cores")
 			b.ReportMetric(clusterTakeover(b, bin, nc, db, pg.NewDatabase(b), parts).Seconds(), "takeover-s")
 		}
 	})
@@ -128,8 +129,9 @@ func (f *benchFleet) close() {
 // clusterLoad runs one timed load through the NATS nodes' MQTT listeners
 // against one fresh firewatch instance in cluster mode (it owns every
 // partition) and returns its CPU-seconds per million readings handled, and
-// that of the three NATS servers together over the same time.
-func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.InfluxDB, dsn string, parts, rate int, d time.Duration) (fwCPU, natsCPU float64) {
+// that of the three NATS servers together over the same time, and the NATS
+// servers' CPU-seconds per second before the load (their idle cost).
+func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.InfluxDB, dsn string, parts, rate int, d time.Duration) (fwCPU, natsCPU, natsIdle float64) {
 	b.Helper()
 	ledger := filepath.Join(b.TempDir(), "ledger.yaml")
 	if err := os.WriteFile(ledger, []byte(killLedger(500)), 0o600); err != nil {
@@ -154,12 +156,6 @@ func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.
 		})
 		return got
 	}
-	warm := time.Now()
-	for time.Since(warm) < 500*time.Millisecond {
-		f.send()
-	}
-	waitAcked(b, f.pubs)
-	h0 := handled(f.published)
 	natsOf := func() float64 {
 		sum := 0.0
 		for _, n := range nc.Nodes {
@@ -167,6 +163,17 @@ func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.
 		}
 		return sum
 	}
+	// The NATS servers' CPU with the connections open and no load (Raft
+	// heartbeats of the streams and consumers, MQTT keep-alives).
+	idle0, idleAt := natsOf(), time.Now()
+	time.Sleep(2 * time.Second) // a measuring interval, not synchronisation
+	natsIdle = (natsOf() - idle0) / time.Since(idleAt).Seconds()
+	warm := time.Now()
+	for time.Since(warm) < 500*time.Millisecond {
+		f.send()
+	}
+	waitAcked(b, f.pubs)
+	h0 := handled(f.published)
 	cpu0, nats0 := cpuOf(fw), natsOf()
 	start := time.Now()
 	for time.Since(start) < d {
@@ -174,7 +181,7 @@ func clusterLoad(b *testing.B, bin string, nc *testenv.NATSCluster, db *testenv.
 	}
 	waitAcked(b, f.pubs)
 	h := handled(f.published) - h0
-	return (cpuOf(fw) - cpu0) / (4 * h) * 1e6, (natsOf() - nats0) / (4 * h) * 1e6
+	return (cpuOf(fw) - cpu0) / (4 * h) * 1e6, (natsOf() - nats0) / (4 * h) * 1e6, natsIdle
 }
 
 // cpuOfPid is a process's user+system CPU-seconds (/proc/PID/stat).
