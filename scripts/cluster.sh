@@ -135,6 +135,12 @@ fi
 [ "$(id -u)" = 0 ] && touch "$VAR/pg.log" && chown postgres: "$VAR/pg.log"
 pg -l "$VAR/pg.log" -w -t 60 -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k /tmp" start >/dev/null
 pg_started=1
+# A fresh alarm store at each start (KEEP_ALARMS=1 keeps the last run's): the incidents of the demo would
+# otherwise repeat the alarms still open from the last run and push nothing new.
+if [ -z "${KEEP_ALARMS:-}" ]; then
+  "$PG_BIN/dropdb" -h 127.0.0.1 -p "$PG_PORT" -U fw --if-exists firewatch
+  rm -f "$VAR"/firewatch-?.state
+fi
 "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U fw -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='firewatch'" | grep -q 1 ||
   "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U fw firewatch
 PG_DSN="postgres://fw@127.0.0.1:$PG_PORT/firewatch?sslmode=disable"
