@@ -45,12 +45,19 @@ build:
 run: build tools
 	./scripts/run.sh
 
+## cluster: cluster mode on one machine (issue 15, docs/cluster.md): 3 NATS nodes, PostgreSQL, InfluxDB, two firewatch
+##          instances, the receiver and a fleet; prints who owns which partitions and what to kill -9 to watch a failover
+.PHONY: cluster
+cluster: build tools
+	./scripts/cluster.sh
+
 ## test: lint, then every test with the race detector (integration tests need `make tools`)
 test: lint tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## bench: Go benchmarks of the hot path (5 runs, var/bench-go.txt; with the NB-IoT endpoints and the alarm latency
-##        at 5,000 NB-IoT requests/s, docs/performance.md), then the end-to-end bench through real
+##        at 5,000 NB-IoT requests/s, and BenchmarkCluster: CPU-s per million readings of one instance in cluster
+##        mode beside single-process mode, 5 interleaved rounds, and the takeover time; docs/performance.md), then the end-to-end bench through real
 ##        Mosquitto, InfluxDB and firewatch at rising loads (firesim bench), whose table goes into docs/performance.md,
 ##        then firewatch beside Telegraf (firesim bench -compare: same publisher, Mosquitto and InfluxDB, 3 interleaved rounds),
 ##        then memory per idle MQTT connection, Mosquitto and the embedded broker (firesim bench -idle),
