@@ -168,4 +168,3 @@ func rawPublishQoS1(t *testing.T, c net.Conn, topic string, id uint16, payload s
 		t.Fatal(err)
 	}
 }
-
