@@ -27,11 +27,15 @@ func TestTakeNotStoredNotAcked(t *testing.T) {
 		if !errors.Is(err, ErrNotStored) {
 			t.Errorf("durable %v: Take with Ack returned %v, want ErrNotStored", durable, err)
 		}
-		if err := p.Take(Message{Origin: "test", Topic: "fw/v1/up/sm-1/event", Payload: smoke, Relayed: true}); !errors.Is(err, ErrNotStored) {
-			t.Errorf("durable %v: relayed Take returned %v, want ErrNotStored", durable, err)
-		}
-		if err := CheckedHandler(p, OriginBroker)("fw/v1/up/sm-1/event", smoke); !errors.Is(err, ErrNotStored) {
-			t.Errorf("durable %v: CheckedHandler returned %v, want ErrNotStored", durable, err)
+		want := 1.0
+		if !durable { // (with a Durability, a Take without Ack would wait for the release below)
+			want = 3
+			if err := p.Take(Message{Origin: "test", Topic: "fw/v1/up/sm-1/event", Payload: smoke, Relayed: true}); !errors.Is(err, ErrNotStored) {
+				t.Errorf("relayed Take returned %v, want ErrNotStored", err)
+			}
+			if err := CheckedHandler(p, OriginBroker)("fw/v1/up/sm-1/event", smoke); !errors.Is(err, ErrNotStored) {
+				t.Errorf("CheckedHandler returned %v, want ErrNotStored", err)
+			}
 		}
 		if d != nil {
 			d.release()
@@ -42,8 +46,8 @@ func TestTakeNotStoredNotAcked(t *testing.T) {
 		if len(lines.b) == 0 {
 			t.Errorf("durable %v: the readings were not written (they stay written)", durable)
 		}
-		if n := testutil.ToFloat64(p.unacked); n != 3 {
-			t.Errorf("durable %v: %v messages counted unacknowledged, want 3", durable, n)
+		if n := testutil.ToFloat64(p.unacked); n != want {
+			t.Errorf("durable %v: %v messages counted unacknowledged, want %v", durable, n, want)
 		}
 	}
 
