@@ -147,6 +147,9 @@ type Manager struct {
 	progressMu      sync.Mutex
 	progress        *sync.Cond
 	stopped         bool // Run has returned: Sync must not wait
+	// lostFrom is the count of done events before the first batch of this
+	// Run with an event not stored, plus one (0: none lost); see Sync.
+	lostFrom atomic.Uint64
 	// commandWake tells the linkage loop a command was queued.
 	commandWake chan struct{}
 	// console queues alarm updates for the MQTT fan-out (nil without
@@ -316,17 +319,33 @@ func (m *Manager) Submit(ev rules.Event) {
 // is acknowledged, so that a process killed at any moment has either
 // stored the message's alarms or not acknowledged the message, which the
 // broker then delivers again. Without pending events it returns at once.
-func (m *Manager) Sync() {
+//
+// It returns ErrNotStored when an event submitted before the call may not
+// be stored: given up at shutdown (Stopping, the drain grace: logged as
+// LOST), or still queued when Run returned. The message that caused it
+// must then not be acknowledged, so that its sender sends it again to the
+// next run. It does not allocate.
+func (m *Manager) Sync() error {
 	target := m.submitted.Load()
-	if m.done.Load() >= target {
-		return
+	if m.done.Load() < target {
+		m.progressMu.Lock()
+		for m.done.Load() < target && !m.stopped {
+			m.progress.Wait()
+		}
+		m.progressMu.Unlock()
+		if m.done.Load() < target {
+			return ErrNotStored
+		}
 	}
-	m.progressMu.Lock()
-	defer m.progressMu.Unlock()
-	for m.done.Load() < target && !m.stopped {
-		m.progress.Wait()
+	// lostFrom is set before done passes the batch it counts (finished).
+	if f := m.lostFrom.Load(); f != 0 && f <= target {
+		return ErrNotStored
 	}
+	return nil
 }
+
+// ErrNotStored is Sync's report that events may not be stored.
+var ErrNotStored = errors.New("alarms: events not stored (store failing at shutdown)")
 
 // Stopping tells the manager that shutdown has begun, before the sources
 // stop: from then on a failing store is retried for at most the drain grace
@@ -338,8 +357,12 @@ func (m *Manager) Stopping() {
 	m.stoppingOnce.Do(func() { close(m.stopping) })
 }
 
-// finished records that Run is done with n events.
-func (m *Manager) finished(n int) {
+// finished records that Run is done with n events, lost of them not
+// stored.
+func (m *Manager) finished(n, lost int) {
+	if lost > 0 {
+		m.lostFrom.CompareAndSwap(0, m.done.Load()+1) // only Run adds to done
+	}
 	m.done.Add(uint64(n))
 	m.progressMu.Lock()
 	m.progress.Broadcast()
@@ -362,6 +385,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		return errors.New("alarms: Run is already running")
 	}
 	defer m.running.Store(false)
+	m.lostFrom.Store(0) // what an earlier Run lost, its Syncs reported
 	m.setStopped(false)
 	defer m.setStopped(true)
 
@@ -431,7 +455,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case ev := <-m.events:
 			batch = m.fill(append(batch[:0], ev))
 			lost := m.commit(giveUp, batch)
-			m.finished(len(batch))
+			m.finished(len(batch), lost)
 			if lost > 0 {
 				// Only possible once ctx is done and drainGrace has passed.
 				err := fmt.Errorf("alarms: %d events not stored: store failing", lost)
@@ -462,8 +486,9 @@ func (m *Manager) drain(giveUp context.Context, batch []rules.Event) error {
 		if len(batch) == 0 {
 			break
 		}
-		lost += m.commit(giveUp, batch)
-		m.finished(len(batch))
+		n := m.commit(giveUp, batch)
+		lost += n
+		m.finished(len(batch), n)
 	}
 	if lost > 0 {
 		return fmt.Errorf("alarms: %d events not stored at shutdown", lost)

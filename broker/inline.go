@@ -32,7 +32,7 @@ import (
 // takes messages.
 type InlineSource struct {
 	mochi.HookBase
-	handle ingest.Handler
+	handle func(topic string, payload []byte) error
 
 	// mu is held for reading while a handler runs, for writing to start
 	// and stop.
@@ -45,6 +45,15 @@ type InlineSource struct {
 // NewInlineSource returns a source that passes uplink messages to h once it
 // is added to the broker (AddHook) and Run.
 func NewInlineSource(h ingest.Handler) *InlineSource {
+	return NewCheckedInlineSource(func(topic string, payload []byte) error { h(topic, payload); return nil })
+}
+
+// NewCheckedInlineSource is NewInlineSource for a handler that may refuse
+// a message (pipeline.CheckedHandler): when h returns an error, the broker
+// drops the message without acknowledging it (no PUBACK), so that the
+// device sends it again — to the next run of firewatch when its alarms
+// could not be stored at shutdown (pipeline.ErrNotStored).
+func NewCheckedInlineSource(h func(topic string, payload []byte) error) *InlineSource {
 	return &InlineSource{handle: h, ready: make(chan struct{})}
 }
 
@@ -107,8 +116,7 @@ func (s *InlineSource) take(pk packets.Packet) bool {
 	if !s.running {
 		return false
 	}
-	s.handle(pk.TopicName, pk.Payload)
-	return true
+	return s.handle(pk.TopicName, pk.Payload) == nil
 }
 
 // Ready is closed once Run has started taking messages.

@@ -55,7 +55,7 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{seqs: map[string][]int{}} }
 
-func (r *recorder) Take(m pipeline.Message) {
+func (r *recorder) Take(m pipeline.Message) error {
 	var seq int
 	fmt.Sscanf(string(m.Payload), `{"seq":%d}`, &seq)
 	r.mu.Lock()
@@ -73,6 +73,7 @@ func (r *recorder) Take(m pipeline.Message) {
 	if m.Ack != nil && !hold {
 		m.Ack()
 	}
+	return nil
 }
 
 func (r *recorder) count() int {

@@ -17,7 +17,7 @@
 //		Payload []byte // not kept after Take returns
 //		Ack     func() // called once the message may be acknowledged, possibly after Take returned; nil: Take returns then
 //	}
-//	type Taker interface{ Take(m Message) } // *Pipeline
+//	type Taker interface{ Take(m Message) error } // *Pipeline
 //
 // When Handle returns, the message's readings are in the writer's batch
 // and the alarm events it caused are stored. A message may be acknowledged

@@ -74,6 +74,8 @@ type Pipeline struct {
 	// reg follows live registry changes (registry.go); last, so that the
 	// hot path's fields keep their places.
 	reg registryState
+	// unacked counts messages left unacknowledged (unacked.go).
+	unacked prometheus.Counter
 }
 
 func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Events, stats *ingest.Stats, reg prometheus.Registerer) *Pipeline {
@@ -101,8 +103,9 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Event
 		p.clocks[c] = clocks.WithLabelValues(c.String())
 	}
 	p.clocksBehind = clocks.WithLabelValues("behind")
+	p.unacked = prometheus.NewCounter(unackedDesc) // unacked.go
 	if reg != nil {
-		reg.MustRegister(p.evals, p.dups, p.late, clocks)
+		reg.MustRegister(p.evals, p.dups, p.late, clocks, p.unacked)
 	}
 	return p
 }

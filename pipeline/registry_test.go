@@ -26,7 +26,7 @@ type lockedAlarms struct {
 }
 
 func (a *lockedAlarms) Submit(ev rules.Event) { a.mu.Lock(); a.evs = append(a.evs, ev); a.mu.Unlock() }
-func (a *lockedAlarms) Sync()                 {}
+func (a *lockedAlarms) Sync() error           { return nil }
 func (a *lockedAlarms) CommandAck(context.Context, string, []byte) error {
 	return nil
 }

@@ -18,8 +18,11 @@ const stationTopic = "fw/v1/up/station/"
 type Alarms interface {
 	Events
 	// Sync returns once every event submitted before it is stored, so that
-	// the message that caused them may be acknowledged.
-	Sync()
+	// the message that caused them may be acknowledged; or with an error
+	// once it knows some may not be stored (the store failing at
+	// shutdown): the message must then not be acknowledged. It must not
+	// allocate when it returns nil.
+	Sync() error
 	// CommandAck takes a device's acknowledgement of a linkage command
 	// (fw/v1/up/{device_id}/ack).
 	CommandAck(ctx context.Context, device string, payload []byte) error
@@ -50,10 +53,13 @@ type OpenAlarm struct {
 // acknowledgements (fw/v1/up/{device_id}/ack) go to the alarm manager (the
 // decoder would reject them). Every other message goes to the hot path. A
 // message that raises nothing costs two atomic loads more.
-func (p *Pipeline) Handle(topic string, payload []byte) {
+//
+// It returns ErrNotStored when Alarms.Sync reports that the alarm events
+// may not be stored: the message must not be acknowledged (Take).
+func (p *Pipeline) Handle(topic string, payload []byte) error {
 	if rest, ok := strings.CutPrefix(topic, stationTopic); ok {
 		p.station(rest, payload)
-		return
+		return nil
 	}
 	if dev, ok := ackDevice(topic); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -62,21 +68,20 @@ func (p *Pipeline) Handle(topic string, payload []byte) {
 		if err != nil && p.logBad() {
 			p.log.Warn("command acknowledgement rejected (further ones logged at most every 10 s)", "device", dev, "err", err)
 		}
-		return
+		return nil
 	}
 	p.handle(topic, payload)
-	p.alarms.Sync()
+	return p.sync()
 }
 
 // handleRelayed is Handle for a message an intermediary pushed on a
 // device's behalf (Message.Relayed): telemetry, events and status only.
-func (p *Pipeline) handleRelayed(topic string, payload []byte) {
+func (p *Pipeline) handleRelayed(topic string, payload []byte) error {
 	if strings.HasPrefix(topic, stationTopic) {
-		p.Handle(topic, payload)
-		return
+		return p.Handle(topic, payload)
 	}
 	p.handleFrom(topic, payload, true)
-	p.alarms.Sync()
+	return p.sync()
 }
 
 // logBad rate-limits the logs of malformed station reports and

@@ -15,9 +15,10 @@ type fakeAlarms struct {
 	fakeEvents
 	stations, acks []string
 	syncs          int
+	syncErr        error // what Sync returns (unacked_test.go)
 }
 
-func (f *fakeAlarms) Sync() { f.syncs++ }
+func (f *fakeAlarms) Sync() error { f.syncs++; return f.syncErr }
 func (f *fakeAlarms) CommandAck(_ context.Context, dev string, _ []byte) error {
 	f.acks = append(f.acks, dev)
 	return nil

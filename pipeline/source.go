@@ -46,18 +46,28 @@ type Message struct {
 
 // Taker is what every source feeds. *Pipeline is one.
 type Taker interface {
-	// Take handles m and returns once it may be acknowledged (Handle).
-	Take(m Message)
+	// Take handles m and returns once it may be acknowledged (Handle); or
+	// ErrNotStored, and m.Ack is not called: the message must not be
+	// acknowledged.
+	Take(m Message) error
 }
 
 // Take handles m (Handle) and calls m.Ack once the message may be
 // acknowledged, possibly after Take returned; with m.Ack nil, Take returns
-// only then.
-func (p *Pipeline) Take(m Message) {
+// only then. When the message's alarm events may not be stored (the alarm
+// store failing at shutdown), m.Ack is never called and Take returns
+// ErrNotStored: the source must not acknowledge the message, so that its
+// sender sends it again to the next run (unacked.go).
+func (p *Pipeline) Take(m Message) error {
+	var err error
 	if m.Relayed {
-		p.handleRelayed(m.Topic, m.Payload)
+		err = p.handleRelayed(m.Topic, m.Payload)
 	} else {
-		p.Handle(m.Topic, m.Payload)
+		err = p.Handle(m.Topic, m.Payload)
+	}
+	if err != nil {
+		p.notStored(m)
+		return ErrNotStored
 	}
 	switch {
 	case p.durable == nil:
@@ -72,6 +82,7 @@ func (p *Pipeline) Take(m Message) {
 		<-w.c
 		waiters.Put(w)
 	}
+	return nil
 }
 
 // Durability tells when the lines the pipeline wrote are durable
@@ -108,9 +119,21 @@ type Source interface {
 // acknowledges the message when the function returns, as
 // broker.InlineSource (the embedded broker's hook) and the GB/T 26875.3
 // server do: the function returns once the message may be acknowledged.
+// A message that must not be acknowledged (ErrNotStored) is left to the
+// source's own check of shutdown (the GB/T 26875.3 server confirms nothing
+// once it stops); a source that can refuse one uses CheckedHandler.
 func Handler(t Taker, o Origin) func(topic string, payload []byte) {
 	return func(topic string, payload []byte) {
 		t.Take(Message{Origin: o, Topic: topic, Payload: payload})
+	}
+}
+
+// CheckedHandler is Handler for a source that can withhold the
+// acknowledgement of one message (the embedded broker's hook: no PUBACK):
+// the function returns ErrNotStored when it must.
+func CheckedHandler(t Taker, o Origin) func(topic string, payload []byte) error {
+	return func(topic string, payload []byte) error {
+		return t.Take(Message{Origin: o, Topic: topic, Payload: payload})
 	}
 }
 

@@ -58,7 +58,7 @@ type syncAlarms struct {
 	fakeAlarms
 }
 
-func (s *syncAlarms) Sync() { s.mu.Lock(); s.syncs++; s.mu.Unlock() }
+func (s *syncAlarms) Sync() error { s.mu.Lock(); s.syncs++; s.mu.Unlock(); return nil }
 
 // The adapter path of a source allocates nothing beyond the hot path.
 func TestHandlerAllocs(t *testing.T) {

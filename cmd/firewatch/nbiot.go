@@ -59,10 +59,10 @@ func (s *service) startNBIoT(mux *http.ServeMux, reg prometheus.Registerer) erro
 
 // nbiotHandle is the bridge's HandleFunc: the pipeline, which returns once
 // the readings are in the writer's batch and what the message raised is
-// stored (Pipeline.Handle).
+// stored (Pipeline.Handle); pipeline.ErrNotStored when they may not be
+// (the bridge answers 503: the platform sends the push again).
 func (s *service) nbiotHandle(topic string, payload []byte) error {
-	s.pipe.Take(pipeline.Message{Origin: originNBIoT, Topic: topic, Payload: payload, Relayed: true})
-	return nil
+	return s.pipe.Take(pipeline.Message{Origin: originNBIoT, Topic: topic, Payload: payload, Relayed: true})
 }
 
 // originNBIoT names the NB-IoT platforms' pushes among the pipeline's

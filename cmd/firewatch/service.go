@@ -189,7 +189,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		// before it acknowledges each message to the device (broker.InlineSource);
 		// per-device credentials and topic ACLs from the ledger
 		// (broker/settings.go).
-		inline := broker.NewInlineSource(pipeline.Handler(s.pipe, pipeline.OriginBroker))
+		inline := broker.NewCheckedInlineSource(pipeline.CheckedHandler(s.pipe, pipeline.OriginBroker))
 		if s.durable != nil {
 			inline.HandlerWaits() // for the durability tracker (durability.go)
 		}
