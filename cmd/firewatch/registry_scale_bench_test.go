@@ -26,7 +26,7 @@ var (
 type nopAlarms struct{}
 
 func (nopAlarms) Submit(rules.Event)                                          {}
-func (nopAlarms) Sync()                                                       {}
+func (nopAlarms) Sync() error                                                 { return nil }
 func (nopAlarms) CommandAck(context.Context, string, []byte) error            { return nil }
 func (nopAlarms) StationStatus(context.Context, string, []byte, string) error { return nil }
 func (nopAlarms) OpenAlarms(context.Context, rules.Severity, func(pipeline.OpenAlarm)) error {
