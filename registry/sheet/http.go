@@ -85,6 +85,13 @@ func (im *Importer) serveImport(w http.ResponseWriter, r *http.Request, actor st
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
+	// Lists answer [] when empty, never null (docs/api.yaml).
+	if res.Problems == nil {
+		res.Problems = []Problem{}
+	}
+	if res.Secrets == nil {
+		res.Secrets = []Secret{}
+	}
 	status := http.StatusOK
 	if len(res.Problems) > 0 {
 		status = http.StatusUnprocessableEntity

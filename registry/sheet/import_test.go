@@ -280,6 +280,11 @@ func TestRoutes(t *testing.T) {
 	if res := decode(r); r.StatusCode != 200 || res.Applied || res.Added != 1 || lv.Load() != before {
 		t.Fatalf("dry run: %d %+v", r.StatusCode, res)
 	}
+	// Empty lists answer [], not null (docs/api.yaml).
+	r = do("POST", "/api/v1/registry/import?dry_run=1", "text/csv", strings.NewReader("设备编号,设备类型,行政区划代码,网关\nsm-2,smoke,450204002003,gw-1\n"), true)
+	if b, _ := io.ReadAll(r.Body); !strings.Contains(string(b), `"problems":[]`) || !strings.Contains(string(b), `"secrets":[]`) {
+		t.Fatalf("empty lists of a clean dry run: %s", b)
+	}
 	r = do("POST", "/api/v1/registry/import", "text/csv", strings.NewReader("设备编号,设备类型,行政区划代码\nsm-2,smoke,4502\n"), true)
 	if res := decode(r); r.StatusCode != http.StatusUnprocessableEntity || len(res.Problems) != 1 ||
 		res.Problems[0] != (Problem{Sheet: SheetDevices, Row: 2, Column: "C", Header: "行政区划代码", Reason: res.Problems[0].Reason}) {
