@@ -30,6 +30,13 @@ func TestLoadLedgerMatchesBuild(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameLedger(t, got, want)
+		// Batches smaller than the registry: the order and every device kept.
+		defer func(b int) { streamBatch = b }(streamBatch)
+		streamBatch = 2
+		if got, err = s.LoadLedger(ctx, "x"); err != nil {
+			t.Fatal(err)
+		}
+		sameLedger(t, got, want)
 		// Restart on the unchanged file: nothing imported, same registry.
 		v, _ := s.Version(ctx)
 		again, err := s.Startup(ctx, path, quiet)
