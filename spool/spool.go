@@ -232,7 +232,7 @@ func (s *Spool) recover() error {
 		if id == s.ackSeg {
 			ack = s.ackOff
 		}
-		seg, newAck, err := s.check(id, ack)
+		seg, newAck, err := s.check(id, ack, func() bool { return true })
 		if err != nil {
 			return err
 		}
@@ -328,10 +328,15 @@ func recordAt(data []byte, off int) int {
 // ack is the ack offset when id is the ack segment, else -1; check returns
 // it moved to a record boundary (never past a record it has not seen
 // whole, so a doubt means a record is delivered again) in the rewritten
-// file. A segment that cannot be read is renamed to .bad and nil returned.
-func (s *Spool) check(id uint64, ack int64) (*segment, int64, error) {
+// file. A segment that cannot be read is renamed to .bad and nil returned
+// when giveUp says its failures have lasted long enough (at Open: at once);
+// otherwise the read error is returned and the segment kept for a later try.
+func (s *Spool) check(id uint64, ack int64, giveUp func() bool) (*segment, int64, error) {
 	data, err := s.readSegment(id)
 	if err != nil {
+		if !giveUp() {
+			return nil, 0, err
+		}
 		s.quarantine(id, err)
 		return nil, 0, nil
 	}
@@ -913,22 +918,23 @@ func (s *Spool) Peek(max int, maxBytes int) ([][]byte, error) {
 		if attempt < readRetries {
 			continue
 		}
+		// A segment that fails its checksum is repaired; if reading it for
+		// the repair fails, that read error counts like any other.
+		giveUp := s.readFailedLongEnough
 		if _, sum := bad.err.(errChecksum); !sum {
 			// A read error may pass (an SD card's hiccup): the caller
 			// retries; only one that lasts costs the segment.
-			if s.readFails == 0 {
-				s.readFailSince = time.Now()
-			}
-			if s.readFails++; s.readFails < maxReadFails || time.Since(s.readFailSince) < s.opt.UnreadableAfter {
+			if !s.readFailedLongEnough() {
 				return nil, bad
 			}
+			giveUp = func() bool { return true }
 		}
 		s.readFails = 0
 		if repairs++; repairs > readRetries {
 			return nil, bad
 		}
 		attempt = 0
-		if err := s.repair(bad.seg); err != nil {
+		if err := s.repair(bad.seg, giveUp); err != nil {
 			return nil, err
 		}
 	}
@@ -971,9 +977,20 @@ func (s *Spool) peek(max, maxBytes int) ([][]byte, *errCorrupt) {
 	return out, nil
 }
 
+// readFailedLongEnough counts a failed read of a segment and reports
+// whether reads have failed long enough (maxReadFails Peeks in a row over
+// Options.UnreadableAfter) to set the segment aside, its records lost.
+func (s *Spool) readFailedLongEnough() bool {
+	if s.readFails == 0 {
+		s.readFailSince = time.Now()
+	}
+	s.readFails++
+	return s.readFails >= maxReadFails && time.Since(s.readFailSince) >= s.opt.UnreadableAfter
+}
+
 // repair checks segment id again as Open does, after sealing it if it is
 // being written, and takes its counts from the result.
-func (s *Spool) repair(id uint64) error {
+func (s *Spool) repair(id uint64, giveUp func() bool) error {
 	i := slices.IndexFunc(s.segs, func(g *segment) bool { return g.id == id })
 	if i < 0 {
 		return fmt.Errorf("spool: repair of unknown segment %d", id)
@@ -988,7 +1005,7 @@ func (s *Spool) repair(id uint64) error {
 	if id == s.ackSeg {
 		ack = s.ackOff
 	}
-	fixed, newAck, err := s.check(id, ack)
+	fixed, newAck, err := s.check(id, ack, giveUp)
 	if err != nil {
 		return err
 	}
