@@ -1,7 +1,7 @@
 package pipeline
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -46,36 +46,51 @@ func readCheckpoint(path string, l *devices.Ledger, eng *rules.Engine, start int
 	if path == "" {
 		return nil
 	}
-	b, err := os.ReadFile(path)
+	// Read in a stream, not held whole: at a million devices the file is
+	// some 200 MB (issue 18: start-up in under 1 GiB).
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err == nil && (len(b) < len(checkpointMagic) || string(b[:len(checkpointMagic)]) != checkpointMagic) {
-		err = errors.New("not a firewatch state file")
+	var size int64
+	if err == nil {
+		defer f.Close()
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil {
+			size = fi.Size()
+		}
 	}
-	var sections [2][]byte
-	rest := b[min(len(b), len(checkpointMagic)):]
+	if err == nil {
+		magic := make([]byte, len(checkpointMagic))
+		if _, rerr := io.ReadFull(f, magic); rerr != nil || string(magic) != checkpointMagic {
+			err = errors.New("not a firewatch state file")
+		}
+	}
+	var sections [2]io.Reader
+	off := int64(len(checkpointMagic))
 	for i := range sections {
 		if err != nil {
 			break
 		}
-		if len(rest) < 8 || binary.LittleEndian.Uint64(rest) > uint64(len(rest)-8) {
+		var head [8]byte
+		if _, rerr := f.ReadAt(head[:], off); rerr != nil || binary.LittleEndian.Uint64(head[:]) > uint64(size-off-8) {
 			err = errors.New("truncated")
 			break
 		}
-		n := binary.LittleEndian.Uint64(rest)
-		sections[i], rest = rest[8:8+n], rest[8+n:]
+		n := int64(binary.LittleEndian.Uint64(head[:]))
+		sections[i] = bufio.NewReaderSize(io.NewSectionReader(f, off+8, n), 1<<16)
+		off += 8 + n
 	}
 	if err != nil {
 		log.Warn("state checkpoint not read: rule state and liveness start afresh", "file", path, "err", err)
 		return nil
 	}
-	if n, err := eng.Restore(bytes.NewReader(sections[0]), l); err != nil {
+	if n, err := eng.Restore(sections[0], l); err != nil {
 		log.Warn("rule state not restored: open alarms clear by hand or when their rule fires again", "file", path, "err", err)
 	} else {
 		log.Info("rule state restored", "file", path, "devices", n)
 	}
-	restored, err := devices.ReadLivenessState(bytes.NewReader(sections[1]), l, start)
+	restored, err := devices.ReadLivenessState(sections[1], l, start)
 	if err != nil {
 		log.Warn("liveness not restored: silences count from now", "file", path, "err", err)
 		return nil
@@ -90,24 +105,80 @@ func (c *checkpoint) write() error {
 	l := c.pipe.ledger // the registry snapshot in force (registry.go)
 	c.snap = c.pipe.eng.Snapshot(c.snap, l)
 	c.pipe.mu.Unlock()
-	var buf bytes.Buffer
-	buf.WriteString(checkpointMagic)
-	section := func(write func(w io.Writer) error) error {
-		at := buf.Len()
-		buf.Write(make([]byte, 8))
-		if err := write(&buf); err != nil {
+	// Written to the file in a stream, not built in memory first: at a
+	// million devices the state is some 200 MB (issue 18: under 1 GiB).
+	return writeSectionsAtomic(c.path,
+		func(w io.Writer) error { _, err := c.snap.WriteTo(w); return err },
+		func(w io.Writer) error { return c.live.WriteState(w, l, time.Now().UnixMilli()) })
+}
+
+// writeSectionsAtomic replaces the file at path through a temporary file
+// (a crash leaves the old file or the new one, never a mix),
+// with checkpointMagic and each section's length (8 bytes, little endian)
+// and bytes, the sections written straight to the file.
+func writeSectionsAtomic(path string, sections ...func(io.Writer) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	err = func() error {
+		bw := bufio.NewWriterSize(f, 1<<16)
+		off := int64(len(checkpointMagic))
+		if _, err := bw.WriteString(checkpointMagic); err != nil {
 			return err
 		}
-		binary.LittleEndian.PutUint64(buf.Bytes()[at:], uint64(buf.Len()-at-8))
-		return nil
+		for _, write := range sections {
+			var head [8]byte
+			if _, err := bw.Write(head[:]); err != nil {
+				return err
+			}
+			cw := &countWriter{w: bw}
+			if err := write(cw); err != nil {
+				return err
+			}
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			binary.LittleEndian.PutUint64(head[:], uint64(cw.n))
+			if _, err := f.WriteAt(head[:], off); err != nil {
+				return err
+			}
+			off += 8 + cw.n
+		}
+		return bw.Flush()
+	}()
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := section(func(w io.Writer) error { _, err := c.snap.WriteTo(w); return err }); err != nil {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	if err := section(func(w io.Writer) error { return c.live.WriteState(w, l, time.Now().UnixMilli()) }); err != nil {
-		return err
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	return writeFileAtomic(c.path, buf.Bytes())
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // run writes the checkpoint every interval until ctx is done, and once more
@@ -125,36 +196,4 @@ func (c *checkpoint) run(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// writeFileAtomic replaces path with b: a crash leaves the old file or the
-// new one, never a mix.
-func writeFileAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -307,72 +307,80 @@ func (s *Store) Load(ctx context.Context) (*devices.Entries, error) {
 }
 
 func (s *Store) loadInto(ctx context.Context, tx *sql.Tx, e *devices.Entries) error {
-	rows, err := tx.QueryContext(ctx, `SELECT code, name FROM registry_places`)
+	n, err := s.loadHead(ctx, tx, e)
 	if err != nil {
 		return err
+	}
+	e.Devices, err = s.loadDevices(ctx, tx, n)
+	return err
+}
+
+// loadHead reads everything but the devices into e and returns the number
+// of devices.
+func (s *Store) loadHead(ctx context.Context, tx *sql.Tx, e *devices.Entries) (int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT code, name FROM registry_places`)
+	if err != nil {
+		return 0, err
 	}
 	for rows.Next() {
 		var code, name string
 		if err := rows.Scan(&code, &name); err != nil {
 			rows.Close()
-			return err
+			return 0, err
 		}
 		e.Places[code] = name
 	}
 	if err := closeRows(rows); err != nil {
-		return err
+		return 0, err
 	}
 	rows, err = tx.QueryContext(ctx, `SELECT id, name, grids, endpoint, lat, lon FROM registry_stations ORDER BY seq`)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for rows.Next() {
 		var st devices.StationEntry
 		var grids string
 		if err := rows.Scan(&st.ID, &st.Name, &grids, &st.Endpoint, &st.Lat, &st.Lon); err != nil {
 			rows.Close()
-			return err
+			return 0, err
 		}
 		st.Grids = splitGrids(grids)
 		e.Stations = append(e.Stations, st)
 	}
 	if err := closeRows(rows); err != nil {
-		return err
+		return 0, err
 	}
 	rows, err = tx.QueryContext(ctx, `SELECT id, secret_hash FROM registry_gateways ORDER BY seq`)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for rows.Next() {
 		var g devices.GatewayEntry
 		if err := rows.Scan(&g.ID, &g.SecretHash); err != nil {
 			rows.Close()
-			return err
+			return 0, err
 		}
 		e.Gateways = append(e.Gateways, g)
 	}
 	if err := closeRows(rows); err != nil {
-		return err
+		return 0, err
 	}
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM registry_devices`).Scan(&n); err != nil {
-		return err
-	}
-	if e.Devices, err = s.loadDevices(ctx, tx, n); err != nil {
-		return err
+		return 0, err
 	}
 	var uitds string
 	err = tx.QueryRowContext(ctx, s.q(`SELECT value FROM registry_meta WHERE key = ?`), "uitds").Scan(&uitds)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
-		return err
+		return 0, err
 	default:
 		if e.UITDs, err = decodeUITDs(uitds); err != nil {
-			return fmt.Errorf("uitds: %w", err)
+			return 0, fmt.Errorf("uitds: %w", err)
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // loadDevices reads the n devices in seq order. (Reading the two halves on
