@@ -47,6 +47,14 @@ func TestStoreContact(t *testing.T) {
 		if len(want) != 0 {
 			t.Errorf("not loaded: %v", want)
 		}
+		// The restart path (each device built as its row is read) keeps it too.
+		rl, err := s.LoadLedger(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := rl.LookupID("el-9"); !ok || d.Contact != "张三" || d.Phone != "13800000000" {
+			t.Errorf("LoadLedger el-9: %+v", d)
+		}
 
 		// A row as the store wrote it before contacts: four parts.
 		if _, err := s.db.ExecContext(ctx, s.q(`UPDATE registry_devices SET info = ? WHERE id = ?`),
