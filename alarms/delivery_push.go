@@ -86,6 +86,10 @@ type PushDevice struct {
 	Lon    float64 `json:"lon"`
 	// Unit is the owning unit (责任单位).
 	Unit string `json:"unit"`
+	// Contact is the responsible person (责任人) and Phone the phone to
+	// call (联系电话), from the ledger; absent when it names none.
+	Contact string `json:"contact,omitempty"`
+	Phone   string `json:"phone,omitempty"`
 	// Point names the building fire facility point of a UITD the device is (devices.Device.Point).
 	Point string `json:"point,omitempty"`
 }
@@ -150,6 +154,7 @@ func buildPush(in pushInput) Push {
 		Device: PushDevice{
 			ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
 			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit, Point: d.Point,
+			Contact: d.Contact, Phone: d.Phone,
 		},
 		Grid: PushGrid{
 			Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(),
@@ -357,8 +362,8 @@ func writeBeyond(b *strings.Builder, p *Push, r *rules.Rule) {
 }
 
 // finishMessage appends what every dispatcher text ends with: the original
-// alarm of a clear or the linkage of a raise, the owning unit, the station
-// and how the push was routed.
+// alarm of a clear or the linkage of a raise, the owning unit, the
+// responsible person, the station and how the push was routed.
 func finishMessage(b *strings.Builder, p *Push, a *Alarm, flapNote func() string) string {
 	if p.Transition == TransitionCleared {
 		b.WriteString("原报警 ")
@@ -380,6 +385,7 @@ func finishMessage(b *strings.Builder, p *Push, a *Alarm, flapNote func() string
 		b.WriteString(p.Device.Unit)
 		b.WriteString("。")
 	}
+	writeContact(b, &p.Device)
 	b.WriteString("就近微型消防站：")
 	if p.Station.Name != "" {
 		b.WriteString(p.Station.Name)
@@ -394,6 +400,22 @@ func finishMessage(b *strings.Builder, p *Push, a *Alarm, flapNote func() string
 		b.WriteString(flapNote())
 	}
 	return b.String()
+}
+
+// writeContact writes "责任人：张三 13800000000。" when the ledger names the
+// device's responsible person (issue 18); without one the text is as
+// before (the phone alone is in the push's device.phone).
+func writeContact(b *strings.Builder, d *PushDevice) {
+	if d.Contact == "" {
+		return
+	}
+	b.WriteString("责任人：")
+	b.WriteString(d.Contact)
+	if d.Phone != "" {
+		b.WriteByte(' ')
+		b.WriteString(d.Phone)
+	}
+	b.WriteString("。")
 }
 
 // formatValue prints a reading with the precision its unit deserves: water

@@ -225,7 +225,8 @@ func (m *Manager) alarmPush(a *Alarm) Push {
 	}
 	if d, ok := m.led().LookupID(a.Device); ok {
 		p.Device = PushDevice{ID: d.ID, Kind: d.Kind.String(), KindZH: d.Kind.ZH(), Model: d.Model,
-			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit, Point: d.Point}
+			Addr: d.Address, Lat: finite(d.Lat), Lon: finite(d.Lon), Unit: d.Unit, Point: d.Point,
+			Contact: d.Contact, Phone: d.Phone}
 		p.Grid = PushGrid{Village: d.Grid.Village(), Town: d.Grid.Town(), County: d.Grid.County(), Place: m.led().PlaceName(d.Grid)}
 		if mt, ok := devices.MetricByName(d.Kind, a.Metric); ok {
 			p.MetricZH = mt.Info().ZH

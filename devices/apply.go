@@ -343,7 +343,7 @@ func deviceEqual(a, b *Device) bool {
 		nb = *b.NBIoT
 	}
 	return a.ID == b.ID && a.Kind == b.Kind && a.Model == b.Model && a.Grid == b.Grid && a.Address == b.Address &&
-		a.Lat == b.Lat && a.Lon == b.Lon && a.Unit == b.Unit && a.Phone == b.Phone && sa == sb &&
+		a.Lat == b.Lat && a.Lon == b.Lon && a.Unit == b.Unit && a.Phone == b.Phone && a.Contact == b.Contact && sa == sb &&
 		a.flags&stationNamed == b.flags&stationNamed && a.Gateway == b.Gateway && a.Channels == b.Channels &&
 		a.Heartbeat == b.Heartbeat && a.SecretHash == b.SecretHash && na == nb && a.Point == b.Point &&
 		a.Removed == b.Removed && rulesEqual(a, b)

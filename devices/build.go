@@ -49,7 +49,8 @@ type builder struct {
 	// longest listed prefix.
 	cover map[string]*Station
 	// strs interns the strings many devices repeat (model, unit, grid,
-	// phone, station), so that a million devices hold one copy of each.
+	// phone, contact, station), so that a million devices hold one copy
+	// of each.
 	strs map[string]string
 	// text holds the devices' strings (arena.go).
 	text arena
@@ -289,6 +290,7 @@ func (b *builder) newDevice(i int, e *DeviceEntry, rules map[string]yaml.Node) D
 		ID: b.text.str(e.ID), Kind: kind, Model: b.intern(e.Model), Grid: Grid(b.intern(string(grid))),
 		Address: b.text.str(e.Address), Lat: e.Lat, Lon: e.Lon, Unit: b.intern(e.Unit), Station: st, Gateway: gw,
 		Heartbeat: e.Heartbeat, SecretHash: b.text.str(e.SecretHash), NBIoT: b.nbiot(e.NBIoT), Phone: b.intern(e.Phone),
+		Contact:  b.intern(e.Contact),
 		Channels: uint8(min(max(e.Channels, 0), MaxChannels)), Rules: rules, Line: e.Line,
 	}
 	if e.Station != "" {
@@ -338,7 +340,7 @@ func (l *Ledger) Entries() *Entries {
 // entry returns d as entered.
 func (d *Device) entry() DeviceEntry {
 	de := DeviceEntry{ID: d.ID, Kind: d.Kind.String(), Model: d.Model, Grid: string(d.Grid), Address: d.Address,
-		Lat: d.Lat, Lon: d.Lon, Unit: d.Unit, Phone: d.Phone, Gateway: d.Gateway, Channels: int(d.Channels),
+		Lat: d.Lat, Lon: d.Lon, Unit: d.Unit, Phone: d.Phone, Contact: d.Contact, Gateway: d.Gateway, Channels: int(d.Channels),
 		Heartbeat: d.Heartbeat, SecretHash: d.SecretHash, Line: d.Line}
 	if d.flags&hbDerived != 0 {
 		de.Heartbeat = 0

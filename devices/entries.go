@@ -56,6 +56,7 @@ type DeviceEntry struct {
 	Lon     float64
 	Unit    string
 	Phone   string
+	Contact string
 	Station string
 	Gateway string
 	// Channels caps the channelled metrics (0: the catalog's maximum).
@@ -105,6 +106,7 @@ type deviceYAML struct {
 	Lon        float64       `yaml:"lon,omitempty"`
 	Unit       string        `yaml:"unit,omitempty"`
 	Phone      string        `yaml:"phone,omitempty"`
+	Contact    string        `yaml:"contact,omitempty"`
 	Station    string        `yaml:"station,omitempty"`
 	Gateway    string        `yaml:"gateway,omitempty"`
 	Channels   int           `yaml:"channels,omitempty"`
@@ -115,7 +117,7 @@ type deviceYAML struct {
 }
 
 // deviceKeys are the keys of a device entry, for the strict check.
-var deviceKeys = []string{"id", "kind", "model", "grid", "address", "lat", "lon", "unit", "phone", "station",
+var deviceKeys = []string{"id", "kind", "model", "grid", "address", "lat", "lon", "unit", "phone", "contact", "station",
 	"gateway", "channels", "rules", "heartbeat", "secret_hash", "nbiot"}
 
 var nbiotKeys = []string{"imei", "platform_id", "serial", "product", "responsible", "mobile"}
@@ -315,6 +317,7 @@ func decodeDevice(n *yaml.Node) (DeviceEntry, map[string]yaml.Node, error) {
 		Lon        float64       `yaml:"lon"`
 		Unit       string        `yaml:"unit"`
 		Phone      string        `yaml:"phone"`
+		Contact    string        `yaml:"contact"`
 		Station    string        `yaml:"station"`
 		Gateway    string        `yaml:"gateway"`
 		Channels   int           `yaml:"channels"`
@@ -327,7 +330,7 @@ func decodeDevice(n *yaml.Node) (DeviceEntry, map[string]yaml.Node, error) {
 		return e, nil, err
 	}
 	e = DeviceEntry{ID: y.ID, Kind: y.Kind, Model: y.Model, Grid: y.Grid, Address: y.Address, Lat: y.Lat, Lon: y.Lon,
-		Unit: y.Unit, Phone: y.Phone, Station: y.Station, Gateway: y.Gateway, Channels: y.Channels,
+		Unit: y.Unit, Phone: y.Phone, Contact: y.Contact, Station: y.Station, Gateway: y.Gateway, Channels: y.Channels,
 		Heartbeat: y.Heartbeat, SecretHash: y.SecretHash, NBIoT: y.NBIoT, Line: n.Line}
 	rn := mappingValue(n, "rules")
 	if rn == nil || rn.Kind == yaml.ScalarNode && rn.Tag == "!!null" {
@@ -441,7 +444,7 @@ func MarshalEntries(e *Entries) ([]byte, error) {
 	for i := range e.Devices {
 		d := &e.Devices[i]
 		y := deviceYAML{ID: d.ID, Kind: d.Kind, Model: d.Model, Grid: d.Grid, Address: d.Address, Lat: d.Lat, Lon: d.Lon,
-			Unit: d.Unit, Phone: d.Phone, Station: d.Station, Gateway: d.Gateway, Channels: d.Channels,
+			Unit: d.Unit, Phone: d.Phone, Contact: d.Contact, Station: d.Station, Gateway: d.Gateway, Channels: d.Channels,
 			Heartbeat: d.Heartbeat, SecretHash: d.SecretHash}
 		if d.NBIoT != (NBIoT{}) {
 			nb := d.NBIoT

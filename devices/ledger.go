@@ -42,6 +42,9 @@ type Device struct {
 	Unit string
 	// Phone is the responsible person's phone (责任人电话), for responders.
 	Phone string
+	// Contact is the responsible person's name (责任人), for responders
+	// (issue 18); interned like Unit.
+	Contact string
 	// Station is the covering micro fire station: the one named in the
 	// ledger entry, or else the station whose coverage is the longest prefix
 	// of the device's grid.

@@ -29,6 +29,7 @@ type Device struct {
 	Lon       float64         `json:"lon"`
 	Unit      string          `json:"unit,omitempty"`
 	Phone     string          `json:"phone,omitempty"`
+	Contact   string          `json:"contact,omitempty"`
 	Station   string          `json:"station,omitempty"`
 	Gateway   string          `json:"gateway,omitempty"`
 	Channels  int             `json:"channels,omitempty"`
@@ -94,7 +95,7 @@ func etagOf(rev int64) string {
 func deviceJSON(d *devices.DeviceEntry, rev int64) Device {
 	out := Device{
 		ID: d.ID, Kind: d.Kind, Model: d.Model, Grid: d.Grid, Address: d.Address, Lat: d.Lat, Lon: d.Lon,
-		Unit: d.Unit, Phone: d.Phone, Station: d.Station, Gateway: d.Gateway, Channels: d.Channels,
+		Unit: d.Unit, Phone: d.Phone, Contact: d.Contact, Station: d.Station, Gateway: d.Gateway, Channels: d.Channels,
 		HasSecret: d.SecretHash != "", Fingerprint: fingerprint(d.SecretHash), ETag: etagOf(rev),
 	}
 	if d.Heartbeat != 0 {
@@ -120,7 +121,7 @@ func deviceJSON(d *devices.DeviceEntry, rev int64) Device {
 func (d *Device) entry() (devices.DeviceEntry, []devices.Problem) {
 	e := devices.DeviceEntry{
 		ID: d.ID, Kind: d.Kind, Model: d.Model, Grid: d.Grid, Address: d.Address, Lat: d.Lat, Lon: d.Lon,
-		Unit: d.Unit, Phone: d.Phone, Station: d.Station, Gateway: d.Gateway, Channels: d.Channels,
+		Unit: d.Unit, Phone: d.Phone, Contact: d.Contact, Station: d.Station, Gateway: d.Gateway, Channels: d.Channels,
 		SecretHash: d.SecretHash,
 	}
 	var probs []devices.Problem

@@ -413,8 +413,9 @@ func closeRows(rows *sql.Rows) error {
 }
 
 // The devices table: one row per device, read whole at every start. The
-// free-text fields nothing selects by (model, address, unit, phone) share
-// one column, info, joined by a unit separator (0x1F), as do the six names
+// free-text fields nothing selects by (model, address, unit, phone and,
+// when set, contact) share one column, info, joined by a unit separator
+// (0x1F), as do the six names
 // of an NB-IoT binding in nbiot ("" for none): each column scanned costs
 // the driver two allocations, and at a million devices the start-up scan
 // is what firewatch waits for.
@@ -472,7 +473,8 @@ func (ds *deviceScan) scan(sc scanner) error {
 	rest := ds.info
 	d.Model, rest, _ = strings.Cut(rest, unitSep)
 	d.Address, rest, _ = strings.Cut(rest, unitSep)
-	d.Unit, d.Phone, _ = strings.Cut(rest, unitSep)
+	d.Unit, rest, _ = strings.Cut(rest, unitSep)
+	d.Phone, d.Contact, _ = strings.Cut(rest, unitSep) // rows written before the contact: ""
 	if ds.nb != "" {
 		d.NBIoT = unpackNBIoT(ds.nb)
 	}
@@ -483,6 +485,9 @@ func deviceArgs(d *devices.DeviceEntry) []any {
 	info := ""
 	if d.Model != "" || d.Address != "" || d.Unit != "" || d.Phone != "" {
 		info = d.Model + unitSep + d.Address + unitSep + d.Unit + unitSep + d.Phone
+	}
+	if d.Contact != "" { // a fifth part only when set: rows without one are as before
+		info = d.Model + unitSep + d.Address + unitSep + d.Unit + unitSep + d.Phone + unitSep + d.Contact
 	}
 	return []any{d.Kind, d.Grid, d.Station, d.Gateway, info, d.Lat, d.Lon, d.Channels, d.Rules,
 		d.Heartbeat.Milliseconds(), d.SecretHash, packNBIoT(d.NBIoT), d.Line}
@@ -508,7 +513,7 @@ func storable(ds []devices.DeviceEntry) error {
 		d := &ds[i]
 		n := d.NBIoT
 		for _, f := range [...]struct{ field, v string }{{"model", d.Model}, {"address", d.Address}, {"unit", d.Unit},
-			{"phone", d.Phone}, {"nbiot", n.IMEI + n.PlatformID + n.Serial + n.Product + n.Responsible + n.Mobile}} {
+			{"phone", d.Phone}, {"contact", d.Contact}, {"nbiot", n.IMEI + n.PlatformID + n.Serial + n.Product + n.Responsible + n.Mobile}} {
 			if strings.Contains(f.v, unitSep) {
 				p := problem("devices", d.ID, f.field, f.field+": has a control character (0x1F)")
 				p.Index, p.Line = i, d.Line

@@ -258,6 +258,7 @@ type deviceView struct {
 	Place   string   `json:"place,omitempty"`
 	Unit    string   `json:"unit,omitempty"`
 	Phone   string   `json:"phone,omitempty"`
+	Contact string   `json:"contact,omitempty"` // 责任人 (issue 18)
 	Lat     *float64 `json:"lat,omitempty"`
 	Lon     *float64 `json:"lon,omitempty"`
 }
@@ -329,7 +330,7 @@ func (s *Server) makeView(a alarms.Alarm, c Claims) view {
 		return v
 	}
 	v.Device = deviceView{ID: d.ID, KindZH: d.Kind.ZH(), Model: d.Model, Address: d.Address, Place: s.led().PlaceName(d.Grid),
-		Unit: d.Unit, Phone: d.Phone}
+		Unit: d.Unit, Phone: d.Phone, Contact: d.Contact}
 	if mt, ok := devices.MetricByName(d.Kind, a.Metric); ok {
 		v.MetricZH = mt.Info().ZH
 	}

@@ -120,6 +120,14 @@ func TestResponderPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The responsible person beside the owning unit, and on the call button (issue 18).
+	who, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('unit').textContent + '|' + document.getElementById('phone').textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who != "责任单位：山湾村委会　责任人：韦建国|拨打责任人 韦建国 13800001234" {
+		t.Errorf("page shows unit and phone as %q", who)
+	}
 	amap, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(`#amap`), "href"))
 	if err != nil {
 		t.Fatal(err)

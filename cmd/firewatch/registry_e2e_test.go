@@ -55,7 +55,7 @@ func TestRegistryDeviceAddedLive(t *testing.T) {
 	cfg.Alarms.RetryMin = 50 * time.Millisecond
 	s, _ := runService(t, &cfg, slog.LevelWarn)
 
-	const dev = `{"id":"sm-new","kind":"smoke","grid":"450204002003","address":"鹅山路30号","unit":"鹅山村委会","generate_secret":true}`
+	const dev = `{"id":"sm-new","kind":"smoke","grid":"450204002003","address":"鹅山路30号","unit":"鹅山村委会","phone":"13900000000","contact":"覃秀兰","generate_secret":true}`
 	if code, _ := registryCall(t, s, "POST", "/api/v1/registry/devices", "viewer-secret-012345678", dev); code != http.StatusForbidden {
 		t.Fatalf("viewer POST: %d, want 403", code)
 	}
@@ -87,6 +87,10 @@ func TestRegistryDeviceAddedLive(t *testing.T) {
 		}
 		for _, p := range rcv.all() {
 			if strings.Contains(fmt.Sprint(p.body), "sm-new") && p.sig == nil {
+				// The responsible person entered through the API is in the dispatcher text (issue 18).
+				if !strings.Contains(fmt.Sprint(p.body), "责任单位：鹅山村委会。责任人：覃秀兰 13900000000。") {
+					t.Errorf("the push text lacks the contact: %v", p.body)
+				}
 				goto pushed
 			}
 		}

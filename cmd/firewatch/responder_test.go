@@ -18,7 +18,7 @@ import (
 )
 
 // responderLedger is a small village with coordinates, a responsible
-// person's phone, two hydrants near the smoke detector and one far away,
+// person (contact) and phone, two hydrants near the smoke detector and one far away,
 // and two stations (the second for re-dispatch). Stations push to url.
 const responderLedger = `
 places:
@@ -29,7 +29,7 @@ stations:
   - {id: st-shanwan, name: 山湾村微型消防站, grids: ["450204101201"], endpoint: "%[1]s/dispatch/st-shanwan", lat: 24.2600, lon: 109.3500}
   - {id: st-taiyang, name: 太阳村镇微型消防站, grids: ["450204101"], endpoint: "%[1]s/dispatch/st-taiyang", lat: 24.2700, lon: 109.3600}
 devices:
-  - {id: sm-1, kind: smoke, model: JTY-GD-NB, grid: "450204101201", address: 山湾村3组12号, lat: 24.2610, lon: 109.3510, unit: 山湾村委会, phone: "13800001234"}
+  - {id: sm-1, kind: smoke, model: JTY-GD-NB, grid: "450204101201", address: 山湾村3组12号, lat: 24.2610, lon: 109.3510, unit: 山湾村委会, phone: "13800001234", contact: 韦建国}
   - {id: sm-2, kind: smoke, model: JTY-GD-NB, grid: "450204101201", address: 山湾村3组14号, lat: 24.2612, lon: 109.3512, unit: 山湾村委会}
   - {id: hy-1, kind: hydrant, model: PT-100, grid: "450204101201", address: 山湾村口, lat: 24.2620, lon: 109.3515, unit: 柳南区水务}
   - {id: hy-2, kind: hydrant, model: PT-100, grid: "450204101201", address: 山湾村晒场, lat: 24.2590, lon: 109.3490, unit: 柳南区水务}
@@ -157,7 +157,7 @@ func TestResponderLinks(t *testing.T) {
 		t.Fatalf("state: %d %v", st.status, st.body)
 	}
 	dev := st.body["device"].(map[string]any)
-	if dev["phone"] != "13800001234" || dev["address"] != "山湾村3组12号" || st.body["you"].(map[string]any)["id"] != "st-shanwan" {
+	if dev["phone"] != "13800001234" || dev["contact"] != "韦建国" || dev["address"] != "山湾村3组12号" || st.body["you"].(map[string]any)["id"] != "st-shanwan" {
 		t.Errorf("state device %v you %v", dev, st.body["you"])
 	}
 	hy := st.body["hydrants"].([]any)

@@ -118,7 +118,7 @@ var deviceSpec = spec[devices.DeviceEntry]{
 		coord("lon", "经度", "WGS-84 十进制度", 180, func(e *devices.DeviceEntry) *float64 { return &e.Lon }),
 		coord("lat", "纬度", "WGS-84 十进制度", 90, func(e *devices.DeviceEntry) *float64 { return &e.Lat }),
 		str("unit", "责任单位", "", func(e *devices.DeviceEntry) *string { return &e.Unit }),
-		str("nbiot.responsible", "责任人", "责任人姓名；仅用于 NB-IoT 设备（须同时填 IMEI、平台设备ID 或身份标识码）", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Responsible }, "responsible"),
+		str("contact", "责任人", "责任人姓名，与责任单位、联系电话一同推送给出警人员；NB-IoT 设备在表中无“NB-IoT责任人”列时，也作其绑定的责任人", func(e *devices.DeviceEntry) *string { return &e.Contact }),
 		code("phone", "联系电话", "责任人电话，推送给出警人员", func(e *devices.DeviceEntry) *string { return &e.Phone }),
 		str("station", "微型消防站", "站点编号；留空则按行政区划代码取覆盖该区划的站", func(e *devices.DeviceEntry) *string { return &e.Station }),
 		str("gateway", "网关", "转发该设备数据的网关编号；留空表示设备直连", func(e *devices.DeviceEntry) *string { return &e.Gateway }),
@@ -151,6 +151,7 @@ var deviceSpec = spec[devices.DeviceEntry]{
 		str("nbiot.platform_id", "平台设备ID", "NB-IoT 平台设备 ID（CTWing deviceId、OneNET dev_id）", func(e *devices.DeviceEntry) *string { return &e.NBIoT.PlatformID }),
 		code("nbiot.serial", "身份标识码", "GB/T 45839 设备身份标识码", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Serial }),
 		str("nbiot.product", "产品编解码", "NB-IoT 产品编解码名（ingest/nbiot/maps）", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Product }),
+		str("nbiot.responsible", "NB-IoT责任人", "GB/T 45839 5.10.4 通知的责任人姓名；仅用于 NB-IoT 设备；无此列时取“责任人”", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Responsible }, "responsible"),
 		code("nbiot.mobile", "通知手机", "GB/T 45839 5.10.4 通知的手机号；仅用于 NB-IoT 设备", func(e *devices.DeviceEntry) *string { return &e.NBIoT.Mobile }),
 	}, extra[devices.DeviceEntry](true)...),
 }

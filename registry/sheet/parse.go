@@ -485,7 +485,12 @@ func (p *parser) devicesSheet(src rowSource) error {
 			}
 			return ""
 		},
-		checkDevice,
+		func(e *devices.DeviceEntry) (string, string) {
+			if _, ok := p.out.loc["devices"].cols["nbiot.responsible"]; !ok {
+				responsibleFromContact(e)
+			}
+			return checkDevice(e)
+		},
 		func(e devices.DeviceEntry) { c.UpsertDevices = append(c.UpsertDevices, e) },
 		func(id string) { c.DeleteDevices = append(c.DeleteDevices, id) })
 }
@@ -535,10 +540,11 @@ func (p *parser) placesSheet(src rowSource) error {
 		})
 }
 
-// checkDevice: the registry keeps a responsible person (责任人) and a
-// mobile to notify only in a device's NB-IoT binding (GB/T 45839 5.10.4);
-// on a device without one the registry's reason ("nbiot: set imei…")
-// would puzzle whoever filled in 责任人, so the sheet says it plainly.
+// checkDevice: the registry keeps a mobile to notify and that notice's
+// responsible person (NB-IoT责任人) only in a device's NB-IoT binding
+// (GB/T 45839 5.10.4); on a device without one the registry's reason
+// ("nbiot: set imei…") would puzzle whoever filled them in, so the sheet
+// says it plainly. (责任人 itself is the device's contact, for every device.)
 func checkDevice(e *devices.DeviceEntry) (string, string) {
 	n := e.NBIoT
 	if (n.Responsible != "" || n.Mobile != "") && n.IMEI == "" && n.PlatformID == "" && n.Serial == "" {
@@ -546,9 +552,21 @@ func checkDevice(e *devices.DeviceEntry) (string, string) {
 		if n.Responsible == "" {
 			key = "nbiot.mobile"
 		}
-		return key, "责任人 and 通知手机 are kept only for NB-IoT devices (fill IMEI, 平台设备ID or 身份标识码); for other devices leave them empty and put the unit in 责任单位 and its phone in 联系电话"
+		return key, "NB-IoT责任人 and 通知手机 are kept only for NB-IoT devices (fill IMEI, 平台设备ID or 身份标识码); for other devices leave them empty and put the person in 责任人 and the phone in 联系电话"
 	}
 	return "", ""
+}
+
+// responsibleFromContact fills an NB-IoT device's binding responsible
+// person from its 责任人 when the sheet has no NB-IoT责任人 column: a county
+// sheet with the template's 责任人 alone (and a sheet exported before the
+// contact existed, when 责任人 was the binding's) names the person the
+// GB/T 45839 notice goes to as well.
+func responsibleFromContact(e *devices.DeviceEntry) {
+	n := &e.NBIoT
+	if n.Responsible == "" && e.Contact != "" && (n.IMEI != "" || n.PlatformID != "" || n.Serial != "") {
+		n.Responsible = e.Contact
+	}
 }
 
 // maxTitleRows is how many rows that are not empty may come before (and

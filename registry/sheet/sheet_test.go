@@ -247,8 +247,14 @@ func TestParseCSVProblems(t *testing.T) {
 		t.Errorf("address %q", got)
 	}
 
-	// 责任人 on a device without an NB-IoT binding: said plainly.
+	// 责任人 on a device without an NB-IoT binding is its contact (issue
+	// 18); the binding's own NB-IoT责任人 on such a device: said plainly.
 	p = ParseCSV([]byte("设备编号,设备类型,行政区划代码,责任单位,责任人,联系电话\nel-2,electrical,450204002003,潭西小学,张三,13800000000\n"), nil)
+	checkProblems(t, p.Problems, nil)
+	if d := p.Change.UpsertDevices[0]; d.Contact != "张三" || d.Unit != "潭西小学" || d.Phone != "13800000000" || d.NBIoT != (devices.NBIoT{}) {
+		t.Errorf("el-2 read as %+v", d)
+	}
+	p = ParseCSV([]byte("设备编号,设备类型,行政区划代码,责任人,NB-IoT责任人\nel-2,electrical,450204002003,张三,张三\n"), nil)
 	checkProblems(t, p.Problems, []want{{SheetDevices, 2, "E", "kept only for NB-IoT devices"}})
 
 	// A missing required header.

@@ -94,11 +94,12 @@
     reading += ' · 报警时间 ' + fmtTime(a.raised_at);
     $('reading').textContent = reading;
     $('where').textContent = [v.device.place, v.device.address].filter(Boolean).join(' ');
-    $('unit').textContent = v.device.unit ? '责任单位：' + v.device.unit : '';
+    $('unit').textContent = [v.device.unit ? '责任单位：' + v.device.unit : '',
+      v.device.contact ? '责任人：' + v.device.contact : ''].filter(Boolean).join('　');
     const ph = $('phone');
     if (v.device.phone) {
       ph.href = 'tel:' + v.device.phone.replace(/[^0-9+]/g, '');
-      ph.textContent = '拨打责任人 ' + v.device.phone;
+      ph.textContent = '拨打责任人 ' + (v.device.contact ? v.device.contact + ' ' : '') + v.device.phone;
       ph.hidden = false;
     } else ph.hidden = true;
     if (v.nav) {
