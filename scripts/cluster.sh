@@ -8,6 +8,7 @@
 # reverse order. Everything lives under var/cluster/ (make clean removes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/influxdb-conf.sh # influxdb_conf
 
 VAR=$PWD/var/cluster
 BIN=$PWD/bin
@@ -150,24 +151,7 @@ if curl -fsS -o /dev/null "$INFLUX_URL/ping" 2>/dev/null; then
   echo "using the InfluxDB already running at $INFLUX_URL"
 else
   mkdir -p "$VAR/influxdb"
-  cat > "$VAR/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
-[meta]
-  dir = "$VAR/influxdb/meta"
-[data]
-  dir = "$VAR/influxdb/data"
-  wal-dir = "$VAR/influxdb/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$INFLUX_PORT"
-  flux-enabled = true
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-CONF
+  influxdb_conf "$VAR" "$INFLUX_PORT" > "$VAR/influxdb.conf" # influxdb-conf.sh
   start influxd "$VAR/influxd.log" "$BIN/influxd" run -config "$VAR/influxdb.conf"
   wait_http "$INFLUX_URL/ping" InfluxDB 60
 fi

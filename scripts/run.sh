@@ -5,6 +5,7 @@
 # incidents after a short delay. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/influxdb-conf.sh # influxdb_conf
 
 VAR=$PWD/var
 BIN=$PWD/bin
@@ -61,24 +62,7 @@ done
 if curl -fsS -o /dev/null "$INFLUX_URL/ping" 2>/dev/null; then
   echo "using the InfluxDB already running at $INFLUX_URL"
 else
-  cat > "$VAR/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
-[meta]
-  dir = "$VAR/influxdb/meta"
-[data]
-  dir = "$VAR/influxdb/data"
-  wal-dir = "$VAR/influxdb/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$INFLUX_PORT"
-  flux-enabled = true
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-CONF
+  influxdb_conf "$VAR" "$INFLUX_PORT" > "$VAR/influxdb.conf" # influxdb-conf.sh
   setsid "$BIN/influxd" run -config "$VAR/influxdb.conf" >"$VAR/influxd.log" 2>&1 &
   pids+=($!)
   wait_http "$INFLUX_URL/ping" InfluxDB 60

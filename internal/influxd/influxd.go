@@ -1,6 +1,6 @@
 // Package influxd holds the configuration of a local InfluxDB 1.8 on
 // loopback, as the tests (internal/testenv) and the bench (firesim bench)
-// run it; scripts/run.sh writes the same for make run.
+// run it; scripts/influxdb-conf.sh writes the same for make run and make cluster.
 package influxd
 
 import (
