@@ -136,18 +136,29 @@ func (s *Store) lastImportHash(ctx context.Context, path string) (string, error)
 
 func sourceOf(path string) string { return "ledger file " + path }
 
-// seed writes a whole ledger file into an empty store and returns the
-// ledger it makes.
-func (s *Store) seed(ctx context.Context, path string, b []byte) (*devices.Ledger, error) {
+// parseLedgerFile reads the ledger file b (named path) as entries, checks
+// that they make a valid registry and that the store can keep them, and
+// returns both.
+func parseLedgerFile(path string, b []byte) (*devices.Entries, *devices.Ledger, error) {
 	e, err := devices.ParseEntries(path, b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l, err := devices.Build(path, e)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := storable(e.Devices); err != nil {
+		return nil, nil, err
+	}
+	return e, l, nil
+}
+
+// seed writes a whole ledger file into an empty store and returns the
+// ledger it makes.
+func (s *Store) seed(ctx context.Context, path string, b []byte) (*devices.Ledger, error) {
+	e, l, err := parseLedgerFile(path, b)
+	if err != nil {
 		return nil, err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -293,14 +304,8 @@ func (s *Store) reimport(ctx context.Context, path string, last, b []byte) (int,
 			old = &devices.Entries{} // compare with the store alone
 		}
 	}
-	next, err := devices.ParseEntries(path, b)
+	next, _, err := parseLedgerFile(path, b)
 	if err != nil {
-		return 0, err
-	}
-	if _, err := devices.Build(path, next); err != nil {
-		return 0, err
-	}
-	if err := storable(next.Devices); err != nil {
 		return 0, err
 	}
 	cur, err := s.Load(ctx)
@@ -347,14 +352,8 @@ func (s *Store) reimport(ctx context.Context, path string, last, b []byte) (int,
 // takes changes through Commit. With dryRun it validates only. It returns
 // the number of entries changed.
 func (s *Store) Import(ctx context.Context, actor, path string, b []byte, dryRun bool) (int, error) {
-	next, err := devices.ParseEntries(path, b)
+	next, _, err := parseLedgerFile(path, b)
 	if err != nil {
-		return 0, err
-	}
-	if _, err := devices.Build(path, next); err != nil {
-		return 0, err
-	}
-	if err := storable(next.Devices); err != nil {
 		return 0, err
 	}
 	v, err := s.Version(ctx)
