@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 func TestScriptMappings(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		testenv.Skip(t, "no bash to run scripts/cluster.sh's mappings")
 	}
 	out, err := exec.Command(bash, "-c", `eval "$(sed -n '/^mappings() {/,/^} # end of mappings/p' ../scripts/cluster.sh)"; mappings 7`).CombinedOutput()
 	if err != nil {

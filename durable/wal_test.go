@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -168,7 +169,7 @@ func TestLogReplay(t *testing.T) {
 		all = append(all, string(line(i)))
 	}
 	w.flush() // lines 0..9 are in InfluxDB
-	waitFor(t, func() bool { return l.sp.Len() == 0 }, "the written records committed out of the log")
+	testenv.WaitFor(t, 10*time.Second, "the written records committed out of the log", func() bool { return l.sp.Len() == 0 })
 	var want []string
 	for i := 10; i < 30; i++ {
 		l.Write(line(i))
@@ -206,7 +207,7 @@ func TestLogReplay(t *testing.T) {
 	}
 	stop3 := runLog(t, l3)
 	w3.flush()
-	waitFor(t, func() bool { return l3.sp.Len() == 0 }, "the replayed records committed out of the log")
+	testenv.WaitFor(t, 10*time.Second, "the replayed records committed out of the log", func() bool { return l3.sp.Len() == 0 })
 	stop3()
 	w4 := newFakeWriter()
 	l4, err := OpenLog(dir, time.Millisecond, w4, Options{})
@@ -217,17 +218,6 @@ func TestLogReplay(t *testing.T) {
 		t.Errorf("replayed %q after the writer made everything durable", got)
 	}
 	l4.sp.Close()
-}
-
-func waitFor(t *testing.T, ok func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestLogGroupCommit: many devices' messages at once share fsyncs: 2,000
