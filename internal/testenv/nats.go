@@ -114,6 +114,12 @@ func StartNATSCluster(t testing.TB, extra string, opts ...NATSOption) *NATSClust
 		c.Callout = newNATSCallout(t, dir)
 		extra = c.Callout.config(extra)
 	}
+	// A name of its own: a route that reaches another test's node (a free
+	// port taken again by a concurrent test, a killed node restarted) is
+	// refused for the name instead of joining the two clusters.
+	var nb [6]byte
+	rand.Read(nb[:])
+	name := "fwtest-" + hex.EncodeToString(nb[:])
 	routes := make([]int, 3)
 	for i := range routes {
 		routes[i] = FreePort(t)
@@ -134,7 +140,7 @@ func StartNATSCluster(t testing.TB, extra string, opts ...NATSOption) *NATSClust
 		fmt.Fprintf(&b, "http: 127.0.0.1:%d\n", mon)
 		fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}\n",
 			filepath.Join(dir, n.Name+"-js"))
-		fmt.Fprintf(&b, "cluster {\n  name: firewatch\n  listen: 127.0.0.1:%d\n  routes: [\n", routes[i])
+		fmt.Fprintf(&b, "cluster {\n  name: %s\n  listen: 127.0.0.1:%d\n  routes: [\n", name, routes[i])
 		for _, r := range routeURLs {
 			fmt.Fprintf(&b, "    %s\n", r)
 		}
