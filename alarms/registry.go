@@ -176,14 +176,26 @@ func (m *Manager) closeRemoved(ctx context.Context, id string) error {
 }
 
 // noteRemoved records in the history of alarm id, left open, that its
-// device was removed from the registry.
+// device was removed from the registry — once: in cluster mode every
+// instance follows the registry and acts on the same removal (issue 15),
+// so the note is not added to an alarm that has it already. The
+// alarm's row is locked first (PostgreSQL: another instance noting the
+// same removal waits for this commit, then sees it; SQLite's write
+// transactions are exclusive anyway).
 func (m *Manager) noteRemoved(ctx context.Context, id int64, state State) error {
 	tx, err := m.store.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.rollback()
-	if err := tx.record(ctx, id, state, state, m.now(), ActorRegistry, RemovedNoteZH+"，此报警需人工关闭"); err != nil {
+	if err := tx.lock(ctx, id); err != nil {
+		return err
+	}
+	note := RemovedNoteZH + "，此报警需人工关闭"
+	if noted, err := tx.noted(ctx, id, ActorRegistry, note); err != nil || noted {
+		return err // noted already: by another instance, or at an earlier removal
+	}
+	if err := tx.record(ctx, id, state, state, m.now(), ActorRegistry, note); err != nil {
 		return err
 	}
 	return tx.commit()

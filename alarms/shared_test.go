@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/rules"
 )
@@ -39,6 +40,8 @@ func TestSharedStore(t *testing.T) {
 	t.Run("DutySingleton", func(t *testing.T) { testSharedDuty(t, p) })
 	t.Run("Commands", func(t *testing.T) { testSharedCommands(t, p) })
 	t.Run("Digests", func(t *testing.T) { testSharedDigests(t, p) })
+	t.Run("GetOneSnapshot", func(t *testing.T) { testGetOneSnapshot(t, p.NewDatabase(t)) }) // get_snapshot_test.go
+	t.Run("RegistryRemoved", func(t *testing.T) { testSharedRegistryRemoved(t, p) })
 	t.Run("Randomized", func(t *testing.T) { testSharedRandomized(t, p) })   // shared_random_test.go
 	t.Run("PostgresRestart", func(t *testing.T) { testSharedRestart(t, p) }) // last: stops the cluster
 }
@@ -529,5 +532,67 @@ func testSharedRestart(t *testing.T, p *testenv.Postgres) {
 		rc.mu.Lock()
 		t.Errorf("%d alarms stored, want %d: %v; pushes %v", len(as), 1+2*each, ids, rc.keys)
 		rc.mu.Unlock()
+	}
+}
+
+// testSharedRegistryRemoved: every instance follows the registry and acts
+// on the same removal (cluster mode). A fire of the removed device, left
+// open for a person, gets the removal noted once, not once per instance;
+// the electrical alarm it auto-clears is closed once, without an error on
+// the instances that lost the race. The instances act at once and then one
+// after the other (an instance that follows the registry a poll later).
+func testSharedRegistryRemoved(t *testing.T, p *testenv.Postgres) {
+	db := p.NewDatabase(t)
+	rc := newShareReceiver(t, 0)
+	l := testLedger(t, rc.srv.URL, rc.srv.URL+"/other")
+	r := newTestRules(t)
+	var ms []*Manager
+	for range 3 {
+		m, err := NewManager(sharedConfig(db), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		ms = append(ms, m)
+	}
+	if _, err := ms[0].apply([]rules.Event{raise(r.smoke, devSmoke, 0, 1, 0), raise(r.residual, devElectrical, 0, 350, 10_000)}); err != nil {
+		t.Fatal(err)
+	}
+	smoke, electrical := l.Devices[devSmoke].ID, l.Devices[devElectrical].ID
+	nl, d, err := l.Apply(&devices.Change{DeleteDevices: []string{smoke, electrical}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adopt := func(m *Manager) {
+		if err := m.AdoptLedger(context.Background(), l, nl, d); err != nil {
+			t.Errorf("an instance adopting the removal: %v", err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { adopt(m) })
+	}
+	wg.Wait()
+	for _, m := range ms {
+		adopt(m)
+	}
+	for _, dev := range []string{smoke, electrical} {
+		as := list(t, ms[1], Filter{Device: dev})
+		if len(as) != 1 {
+			t.Fatalf("%d alarms of %s, want 1", len(as), dev)
+		}
+		a := get(t, ms[2], as[0].ID)
+		var notes []string
+		for _, h := range a.History {
+			if h.Actor == ActorRegistry {
+				notes = append(notes, string(h.To)+" "+h.Note)
+			}
+		}
+		if len(notes) != 1 {
+			t.Errorf("%s (%s): the registry's entries %q, want one", dev, a.State, notes)
+		}
+		if open := dev == smoke; a.Open != open {
+			t.Errorf("%s: open %v, want %v", dev, a.Open, open)
+		}
 	}
 }

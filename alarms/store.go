@@ -97,6 +97,17 @@ func (s *store) close() error {
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
+// snapshot is the options of a read transaction that sees one state of
+// the store across several statements: SQLite (WAL) reads one snapshot from
+// a transaction's first statement; PostgreSQL's default, READ COMMITTED,
+// takes one per statement, so REPEATABLE READ.
+func (s *store) snapshot() *sql.TxOptions {
+	if s.pg {
+		return &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	}
+	return nil
+}
+
 // begin starts a write transaction. Callers defer rollback, which does
 // nothing once commit succeeded.
 func (s *store) begin(ctx context.Context) (*storeTx, error) {

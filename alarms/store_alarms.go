@@ -147,16 +147,24 @@ func (s *store) listIDs(ctx context.Context, f Filter) ([]int64, error) {
 // ErrNotFound is returned (wrapped) for an unknown alarm.
 var ErrNotFound = errors.New("alarm not found")
 
-// get returns one alarm with the state of its pushes.
+// get returns one alarm with the state of its pushes, its history and its
+// commands, all read in one snapshot: a transition committed meanwhile is
+// either wholly in it or not at all.
 func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
-	a, err := scanAlarm(s.r.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
+	tx, err := s.r.BeginTx(ctx, s.snapshot())
+	if err != nil {
+		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), err)
+	}
+	defer tx.Rollback() // read only
+	q := queries{tx}
+	a, err := scanAlarm(tx.QueryRowContext(ctx, "SELECT "+alarmColumns+" FROM alarms WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), ErrNotFound)
 	}
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s: %w", formatID(id), err)
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT transition, target, attempts, created_at_ms, delivered_at_ms, last_error,
+	rows, err := tx.QueryContext(ctx, `SELECT transition, target, attempts, created_at_ms, delivered_at_ms, last_error,
 		parked_at_ms FROM outbox WHERE alarm_id = ? ORDER BY id`, id)
 	if err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
@@ -188,10 +196,10 @@ func (s *store) get(ctx context.Context, id int64) (Alarm, error) {
 	if err := rows.Err(); err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s pushes: %w", a.ID, err)
 	}
-	if a.History, err = s.read.history(ctx, id); err != nil {
+	if a.History, err = q.history(ctx, id); err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s history: %w", a.ID, err)
 	}
-	if a.Commands, err = s.read.commands(ctx, id); err != nil {
+	if a.Commands, err = q.commands(ctx, id); err != nil {
 		return Alarm{}, fmt.Errorf("get alarm %s commands: %w", a.ID, err)
 	}
 	a.Response = response(&a)
@@ -230,6 +238,30 @@ func (q queries) record(ctx context.Context, id int64, from, to State, at time.T
 		return fmt.Errorf("record %s → %s of alarm %s: %w", from, to, formatID(id), err)
 	}
 	return nil
+}
+
+// lock takes alarm id's row lock until the transaction ends (PostgreSQL;
+// SQLite's write transactions are exclusive already).
+func (q queries) lock(ctx context.Context, id int64) error {
+	if _, err := q.db.ExecContext(ctx, `UPDATE alarms SET state = state WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("lock alarm %s: %w", formatID(id), err)
+	}
+	return nil
+}
+
+// noted reports whether alarm id's history has an entry by actor with
+// note.
+func (q queries) noted(ctx context.Context, id int64, actor, note string) (bool, error) {
+	var one int
+	err := q.db.QueryRowContext(ctx, `SELECT 1 FROM alarm_history WHERE alarm_id = ? AND actor = ? AND note = ? LIMIT 1`,
+		id, actor, note).Scan(&one)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	}
+	return false, fmt.Errorf("history of alarm %s: %w", formatID(id), err)
 }
 
 // move changes the state of alarm id from one state to the other within

@@ -1,7 +1,7 @@
 package broker
 
 import (
-	"crypto/sha256"
+	"crypto/rand"
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
@@ -39,6 +39,11 @@ type AuthConfig struct {
 	BridgeUser       string
 	BridgeSecretHash string
 	Registerer       prometheus.Registerer
+	// CacheKey keys the remembered checks (the fast path: a keyed hash of
+	// each admitted secret, never the secret). Instances that share their
+	// admissions (cluster mode, Remember) need the same key; nil: a random
+	// key of this process.
+	CacheKey []byte
 	// Logger gets one line per refusal (at most logbudget.PerSecond a second)
 	// naming the rule that refused and whom; nil: no log.
 	Logger *slog.Logger
@@ -62,9 +67,10 @@ type principal struct {
 	// up and down are the topic prefixes the principal may publish and
 	// subscribe under.
 	up, down string
-	// fast is SHA-256(salt || secret) of the last secret that passed the
-	// KDF, so that a reconnect storm after an outage costs a hash, not an
-	// argon2id run, per client.
+	// fast is the keyed hash (Auth.mac) of the last secret admitted, so
+	// that a reconnect storm after an outage costs a hash, not an argon2id
+	// run, per client. It covers the secret_hash too: an entry made under
+	// an old hash never matches the new one.
 	fast atomic.Pointer[[32]byte]
 }
 
@@ -82,12 +88,21 @@ type Auth struct {
 	users  map[string]*principal
 	kdf    chan struct{} // bounds concurrent argon2id runs (CPU and memory)
 	denied *prometheus.CounterVec
+	// checks counts admissions by the fast path ("remembered") and
+	// argon2id runs ("argon2id").
+	checks *prometheus.CounterVec
 	// users and addresses that sent wrong passwords back off (authlimit.go).
 	userFails, addrFails *backoff
-	// checking holds the addresses with an argon2id check running or
-	// waiting: one at a time each, so that one address cannot fill the
-	// queue for a slot.
-	checking sync.Map
+	// checking counts the argon2id checks running or waiting by address:
+	// at most addrChecks for an address without recent failures, one for
+	// one with (storm.go), so that one address cannot fill the queue for a
+	// slot.
+	checkMu  sync.Mutex
+	checking map[string]int
+	// cacheKey keys the fast path's hashes; admitted, if set, hears of
+	// each admission (user, keyed hash) to share it (cluster mode).
+	cacheKey []byte
+	admitted atomic.Pointer[func(user string, mac []byte)]
 
 	log    *slog.Logger
 	budget logbudget.Budget
@@ -105,6 +120,8 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 		kdf:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 		userFails: newBackoff(),
 		addrFails: newBackoff(),
+		checking:  map[string]int{},
+		cacheKey:  cfg.CacheKey,
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "firewatch_broker_denied_total",
 			Help: "Connections, publishes and subscriptions the embedded broker refused, by reason.",
@@ -113,10 +130,24 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 	for _, r := range []string{"unknown_user", "bad_secret", "client_id", "will", "backoff", "busy", "publish", "subscribe", "connections"} {
 		a.denied.WithLabelValues(r)
 	}
+	a.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "firewatch_broker_secret_checks_total",
+		Help: "Secret checks of devices, gateways and the bridge, by path: remembered (a secret admitted before, a keyed hash) or argon2id (a run of the KDF, whatever its result).",
+	}, []string{"path"})
+	for _, r := range []string{"remembered", "argon2id"} {
+		a.checks.WithLabelValues(r)
+	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(a.denied); err != nil {
 			return nil, err
 		}
+		if err := cfg.Registerer.Register(a.checks); err != nil {
+			return nil, err
+		}
+	}
+	if a.cacheKey == nil {
+		a.cacheKey = make([]byte, 32)
+		rand.Read(a.cacheKey) // never fails (crypto/rand)
 	}
 	var probs []string
 	add := func(p *principal, hash string) {
@@ -238,12 +269,10 @@ func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 		}
 		return "bad_secret"
 	}
-	h := sha256.New()
-	h.Write(p.hash.salt)
-	h.Write(secret)
-	var sum [32]byte
-	h.Sum(sum[:0])
+	sum := a.mac(p, secret)
 	if f := p.fast.Load(); f != nil && subtle.ConstantTimeCompare(f[:], sum[:]) == 1 {
+		a.checks.WithLabelValues("remembered").Inc()
+		a.share(p.id, sum)
 		return ""
 	}
 	// The argon2id check: not for an address backing off after wrong
@@ -266,13 +295,14 @@ func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 	if failed {
 		wait = 0
 	}
-	if _, dup := a.checking.LoadOrStore(addr, struct{}{}); dup {
+	if !a.enter(addr, failed) {
 		return "busy"
 	}
-	defer a.checking.Delete(addr)
+	defer a.leave(addr)
 	if !a.acquire(wait) {
 		return "busy"
 	}
+	a.checks.WithLabelValues("argon2id").Inc()
 	ok := p.hash.verify(secret)
 	<-a.kdf
 	if !ok {
@@ -284,6 +314,7 @@ func (a *Auth) check(cl *mochi.Client, p *principal, secret []byte) string {
 	a.userFails.ok(p.id)
 	a.addrFails.ok(addr)
 	p.fast.Store(&sum)
+	a.share(p.id, sum)
 	return ""
 }
 

@@ -20,7 +20,17 @@ import (
 // fast as the PUBACKs come back, pipelined; per message (issue 19: the
 // broker's throughput with its per-client settings).
 func BenchmarkInlinePublish(b *testing.B) {
-	src := NewInlineSource(func(string, []byte) {})
+	benchInline(b, NewInlineSource(func(string, []byte) {}))
+}
+
+// BenchmarkAckInlinePublish is BenchmarkInlinePublish through an
+// AckInlineSource (issue 19) whose handler acknowledges at once: the broker
+// sends the PUBACK from ack, not from its own publish path.
+func BenchmarkAckInlinePublish(b *testing.B) {
+	benchInline(b, NewAckInlineSource(func(_ string, _ []byte, ack func()) error { ack(); return nil }))
+}
+
+func benchInline(b *testing.B, src *InlineSource) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
 	br, err := Start(Config{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
 	if err != nil {

@@ -128,6 +128,9 @@ func Start(cfg Config) (*mochi.Server, error) {
 		err = s.AddHook(new(noRetain), nil)
 	}
 	if err == nil {
+		err = s.AddHook(&serialTakeover{s: s}, nil)
+	}
+	if err == nil {
 		err = addDropCounter(s, cfg.Registerer, log)
 	}
 	if err != nil {

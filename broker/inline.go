@@ -33,6 +33,10 @@ import (
 type InlineSource struct {
 	mochi.HookBase
 	handle func(topic string, payload []byte) error
+	// handleAck, if set instead of handle, acknowledges later
+	// (NewAckInlineSource, inline_ack.go).
+	handleAck AckHandler
+	acks      sync.Map // *mochi.Client → *ackQueue (inline_ack.go)
 
 	// mu is held for reading while a handler runs, for writing to start
 	// and stop.
@@ -68,12 +72,17 @@ func (s *InlineSource) HandlerWaits() { s.waits.Store(true) }
 func (s *InlineSource) ID() string { return "firewatch-inline-source" }
 
 // Provides says which hook methods the source implements.
-func (s *InlineSource) Provides(b byte) bool { return b == mochi.OnPublish || b == mochi.OnWillSent }
+func (s *InlineSource) Provides(b byte) bool {
+	return b == mochi.OnPublish || b == mochi.OnWillSent || b == mochi.OnDisconnect
+}
 
 // OnPublish handles an uplink message before the broker acknowledges it.
 func (s *InlineSource) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, ingest.TopicPrefix) {
 		return pk, nil // firewatch's own publishes (downlink, consoles), or not uplink
+	}
+	if s.handleAck != nil {
+		return s.takeAck(cl, pk)
 	}
 	if s.waits.Load() {
 		// What this connection has written — the PUBACK of its last
@@ -106,6 +115,14 @@ func flush(c net.Conn) {
 // OnWillSent handles a last will on an uplink topic.
 func (s *InlineSource) OnWillSent(_ *mochi.Client, pk packets.Packet) {
 	if strings.HasPrefix(pk.TopicName, ingest.TopicPrefix) {
+		if s.handleAck != nil {
+			s.mu.RLock()
+			if s.running {
+				s.handleAck(pk.TopicName, pk.Payload, noAck) // a will has no PUBACK
+			}
+			s.mu.RUnlock()
+			return
+		}
 		s.take(pk)
 	}
 }

@@ -55,6 +55,9 @@ type Callout struct {
 	results *prometheus.CounterVec
 	work    chan struct{}
 	ready   chan struct{}
+	// share, when set (Share), exchanges admissions with the other
+	// instances (callout_share.go).
+	share *share
 }
 
 // NewCallout reads the issuer's seed (cfg.CalloutSeed) and returns the
@@ -113,6 +116,13 @@ func (c *Callout) Run(ctx context.Context) error {
 		return fmt.Errorf("nats (auth callout): %w", err)
 	}
 	defer nc.Close()
+	if c.share != nil {
+		stop, err := c.share.run(nc)
+		if err != nil {
+			return fmt.Errorf("nats (auth callout): %w", err)
+		}
+		defer stop()
+	}
 	sub, err := nc.QueueSubscribe(AuthRequestSubject, AuthQueue, func(m *nats.Msg) {
 		select {
 		case c.work <- struct{}{}:

@@ -28,6 +28,9 @@ type Config struct {
 	PinnedTTL     time.Duration `yaml:"pinned_ttl" help:"a partition's owner that has not asked for messages this long loses it to another instance (the takeover time)"`
 	AckWait       time.Duration `yaml:"ack_wait" help:"a message delivered and not acknowledged this long is delivered again (messages being handled are kept alive)"`
 	MaxAckPending int           `yaml:"max_ack_pending" help:"messages of one partition delivered and not yet acknowledged at most"`
+	// StateInterval is how often the owner of a partition checkpoints its
+	// devices' rule state and liveness (state.go).
+	StateInterval time.Duration `yaml:"state_interval" help:"how often each partition's owner writes its devices' rule state and liveness to the object store fw_state_{stream} (and at an orderly release), for the next owner; 0: never (a takeover forgets them)"`
 	// Credentials and the auth callout (callout.go, docs/cluster.md
 	// "Credentials"): firewatch's own user on the nodes, for NATS and for
 	// its MQTT client, and the key that signs the devices' users.
@@ -50,13 +53,14 @@ const (
 	DefaultPinnedTTL     = 2 * time.Second
 	DefaultAckWait       = 3 * time.Second
 	DefaultMaxAckPending = 1000
+	DefaultStateInterval = 5 * time.Second
 )
 
 // DefaultConfig is the configuration with every default set, cluster mode off.
 func DefaultConfig() Config {
 	return Config{Partitions: DefaultPartitions, Stream: DefaultStream, Replicas: DefaultReplicas,
 		MaxAge: DefaultMaxAge, MaxMB: DefaultMaxMB, PinnedTTL: DefaultPinnedTTL, AckWait: DefaultAckWait,
-		MaxAckPending: DefaultMaxAckPending}
+		MaxAckPending: DefaultMaxAckPending, StateInterval: DefaultStateInterval}
 }
 
 // Validate returns every problem with an enabled configuration.
@@ -88,6 +92,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CalloutSeed != "" && (c.CalloutAccount == "" || c.User == "") {
 		errs = append(errs, errors.New("cluster.callout_seed needs cluster.callout_account and cluster.user (the callout's auth user)"))
+	}
+	if c.StateInterval < 0 {
+		errs = append(errs, errors.New("cluster.state_interval must not be negative (0: no checkpoints)"))
 	}
 	if c.MaxAckPending < 1 {
 		errs = append(errs, errors.New("cluster.max_ack_pending must be positive"))

@@ -43,12 +43,32 @@ type Source struct {
 	handled  *prometheus.CounterVec
 	takeover prometheus.Histogram
 
+	// Partition checkpoints (state.go): the object store, the stream to
+	// replay from, and their metrics.
+	state        jetstream.ObjectStore
+	stream       jetstream.Stream
+	stateBytes   prometheus.Gauge
+	stateSeconds prometheus.Histogram
+	replayed     prometheus.Counter
+	// restoreSeconds is what the checkpoint adds to a takeover.
+	restoreSeconds prometheus.Histogram
+
 	mu    sync.Mutex
 	parts []*partition
 
-	live   atomic.Pointer[[]*partition] // parts, for Owns without the lock
-	partOf []int32                      // device index → partition
-	devsOf [][]devices.Index            // partition → its devices
+	// crash (tests) makes Run end as a killed instance would: no release.
+	crash atomic.Bool
+
+	live atomic.Pointer[[]*partition] // parts, for Owns without the lock
+	devs atomic.Pointer[devMap]       // devices by partition, following the registry (registry.go)
+
+	// lastAcquired is when this instance last acquired a partition (Unix
+	// ns): the balance holds its releases a while after (balance.go).
+	lastAcquired atomic.Int64
+
+	// catchUp (issue 15): the registry caught up before a message of a
+	// device not in it is taken (catchup.go).
+	catchUp *catchUp
 }
 
 // Pulling returns how many partitions this instance pulls from now (all of
@@ -101,22 +121,21 @@ func NewSource(cfg Config, t pipeline.Taker, l *devices.Ledger, reg prometheus.R
 			Help:    "time a newly acquired partition waited for the previous owner's unacknowledged messages",
 			Buckets: []float64{0.01, 0.1, 0.5, 1, 2, 3, 5, 10, 30}}),
 	}
+	s.stateBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "firewatch_cluster_state_bytes",
+		Help: "size of the last partition state checkpoint written (bytes)"})
+	s.stateSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firewatch_cluster_state_write_seconds",
+		Help:    "time to write one partition's state checkpoint to the object store (the writer goroutine)",
+		Buckets: []float64{0.001, 0.005, 0.02, 0.1, 0.5, 2}})
+	s.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "firewatch_cluster_replayed_total",
+		Help: "messages replayed through the rules after a partition's checkpoint when acquiring it"})
+	s.restoreSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "firewatch_cluster_state_restore_seconds",
+		Help:    "time to read a newly acquired partition's state checkpoint, restore it and replay the messages handled since",
+		Buckets: []float64{0.005, 0.02, 0.1, 0.5, 2, 10}})
 	if reg != nil {
-		reg.MustRegister(s.owned, s.acquired, s.handled, s.takeover)
+		reg.MustRegister(s.owned, s.acquired, s.handled, s.takeover, s.stateBytes, s.stateSeconds, s.replayed, s.restoreSeconds)
 	}
 	if l != nil {
-		s.partOf = make([]int32, len(l.Devices))
-		s.devsOf = make([][]devices.Index, cfg.Partitions)
-		for i := range l.Devices {
-			d := &l.Devices[i]
-			id := d.ID
-			if d.Gateway != "" {
-				id = d.Gateway // the mapping partitions a gateway's topics by the gateway's id
-			}
-			n := PartitionOf(id, cfg.Partitions)
-			s.partOf[i] = int32(n)
-			s.devsOf[n] = append(s.devsOf[n], devices.Index(i))
-		}
+		s.devs.Store(newDevMap(l, cfg.Partitions)) // registry.go
 	}
 	return s
 }
@@ -124,11 +143,8 @@ func NewSource(cfg Config, t pipeline.Taker, l *devices.Ledger, reg prometheus.R
 // Owns reports whether this instance handles device d now: whether it
 // holds the pin of d's partition (pipeline.Options.Owns).
 func (s *Source) Owns(d devices.Index) bool {
-	parts := s.live.Load()
-	if parts == nil || int(d) >= len(s.partOf) {
-		return false
-	}
-	return (*parts)[s.partOf[d]].owned()
+	n, ok := s.devs.Load().partitionOf(d)
+	return ok && s.ownsPartition(n)
 }
 
 // Ready is closed once the stream and every partition's consumer exist and
@@ -187,6 +203,10 @@ func (s *Source) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.stream = stream
+	if err := s.ensureState(ctx, js); err != nil { // state.go
+		return err
+	}
 	parts := make([]*partition, s.cfg.Partitions)
 	for n := range parts {
 		var cons jetstream.Consumer
@@ -235,6 +255,15 @@ func (s *Source) Run(ctx context.Context) error {
 	}()
 	<-ctx.Done()
 	<-balanced
+	if s.crash.Load() {
+		// A test's stand-in for kill -9: no release, no checkpoint; what
+		// is unacknowledged comes back to the next owner after ack_wait.
+		for _, p := range parts {
+			p.stop()
+		}
+		wg.Wait()
+		return nil
+	}
 	stopAll()
 	return nil
 }
@@ -379,6 +408,24 @@ type partition struct {
 	mu       sync.Mutex
 	cc       jetstream.ConsumeContext
 	inflight map[uint64]inflight // stream sequence → taken, not yet acknowledged
+
+	// Checkpoints (state.go). On the run goroutine: the highest stream
+	// sequence taken, the last sequence the consumer had delivered when
+	// the partition was acquired, the encoder's buffers. saved is the
+	// sequence of the last checkpoint written; ckptReq asks for one now
+	// (release); writes go to the writer goroutine, the newest first.
+	lastSeq, delivered uint64
+	// handledUpTo is the sequence of the checkpoint restored at the
+	// acquisition: a message at or before it is the previous owner's,
+	// delivered again, whose effect the checkpoint holds (take).
+	handledUpTo uint64
+	// replayed are the messages replayed at the acquisition (at most
+	// delivered): one delivered again after all is taken as handledUpTo's.
+	replayed map[uint64]bool
+	pstate   pipeline.PartitionState
+	saved    atomic.Uint64
+	ckptReq  chan chan struct{}
+	writes   chan stateWrite
 }
 
 // owned reports whether this instance holds the partition's pin.
@@ -400,7 +447,7 @@ const pullBatch = 256
 func (s *Source) newPartition(n int, cons jetstream.Consumer) *partition {
 	return &partition{s: s, n: n, label: strconv.Itoa(n), cons: cons,
 		ch: make(chan jetstream.Msg, 2*pullBatch), lost: make(chan struct{}, 1), quit: make(chan struct{}),
-		inflight: map[uint64]inflight{}}
+		inflight: map[uint64]inflight{}, ckptReq: make(chan chan struct{}), writes: make(chan stateWrite, 1)}
 }
 
 // startWorkers starts the goroutine that takes the partition's messages
@@ -409,6 +456,9 @@ func (p *partition) startWorkers(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(2)
 	go func() { defer wg.Done(); p.run(ctx) }()
 	go func() { defer wg.Done(); p.keepAlive() }()
+	if p.s.state != nil {
+		wg.Go(p.writeStates) // state.go
+	}
 }
 
 // consume starts pulling the partition's messages.
@@ -482,6 +532,18 @@ func (p *partition) release(stream jetstream.Stream) {
 	if !owned {
 		return
 	}
+	// The state up to the last message handled, for the next owner
+	// (state.go): written by the run goroutine, between messages.
+	done := make(chan struct{})
+	select {
+	case p.ckptReq <- done:
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	case <-p.quit:
+	case <-time.After(5 * time.Second):
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := stream.UnpinConsumer(ctx, "fw-p"+p.label, group); err != nil && !errors.Is(err, context.Canceled) {
@@ -517,11 +579,25 @@ func (p *partition) stop() {
 // the new owner instead of being handled by two instances at once.
 func (p *partition) run(ctx context.Context) {
 	pin := ""
+	var ckpt <-chan time.Time
+	if p.s.state != nil {
+		t := time.NewTicker(p.s.cfg.StateInterval)
+		defer t.Stop()
+		ckpt = t.C
+	}
 	for {
 		var m jetstream.Msg
 		select {
 		case <-p.quit:
 			return
+		case <-ckpt:
+			if pin != "" {
+				p.checkpoint(nil) // state.go
+			}
+			continue
+		case done := <-p.ckptReq:
+			p.checkpoint(done)
+			continue
 		case <-p.lost:
 			if pin != "" && !p.releasing.Load() {
 				p.s.log.Warn("cluster mode: partition taken over by another instance", "partition", p.n)
@@ -548,18 +624,27 @@ func (p *partition) run(ctx context.Context) {
 		if newPin == "" {
 			continue // not the owner after all: handed back
 		}
-		if a, ok := p.s.taker.(Adopter); ok && p.s.devsOf != nil {
-			// Before the pin is ours: the adopter re-arms the devices'
-			// liveness while Owns is still false for them.
-			if err := a.Adopt(ctx, p.s.devsOf[p.n]); err != nil {
+		// Before the pin is ours: the previous owner's state of the
+		// partition's devices, from its checkpoint and the messages it
+		// handled since (state.go); without one, the adopter re-arms the
+		// devices' liveness while Owns is still false for them.
+		commit := p.resume(ctx, held, p.delivered)
+		if a, ok := p.s.taker.(Adopter); ok && p.s.devs.Load() != nil && commit == nil {
+			p.lastSeq, p.handledUpTo, p.replayed = 0, 0, nil
+			p.saved.Store(0)
+			if err := a.Adopt(ctx, p.s.devs.Load().devicesOf(p.n)); err != nil {
 				p.s.log.Warn("cluster mode: open offline alarms of the partition not restored; they clear by hand",
 					"partition", p.n, "err", err)
 			}
 		}
 		pin = newPin
 		p.setPin(pin)
+		if commit != nil {
+			commit() // the devices' liveness, now that Owns is true for them
+		}
 		p.s.owned.WithLabelValues(p.label).Set(1)
 		p.s.acquired.WithLabelValues(p.label).Set(float64(time.Now().UnixMilli()))
+		p.s.lastAcquired.Store(time.Now().UnixNano())
 		p.s.log.Info("cluster mode: partition acquired", "partition", p.n, "held", len(held))
 		for _, h := range held {
 			p.take(h)
@@ -594,6 +679,7 @@ func (p *partition) handBack() {
 func (p *partition) acquire(ctx context.Context, first jetstream.Msg) (msgs []jetstream.Msg, pin string, ok bool) {
 	start := time.Now()
 	pin = first.Headers().Get(pinHeader)
+	p.delivered = 0
 	held := map[uint64]jetstream.Msg{}
 	add := func(m jetstream.Msg) {
 		if md, err := m.Metadata(); err == nil {
@@ -637,6 +723,7 @@ func (p *partition) acquire(ctx context.Context, first jetstream.Msg) (msgs []je
 				p.handBack()
 				return nil, "", true
 			}
+			p.delivered = info.Delivered.Stream
 			if info.NumAckPending <= len(held) {
 				break
 			}
@@ -701,12 +788,23 @@ func (p *partition) take(m jetstream.Msg) {
 	// called once the readings are in InfluxDB or the spool) is merged, the
 	// pipeline calls Ack when Take returns (readings in the writer's batch,
 	// alarms committed), as for the external MQTT broker.
-	p.s.taker.Take(pipeline.Message{Origin: Origin, Topic: topic, Payload: m.Data(), Ack: func() {
+	origin, relayed := forwardedAs(m.Headers()) // forward.go: NB-IoT and GB/T 26875.3 forwarded by any instance
+	msg := pipeline.Message{Origin: origin, Topic: topic, Payload: m.Data(), Relayed: relayed, Recv: md.Timestamp.UnixMilli(), Ack: func() {
 		p.mu.Lock()
 		delete(p.inflight, seq)
 		p.mu.Unlock()
 		m.Ack()
-	}})
+	}}
+	p.knowTopic(topic, md.Timestamp) // catchup.go: an unknown device's message waits for the registry
+	if seq <= p.handledUpTo || (seq <= p.delivered && p.replayed[seq]) {
+		// Handled by the previous owner, not acknowledged, and held by
+		// the checkpoint restored or replayed since (state.go): its
+		// readings again only.
+		p.s.taker.(Resumer).TakeHandled(msg, md.Timestamp.UnixMilli())
+	} else {
+		p.s.taker.Take(msg)
+	}
+	p.lastSeq = max(p.lastSeq, seq) // taken: its state is in the rule engine (state.go)
 	p.s.handled.WithLabelValues(p.label).Inc()
 }
 

@@ -158,6 +158,13 @@ func (l *Ledger) GatewayID(id string) string {
 	return id
 }
 
+// HasGateway reports whether a device of l names gateway id (a gateway
+// whose batches can carry readings).
+func (l *Ledger) HasGateway(id string) bool {
+	_, ok := l.gatewayID[id]
+	return ok
+}
+
 // Device returns the device with index i.
 func (l *Ledger) Device(i Index) *Device { return &l.Devices[i] }
 

@@ -134,6 +134,9 @@ type Liveness struct {
 	cfg    LivenessConfig
 	growMu sync.RWMutex
 	gone   map[uint32]bool
+	// resumed are the devices given another instance's last sighting
+	// (liveness_resume.go), by deadline; under mu.
+	resumed resumedHeap
 }
 
 type backEvent struct {
@@ -257,7 +260,33 @@ const livenessMagic = "FWLIVE01"
 func (lv *Liveness) WriteState(w io.Writer, l *Ledger, now int64) error {
 	lv.growMu.RLock()
 	defer lv.growMu.RUnlock()
-	bw := bufio.NewWriterSize(w, 1<<16)
+	return lv.writeState(bufio.NewWriterSize(w, 1<<16), l, now, nil, true)
+}
+
+// writeState writes devs (all: every device of l instead) in WriteState's
+// format to bw, leaving out those not in l or lv.words, and flushes it;
+// growMu is held.
+func (lv *Liveness) writeState(bw *bufio.Writer, l *Ledger, now int64, devs []Index, all bool) error {
+	count := len(l.Devices)
+	if !all {
+		count = len(devs)
+	}
+	dev := func(i int) (Index, bool) {
+		if all {
+			return Index(i), true
+		}
+		d := devs[i]
+		return d, int(d) < len(l.Devices) && int(d) < len(lv.words)
+	}
+	n := count
+	if !all {
+		n = 0
+		for i := range count {
+			if _, ok := dev(i); ok {
+				n++
+			}
+		}
+	}
 	crc := uint32(0)
 	put := func(b []byte) {
 		crc = crc32.Update(crc, castagnoli, b)
@@ -265,13 +294,17 @@ func (lv *Liveness) WriteState(w io.Writer, l *Ledger, now int64) error {
 	}
 	le := binary.LittleEndian
 	b := le.AppendUint64([]byte(livenessMagic), uint64(now))
-	b = le.AppendUint32(b, uint32(len(l.Devices)))
+	b = le.AppendUint32(b, uint32(n))
 	put(b)
-	for i := range l.Devices {
-		id := l.Devices[i].ID
+	for i := range count {
+		d, ok := dev(i)
+		if !ok {
+			continue
+		}
+		id := l.Devices[d].ID
 		b = le.AppendUint16(b[:0], uint16(len(id)))
 		b = append(b, id...)
-		b = le.AppendUint64(b, lv.words[i].Load())
+		b = le.AppendUint64(b, lv.words[d].Load())
 		put(b)
 	}
 	bw.Write(le.AppendUint32(b[:0], crc))
@@ -286,6 +319,16 @@ func (lv *Liveness) WriteState(w io.Writer, l *Ledger, now int64) error {
 // restart after a long outage of firewatch does not raise the whole fleet,
 // and a quick restart changes nothing.
 func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) {
+	out := make([]Restored, len(l.Devices))
+	if err := readLivenessState(r, l, start, func(j int, rs Restored) { out[j] = rs }); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readLivenessState reads what WriteState wrote and gives each device of l
+// it holds to put, by its index in l.
+func readLivenessState(r io.Reader, l *Ledger, start int64, put func(j int, rs Restored)) error {
 	br := bufio.NewReaderSize(r, 1<<16)
 	crc := uint32(0)
 	var err error
@@ -301,12 +344,11 @@ func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) 
 	le := binary.LittleEndian
 	var buf [8]byte
 	if string(get(make([]byte, len(livenessMagic)))) != livenessMagic && err == nil {
-		return nil, errors.New("restore liveness: not a liveness checkpoint")
+		return errors.New("restore liveness: not a liveness checkpoint")
 	}
 	saved := int64(le.Uint64(get(buf[:8])))
 	down := max(start-saved, 0)
 	n := le.Uint32(get(buf[:4]))
-	out := make([]Restored, len(l.Devices))
 	for i := uint32(0); i < n && err == nil; i++ {
 		id := get(make([]byte, le.Uint16(get(buf[:2]))))
 		w := le.Uint64(get(buf[:8]))
@@ -321,7 +363,7 @@ func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) 
 			}
 			j = int(d.Index)
 		}
-		out[j] = Restored{Since: int64(w&timeMask) + down, Seen: w&seenBit != 0, Offline: w&offlineBit != 0}
+		put(j, Restored{Since: int64(w&timeMask) + down, Seen: w&seenBit != 0, Offline: w&offlineBit != 0})
 	}
 	sum := crc
 	if got := le.Uint32(get(buf[:4])); err == nil && got != sum {
@@ -331,9 +373,9 @@ func ReadLivenessState(r io.Reader, l *Ledger, start int64) ([]Restored, error) 
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("restore liveness: %w", err)
+		return fmt.Errorf("restore liveness: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -439,7 +481,7 @@ func (lv *Liveness) Tick(now int64) int {
 		}
 	}
 	lv.spare = back[:0]
-	raised := lv.checkEarly(now)
+	raised := lv.checkEarly(now) + lv.checkResumed(now) // liveness_resume.go
 	target := now / lv.tickMs
 	if target-lv.cur >= int64(len(lv.slots)) {
 		lv.cur = target - int64(len(lv.slots)) + 1 // each slot once

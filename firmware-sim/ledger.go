@@ -35,6 +35,9 @@ type LedgerOptions struct {
 	// firesim nbiot reports for them, firesim run leaves them out
 	// (NBIoTIMEI, NBIoTDeviceID).
 	NBIoT int
+	// SecretHash, if set, gives each device's secret_hash (its MQTT
+	// password hash) by id: firesim ledger -secrets.
+	SecretHash func(id string) string
 }
 
 // kindPattern is the mix of kinds within a village, all four first so that
@@ -211,6 +214,9 @@ func GenerateLedger(w io.Writer, opts LedgerOptions) error {
 			p("    address: %s\n", q(addr))
 			p("    lat: %.6f\n    lon: %.6f\n", vlat+jitter(0.002), vlon+jitter(0.002))
 			p("    unit: %s\n", q(unit))
+			if opts.SecretHash != nil {
+				p("    secret_hash: %s\n", q(opts.SecretHash(id)))
+			}
 			if opts.Gateways > 0 {
 				p("    gateway: gw-%03d\n", 1+vi%opts.Gateways)
 			}

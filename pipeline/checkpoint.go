@@ -37,6 +37,10 @@ type checkpoint struct {
 	live   *devices.Liveness
 	log    *slog.Logger
 	snap   *rules.Snapshot
+	// wait bounds the wait for the snapshot's messages to be durable, and
+	// final marks the last checkpoint, at shutdown (checkpoint_durable.go).
+	wait  time.Duration
+	final bool
 }
 
 // readCheckpoint reads the state file: the rule state is restored into eng
@@ -105,9 +109,12 @@ func (c *checkpoint) write() error {
 	l := c.pipe.ledger // the registry snapshot in force (registry.go)
 	c.snap = c.pipe.eng.Snapshot(c.snap, l)
 	c.pipe.mu.Unlock()
+	// Renamed into place only once the snapshot's messages are durable
+	// (checkpoint_durable.go); waited for while the file is written.
+	ready := c.barrier()
 	// Written to the file in a stream, not built in memory first: at a
 	// million devices the state is some 200 MB (issue 18: under 1 GiB).
-	return writeSectionsAtomic(c.path,
+	return writeSectionsAtomicWhen(c.path, func() error { return c.awaitDurable(ready) },
 		func(w io.Writer) error { _, err := c.snap.WriteTo(w); return err },
 		func(w io.Writer) error { return c.live.WriteState(w, l, time.Now().UnixMilli()) })
 }
@@ -117,6 +124,13 @@ func (c *checkpoint) write() error {
 // with checkpointMagic and each section's length (8 bytes, little endian)
 // and bytes, the sections written straight to the file.
 func writeSectionsAtomic(path string, sections ...func(io.Writer) error) error {
+	return writeSectionsAtomicWhen(path, nil, sections...)
+}
+
+// writeSectionsAtomicWhen is writeSectionsAtomic that, if ready is not
+// nil, calls it once the temporary file is written and fsynced, and
+// replaces the file only if it returns nil.
+func writeSectionsAtomicWhen(path string, ready func() error, sections ...func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -157,6 +171,9 @@ func writeSectionsAtomic(path string, sections ...func(io.Writer) error) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && ready != nil {
+		err = ready()
+	}
 	if err != nil {
 		return err
 	}
@@ -189,6 +206,7 @@ func (c *checkpoint) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			c.final = true // Run writes the last checkpoint next
 			return nil
 		case <-t.C:
 			if err := c.write(); err != nil {

@@ -83,7 +83,7 @@ func New(o Options) (*Pipeline, error) {
 	p.durable = o.Durability
 	p.live, p.edge, p.alarms, p.log, p.tick = live, edge, o.Alarms, log.With("component", "alarms"), o.Liveness.Tick
 	if o.StateFile != "" {
-		p.ckpt = &checkpoint{path: o.StateFile, every: o.StateInterval, ledger: o.Ledger, pipe: p, live: live, log: stateLog}
+		p.ckpt = &checkpoint{path: o.StateFile, every: o.StateInterval, ledger: o.Ledger, pipe: p, live: live, log: stateLog, wait: checkpointWait}
 	}
 	p.dec.MaxFuture, p.dec.MaxAge, p.dec.MinTime = o.Ingest.MaxFuture, o.Ingest.MaxAge, ingest.DefaultMinTime
 	return p, nil

@@ -110,26 +110,47 @@ func newPipeline(l *devices.Ledger, eng *rules.Engine, lines Lines, events Event
 	return p
 }
 
+// adoptEngine puts e, a rule engine compiled by a reload (p.next), in
+// force between two messages, with the old engine's state; p.mu is held.
+func (p *Pipeline) adoptEngine(e *rules.Engine) {
+	e.Adopt(p.eng)
+	p.eng = e
+	if p.swapped != nil {
+		p.swapped(e)
+	}
+}
+
+// stampOf fills the pipeline's admission stamp from decoded message m and
+// returns it. Field by field: a composite literal is built in a temporary
+// and copied, a store-forwarding stall per message (as in rules.Admit).
+func (p *Pipeline) stampOf(m *ingest.Message) *rules.Stamp {
+	st := &p.stamp
+	st.Time, st.Recv, st.Seq, st.HasSeq, st.Digest = m.Time, m.Recv, m.Seq, m.HasSeq, m.Digest
+	st.HasTS, st.Trusted, st.Suspect, st.Replay = m.Clock != ingest.ClockNone, m.Clock.Trusted(), m.Clock.Suspect(), m.Batch
+	return st
+}
+
 // handle is the hot path of one message (Handle without the routing and
 // the wait for stored alarms). When it returns, the message's readings are
 // in the InfluxDB writer's batch and its events in the alarm manager's
 // queue.
-func (p *Pipeline) handle(topic string, payload []byte) { p.handleFrom(topic, payload, false) }
+func (p *Pipeline) handle(topic string, payload []byte) { p.handleFrom(topic, payload, false, 0) }
 
 // handleFrom is handle; relayed says an intermediary pushed the message on
-// the device's behalf (Message.Relayed).
-func (p *Pipeline) handleFrom(topic string, payload []byte, relayed bool) {
+// the device's behalf (Message.Relayed), at says when it was received
+// (Message.Recv: zero is now, a time after now is now).
+func (p *Pipeline) handleFrom(topic string, payload []byte, relayed bool, at int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.next.Swap(nil); e != nil {
-		e.Adopt(p.eng)
-		p.eng = e
-		if p.swapped != nil {
-			p.swapped(e)
-		}
+		p.adoptEngine(e)
 	}
 	p.stats.Messages.Inc()
-	recv := p.clock.now()
+	now := p.clock.now()
+	recv := now
+	if at != 0 && at < now {
+		recv = at // it waited in a stream: judged at its arrival (issue 15)
+	}
 	if p.edge != nil {
 		if gw, ok := isGatewayStatus(topic); ok {
 			p.edge.Status(gw, payload, recv)
@@ -152,19 +173,14 @@ func (p *Pipeline) handleFrom(topic string, payload []byte, relayed bool) {
 			}
 			if p.live != nil { // a bare heartbeat
 				if !m.Batch && !relayed {
-					p.live.Seen(m.Device.Index, recv)
+					p.live.SeenAt(m.Device.Index, recv, now)
 				} else if at := heartbeatAt(m, relayed, recv); at > 0 {
-					p.live.SeenAt(m.Device.Index, at, recv)
+					p.live.SeenAt(m.Device.Index, at, now)
 				}
 			}
 			continue
 		}
-		// Field by field: a composite literal is built in a temporary and
-		// copied, a store-forwarding stall per message (as in rules.Admit).
-		st := &p.stamp
-		st.Time, st.Recv, st.Seq, st.HasSeq, st.Digest = m.Time, m.Recv, m.Seq, m.HasSeq, m.Digest
-		st.HasTS, st.Trusted, st.Suspect, st.Replay = m.Clock != ingest.ClockNone, m.Clock.Trusted(), m.Clock.Suspect(), m.Batch
-		v, evs := p.eng.AdmitStamp(m.Device.Index, &p.stamp, p.events[:0])
+		v, evs := p.eng.AdmitStamp(m.Device.Index, p.stampOf(m), p.events[:0])
 		for _, ev := range evs {
 			p.out.Submit(ev) // a clock fault raised or cleared
 		}
@@ -174,14 +190,15 @@ func (p *Pipeline) handleFrom(topic string, payload []byte, relayed bool) {
 			p.clocksBehind.Inc()
 		}
 		if p.live != nil {
-			// A message on the device's own topic is proof of life now,
-			// whatever its clock says and even when it repeats one; what a
-			// gateway or a platform brings counts at its device time
-			// (relayedAt, issue 14).
+			// A message on the device's own topic is proof of life at its
+			// receive time (now, or its arrival in the stream, learnt
+			// now), whatever its clock says and even when it repeats one;
+			// what a gateway or a platform brings counts at its device
+			// time (relayedAt, issue 14).
 			if !m.Batch && !relayed {
-				p.live.Seen(m.Device.Index, recv)
+				p.live.SeenAt(m.Device.Index, recv, now)
 			} else if at := relayedAt(m, v, relayed, recv); at > 0 {
-				p.live.SeenAt(m.Device.Index, at, recv)
+				p.live.SeenAt(m.Device.Index, at, now)
 			}
 		}
 		switch v.Admission {

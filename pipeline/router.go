@@ -56,7 +56,11 @@ type OpenAlarm struct {
 //
 // It returns ErrNotStored when Alarms.Sync reports that the alarm events
 // may not be stored: the message must not be acknowledged (Take).
-func (p *Pipeline) Handle(topic string, payload []byte) error {
+func (p *Pipeline) Handle(topic string, payload []byte) error { return p.handleAt(topic, payload, 0) }
+
+// handleAt is Handle for a message received at recv (Message.Recv; zero:
+// now).
+func (p *Pipeline) handleAt(topic string, payload []byte, recv int64) error {
 	if rest, ok := strings.CutPrefix(topic, stationTopic); ok {
 		p.station(rest, payload)
 		return nil
@@ -70,17 +74,17 @@ func (p *Pipeline) Handle(topic string, payload []byte) error {
 		}
 		return nil
 	}
-	p.handle(topic, payload)
+	p.handleFrom(topic, payload, false, recv)
 	return p.sync()
 }
 
 // handleRelayed is Handle for a message an intermediary pushed on a
 // device's behalf (Message.Relayed): telemetry, events and status only.
-func (p *Pipeline) handleRelayed(topic string, payload []byte) error {
+func (p *Pipeline) handleRelayed(topic string, payload []byte, recv int64) error {
 	if strings.HasPrefix(topic, stationTopic) {
-		return p.Handle(topic, payload)
+		return p.handleAt(topic, payload, recv)
 	}
-	p.handleFrom(topic, payload, true)
+	p.handleFrom(topic, payload, true, recv)
 	return p.sync()
 }
 

@@ -42,6 +42,17 @@ type Message struct {
 	// the message on the device's behalf and may retry it late: it proves
 	// the device alive at its ts, not now (liveness.go, heardAt).
 	Relayed bool
+	// Recv, if not zero, is when the message was received (Unix ms) by a
+	// source that kept it before handing it over: the stream's time of it
+	// in cluster mode (jetstream.MsgMetadata.Timestamp). Zero means now. A
+	// message that waited (a partition's backlog after a takeover, an
+	// owner that lagged) is judged at its arrival, as the next owner's
+	// replay judges it: its device clock against Recv, a reading without a
+	// believable ts standing at Recv, and liveness seeing the device at
+	// Recv (learnt now). A time after now (another machine's clock ahead)
+	// counts as now. MQTT carries no receive time: an external broker's
+	// queued messages are judged when they reach firewatch.
+	Recv int64
 }
 
 // Taker is what every source feeds. *Pipeline is one.
@@ -61,14 +72,23 @@ type Taker interface {
 func (p *Pipeline) Take(m Message) error {
 	var err error
 	if m.Relayed {
-		err = p.handleRelayed(m.Topic, m.Payload)
+		err = p.handleRelayed(m.Topic, m.Payload, m.Recv)
 	} else {
-		err = p.Handle(m.Topic, m.Payload)
+		err = p.handleAt(m.Topic, m.Payload, m.Recv)
 	}
 	if err != nil {
 		p.notStored(m)
 		return ErrNotStored
 	}
+	p.ackDurable(m)
+	return nil
+}
+
+// ackDurable acknowledges m once what the pipeline wrote for it is
+// durable: at once without a durability tracker, from the tracker when m
+// has an Ack, else (a source that acknowledges when Take returns) by
+// waiting here for the tracker.
+func (p *Pipeline) ackDurable(m Message) {
 	switch {
 	case p.durable == nil:
 		if m.Ack != nil {
@@ -82,7 +102,6 @@ func (p *Pipeline) Take(m Message) error {
 		<-w.c
 		waiters.Put(w)
 	}
-	return nil
 }
 
 // Durability tells when the lines the pipeline wrote are durable
@@ -143,5 +162,17 @@ func CheckedHandler(t Taker, o Origin) func(topic string, payload []byte) error 
 func AckHandler(t Taker, o Origin) func(topic string, payload []byte, ack func()) {
 	return func(topic string, payload []byte, ack func()) {
 		t.Take(Message{Origin: o, Topic: topic, Payload: payload, Ack: ack})
+	}
+}
+
+// CheckedAckHandler is AckHandler for a source that can withhold the
+// acknowledgement of one message and acknowledges the others itself, later
+// (the embedded broker's hook with a durability tracker, issue 19: its
+// PUBACK is sent when ack is called, not when the hook returns). The
+// function returns ErrNotStored when the message must not be
+// acknowledged; ack is then never called.
+func CheckedAckHandler(t Taker, o Origin) func(topic string, payload []byte, ack func()) error {
+	return func(topic string, payload []byte, ack func()) error {
+		return t.Take(Message{Origin: o, Topic: topic, Payload: payload, Ack: ack})
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
 )
@@ -65,63 +67,100 @@ func (s *Store) Commit(ctx context.Context, actor string, c *devices.Change, opt
 	if s.live == nil {
 		return nil, nil, ErrNotAttached
 	}
-	// Preconditions first (RFC 9110 13.2.2): a stale or missing entity is
-	// a 412 (or 404) before the change's own problems are looked at. The
-	// transaction checks them again.
-	if err := s.checkIfMatch(ctx, s.db, opt); err != nil {
-		return nil, nil, err
-	}
-	next, diff, err := s.live.Load().Apply(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := storable(c.UpsertDevices); err != nil {
-		return nil, nil, err
-	}
-	if s.check != nil {
-		// What the ledger's validation cannot see: rule overrides against
-		// the rules in force, secret hashes (SetCheck).
-		if err := s.check(next, diff); err != nil {
+	for attempt := 1; ; attempt++ {
+		// Issue 15: first what other instances sharing the store committed
+		// (follow.go), so that the change is validated against the registry
+		// it is written on top of.
+		if err := s.syncLocked(ctx); err != nil {
+			return nil, nil, fmt.Errorf("registry: the changes other instances committed could not be read: %w", err)
+		}
+		// Preconditions first (RFC 9110 13.2.2): a stale or missing entity is
+		// a 412 (or 404) before the change's own problems are looked at. The
+		// transaction checks them again.
+		if err := s.checkIfMatch(ctx, s.db, opt); err != nil {
 			return nil, nil, err
 		}
+		next, diff, err := s.live.Load().Apply(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := storable(c.UpsertDevices); err != nil {
+			return nil, nil, err
+		}
+		if s.check != nil {
+			// What the ledger's validation cannot see: rule overrides against
+			// the rules in force, secret hashes (SetCheck).
+			if err := s.check(next, diff); err != nil {
+				return nil, nil, err
+			}
+		}
+		if opt.DryRun {
+			return next, diff, nil
+		}
+		v, err := s.write(ctx, actor, c, opt, s.applied)
+		if errors.Is(err, errStale) && attempt < commitAttempts {
+			// Another instance committed since the sync: validate again on
+			// top of it, after a short random pause (two instances that
+			// keep committing at once would otherwise keep colliding).
+			select {
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(10*time.Millisecond)))):
+			}
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		l, d, err := s.live.Apply(c)
+		if err != nil {
+			// Only if the live registry was changed by something else than
+			// this store since the validation above: the store has the change,
+			// the follower reloads the registry (s.applied stays behind).
+			return nil, nil, fmt.Errorf("registry: the change is stored but could not be made live (the follower reloads the registry): %w", err)
+		}
+		s.applied = v
+		s.follow.version.Set(float64(v))
+		return l, d, nil
 	}
-	if opt.DryRun {
-		return next, diff, nil
-	}
-	if err := s.write(ctx, actor, c, opt); err != nil {
-		return nil, nil, err
-	}
-	l, d, err := s.live.Apply(c)
-	if err != nil {
-		// Only if the live registry was changed by something else than
-		// this store since the validation above: the store has the change,
-		// the next start adopts it.
-		return nil, nil, fmt.Errorf("registry: the change is stored but could not be made live (a restart adopts it): %w", err)
-	}
-	return l, d, nil
 }
 
-// write stores c and its audit records in one transaction.
-func (s *Store) write(ctx context.Context, actor string, c *devices.Change, opt CommitOptions) error {
+// commitAttempts bounds how often Commit validates again after another
+// instance committed between its validation and its write.
+const commitAttempts = 10
+
+// errStale is a write on top of a registry version other than the one the
+// change was validated against: another instance committed meanwhile.
+var errStale = errors.New("the registry changed meanwhile (another instance): try again")
+
+// write stores c and its audit records in one transaction, on top of
+// registry version base (else errStale), and returns the new version.
+func (s *Store) write(ctx context.Context, actor string, c *devices.Change, opt CommitOptions, base uint64) (uint64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("registry commit: %w", err)
+		return 0, fmt.Errorf("registry commit: %w", err)
 	}
 	defer tx.Rollback()
 	w, err := s.begin(ctx, tx, actor, opt.Source)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	if uint64(w.version-1) != base {
+		// On PostgreSQL begin's compare-and-set holds the version row until
+		// the transaction ends, so no other instance commits between this
+		// check and the commit below.
+		return 0, fmt.Errorf("registry version %d, validated against %d: %w", w.version-1, base, errStale)
 	}
 	if err := s.checkIfMatch(ctx, tx, opt); err != nil {
-		return err
+		return 0, err
 	}
 	if err := w.change(c); err != nil {
-		return fmt.Errorf("registry commit: %w", err)
+		return 0, fmt.Errorf("registry commit: %w", err)
 	}
 	if err := w.commit(); err != nil {
-		return fmt.Errorf("registry commit: %w", err)
+		return 0, fmt.Errorf("registry commit: %w", err)
 	}
-	return nil
+	return uint64(w.version), nil
 }
 
 func (s *Store) checkIfMatch(ctx context.Context, db querier, opt CommitOptions) error {
@@ -249,6 +288,12 @@ func (w *writer) commit() error {
 	if err := w.flushBatch(&w.audit); err != nil {
 		return err
 	}
+	if w.s.pg {
+		// The followers hear of the version at the commit (notify.go).
+		if _, err := w.tx.ExecContext(w.ctx, `SELECT pg_notify($1, $2)`, notifyChannel, strconv.FormatInt(w.version, 10)); err != nil {
+			return fmt.Errorf("registry version %d: notify: %w", w.version, err)
+		}
+	}
 	return w.tx.Commit()
 }
 
@@ -268,7 +313,7 @@ func (s *Store) begin(ctx context.Context, tx *sql.Tx, actor, source string) (*w
 			strconv.FormatInt(w.version, 10), "version", strconv.FormatUint(v, 10))
 		if err == nil {
 			if n, _ := res.RowsAffected(); n != 1 {
-				err = errors.New("the registry changed meanwhile (another instance): try again")
+				err = errStale
 			}
 		}
 	}

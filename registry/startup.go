@@ -62,7 +62,8 @@ func (s *Store) Startup(ctx context.Context, path string, log *slog.Logger) (*de
 			return nil, err
 		}
 		log.Info("registry seeded from the ledger file", "file", path, "devices", len(l.Devices))
-		return l, nil // what was just written: no need to read it back
+		s.setApplied(1) // the seed is version 1 (issue 15, follow.go)
+		return l, nil   // what was just written: no need to read it back
 	case ferr == nil:
 		lastHash, err := s.lastImportHash(ctx, path)
 		if err != nil {
@@ -88,7 +89,11 @@ func (s *Store) Startup(ctx context.Context, path string, log *slog.Logger) (*de
 	case !errors.Is(ferr, fs.ErrNotExist):
 		return nil, fmt.Errorf("registry: ledger file: %w", ferr)
 	}
-	return s.LoadLedger(ctx, s.name(ctx))
+	l, v, err := s.loadLedger(ctx, s.name(ctx))
+	if err == nil {
+		s.setApplied(v) // issue 15: the follower goes on from here (follow.go)
+	}
+	return l, err
 }
 
 // name is the name the registry's messages carry: the ledger file it was

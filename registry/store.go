@@ -27,6 +27,9 @@ type Store struct {
 	// nor take the write lock. nil on PostgreSQL (db reads).
 	rd *sql.DB
 	pg bool
+	// pgcfg is the PostgreSQL connection's configuration, for the
+	// follower's LISTEN connection (notify.go).
+	pgcfg *pgx.ConnConfig
 
 	// mu serializes Commit in this process: validation against the live
 	// snapshot, the transaction and the live adoption happen as one step.
@@ -34,6 +37,13 @@ type Store struct {
 	live  *devices.Live
 	check func(*devices.Ledger, *devices.Diff) error // SetCheck; nil: none
 	now   func() time.Time
+
+	// Issue 15 (follow.go): the store version the live registry reflects
+	// (every commit up to it, none after), under mu; 0: unknown (the
+	// follower then compares the whole registry). Several instances share
+	// one store: what the others commit is applied by Sync.
+	applied uint64
+	follow  *followState
 }
 
 // IsPostgres reports whether a store location is a PostgreSQL URL rather
@@ -45,13 +55,13 @@ func IsPostgres(location string) bool {
 // Open opens the registry store at location: a SQLite file, created if
 // missing, or a postgres:// URL, and brings its schema up to date.
 func Open(location string) (*Store, error) {
-	s := &Store{now: time.Now}
+	s := &Store{now: time.Now, follow: newFollowState()}
 	if IsPostgres(location) {
 		cfg, err := pgx.ParseConfig(location)
 		if err != nil {
 			return nil, fmt.Errorf("open registry store: parse PostgreSQL URL: %w", err) // pgx redacts the password
 		}
-		s.db = sql.OpenDB(stdlib.GetConnector(*cfg))
+		s.db, s.pgcfg = sql.OpenDB(stdlib.GetConnector(*cfg)), cfg
 		s.db.SetMaxOpenConns(4)
 		s.pg = true
 	} else {
@@ -209,6 +219,9 @@ var migrations = []string{
 		at_ms BIGINT NOT NULL,
 		body  BYTEA NOT NULL
 	);`,
+	// Issue 15: the follower of another instance reads the audit records
+	// of the versions it has not applied yet (follow.go).
+	`CREATE INDEX registry_audit_version ON registry_audit (version)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

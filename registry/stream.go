@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/firewatch-iot/firewatch/devices"
@@ -17,20 +16,32 @@ var streamBatch, streamBatches = 1024, 4
 // devices.Build make, without a million entries held beside the ledger
 // (issue 18: start-up from the store in under 1 GiB).
 func (s *Store) LoadLedger(ctx context.Context, name string) (*devices.Ledger, error) {
-	tx, err := s.reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: s.pg})
+	l, _, err := s.loadLedger(ctx, name)
+	return l, err
+}
+
+// loadLedger is LoadLedger, also returning the registry version it read:
+// one snapshot of the database (issue 15: the version a follower starts
+// from must be the one the ledger reflects).
+func (s *Store) loadLedger(ctx context.Context, name string) (*devices.Ledger, uint64, error) {
+	tx, err := s.reader().BeginTx(ctx, s.snapshot())
 	if err != nil {
-		return nil, fmt.Errorf("load registry: %w", err)
+		return nil, 0, fmt.Errorf("load registry: %w", err)
 	}
 	defer tx.Rollback()
+	v, err := metaVersion(ctx, tx, s)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load registry: %w", err)
+	}
 	head := &devices.Entries{Places: map[string]string{}}
 	n, err := s.loadHead(ctx, tx, head)
 	if err != nil {
-		return nil, fmt.Errorf("load registry: %w", err)
+		return nil, 0, fmt.Errorf("load registry: %w", err)
 	}
 	st := devices.NewStream(name, head, n)
 	rows, err := tx.QueryContext(ctx, `SELECT `+deviceColumns+` FROM registry_devices ORDER BY seq`)
 	if err != nil {
-		return nil, fmt.Errorf("load registry: %w", err)
+		return nil, 0, fmt.Errorf("load registry: %w", err)
 	}
 	// The rows are scanned on this goroutine and built on another, a batch
 	// at a time in order: the two halves of the work run on two cores.
@@ -66,10 +77,11 @@ func (s *Store) LoadLedger(ctx context.Context, name string) (*devices.Ledger, e
 	<-built
 	if err != nil {
 		rows.Close()
-		return nil, fmt.Errorf("load registry: %w", err)
+		return nil, 0, fmt.Errorf("load registry: %w", err)
 	}
 	if err := closeRows(rows); err != nil {
-		return nil, fmt.Errorf("load registry: %w", err)
+		return nil, 0, fmt.Errorf("load registry: %w", err)
 	}
-	return st.Finish(head.UITDs)
+	l, err := st.Finish(head.UITDs)
+	return l, v, err
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/firewatch-iot/firewatch/devices"
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 // BenchmarkEval evaluates one reading through the default rules, per kind.
@@ -31,7 +32,7 @@ func BenchmarkEval(b *testing.B) {
 			out := make([]Event, 0, 8)
 			r := devices.Reading{Device: d.Index, Kind: d.Kind, Metric: m, Channel: 1, Value: 40}
 			b.ReportAllocs()
-			done := cpuMetric(b)
+			done := testenv.CPUMetric(b)
 			for i := 0; b.Loop(); i++ {
 				r.Time, r.Seq = int64(i), uint32(i)
 				out = e.Eval(r, e.Admit(r.Device, r.Time, r.Seq, true), out[:0])
@@ -93,7 +94,7 @@ func benchMixed(b *testing.B, fresh, seq bool) {
 	}
 	out := make([]Event, 0, 16)
 	b.ReportAllocs()
-	done := cpuMetric(b)
+	done := testenv.CPUMetric(b)
 	b.ResetTimer()
 	var shift int64
 	var pass uint32

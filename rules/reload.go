@@ -50,28 +50,12 @@ func (e *Engine) AdoptLedger(old *Engine, reset []devices.Index) {
 // for devices not in reset.
 func (e *Engine) adopt(old *Engine, reset map[devices.Index]bool) {
 	type pair struct{ from, to uint16 }
-	type span struct{ from, to, n uint32 }
 	plans := map[pair][]span{}
 	plan := func(p pair) []span {
 		if s, ok := plans[p]; ok {
 			return s
 		}
-		ol, nl := &old.layouts[p.from], &e.layouts[p.to]
-		var s []span
-		for j, np := range nl.places {
-			nc := &e.rules[np.rule]
-			for _, op := range ol.places {
-				oc := &old.rules[op.rule]
-				if oc.rule.ID != nc.rule.ID || oc.rule.Metric != nc.rule.Metric || oc.op != nc.op || oc.width != nc.width {
-					continue
-				}
-				ch := min(np.channels, op.channels)
-				if ch > 0 {
-					s = append(s, span{from: op.offset, to: nl.places[j].offset, n: uint32(ch) * uint32(nc.width)})
-				}
-				break
-			}
-		}
+		s := e.spans(old, p.from, p.to)
 		plans[p] = s
 		return s
 	}

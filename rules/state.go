@@ -132,16 +132,30 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 // snapshot does not know start empty; those it knows and e does not are
 // dropped. It returns how many devices were restored.
 func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
+	old, got, err := e.decodeState(r, l, false)
+	if err != nil {
+		return 0, err
+	}
+	e.Adopt(old)
+	return len(got), nil
+}
+
+// decodeState reads a snapshot written by WriteTo into an engine shaped
+// like e (its devices, the snapshot's rules and layouts), and returns it
+// with the indices (in l) of the devices the snapshot held. sparse: the
+// engine's dev holds those devices only, dev[k] the state of got[k] (a
+// partition's few devices of a large fleet).
+func (e *Engine) decodeState(r io.Reader, l *devices.Ledger, sparse bool) (*Engine, []devices.Index, error) {
 	cr := &crcReader{r: bufio.NewReaderSize(r, 1<<16)}
 	magic := make([]byte, len(stateMagic))
 	cr.full(magic)
 	if cr.err == nil && string(magic) != stateMagic && string(magic) != stateMagicV2 {
-		return 0, errors.New("restore rule state: not a rule state checkpoint")
+		return nil, nil, errors.New("restore rule state: not a rule state checkpoint")
 	}
 	old := &Engine{}
 	nr := cr.u32()
 	if nr > 1<<20 {
-		return 0, fmt.Errorf("restore rule state: %d rules is not believable", nr)
+		return nil, nil, fmt.Errorf("restore rule state: %d rules is not believable", nr)
 	}
 	for i := uint32(0); i < nr && cr.err == nil; i++ {
 		id, kind, metric := cr.str(), cr.str(), cr.str()
@@ -154,18 +168,18 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	}
 	nl := cr.u32()
 	if nl > 1<<16 {
-		return 0, fmt.Errorf("restore rule state: %d layouts is not believable", nl)
+		return nil, nil, fmt.Errorf("restore rule state: %d layouts is not believable", nl)
 	}
 	for i := uint32(0); i < nl && cr.err == nil; i++ {
 		var lay layout
 		np := cr.u32()
 		if np > 1<<16 {
-			return 0, fmt.Errorf("restore rule state: %d rules in a layout is not believable", np)
+			return nil, nil, fmt.Errorf("restore rule state: %d rules in a layout is not believable", np)
 		}
 		for j := uint32(0); j < np && cr.err == nil; j++ {
 			p := place{offset: cr.u32(), rule: uint16(cr.u16()), channels: cr.u8()}
 			if int(p.rule) >= len(old.rules) {
-				return 0, errors.New("restore rule state: a layout names a rule that is not there")
+				return nil, nil, errors.New("restore rule state: a layout names a rule that is not there")
 			}
 			lay.places = append(lay.places, p)
 			lay.size = max(lay.size, p.offset+uint32(p.channels)*uint32(old.rules[p.rule].width))
@@ -174,12 +188,14 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 	}
 	empty := uint16(len(old.layouts))
 	old.layouts = append(old.layouts, layout{})
-	old.dev = make([]devState, len(e.dev))
-	for i := range old.dev {
-		old.dev[i].layout = empty
+	if !sparse {
+		old.dev = make([]devState, len(e.dev))
+		for i := range old.dev {
+			old.dev[i].layout = empty
+		}
 	}
 	nd := cr.u32()
-	n := 0
+	var got []devices.Index
 	for i := uint32(0); i < nd && cr.err == nil; i++ {
 		id := cr.str()
 		var d devState
@@ -197,7 +213,7 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 			break
 		}
 		if int(d.layout) >= len(old.layouts)-1 || size != old.layouts[d.layout].size {
-			return 0, fmt.Errorf("restore rule state: device %q has a state of the wrong size", id)
+			return nil, nil, fmt.Errorf("restore rule state: device %q has a state of the wrong size", id)
 		}
 		d.slot = uint32(len(old.states))
 		for k := uint32(0); k < size; k++ {
@@ -209,42 +225,39 @@ func (e *Engine) Restore(r io.Reader, l *devices.Ledger) (int, error) {
 		j := int(i) // the same ledger: the same order
 		if j >= len(l.Devices) || l.Devices[j].ID != id {
 			dv, ok := l.LookupID(id)
-			if !ok || int(dv.Index) >= len(old.dev) {
+			if !ok || int(dv.Index) >= len(e.dev) {
 				continue
 			}
 			j = int(dv.Index)
 		}
-		old.dev[j] = d
-		if skew != 0 {
-			if old.skews == nil {
-				old.skews = make(map[devices.Index]int32)
-			}
-			old.skews[devices.Index(j)] = skew
+		if sparse {
+			old.dev = append(old.dev, d)
+		} else {
+			old.dev[j] = d
 		}
-		n++
+		if skew != 0 {
+			setIn(&old.skews, devices.Index(j), skew)
+		}
+		got = append(got, devices.Index(j))
 	}
 	if string(magic) == stateMagic {
 		ne := cr.u32()
 		for i := uint32(0); i < ne && cr.err == nil; i++ {
 			id := cr.str()
 			er := era{mark: int64(cr.u64()), shift: int64(cr.u64()), seq: cr.u32(), hasSeq: cr.u8() != 0}
-			if dv, ok := l.LookupID(id); ok && int(dv.Index) < len(old.dev) && cr.err == nil {
-				if old.eras == nil {
-					old.eras = make(map[devices.Index]era)
-				}
-				old.eras[dv.Index] = er
+			if dv, ok := l.LookupID(id); ok && int(dv.Index) < len(e.dev) && cr.err == nil {
+				setIn(&old.eras, dv.Index, er)
 			}
 		}
 	}
 	sum := cr.crc
 	if got := cr.u32(); cr.err == nil && got != sum {
-		return 0, errors.New("restore rule state: checksum mismatch")
+		return nil, nil, errors.New("restore rule state: checksum mismatch")
 	}
 	if cr.err != nil {
-		return 0, fmt.Errorf("restore rule state: %w", cr.err)
+		return nil, nil, fmt.Errorf("restore rule state: %w", cr.err)
 	}
-	e.Adopt(old)
-	return n, nil
+	return old, got, nil
 }
 
 // copyMap copies src into dst (cleared, or made if nil and src is not

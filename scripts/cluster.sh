@@ -6,6 +6,9 @@
 # simulated fleet publishing to all three nodes; prints which instance owns
 # which partitions and the PIDs to kill -9. Ctrl-C stops everything, in
 # reverse order. Everything lives under var/cluster/ (make clean removes it).
+# The nodes hand every MQTT connection to firewatch's auth callout
+# (docs/cluster.md "Credentials"): each simulated device connects with its
+# own id and secret (var/cluster/secrets.txt; the ledger holds the hashes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/influxdb-conf.sh # influxdb_conf
@@ -75,6 +78,19 @@ if [ ${#busy[@]} -gt 0 ]; then
   exit 1
 fi
 
+# 0. Credentials (docs/cluster.md "Credentials"): the account key that signs the devices' users (the nodes
+#    know its public key as the callout's issuer), firewatch's service user and its password (plain in the
+#    demo's node configuration; use a bcrypt hash, nats server passwd, in production).
+ACCOUNT=FIREWATCH
+SERVICE_USER=firewatch
+CALLOUT_SEED=$VAR/callout.nk
+ISSUER=$("$BIN/firesim" nkey -o "$CALLOUT_SEED")
+if [ ! -s "$VAR/service.pw" ]; then
+  (umask 077; od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$VAR/service.pw")
+fi
+export FIREWATCH_CLUSTER_PASSWORD
+FIREWATCH_CLUSTER_PASSWORD=$(cat "$VAR/service.pw")
+
 # 1. NATS: three nodes, JetStream, MQTT, the partition mapping, as internal/testenv starts them for the tests.
 # mappings P: the block of cluster.ServerMappings(P) (cluster/script_test.go keeps the two the same).
 mappings() {
@@ -92,7 +108,7 @@ NATS_URLS="" MQTT_URLS="" FLEET_BROKERS=""
 for i in 0 1 2; do
   n=n$((i+1))
   mkdir -p "$VAR/$n"
-  cat > "$VAR/$n.conf" <<CONF
+  (umask 077; cat > "$VAR/$n.conf") <<CONF
 server_name: $n
 listen: 127.0.0.1:$((NATS_BASE+i))
 http: 127.0.0.1:$((MON_BASE+i))
@@ -110,13 +126,26 @@ $routes  ]
 mqtt {
   listen: 127.0.0.1:$((MQTT_BASE+i))
 }
+accounts {
+  $ACCOUNT {
+    jetstream: enabled
+    users: [ { user: $SERVICE_USER, password: "$FIREWATCH_CLUSTER_PASSWORD" } ]
 $MAPPINGS
+  }
+}
+authorization {
+  auth_callout {
+    issuer: $ISSUER
+    auth_users: [ $SERVICE_USER ]
+    account: $ACCOUNT
+  }
+}
 CONF
   start "nats-$n" "$VAR/nats-$n.log" "$BIN/nats-server" -c "$VAR/$n.conf"
   NATS_URLS+="${NATS_URLS:+,}nats://127.0.0.1:$((NATS_BASE+i))"
   MQTT_URLS+="${MQTT_URLS:+,}tcp://127.0.0.1:$((MQTT_BASE+i))"
 done
-# The fleet tries the nodes in order from the second: its connection is on n2, not on n1 with firewatch's.
+# The fleet's broker list; with -secrets each device starts at another node of it (firesim run).
 FLEET_BROKERS=tcp://127.0.0.1:$((MQTT_BASE+1)),tcp://127.0.0.1:$((MQTT_BASE+2)),tcp://127.0.0.1:$MQTT_BASE
 for i in 0 1 2; do wait_http "http://127.0.0.1:$((MON_BASE+i))/healthz?js-enabled-only=true" "nats-server n$((i+1))" 60; done
 
@@ -158,25 +187,39 @@ fi
 curl -fsS -o /dev/null -XPOST "$INFLUX_URL/query" --data-urlencode "q=CREATE DATABASE firewatch"
 
 # 4. The ledger (generated once) and the dispatch receiver.
-if [ ! -f "$VAR/ledger.yaml" ]; then
-  "$BIN/firesim" ledger -devices "$DEVICES" -nbiot 0 -endpoint "http://$RECEIVER_ADDR" -o "$VAR/ledger.yaml"
+# Each device has a secret of its own: its argon2id hash in the ledger, the secret in secrets.txt for the fleet.
+if [ ! -f "$VAR/ledger.yaml" ] || [ ! -f "$VAR/secrets.txt" ]; then
+  "$BIN/firesim" ledger -devices "$DEVICES" -nbiot 0 -endpoint "http://$RECEIVER_ADDR" -o "$VAR/ledger.yaml" \
+    -secrets "$VAR/secrets.txt"
 fi
 start receiver "$VAR/receiver.log" "$BIN/firesim" receiver -addr "$RECEIVER_ADDR" -secret "$FIREWATCH_ALARMS_SECRET"
 
 # 5. Two firewatch instances in cluster mode sharing the alarm store; a message is acknowledged on the
 #    stream once its readings are in InfluxDB or the instance's spool (durability.mode written).
+instance_args() { # name http address → the arguments of instance name
+  printf '%q ' "$BIN/firewatch" -ledger "$VAR/ledger.yaml" \
+    -cluster.enabled -cluster.urls "$NATS_URLS" -cluster.mqtt "$MQTT_URLS" -cluster.instance "$1" \
+    -cluster.partitions "$PARTS" -cluster.max_mb 512 -durability.mode written \
+    -cluster.user "$SERVICE_USER" -cluster.callout_seed "$CALLOUT_SEED" -cluster.callout_account "$ACCOUNT" \
+    -alarms.db "$PG_DSN" -influx.url "$INFLUX_URL" -influx.spool_dir "$VAR/spool-$1" \
+    -state.file "$VAR/firewatch-$1.state" -http.listen "$2" -log.level info
+}
 for inst in a b; do
   if [ $inst = a ]; then http=$HTTP_A; else http=$HTTP_B; fi
-  start "firewatch-$inst" "$VAR/firewatch-$inst.log" "$BIN/firewatch" -ledger "$VAR/ledger.yaml" \
-    -cluster.enabled -cluster.urls "$NATS_URLS" -cluster.mqtt "$MQTT_URLS" -cluster.instance "$inst" \
-    -cluster.partitions "$PARTS" -cluster.max_mb 512 -durability.mode written \
-    -alarms.db "$PG_DSN" -influx.url "$INFLUX_URL" -influx.spool_dir "$VAR/spool-$inst" \
-    -state.file "$VAR/firewatch-$inst.state" -http.listen "$http" -log.level info
+  eval "args=($(instance_args "$inst" "$http"))"
+  start "firewatch-$inst" "$VAR/firewatch-$inst.log" "${args[@]}"
   wait_http "http://$http/healthz" "firewatch $inst" 60
 done
+# A newcomer's command line, for the banner: the balance gives it its share of the partitions.
+HTTP_C=${HTTP_C:-127.0.0.1:9093}
+NEWCOMER="FIREWATCH_CLUSTER_PASSWORD=\$(cat $VAR/service.pw) FIREWATCH_ALARMS_SECRET=$(printf %q "$FIREWATCH_ALARMS_SECRET") \\
+        $(instance_args c "$HTTP_C")>> $VAR/firewatch-c.log 2>&1"
 
 # 6. The fleet, over MQTT QoS 1 to the nodes (failing over between them).
+#    Each device on its own connection with its own credentials, admitted by the callout; each answers the
+#    linkage commands (cut_power) sent to it.
 start fleet "$VAR/fleet.log" "$BIN/firesim" run -broker "$FLEET_BROKERS" -ledger "$VAR/ledger.yaml" -rate "$RATE" \
+  -secrets "$VAR/secrets.txt" \
   -scenario-delay 20s -scenario fire:450204101201 -scenario charger-overheat -scenario hydrant-pressure-loss
 
 # Which instance owns which partitions: firewatch_cluster_partition_owned on each one's /metrics.
@@ -194,7 +237,7 @@ cat <<BANNER
   ---------------------------------------------------------------------------------------
   NATS nodes (JetStream R3, MQTT)  PIDs n1 $(pid_of nats-n1), n2 $(pid_of nats-n2), n3 $(pid_of nats-n3)
       clients $NATS_URLS
-      MQTT    $MQTT_URLS   (the fleet is on $FLEET_BROKERS, first answering)
+      MQTT    $MQTT_URLS   (each device starts at another node: a third of the fleet on each)
       monitor http://127.0.0.1:$MON_BASE/jsz?streams=true   (stream FW_UPLINK, $PARTS partitions)
   firewatch a  PID $(pid_of firewatch-a)   http://$HTTP_A   owns partitions: ${a:-(none yet)}
   firewatch b  PID $(pid_of firewatch-b)   http://$HTTP_B   owns partitions: ${b:-(none yet)}
@@ -206,7 +249,15 @@ cat <<BANNER
   Watch a failover (in another terminal):
       tail -f var/cluster/firewatch-a.log var/cluster/firewatch-b.log var/cluster/receiver.log | grep -E 'partition|dispatch|→'
       kill -9 $(pid_of firewatch-a)     # instance a: b logs "partition acquired" for a's partitions within ~2-3 s
-      kill -9 $(pid_of nats-n2)     # NATS node n2: the fleet reconnects to n3, the stream keeps its quorum
+      kill -9 $(pid_of nats-n2)     # NATS node n2: its devices reconnect to n3 or n1, the stream keeps its quorum
+  A newcomer (stop it with Ctrl-C before this script): instance c takes its share of the partitions, from b
+  (or a) within about 20 s, with their rule state (the partitions' checkpoints); kill -9 it to fail back:
+      $NEWCOMER
+      curl -s http://$HTTP_C/metrics | grep 'partition_owned.* 1\$'
+  Credentials: the nodes hand every MQTT connection to firewatch's auth callout (issuer $ISSUER);
+  each device connects with its own id and secret (var/cluster/secrets.txt, hashes in the ledger);
+  anything else is refused (the node closes the connection), e.g.
+      bin/firesim run -broker tcp://127.0.0.1:$MQTT_BASE -ledger var/cluster/ledger.yaml -username x -password y -count 1
   A fleet of $DEVICES devices publishes now ($RATE messages/s); incidents start in about 20 s
   (a fire, an overheating charger, a hydrant losing pressure): their pushes arrive at the receiver
   whichever instance owns the partition. Logs: var/cluster/*.log

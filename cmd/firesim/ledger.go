@@ -27,15 +27,43 @@ func cmdLedger(args []string, stdout, stderr io.Writer) error {
 	seed := fs.Int64("seed", 1, "seed for addresses and coordinates")
 	gateways := fs.Int("gateways", 0, "assign each village's devices to one of this many gateways (gw-001 …), for gateway batches")
 	nb := fs.Int("nbiot", 0, "bind this many village smoke detectors to NB-IoT platforms (CTWing, OneNET) for 'firesim nbiot'")
+	secretsOut := fs.String("secrets", "", "give each device a random secret: its hash in the ledger (secret_hash), the secrets in this file (mode 0600) for 'firesim run -secrets'")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *n <= 0 {
 		return fmt.Errorf("-devices %d: want at least 1", *n)
 	}
+	opts := sim.LedgerOptions{Devices: *n, Endpoint: *endpoint, Seed: *seed, Gateways: *gateways, NBIoT: *nb}
 	var buf bytes.Buffer
-	if err := sim.GenerateLedger(&buf, sim.LedgerOptions{Devices: *n, Endpoint: *endpoint, Seed: *seed, Gateways: *gateways, NBIoT: *nb}); err != nil {
+	if err := sim.GenerateLedger(&buf, opts); err != nil {
 		return err
+	}
+	if *secretsOut != "" {
+		// The ids from a first pass, their secrets hashed on every core,
+		// then the ledger again with the hashes (the same seed: the same
+		// devices).
+		l, err := devices.ParseLedger(*out, buf.Bytes())
+		if err != nil {
+			return fmt.Errorf("generated ledger does not load: %w", err)
+		}
+		ids := make([]string, len(l.Devices))
+		for i := range l.Devices {
+			ids[i] = l.Devices[i].ID
+		}
+		secrets, hashes, err := makeSecrets(ids)
+		if err != nil {
+			return err
+		}
+		opts.SecretHash = func(id string) string { return hashes[id] }
+		buf.Reset()
+		if err := sim.GenerateLedger(&buf, opts); err != nil {
+			return err
+		}
+		if err := writeSecrets(*secretsOut, ids, secrets); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote %s: the secrets of %d devices\n", *secretsOut, len(ids))
 	}
 	// Load what we wrote: a ledger firewatch would reject is a bug here.
 	l, err := devices.ParseLedger(*out, buf.Bytes())

@@ -32,6 +32,7 @@ Usage:
   firesim nullsub  [flags]   a do-nothing MQTT subscriber: the I/O baseline of the bench
   firesim nbiot    [flags]   NB-IoT smoke detectors reporting through emulated CTWing / OneNET pushes
   firesim uitd     [flags]   a building's GB/T 26875.3 UITD (用户信息传输装置) reporting a fire alarm
+  firesim nkey     [flags]   an account nkey for cluster mode's auth callout (make cluster)
 
 Run 'firesim <command> -h' for the flags of a command.
 
@@ -80,6 +81,8 @@ func firesim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdNullSub(ctx, args[1:], stdout, stderr)
 	case "nbiot":
 		err = cmdNBIoT(ctx, args[1:], stdout, stderr) // nbiot.go
+	case "nkey":
+		err = cmdNKey(args[1:], stdout, stderr) // secrets.go
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -80,6 +80,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	clientID := fs.String("client-id", "firesim", "MQTT client id")
 	username := fs.String("username", "", "MQTT user name")
 	password := fs.String("password", "", "MQTT password (default $FIREWATCH_MQTT_PASSWORD)")
+	secretsFile := fs.String("secrets", "", "each device on a connection of its own with its own credentials (user name and client id = its id, password from this file of 'firesim ledger -secrets'), answering the linkage commands sent to it; instead of one connection for the fleet")
 	seed := fs.Int64("seed", 1, "seed of the device behaviour")
 	status := fs.Duration("status-interval", sim.DefaultStatusInterval, "status heartbeat interval of each device")
 	if err := parseFlags(fs, args); err != nil {
@@ -122,11 +123,26 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// the two may be one stream.
 	var mu sync.Mutex
 	out, errs := &syncWriter{mu: &mu, w: stdout}, &syncWriter{mu: &mu, w: stderr}
-	client, err := connect(*broker, *clientID, *username, envOr(*password, "FIREWATCH_MQTT_PASSWORD"), errs)
-	if err != nil {
-		return err
+	var pub publisher
+	if *secretsFile != "" {
+		secrets, err := readSecrets(*secretsFile)
+		if err != nil {
+			return err
+		}
+		fleet, err := connectDevices(*broker, l, secrets, 3*time.Minute, errs)
+		if err != nil {
+			return err
+		}
+		defer fleet.Disconnect(250)
+		pub = fleet
+	} else {
+		client, err := connect(*broker, *clientID, *username, envOr(*password, "FIREWATCH_MQTT_PASSWORD"), errs)
+		if err != nil {
+			return err
+		}
+		defer client.Disconnect(250)
+		pub = mqttPublisher{client}
 	}
-	defer client.Disconnect(250)
 
 	if *duration > 0 {
 		var cancel context.CancelFunc
@@ -134,7 +150,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer cancel()
 	}
 	fmt.Fprintf(out, "firesim run: %d devices from %s → %s at %g messages/s (模拟设备已接入)\n", len(l.Devices), *ledgerPath, *broker, *rate)
-	_, err = publish(ctx, l, mqttPublisher{client}, runOptions{
+	_, err = publish(ctx, l, pub, runOptions{
 		rate: *rate, count: *count, scenarios: scenarios, delay: *delay, seed: *seed, status: *status,
 		tick: 10 * time.Millisecond, progress: 5 * time.Second, drain: 10 * time.Second,
 	}, out)

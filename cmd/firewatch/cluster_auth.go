@@ -20,10 +20,7 @@ func clusterAuth(c cluster.Config, src *cluster.Source, l *devices.Ledger, reg p
 	if c.CalloutSeed == "" {
 		return nil, nil
 	}
-	auth, err := broker.NewAuth(broker.AuthConfig{Ledger: l, Registerer: reg, Logger: log.With("component", "auth")})
-	if err != nil {
-		return nil, err
-	}
+	var auth *broker.Auth
 	co, err := cluster.NewCallout(c, func(user, clientID, remote string, password []byte) ([]string, []string, error) {
 		g, err := auth.Authorize(user, clientID, remote, password)
 		return g.Publish, g.Subscribe, err
@@ -31,6 +28,13 @@ func clusterAuth(c cluster.Config, src *cluster.Source, l *devices.Ledger, reg p
 	if err != nil {
 		return nil, err
 	}
+	// The instances share their admissions, under one key, so that a
+	// reconnect lands on the fast path whichever instance answers it.
+	auth, err = broker.NewAuth(broker.AuthConfig{Ledger: l, Registerer: reg, Logger: log.With("component", "auth"), CacheKey: co.CacheKey()})
+	if err != nil {
+		return nil, err
+	}
+	co.Share(auth)
 	src.Authorize(co)
 	return auth, nil
 }

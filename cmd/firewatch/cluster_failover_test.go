@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -79,14 +78,8 @@ func TestClusterFailover(t *testing.T) {
 	}
 	// A message is acknowledged to the stream once its readings are in
 	// InfluxDB (or the spool): a write-ahead log on the dead instance's disk
-	// would not help the survivor. The durability section is helper i15a's
-	// (issue 15, durable/); a binary without it acknowledges when the
-	// readings are in the writer's memory batch, and this test then finds
-	// the last ~100 ms of the killed owner's readings missing.
-	var durability []string
-	if help, _ := exec.Command(bin, "-h").CombinedOutput(); strings.Contains(string(help), "-durability.mode") {
-		durability = []string{"-durability.mode", "written"}
-	}
+	// would not help the survivor (durability.mode written, docs/cluster.md).
+	durability := []string{"-durability.mode", "written"}
 	instance := func(name string) *fwProcess {
 		httpAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 		return &fwProcess{t: t, bin: bin, api: "http://" + httpAddr, args: append(durability,
@@ -269,15 +262,9 @@ func TestClusterFailover(t *testing.T) {
 	want := len(acked)
 	t.Logf("%d readings published, %d acknowledged (PUBACK; per publisher %v), %d not (in flight when a connection dropped)", sent, want, perPub, failed)
 	mu.Unlock()
-	// Without i15a's durability section the killed owner acknowledged to
-	// the stream what was only in its writer's memory batch: readings of
-	// its last flush interval. That known gap is logged, not failed; any
-	// other missing reading fails the test.
+	// Every acknowledged reading must be in InfluxDB: the killed owner
+	// acknowledged to the stream only what was written there or spooled.
 	var missing []reading
-	gap := 0
-	inGap := func(r reading) bool {
-		return durability == nil && r.ts >= killed.UnixMilli()-time.Second.Milliseconds() && r.ts <= killed.UnixMilli()
-	}
 	deadline := time.Now().Add(60 * time.Second)
 	for !func() bool {
 		stored := map[reading]bool{}
@@ -291,13 +278,9 @@ func TestClusterFailover(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		missing, gap = missing[:0], 0
+		missing = missing[:0]
 		for r := range acked {
-			switch {
-			case stored[r]:
-			case inGap(r):
-				gap++
-			default:
+			if !stored[r] {
 				missing = append(missing, r)
 			}
 		}
@@ -310,11 +293,7 @@ func TestClusterFailover(t *testing.T) {
 		}
 		time.Sleep(time.Second) // polling InfluxDB, which has no signal to wait on
 	}
-	if gap > 0 {
-		t.Logf("%d acknowledged readings of the killed owner's last second are missing: this binary has no durability.mode (helper i15a), so it acknowledged them to the stream from its writer's memory batch", gap)
-	} else {
-		t.Logf("every one of %d acknowledged readings is in InfluxDB", want)
-	}
+	t.Logf("every one of %d acknowledged readings is in InfluxDB", want)
 
 	// One alarm for the fire, pushed under one key per endpoint (a repeat
 	// of the same key and body is at-least-once delivery).

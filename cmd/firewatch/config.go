@@ -107,6 +107,7 @@ func defaults() Config {
 	c.GB26875 = gb26875server.DefaultConfig()
 	c.Durability = durable.DefaultConfig()
 	c.Cluster = cluster.DefaultConfig()
+	c.Registry = registry.DefaultSettings()
 	return c
 }
 

@@ -53,6 +53,9 @@ var round int
 
 func buildFirewatchB(b *testing.B) string {
 	b.Helper()
+	if bin := os.Getenv("FW_BIN"); bin != "" {
+		return bin
+	}
 	bin := filepath.Join(b.TempDir(), "firewatch")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)

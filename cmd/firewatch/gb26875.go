@@ -15,10 +15,11 @@ import (
 )
 
 // newGB26875 opens the GB/T 26875.3 endpoint for UITDs (用户信息传输装置) when gb26875.listen or
-// gb26875.listen_udp is set; nil otherwise. Its frames become v1 messages handed to handle, the same entry
+// gb26875.listen_udp is set; nil otherwise. Its frames become v1 messages handed to h, the same entry
 // as MQTT uplink (the pipeline, then alarms.Manager.Sync), so a 确认 means what a PUBACK means: the
-// alarms the frame raised are stored (docs/gb26875.md).
-func newGB26875(cfg *Config, l *devices.Ledger, handle func(topic string, payload []byte), reg prometheus.Registerer, log *slog.Logger) (*gb26875server.Server, error) {
+// alarms the frame raised are stored (docs/gb26875.md); in cluster mode h forwards them into the stream
+// and a 确认 means they are stored there (cluster_forward.go).
+func newGB26875(cfg *Config, l *devices.Ledger, h gb26875server.Handler, reg prometheus.Registerer, log *slog.Logger) (*gb26875server.Server, error) {
 	if !cfg.GB26875.Enabled() {
 		if n := len(l.UITDs()); n > 0 {
 			log.Warn("the ledger lists UITDs but gb26875.listen and gb26875.listen_udp are empty: nothing hears them", "uitds", n)
@@ -28,7 +29,7 @@ func newGB26875(cfg *Config, l *devices.Ledger, handle func(topic string, payloa
 	if len(l.UITDs()) == 0 {
 		log.Warn("gb26875 listens but the ledger lists no UITD (uitds:): every UITD will be refused")
 	}
-	return gb26875server.New(cfg.GB26875, l, gb26875server.HandlerFunc(handle), log.With("component", "gb26875"), reg)
+	return gb26875server.New(cfg.GB26875, l, h, log.With("component", "gb26875"), reg)
 }
 
 // startGB26875 runs the endpoint with run's start; the returned stop and done are no-ops when it is off.

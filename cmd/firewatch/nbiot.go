@@ -62,6 +62,9 @@ func (s *service) startNBIoT(mux *http.ServeMux, reg prometheus.Registerer) erro
 // stored (Pipeline.Handle); pipeline.ErrNotStored when they may not be
 // (the bridge answers 503: the platform sends the push again).
 func (s *service) nbiotHandle(topic string, payload []byte) error {
+	if s.forward != nil { // cluster mode: into the device's partition (cluster_forward.go)
+		return s.forward.Forward(originNBIoT, true, topic, payload)
+	}
 	return s.pipe.Take(pipeline.Message{Origin: originNBIoT, Topic: topic, Payload: payload, Relayed: true})
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/firewatch-iot/firewatch/broker"
+	"github.com/firewatch-iot/firewatch/cluster"
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/pipeline"
 )
@@ -18,7 +19,9 @@ import (
 //     device's first alarm is annotated;
 //  2. the pipeline, which adopts the change between two messages: a new
 //     device's messages are decoded and evaluated from then on, a removed
-//     device's rejected as unknown, its liveness stopped;
+//     device's rejected as unknown, its liveness stopped; in cluster mode
+//     then the partitions (cluster.Source.Follow), so that the owner of a
+//     new device's partition watches its liveness;
 //  3. the alarm manager, which reads the snapshot in force on every use
 //     (a new station is routable at once), then closes the removed
 //     devices' open alarms — after the pipeline, so that nothing it still
@@ -41,6 +44,11 @@ func (s *service) followRegistry(annotations func(l *devices.Ledger, remake bool
 		}
 	})
 	s.pipe.Follow(s.registry)
+	if src, ok := s.source.(*cluster.Source); ok {
+		// Cluster mode: an added device belongs to its partition at once
+		// (its owner watches its liveness), a removed one to none.
+		src.Follow(s.registry)
+	}
 	s.alarms.Follow(s.registry)
 	if s.brokerAuth != nil && s.broker != nil {
 		s.brokerAuth.Follow(s.registry, s.broker)

@@ -58,6 +58,8 @@ type service struct {
 	nbiot    *bridge.Bridge // NB-IoT platform pushes (nbiot.go); nil: none configured
 	vitals   *bridge.Vitals // NB-IoT detectors' last signal and battery (nbiot_forward.go)
 
+	forward *cluster.Forwarder // cluster mode: NB-IoT and GB/T 26875.3 into the stream (cluster_forward.go)
+
 	// Issue 18: the live registry every consumer follows, and the
 	// embedded broker's authentication, which follows it too
 	// (registry_live.go).
@@ -168,7 +170,10 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		return nil, err
 	}
 	s.live = s.pipe.Liveness()
-	if s.gb, err = newGB26875(cfg, s.ledger, pipeline.Handler(s.pipe, originGB26875), reg, log); err != nil {
+	if err = s.startForwarder(reg, log); err != nil { // cluster_forward.go
+		return nil, err
+	}
+	if s.gb, err = newGB26875(cfg, s.ledger, s.gbHandler(), reg, log); err != nil {
 		return nil, err
 	}
 
@@ -179,6 +184,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		// the console fan-out to the nodes' MQTT (cluster_downlink.go).
 		s.brokerURL = "nats " + cfg.Cluster.URLs
 		src = cluster.NewSource(cfg.Cluster, s.pipe, s.ledger, reg, log.With("component", "cluster"))
+		// A message of a device not yet in the registry (added through
+		// another instance a moment ago) waits for the registry to catch up.
+		src.CatchUpRegistry(func(ctx context.Context) error { _, err := s.regStore.Sync(ctx); return err }, reg)
 		s.source = src
 		s.downlink = newClusterDownlink(cfg.Cluster)
 		if s.brokerAuth, err = clusterAuth(cfg.Cluster, src, s.ledger, reg, log); err != nil { // cluster_auth.go
@@ -191,7 +199,9 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 		// (broker/settings.go).
 		inline := broker.NewCheckedInlineSource(pipeline.CheckedHandler(s.pipe, pipeline.OriginBroker))
 		if s.durable != nil {
-			inline.HandlerWaits() // for the durability tracker (durability.go)
+			// Issue 19: the PUBACK once durable (durability.go), sent from
+			// the tracker; the connection's reader does not wait for it.
+			inline = broker.NewAckInlineSource(pipeline.CheckedAckHandler(s.pipe, pipeline.OriginBroker))
 		}
 		bc, err := cfg.MQTT.Config(s.ledger, reg, log)
 		if err != nil {
@@ -239,7 +249,7 @@ func newService(cfg *Config, log *slog.Logger) (_ *service, err error) {
 	(&devicesAPI{ledger: s.ledger, live: s.live, registry: s.registry}).register(mux, func(h http.HandlerFunc) http.HandlerFunc {
 		return s.alarms.Require(alarms.RoleViewer, h)
 	})
-	s.mountRegistry(mux, s.registry) // registry.go: the registry API, its commits made live through s.registry
+	s.mountRegistry(mux, s.registry, reg) // registry.go: the registry API, its commits made live through s.registry
 	// Timeouts against slow clients (slowloris): headers within 10 s,
 	// the whole request within read_timeout, the response within
 	// write_timeout; idle keep-alive connections closed after idle_timeout.
@@ -311,6 +321,7 @@ func (s *service) run(ctx context.Context) error {
 	stopPipe, pipeDone := start("pipeline", s.pipe.Run)
 	stopSource, sourceDone := start("mqtt", s.source.Run)
 	stopGB, gbDone := s.startGB26875(start)
+	stopFollow, followDone := start("registry follow", s.followRegistryStore) // issue 15: registry.go
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
@@ -331,6 +342,8 @@ func (s *service) run(ctx context.Context) error {
 	// Before the source: a handler waiting in Sync for a failing store
 	// holds the source; the alarm manager's drain grace must start now.
 	s.alarms.Stopping()
+	stopFollow() // issue 15: no registry change applied while the consumers stop
+	<-followDone
 	stopGB() // gb26875.go
 	<-gbDone
 	s.stopNBIoT() // nbiot.go
@@ -359,6 +372,7 @@ func (s *service) close() {
 	if s.gb != nil {
 		s.gb.Close()
 	}
+	s.closeForwarder() // cluster_forward.go
 	s.downlink.close()
 	if s.broker != nil {
 		s.broker.Close()

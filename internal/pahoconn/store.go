@@ -12,7 +12,13 @@ import (
 // paho sets the DUP flag on the stored packet while a Publish that waited
 // through the reconnect is writing it (a data race, paho issue #703, open
 // in v1.5.1). With a copy, the reconnect marks and sends the copy.
-func NewStore() paho.Store { return copyStore{paho.NewMemoryStore()} }
+//
+// The store is paho's ordered one: at a reconnect paho sends what the store
+// holds in the order its All returns, and the plain memory store returns
+// map order, so a backlog went out shuffled (issue 15: a device's messages
+// a minute older than one sent before them are judged a clock that went
+// back, raising false 时钟异常 faults).
+func NewStore() paho.Store { return copyStore{paho.NewOrderedMemoryStore()} }
 
 type copyStore struct{ paho.Store }
 

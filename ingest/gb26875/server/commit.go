@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/ingest/gb26875"
@@ -19,6 +20,7 @@ func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) err
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.refused = nil
 	s.m.uploads(up.Type)
 	switch up.Type {
 	case gb26875.TypeSystemState:
@@ -68,7 +70,7 @@ func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) err
 		}
 	}
 	// Any upload, a keep-alive too, is a sign of life of the UITD (巡检); now and then of its points.
-	s.h.Handle(s.status[st.u.Device], heartbeat)
+	s.handle(st, s.status[st.u.Device], heartbeat)
 	if now := s.now(); now.Sub(st.lastFanout) >= pointLiveness {
 		st.lastFanout = now
 		st.devs = st.devs[:0]
@@ -77,9 +79,15 @@ func (s *Server) commit(st *uitdState, f *gb26875.Frame, up *gb26875.Upload) err
 		}
 		for _, d := range st.devs {
 			if d != st.u.Device {
-				s.h.Handle(s.status[d], heartbeat)
+				s.handle(st, s.status[d], heartbeat)
 			}
 		}
+	}
+	if err := st.refused; err != nil {
+		// A message was refused (checked.go): not confirmed, the UITD sends the frame again, and the
+		// points' signs of life go again with it.
+		st.lastFanout = time.Time{}
+		return err
 	}
 	if s.stopping.Load() {
 		// Shutdown began while the pipeline had the frame: its alarms may have been given up (the alarm
@@ -118,7 +126,7 @@ func (s *Server) state(st *uitdState, k srcKey, p devices.FacilityPoint, mask, b
 // send hands device dev's current state of the flags of mask to the pipeline.
 func (s *Server) send(st *uitdState, dev devices.Index, mask flags) {
 	st.buf = appendState(st.buf[:0], st.union(dev), mask)
-	s.h.Handle(s.topics[dev], st.buf)
+	s.handle(st, s.topics[dev], st.buf)
 	s.m.messages.Inc()
 }
 
@@ -145,6 +153,6 @@ func (s *Server) analog(st *uitdState, o *gb26875.Analog) {
 		ms = t.UnixMilli()
 	}
 	st.buf = appendAnalog(st.buf[:0], info.Metric, v, ms)
-	s.h.Handle(s.topics[dev], st.buf)
+	s.handle(st, s.topics[dev], st.buf)
 	s.m.messages.Inc()
 }

@@ -88,7 +88,7 @@ var (
 	descConfirmed = prometheus.NewDesc("firewatch_gb26875_confirmed_total", "确认 sent: uploads taken by the pipeline (retransmissions included).", nil, nil)
 	descDenied    = prometheus.NewDesc("firewatch_gb26875_denied_total", "否认 sent: refused frames that were certainly the sender's.", nil, nil)
 	descRetrans   = prometheus.NewDesc("firewatch_gb26875_retransmissions_total", "Retransmissions recognised (same source, serial number and content): confirmed again, not evaluated again.", nil, nil)
-	descCommitErr = prometheus.NewDesc("firewatch_gb26875_commit_failed_total", "Uploads not taken (firewatch stopping): not confirmed, so the UITD sends them again.", nil, nil)
+	descCommitErr = prometheus.NewDesc("firewatch_gb26875_commit_failed_total", "Uploads not taken (firewatch stopping, or a message refused: the pipeline at shutdown, the stream in cluster mode): not confirmed, so the UITD sends them again.", nil, nil)
 	descIgnored   = prometheus.NewDesc("firewatch_gb26875_ignored_total", "Refused frame candidates found inside garbage: counted by reason, not answered.", nil, nil)
 	descRefused   = prometheus.NewDesc("firewatch_gb26875_refused_total", "Frames refused, by reason (docs/gb26875.md: short, start, too_long, length, end, checksum, command, type, adu, other, spoofed).", []string{"reason"}, nil)
 )

@@ -76,6 +76,9 @@ type Server struct {
 	m        *metrics
 	lastLog  atomic.Int64 // rate limit of refusal logs (Unix ms)
 
+	// checked is h when it may refuse a message (checked.go).
+	checked CheckedHandler
+
 	duties // the centre's duties: connections by UITD, 查岗 and its 考核 (duty.go)
 }
 
@@ -96,6 +99,7 @@ func New(cfg Config, l *devices.Ledger, h Handler, log *slog.Logger, reg prometh
 			s.status[i] = "fw/v1/up/" + d.ID + "/status"
 		}
 	}
+	s.checked, _ = h.(CheckedHandler)
 	s.m = newMetrics(s, reg)
 	s.initDuties(reg)
 	var err error

@@ -134,6 +134,7 @@ type uitdState struct {
 	lastFanout time.Time
 	buf        []byte
 	devs       []devices.Index
+	refused    error // a message of the upload being committed was refused (checked.go)
 }
 
 func newUITDState(u *devices.UITD, l *devices.Ledger) *uitdState {

@@ -1,4 +1,4 @@
-package rules
+package testenv
 
 import (
 	"runtime"
@@ -16,11 +16,11 @@ func threadCPU() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// cpuMetric locks the benchmark to its thread and, when the returned
+// CPUMetric locks the benchmark to its thread and, when the returned
 // function is called after the loop, reports the thread's CPU time per
-// unit: on a machine shared with other work, wall time per op counts the
-// time other processes ran, CPU time does not.
-func cpuMetric(b *testing.B) func(units int, unit string) {
+// unit ("cpu-ns/<unit>"): on a machine shared with other work, wall time
+// per op counts the time other processes ran, CPU time does not.
+func CPUMetric(b *testing.B) func(units int, unit string) {
 	runtime.LockOSThread()
 	c0 := threadCPU()
 	return func(units int, unit string) {
