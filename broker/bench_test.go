@@ -2,17 +2,10 @@ package broker
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
-
-	mochi "github.com/mochi-mqtt/server/v2"
-
-	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 // BenchmarkInlinePublish: one device publishes QoS 1 readings through the
@@ -31,16 +24,7 @@ func BenchmarkAckInlinePublish(b *testing.B) {
 }
 
 func benchInline(b *testing.B, src *InlineSource) {
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-	br, err := Start(Config{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer br.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go src.Run(ctx)
-	<-src.Ready()
+	_, addr := startInline(b, src)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)

@@ -3,16 +3,10 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
-
-	mochi "github.com/mochi-mqtt/server/v2"
-
-	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 // TestAckInlineSource (issue 19): the hook hands each message over and
@@ -32,37 +26,13 @@ func TestAckInlineSource(t *testing.T) {
 		}
 		return nil
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	b, err := Start(Config{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go src.Run(ctx)
-	<-src.Ready()
-
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	// CONNECT (MQTT 3.1.1, clean session, client id "d1"), by hand.
-	c.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 2, 'd', '1'})
+	_, addr := startInline(t, src)
+	c := dialHand(t, addr, "d1")
 	ack := make([]byte, 4)
-	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK % x: %v", ack, err)
-	}
 	// Four QoS 1 PUBLISHes, ids 1 to 4, in one write.
-	topic := "fw/v1/up/d1/event"
 	var burst []byte
 	for id, payload := range []string{"a", "refused", "c", "d"} {
-		burst = append(burst, 0x32, byte(2+len(topic)+2+len(payload)), 0, byte(len(topic)))
-		burst = append(burst, topic...)
-		burst = append(burst, 0, byte(id+1))
-		burst = append(burst, payload...)
+		burst = qos1(burst, "fw/v1/up/d1/event", uint16(id+1), payload)
 	}
 	c.Write(burst)
 	var ms []msg
@@ -110,39 +80,15 @@ func isTimeout(err error) bool {
 func TestAckInlineSourceStalledClient(t *testing.T) {
 	acks := make(chan func(), 8)
 	src := NewAckInlineSource(func(_ string, _ []byte, ack func()) error { acks <- ack; return nil })
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	b, err := Start(Config{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go src.Run(ctx)
-	<-src.Ready()
-
+	b, addr := startInline(t, src)
 	dial := func(id string) net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		// CONNECT, MQTT 3.1.1, clean session, a two-letter client id.
-		c.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 2, id[0], id[1]})
-		ack := make([]byte, 4)
-		if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-			t.Fatalf("CONNACK % x: %v", ack, err)
-		}
-		topic := "fw/v1/up/" + id + "/event"
-		pub := append([]byte{0x32, byte(2 + len(topic) + 2 + 1), 0, byte(len(topic))}, topic...)
-		c.Write(append(pub, 0, 7, 'x')) // QoS 1, packet id 7
+		c := dialHand(t, addr, id)
+		c.Write(qos1(nil, "fw/v1/up/"+id+"/event", 7, "x"))
 		return c
 	}
 	stalled := dial("d1")
-	defer stalled.Close()
 	ackStalled := <-acks
 	other := dial("d2")
-	defer other.Close()
 	ackOther := <-acks
 
 	cl, ok := b.Clients.Get("d1")

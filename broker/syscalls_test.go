@@ -3,17 +3,12 @@
 package broker
 
 import (
-	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	mochi "github.com/mochi-mqtt/server/v2"
 
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
@@ -28,15 +23,7 @@ import (
 func TestBrokerAcksBurstInFewWrites(t *testing.T) {
 	var handled atomic.Int64
 	src := NewInlineSource(func(string, []byte) { handled.Add(1) })
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := Start(Config{Addr: addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Hooks: []mochi.Hook{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go src.Run(ctx)
-	<-src.Ready()
-	t.Cleanup(func() { cancel(); s.Close() })
+	_, addr := startInline(t, src)
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
