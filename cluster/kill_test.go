@@ -290,13 +290,7 @@ func killTakeover(t *testing.T, steady time.Duration, stale bool, bound time.Dur
 	}
 	var pubs []mqtt.Client
 	for i, n := range nc.Nodes {
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID(fmt.Sprintf("kpub-%d", i)).
-			SetCleanSession(true).SetAutoReconnect(false))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("mqtt connect %s: %v", n.MQTT, tok.Error())
-		}
-		defer c.Disconnect(100)
-		pubs = append(pubs, c)
+		pubs = append(pubs, mqttPublisher(t, n.MQTT, fmt.Sprintf("kpub-%d", i)))
 	}
 	var sent atomic.Int64 // seqs 0 … sent-1 are PUBACKed for every device
 	var pubMu sync.Mutex

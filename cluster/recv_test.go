@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/firewatch-iot/firewatch/devices"
 	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"github.com/firewatch-iot/firewatch/pipeline"
@@ -82,12 +80,7 @@ func TestClusterLateDeliveryJudgedAtArrival(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("source not ready within 60 s")
 	}
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(nc.Nodes[1].MQTT).SetClientID("late-pub").
-		SetCleanSession(true).SetAutoReconnect(false))
-	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("mqtt connect: %v", tok.Error())
-	}
-	defer pub.Disconnect(100)
+	pub := mqttPublisher(t, nc.Nodes[1].MQTT, "late-pub")
 	// publish returns when it began and when its PUBACK came: the stream
 	// stored the message in between.
 	publish := func(dev, payload string) [2]int64 {

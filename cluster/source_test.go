@@ -147,13 +147,7 @@ func testTakeover(t *testing.T, noAckAfter int) {
 	const devices, perDevice = 24, 60
 	var pubs []mqtt.Client
 	for i, n := range nc.Nodes {
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(n.MQTT).SetClientID(fmt.Sprintf("pub-%d", i)).
-			SetCleanSession(true).SetAutoReconnect(false))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("mqtt connect %s: %v", n.MQTT, tok.Error())
-		}
-		defer c.Disconnect(100)
-		pubs = append(pubs, c)
+		pubs = append(pubs, mqttPublisher(t, n.MQTT, fmt.Sprintf("pub-%d", i)))
 	}
 	// The servers' mapping puts each device where PartitionOf says.
 	// On the publisher's node: interest reaches the other nodes over the

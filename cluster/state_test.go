@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -221,12 +220,7 @@ func testStateMoves(t *testing.T, mode int) {
 	}
 	a := startInstance(t, ctx, cfg("a"), l, rulesFile, log)
 	b := startInstance(t, ctx, cfg("b"), l, rulesFile, log)
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(nc.Nodes[0].MQTT).SetClientID("state-pub").
-		SetCleanSession(true).SetAutoReconnect(false))
-	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("mqtt connect: %v", tok.Error())
-	}
-	defer pub.Disconnect(100)
+	pub := mqttPublisher(t, nc.Nodes[0].MQTT, "state-pub")
 	seqs := map[string]int{}
 	send := func(dev string, ts int64, ma float64) {
 		seqs[dev]++
