@@ -24,12 +24,24 @@ type effect struct {
 	endpoints  []string
 }
 
+// conflictRetries bounds how often commit reads a batch again at once
+// after an alarm of it changed state meanwhile (ErrConflict), before it
+// treats the conflict as a failure and backs off.
+const conflictRetries = 3
+
 // commit stores batch in one transaction and then applies its effects. A
 // failing batch is retried event by event, each with backoff, until giveUp;
 // commit returns how many events it had to give up on, each logged in full
 // so that an operator can reconstruct it.
 func (m *Manager) commit(giveUp context.Context, batch []rules.Event) (lost int) {
 	effects, err := m.apply(batch)
+	for attempt := 0; errors.Is(err, ErrConflict) && attempt < conflictRetries; attempt++ {
+		// Another writer moved an alarm of the batch between this
+		// transaction's read and its write (an instance's outbox marking it
+		// pushed, a person taking it on): read it again at once. Not a
+		// store failure, no backoff.
+		effects, err = m.apply(batch)
+	}
 	if err == nil {
 		m.after(effects)
 		return 0

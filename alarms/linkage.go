@@ -151,6 +151,12 @@ func (m *Manager) finishCommand(ctx context.Context, c pendingCommand, from, sta
 	if !ok {
 		return nil // answered meanwhile
 	}
+	// The note records the alarm's state as it stays: locked first, so
+	// that on PostgreSQL no transition commits between the read and the
+	// note (the history would end at a state the alarm left).
+	if err := tx.lock(ctx, c.alarmID); err != nil {
+		return fmt.Errorf("record command %s: %w", c.key, err)
+	}
 	st, err := tx.alarmState(ctx, c.alarmID)
 	if err != nil {
 		return fmt.Errorf("record command %s: %w", c.key, err)

@@ -119,15 +119,17 @@ func (s *store) markDelivered(ctx context.Context, row *outboxRow, at time.Time)
 		return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
 	}
 	if row.transition == TransitionRaised && row.target == "station" {
-		state, err := t.alarmState(ctx, row.alarmID)
-		if err != nil {
-			return false, fmt.Errorf("mark push %d delivered: %w", row.id, err)
-		}
-		if state == StateRaised {
-			if err := t.move(ctx, row.alarmID, StateRaised, StatePushed, at, ActorDispatch, "station webhook answered 2xx"); err != nil {
-				return false, err
-			}
+		// Compare and set in one statement: an alarm still raised is now
+		// pushed; one that left raised meanwhile (cleared by its rule,
+		// taken on by a person) stays as it is. A read of the state before
+		// the move left a gap in which another instance's commit made the
+		// move fail (PostgreSQL; TestSharedStore/DeliveredWhileCleared).
+		err := t.move(ctx, row.alarmID, StateRaised, StatePushed, at, ActorDispatch, "station webhook answered 2xx")
+		switch {
+		case err == nil:
 			pushed = true
+		case !errors.Is(err, ErrConflict):
+			return false, err
 		}
 	}
 	if row.transition == TransitionIncident && row.target == "station" && row.incident.Valid {
