@@ -246,6 +246,13 @@ func (p *partition) resume(ctx context.Context, held []jetstream.Msg, delivered 
 	return commit
 }
 
+// replayUnheard bounds the fetches of a replay that meet no responder
+// (a consumer just created, not yet known where the request arrives), 50 ms
+// more apart each time: 0.75 s in all at most, well within ack_wait (the
+// messages held for the acquisition are kept in progress only as the
+// replay yields).
+const replayUnheard = 5
+
 // replay reads the partition's messages from sequence from to to (stream
 // sequences) in order, skipping those in skip, and gives each to f.
 func (p *partition) replay(ctx context.Context, from, to uint64, skip map[uint64]bool,
@@ -265,6 +272,7 @@ func (p *partition) replay(ctx context.Context, from, to uint64, skip map[uint64
 	if err != nil {
 		return err
 	}
+	unheard := 0
 	for {
 		batch, err := cons.Fetch(pullBatch, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -293,6 +301,21 @@ func (p *partition) replay(ctx context.Context, from, to uint64, skip map[uint64
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			// Each Fetch of an ordered consumer creates a consumer; its pull
+			// request may reach this connection's server before the new
+			// consumer's interest does, and meet no responder (seen in make
+			// cluster at about one acquisition in ten, which then fell back
+			// to forgotten rule state). Fetch again, from where the last one
+			// stopped, a few times.
+			if got == 0 && errors.Is(err, nats.ErrNoResponders) && unheard < replayUnheard {
+				unheard++
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(unheard) * 50 * time.Millisecond):
+				}
+				continue
+			}
 			return err
 		}
 		if got == 0 {
