@@ -26,23 +26,8 @@ func TestDeliveredWhileCleared(t *testing.T) {
 }
 
 func testDeliveredWhileCleared(t *testing.T, db string) {
-	l := testLedger(t, "http://127.0.0.1:1/", "http://127.0.0.1:1/other")
-	cfg := testConfig(t)
-	cfg.DBPath = db
-	m, err := NewManager(cfg, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	r := newTestRules(t)
 	const n = 48
-	var evs []rules.Event
-	for ch := 1; ch <= n; ch++ {
-		evs = append(evs, raise(r.slotTemp, devCharger, uint8(ch), 70, 0))
-	}
-	if _, err := m.apply(evs); err != nil {
-		t.Fatal(err)
-	}
+	m, r, ids := chargerAlarms(t, db, n)
 	ctx := context.Background()
 	eps, _, err := m.store.pendingEndpoints(ctx)
 	if err != nil || len(eps) == 0 {
@@ -95,10 +80,6 @@ func testDeliveredWhileCleared(t *testing.T, db string) {
 		t.Errorf("%d clears failed to commit and were retried after a backoff (another writer's change between their read and write)", f)
 	}
 	// Every alarm closed by its clear, its history ending where its state is.
-	ids, err := m.store.listIDs(ctx, Filter{Device: l.Devices[devCharger].ID, Limit: MaxLimit})
-	if err != nil || len(ids) != n {
-		t.Fatalf("%d alarms (%v), want %d", len(ids), err, n)
-	}
 	for _, id := range ids {
 		a, err := m.store.get(ctx, id)
 		if err != nil {

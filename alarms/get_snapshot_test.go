@@ -21,27 +21,8 @@ func TestGetOneSnapshot(t *testing.T) {
 }
 
 func testGetOneSnapshot(t *testing.T, db string) {
-	l := testLedger(t, "http://127.0.0.1:1/", "http://127.0.0.1:1/other")
-	cfg := testConfig(t)
-	cfg.DBPath = db
-	m, err := NewManager(cfg, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	r := newTestRules(t)
 	const n = 24
-	var evs []rules.Event
-	for ch := 1; ch <= n; ch++ {
-		evs = append(evs, raise(r.slotTemp, devCharger, uint8(ch), 70, 0))
-	}
-	if _, err := m.apply(evs); err != nil {
-		t.Fatal(err)
-	}
-	ids, err := m.store.listIDs(context.Background(), Filter{Device: l.Devices[devCharger].ID, Limit: MaxLimit})
-	if err != nil || len(ids) != n {
-		t.Fatalf("%d alarms (%v), want %d", len(ids), err, n)
-	}
+	m, _, ids := chargerAlarms(t, db, n)
 	var done atomic.Bool
 	var reads, torn atomic.Int64
 	var wg sync.WaitGroup
@@ -72,4 +53,33 @@ func testGetOneSnapshot(t *testing.T, db string) {
 	done.Store(true)
 	wg.Wait()
 	t.Logf("%d reads during %d transitions, %d torn", reads.Load(), 4*n, torn.Load())
+}
+
+// chargerAlarms opens a manager on db that delivers nothing (not run; its
+// receivers are unreachable) and raises n slot-temperature alarms of the
+// test charger, channels 1 to n, in one batch. It returns the manager,
+// the rules and the alarms' ids.
+func chargerAlarms(t *testing.T, db string, n int) (*Manager, testRules, []int64) {
+	t.Helper()
+	l := testLedger(t, "http://127.0.0.1:1/", "http://127.0.0.1:1/other")
+	cfg := testConfig(t)
+	cfg.DBPath = db
+	m, err := NewManager(cfg, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	r := newTestRules(t)
+	var evs []rules.Event
+	for ch := 1; ch <= n; ch++ {
+		evs = append(evs, raise(r.slotTemp, devCharger, uint8(ch), 70, 0))
+	}
+	if _, err := m.apply(evs); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := m.store.listIDs(context.Background(), Filter{Device: l.Devices[devCharger].ID, Limit: MaxLimit})
+	if err != nil || len(ids) != n {
+		t.Fatalf("%d alarms (%v), want %d", len(ids), err, n)
+	}
+	return m, r, ids
 }
