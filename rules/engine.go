@@ -790,7 +790,28 @@ func (e *Engine) older(ds *devState, s *Stamp, t, lastAbs int64) bool {
 	if s.Replay {
 		return d <= 0 // a newer seq with an older ts: the gateway's clock went back
 	}
-	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 && ds.window()&(uint64(1)<<uint(-d)) == 0
+	// A gap of the seq window, or a seq seen whose digest is no longer
+	// held (a later seq took its slot): a QoS 1 resend of a message already
+	// evaluated, arriving after four or more newer ones (a broker node
+	// that stored it died before its PUBACK left). Taken for a restarted
+	// counter, three such resends in a row raised a false clock fault
+	// (时钟异常) and their old readings were evaluated as new.
+	return lastAbs-t <= ReorderTolerance && d < 0 && d > -64 &&
+		(ds.window()&(uint64(1)<<uint(-d)) == 0 || digestForgotten(ds, d))
+}
+
+// digestForgotten reports whether the digest of the seq d behind the
+// device's newest (d < 0, within the window) has been overwritten by a
+// later seq sharing its slot, so that a copy of it cannot be told from
+// other content.
+func digestForgotten(ds *devState, d int32) bool {
+	w := ds.window()
+	for k := -d - 4; k >= 0; k -= 4 {
+		if w&(uint64(1)<<uint(k)) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // window records s's seq in the device's sequence window.
@@ -811,6 +832,9 @@ func (e *Engine) window(ds *devState, s *Stamp, fresh bool) {
 			ds.seq, ds.seen, ds.dig = s.Seq, [2]uint32{1, 0}, [4]uint32{}
 		} else {
 			ds.setWindow(ds.window() | bit)
+			if digestForgotten(ds, d) {
+				return // the slot is a later seq's: keep its digest
+			}
 		}
 	default:
 		return // an old message beyond the window
