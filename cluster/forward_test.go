@@ -104,15 +104,7 @@ func testClusterForward(t *testing.T, callout bool) {
 	defer cancel()
 	start := func(name string, r pipeline.Taker) *Source {
 		s := NewSource(config(name), r, nil, nil, quiet())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		select {
-		case <-s.Ready():
-		case err := <-done:
-			t.Fatalf("source %s: %v", name, err)
-		case <-time.After(60 * time.Second):
-			t.Fatalf("source %s not ready within 60 s", name)
-		}
+		runSource(t, ctx, s, name)
 		return s
 	}
 	opt := mqtt.NewClientOptions().AddBroker(nc.Nodes[2].MQTT).SetClientID("pub").SetCleanSession(true)
@@ -299,15 +291,7 @@ func BenchmarkForward(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := NewSource(testConfig(nc.URLs(), parts, "a"), &msgRecorder{}, nil, nil, quiet())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		b.Fatal(err)
-	case <-time.After(60 * time.Second):
-		b.Fatal("source not ready")
-	}
+	runSource(b, ctx, s, "a")
 	f, err := NewForwarder(testConfig(nc.URLs(), parts, "b"), nil, quiet())
 	if err != nil {
 		b.Fatal(err)

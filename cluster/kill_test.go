@@ -279,15 +279,7 @@ func killTakeover(t *testing.T, steady time.Duration, stale bool, bound time.Dur
 
 	// Two devices in each partition, one publisher per node, every device
 	// a message each 50 ms (320 messages/s).
-	var devs []string
-	per := map[int]int{}
-	for i := 0; len(devs) < 2*parts; i++ {
-		id := fmt.Sprintf("sm-%03d", i)
-		if p := PartitionOf(id, parts); per[p] < 2 {
-			per[p]++
-			devs = append(devs, id)
-		}
-	}
+	devs := twoPerPartition(parts)
 	var pubs []mqtt.Client
 	for i, n := range nc.Nodes {
 		pubs = append(pubs, mqttPublisher(t, n.MQTT, fmt.Sprintf("kpub-%d", i)))
@@ -333,15 +325,7 @@ func killTakeover(t *testing.T, steady time.Duration, stale bool, bound time.Dur
 
 	rb := &clockRecorder{parts: parts, at: map[int][]time.Time{}, seqs: map[string][]took{}}
 	b := NewSource(testConfig(nc.URLs(), parts, "b"), rb, nil, nil, quiet())
-	doneB := make(chan error, 1)
-	go func() { doneB <- b.Run(ctx) }()
-	select {
-	case <-b.Ready():
-	case err := <-doneB:
-		t.Fatalf("source b: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("source b not ready within 60 s")
-	}
+	runSource(t, ctx, b, "b")
 	testenv.WaitFor(t, 30*time.Second, "b owning every partition", func() bool { return len(b.Owned()) == parts })
 	var kv jetstream.KeyValue
 	if stale {

@@ -42,15 +42,7 @@ func TestClusterNATSNodeKill(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var devs []string
-	per := map[int]int{}
-	for i := 0; len(devs) < 2*parts; i++ {
-		id := fmt.Sprintf("sm-%03d", i)
-		if p := PartitionOf(id, parts); per[p] < 2 {
-			per[p]++
-			devs = append(devs, id)
-		}
-	}
+	devs := twoPerPartition(parts)
 	recs := []*clockRecorder{
 		{parts: parts, at: map[int][]time.Time{}, seqs: map[string][]took{}},
 		{parts: parts, at: map[int][]time.Time{}, seqs: map[string][]took{}},
@@ -58,15 +50,7 @@ func TestClusterNATSNodeKill(t *testing.T) {
 	var srcs []*Source
 	for i, name := range []string{"a", "b"} {
 		s := NewSource(testConfig(nc.URLs(), parts, name), recs[i], nil, nil, quiet())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		select {
-		case <-s.Ready():
-		case err := <-done:
-			t.Fatalf("source %s: %v", name, err)
-		case <-time.After(60 * time.Second):
-			t.Fatalf("source %s not ready within 60 s", name)
-		}
+		runSource(t, ctx, s, name)
 		srcs = append(srcs, s)
 	}
 	// Pins are given at deliveries: messages until the two instances

@@ -70,16 +70,8 @@ func TestClusterLateDeliveryJudgedAtArrival(t *testing.T) {
 	cfg := testConfig(nc.URLs(), parts, "a")
 	cfg.AckWait = 3 * time.Second
 	src = NewSource(cfg, pipe, l, nil, quiet())
-	errc := make(chan error, 1)
 	go p.Run(ctx)
-	go func() { errc <- src.Run(ctx) }()
-	select {
-	case <-src.Ready():
-	case err := <-errc:
-		t.Fatalf("source: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("source not ready within 60 s")
-	}
+	runSource(t, ctx, src, "a")
 	pub := mqttPublisher(t, nc.Nodes[1].MQTT, "late-pub")
 	// publish returns when it began and when its PUBACK came: the stream
 	// stored the message in between.

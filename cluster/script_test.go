@@ -1,10 +1,11 @@
 package cluster
 
 import (
-	"github.com/firewatch-iot/firewatch/internal/testenv"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/firewatch-iot/firewatch/internal/testenv"
 )
 
 // TestScriptMappings keeps the subject mapping that scripts/cluster.sh

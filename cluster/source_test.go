@@ -123,25 +123,9 @@ func testTakeover(t *testing.T, noAckAfter int) {
 	ca.AckWait, cb.AckWait = 6*time.Second, 6*time.Second
 	a := NewSource(ca, ra, nil, nil, quiet())
 	ctxA, stopA := context.WithCancel(ctx)
-	doneA := make(chan error, 1)
-	go func() { doneA <- a.Run(ctxA) }()
-	select {
-	case <-a.Ready():
-	case err := <-doneA:
-		t.Fatalf("source a: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("source a not ready within 60 s")
-	}
+	doneA := runSource(t, ctxA, a, "a")
 	b := NewSource(cb, rb, nil, nil, quiet())
-	doneB := make(chan error, 1)
-	go func() { doneB <- b.Run(ctx) }()
-	select {
-	case <-b.Ready():
-	case err := <-doneB:
-		t.Fatalf("source b: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("source b not ready within 60 s")
-	}
+	runSource(t, ctx, b, "b")
 
 	// One publisher per node, 8 devices each, QoS 1.
 	const devices, perDevice = 24, 60
@@ -263,19 +247,10 @@ func TestClusterBalance(t *testing.T) {
 	nc := testenv.StartNATSCluster(t, ServerMappings(parts))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	start := func(name string, r *recorder) (*Source, context.CancelFunc, chan error) {
+	start := func(name string, r *recorder) (*Source, context.CancelFunc, <-chan error) {
 		c, stop := context.WithCancel(ctx)
 		s := NewSource(testConfig(nc.URLs(), parts, name), r, nil, nil, quiet())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(c) }()
-		select {
-		case <-s.Ready():
-		case err := <-done:
-			t.Fatalf("source %s: %v", name, err)
-		case <-time.After(60 * time.Second):
-			t.Fatalf("source %s not ready within 60 s", name)
-		}
-		return s, stop, done
+		return s, stop, runSource(t, c, s, name)
 	}
 	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(nc.Nodes[0].MQTT).SetClientID("pub").SetCleanSession(true))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

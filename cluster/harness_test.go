@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -48,3 +50,35 @@ func mqttPublisher(t *testing.T, url, clientID string) mqtt.Client {
 }
 
 var errTimeout = errors.New("timed out")
+
+// runSource runs s until ctx ends and returns, once s is ready, the channel
+// that gets Run's result; it fails the test if Run ends first or s is not
+// ready within 60 s.
+func runSource(tb testing.TB, ctx context.Context, s *Source, name string) <-chan error {
+	tb.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		tb.Fatalf("source %s: %v", name, err)
+	case <-time.After(60 * time.Second):
+		tb.Fatalf("source %s not ready within 60 s", name)
+	}
+	return done
+}
+
+// twoPerPartition returns smoke detectors' ids, "sm-000" on, two in each of
+// the parts partitions.
+func twoPerPartition(parts int) []string {
+	var devs []string
+	per := map[int]int{}
+	for i := 0; len(devs) < 2*parts; i++ {
+		id := fmt.Sprintf("sm-%03d", i)
+		if p := PartitionOf(id, parts); per[p] < 2 {
+			per[p]++
+			devs = append(devs, id)
+		}
+	}
+	return devs
+}
