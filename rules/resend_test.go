@@ -1,6 +1,12 @@
 package rules
 
-import "testing"
+import (
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
 
 // TestResendAfterNewer: a device's QoS 1 resends of messages already
 // evaluated (its broker node stored them and died before their PUBACKs
@@ -60,5 +66,63 @@ func TestResendAfterNewer(t *testing.T) {
 	}
 	if !c.open("smoke.clock") {
 		t.Errorf("restarted counter with a clock behind: no clock fault:%s", transitionsOf(c.evs))
+	}
+}
+
+// TestResendRandomized: a device with a right clock sends a stream whose
+// battery level jumps across its low-battery thresholds; a random third
+// of its messages is sent again (an exact copy, as a QoS 1 resend) 1 to 40
+// messages later, at most 60 s behind the newest. No copy may be evaluated
+// as new, no clock fault may be raised, and the events must be those of the
+// stream without the copies. FW_SEED repeats a run.
+func TestResendRandomized(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v, err := strconv.ParseUint(os.Getenv("FW_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	rng := rand.New(rand.NewPCG(seed, 7))
+	const t0 = int64(1_795_420_800_000)
+	for round := range 50 {
+		type msg struct {
+			seq   uint32
+			ts    int64
+			value float64
+		}
+		var stream []msg
+		for s := uint32(1); s <= 200; s++ {
+			// 10–30 %: across the low-battery threshold (below 20, clear at 25).
+			level := float64(10 + rng.IntN(21))
+			stream = append(stream, msg{s, t0 + int64(s)*1_000, level})
+		}
+		// copies[i]: the messages sent again right after stream[i].
+		copies := make([][]msg, len(stream))
+		for i, m := range stream {
+			if rng.IntN(3) == 0 {
+				at := min(len(stream)-1, i+1+rng.IntN(40))
+				copies[at] = append(copies[at], m)
+			}
+		}
+		plain, noisy := newClockDev(t, "sm-1"), newClockDev(t, "sm-1")
+		for i, m := range stream {
+			plain.send(m.ts, m.ts, "battery_pct", m.value, false, m.seq, false)
+			noisy.send(m.ts, m.ts, "battery_pct", m.value, false, m.seq, false)
+			for _, c := range copies[i] {
+				recv := stream[i].ts + 200
+				v, evs := noisy.send(c.ts, recv, "battery_pct", c.value, false, c.seq, false)
+				if v.Admission == Fresh || len(evs) != 0 {
+					t.Fatalf("seed %d round %d: copy of seq %d after seq %d: %+v%s, want it not evaluated as new",
+						seed, round, c.seq, stream[i].seq, v, transitionsOf(evs))
+				}
+			}
+		}
+		if got, want := transitionsOf(noisy.evs), transitionsOf(plain.evs); got != want {
+			t.Fatalf("seed %d round %d: events with copies%s, without%s", seed, round, got, want)
+		}
+		if len(plain.evs) == 0 {
+			t.Fatalf("seed %d round %d: the stream raised no event; the comparison would be empty", seed, round)
+		}
+		if noisy.open("smoke.clock") {
+			t.Fatalf("seed %d round %d: clock fault raised by copies", seed, round)
+		}
 	}
 }
