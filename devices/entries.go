@@ -253,6 +253,8 @@ func parseWhole(name string, b []byte, sink deviceSink) (*parsed, error) {
 			continue
 		}
 		e.Line = n.Line
+		// `grids: []` is written back as no key: both read as none.
+		e.Grids = nilIfEmpty(e.Grids)
 		p.kept("stations", i)
 		p.e.Stations = append(p.e.Stations, e)
 	}
@@ -284,10 +286,21 @@ func parseWhole(name string, b []byte, sink deviceSink) (*parsed, error) {
 			continue
 		}
 		e.Line = n.Line
+		e.Networks = nilIfEmpty(e.Networks)
+		e.Points = nilIfEmpty(e.Points)
 		p.kept("uitds", i)
 		p.e.UITDs = append(p.e.UITDs, e)
 	}
 	return p, nil
+}
+
+// nilIfEmpty makes an empty list none, as MarshalEntries writes it (the
+// `omitempty` lists), so an entry reads the same after a round trip.
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // decodeDevice reads one device entry. It checks the keys itself and
