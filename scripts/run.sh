@@ -102,6 +102,16 @@ export FIREWATCH_NBIOT_ONENET_AES_KEY=$(head -c 8 /dev/urandom | od -An -tx1 | t
 export FIREWATCH_ALARMS_SMS_GATEWAY=http://$RECEIVER_ADDR/dispatch/sms-gateway
 export FIREWATCH_ALARMS_SMS_TEMPLATE='{"to":{{json .Mobile}},"channel":{{json .Channel}},"severity":{{json .Severity}},"message":{{json (printf "%s → %s %s：%s" .Channel .Name .Mobile .Text)}}}'
 
+# A fresh alarm store at each start (KEEP_ALARMS=1 keeps the last run's): a fire stays open until a person
+# closes it, so the demo's incidents would otherwise repeat the alarms still open from the last run and push
+# nothing new. The last run's alarms and rule state move to var/previous/ (readings, spool and ledger stay).
+if [ -z "${KEEP_ALARMS:-}" ] && [ -f "$VAR/alarms.db" ]; then
+  rm -rf "$VAR/previous" && mkdir -p "$VAR/previous"
+  mv "$VAR"/alarms.db* "$VAR/previous/"
+  if [ -f "$VAR/firewatch.state" ]; then mv "$VAR/firewatch.state" "$VAR/previous/"; fi
+  echo "the last run's alarms are in var/previous/alarms.db (KEEP_ALARMS=1 keeps them in use)"
+fi
+
 setsid "$BIN/firewatch" -ledger "$VAR/ledger-firewatch.yaml" -alarms.db "$VAR/alarms.db" \
   -mqtt.listen "$MQTT_LISTEN" -http.listen "$HTTP_LISTEN" -influx.url "$INFLUX_URL" \
   -gb26875.listen "$GB26875_LISTEN" -gb26875.inspect_every 10m \
