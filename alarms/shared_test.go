@@ -42,6 +42,7 @@ func TestSharedStore(t *testing.T) {
 	t.Run("Digests", func(t *testing.T) { testSharedDigests(t, p) })
 	t.Run("GetOneSnapshot", func(t *testing.T) { testGetOneSnapshot(t, p.NewDatabase(t)) })               // get_snapshot_test.go
 	t.Run("DeliveredWhileCleared", func(t *testing.T) { testDeliveredWhileCleared(t, p.NewDatabase(t)) }) // delivered_race_test.go
+	t.Run("CommandAckWhileCleared", func(t *testing.T) { testCommandAckWhileCleared(t, p.NewDatabase(t)) })
 	t.Run("RegistryRemoved", func(t *testing.T) { testSharedRegistryRemoved(t, p) })
 	t.Run("Randomized", func(t *testing.T) { testSharedRandomized(t, p) })   // shared_random_test.go
 	t.Run("PostgresRestart", func(t *testing.T) { testSharedRestart(t, p) }) // last: stops the cluster
